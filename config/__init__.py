@@ -1,0 +1,1 @@
+"""SPARCS config."""

@@ -1,0 +1,407 @@
+"""The one configuration schema every SPARCS command validates a fleet file against.
+
+A fleet file has a ``sites`` section (what exists in the field), a ``simulation`` section (how the
+simulated fleet behaves: seed, speed, device variants, faults) and the controller's sections
+(``dispatch``, ``market``, ``grid``, ``api``, ``storage``). Every model forbids unknown keys, so a
+typo is an error that names its path, never a silently ignored setting.
+
+Units and signs follow DESIGN.md "Definitions": SI inside (W, Wh, s), SoC as a fraction 0..1,
+names carry the unit where it is not SI (``kwp``, ``capacity_kwh``, ``annual_kwh``,
+``*_eur_per_kwh``, ``*_deg``). Timestamps must carry a UTC offset.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+DeviceKind = Literal["pv_inverter", "battery", "meter"]
+FaultMode = Literal[
+    "offline",  # port closed: connections are refused
+    "no_reply",  # requests are swallowed: the client times out
+    "slow",  # replies arrive after ``delay_s``
+    "exception",  # every request answered with Modbus exception ``code``
+    "frozen",  # measurements stop changing (energy counters flat while power > 0)
+    "sentinel",  # measurements read as SunSpec not-implemented values
+    "garbage",  # measurements read as out-of-range values
+    "reboot",  # controls reset to defaults once, device unavailable for ``duration_s``
+]
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("timestamp needs a UTC offset, e.g. 2026-06-21T12:00:00+02:00")
+    return value.astimezone(dt.UTC)
+
+
+AwareDatetime = Annotated[dt.datetime, AfterValidator(_aware)]
+"""A timestamp that carried an offset at the edge; converted to UTC inside."""
+
+
+class Strict(BaseModel):
+    """Base of every config model: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Location(Strict):
+    """Where a site is; degrees north/east, metres above sea level."""
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    altitude_m: float = Field(default=110.0, ge=-500, le=9000)
+
+
+class PvConfig(Strict):
+    """The site's PV array. ``azimuth_deg`` uses pvlib's convention: 180 = south, 90 = east."""
+
+    kwp: float = Field(gt=0, le=1000, description="DC peak power in kWp")
+    tilt_deg: float = Field(default=30.0, ge=0, le=90)
+    azimuth_deg: float = Field(default=180.0, ge=0, lt=360)
+    inverter_w: float | None = Field(
+        default=None, gt=0, description="AC rating of the inverter in W; default: 1000 W per kWp"
+    )
+    installer_limit_pct: float = Field(
+        default=100.0,
+        gt=0,
+        le=100,
+        description="Installer's output ceiling in % of the rating (WMax); the controller never lifts it",
+    )
+
+    @property
+    def rating_w(self) -> float:
+        return self.inverter_w if self.inverter_w is not None else self.kwp * 1000.0
+
+
+class BatteryConfig(Strict):
+    """A home battery. SoC values are fractions 0..1 of ``capacity_kwh``."""
+
+    capacity_kwh: float = Field(gt=0, le=10_000)
+    max_charge_w: float = Field(gt=0)
+    max_discharge_w: float = Field(gt=0)
+    eta_charge: float = Field(default=0.95, gt=0, le=1)
+    eta_discharge: float = Field(default=0.95, gt=0, le=1)
+    soc_min: float = Field(default=0.05, ge=0, le=1)
+    soc_max: float = Field(default=0.95, ge=0, le=1)
+    soc_initial: float = Field(default=0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _soc_order(self) -> BatteryConfig:
+        if self.soc_min >= self.soc_max:
+            raise ValueError(f"soc_min ({self.soc_min}) must be below soc_max ({self.soc_max}); swap or correct them")
+        if not self.soc_min <= self.soc_initial <= self.soc_max:
+            raise ValueError(
+                f"soc_initial ({self.soc_initial}) must lie within soc_min..soc_max ({self.soc_min}..{self.soc_max})"
+            )
+        return self
+
+
+class LoadConfig(Strict):
+    """Household consumption: BDEW H0 standard profile scaled to ``annual_kwh``."""
+
+    annual_kwh: float = Field(default=3500.0, gt=0, le=1_000_000)
+
+
+class GridConnection(Strict):
+    """The site's grid connection point and the rules that apply to it."""
+
+    connection_limit_w: float = Field(default=30_000.0, gt=0, description="fuse limit, import and export")
+    feed_in_cap_pct: Literal[60, 70] | None = Field(
+        default=None, description="feed-in cap at the meter in % of PV kWp (60, 70) or none"
+    )
+    negative_price_rule: bool = Field(
+        default=False, description="plant from 25 Feb 2025: no export in negative-price quarter-hours"
+    )
+
+    def feed_in_cap_w(self, kwp: float) -> float | None:
+        """The export ceiling at the meter in W (≥ 0), or None when the site has no cap."""
+        return None if self.feed_in_cap_pct is None else self.feed_in_cap_pct / 100.0 * kwp * 1000.0
+
+
+class Tariff(Strict):
+    """What the site pays for import and earns for export, EUR/kWh."""
+
+    import_eur_per_kwh: float = Field(default=0.32, ge=0, le=10)
+    export_eur_per_kwh: float = Field(default=0.08, ge=-1, le=10)
+    direct_marketing: bool = Field(
+        default=False, description="export earns the day-ahead price instead of a fixed remuneration"
+    )
+
+
+class DeviceConfig(Strict):
+    """One Modbus TCP device of a site."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    kind: DeviceKind
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    unit: int = Field(default=1, ge=1, le=247)
+    protocol: Literal["sunspec", "profile"] = "sunspec"
+    profile: str | None = Field(default=None, description="name of a register map in config/profiles/")
+    control: bool = Field(default=True, description="false = monitor only: read, never write")
+    invert_sign: bool = Field(default=False, description="the device reports power with the opposite sign")
+
+    @model_validator(mode="after")
+    def _profile_named(self) -> DeviceConfig:
+        if self.protocol == "profile" and not self.profile:
+            raise ValueError("protocol 'profile' needs 'profile': the name of a file in config/profiles/")
+        return self
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+
+class SiteConfig(Strict):
+    """A home or small business with PV, maybe a battery, and one grid connection point."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str | None = None
+    location: Location
+    pv: PvConfig
+    battery: BatteryConfig | None = None
+    load: LoadConfig = LoadConfig()
+    grid: GridConnection = GridConnection()
+    tariff: Tariff = Tariff()
+    devices: list[DeviceConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _devices_fit(self) -> SiteConfig:
+        kinds = [d.kind for d in self.devices]
+        if kinds.count("meter") > 1:
+            raise ValueError("a site has at most one meter at its grid connection point")
+        if "battery" in kinds and self.battery is None:
+            raise ValueError("a battery device needs the site's 'battery' section (capacity, power limits)")
+        return self
+
+
+class DeviceVariant(Strict):
+    """How a simulated device presents itself on the wire."""
+
+    models: Literal["classic", "der", "float"] = Field(
+        default="classic",
+        description="classic = 103/120/121/122/123(/124); der = 701/702/704(/713); float = 113 instead of 103",
+    )
+    base_address: Literal[0, 40000, 50000] = 40000
+    common_len: Literal[65, 66] = 66
+
+
+class FaultSpec(Strict):
+    """A fault of one simulated device, active from ``start`` (or from start-up) until ``end``."""
+
+    device: str
+    mode: FaultMode
+    start: AwareDatetime | None = None
+    end: AwareDatetime | None = None
+    delay_s: float = Field(default=2.0, gt=0, le=60, description="reply delay for mode 'slow'")
+    code: int = Field(default=4, ge=1, le=11, description="Modbus exception code for mode 'exception'")
+    duration_s: float = Field(default=5.0, ge=0, le=3600, description="unavailability for mode 'reboot'")
+
+
+class WeatherConfig(Strict):
+    """The seeded cloud process that multiplies clear-sky irradiance."""
+
+    cloudiness: float = Field(default=0.3, ge=0, le=1, description="0 = clear sky all day, 1 = overcast")
+    irradiance_csv: Path | None = Field(default=None, description="CSV of timestamp,clearness (0..1.2)")
+
+
+class SimulationConfig(Strict):
+    """The simulated fleet: used by `sparcs simulate`, `sparcs run` (demo) and `sparcs twin`."""
+
+    seed: int = 42
+    speed: float = Field(default=1.0, gt=0, le=10_000, description="sim seconds per wall second")
+    start: AwareDatetime | None = Field(default=None, description="sim clock start; default: now")
+    host: str = "127.0.0.1"
+    control_port: int | None = Field(default=None, ge=1, le=65535, description="control channel HTTP port")
+    weather: WeatherConfig = WeatherConfig()
+    load_noise: float = Field(default=0.1, ge=0, le=1, description="relative std-dev of load noise")
+    variants: dict[str, DeviceVariant] = Field(default_factory=dict, description="device id -> variant")
+    faults: list[FaultSpec] = Field(default_factory=list)
+
+
+class DispatchConfig(Strict):
+    """Control cadence and solver bounds."""
+
+    poll_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    dispatch_interval_s: float = Field(default=300.0, gt=0, le=86_400)
+    horizon_h: int = Field(default=24, ge=1, le=72)
+    solve_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    stale_after_polls: int = Field(default=3, ge=1, le=100)
+    revert_timeout_s: int = Field(default=600, ge=10, le=65_535, description="revert timer written with limits")
+    modbus_timeout_s: float = Field(default=1.0, gt=0, le=30)
+    max_concurrency: int = Field(default=256, ge=1, le=10_000)
+    min_pv_limit_pct: float = Field(
+        default=1.0, ge=0, le=100, description="floor for PV limits: some inverters go to standby at 0 %"
+    )
+    battery_throughput_eur_per_kwh: float = Field(default=0.02, ge=0)
+    curtailment_penalty_eur_per_kwh: float = Field(default=0.001, ge=0)
+    schedule_penalty_eur_per_kwh: float = Field(default=1.0, ge=0)
+
+
+class MarketConfig(Strict):
+    """Day-ahead prices (EUR/MWh, quarter-hourly); a flat price when no series is loaded."""
+
+    prices_csv: Path | None = Field(default=None, description="CSV with columns timestamp,eur_per_mwh")
+    flat_price_eur_per_mwh: float = Field(default=80.0, ge=-500, le=4000)
+
+
+class GridRules(Strict):
+    """Fleet-wide grid-operator rules."""
+
+    para14a_limit_w: float = Field(default=4200.0, gt=0, description="§14a EnWG dimming of grid charging")
+    export_guard: bool = Field(default=True, description="tighten PV limits at once when a meter exceeds its cap")
+
+
+class ApiConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+class StorageConfig(Strict):
+    url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in the data directory")
+    retention_days: int = Field(default=90, ge=1, le=3650)
+    telemetry_resolution_s: int = Field(default=60, ge=1, le=3600)
+
+
+class FleetConfig(Strict):
+    """A whole fleet file."""
+
+    sites: list[SiteConfig] = Field(min_length=1)
+    simulation: SimulationConfig | None = None
+    dispatch: DispatchConfig = DispatchConfig()
+    market: MarketConfig = MarketConfig()
+    grid: GridRules = GridRules()
+    api: ApiConfig = ApiConfig()
+    storage: StorageConfig = StorageConfig()
+
+    @model_validator(mode="after")
+    def _unique_and_consistent(self) -> FleetConfig:
+        problems: list[str] = []
+        for what, ids in (
+            ("site id", [s.id for s in self.sites]),
+            ("device id", [d.id for s in self.sites for d in s.devices]),
+        ):
+            seen: set[str] = set()
+            for i in ids:
+                if i in seen:
+                    problems.append(f"{what} '{i}' is used twice; ids must be unique")
+                seen.add(i)
+        # A port may be shared only inside one site (a site gateway) and only with distinct unit ids.
+        by_endpoint: dict[tuple[str, int], list[tuple[str, str, int]]] = defaultdict(list)
+        for s in self.sites:
+            for d in s.devices:
+                by_endpoint[d.endpoint].append((s.id, d.id, d.unit))
+        for (host, port), users in by_endpoint.items():
+            sites = {u[0] for u in users}
+            units = [u[2] for u in users]
+            if len(sites) > 1 or len(set(units)) != len(units):
+                names = ", ".join(u[1] for u in users)
+                problems.append(
+                    f"port {host}:{port} is used twice ({names}); give each device its own port, "
+                    "or distinct unit ids behind one site's gateway"
+                )
+        device_ids = {d.id for s in self.sites for d in s.devices}
+        if self.simulation is not None:
+            for dev in list(self.simulation.variants) + [f.device for f in self.simulation.faults]:
+                if dev not in device_ids:
+                    problems.append(f"simulation refers to unknown device '{dev}'")
+            ports = {d.port for s in self.sites for d in s.devices}
+            if self.simulation.control_port in ports:
+                problems.append(f"simulation.control_port {self.simulation.control_port} is a device port")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def site(self, site_id: str) -> SiteConfig:
+        for s in self.sites:
+            if s.id == site_id:
+                return s
+        raise KeyError(f"unknown site '{site_id}'")
+
+    def devices(self) -> list[tuple[SiteConfig, DeviceConfig]]:
+        return [(s, d) for s in self.sites for d in s.devices]
+
+
+class ConfigError(Exception):
+    """A fleet file that cannot be used; ``errors`` holds one line per problem, each naming its path."""
+
+    def __init__(self, source: str, errors: list[str]):
+        self.source = source
+        self.errors = errors
+        super().__init__(f"{source}: {len(errors)} error(s)\n" + "\n".join(errors))
+
+
+def _path_of(loc: tuple[Any, ...], data: Any) -> str:
+    """Render a pydantic error location as ``sites[3].pv.kwp``, naming the site id where known."""
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            label = str(part)
+            if isinstance(node, list) and 0 <= part < len(node) and isinstance(node[part], dict):
+                ident = node[part].get("id")
+                if ident is not None:
+                    label = f"{part}:{ident}"
+            out += f"[{label}]"
+        else:
+            out += f".{part}" if out else str(part)
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return out or "(file)"
+
+
+def validate_config(data: Any, source: str = "config") -> FleetConfig:
+    """Validate already-parsed YAML; raise ConfigError with one line per problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"(file): expected a mapping with a 'sites' section, got {type(data).__name__}"])
+    try:
+        return FleetConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field; remove it or check its spelling"
+            for part in msg.split("\n"):
+                lines.append(f"{_path_of(tuple(err['loc']), data)}: {part}")
+        raise ConfigError(source, lines) from None
+
+
+def load_config(path: str | Path) -> FleetConfig:
+    """Read and validate a fleet YAML file; relative paths inside it resolve against its folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"(file): cannot read: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"(file): not valid YAML: {exc}"]) from None
+    cfg = validate_config(data, str(path))
+    base = path.resolve().parent
+    if cfg.market.prices_csv is not None and not cfg.market.prices_csv.is_absolute():
+        cfg.market.prices_csv = base / cfg.market.prices_csv
+    if cfg.simulation and cfg.simulation.weather.irradiance_csv is not None:
+        csv = cfg.simulation.weather.irradiance_csv
+        if not csv.is_absolute():
+            cfg.simulation.weather.irradiance_csv = base / csv
+    return cfg
+
+
+CONFIG_DIR = Path(__file__).resolve().parent
+"""Where the shipped YAML lives (demo fleet, profiles, scenarios)."""

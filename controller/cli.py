@@ -1,0 +1,46 @@
+"""The `sparcs` command line: one console script, one sub-command per task (DESIGN.md "Command line").
+
+Each command lives beside the code it drives and is registered here, so this module only wires
+them up. Expected failures (a bad config, an unreachable device) print one line per problem to
+stderr and exit with status 2; they never print a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from config.schema import ConfigError, FleetConfig, load_config
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="SPARCS swarm-plant controller")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON.")
+app.add_typer(bench_app, name="bench")
+
+
+def fail(lines: list[str] | str, code: int = 2) -> typer.Exit:
+    """Print an expected failure to stderr, one line per problem, and return the Exit to raise."""
+    for line in [lines] if isinstance(lines, str) else lines:
+        typer.echo(line, err=True)
+    return typer.Exit(code)
+
+
+def load_or_exit(path: Path) -> FleetConfig:
+    """Load a fleet file or exit with one line per error, each naming its path in the file."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise fail([f"{exc.source}: {line}" for line in exc.errors]) from None
+
+
+@app.command("check-config")
+def check_config(file: Annotated[Path, typer.Argument(help="fleet YAML file")]) -> None:
+    """Validate a fleet file and list every error with its path."""
+    cfg = load_or_exit(file)
+    n_dev = sum(len(s.devices) for s in cfg.sites)
+    typer.echo(f"{file}: OK ({len(cfg.sites)} sites, {n_dev} devices)")
+
+
+def main() -> None:  # pragma: no cover - console-script entry point
+    app()
