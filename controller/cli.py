@@ -42,5 +42,48 @@ def check_config(file: Annotated[Path, typer.Argument(help="fleet YAML file")]) 
     typer.echo(f"{file}: OK ({len(cfg.sites)} sites, {n_dev} devices)")
 
 
+token_app = typer.Typer(no_args_is_help=True, help="API tokens: add (printed once), list, revoke.")
+app.add_typer(token_app, name="token")
+DataDir = Annotated[Path, typer.Option("--data-dir", help="where the SQLite store lives")]
+TokenConfig = Annotated[Path | None, typer.Option("--config", help="fleet file whose storage.url to use")]
+
+
+@token_app.command("add")
+def token_add(
+    name: Annotated[str, typer.Argument(help="who the token is for (written to the audit log)")],
+    role: Annotated[str, typer.Option("--role", help="viewer, operator or admin")] = "viewer",
+    data_dir: DataDir = Path("data"),
+    config: TokenConfig = None,
+) -> None:
+    """Create an API token; it is printed once, only its hash is stored."""
+    from controller.tokens import add_token
+
+    try:
+        typer.echo(add_token(name, role, data_dir, config))
+    except (ValueError, ConfigError) as exc:
+        raise fail(str(exc)) from None
+
+
+@token_app.command("list")
+def token_list(data_dir: DataDir = Path("data"), config: TokenConfig = None) -> None:
+    """List token names and roles (never the tokens)."""
+    from controller.tokens import list_tokens
+
+    for line in list_tokens(data_dir, config):
+        typer.echo(line)
+
+
+@token_app.command("revoke")
+def token_revoke(name: str, data_dir: DataDir = Path("data"), config: TokenConfig = None) -> None:
+    """Revoke a token by name."""
+    from controller.tokens import revoke_token
+
+    try:
+        revoke_token(name, data_dir, config)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"revoked '{name}'")
+
+
 def main() -> None:  # pragma: no cover - console-script entry point
     app()

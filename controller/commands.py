@@ -1,0 +1,272 @@
+"""Operator commands: curtailment stages K1–K4, §14a dimming, the fleet export schedule, pause/resume.
+
+Requests are pydantic models (the API's bodies); :class:`CommandBook` checks them against the fleet
+and the clock, persists them durably with their audit entry before acknowledging, and answers what
+is in force at any time:
+
+- stages: per site the most restrictive active stage wins (K1 = 0 %, K2 = 30 %, K3 = 60 %,
+  K4 = 100 % of the PV rating); when it expires the next active one applies;
+- §14a: a site's battery may charge from the grid with at most ``grid.para14a_limit_w``;
+- export schedule: quarter-hourly fleet export values (W ≥ 0 at the meters); a newer schedule
+  replaces an older one for the quarter-hours it covers;
+- pause: stops the optimizer only; stages, caps and the export guard stay enforced.
+
+Times are Unix seconds (UTC) inside; timestamps in requests must carry an offset.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from config.schema import AwareDatetime, FleetConfig
+from controller.store import Store
+from optimizer.problem import CURTAILMENT_STAGE_OUTPUT, QUARTER_S, stage_ceiling_w
+
+MAX_COMMAND_S = 31 * 86_400.0  # a stage or schedule further out than a month is a typo, not a plan
+Stage = Literal["K1", "K2", "K3", "K4"]
+
+
+class CommandError(ValueError):
+    """A request that is well-formed but cannot be applied; ``field`` is its path in the request body."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StageRequest(_Body):
+    """Curtailment stage for all sites (``sites`` omitted) or the named ones, from ``start`` until ``expires_at``."""
+
+    stage: Stage = Field(description="K1 = 0 %, K2 = 30 %, K3 = 60 %, K4 = 100 % of the PV rating")
+    sites: list[str] | None = Field(default=None, min_length=1, max_length=10_000, description="omit for all sites")
+    start: AwareDatetime | None = Field(default=None, description="default: now")
+    expires_at: AwareDatetime
+
+
+class Para14aRequest(_Body):
+    """§14a EnWG dimming: batteries of the named sites (or all) charge from the grid with at most the §14a limit."""
+
+    sites: list[str] | None = Field(default=None, min_length=1, max_length=10_000)
+    start: AwareDatetime | None = None
+    expires_at: AwareDatetime
+
+
+class SchedulePoint(_Body):
+    start: AwareDatetime = Field(description="start of a quarter-hour, with offset")
+    export_w: float = Field(ge=0, le=1e9, description="fleet export at the meters in W (≥ 0)")
+
+
+class ScheduleRequest(_Body):
+    """Fleet export schedule: one value per quarter-hour, each holding for 15 minutes from its start."""
+
+    points: list[SchedulePoint] = Field(min_length=1, max_length=400)
+
+
+class PauseRequest(_Body):
+    reason: str | None = Field(default=None, max_length=500)
+
+
+@dataclass(frozen=True)
+class Command:
+    id: int
+    kind: str
+    who: str
+    created_at: float
+    start_s: float
+    expires_s: float | None
+    params: dict[str, Any]
+
+    def overlaps(self, t0: float, t1: float) -> bool:
+        return self.start_s < t1 and (self.expires_s is None or self.expires_s > t0)
+
+    def covers_site(self, site_id: str) -> bool:
+        sites = self.params.get("sites")
+        return sites is None or site_id in sites
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "who": self.who,
+            "created_at": self.created_at,
+            "start_s": self.start_s,
+            "expires_s": self.expires_s,
+            "params": self.params,
+        }
+
+
+def _row_to_command(row: dict[str, Any]) -> Command:
+    return Command(
+        id=row["id"],
+        kind=row["kind"],
+        who=row["who"],
+        created_at=row["created_at"],
+        start_s=row["start_s"],
+        expires_s=row["expires_s"],
+        params=row["params"],
+    )
+
+
+def _ts(t: dt.datetime) -> float:
+    return t.timestamp()
+
+
+class CommandBook:
+    """The commands in force, kept in memory and written through to the store before acknowledging."""
+
+    def __init__(self, store: Store, cfg: FleetConfig):
+        self.store = store
+        self.cfg = cfg
+        self._site_ids = {s.id for s in cfg.sites}
+        self._rating_w = {s.id: s.pv.rating_w for s in cfg.sites}
+        self._commands: list[Command] = []
+
+    def load(self, now_s: float) -> None:
+        """Reload the active commands from the store (start-up, and after a restart)."""
+        self._commands = [_row_to_command(r) for r in self.store.active_commands(now_s)]
+
+    def active(self, now_s: float) -> list[Command]:
+        """Commands not expired at ``now_s``, including ones that start later."""
+        return [c for c in self._commands if c.expires_s is None or c.expires_s > now_s]
+
+    # -- what is in force --------------------------------------------------------------------
+
+    def stage(self, site_id: str, t0: float, t1: float | None = None) -> str | None:
+        """The most restrictive stage overlapping [t0, t1) for a site (t1 default: t0 + 1 s)."""
+        t1 = t0 + 1.0 if t1 is None else t1
+        found = [
+            c.params["stage"]
+            for c in self._commands
+            if c.kind == "stage" and c.overlaps(t0, t1) and c.covers_site(site_id)
+        ]
+        return min(found, key=CURTAILMENT_STAGE_OUTPUT.__getitem__) if found else None
+
+    def stage_ceiling_w(self, site_id: str, t0: float, t1: float | None = None) -> float | None:
+        """The stage's ceiling on PV output in W (fraction of the PV rating), or None without a stage."""
+        stage = self.stage(site_id, t0, t1)
+        return None if stage is None else stage_ceiling_w(stage, self._rating_w[site_id])
+
+    def para14a(self, site_id: str, t0: float, t1: float | None = None) -> bool:
+        t1 = t0 + 1.0 if t1 is None else t1
+        return any(c.kind == "para14a" and c.overlaps(t0, t1) and c.covers_site(site_id) for c in self._commands)
+
+    def schedule_export_w(self, t: float) -> float | None:
+        """The fleet export the operator asked for at ``t`` (W ≥ 0), from the newest covering schedule."""
+        for c in sorted(self._commands, key=lambda c: c.id, reverse=True):
+            if c.kind != "schedule" or not c.overlaps(t, t + 1.0):
+                continue
+            for start_s, export_w in c.params["points_s"]:
+                if start_s <= t < start_s + QUARTER_S:
+                    return float(export_w)
+        return None
+
+    def paused(self, now_s: float) -> bool:
+        return any(c.kind == "pause" and c.overlaps(now_s, now_s + 1.0) for c in self._commands)
+
+    def period_series(self, site_id: str, starts_s: np.ndarray, ends_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per period: stage ceiling in W (NaN = none) and the §14a flag, for the optimizer."""
+        ceiling = np.full(len(starts_s), np.nan)
+        dimmed = np.zeros(len(starts_s), dtype=bool)
+        for i, (t0, t1) in enumerate(zip(starts_s, ends_s, strict=True)):
+            c = self.stage_ceiling_w(site_id, float(t0), float(t1))
+            if c is not None:
+                ceiling[i] = c
+            dimmed[i] = self.para14a(site_id, float(t0), float(t1))
+        return ceiling, dimmed
+
+    def schedule_series(self, starts_s: np.ndarray) -> np.ndarray:
+        """Fleet export schedule per period in W (NaN where none is set)."""
+        out = np.full(len(starts_s), np.nan)
+        for i, t in enumerate(starts_s):
+            v = self.schedule_export_w(float(t))
+            if v is not None:
+                out[i] = v
+        return out
+
+    # -- accepting commands ------------------------------------------------------------------
+
+    def _window(self, start: dt.datetime | None, expires_at: dt.datetime, now_s: float) -> tuple[float, float]:
+        start_s = now_s if start is None else max(now_s, _ts(start))
+        exp_s = _ts(expires_at)
+        if exp_s <= now_s:
+            raise CommandError("expires_at", "is in the past; give a time in the future with its UTC offset")
+        if exp_s <= start_s:
+            raise CommandError("expires_at", "must be after start")
+        if exp_s - now_s > MAX_COMMAND_S:
+            raise CommandError("expires_at", "is more than 31 days ahead; send a nearer expiry and renew it")
+        return start_s, exp_s
+
+    def _check_sites(self, sites: list[str] | None) -> list[str] | None:
+        if sites is None:
+            return None
+        seen: set[str] = set()
+        for i, s in enumerate(sites):
+            if s not in self._site_ids:
+                raise CommandError(f"sites[{i}]", f"unknown site '{s}'; GET /api/v1/sites lists the site ids")
+            if s in seen:
+                raise CommandError(f"sites[{i}]", f"site '{s}' is listed twice")
+            seen.add(s)
+        return list(sites)
+
+    def _persist(
+        self, kind: str, who: str, now_s: float, start_s: float, expires_s: float | None, params: dict
+    ) -> Command:
+        cid = self.store.add_command(
+            kind=kind, who=who, created_at=now_s, start_s=start_s, expires_s=expires_s, params=params, audit_result="ok"
+        )
+        cmd = Command(cid, kind, who, now_s, start_s, expires_s, params)
+        self._commands.append(cmd)
+        return cmd
+
+    def submit_stage(self, req: StageRequest, who: str, now_s: float) -> Command:
+        sites = self._check_sites(req.sites)
+        start_s, exp_s = self._window(req.start, req.expires_at, now_s)
+        return self._persist("stage", who, now_s, start_s, exp_s, {"stage": req.stage, "sites": sites})
+
+    def submit_para14a(self, req: Para14aRequest, who: str, now_s: float) -> Command:
+        sites = self._check_sites(req.sites)
+        start_s, exp_s = self._window(req.start, req.expires_at, now_s)
+        return self._persist("para14a", who, now_s, start_s, exp_s, {"sites": sites})
+
+    def submit_schedule(self, req: ScheduleRequest, who: str, now_s: float) -> Command:
+        points: list[tuple[float, float]] = []
+        for i, p in enumerate(req.points):
+            t = _ts(p.start)
+            if not math.isclose(t % QUARTER_S, 0.0, abs_tol=1e-6):
+                raise CommandError(f"points[{i}].start", "must be the start of a quarter-hour (minute 0, 15, 30, 45)")
+            if points and t <= points[-1][0]:
+                raise CommandError(f"points[{i}].start", "must be later than the point before it")
+            if t - now_s > MAX_COMMAND_S:
+                raise CommandError(f"points[{i}].start", "is more than 31 days ahead")
+            points.append((t, p.export_w))
+        end_s = points[-1][0] + QUARTER_S
+        if end_s <= now_s:
+            raise CommandError("points", "every quarter-hour lies in the past; send points for now or later")
+        params = {"points_s": [list(p) for p in points]}
+        return self._persist("schedule", who, now_s, points[0][0], end_s, params)
+
+    def submit_pause(self, req: PauseRequest, who: str, now_s: float) -> Command:
+        return self._persist("pause", who, now_s, now_s, None, {"reason": req.reason})
+
+    def resume(self, who: str, now_s: float) -> list[int]:
+        """Cancel every active pause; returns the ids cancelled (empty: was not paused, audited as noop)."""
+        return self.cancel([c.id for c in self._commands if c.kind == "pause"], who, now_s, action="resume")
+
+    def cancel(self, ids: list[int], who: str, now_s: float, action: str = "cancel") -> list[int]:
+        done = self.store.cancel_commands(ids, who=who, at=now_s, action=action, params={"ids": ids})
+        self._commands = [c for c in self._commands if c.id not in done]
+        return done
+
+    def find(self, command_id: int) -> Command | None:
+        return next((c for c in self._commands if c.id == command_id), None)

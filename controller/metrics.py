@@ -1,0 +1,104 @@
+"""Prometheus metrics of one controller, in its own CollectorRegistry (served at /metrics).
+
+Names follow Prometheus conventions: base units (seconds, watts), ``_total`` for counters. Power
+gauges use the signs of DESIGN.md (``grid`` > 0 import, ``battery`` > 0 discharge, ``export`` ≥ 0).
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from optimizer.problem import CURTAILMENT_STAGE_OUTPUT
+
+QUALITIES = ("good", "missing", "bad")
+STATUSES = ("online", "stale")
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.poll_seconds = Histogram(
+            "sparcs_poll_cycle_duration_seconds",
+            "Duration of one poll cycle (poll, fleet state, export guard, writes)",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            registry=r,
+        )
+        self.dispatch_seconds = Histogram(
+            "sparcs_dispatch_duration_seconds",
+            "Duration of one dispatch (forecast, plan, caps, write)",
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120),
+            registry=r,
+        )
+        self.dispatch_total = Counter(
+            "sparcs_dispatch_total", "Dispatches by the path that produced the plan", ["path"], registry=r
+        )
+        self.plan_objective = Gauge("sparcs_plan_objective_eur", "Objective of the plan in force, EUR", registry=r)
+        self.values_by_quality = Gauge(
+            "sparcs_telemetry_values", "Telemetry values of the last poll by quality", ["quality"], registry=r
+        )
+        self.devices_by_status = Gauge(
+            "sparcs_devices", "Devices by status after the last poll", ["status"], registry=r
+        )
+        self.modbus_errors = Counter(
+            "sparcs_modbus_errors_total", "Modbus errors reported by the poller, by kind", ["kind"], registry=r
+        )
+        self.fleet_power = Gauge(
+            "sparcs_fleet_power_watts",
+            "Fleet power now: pv, battery (+discharge), load, grid (+import), export (>= 0)",
+            ["quantity"],
+            registry=r,
+        )
+        self.flex = Gauge("sparcs_fleet_flexibility_watts", "Flexibility for the next hour", ["direction"], registry=r)
+        self.soc = Gauge("sparcs_fleet_soc_ratio", "Capacity-weighted state of charge, 0..1", registry=r)
+        self.stage_sites = Gauge(
+            "sparcs_curtailment_stage_sites", "Sites under each curtailment stage now", ["stage"], registry=r
+        )
+        self.commands = Counter(
+            "sparcs_commands_total", "Operator commands by type and result", ["type", "result"], registry=r
+        )
+        self.guard_actions = Counter(
+            "sparcs_export_guard_actions_total", "Sites whose PV limit the export guard tightened", registry=r
+        )
+        self.writes = Counter(
+            "sparcs_setpoint_writes_total",
+            "Setpoint writes by outcome (written, unchanged, failed...)",
+            ["action"],
+            registry=r,
+        )
+        self.paused = Gauge("sparcs_control_paused", "1 while automatic control is paused", registry=r)
+
+    def observe_poll(
+        self,
+        *,
+        statuses: Mapping[str, int],
+        qualities: Mapping[str, int],
+        errors: Mapping[str, int],
+        fleet: Mapping[str, float | None],
+    ) -> None:
+        for s in STATUSES:
+            self.devices_by_status.labels(s).set(statuses.get(s, 0))
+        for q in QUALITIES:
+            self.values_by_quality.labels(q).set(qualities.get(q, 0))
+        for kind, n in errors.items():
+            self.modbus_errors.labels(kind).inc(n)
+        for q in ("pv_w", "battery_w", "load_w", "grid_w", "export_w"):
+            self.fleet_power.labels(q.removesuffix("_w")).set(fleet.get(q) or 0.0)
+        self.flex.labels("up").set(fleet.get("flex_up_w") or 0.0)
+        self.flex.labels("down").set(fleet.get("flex_down_w") or 0.0)
+        soc = fleet.get("soc")
+        if soc is not None:
+            self.soc.set(soc)
+
+    def observe_stages(self, stage_by_site: Mapping[str, str | None]) -> None:
+        tally = Tally(v for v in stage_by_site.values() if v is not None)
+        for stage in CURTAILMENT_STAGE_OUTPUT:
+            self.stage_sites.labels(stage).set(tally.get(stage, 0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,105 @@
+"""From plan, stages and export guard to per-device setpoints: pure functions, W with DESIGN.md signs.
+
+Per site the PV limit in force is the lowest of: the plan's limit for the current period (unless
+control is paused or the site is uncontrollable), the active curtailment stage's ceiling, and the
+export guard's limit. ``None`` everywhere means "no command": the writer releases the device to its
+installer configuration. The battery follows the plan's ``battery_w`` (+ discharge, − charge) or is
+released to its own self-consumption mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from config.schema import SiteConfig
+
+GUARD_TARGET = 0.98  # the guard steers the meter to 98 % of the cap, leaving room for noise between polls
+GUARD_RELEASE = 0.85  # released once export stays below 85 % of the cap while the limit does not bind
+
+
+@dataclass(frozen=True)
+class SiteCommand:
+    """What a site should do now: PV limit (W, summed over its inverters) and battery power (W)."""
+
+    pv_limit_w: float | None
+    battery_w: float | None
+
+
+def plan_period(plan: dict[str, Any], t: float) -> int | None:
+    """Index of the plan period containing ``t`` (Unix s), or None outside the plan."""
+    start = plan["start_s"]
+    if t < start:
+        return None
+    acc = start
+    for i, length in enumerate(plan["period_s"]):
+        acc += length
+        if t < acc:
+            return i
+    return None
+
+
+def export_guard(
+    *,
+    cap_w: float | None,
+    export_w: float | None,
+    pv_w: float | None,
+    guard_w: float | None,
+) -> float | None:
+    """The guard's PV limit for a site after this poll (W), or None when the guard does not act.
+
+    Above the cap it tightens at once so that export falls to ``GUARD_TARGET`` × cap; while it acts it
+    follows the meter (loosening as load rises); it lets go when export is well below the cap and the
+    PV output sits below its limit (the limit no longer binds). Unknown readings keep the last limit.
+    """
+    if cap_w is None:
+        return None
+    if export_w is None or pv_w is None:
+        return guard_w
+    target = GUARD_TARGET * cap_w
+    if export_w > cap_w:
+        return max(0.0, pv_w - (export_w - target))
+    if guard_w is None:
+        return None
+    if export_w < GUARD_RELEASE * cap_w and pv_w < 0.9 * guard_w:
+        return None
+    return max(0.0, pv_w + (target - export_w))
+
+
+def combine_limits(*limits: float | None) -> float | None:
+    """The most restrictive of the limits given (W); None when there is none."""
+    known = [v for v in limits if v is not None]
+    return min(known) if known else None
+
+
+def site_command(
+    plan: dict[str, Any] | None,
+    site_id: str,
+    t: float,
+    *,
+    use_plan: bool,
+    stage_ceiling_w: float | None,
+    guard_w: float | None,
+) -> SiteCommand:
+    plan_limit = plan_battery = None
+    if use_plan and plan is not None and site_id in plan["sites"]:
+        i = plan_period(plan, t)
+        if i is not None:
+            row = plan["sites"][site_id]
+            plan_limit, plan_battery = row["pv_limit_w"][i], row["battery_w"][i]
+    return SiteCommand(combine_limits(plan_limit, stage_ceiling_w, guard_w), plan_battery)
+
+
+def split_to_devices(site: SiteConfig, cmd: SiteCommand) -> dict[str, tuple[float | None, float | None]]:
+    """Per controlled device id: (pv_limit_w, battery_w). The site's PV limit is split by inverter count.
+
+    Monitor-only devices (``control: false``) get nothing; meters are never written.
+    """
+    pvs = [d for d in site.devices if d.kind == "pv_inverter" and d.control]
+    bats = [d for d in site.devices if d.kind == "battery" and d.control]
+    out: dict[str, tuple[float | None, float | None]] = {}
+    for d in pvs:
+        out[d.id] = (None if cmd.pv_limit_w is None else cmd.pv_limit_w / len(pvs), None)
+    for d in bats:
+        out[d.id] = (None, None if cmd.battery_w is None else cmd.battery_w / len(bats))
+    return out

@@ -1,0 +1,112 @@
+"""Fleet state from telemetry (signs, derived load, stale sites), flexibility, export guard, setpoints."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.setpoints import SiteCommand, export_guard, plan_period, site_command, split_to_devices
+from controller.state import build_state, site_flexibility
+from drivers.telemetry import Reading, Telemetry
+
+
+def tel(dev_id, site_id, kind, status="online", **values):
+    vals = {k: Reading(v, "good") if not isinstance(v, Reading) else v for k, v in values.items()}
+    return Telemetry(dev_id, site_id, kind, 100.0, status, vals, last_good_at=100.0)
+
+
+def site_telemetry(site, *, pv=3000.0, bat=-1000.0, grid=-1500.0, soc=0.5, status="online"):
+    out = {}
+    for d in site.devices:
+        if d.kind == "pv_inverter":
+            out[d.id] = tel(d.id, site.id, d.kind, status, pv_w=pv)
+        elif d.kind == "battery":
+            out[d.id] = tel(d.id, site.id, d.kind, battery_w=bat, soc=soc)
+        else:
+            out[d.id] = tel(d.id, site.id, d.kind, grid_w=grid)
+    return out
+
+
+def test_load_follows_the_meter_balance_and_totals_add_up(small_cfg):
+    site = small_cfg.sites[0]
+    state = build_state(small_cfg, site_telemetry(site), 100.0)
+    s = state.sites[site.id]
+    # grid = load − pv − battery  →  load = −1500 + 3000 − 1000
+    assert s.load_w == pytest.approx(500.0) and s.export_w == pytest.approx(1500.0)
+    assert s.controllable and s.devices_online == s.devices_total == len(site.devices)
+    other = state.sites[small_cfg.sites[1].id]
+    assert other.devices_online == 0 and not other.controllable and other.pv_w is None
+    summary = state.summary()
+    assert summary["pv_w"] == pytest.approx(3000.0) and summary["online"] == len(site.devices)
+
+
+def test_a_value_of_bad_quality_is_unknown_not_reused(small_cfg):
+    site = small_cfg.sites[0]
+    t = site_telemetry(site)
+    meter = next(d.id for d in site.devices if d.kind == "meter")
+    t[meter] = tel(meter, site.id, "meter", grid_w=Reading(9e9, "bad"))
+    s = build_state(small_cfg, t, 100.0).sites[site.id]
+    assert s.grid_w is None and s.load_w is None and s.export_w is None
+
+
+def test_a_stale_device_makes_its_site_uncontrollable_without_flexibility(small_cfg):
+    site = small_cfg.sites[0]
+    t = site_telemetry(site)
+    pv = next(d.id for d in site.devices if d.kind == "pv_inverter")
+    t[pv] = tel(pv, site.id, "pv_inverter", status="stale", pv_w=Reading(None, "missing"))
+    s = build_state(small_cfg, t, 100.0).sites[site.id]
+    assert not s.controllable and s.devices_stale == 1
+    assert s.flex_up_w == 0.0 and s.flex_down_w == 0.0
+
+
+def test_flexibility_respects_soc_power_and_the_meter_caps(small_cfg):
+    site = small_cfg.sites[0]
+    bat = site.battery
+    kw = dict(pv_w=0.0, battery_w=0.0, grid_w=500.0, battery_controllable=True, pv_controllable=True)
+    up, down = site_flexibility(site, soc=bat.soc_min, **kw)
+    assert up == 0.0  # empty: nothing to discharge for an hour
+    assert down == pytest.approx(bat.max_charge_w)
+    up, down = site_flexibility(site, soc=bat.soc_max, **kw)
+    assert down == 0.0
+    cap = site.grid.feed_in_cap_w(site.pv.kwp)
+    assert up == pytest.approx(min(bat.max_discharge_w, 500.0 + cap))
+    # exporting at the cap already: no up-flexibility left
+    up, _ = site_flexibility(site, soc=bat.soc_max, **{**kw, "grid_w": -cap})
+    assert up == 0.0
+
+
+@pytest.mark.parametrize(
+    ("cap", "export", "pv", "guard", "expected"),
+    [
+        (None, 9000, 9000, None, None),  # no cap: the guard never acts
+        (3000, 2500, 4000, None, None),  # below the cap
+        (3000, 3500, 4000, None, 4000 - (3500 - 0.98 * 3000)),  # above: tighten at once
+        (3000, 2000, 2000, 2000, 2000 + 0.98 * 3000 - 2000),  # acting: follow the meter (loosen)
+        (3000, 1000, 1000, 3000, None),  # far below and not binding: let go
+        (3000, None, 2000, 2500, 2500),  # meter unknown: keep the last limit
+    ],
+)
+def test_export_guard(cap, export, pv, guard, expected):
+    got = export_guard(cap_w=cap, export_w=export, pv_w=pv, guard_w=guard)
+    assert got == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_setpoints_take_the_lowest_limit_and_follow_plan_periods(small_cfg):
+    plan = {
+        "start_s": 0.0,
+        "period_s": [100.0, 900.0],
+        "sites": {"a": {"pv_limit_w": [5000, 2000], "battery_w": [1, 2]}},
+    }
+    assert plan_period(plan, -1) is None and plan_period(plan, 50) == 0 and plan_period(plan, 150) == 1
+    assert plan_period(plan, 1000) is None
+    cmd = site_command(plan, "a", 150, use_plan=True, stage_ceiling_w=3000.0, guard_w=None)
+    assert cmd == SiteCommand(2000, 2)
+    cmd = site_command(plan, "a", 50, use_plan=True, stage_ceiling_w=3000.0, guard_w=2500.0)
+    assert cmd == SiteCommand(2500.0, 1)
+    paused = site_command(plan, "a", 50, use_plan=False, stage_ceiling_w=None, guard_w=None)
+    assert paused == SiteCommand(None, None)  # released to the installer configuration
+    site = small_cfg.sites[0]
+    per_dev = split_to_devices(site, SiteCommand(1200.0, -500.0))
+    kinds = {d.id: d.kind for d in site.devices}
+    assert all(kinds[d] != "meter" for d in per_dev)
+    assert {v for d, v in per_dev.items() if kinds[d] == "pv_inverter"} == {(1200.0, None)}
+    assert {v for d, v in per_dev.items() if kinds[d] == "battery"} == {(None, -500.0)}
