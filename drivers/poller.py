@@ -1,0 +1,178 @@
+"""Fleet poller: every device of the fleet once per ``poll_once``, none able to stall the others.
+
+One ``Link`` (a reused pymodbus connection) per endpoint; the unit ids behind one gateway are
+polled one after another over it, so a silent unit costs its neighbours at most one timeout.
+Endpoints are polled concurrently up to ``max_concurrency``; a failing device backs off
+exponentially (it is skipped, not waited for) and turns stale after ``stale_after_polls``
+failed polls. A value that could not be read is missing, never the previous one reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from config.schema import DeviceConfig, DispatchConfig, SiteConfig
+from drivers.errors import DeviceError, DeviceUnreachableError
+from drivers.link import Link, raise_open_file_limit
+from drivers.profile_device import ProfileDevice
+from drivers.sunspec_device import SunSpecDevice
+from drivers.telemetry import Bounds, CounterWatch, Telemetry, judge, mark_frozen, missing_values
+
+MAX_BACKOFF_S = 300.0
+STAGGER_WINDOW_S = 0.5  # first connections are spread over this window (or half a poll interval)
+
+
+@dataclass
+class DeviceState:
+    """What the poller keeps per device between polls."""
+
+    site: SiteConfig
+    cfg: DeviceConfig
+    driver: SunSpecDevice | ProfileDevice
+    bounds: Bounds
+    failed_polls: int = 0  # consecutive polls without data (attempted or skipped)
+    attempt_failures: int = 0  # consecutive attempts that failed: the back-off exponent
+    next_attempt_at: float = 0.0
+    last_good_at: float | None = None
+    watches: dict[str, CounterWatch] = field(default_factory=dict)
+    telemetry: Telemetry | None = None
+
+
+def _bounds(site: SiteConfig) -> Bounds:
+    b = site.battery
+    return Bounds(
+        pv_rating_w=site.pv.rating_w,
+        battery_power_w=max(b.max_charge_w, b.max_discharge_w) if b else site.pv.rating_w,
+        grid_limit_w=site.grid.connection_limit_w,
+    )
+
+
+class FleetPoller:
+    """Polls a fleet of Modbus TCP devices; ``poll_once`` never raises for device faults."""
+
+    def __init__(
+        self,
+        devices: list[tuple[SiteConfig, DeviceConfig]],
+        settings: DispatchConfig,
+        clock: Callable[[], float],
+    ):
+        raise_open_file_limit()
+        self.settings, self.clock = settings, clock
+        self.links: dict[tuple[str, int], Link] = {}
+        self.devices: dict[str, DeviceState] = {}
+        self._by_link: dict[tuple[str, int], list[DeviceState]] = {}
+        for site, dev in devices:
+            link = self.links.setdefault(dev.endpoint, Link(dev.host, dev.port, settings.modbus_timeout_s))
+            driver: SunSpecDevice | ProfileDevice
+            if dev.protocol == "profile":
+                assert dev.profile is not None  # the schema requires it
+                driver = ProfileDevice.from_name(link, dev.unit, dev.kind, dev.profile, dev.invert_sign)
+            else:
+                driver = SunSpecDevice(link, dev.unit, dev.kind, dev.invert_sign)
+            state = DeviceState(site, dev, driver, _bounds(site))
+            self.devices[dev.id] = state
+            self._by_link.setdefault(dev.endpoint, []).append(state)
+        self._sem = asyncio.Semaphore(settings.max_concurrency)
+        self._started = False
+
+    def state(self, device_id: str) -> DeviceState:
+        try:
+            return self.devices[device_id]
+        except KeyError:
+            raise KeyError(f"unknown device '{device_id}'") from None
+
+    async def poll_once(self) -> dict[str, Telemetry]:
+        """Poll every device once; returns device id → its telemetry of this poll."""
+        stagger = not self._started
+        self._started = True
+        n = len(self._by_link)
+        window = min(STAGGER_WINDOW_S, self.settings.poll_interval_s / 2)
+        await asyncio.gather(
+            *(
+                self._poll_link(key, states, window * i / n if stagger and n > 1 else 0.0)
+                for i, (key, states) in enumerate(self._by_link.items())
+            )
+        )
+        return {dev_id: s.telemetry for dev_id, s in self.devices.items() if s.telemetry is not None}
+
+    async def _poll_link(self, key: tuple[str, int], states: list[DeviceState], delay_s: float) -> None:
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        async with self._sem:
+            for s in states:
+                await self._poll_device(s)
+
+    async def _poll_device(self, s: DeviceState) -> None:
+        now = self.clock()
+        if now < s.next_attempt_at:
+            self._failed(s, now, s.telemetry.error if s.telemetry else "backing off", attempted=False)
+            return
+        try:
+            raw = await self._read_with_retry(s)
+        except DeviceError as exc:
+            self._failed(s, self.clock(), str(exc), attempted=True)
+            return
+        t = self.clock()
+        values = mark_frozen(
+            s.cfg.kind, judge(s.cfg.kind, raw, s.bounds), s.watches, t, self.settings.stale_after_polls
+        )
+        s.failed_polls = s.attempt_failures = 0
+        s.next_attempt_at = 0.0
+        s.last_good_at = t
+        s.telemetry = Telemetry(
+            device_id=s.cfg.id,
+            site_id=s.site.id,
+            kind=s.cfg.kind,
+            read_at=t,
+            status="online",
+            values=values,
+            last_good_at=t,
+            error=None,
+            models=self._model_ids(s),
+        )
+
+    @staticmethod
+    def _model_ids(s: DeviceState) -> list[int]:
+        d = s.driver
+        return d.map.ids if isinstance(d, SunSpecDevice) and d.map is not None else []
+
+    async def _read_with_retry(self, s: DeviceState) -> dict[str, float | None]:
+        """One poll with at most one retry, and only after a lost connection (a restart, an idle drop).
+
+        A timeout is not retried: a silent device would cost its gateway neighbours a second timeout.
+        """
+        try:
+            return await s.driver.poll()
+        except DeviceUnreachableError:
+            pass
+        return await s.driver.poll()
+
+    def _failed(self, s: DeviceState, now: float, error: str | None, attempted: bool) -> None:
+        s.failed_polls += 1
+        if attempted:
+            s.attempt_failures += 1
+            # k failures: skip the next 2^(k-1) - 1 polls (the half interval absorbs clock jitter).
+            backoff = self.settings.poll_interval_s * (2 ** (s.attempt_failures - 1) - 0.5)
+            s.next_attempt_at = now + min(backoff, MAX_BACKOFF_S)
+        stale = s.failed_polls >= self.settings.stale_after_polls
+        if stale and isinstance(s.driver, SunSpecDevice):
+            s.driver.forget()  # it may come back changed (restart, firmware update): discover again
+        s.watches.clear()
+        s.telemetry = Telemetry(
+            device_id=s.cfg.id,
+            site_id=s.site.id,
+            kind=s.cfg.kind,
+            read_at=now,
+            status="stale" if stale else "online",
+            values=missing_values(s.cfg.kind),
+            last_good_at=s.last_good_at,
+            error=error,
+            models=self._model_ids(s),
+        )
+
+    async def close(self) -> None:
+        """Close every connection."""
+        for link in self.links.values():
+            link.drop()

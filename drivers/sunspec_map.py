@@ -1,0 +1,144 @@
+"""Map decoded SunSpec models onto the telemetry shape.
+
+An inverter on 103 + 123 and one on 701 + 704 produce the same keys. Which models a device
+needs is fixed here: ``PollPlan`` names the models read every poll (measurements, controls in
+force, storage state) and the static ones read at discovery (nameplate, settings, capacity).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from drivers.discovery import ModelLocation, SunSpecMap
+from drivers.errors import DeviceError
+from drivers.sunspec_codec import decode
+
+INVERTER_MODELS = (103, 102, 101, 113, 112, 111, 701)
+METER_MODELS = (203, 204, 202, 201, 213, 214, 212, 211)
+STORAGE_MODELS = (124, 713)
+PV_CONTROL_MODELS = (123, 704)
+STATIC_MODELS = (120, 121, 702, 713)
+
+# The points each model contributes; decoding only these keeps a poll cheap.
+POINTS: dict[int, tuple[str, ...]] = {
+    **dict.fromkeys((101, 102, 103, 111, 112, 113), ("W", "WH", "St", "Evt1")),
+    701: ("W", "TotWhInj", "InvSt", "Alrm"),
+    **dict.fromkeys(METER_MODELS, ("W", "TotWhImp", "TotWhExp", "Evt")),
+    120: ("WRtg", "WHRtg", "MaxChaRte", "MaxDisChaRte"),
+    121: ("WMax",),
+    702: ("WMaxRtg", "WMax", "WChaRteMax", "WDisChaRteMax"),
+    123: ("WMaxLimPct", "WMaxLim_Ena", "WMaxLimPct_RvrtTms"),
+    704: ("WMaxLimPctEna", "WMaxLimPct", "WSetEna", "WSetMod", "WSet"),
+    124: ("WChaMax", "StorCtl_Mod", "ChaState", "OutWRte", "InWRte", "InOutWRte_RvrtTms"),
+    713: ("WHRtg", "SoC"),
+}
+
+
+@dataclass(frozen=True)
+class PollPlan:
+    """The models of one device: read on every poll (``dynamic``) or at discovery (``static``)."""
+
+    dynamic: tuple[ModelLocation, ...]
+    static: tuple[ModelLocation, ...]
+
+
+def poll_plan(kind: str, found: SunSpecMap) -> PollPlan:
+    """Choose the models to poll for a device of ``kind``; raise DeviceError if a needed one is absent."""
+
+    def need(ids: tuple[int, ...], what: str) -> ModelLocation:
+        loc = found.find(*ids)
+        if loc is None:
+            raise DeviceError(f"no {what} model (one of {', '.join(map(str, ids))}) among models {found.ids}")
+        return loc
+
+    static = tuple(m for m in found.models if m.model_id in STATIC_MODELS)
+    if kind == "meter":
+        return PollPlan((need(METER_MODELS, "meter"),), ())
+    inverter = need(INVERTER_MODELS, "inverter measurement")
+    if kind == "pv_inverter":
+        ctl = found.find(*PV_CONTROL_MODELS)
+        return PollPlan((inverter,) if ctl is None else (inverter, ctl), static)
+    storage = need(STORAGE_MODELS, "storage")
+    static = tuple(m for m in static if m.model_id != storage.model_id)
+    return PollPlan((inverter, storage), static)
+
+
+def decode_models(blocks: dict[int, list[int]]) -> dict[int, dict]:
+    """Decode each block (model id → registers from its ID register) to the points the mapping uses."""
+    return {mid: decode(mid, regs, POINTS[mid]) for mid, regs in blocks.items() if mid in POINTS}
+
+
+def _first(*values: float | None) -> float | None:
+    for v in values:
+        if v is not None:
+            return v
+    return None
+
+
+def _pct(x: float | None) -> float | None:
+    return None if x is None else x / 100.0
+
+
+def wmax_of(models: dict[int, dict]) -> float | None:
+    """The base for PV limits in W: 121 WMax, else 702 WMax, else 120 WRtg, else 702 WMaxRtg."""
+    m120, m121, m702 = models.get(120, {}), models.get(121, {}), models.get(702, {})
+    return _first(m121.get("WMax"), m702.get("WMax"), m120.get("WRtg"), m702.get("WMaxRtg"))
+
+
+def limit_in_force_w(models: dict[int, dict], wmax_w: float | None) -> float | None:
+    """The controller limit the device applies now (W), or None when no limit is enabled."""
+    if 123 in models:
+        c = models[123]
+        if c.get("WMaxLim_Ena") == 1 and c.get("WMaxLimPct") is not None and wmax_w is not None:
+            return c["WMaxLimPct"] / 100.0 * wmax_w
+        return None
+    if 704 in models:
+        c = models[704]
+        if c.get("WSetEna") == 1 and c.get("WSetMod") == 1 and c.get("WSet") is not None:
+            return float(c["WSet"])
+        if c.get("WMaxLimPctEna") == 1 and c.get("WMaxLimPct") is not None and wmax_w is not None:
+            return c["WMaxLimPct"] / 100.0 * wmax_w
+    return None
+
+
+def to_raw_si(kind: str, models: dict[int, dict], invert_sign: bool = False) -> dict[str, float | None]:
+    """The telemetry values (SI, before quality) from decoded models."""
+    sign = -1.0 if invert_sign else 1.0
+    if kind == "meter":
+        m = next((models[i] for i in METER_MODELS if i in models), {})
+        w = m.get("W")
+        return {
+            "grid_w": None if w is None else sign * w,
+            "import_wh": m.get("TotWhImp"),
+            "export_wh": m.get("TotWhExp"),
+            "operating_state": None,
+            "alarms": m.get("Evt"),
+        }
+    inv = next((models[i] for i in INVERTER_MODELS if i in models), {})
+    der = 701 in models
+    w = inv.get("W")
+    m120, m702 = models.get(120, {}), models.get(702, {})
+    rating = _first(m120.get("WRtg"), m702.get("WMaxRtg"))
+    wmax = wmax_of(models)
+    common = {
+        "rating_w": rating,
+        "energy_wh": inv.get("TotWhInj") if der else inv.get("WH"),
+        "operating_state": inv.get("InvSt") if der else inv.get("St"),
+        "alarms": inv.get("Alrm") if der else inv.get("Evt1"),
+    }
+    if kind == "pv_inverter":
+        pv = {"pv_w": None if w is None else sign * w, "wmax_w": wmax, **common}
+        if 123 in models or 704 in models:  # without a control model the limit in force is unknown
+            pv["pv_limit_w"] = limit_in_force_w(models, wmax)
+        return pv
+    s124, s713 = models.get(124, {}), models.get(713, {})
+    wchamax = _first(s124.get("WChaMax"), m120.get("MaxChaRte"), m702.get("WChaRteMax"))
+    return {
+        # 103/701 W is AC output: positive = generation = discharge, our battery_w sign.
+        "battery_w": None if w is None else sign * w,
+        "soc": _pct(_first(s124.get("ChaState"), s713.get("SoC"))),
+        "capacity_wh": _first(m120.get("WHRtg"), s713.get("WHRtg")),
+        "max_charge_w": wchamax,
+        "max_discharge_w": _first(m120.get("MaxDisChaRte"), m702.get("WDisChaRteMax"), wchamax),
+        **common,
+    }

@@ -1,0 +1,444 @@
+"""Setpoint writer: PV limits and battery power, each written with a revert timer, read back and refreshed.
+
+Rules (DESIGN.md "Revert timers", "Control semantics"):
+- every limit is clamped to the device's range: at least ``min_pv_limit_pct`` of WMax, never above
+  the installer ceiling (WMax read from the device, and the site's configured installer limit);
+- every write sets the device's revert timer to ``revert_timeout_s`` and is read back; a
+  difference is reported as a mismatch, never assumed away;
+- ``refresh_due`` rewrites a setpoint once 40 % of its timer has passed (before half);
+- ``Setpoint(None)`` releases explicitly: the limit is disabled (the device returns to its
+  installer configuration) unless the site's configured installer limit is below the device's
+  WMax, in which case that ceiling is written instead, so a release never lifts it.
+Percentages use the WMax the device reports (121 WMax, else 702 WMax, else the rating).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from config.schema import DispatchConfig
+from drivers.discovery import ModelLocation, read_model
+from drivers.errors import DeviceError
+from drivers.poller import DeviceState, FleetPoller
+from drivers.profile_device import ProfileDevice
+from drivers.sunspec_codec import decode, encode_point, model_def, raw_value
+from drivers.sunspec_device import SunSpecDevice
+from drivers.sunspec_map import wmax_of
+
+REFRESH_FRACTION = 0.4  # rewrite when this share of the revert timer has passed
+MATCH_TOLERANCE = 0.01  # read-back W may differ by 1 % of the base (register resolution)
+
+Action = Literal["limit", "release", "battery", "unchanged", "skipped", "failed"]
+
+
+@dataclass
+class Setpoint:
+    """What the controller wants of one device. None releases that control to the installer configuration.
+
+    ``pv_limit_w``: ceiling on PV output in W (≥ 0). ``battery_w``: battery power in W, > 0
+    discharge, < 0 charge.
+    """
+
+    pv_limit_w: float | None = None
+    battery_w: float | None = None
+
+
+@dataclass
+class WriteResult:
+    """The outcome of one device's write. ``ok`` means written and read back as intended."""
+
+    device_id: str
+    action: Action
+    ok: bool
+    requested_w: float | None = None
+    written_w: float | None = None  # after clamping; None for a release
+    readback_w: float | None = None
+    clamped: bool = False
+    mismatch: bool = False
+    detail: str = ""
+    written_at: float | None = None
+
+
+@dataclass
+class _Active:
+    """A setpoint in force on a device, kept for refreshes and to skip needless rewrites."""
+
+    kind: Literal["pv", "battery"]
+    value_w: float | None  # None = released
+    written_at: float
+    revert_s: float
+
+
+@dataclass(frozen=True)
+class _Write:
+    """A run of registers to write, and which of them must read back unchanged."""
+
+    addr: int
+    values: tuple[int, ...]
+    check: tuple[int, ...]  # indices into values
+
+
+class SetpointWriter:
+    """Writes setpoints over the poller's connections (one link per endpoint, serialised)."""
+
+    def __init__(self, poller: FleetPoller, settings: DispatchConfig, clock: Callable[[], float]):
+        self.poller, self.settings, self.clock = poller, settings, clock
+        self.active: dict[str, _Active] = {}
+        self._sem = asyncio.Semaphore(settings.max_concurrency)
+
+    async def apply(self, setpoints: dict[str, Setpoint]) -> dict[str, WriteResult]:
+        """Write each device's setpoint; returns device id → result. Never raises for device faults."""
+        ids = list(setpoints)
+        results = await asyncio.gather(*(self._guarded(i, setpoints[i], force=False) for i in ids))
+        return dict(zip(ids, results, strict=True))
+
+    async def refresh_due(self) -> dict[str, WriteResult]:
+        """Rewrite every setpoint whose revert timer is 40 % gone (releases have no timer)."""
+        now = self.clock()
+        due = {
+            i: Setpoint(pv_limit_w=a.value_w) if a.kind == "pv" else Setpoint(battery_w=a.value_w)
+            for i, a in self.active.items()
+            if a.value_w is not None and now - a.written_at >= REFRESH_FRACTION * a.revert_s
+        }
+        ids = list(due)
+        results = await asyncio.gather(*(self._guarded(i, due[i], force=True) for i in ids))
+        return dict(zip(ids, results, strict=True))
+
+    async def _guarded(self, device_id: str, sp: Setpoint, force: bool) -> WriteResult:
+        async with self._sem:
+            try:
+                return await self._apply_one(device_id, sp, force)
+            except DeviceError as exc:
+                return WriteResult(device_id, "failed", False, detail=str(exc))
+            except ValueError as exc:  # a value the device's registers cannot hold
+                return WriteResult(device_id, "failed", False, detail=str(exc))
+
+    async def _apply_one(self, device_id: str, sp: Setpoint, force: bool) -> WriteResult:
+        try:
+            s = self.poller.state(device_id)
+        except KeyError as exc:
+            return WriteResult(device_id, "failed", False, detail=str(exc.args[0]))
+        if not s.cfg.control:
+            return WriteResult(device_id, "skipped", True, detail="monitor only (control: false)")
+        if s.cfg.kind == "meter":
+            return WriteResult(device_id, "skipped", True, detail="meters take no setpoints")
+        t = s.telemetry
+        if t is None or t.status == "stale" or t.last_good_at is None:
+            return WriteResult(device_id, "failed", False, detail="device not read yet or stale: nothing written")
+        kind: Literal["pv", "battery"] = "pv" if s.cfg.kind == "pv_inverter" else "battery"
+        value = sp.pv_limit_w if kind == "pv" else sp.battery_w
+        if not force and self._unchanged(device_id, s, kind, value):
+            a = self.active[device_id]
+            return WriteResult(
+                device_id,
+                "unchanged",
+                True,
+                requested_w=value,
+                written_w=a.value_w,
+                written_at=a.written_at,
+                detail="in force and read back; timer not yet due",
+            )
+        if kind == "pv":
+            return await self._write_pv(s, value)
+        return await self._write_battery(s, value)
+
+    def _unchanged(self, device_id: str, s: DeviceState, kind: str, value: float | None) -> bool:
+        a = self.active.get(device_id)
+        if a is None or a.kind != kind or s.telemetry is None:
+            return False
+        if a.value_w is None or value is None:
+            if a.value_w is not None or value is not None:
+                return False
+            return kind != "pv" or s.telemetry.values["pv_limit_w"].value is None
+        if abs(a.value_w - value) > 1e-6 or self.clock() - a.written_at >= REFRESH_FRACTION * a.revert_s:
+            return False
+        if kind == "pv":
+            seen = s.telemetry.values["pv_limit_w"].value
+            base = s.telemetry.values["wmax_w"].value or 0.0
+            return seen is not None and abs(seen - a.value_w) <= MATCH_TOLERANCE * max(base, 1.0)
+        return True
+
+    # --- PV limits -----------------------------------------------------------------------------
+
+    def _pv_range(self, s: DeviceState, wmax_w: float) -> tuple[float, float]:
+        """(floor, ceiling) in W: the standby floor, and the installer ceiling the controller never lifts."""
+        values = s.telemetry.values if s.telemetry else {}
+        rating = values["rating_w"].value if "rating_w" in values else None
+        rating = rating or s.site.pv.rating_w
+        ceiling = min(wmax_w, s.site.pv.installer_limit_pct / 100.0 * rating)
+        floor = min(self.settings.min_pv_limit_pct / 100.0 * wmax_w, ceiling)
+        return floor, ceiling
+
+    async def _write_pv(self, s: DeviceState, limit_w: float | None) -> WriteResult:
+        d = s.driver
+        wmax = self._wmax(s)
+        if wmax is None or wmax <= 0:
+            return WriteResult(
+                s.cfg.id,
+                "failed",
+                False,
+                requested_w=limit_w,
+                detail="device reports no WMax or rating: cannot convert W to percent",
+            )
+        floor, ceiling = self._pv_range(s, wmax)
+        release = limit_w is None and ceiling >= wmax * (1 - 1e-6)
+        target = None if release else min(max(limit_w if limit_w is not None else ceiling, floor), ceiling)
+        clamped = target is not None and limit_w is not None and abs(target - limit_w) > 1e-6
+        if isinstance(d, ProfileDevice):
+            writes, readback = self._profile_pv_writes(d, target, wmax)
+        else:
+            writes, readback = await self._sunspec_pv_writes(d, target, wmax)
+        return await self._execute(s, "pv", writes, readback, limit_w, target, clamped)
+
+    def _wmax(self, s: DeviceState) -> float | None:
+        d = s.driver
+        if isinstance(d, SunSpecDevice):
+            return wmax_of(d.models)
+        vals = s.telemetry.values if s.telemetry else {}
+        return vals["wmax_w"].value if "wmax_w" in vals else None
+
+    async def _sunspec_pv_writes(self, d: SunSpecDevice, target: float | None, wmax: float):
+        loc = self._control(d, 123, 704)
+        regs = await read_model(d.link.reader(d.unit), loc)
+        md = model_def(loc.model_id)
+        timer = self.settings.revert_timeout_s
+        if loc.model_id == 123:
+            pct_p, sf = md.point("WMaxLimPct"), raw_value(regs, md.point("WMaxLimPct_SF")) or 0
+            if target is None:
+                writes = [_Write(loc.addr + md.point("WMaxLim_Ena").offset, (0,), (0,))]
+            else:
+                first = pct_p.offset
+                block = list(regs[first : md.point("WMaxLim_Ena").offset + 1])
+                block[0] = _pct_raw(target, wmax, sf)
+                block[md.point("WMaxLimPct_RvrtTms").offset - first] = timer
+                block[-1] = 1
+                idx = (0, md.point("WMaxLimPct_RvrtTms").offset - first, len(block) - 1)
+                writes = [_Write(loc.addr + first, tuple(block), idx)]
+        else:
+            ena = md.point("WMaxLimPctEna")
+            sf = raw_value(regs, md.point("WMaxLimPct_SF")) or 0
+            if target is None:
+                writes = [_Write(loc.addr + ena.offset, (0,), (0,))]
+            else:
+                tms = md.point("WMaxLimPctRvrtTms")
+                block = list(regs[ena.offset : tms.offset + tms.size])
+                block[0] = 1
+                block[md.point("WMaxLimPct").offset - ena.offset] = _pct_raw(target, wmax, sf)
+                block[tms.offset - ena.offset :] = encode_point(tms, timer)
+                idx = (0, md.point("WMaxLimPct").offset - ena.offset, len(block) - 1)
+                writes = [_Write(loc.addr + ena.offset, tuple(block), idx)]
+
+        async def readback() -> float | None:
+            got = await read_model(d.link.reader(d.unit), loc)
+            return _limit_from_control(loc.model_id, got, wmax)
+
+        return writes, readback
+
+    def _profile_pv_writes(self, d: ProfileDevice, target: float | None, wmax: float):
+        p = d.profile
+        writes: list[_Write] = []
+        if target is None:
+            writes += [_profile_raw_write(d, step.key, step.value) for step in p.pv_limit_release]
+        else:
+            if "revert_timer_s" in p.registers:
+                writes.append(_profile_write(d, "revert_timer_s", float(self.settings.revert_timeout_s)))
+            if "pv_limit_w" in p.registers:
+                writes.append(_profile_write(d, "pv_limit_w", target))
+            elif "pv_limit_pct" in p.registers:
+                writes.append(_profile_write(d, "pv_limit_pct", target / wmax * 100.0))
+            else:
+                raise DeviceError(f"profile '{p.name}' has no pv_limit_w or pv_limit_pct register")
+
+        async def readback() -> float | None:
+            return d.limit_in_force_w({"wmax_w": wmax} | await d.read_all())
+
+        return writes, readback
+
+    # --- battery -------------------------------------------------------------------------------
+
+    async def _write_battery(self, s: DeviceState, power_w: float | None) -> WriteResult:
+        d = s.driver
+        vals = s.telemetry.values if s.telemetry else {}
+        cfg = s.site.battery
+        max_cha = vals["max_charge_w"].value if "max_charge_w" in vals else None
+        max_dis = vals["max_discharge_w"].value if "max_discharge_w" in vals else None
+        max_cha = min(max_cha or cfg.max_charge_w, cfg.max_charge_w) if cfg else max_cha
+        max_dis = min(max_dis or cfg.max_discharge_w, cfg.max_discharge_w) if cfg else max_dis
+        if max_cha is None or max_dis is None:
+            return WriteResult(
+                s.cfg.id,
+                "failed",
+                False,
+                requested_w=power_w,
+                detail="no charge/discharge limits known: set the site's battery section",
+            )
+        target = None if power_w is None else min(max(power_w, -max_cha), max_dis)
+        clamped = target is not None and power_w is not None and abs(target - power_w) > 1e-6
+        if isinstance(d, ProfileDevice):
+            writes, readback = self._profile_battery_writes(d, target)
+        else:
+            writes, readback = await self._sunspec_battery_writes(d, s, target)
+        return await self._execute(s, "battery", writes, readback, power_w, target, clamped)
+
+    async def _sunspec_battery_writes(self, d: SunSpecDevice, s: DeviceState, target: float | None):
+        loc = self._control(d, 124, 704)
+        regs = await read_model(d.link.reader(d.unit), loc)
+        md = model_def(loc.model_id)
+        timer = self.settings.revert_timeout_s
+        writes: list[_Write] = []
+        if loc.model_id == 124:
+            mod = md.point("StorCtl_Mod")
+            if target is None:
+                writes.append(_Write(loc.addr + mod.offset, (0,), (0,)))
+            else:
+                sf = raw_value(regs, md.point("InOutWRte_SF")) or 0
+                wchamax = decode(124, regs, ("WChaMax",))["WChaMax"]
+                wdis = wmax_of_discharge(d.models) or wchamax
+                if not wchamax or not wdis:
+                    raise DeviceError("model 124 reports no WChaMax: cannot convert W to percent")
+                out_p, tms = md.point("OutWRte"), md.point("InOutWRte_RvrtTms")
+                block = list(regs[out_p.offset : tms.offset + 1])
+                block[0] = _signed_raw(max(target, 0.0) / wdis * 100.0, sf)
+                block[1] = _signed_raw(max(-target, 0.0) / wchamax * 100.0, sf)
+                block[-1] = timer
+                bits = 2 if target > 0 else 1 if target < 0 else 3
+                writes.append(_Write(loc.addr + out_p.offset, tuple(block), (0, 1, len(block) - 1)))
+                writes.append(_Write(loc.addr + mod.offset, (bits,), (0,)))
+        else:
+            ena = md.point("WSetEna")
+            if target is None:
+                writes.append(_Write(loc.addr + ena.offset, (0,), (0,)))
+            else:
+                sf = raw_value(regs, md.point("WSet_SF")) or 0
+                tms, wset = md.point("WSetRvrtTms"), md.point("WSet")
+                block = list(regs[ena.offset : tms.offset + tms.size])
+                block[0], block[1] = 1, 1  # enabled, mode WATTS
+                o = wset.offset - ena.offset
+                block[o : o + 2] = encode_point(wset, round(target / 10.0**sf))
+                block[tms.offset - ena.offset :] = encode_point(tms, timer)
+                writes.append(_Write(loc.addr + ena.offset, tuple(block), (0, 1, o, o + 1, len(block) - 1)))
+
+        async def readback() -> float | None:
+            got = await read_model(d.link.reader(d.unit), loc)
+            return _battery_from_control(loc.model_id, got, d.models)
+
+        return writes, readback
+
+    def _profile_battery_writes(self, d: ProfileDevice, target: float | None):
+        p = d.profile
+        writes: list[_Write] = []
+        if target is None:
+            writes += [_profile_raw_write(d, step.key, step.value) for step in p.battery_release]
+        else:
+            if "battery_setpoint_w" not in p.registers:
+                raise DeviceError(f"profile '{p.name}' has no battery_setpoint_w register")
+            if "revert_timer_s" in p.registers:
+                writes.append(_profile_write(d, "revert_timer_s", float(self.settings.revert_timeout_s)))
+            writes.append(_profile_write(d, "battery_setpoint_w", target))
+
+        async def readback() -> float | None:
+            vals = await d.read_all()
+            return vals.get("battery_setpoint_w")
+
+        return writes, readback
+
+    # --- common --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _control(d: SunSpecDevice, *ids: int) -> ModelLocation:
+        loc = d.map.find(*ids) if d.map is not None else None
+        if loc is None:
+            models = d.map.ids if d.map else []
+            raise DeviceError(f"no control model ({' or '.join(map(str, ids))}) among models {models}")
+        return loc
+
+    async def _execute(
+        self,
+        s: DeviceState,
+        kind: Literal["pv", "battery"],
+        writes: list[_Write],
+        readback,
+        requested: float | None,
+        target: float | None,
+        clamped: bool,
+    ) -> WriteResult:
+        d = s.driver
+        for w in writes:
+            await d.link.write(d.unit, w.addr, list(w.values))
+        now = self.clock()
+        mismatches = []
+        for w in writes:
+            got = await d.link.read_holding(d.unit, w.addr, len(w.values))
+            bad = [i for i in w.check if got[i] != w.values[i]]
+            if bad:
+                mismatches.append(
+                    f"registers {', '.join(str(w.addr + i) for i in bad)} read back "
+                    f"{[got[i] for i in bad]} instead of {[w.values[i] for i in bad]}"
+                )
+        seen = await readback()
+        action: Action = "release" if target is None else ("limit" if kind == "pv" else "battery")
+        self.active[s.cfg.id] = _Active(kind, target, now, float(self.settings.revert_timeout_s))
+        detail = "; ".join(mismatches) or ("clamped to the device's range" if clamped else "written and read back")
+        return WriteResult(
+            s.cfg.id,
+            action,
+            ok=not mismatches,
+            requested_w=requested,
+            written_w=target,
+            readback_w=seen,
+            clamped=clamped,
+            mismatch=bool(mismatches),
+            detail=detail,
+            written_at=now,
+        )
+
+
+def _pct_raw(target_w: float, wmax_w: float, sf: int) -> int:
+    return max(0, round(target_w / wmax_w * 100.0 / 10.0**sf))
+
+
+def _signed_raw(pct: float, sf: int) -> int:
+    return round(pct / 10.0**sf) & 0xFFFF
+
+
+def _profile_write(d: ProfileDevice, key: str, value_si: float) -> _Write:
+    enc = tuple(d.profile.encode(key, value_si))
+    return _Write(d.profile.registers[key].address, enc, tuple(range(len(enc))))
+
+
+def _profile_raw_write(d: ProfileDevice, key: str, raw: int) -> _Write:
+    enc = tuple(d.profile.encode_raw(key, raw))
+    return _Write(d.profile.registers[key].address, enc, tuple(range(len(enc))))
+
+
+def wmax_of_discharge(models: dict[int, dict]) -> float | None:
+    """The base of 124 OutWRte: 120 MaxDisChaRte (else the caller uses WChaMax)."""
+    return models.get(120, {}).get("MaxDisChaRte")
+
+
+def _limit_from_control(model_id: int, regs: list[int], wmax: float) -> float | None:
+    if model_id == 123:
+        c = decode(123, regs, ("WMaxLimPct", "WMaxLim_Ena"))
+        return c["WMaxLimPct"] / 100.0 * wmax if c["WMaxLim_Ena"] == 1 and c["WMaxLimPct"] is not None else None
+    c = decode(704, regs, ("WMaxLimPctEna", "WMaxLimPct"))
+    return c["WMaxLimPct"] / 100.0 * wmax if c["WMaxLimPctEna"] == 1 and c["WMaxLimPct"] is not None else None
+
+
+def _battery_from_control(model_id: int, regs: list[int], models: dict[int, dict]) -> float | None:
+    """The battery setpoint in force (W, + discharge), or None when released."""
+    if model_id == 704:
+        c = decode(704, regs, ("WSetEna", "WSet"))
+        return float(c["WSet"]) if c["WSetEna"] == 1 and c["WSet"] is not None else None
+    c = decode(124, regs, ("StorCtl_Mod", "OutWRte", "InWRte", "WChaMax"))
+    mod, wcha = c["StorCtl_Mod"], c["WChaMax"]
+    if not mod or wcha is None:
+        return None
+    wdis = wmax_of_discharge(models) or wcha
+    if mod == 2 and c["OutWRte"] is not None:
+        return c["OutWRte"] / 100.0 * wdis
+    if mod == 1 and c["InWRte"] is not None:
+        return -c["InWRte"] / 100.0 * wcha
+    return 0.0
