@@ -203,33 +203,19 @@ class SetpointWriter:
     async def _sunspec_pv_writes(self, d: SunSpecDevice, target: float | None, wmax: float):
         loc = self._control(d, 123, 704)
         regs = await read_model(d.link.reader(d.unit), loc)
-        md = model_def(loc.model_id)
         timer = self.settings.revert_timeout_s
         if loc.model_id == 123:
-            pct_p, sf = md.point("WMaxLimPct"), raw_value(regs, md.point("WMaxLimPct_SF")) or 0
             if target is None:
-                writes = [_Write(loc.addr + md.point("WMaxLim_Ena").offset, (0,), (0,))]
+                writes = _point_writes(loc, [("WMaxLim_Ena", 0)])
             else:
-                first = pct_p.offset
-                block = list(regs[first : md.point("WMaxLim_Ena").offset + 1])
-                block[0] = _pct_raw(target, wmax, sf)
-                block[md.point("WMaxLimPct_RvrtTms").offset - first] = timer
-                block[-1] = 1
-                idx = (0, md.point("WMaxLimPct_RvrtTms").offset - first, len(block) - 1)
-                writes = [_Write(loc.addr + first, tuple(block), idx)]
+                pct = _pct_raw(target, wmax, _sf(loc, regs, "WMaxLimPct_SF"))
+                # Value and timer first, enable last: the device never applies a stale percentage.
+                writes = _point_writes(loc, [("WMaxLimPct", pct), ("WMaxLimPct_RvrtTms", timer), ("WMaxLim_Ena", 1)])
+        elif target is None:
+            writes = _point_writes(loc, [("WMaxLimPctEna", 0)])
         else:
-            ena = md.point("WMaxLimPctEna")
-            sf = raw_value(regs, md.point("WMaxLimPct_SF")) or 0
-            if target is None:
-                writes = [_Write(loc.addr + ena.offset, (0,), (0,))]
-            else:
-                tms = md.point("WMaxLimPctRvrtTms")
-                block = list(regs[ena.offset : tms.offset + tms.size])
-                block[0] = 1
-                block[md.point("WMaxLimPct").offset - ena.offset] = _pct_raw(target, wmax, sf)
-                block[tms.offset - ena.offset :] = encode_point(tms, timer)
-                idx = (0, md.point("WMaxLimPct").offset - ena.offset, len(block) - 1)
-                writes = [_Write(loc.addr + ena.offset, tuple(block), idx)]
+            pct = _pct_raw(target, wmax, _sf(loc, regs, "WMaxLimPct_SF"))
+            writes = _point_writes(loc, [("WMaxLimPct", pct), ("WMaxLimPctRvrtTms", timer), ("WMaxLimPctEna", 1)])
 
         async def readback() -> float | None:
             got = await read_model(d.link.reader(d.unit), loc)
@@ -280,46 +266,34 @@ class SetpointWriter:
         if isinstance(d, ProfileDevice):
             writes, readback = self._profile_battery_writes(d, target)
         else:
-            writes, readback = await self._sunspec_battery_writes(d, s, target)
+            writes, readback = await self._sunspec_battery_writes(d, target)
         return await self._execute(s, "battery", writes, readback, power_w, target, clamped)
 
-    async def _sunspec_battery_writes(self, d: SunSpecDevice, s: DeviceState, target: float | None):
+    async def _sunspec_battery_writes(self, d: SunSpecDevice, target: float | None):
         loc = self._control(d, 124, 704)
         regs = await read_model(d.link.reader(d.unit), loc)
-        md = model_def(loc.model_id)
         timer = self.settings.revert_timeout_s
-        writes: list[_Write] = []
         if loc.model_id == 124:
-            mod = md.point("StorCtl_Mod")
             if target is None:
-                writes.append(_Write(loc.addr + mod.offset, (0,), (0,)))
+                writes = _point_writes(loc, [("StorCtl_Mod", 0)])
             else:
-                sf = raw_value(regs, md.point("InOutWRte_SF")) or 0
+                sf = _sf(loc, regs, "InOutWRte_SF")
                 wchamax = decode(124, regs, ("WChaMax",))["WChaMax"]
                 wdis = wmax_of_discharge(d.models) or wchamax
                 if not wchamax or not wdis:
                     raise DeviceError("model 124 reports no WChaMax: cannot convert W to percent")
-                out_p, tms = md.point("OutWRte"), md.point("InOutWRte_RvrtTms")
-                block = list(regs[out_p.offset : tms.offset + 1])
-                block[0] = _signed_raw(max(target, 0.0) / wdis * 100.0, sf)
-                block[1] = _signed_raw(max(-target, 0.0) / wchamax * 100.0, sf)
-                block[-1] = timer
-                bits = 2 if target > 0 else 1 if target < 0 else 3
-                writes.append(_Write(loc.addr + out_p.offset, tuple(block), (0, 1, len(block) - 1)))
-                writes.append(_Write(loc.addr + mod.offset, (bits,), (0,)))
+                out_raw = round(max(target, 0.0) / wdis * 100.0 / 10.0**sf)
+                in_raw = round(max(-target, 0.0) / wchamax * 100.0 / 10.0**sf)
+                mode = 2 if target > 0 else 1 if target < 0 else 3  # 3: both rates 0 = hold
+                writes = _point_writes(
+                    loc,
+                    [("OutWRte", out_raw), ("InWRte", in_raw), ("InOutWRte_RvrtTms", timer), ("StorCtl_Mod", mode)],
+                )
+        elif target is None:
+            writes = _point_writes(loc, [("WSetEna", 0)])
         else:
-            ena = md.point("WSetEna")
-            if target is None:
-                writes.append(_Write(loc.addr + ena.offset, (0,), (0,)))
-            else:
-                sf = raw_value(regs, md.point("WSet_SF")) or 0
-                tms, wset = md.point("WSetRvrtTms"), md.point("WSet")
-                block = list(regs[ena.offset : tms.offset + tms.size])
-                block[0], block[1] = 1, 1  # enabled, mode WATTS
-                o = wset.offset - ena.offset
-                block[o : o + 2] = encode_point(wset, round(target / 10.0**sf))
-                block[tms.offset - ena.offset :] = encode_point(tms, timer)
-                writes.append(_Write(loc.addr + ena.offset, tuple(block), (0, 1, o, o + 1, len(block) - 1)))
+            wset = round(target / 10.0 ** _sf(loc, regs, "WSet_SF"))
+            writes = _point_writes(loc, [("WSetRvrtTms", timer), ("WSetMod", 1), ("WSet", wset), ("WSetEna", 1)])
 
         async def readback() -> float | None:
             got = await read_model(d.link.reader(d.unit), loc)
@@ -396,12 +370,25 @@ class SetpointWriter:
         )
 
 
+def _point_writes(loc: ModelLocation, points: list[tuple[str, int]]) -> list[_Write]:
+    """One write per point, in the order given; only the points named are touched."""
+    md = model_def(loc.model_id)
+    out = []
+    for name, raw in points:
+        p = md.point(name)
+        regs = tuple(encode_point(p, raw))
+        out.append(_Write(loc.addr + p.offset, regs, tuple(range(len(regs)))))
+    return out
+
+
+def _sf(loc: ModelLocation, regs: list[int], name: str) -> int:
+    """A scale factor of the control model as read now (0 when not implemented)."""
+    v = raw_value(regs, model_def(loc.model_id).point(name))
+    return int(v) if isinstance(v, int) else 0
+
+
 def _pct_raw(target_w: float, wmax_w: float, sf: int) -> int:
     return max(0, round(target_w / wmax_w * 100.0 / 10.0**sf))
-
-
-def _signed_raw(pct: float, sf: int) -> int:
-    return round(pct / 10.0**sf) & 0xFFFF
 
 
 def _profile_write(d: ProfileDevice, key: str, value_si: float) -> _Write:
