@@ -60,7 +60,7 @@ def test_profile_errors_name_the_field(tmp_path: Path) -> None:
     assert "registers.pv_limit_pct.access: a control register must be 'rw'" in text
     assert "registers.pv_pwr: unknown key" in text
     assert "pv_limit_release[0].key: 'nope' is not in registers" in text
-    with pytest.raises(ProfileError, match="known profiles: .*sma_sunny_boy"):
+    with pytest.raises(ProfileError, match=r"known profiles: .*sma_sunny_boy"):
         load_profile("no_such_vendor")
 
 
