@@ -85,5 +85,22 @@ def token_revoke(name: str, data_dir: DataDir = Path("data"), config: TokenConfi
     typer.echo(f"revoked '{name}'")
 
 
+@app.command("simulate")
+def simulate(
+    config: Annotated[Path, typer.Option("--config", help="fleet YAML file")],
+    speed: Annotated[float | None, typer.Option(help="sim seconds per wall second (default: the file's)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+    stepped: Annotated[bool, typer.Option(help="hold the clock; step it with POST /clock/step")] = False,
+) -> None:
+    """Run the simulated fleet: print every endpoint and the control channel; stop with Ctrl-C."""
+    from simulators.cli import SimulateError, run_simulate
+
+    cfg = load_or_exit(config)
+    try:
+        run_simulate(cfg, speed=speed, as_json=json_out, stepped=stepped)
+    except SimulateError as exc:
+        raise fail(exc.lines) from None
+
+
 def main() -> None:  # pragma: no cover - console-script entry point
     app()

@@ -1,0 +1,615 @@
+"""SunSpec register faces of the simulated devices: what a client reads and may write.
+
+A :class:`SunSpecDevice` owns one register image (:mod:`simulators.registers`) and maps it onto
+the site physics (:mod:`simulators.site`):
+
+- on a read, :meth:`SunSpecDevice.render` publishes live values (scaled with the device's fixed
+  scale factors) unless they are current already; value faults change what is published
+  (``frozen``: nothing, ``sentinel``: not-implemented values, ``garbage``: out-of-range values);
+- on a write, :meth:`SunSpecDevice.write` accepts only whole writable points whose decoded value
+  lies in the point's range; otherwise it refuses the whole request and changes nothing
+  (exception 2 for a register that is not a writable point, 3 for a value out of range).
+
+Model sets per :class:`config.schema.DeviceVariant`: PV ``classic`` 1/103/120/121/122/123,
+``float`` 1/113/120/121/122/123, ``der`` 1/701/702/704; battery ``classic`` 1/103/120/121/124/713,
+``float`` 1/113/120/121/124/713, ``der`` 1/701/702/704/713 (power set with 704 ``WSet``);
+meter 1/203 in every variant.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from pymodbus.constants import ExcCodes
+
+from config.schema import DeviceConfig, DeviceVariant, SiteConfig
+from simulators.registers import Point, build_image, decode, type_range
+from simulators.site import DEFAULT_GRADIENT_PCT_PER_S, BatteryUnit, PvUnit, SiteSim
+
+SUNSPEC_EPOCH_S = 946_684_800.0
+"""2000-01-01T00:00:00Z: model 122 ``Tms`` counts seconds from here."""
+VOLTS = 230.0
+HERTZ = 50.0
+PHASES = 3
+
+MODELS: dict[tuple[str, str], list[int]] = {
+    ("pv_inverter", "classic"): [1, 103, 120, 121, 122, 123],
+    ("pv_inverter", "float"): [1, 113, 120, 121, 122, 123],
+    ("pv_inverter", "der"): [1, 701, 702, 704],
+    ("battery", "classic"): [1, 103, 120, 121, 124, 713],
+    ("battery", "float"): [1, 113, 120, 121, 124, 713],
+    ("battery", "der"): [1, 701, 702, 704, 713],
+    ("meter", "classic"): [1, 203],
+    ("meter", "float"): [1, 203],
+    ("meter", "der"): [1, 203],
+}
+
+
+def pick_sf(max_abs: float, limit: int = 32767, lowest: int = 0) -> int:
+    """The smallest scale factor ≥ ``lowest`` at which ``max_abs`` fits in ``limit`` raw counts."""
+    sf = lowest
+    while max_abs / 10.0**sf > limit:
+        sf += 1
+    return sf
+
+
+@dataclass(frozen=True)
+class Writable:
+    """A writable point: the controls attribute it sets and its accepted range (after scaling)."""
+
+    field: str
+    lo: float
+    hi: float
+    integer: bool = False
+
+
+class SunSpecDevice(ABC):
+    """One simulated SunSpec device (unit id) of a site; subclasses fill in the kind's points."""
+
+    kind = ""
+
+    def __init__(self, dev: DeviceConfig, site: SiteSim, variant: DeviceVariant) -> None:
+        self.config = dev
+        self.id = dev.id
+        self.unit = dev.unit
+        self.site = site
+        self.variant = variant
+        self.models = MODELS[(self.kind, variant.models)]
+        self.image = build_image(self.models, variant.base_address, variant.common_len)
+        self.sf: dict[tuple[int, str], int] = {}
+        self.writable: dict[tuple[int, str], Writable] = {}
+        self._rendered: tuple[int, str | None] | None = None
+        self._point_at = {
+            p.address + i: p for p in self.image.points.values() for i in range(p.size) if p.name not in ("ID", "L")
+        }
+        self._setup()
+        self._put_common(site.site)
+        for (mid, name), value in self.sf.items():
+            if (mid, name) in self.image.points:
+                self.image.set(self.image.point(mid, name), value)
+        self.render(None)
+
+    # --- subclass hooks -------------------------------------------------------------------
+    @abstractmethod
+    def _setup(self) -> None:
+        """Set scale factors, writable points and constants (nameplate)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def _live(self) -> list[tuple[int, str, float | int | None]]:
+        """Measurements ``(model, point, SI value)``; faults replace these."""
+        raise NotImplementedError
+
+    def _unit(self) -> PvUnit | BatteryUnit | None:
+        """The site unit whose ``controls`` the writable points set (None: nothing is writable)."""
+        return None
+
+    @abstractmethod
+    def truth(self) -> dict[str, float | None]:
+        """SI ground truth of this device (see FleetHost.truth)."""
+        raise NotImplementedError
+
+    # --- registers ------------------------------------------------------------------------
+    def has(self, mid: int, name: str) -> bool:
+        return (mid, name) in self.image.points
+
+    def put(self, mid: int, name: str, value: float | int | str | None) -> None:
+        """Publish one point given in SI units; scaled with its SF, clamped to the type's range."""
+        if (mid, name) not in self.image.points:
+            return
+        p = self.image.point(mid, name)
+        self.image.set(p, self._raw(p, value))
+
+    def _raw(self, p: Point, value: float | int | str | None) -> float | int | str | None:
+        if value is None or isinstance(value, str) or p.type.startswith("float"):
+            return value
+        sf = self.sf.get((p.model_id, p.sf), 0) if p.sf else 0
+        lo, hi = type_range(p.type, p.size)
+        return min(max(round(value / 10.0**sf), lo), hi)
+
+    def _garbage(self, p: Point) -> float | int:
+        """An out-of-range value: the largest number the point's type can carry."""
+        if p.type.startswith("float"):
+            return 1e12
+        return type_range(p.type, p.size)[1]
+
+    def _put_common(self, site: SiteConfig) -> None:
+        self.put(1, "Mn", "SPARCS")
+        self.put(1, "Md", f"Sim {self.kind} {self.variant.models}")
+        self.put(1, "Opt", "simulated")
+        self.put(1, "Vr", "1.0.0")
+        self.put(1, "SN", self.id)
+        self.put(1, "DA", self.unit)
+
+    def render(self, fault_mode: str | None) -> None:
+        """Publish live values and controls unless already current; ``frozen`` publishes nothing."""
+        if fault_mode == "frozen":
+            return
+        key = (self.site.version, fault_mode)
+        if key == self._rendered:
+            return
+        self._rendered = key
+        for mid, name, value in self._live():
+            if (mid, name) not in self.image.points:
+                continue
+            p = self.image.point(mid, name)
+            if fault_mode == "sentinel":
+                self.image.set(p, None)
+            elif fault_mode == "garbage":
+                self.image.set(p, self._garbage(p))
+            else:
+                self.image.set(p, self._raw(p, value))
+        unit = self._unit()
+        for (mid, name), w in self.writable.items():
+            if unit is not None:
+                self.put(mid, name, getattr(unit.controls, w.field))
+
+    def write(self, address: int, values: list[int], now: float) -> ExcCodes | None:
+        """Validate and apply a write of ``values`` at ``address``; all or nothing."""
+        touched: dict[Point, Writable] = {}
+        for i in range(len(values)):
+            p = self._point_at.get(address + i)
+            w = self.writable.get((p.model_id, p.name)) if p is not None else None
+            if p is None or w is None:
+                return ExcCodes.ILLEGAL_ADDRESS
+            touched[p] = w
+        changes: dict[str, float] = {}
+        for p, w in touched.items():
+            first = p.address - address
+            if first < 0 or first + p.size > len(values):
+                return ExcCodes.ILLEGAL_ADDRESS  # a multi-register point must be written whole
+            raw = decode(p.type, values[first : first + p.size])
+            if raw is None or isinstance(raw, str):
+                return ExcCodes.ILLEGAL_VALUE
+            sf = self.sf.get((p.model_id, p.sf), 0) if p.sf else 0
+            value = float(raw) * 10.0**sf
+            if not (math.isfinite(value) and w.lo - 1e-9 <= value <= w.hi + 1e-9):
+                return ExcCodes.ILLEGAL_VALUE
+            changes[w.field] = round(value) if w.integer else value
+        if now > self.site.t:
+            self.site.advance(now)
+        unit = self._unit()
+        if unit is None:
+            return ExcCodes.ILLEGAL_ADDRESS
+        for name, value in changes.items():
+            setattr(unit.controls, name, value)
+        unit.written(set(changes), now)
+        self.site.version += 1
+        return None
+
+
+def _phase_amps(power_w: float) -> float:
+    return abs(power_w) / (PHASES * VOLTS)
+
+
+class InverterFace(SunSpecDevice, ABC):
+    """The measurement points shared by PV and battery inverters (103/113 or 701)."""
+
+    def _inverter_sfs(self, max_w: float) -> None:
+        w_sf = pick_sf(max_w)
+        for mid in (103, 113, 701):
+            self.sf.update(
+                {
+                    (mid, "A_SF"): -2,
+                    (mid, "V_SF"): -1,
+                    (mid, "Hz_SF"): -2,
+                    (mid, "W_SF"): w_sf,
+                    (mid, "VA_SF"): w_sf,
+                    (mid, "VAr_SF"): w_sf,
+                    (mid, "Var_SF"): w_sf,
+                    (mid, "WH_SF"): 0,
+                    (mid, "TotWh_SF"): 0,
+                    (mid, "Tmp_SF"): -1,
+                    (mid, "DCA_SF"): -2,
+                    (mid, "DCV_SF"): -1,
+                    (mid, "DCW_SF"): w_sf,
+                }
+            )
+        self.sf.update(
+            {
+                (120, "WRtg_SF"): pick_sf(max_w, 65534),
+                (120, "VARtg_SF"): pick_sf(max_w, 65534),
+                (120, "VArRtg_SF"): w_sf,
+                (120, "ARtg_SF"): -2,
+                (120, "PFRtg_SF"): -3,
+                (121, "WMax_SF"): pick_sf(max_w, 65534),
+                (121, "VRef_SF"): -1,
+                (121, "VRefOfs_SF"): -1,
+                (121, "WGra_SF"): 0,
+            }
+        )
+        self.sf.update(
+            {
+                (702, "W_SF"): pick_sf(max_w),
+                (702, "VA_SF"): pick_sf(max_w),
+                (702, "Var_SF"): w_sf,
+                (702, "V_SF"): -1,
+                (702, "A_SF"): -2,
+                (702, "PF_SF"): -3,
+            }
+        )
+
+    def _nameplate(self, der_typ: int, rating_w: float) -> None:
+        amps = _phase_amps(rating_w)
+        self.put(120, "DERTyp", der_typ)
+        self.put(120, "WRtg", rating_w)
+        self.put(120, "VARtg", rating_w)
+        for q, sign in (("Q1", 1), ("Q2", 1), ("Q3", -1), ("Q4", -1)):
+            self.put(120, f"VArRtg{q}", sign * 0.44 * rating_w)
+            self.put(120, f"PFRtg{q}", sign * 0.9)
+        self.put(120, "ARtg", amps)
+        self.put(121, "VRef", VOLTS)
+        self.put(121, "VRefOfs", 0)
+        self.put(121, "WGra", DEFAULT_GRADIENT_PCT_PER_S)
+        self.put(702, "WMaxRtg", rating_w)
+        self.put(702, "VAMaxRtg", rating_w)
+        self.put(702, "VarMaxInjRtg", 0.44 * rating_w)
+        self.put(702, "VarMaxAbsRtg", 0.44 * rating_w)
+        self.put(702, "VNomRtg", VOLTS)
+        self.put(702, "AMaxRtg", amps)
+        self.put(702, "VAMax", rating_w)
+        self.put(702, "VNom", VOLTS)
+        self.put(701, "ACType", 2)
+
+    def _ac(
+        self, power_w: float, energy_out_wh: float, energy_in_wh: float, state: int, der_state: int, on: bool
+    ) -> list[tuple[int, str, float | int | None]]:
+        amps = _phase_amps(power_w)
+        out: list[tuple[int, str, float | int | None]] = []
+        for mid in (103, 113):
+            out += [
+                (mid, "A", amps * PHASES),
+                (mid, "AphA", amps),
+                (mid, "AphB", amps),
+                (mid, "AphC", amps),
+                (mid, "PhVphA", VOLTS),
+                (mid, "PhVphB", VOLTS),
+                (mid, "PhVphC", VOLTS),
+                (mid, "PPVphAB", VOLTS * 3**0.5),
+                (mid, "PPVphBC", VOLTS * 3**0.5),
+                (mid, "PPVphCA", VOLTS * 3**0.5),
+                (mid, "W", power_w),
+                (mid, "Hz", HERTZ),
+                (mid, "VA", abs(power_w)),
+                (mid, "VAr", 0),
+                (mid, "WH", energy_out_wh),
+                (mid, "TmpCab", 30.0 + 15.0 * abs(power_w) / max(1.0, self._rating())),
+                (mid, "St", state),
+                (mid, "Evt1", 0),
+                (mid, "Evt2", 0),
+            ]
+        out += [
+            (701, "St", 1 if on else 0),
+            (701, "InvSt", der_state),
+            (701, "ConnSt", 1 if on else 0),
+            (701, "Alrm", 0),
+            (701, "W", power_w),
+            (701, "VA", abs(power_w)),
+            (701, "Var", 0),
+            (701, "A", amps * PHASES),
+            (701, "LLV", VOLTS * 3**0.5),
+            (701, "LNV", VOLTS),
+            (701, "Hz", HERTZ),
+            (701, "TotWhInj", energy_out_wh),
+            (701, "TotWhAbs", energy_in_wh),
+            (701, "TmpCab", 30.0 + 15.0 * abs(power_w) / max(1.0, self._rating())),
+        ]
+        return out
+
+    @abstractmethod
+    def _rating(self) -> float:
+        raise NotImplementedError
+
+
+class PvInverterDevice(InverterFace):
+    """A PV inverter: 123 WMaxLimPct (classic/float) or 704 WMaxLimPct (der) limits, 121/702 WMax."""
+
+    kind = "pv_inverter"
+
+    def __init__(self, dev: DeviceConfig, site: SiteSim, variant: DeviceVariant) -> None:
+        self.pv: PvUnit = next(u for u in site.pv if u.device_id == dev.id)
+        super().__init__(dev, site, variant)
+
+    def _rating(self) -> float:
+        return self.pv.rating_w
+
+    def _setup(self) -> None:
+        rating = self.pv.rating_w
+        self._inverter_sfs(rating)
+        self.sf.update(
+            {
+                (122, "WAval_SF"): pick_sf(rating, 65534),
+                (123, "WMaxLimPct_SF"): -1,
+                (123, "OutPFSet_SF"): -3,
+                (704, "WMaxLimPct_SF"): -1,
+            }
+        )
+        pct = dict(lo=0.0, hi=100.0)
+        tms16 = dict(lo=0.0, hi=65534.0, integer=True)
+        flag = dict(lo=0.0, hi=1.0, integer=True)
+        if self.variant.models == "der":
+            self.writable = {
+                (702, "WMax"): Writable("wmax_w", 0.0, rating),
+                (704, "WMaxLimPctEna"): Writable("lim_ena", **flag),
+                (704, "WMaxLimPct"): Writable("lim_pct", **pct),
+                (704, "WMaxLimPctRvrt"): Writable("lim_pct_rvrt", **pct),
+                (704, "WMaxLimPctEnaRvrt"): Writable("lim_ena_rvrt", **flag),
+                (704, "WMaxLimPctRvrtTms"): Writable("lim_rvrt_s", lo=0.0, hi=4294967294.0, integer=True),
+            }
+        else:
+            self.writable = {
+                (121, "WMax"): Writable("wmax_w", 0.0, rating),
+                (123, "Conn_RvrtTms"): Writable("conn_rvrt_s", **tms16),
+                (123, "Conn"): Writable("conn", **flag),
+                (123, "WMaxLimPct"): Writable("lim_pct", **pct),
+                (123, "WMaxLimPct_RvrtTms"): Writable("lim_rvrt_s", **tms16),
+                (123, "WMaxLimPct_RmpTms"): Writable("lim_rmp_s", **tms16),
+                (123, "WMaxLim_Ena"): Writable("lim_ena", **flag),
+            }
+        self._nameplate(4, rating)
+        self.put(123, "OutPFSet", 1.0)
+        self.put(123, "OutPFSet_Ena", 0)
+        self.put(123, "VArPct_Ena", 0)
+
+    def _unit(self) -> PvUnit:
+        return self.pv
+
+    def _live(self) -> list[tuple[int, str, float | int | None]]:
+        u = self.pv
+        on = bool(u.controls.conn)
+        throttled = u.pv_w < u.available_w - 1.0
+        if not on:
+            state, der_state = 8, 7
+        elif u.available_w < 1.0:
+            state, der_state = 2, 1
+        else:
+            state, der_state = (5, 4) if throttled else (4, 3)
+        out = self._ac(u.pv_w, u.energy_wh, 0.0, state, der_state, on)
+        out += [(103, "DCW", u.pv_w / 0.97), (103, "DCV", 600.0), (103, "DCA", u.pv_w / 0.97 / 600.0)]
+        bits = 0b111 if on and u.available_w >= 1.0 else (0b011 if on else 0b010)
+        now = self.site.t
+        out += [
+            (122, "PVConn", bits),
+            (122, "StorConn", 0),
+            (122, "ECPConn", 1 if on else 0),
+            (122, "ActWh", u.energy_wh),
+            (122, "WAval", u.available_w),
+            (122, "StSetLimMsk", 0),
+            (122, "StActCtl", 1 if u.controls.lim_ena else 0),
+            (122, "Tms", now - SUNSPEC_EPOCH_S),
+            (122, "TmSrc", "RTC"),
+        ]
+        throt = 0.0 if u.available_w < 1.0 else 100.0 * (1.0 - u.pv_w / u.available_w)
+        remaining = u.revert_s(now)
+        out += [
+            (701, "ThrotPct", throt),
+            (701, "ThrotSrc", 1 if throttled else 0),
+            (704, "WMaxLimPctRvrtRem", 0 if remaining is None else math.ceil(remaining)),
+        ]
+        return out
+
+    def truth(self) -> dict[str, float | None]:
+        u = self.pv
+        ceiling = min(u.ceiling_w, u.rating_w)
+        return {
+            "pv_w": u.pv_w,
+            "available_w": u.available_w,
+            "limit_w": ceiling if ceiling < u.rating_w - 1e-6 else None,
+            "wmax_w": u.controls.wmax_w,
+            "rating_w": u.rating_w,
+            "installer_w": u.installer_w,
+            "export_limit_w": u.export_cap_w if u.installer_mode() else None,
+            "energy_wh": u.energy_wh,
+            "revert_s": u.revert_s(self.site.t),
+        }
+
+
+class BatteryDevice(InverterFace):
+    """A battery inverter: 124 storage controls (classic/float) or 704 WSet (der); SoC in 124/713."""
+
+    kind = "battery"
+
+    def __init__(self, dev: DeviceConfig, site: SiteSim, variant: DeviceVariant) -> None:
+        self.bat: BatteryUnit = next(b for b in site.batteries if b.device_id == dev.id)
+        super().__init__(dev, site, variant)
+
+    def _rating(self) -> float:
+        return max(self.bat.max_charge_w, self.bat.max_discharge_w)
+
+    def _setup(self) -> None:
+        b = self.bat
+        rating = self._rating()
+        cap_wh = b.cell.capacity_wh
+        self._inverter_sfs(rating)
+        self.sf.update(
+            {
+                (120, "WHRtg_SF"): pick_sf(cap_wh, 65534),
+                (120, "MaxChaRte_SF"): pick_sf(rating, 65534),
+                (120, "MaxDisChaRte_SF"): pick_sf(rating, 65534),
+                (124, "WChaMax_SF"): pick_sf(rating, 65534),
+                (124, "WChaDisChaGra_SF"): 0,
+                (124, "MinRsvPct_SF"): -1,
+                (124, "ChaState_SF"): -1,
+                (124, "InOutWRte_SF"): -1,
+                (713, "WH_SF"): pick_sf(cap_wh, 65534),
+                (713, "Pct_SF"): -1,
+                (704, "WSet_SF"): 0,
+                (704, "WSetPct_SF"): -1,
+            }
+        )
+        flag = dict(lo=0.0, hi=1.0, integer=True)
+        if self.variant.models == "der":
+            self.writable = {
+                (704, "WSetEna"): Writable("wset_ena", **flag),
+                (704, "WSetMod"): Writable("wset_mod", **flag),
+                (704, "WSet"): Writable("wset_w", -b.max_charge_w, b.max_discharge_w),
+                (704, "WSetPct"): Writable("wset_pct", -100.0, 100.0),
+                (704, "WSetEnaRvrt"): Writable("wset_ena_rvrt", **flag),
+                (704, "WSetRvrtTms"): Writable("wset_rvrt_s", lo=0.0, hi=4294967294.0, integer=True),
+            }
+        else:
+            self.writable = {
+                (124, "WChaMax"): Writable("wcha_max_w", 0.0, b.max_charge_w),
+                (124, "StorCtl_Mod"): Writable("stor_ctl_mod", 0.0, 3.0, integer=True),
+                (124, "OutWRte"): Writable("out_pct", -100.0, 100.0),
+                (124, "InWRte"): Writable("in_pct", -100.0, 100.0),
+                (124, "InOutWRte_RvrtTms"): Writable("rvrt_s", 0.0, 65534.0, integer=True),
+                (124, "ChaGriSet"): Writable("cha_gri_set", **flag),
+            }
+        self._nameplate(82, rating)
+        self.put(120, "WHRtg", cap_wh)
+        self.put(120, "MaxChaRte", b.max_charge_w)
+        self.put(120, "MaxDisChaRte", b.max_discharge_w)
+        self.put(121, "WMax", b.max_discharge_w)
+        self.put(124, "WChaGra", 100)
+        self.put(124, "WDisChaGra", 100)
+        self.put(124, "MinRsvPct", b.cell.soc_min * 100.0)
+        self.put(702, "WMax", b.max_discharge_w)
+        self.put(702, "WChaRteMaxRtg", b.max_charge_w)
+        self.put(702, "WDisChaRteMaxRtg", b.max_discharge_w)
+        self.put(702, "WChaRteMax", b.max_charge_w)
+        self.put(702, "WDisChaRteMax", b.max_discharge_w)
+        self.put(713, "WHRtg", cap_wh)
+        self.put(713, "SoH", 100.0)
+
+    def _unit(self) -> BatteryUnit:
+        return self.bat
+
+    def _charge_state(self) -> int:
+        b = self.bat
+        if b.battery_w < -1.0:
+            return 4
+        if b.battery_w > 1.0:
+            return 3
+        if b.soc >= b.cell.soc_max - 1e-6:
+            return 5
+        if b.soc <= b.cell.soc_min + 1e-6:
+            return 2
+        return 6
+
+    def _live(self) -> list[tuple[int, str, float | int | None]]:
+        b = self.bat
+        active = abs(b.battery_w) > 1.0
+        out = self._ac(b.battery_w, b.discharged_wh, b.charged_wh, 4 if active else 8, 3 if active else 7, True)
+        soc_pct = b.soc * 100.0
+        avail_wh = max(0.0, b.soc - b.cell.soc_min) * b.cell.capacity_wh
+        remaining = b.revert_s(self.site.t)
+        out += [
+            (124, "ChaState", soc_pct),
+            (124, "ChaSt", self._charge_state()),
+            (713, "SoC", soc_pct),
+            (713, "WHAvail", avail_wh),
+            (713, "Sta", 0),
+            (704, "WSetRvrtRem", 0 if remaining is None else math.ceil(remaining)),
+        ]
+        return out
+
+    def truth(self) -> dict[str, float | None]:
+        b = self.bat
+        return {
+            "battery_w": b.battery_w,
+            "soc": b.soc,
+            "capacity_wh": b.cell.capacity_wh,
+            "max_charge_w": b.max_charge_w,
+            "max_discharge_w": b.max_discharge_w,
+            "energy_charged_wh": b.charged_wh,
+            "energy_discharged_wh": b.discharged_wh,
+            "commanded_w": b.commanded_w(),
+            "revert_s": b.revert_s(self.site.t),
+        }
+
+
+class MeterDevice(SunSpecDevice):
+    """The site meter at the grid connection point (model 203): W > 0 import, < 0 export."""
+
+    kind = "meter"
+
+    def _setup(self) -> None:
+        limit = self.site.site.grid.connection_limit_w
+        w_sf = pick_sf(limit)
+        self.sf.update(
+            {
+                (203, "A_SF"): -2 if limit < 50_000 else -1,
+                (203, "V_SF"): -1,
+                (203, "Hz_SF"): -2,
+                (203, "W_SF"): w_sf,
+                (203, "VA_SF"): w_sf,
+                (203, "VAR_SF"): w_sf,
+                (203, "PF_SF"): -2,
+                (203, "TotWh_SF"): 0,
+            }
+        )
+
+    def _live(self) -> list[tuple[int, str, float | int | None]]:
+        s = self.site
+        w = s.grid_w
+        amps = _phase_amps(w)
+        out: list[tuple[int, str, float | int | None]] = [
+            (203, "A", amps * PHASES),
+            (203, "PhV", VOLTS),
+            (203, "PPV", VOLTS * 3**0.5),
+            (203, "Hz", HERTZ),
+            (203, "W", w),
+            (203, "VA", abs(w)),
+            (203, "VAR", 0),
+            (203, "PF", 100.0 if w >= 0 else -100.0),
+            (203, "TotWhExp", s.export_wh),
+            (203, "TotWhImp", s.import_wh),
+            (203, "Evt", 0),
+        ]
+        for ph in ("A", "B", "C"):
+            out += [
+                (203, f"Aph{ph}", amps),
+                (203, f"PhVph{ph}", VOLTS),
+                (203, f"Wph{ph}", w / PHASES),
+                (203, f"VAph{ph}", abs(w) / PHASES),
+                (203, f"VARph{ph}", 0),
+            ]
+        out += [(203, "PhVphAB", VOLTS * 3**0.5), (203, "PhVphBC", VOLTS * 3**0.5), (203, "PhVphCA", VOLTS * 3**0.5)]
+        return out
+
+    def truth(self) -> dict[str, float | None]:
+        s = self.site
+        t = s.truth()
+        return {
+            "grid_w": s.grid_w,
+            "load_w": s.load_w,
+            "pv_w": t["pv_w"],
+            "battery_w": t["battery_w"],
+            "import_wh": s.import_wh,
+            "export_wh": s.export_wh,
+        }
+
+
+DEVICE_CLASSES: dict[str, type[SunSpecDevice]] = {
+    "pv_inverter": PvInverterDevice,
+    "battery": BatteryDevice,
+    "meter": MeterDevice,
+}
+
+
+def make_device(dev: DeviceConfig, site: SiteSim, variant: DeviceVariant) -> SunSpecDevice:
+    """The register face of ``dev`` on ``site`` as ``variant`` describes it."""
+    return DEVICE_CLASSES[dev.kind](dev, site, variant)
