@@ -1,0 +1,333 @@
+"""The control cycle: poll → fleet state → export guard → (on dispatch ticks) forecast + plan → caps → write.
+
+:meth:`Controller.cycle` is the one function production (APScheduler, real time) and the twin (a
+stepped clock) both drive; it reads time only from the injected clock and never sleeps. Polls are
+serialised by a lock, dispatches by another, so an overrunning dispatch neither stacks nor stops
+polling and the export guard.
+
+Powers in W with DESIGN.md signs; times Unix s (UTC).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from config.schema import FleetConfig
+from controller.commands import CommandBook
+from controller.metrics import Metrics
+from controller.setpoints import export_guard, site_command, split_to_devices
+from controller.state import FleetState, build_state
+from controller.store import Store
+from drivers.telemetry import Telemetry
+from drivers.writer import Setpoint
+
+log = logging.getLogger("sparcs.controller")
+
+PRUNE_EVERY_S = 3600.0
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+
+class WallClock:
+    """Real time, Unix s (UTC): the production clock."""
+
+    def now(self) -> float:
+        return time.time()
+
+
+class Poller(Protocol):
+    async def poll_once(self) -> dict[str, Telemetry]: ...
+    async def close(self) -> None: ...
+
+
+class Writer(Protocol):
+    async def apply(self, setpoints: dict[str, Setpoint]) -> dict[str, Any]: ...
+    async def refresh_due(self) -> Any: ...
+
+
+class Planner(Protocol):
+    """Builds the problem from the fleet state and returns the (capped) plan as a JSON-able record."""
+
+    def observe(self, state: FleetState) -> None: ...
+    async def plan(self, state: FleetState, commands: CommandBook, now_s: float) -> dict[str, Any] | None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class CycleReport:
+    ts: float
+    online: int = 0
+    stale: int = 0
+    guarded_sites: list[str] = field(default_factory=list)
+    dispatched: bool = False
+    plan_path: str | None = None
+    writes: int = 0
+
+
+def classify_error(error: str) -> str:
+    """Modbus error kind for the metrics, from the poller's error text."""
+    e = error.lower()
+    if "backing off" in e:
+        return "backoff"
+    if "exception" in e:
+        return "exception"
+    if "time" in e:
+        return "timeout"
+    if "connect" in e or "refused" in e or "unreachable" in e or "closed" in e:
+        return "connection"
+    return "other"
+
+
+class Controller:
+    """Everything one running controller holds; the API reads from it, the scheduler drives it."""
+
+    def __init__(
+        self,
+        cfg: FleetConfig,
+        store: Store,
+        clock: Clock,
+        *,
+        poller: Poller,
+        writer: Writer,
+        planner: Planner,
+        metrics: Metrics | None = None,
+    ):
+        self.cfg = cfg
+        self.store = store
+        self.clock = clock
+        self.poller = poller
+        self.writer = writer
+        self.planner = planner
+        self.metrics = metrics or Metrics()
+        self.commands = CommandBook(store, cfg)
+        now = clock.now()
+        self.commands.load(now)
+        last = store.last_plan()
+        self.plan: dict[str, Any] | None = last["data"] if last else None
+        self.state: FleetState | None = None
+        self.guard_w: dict[str, float] = {}
+        self.setpoints: dict[str, Setpoint] = {}
+        self.dispatch_requested = False
+        self.dispatching = False
+        self.last_poll_s: float | None = None
+        self.last_dispatch_s: float | None = None
+        self._last_bucket: dict[str, int] = {}
+        self._last_prune_s = -math.inf
+        self._poll_lock = asyncio.Lock()
+        self._dispatch_lock = asyncio.Lock()
+        # Alarms still open from before a restart are cleared when their device answers again.
+        self._stale_alarmed = {a["source"] for a in store.alarms(active_only=True) if a["source"].startswith("device:")}
+        self.on_dispatch_request: Callable[[], None] | None = None
+
+    # -- the cycle ------------------------------------------------------------------------------
+
+    async def cycle(self, *, dispatch: bool = False) -> CycleReport:
+        """One control cycle. ``dispatch``: also plan (a dispatch tick, or an operator's dispatch-now).
+
+        Returns at once with ``dispatched=False`` when asked to dispatch while a dispatch is running:
+        dispatches never stack.
+        """
+        report = CycleReport(ts=self.clock.now())
+        fresh = self.state is not None and report.ts - self.state.ts < self.cfg.dispatch.poll_interval_s
+        if not (dispatch and fresh):
+            await self._poll(report)
+        if dispatch or self.dispatch_requested:
+            if self._dispatch_lock.locked():
+                log.info("dispatch still running; this tick is skipped")
+            else:
+                async with self._dispatch_lock:
+                    await self._dispatch(report)
+        report.writes = await self._write()
+        return report
+
+    async def _poll(self, report: CycleReport) -> None:
+        async with self._poll_lock:
+            t0 = time.perf_counter()
+            telemetry = await self.poller.poll_once()
+            now = self.clock.now()
+            dimmed = {s.id: self.cfg.grid.para14a_limit_w for s in self.cfg.sites if self.commands.para14a(s.id, now)}
+            state = build_state(self.cfg, telemetry, now, para14a_limit_w=dimmed)
+            self.state = state
+            self.last_poll_s = now
+            self.planner.observe(state)
+            if self.cfg.grid.export_guard:
+                report.guarded_sites = self._guard(state)
+            self._record(state, telemetry)
+            summary = state.summary()
+            report.online, report.stale = summary["online"], summary["stale"]
+            self.metrics.poll_seconds.observe(time.perf_counter() - t0)
+
+    def _guard(self, state: FleetState) -> list[str]:
+        acted = []
+        for sid, s in state.sites.items():
+            before = self.guard_w.get(sid)
+            after = export_guard(cap_w=s.feed_in_cap_w, export_w=s.export_w, pv_w=s.pv_w, guard_w=before)
+            if after is None:
+                self.guard_w.pop(sid, None)
+            else:
+                self.guard_w[sid] = after
+                if before is None or after < before:
+                    acted.append(sid)
+        if acted:
+            self.metrics.guard_actions.inc(len(acted))
+        return acted
+
+    async def _dispatch(self, report: CycleReport) -> None:
+        self.dispatch_requested = False
+        now = self.clock.now()
+        self.last_dispatch_s = now
+        if self.commands.paused(now):
+            return
+        if self.state is None:
+            return
+        self.dispatching = True
+        t0 = time.perf_counter()
+        try:
+            record = await self.planner.plan(self.state, self.commands, now)
+        except Exception as exc:  # the planner has its own fallback; this is the last line of defence
+            log.exception("planning failed")
+            self.store.raise_alarm(
+                at=now, severity="critical", source="dispatch", message=f"planning failed: {exc}; last plan kept"
+            )
+            self.metrics.dispatch_total.labels("error").inc()
+            return
+        finally:
+            self.dispatching = False
+            self.metrics.dispatch_seconds.observe(time.perf_counter() - t0)
+        if record is None:
+            return
+        self.plan = record
+        self.store.add_plan(
+            now, record["start_s"], record["path"], record.get("reason"), record["objective_eur"], record
+        )
+        report.dispatched = True
+        report.plan_path = record["path"]
+        self.metrics.dispatch_total.labels(record["path"]).inc()
+        self.metrics.plan_objective.set(record["objective_eur"])
+        if record["path"] == "optimal":
+            self.store.clear_alarms("dispatch", now)
+        else:
+            self.store.raise_alarm(
+                at=now,
+                severity="warning",
+                source="dispatch",
+                message=f"plan from {record['path']}: {record.get('reason') or 'no reason given'}",
+            )
+
+    def desired_setpoints(self, now: float) -> dict[str, Setpoint]:
+        """Per controlled device: the setpoint from plan, stage and guard (see controller.setpoints)."""
+        paused = self.commands.paused(now)
+        out: dict[str, Setpoint] = {}
+        for site in self.cfg.sites:
+            s = self.state.sites.get(site.id) if self.state else None
+            controllable = s is not None and s.controllable
+            cmd = site_command(
+                self.plan,
+                site.id,
+                now,
+                use_plan=controllable and not paused,
+                stage_ceiling_w=self.commands.stage_ceiling_w(site.id, now),
+                guard_w=self.guard_w.get(site.id),
+            )
+            tel = self.state.telemetry if self.state else {}
+            for dev_id, (pv_limit, bat) in split_to_devices(site, cmd).items():
+                t = tel.get(dev_id)
+                if t is None or t.status != "online":
+                    continue  # an unreachable device gets no write: it falls back to its installer configuration
+                out[dev_id] = Setpoint(pv_limit_w=pv_limit, battery_w=bat)
+        return out
+
+    async def _write(self) -> int:
+        """Hand every desired setpoint to the writer (it skips what is in force and read back), refresh timers."""
+        now = self.clock.now()
+        desired = self.desired_setpoints(now)
+        results = dict(await self.writer.apply(desired)) if desired else {}
+        results.update(await self.writer.refresh_due())
+        self.setpoints = desired
+        for r in results.values():
+            self.metrics.writes.labels(r.action).inc()
+        self.metrics.observe_stages({s.id: self.commands.stage(s.id, now) for s in self.cfg.sites})
+        self.metrics.paused.set(1 if self.commands.paused(now) else 0)
+        return sum(1 for r in results.values() if r.action not in ("unchanged", "skipped"))
+
+    # -- history, alarms, metrics ----------------------------------------------------------------
+
+    def _record(self, state: FleetState, telemetry: dict[str, Telemetry]) -> None:
+        now = state.ts
+        res = self.cfg.storage.telemetry_resolution_s
+        statuses: Counter[str] = Counter()
+        qualities: Counter[str] = Counter()
+        errors: Counter[str] = Counter()
+        rows = []
+        for dev_id, t in telemetry.items():
+            statuses[t.status] += 1
+            qualities.update(r.quality for r in t.values.values())
+            if t.error and t.read_at >= now - 1e-6 - self.cfg.dispatch.poll_interval_s:
+                errors[classify_error(t.error)] += 1
+            self._device_alarm(t, now)
+            bucket = int(t.read_at // res)
+            if self._last_bucket.get(dev_id) != bucket:
+                self._last_bucket[dev_id] = bucket
+                rows.append(
+                    {
+                        "ts": t.read_at,
+                        "device_id": dev_id,
+                        "site_id": t.site_id,
+                        "status": t.status,
+                        "values": {k: [r.value, r.quality] for k, r in t.values.items()},
+                    }
+                )
+        self.store.add_telemetry(rows)
+        summary = state.summary()
+        bucket = int(now // res)
+        if self._last_bucket.get("@fleet") != bucket:
+            self._last_bucket["@fleet"] = bucket
+            self.store.add_fleet(summary)
+            self.store.add_site_rows(
+                [
+                    {"ts": now, "site_id": sid, **{k: getattr(s, k) for k in SITE_HISTORY_FIELDS}}
+                    for sid, s in state.sites.items()
+                ]
+            )
+        self.metrics.observe_poll(statuses=statuses, qualities=qualities, errors=errors, fleet=summary)
+        if now - self._last_prune_s >= PRUNE_EVERY_S:
+            self._last_prune_s = now
+            self.store.prune(now, self.cfg.storage.retention_days)
+
+    def _device_alarm(self, t: Telemetry, now: float) -> None:
+        source = f"device:{t.device_id}"
+        if t.status == "stale" and source not in self._stale_alarmed:
+            self._stale_alarmed.add(source)
+            self.store.raise_alarm(
+                at=now,
+                severity="warning",
+                source=source,
+                message=f"device {t.device_id} (site {t.site_id}) is stale: {t.error or 'no data'}; "
+                "its site is left out of the plan until it answers",
+            )
+        elif t.status == "online" and source in self._stale_alarmed:
+            self._stale_alarmed.discard(source)
+            self.store.clear_alarms(source, now)
+
+    async def close(self) -> None:
+        """Close device connections and stop the solver process."""
+        await self.poller.close()
+        await asyncio.to_thread(self.planner.close)
+
+    def request_dispatch(self) -> None:
+        """Plan again at the next opportunity (after an operator command)."""
+        self.dispatch_requested = True
+        if self.on_dispatch_request is not None:
+            self.on_dispatch_request()
+
+
+SITE_HISTORY_FIELDS = ("pv_w", "battery_w", "grid_w", "load_w", "export_w", "soc", "flex_up_w", "flex_down_w")

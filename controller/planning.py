@@ -1,0 +1,192 @@
+"""From fleet state to a stored plan: forecasts + commands → DispatchProblem → bounded solve → plan record.
+
+The plan record is the JSON form of a :class:`optimizer.problem.DispatchPlan` the controller keeps
+(in memory, in the store, at /api/v1/plan): per site per period ``pv_limit_w`` (None where the plan
+does not curtail: the inverter is released to its installer configuration), ``battery_w``
+(+ discharge / − charge), ``grid_w`` (+ import / − export), ``pv_w``, ``soc`` (fractions, one more
+than periods); fleet ``export_w``; the forecasts it was made with. W, Unix s, EUR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from config.schema import FleetConfig, SiteConfig
+from controller.commands import CommandBook
+from controller.state import FleetState
+from optimizer.forecast import learn_clearness, learn_load_level, load_forecast, price_forecast, pv_forecast
+from optimizer.problem import DispatchPlan, DispatchProblem, SiteProblem, period_grid, site_problem
+from optimizer.profiles import PvGeometry
+from optimizer.solver import PlanningWorker
+
+RELEASE_TOL_W = 1.0  # a plan limit this close to the installer ceiling is no limit: release instead
+SAMPLE_EVERY_S = 60.0  # measurements kept for learning: one per site and minute
+PV_LEARN_WINDOW_S = 3600.0  # clearness from the last hour
+LOAD_LEARN_WINDOW_S = 86_400.0  # load level from the last day
+CURTAILED_SHARE = 0.95  # PV at 95 % of its limit or more is taken as curtailed: not a clearness sample
+
+
+class PriceFileError(ValueError):
+    pass
+
+
+def read_prices_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Day-ahead prices: CSV with columns timestamp (with offset), eur_per_mwh → (Unix s, EUR/MWh)."""
+    ts, vals = [], []
+    with open(path, newline="", encoding="utf-8") as f:
+        for n, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                t = dt.datetime.fromisoformat(row["timestamp"])
+                v = float(row["eur_per_mwh"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise PriceFileError(f"{path}:{n}: needs columns timestamp,eur_per_mwh ({exc})") from None
+            if t.tzinfo is None:
+                raise PriceFileError(f"{path}:{n}: timestamp {row['timestamp']} needs a UTC offset")
+            ts.append(t.timestamp())
+            vals.append(v)
+    return np.array(ts), np.array(vals)
+
+
+class Measurements:
+    """Per site, one sample a minute of PV (W, with a curtailed flag) and load (W), for the forecasts."""
+
+    def __init__(self, site_ids: list[str]):
+        maxlen = int(LOAD_LEARN_WINDOW_S / SAMPLE_EVERY_S) + 1
+        self.samples: dict[str, deque[tuple[float, float, float, bool]]] = {s: deque(maxlen=maxlen) for s in site_ids}
+
+    def observe(self, state: FleetState) -> None:
+        for sid, s in state.sites.items():
+            buf = self.samples.get(sid)
+            if buf is None or (buf and state.ts - buf[-1][0] < SAMPLE_EVERY_S):
+                continue
+            curtailed = s.pv_limit_w is not None and s.pv_w is not None and s.pv_w >= CURTAILED_SHARE * s.pv_limit_w
+            pv = np.nan if s.pv_w is None else s.pv_w
+            load = np.nan if s.load_w is None else s.load_w
+            buf.append((state.ts, pv, load, curtailed))
+
+    def arrays(self, site_id: str, since_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        rows = [r for r in self.samples[site_id] if r[0] >= since_s]
+        if not rows:
+            empty = np.zeros(0)
+            return empty, empty, empty, np.zeros(0, dtype=bool)
+        a = np.array([r[:3] for r in rows], dtype=float)
+        return a[:, 0], a[:, 1], a[:, 2], np.array([r[3] for r in rows], dtype=bool)
+
+
+class FleetPlanner:
+    """Builds the dispatch problem of the controllable sites and solves it in the bounded solver process."""
+
+    def __init__(self, cfg: FleetConfig, worker: PlanningWorker | None = None):
+        self.cfg = cfg
+        self.worker = worker or PlanningWorker()
+        self.measurements = Measurements([s.id for s in cfg.sites])
+        self.prices = read_prices_csv(cfg.market.prices_csv) if cfg.market.prices_csv else None
+
+    def observe(self, state: FleetState) -> None:
+        self.measurements.observe(state)
+
+    def _site(self, site: SiteConfig, state: FleetState, commands: CommandBook, now_s: float, grid) -> SiteProblem:
+        starts, ends, mid = grid
+        t, pv, load, curtailed = self.measurements.arrays(site.id, now_s - LOAD_LEARN_WINDOW_S)
+        recent = t >= now_s - PV_LEARN_WINDOW_S
+        geom = PvGeometry(
+            site.location.lat, site.location.lon, site.location.altitude_m, site.pv.tilt_deg, site.pv.azimuth_deg
+        )
+        k = learn_clearness(geom, site.pv.kwp, t[recent], pv[recent], curtailed[recent]) if recent.any() else None
+        pv_fc = pv_forecast(geom, site.pv.kwp, now_s, mid, k).values
+        level = learn_load_level(site.load.annual_kwh, t, load)
+        load_fc = load_forecast(site.load.annual_kwh, mid, level, site.grid.connection_limit_w).values
+        ceiling, dimmed = commands.period_series(site.id, starts, ends)
+        return site_problem(
+            site, pv_fc, load_fc, soc_now=state.sites[site.id].soc, stage_ceiling_w=ceiling, para14a=dimmed
+        )
+
+    def problem(self, state: FleetState, commands: CommandBook, now_s: float) -> DispatchProblem | None:
+        """The problem of the controllable sites (a site with a stale device leaves the plan); None if none is."""
+        start_s, period_s = period_grid(now_s, self.cfg.dispatch.horizon_h)
+        starts = start_s + np.concatenate([[0.0], np.cumsum(period_s)[:-1]])
+        ends = starts + period_s
+        grid = (starts, ends, starts + period_s / 2)
+        sites = [
+            self._site(s, state, commands, now_s, grid)
+            for s in self.cfg.sites
+            if s.id in state.sites and state.sites[s.id].controllable
+        ]
+        if not sites:
+            return None
+        series = self.prices or (None, None)
+        prices = price_forecast(grid[2], series[0], series[1], self.cfg.market.flat_price_eur_per_mwh).values
+        schedule = commands.schedule_series(starts)
+        return DispatchProblem(
+            start_s=start_s,
+            period_s=period_s,
+            price_eur_per_mwh=prices,
+            sites=sites,
+            export_schedule_w=None if np.isnan(schedule).all() else schedule,
+            weights=self.cfg.dispatch,
+            para14a_limit_w=self.cfg.grid.para14a_limit_w,
+        )
+
+    async def plan(self, state: FleetState, commands: CommandBook, now_s: float) -> dict[str, Any] | None:
+        """Plan in the solver process (bounded; it falls back by itself) without blocking the event loop."""
+        problem = self.problem(state, commands, now_s)
+        if problem is None:
+            return None
+        plan = await asyncio.to_thread(self.worker.plan, problem)
+        return plan_record(plan, problem)
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+def _list(a: np.ndarray) -> list[Any]:
+    return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, dtype=float)]
+
+
+def plan_record(plan: DispatchPlan, problem: DispatchProblem) -> dict[str, Any]:
+    """The JSON-able record of a capped plan and the problem it solved (see module docstring)."""
+    sites: dict[str, Any] = {}
+    forecast_sites: dict[str, Any] = {}
+    by_id = {s.site_id: s for s in problem.sites}
+    for i, sid in enumerate(plan.site_ids):
+        sp = by_id[sid]
+        limit = np.asarray(plan.pv_limit_w[i], dtype=float)
+        released = limit >= sp.pv_ceiling_w - RELEASE_TOL_W
+        sites[sid] = {
+            "pv_w": _list(plan.pv_w[i]),
+            "pv_limit_w": [None if r else v for r, v in zip(released, _list(limit), strict=True)],
+            "battery_w": _list(plan.battery_w[i]),
+            "grid_w": _list(plan.grid_w[i]),
+            "soc": _list(plan.soc[i]),
+        }
+        forecast_sites[sid] = {"pv_available_w": _list(sp.pv_available_w), "load_w": _list(sp.load_w)}
+    return {
+        "start_s": float(plan.start_s),
+        "period_s": _list(plan.period_s),
+        "path": plan.path,
+        "reason": plan.reason,
+        "objective_eur": float(plan.objective_eur),
+        "parts": {
+            "energy": plan.parts.energy,
+            "schedule": plan.parts.schedule,
+            "throughput": plan.parts.throughput,
+            "curtailment": plan.parts.curtailment,
+            "terminal_value": plan.parts.terminal_value,
+        },
+        "soc_end_kwh": float(plan.soc_end_kwh),
+        "timings_s": {"build": plan.build_s, "solve": plan.solve_s, "split": plan.split_s},
+        "export_w": _list(plan.export_w),
+        "sites": sites,
+        "forecast": {
+            "price_eur_per_mwh": _list(problem.price_eur_per_mwh),
+            "export_schedule_w": None if problem.export_schedule_w is None else _list(problem.export_schedule_w),
+            "sites": forecast_sites,
+        },
+    }

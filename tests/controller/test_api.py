@@ -1,0 +1,241 @@
+"""The operator API: the auth matrix over every route, bad input for every command, a real-server smoke test."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import socket
+
+import httpx
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from controller.api import create_app
+from controller.auth import create_token
+from controller.cycle import WallClock
+from controller.runtime import build_controller
+from controller.store import Store
+
+ROLES = ("viewer", "operator", "admin")
+RANK = {None: -1, "viewer": 0, "operator": 1, "admin": 2}
+# Which role each route needs. A route that matches no rule fails the matrix: new endpoints can't escape it.
+RULES: list[tuple[str, str, str | None]] = [
+    ("GET", r"^/(healthz|readyz)$", None),
+    ("GET", r"^/(docs|redoc|openapi\.json|docs/oauth2-redirect)$", None),
+    ("GET", r"^/metrics$", "viewer"),  # TestClient is not a loopback client
+    ("POST|DELETE", r"^/api/v1/commands", "operator"),
+    ("GET|POST|DELETE", r"^/api/v1/tokens", "admin"),
+    ("GET", r"^/api/v1/", "viewer"),
+]
+
+
+def needed_role(method: str, path: str) -> str | None:
+    for methods, pattern, role in RULES:
+        if method in methods.split("|") and re.search(pattern, path):
+            return role
+    raise AssertionError(f"{method} {path} matches no rule of the auth matrix; add one")
+
+
+def iso_in(seconds: float) -> str:
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)).isoformat()
+
+
+def quarter_now() -> str:
+    t = dt.datetime.now(dt.UTC)
+    return t.replace(minute=t.minute - t.minute % 15, second=0, microsecond=0).isoformat()
+
+
+@pytest.fixture
+def api(tmp_path, small_cfg):
+    store = Store(data_dir=tmp_path)
+    ctl = build_controller(small_cfg, store, WallClock())
+    tokens = {role: create_token(store, role, role, 0.0) for role in ROLES}
+    with TestClient(create_app(ctl), raise_server_exceptions=False) as client:
+        yield client, ctl, tokens
+    asyncio.run(ctl_close(ctl))
+    store.close()
+
+
+async def ctl_close(ctl):
+    await ctl.close()
+
+
+def body_for(path: str, n: int) -> dict | None:
+    return {
+        "/api/v1/commands/stage": {"stage": "K4", "expires_at": iso_in(600)},
+        "/api/v1/commands/para14a": {"expires_at": iso_in(600)},
+        "/api/v1/commands/schedule": {"points": [{"start": quarter_now(), "export_w": 1000}]},
+        "/api/v1/commands/pause": {},
+        "/api/v1/tokens": {"name": f"new-{n}", "role": "viewer"},
+    }.get(path)
+
+
+def concrete(path: str, ctl) -> str:
+    return (
+        path.replace("{site_id}", ctl.cfg.sites[0].id)
+        .replace("{device_id}", ctl.cfg.sites[0].devices[0].id)
+        .replace("{command_id}", "999999")
+        .replace("{name}", "nobody")
+    )
+
+
+def test_auth_matrix_over_every_route(api):
+    client, ctl, tokens = api
+    # Every documented operation (the OpenAPI schema lists them all), plus the docs themselves.
+    paths = client.app.openapi()["paths"]
+    routes = [(m.upper(), p) for p, ops in paths.items() for m in ops]
+    routes += [("GET", "/docs"), ("GET", "/openapi.json")]
+    assert len(routes) > 20
+    n = 0
+    for method, path in routes:
+        need = needed_role(method, path)
+        url = concrete(path, ctl)
+        for role in (None, *ROLES):
+            n += 1
+            headers = {"Authorization": f"Bearer {tokens[role]}"} if role else {}
+            r = client.request(method, url, headers=headers, json=body_for(path, n))
+            not_ready = path == "/readyz" and r.status_code == 503  # no poll yet: that is its answer
+            assert r.status_code < 500 or not_ready, (method, path, role, r.text)
+            if need is not None and role is None:
+                assert r.status_code == 401, (method, path, r.text)
+            elif RANK[role] < RANK[need]:
+                assert r.status_code == 403, (method, path, role, r.text)
+                assert need in r.json()["error"]
+            else:
+                assert r.status_code not in (401, 403), (method, path, role, r.text)
+
+
+def test_wrong_token_is_401_and_revoked_token_stops_working(api):
+    client, ctl, tokens = api
+    r = client.get("/api/v1/fleet", headers={"Authorization": "Bearer sparcs_not-a-token"})
+    assert r.status_code == 401
+    admin = {"Authorization": f"Bearer {tokens['admin']}"}
+    made = client.post("/api/v1/tokens", json={"name": "temp", "role": "viewer"}, headers=admin).json()
+    temp = {"Authorization": f"Bearer {made['token']}"}
+    assert client.get("/api/v1/fleet", headers=temp).status_code == 200
+    assert client.delete("/api/v1/tokens/temp", headers=admin).status_code == 200
+    assert client.get("/api/v1/fleet", headers=temp).status_code == 401
+    assert [a["action"] for a in ctl.store.audit_log()[:2]] == ["token-revoke", "token-add"]
+
+
+BAD = [
+    # (path, body, field named in the answer)
+    ("stage", {"stage": "K5", "expires_at": iso_in(600)}, "stage"),
+    ("stage", {"stage": 3, "expires_at": iso_in(600)}, "stage"),
+    ("stage", {"stage": "K1"}, "expires_at"),
+    ("stage", {"stage": "K1", "expires_at": iso_in(-60)}, "expires_at"),
+    ("stage", {"stage": "K1", "expires_at": "2026-06-21T12:00:00"}, "expires_at"),  # no offset
+    ("stage", {"stage": "K1", "expires_at": "tomorrow"}, "expires_at"),
+    ("stage", {"stage": "K1", "expires_at": iso_in(40 * 86400)}, "expires_at"),
+    ("stage", {"stage": "K1", "expires_at": iso_in(600), "sites": ["atlantis"]}, "sites[0]"),
+    ("stage", {"stage": "K1", "expires_at": iso_in(600), "sites": []}, "sites"),
+    ("stage", {"stage": "K1", "expires_at": iso_in(600), "sites": "lej-001"}, "sites"),
+    ("stage", {"stage": "K1", "expires_at": iso_in(600), "colour": "red"}, "colour"),
+    ("para14a", {"expires_at": iso_in(-5)}, "expires_at"),
+    ("para14a", {"expires_at": iso_in(600), "sites": ["atlantis"]}, "sites[0]"),
+    ("para14a", {"expires_at": iso_in(600), "start": iso_in(900)}, "expires_at"),
+    ("schedule", {"points": []}, "points"),
+    ("schedule", {"points": [{"start": quarter_now(), "export_w": -5}]}, "points[0].export_w"),
+    ("schedule", {"points": [{"start": quarter_now(), "export_w": "lots"}]}, "points[0].export_w"),
+    ("schedule", {"points": [{"start": iso_in(60), "export_w": 5}]}, "points[0].start"),
+    ("schedule", {"points": [{"start": "2026-06-21T12:00:00", "export_w": 5}]}, "points[0].start"),
+    ("schedule", {"points": [{"start": iso_in(-86400)[:11] + "00:00:00+00:00", "export_w": 5}]}, "points"),
+    ("schedule", {"points": [{"start": iso_in(60 * 86400)[:11] + "00:00:00+00:00", "export_w": 5}]}, "points[0].start"),
+    ("pause", {"reason": 12}, "reason"),
+    ("pause", {"reason": "x" * 600}, "reason"),
+    ("pause", [], "body"),
+]
+
+
+@pytest.mark.parametrize(("kind", "body", "field"), BAD)
+def test_bad_input_is_422_naming_the_field_and_changes_nothing(api, kind, body, field):
+    client, ctl, tokens = api
+    op = {"Authorization": f"Bearer {tokens['operator']}"}
+    before_audit = ctl.store.audit_log()
+    r = client.post(f"/api/v1/commands/{kind}", json=body, headers=op)
+    assert r.status_code == 422, r.text
+    named = [f["field"] for f in r.json()["fields"]]
+    assert field in named, r.json()
+    assert field in r.json()["error"]
+    assert client.get("/api/v1/commands", headers=op).json() == []
+    assert ctl.store.audit_log() == before_audit and ctl.store.active_commands(0) == []
+
+
+def test_bad_json_and_bad_queries_are_4xx(api):
+    client, _ctl, tokens = api
+    op = {"Authorization": f"Bearer {tokens['operator']}", "Content-Type": "application/json"}
+    r = client.post("/api/v1/commands/stage", content=b"{not json", headers=op)
+    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "body"
+    assert client.delete("/api/v1/commands/abc", headers=op).status_code == 422
+    assert client.delete("/api/v1/commands/424242", headers=op).status_code == 404
+    r = client.get("/api/v1/history", params={"start": "2026-06-21T10:00:00"}, headers=op)
+    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "start"
+    r = client.get("/api/v1/history", params={"resolution_s": 0}, headers=op)
+    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "resolution_s"
+    r = client.get("/api/v1/history", params={"site": "atlantis"}, headers=op)
+    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "site"
+    r = client.get("/api/v1/history", params={"bogus": 1}, headers=op)
+    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "bogus"
+    assert client.get("/api/v1/sites/atlantis", headers=op).status_code == 404
+    assert client.get("/api/v1/devices/atlantis", headers=op).status_code == 404
+
+
+def test_commands_are_audited_and_counted(api):
+    client, ctl, tokens = api
+    op = {"Authorization": f"Bearer {tokens['operator']}"}
+    sid = ctl.cfg.sites[0].id
+    r = client.post(
+        "/api/v1/commands/stage", json={"stage": "K2", "sites": [sid], "expires_at": iso_in(600)}, headers=op
+    )
+    assert r.status_code == 201
+    cid = r.json()["command"]["id"]
+    assert client.get("/api/v1/caps", headers=op).json()["sites"][0]["stage"] == "K2"
+    assert client.post("/api/v1/commands/pause", json={"reason": "test"}, headers=op).status_code == 201
+    assert client.get("/api/v1/fleet", headers=op).json()["paused"] is True
+    assert client.post("/api/v1/commands/dispatch-now", headers=op).json() == {"requested": False, "paused": True}
+    assert client.post("/api/v1/commands/resume", headers=op).json()["resumed"] is True
+    assert client.delete(f"/api/v1/commands/{cid}", headers=op).json() == {"cancelled": [cid]}
+    audit = client.get("/api/v1/audit", headers=op).json()
+    assert [a["action"] for a in audit] == ["cancel", "resume", "dispatch-now", "pause", "stage"]
+    assert {a["who"] for a in audit} == {"operator"}
+    assert all(a["ts"].endswith("+00:00") for a in audit)
+    client.post("/api/v1/commands/stage", json={"stage": "K9", "expires_at": iso_in(60)}, headers=op)
+    text = ctl.metrics.render().decode()
+    assert 'sparcs_commands_total{result="accepted",type="stage"} 1.0' in text
+    assert 'sparcs_commands_total{result="rejected",type="stage"} 1.0' in text
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_real_server_serves_probes_metrics_and_reads(tmp_path, small_cfg):
+    store = Store(data_dir=tmp_path)
+    ctl = build_controller(small_cfg, store, WallClock())
+    token = create_token(store, "v", "viewer", 0.0)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(ctl), host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            for _ in range(100):
+                if server.started:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await http.get("/healthz")).json() == {"status": "ok"}
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503 and "no poll yet" in ready.json()["problems"]
+            metrics = await http.get("/metrics")  # loopback: open
+            assert metrics.status_code == 200 and "sparcs_poll_cycle_duration_seconds" in metrics.text
+            r = await http.get("/api/v1/sites", headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 200 and [s["id"] for s in r.json()] == [s.id for s in small_cfg.sites]
+            assert (await http.get("/api/v1/sites")).status_code == 401
+    finally:
+        server.should_exit = True
+        await task
+        await ctl.close()
+        store.close()
