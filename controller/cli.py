@@ -85,6 +85,54 @@ def token_revoke(name: str, data_dir: DataDir = Path("data"), config: TokenConfi
     typer.echo(f"revoked '{name}'")
 
 
+@app.command("scan")
+def scan(
+    endpoint: Annotated[str, typer.Argument(help="HOST:PORT of the device or its gateway")],
+    unit: Annotated[int, typer.Option(help="Modbus unit id")] = 1,
+    json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    profile: Annotated[str | None, typer.Option(help="read with a vendor profile instead of SunSpec")] = None,
+    timeout: Annotated[float, typer.Option(help="reply timeout in seconds")] = 2.0,
+) -> None:
+    """SunSpec discovery and one read of a device: models and decoded points with units."""
+    import asyncio
+    import json
+
+    from drivers.errors import DeviceError
+    from drivers.profiles import ProfileError
+    from drivers.scan import format_scan, parse_endpoint, run_scan
+
+    try:
+        host, port = parse_endpoint(endpoint)
+        report = asyncio.run(run_scan(host, port, unit, timeout, profile))
+    except (ValueError, DeviceError, ProfileError) as exc:
+        raise fail(f"{endpoint} unit {unit}: {exc}") from None
+    typer.echo(json.dumps(report) if json_out else format_scan(report))
+
+
+@bench_app.command("poll")
+def bench_poll(
+    devices: Annotated[int, typer.Option(min=1, help="simulated devices to poll")] = 100,
+    cycles: Annotated[int, typer.Option(min=1, help="measured poll cycles")] = 10,
+    silent: Annotated[float, typer.Option(min=0.0, max=0.9, help="fraction of devices that never reply")] = 0.0,
+    concurrency: Annotated[int | None, typer.Option(help="endpoints polled at once (default: all)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the generated fleet")] = 7,
+    json_out: Annotated[bool, typer.Option("--json", help="one line of JSON")] = False,
+) -> None:
+    """Poll N simulated devices (served by a child process) beside a bare pymodbus loop; print JSON."""
+    import asyncio
+    import json
+
+    from drivers.bench import BenchError, free_port_range, run_poll_bench
+    from simulators.fleetgen import synthetic_fleet
+
+    try:
+        fleet = synthetic_fleet(devices, seed, port_start=free_port_range(3 * devices))
+        result = asyncio.run(run_poll_bench(fleet, devices, cycles, silent, concurrency, seed))
+    except BenchError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(json.dumps(result) if json_out else json.dumps(result, indent=2))
+
+
 @app.command("simulate")
 def simulate(
     config: Annotated[Path, typer.Option("--config", help="fleet YAML file")],

@@ -149,7 +149,7 @@ def _plan(model_id: int, names: tuple[str, ...] | None) -> tuple[_Step, ...]:
     chosen = md.points.values() if names is None else [md.point(n) for n in names]
     steps = []
     for p in chosen:
-        if p.type == "sunssf" or p.name in ("ID", "L"):
+        if p.type in ("sunssf", "pad") or p.name in ("ID", "L"):
             continue
         sf: PointDef | int | None
         if isinstance(p.sf, str):

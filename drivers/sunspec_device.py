@@ -40,7 +40,7 @@ class SunSpecDevice:
     async def _read_static(self) -> None:
         assert self.plan is not None
         blocks = {loc.model_id: await read_model(self.link.reader(self.unit), loc) for loc in self.plan.static}
-        self.models.update(decode_models(blocks))
+        self.models.update(decode_models(blocks, static=True))
         self._polls_since_static = 0
 
     async def poll(self) -> dict[str, float | None]:

@@ -33,6 +33,10 @@ POINTS: dict[int, tuple[str, ...]] = {
     713: ("WHRtg", "SoC"),
 }
 
+# Read once at discovery: only what does not change while the device runs. A dynamic point of a
+# model read statically (713 SoC beside 124) would otherwise be a stale value passed on as good.
+STATIC_POINTS: dict[int, tuple[str, ...]] = {120: POINTS[120], 121: POINTS[121], 702: POINTS[702], 713: ("WHRtg",)}
+
 
 @dataclass(frozen=True)
 class PollPlan:
@@ -63,9 +67,10 @@ def poll_plan(kind: str, found: SunSpecMap) -> PollPlan:
     return PollPlan((inverter, storage), static)
 
 
-def decode_models(blocks: dict[int, list[int]]) -> dict[int, dict]:
+def decode_models(blocks: dict[int, list[int]], static: bool = False) -> dict[int, dict]:
     """Decode each block (model id → registers from its ID register) to the points the mapping uses."""
-    return {mid: decode(mid, regs, POINTS[mid]) for mid, regs in blocks.items() if mid in POINTS}
+    points = STATIC_POINTS if static else POINTS
+    return {mid: decode(mid, regs, points[mid]) for mid, regs in blocks.items() if mid in points}
 
 
 def _first(*values: float | None) -> float | None:
