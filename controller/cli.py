@@ -133,6 +133,21 @@ def bench_poll(
     typer.echo(json.dumps(result) if json_out else json.dumps(result, indent=2))
 
 
+@bench_app.command("dispatch")
+def bench_dispatch(
+    sites: Annotated[int, typer.Option(min=1, max=100_000, help="synthetic sites to plan (96 quarter-hours)")] = 100,
+    seed: Annotated[int, typer.Option(help="seed of the synthetic fleet")] = 7,
+    json_out: Annotated[bool, typer.Option("--json", help="one line of JSON")] = False,
+) -> None:
+    """Plan N synthetic sites: build, solve, split-back times, peak memory, gap to the monolithic optimum."""
+    import json
+
+    from optimizer.bench import dispatch_bench
+
+    result = dispatch_bench(sites, seed)
+    typer.echo(json.dumps(result) if json_out else json.dumps(result, indent=2))
+
+
 @app.command("simulate")
 def simulate(
     config: Annotated[Path, typer.Option("--config", help="fleet YAML file")],

@@ -1,0 +1,160 @@
+"""Fleet aggregation for the hierarchical planner: sites → a few virtual plants → per-site targets.
+
+Sites are grouped so that a group's members are near scaled copies of each other: same discrete
+rules (battery or not, feed-in cap regime, negative-price rule, direct marketing, stage or §14a in
+force), then split along the continuous ratio that shapes their dispatch most (battery energy per
+kWp, else load per kWp). A virtual plant sums its members' bounds; prices are weighted means.
+
+The aggregate's plan is split back component by component in proportion to each member's own
+bound (PV to its available output, charge and discharge to its power limits), and the member's
+own load is subtracted, giving each site a net-export target for the scheduled periods. The
+per-site LPs then track these targets (optimizer.site_lp) and are free where no schedule is set.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from optimizer.fleet_arrays import FleetArrays
+from optimizer.problem import DispatchProblem
+from optimizer.site_lp import SiteSolution
+
+
+def cluster_sites(problem: DispatchProblem, fa: FleetArrays, k: int) -> np.ndarray:
+    """A virtual-plant label ``0..K-1`` per site, with about ``k`` plants in all."""
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, s in enumerate(problem.sites):
+        cap_ratio = None if s.feed_in_cap_w is None else round(s.feed_in_cap_w / (s.kwp * 1000.0), 2)
+        key = (
+            s.battery is not None,
+            cap_ratio,
+            s.negative_price_rule,
+            s.direct_marketing,
+            bool(np.any(np.isfinite(s.stage_ceiling_w))),
+            bool(np.any(s.para14a)),
+        )
+        groups[key].append(i)
+    n = len(problem.sites)
+    kwp = np.array([s.kwp for s in problem.sites])
+    ratio = np.where(fa.has_battery, fa.capacity_wh / (kwp * 1000.0), fa.load_w.sum(1) / (kwp * 1000.0))
+    labels = np.empty(n, dtype=np.int64)
+    next_label = 0
+    for members in groups.values():
+        idx = np.array(members)
+        parts = max(1, round(k * idx.size / n))
+        for chunk in np.array_split(idx[np.argsort(ratio[idx], kind="stable")], parts):
+            if chunk.size:
+                labels[chunk] = next_label
+                next_label += 1
+    return labels
+
+
+def _weighted(values: np.ndarray, weights: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Per-label weighted mean of ``values`` (rows), equal weights where a label's weights sum to 0."""
+    w = weights
+    num = np.zeros((k, *values.shape[1:]))
+    den = np.zeros((k, *values.shape[1:]))
+    cnt = np.zeros((k, *values.shape[1:]))
+    np.add.at(num, labels, values * w)
+    np.add.at(den, labels, w)
+    np.add.at(cnt, labels, 1.0)
+    plain = np.zeros_like(num)
+    np.add.at(plain, labels, values)
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), plain / np.maximum(cnt, 1.0))
+
+
+def effective_charge_max_w(fa: FleetArrays) -> np.ndarray:
+    """Charge ceiling per site and period including §14a at full PV output, W."""
+    return np.minimum(fa.charge_max_w, fa.para14a_charge_max_w(fa.pv_max_w))
+
+
+def aggregate(fa: FleetArrays, labels: np.ndarray) -> FleetArrays:
+    """The virtual plants of ``labels`` as a FleetArrays with one row each."""
+    k = int(labels.max()) + 1
+
+    def total(x: np.ndarray) -> np.ndarray:
+        out = np.zeros((k, *x.shape[1:]))
+        np.add.at(out, labels, x)
+        return out
+
+    cap = fa.capacity_wh
+    energy_weight = np.maximum(fa.load_w.sum(1), 1e-9)
+    return FleetArrays(
+        dt_h=fa.dt_h,
+        pv_available_w=total(fa.pv_available_w),
+        pv_max_w=total(fa.pv_max_w),
+        pv_ceiling_w=total(fa.pv_ceiling_w),
+        load_w=total(fa.load_w),
+        export_max_w=total(fa.export_max_w),
+        import_max_w=total(fa.import_max_w),
+        charge_max_w=total(effective_charge_max_w(fa)),
+        discharge_max_w=total(fa.discharge_max_w),
+        para14a=np.zeros((k, fa.shape[1]), dtype=bool),
+        para14a_limit_w=fa.para14a_limit_w,
+        has_battery=total(fa.has_battery.astype(float)) > 0,
+        capacity_wh=total(cap),
+        eta_charge=_weighted(fa.eta_charge, cap, labels, k),
+        eta_discharge=_weighted(fa.eta_discharge, cap, labels, k),
+        energy_now_wh=total(fa.energy_now_wh),
+        energy_min_wh=total(fa.energy_min_wh),
+        energy_max_wh=total(fa.energy_max_wh),
+        import_eur_per_kwh=_weighted(fa.import_eur_per_kwh, energy_weight, labels, k),
+        export_eur_per_kwh=_weighted(fa.export_eur_per_kwh, fa.pv_max_w, labels, k),
+        terminal_eur_per_kwh=_weighted(fa.terminal_eur_per_kwh, cap, labels, k),
+        schedule_w=fa.schedule_w,
+        schedule_eur_per_kwh=fa.schedule_eur_per_kwh,
+        throughput_eur_per_kwh=fa.throughput_eur_per_kwh,
+        curtailment_eur_per_kwh=fa.curtailment_eur_per_kwh,
+    )
+
+
+def split_targets(fa: FleetArrays, agg: FleetArrays, labels: np.ndarray, sol: SiteSolution) -> np.ndarray:
+    """Per-site net-export targets ``(N, T)`` in scheduled periods (NaN elsewhere) from the aggregate's plan."""
+
+    def share(plant: np.ndarray, own: np.ndarray, plant_bound: np.ndarray) -> np.ndarray:
+        frac = np.divide(plant, plant_bound, out=np.zeros_like(plant), where=plant_bound > 0)
+        return frac[labels] * own
+
+    pv = share(sol.pv_w, fa.pv_max_w, agg.pv_max_w)
+    charge = share(sol.charge_w, effective_charge_max_w(fa), agg.charge_max_w)
+    t = fa.shape[1]
+    discharge = share(
+        sol.discharge_w,
+        np.repeat(fa.discharge_max_w[:, None], t, 1),
+        np.repeat(agg.discharge_max_w[:, None], t, 1),
+    )
+    target = pv + discharge - charge - fa.load_w
+    lo, hi = net_export_range_w(fa)
+    # Within a plant one member's export can net another's import; per site it cannot: clip each
+    # target to what the site can do and hand the clipped remainder to members with room left.
+    plant_total = np.zeros((agg.shape[0], fa.shape[1]))
+    np.add.at(plant_total, labels, target)
+    target = redistribute(np.clip(target, lo, hi), plant_total, labels, lo, hi)
+    return np.where(np.isfinite(fa.schedule_w)[None, :], target, np.nan)
+
+
+def net_export_range_w(fa: FleetArrays) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest net export ``(N, T)`` each site can reach in each period, W (SoC aside)."""
+    hi = np.minimum(fa.export_max_w, fa.pv_max_w + fa.discharge_max_w[:, None] - fa.load_w)
+    lo = -np.minimum(fa.import_max_w[:, None], fa.load_w + effective_charge_max_w(fa))
+    return lo, np.maximum(hi, lo)
+
+
+def redistribute(
+    target: np.ndarray, group_total: np.ndarray, labels: np.ndarray, lo: np.ndarray, hi: np.ndarray, rounds: int = 4
+) -> np.ndarray:
+    """Move each group's shortfall ``group_total − Σ target`` onto members in proportion to their room."""
+    k = group_total.shape[0]
+    out = target.copy()
+    for _ in range(rounds):
+        have = np.zeros_like(group_total)
+        np.add.at(have, labels, out)
+        short = group_total - have
+        room = np.where(short[labels] > 0, hi - out, out - lo)
+        room_total = np.zeros((k, out.shape[1]))
+        np.add.at(room_total, labels, room)
+        frac = np.divide(short, room_total, out=np.zeros_like(short), where=room_total > 1e-9)
+        out = np.clip(out + frac[labels] * room, lo, hi)
+    return out

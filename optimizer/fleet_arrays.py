@@ -1,0 +1,151 @@
+"""A dispatch problem as stacked numpy arrays ``(sites, periods)``: every hard bound in one place.
+
+The LP builders, the caps layer, the baselines and the scoring all read their bounds from
+:class:`FleetArrays`, so the model, the clamps and the score cannot disagree about a limit.
+Units: W, Wh, EUR/kWh, hours for ``dt_h``; signs as in :mod:`optimizer.problem`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from optimizer.problem import DispatchProblem
+
+
+@dataclass
+class FleetArrays:
+    """Bounds, forecasts and prices of a fleet, shaped ``(N, T)`` unless noted."""
+
+    dt_h: np.ndarray  # (T,) period lengths in hours
+    pv_available_w: np.ndarray
+    pv_max_w: np.ndarray  # min(forecast, installer ceiling, stage ceiling)
+    pv_ceiling_w: np.ndarray  # min(installer ceiling, stage ceiling): the inverter limit when not curtailing
+    load_w: np.ndarray
+    export_max_w: np.ndarray  # min(connection, feed-in cap, 0 in negative-price periods under the rule)
+    import_max_w: np.ndarray  # (N,) connection limit
+    charge_max_w: np.ndarray  # (N, T); §14a enters through para14a_charge_max_w (LP: a row or a bound)
+    discharge_max_w: np.ndarray  # (N,)
+    para14a: np.ndarray  # (N, T) bool, only where the site has a battery
+    para14a_limit_w: float
+    has_battery: np.ndarray  # (N,) bool
+    capacity_wh: np.ndarray  # (N,) 0 without a battery
+    eta_charge: np.ndarray  # (N,)
+    eta_discharge: np.ndarray  # (N,)
+    energy_now_wh: np.ndarray  # (N,)
+    energy_min_wh: np.ndarray  # (N, T) at the end of each period, relaxed to what is reachable from now
+    energy_max_wh: np.ndarray
+    import_eur_per_kwh: np.ndarray  # (N,)
+    export_eur_per_kwh: np.ndarray  # (N, T): remuneration, or the day-ahead price when directly marketed
+    terminal_eur_per_kwh: np.ndarray  # (N,) value of a stored kWh left at the end
+    schedule_w: np.ndarray  # (T,) NaN where no schedule
+    schedule_eur_per_kwh: float
+    throughput_eur_per_kwh: float
+    curtailment_eur_per_kwh: float
+
+    def lp_export_eur_per_kwh(self) -> np.ndarray:
+        """Export price for the LPs: at most the import price.
+
+        One meter cannot import and export at once; above the import price (a directly marketed
+        site in a price spike) an LP would do both. Capped, it is indifferent there instead.
+        """
+        return np.minimum(self.export_eur_per_kwh, self.import_eur_per_kwh[:, None])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.load_w.shape  # type: ignore[return-value]
+
+    def para14a_charge_max_w(self, pv_w: np.ndarray) -> np.ndarray:
+        """Charge ceiling under §14a given planned PV output: the limit plus PV surplus over the load.
+
+        Grid charging is charge not covered by PV surplus (PV serves the household first); while
+        §14a is active it may not exceed the limit. Returns ``(N, T)``; inf where not active.
+        """
+        surplus = np.maximum(pv_w - self.load_w, 0.0)
+        return np.where(self.para14a, self.para14a_limit_w + surplus, np.inf)
+
+    def soc_from_battery(self, battery_w: np.ndarray) -> np.ndarray:
+        """Stored energy in Wh, ``(N, T+1)``, from battery setpoints (+ discharge, − charge)."""
+        charge = np.maximum(-battery_w, 0.0)
+        discharge = np.maximum(battery_w, 0.0)
+        eta_c = self.eta_charge[:, None]
+        eta_d = np.where(self.has_battery, self.eta_discharge, 1.0)[:, None]
+        delta = (charge * eta_c - discharge / eta_d) * self.dt_h[None, :]
+        return self.energy_now_wh[:, None] + np.concatenate([np.zeros((delta.shape[0], 1)), np.cumsum(delta, 1)], 1)
+
+
+def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
+    """Stack a :class:`DispatchProblem` into :class:`FleetArrays`."""
+    sites = problem.sites
+    n, t = len(sites), problem.periods
+    dt_h = problem.period_s / 3600.0
+    avail = np.stack([s.pv_available_w for s in sites])
+    load = np.stack([s.load_w for s in sites])
+    stage = np.stack([s.stage_ceiling_w for s in sites])
+    ceiling = np.array([s.pv_ceiling_w for s in sites])[:, None]
+    pv_ceiling = np.fmin(np.broadcast_to(ceiling, (n, t)), stage)
+    pv_ceiling = np.maximum(pv_ceiling, 0.0)
+    conn = np.array([s.connection_limit_w for s in sites])
+    cap = np.array([np.inf if s.feed_in_cap_w is None else s.feed_in_cap_w for s in sites])
+    negative = problem.price_eur_per_mwh < 0
+    rule = np.array([s.negative_price_rule for s in sites])
+    export_max = np.minimum(conn, cap)[:, None] * np.ones((1, t))
+    export_max[np.outer(rule, negative)] = 0.0
+
+    has_bat = np.array([s.battery is not None for s in sites])
+    bats = [s.battery for s in sites]
+    capacity = np.array([b.capacity_wh if b else 0.0 for b in bats])
+    ch_max = np.array([b.max_charge_w if b else 0.0 for b in bats])
+    dis_max = np.array([b.max_discharge_w if b else 0.0 for b in bats])
+    eta_c = np.array([b.eta_charge if b else 1.0 for b in bats])
+    eta_d = np.array([b.eta_discharge if b else 1.0 for b in bats])
+    e_now = np.array([b.soc_now * b.capacity_wh if b else 0.0 for b in bats])
+    soc_min = np.array([b.soc_min if b else 0.0 for b in bats])
+    soc_max = np.array([b.soc_max if b else 0.0 for b in bats])
+    p14 = np.stack([s.para14a for s in sites]) & has_bat[:, None]
+    pv_max = np.minimum(avail, pv_ceiling)
+
+    # A measured SoC can lie outside soc_min..soc_max; the bounds then open up to what the battery
+    # can reach from now, so the LP stays feasible and moves back into range as fast as allowed.
+    charge_reach = np.minimum(ch_max[:, None], np.maximum(conn[:, None] - load + pv_max, 0.0))
+    charge_reach = np.where(p14, np.minimum(charge_reach, problem.para14a_limit_w), charge_reach)
+    e_up = e_now[:, None] + np.cumsum(charge_reach * eta_c[:, None] * dt_h, 1)
+    e_down = e_now[:, None] - np.cumsum(dis_max[:, None] / eta_d[:, None] * dt_h, 1)
+    e_min = np.minimum((soc_min * capacity)[:, None], e_up)
+    e_max = np.maximum((soc_max * capacity)[:, None], e_down)
+
+    imp_price = np.array([s.import_eur_per_kwh for s in sites])
+    dm = np.array([s.direct_marketing for s in sites])
+    fixed = np.array([s.export_eur_per_kwh for s in sites])
+    exp_price = np.where(dm[:, None], problem.price_eur_per_mwh[None, :] / 1000.0, fixed[:, None])
+    exp_price[np.outer(rule, negative)] = 0.0  # the rule: no remuneration in negative-price quarter-hours
+    sched = problem.export_schedule_w if problem.export_schedule_w is not None else np.full(t, np.nan)
+    w = problem.weights
+    return FleetArrays(
+        dt_h=dt_h,
+        pv_available_w=avail,
+        pv_max_w=pv_max,
+        pv_ceiling_w=pv_ceiling,
+        load_w=load,
+        export_max_w=export_max,
+        import_max_w=conn,
+        charge_max_w=np.broadcast_to(ch_max[:, None], (n, t)).copy(),
+        discharge_max_w=dis_max,
+        para14a=p14,
+        para14a_limit_w=problem.para14a_limit_w,
+        has_battery=has_bat,
+        capacity_wh=capacity,
+        eta_charge=eta_c,
+        eta_discharge=eta_d,
+        energy_now_wh=e_now,
+        energy_min_wh=e_min,
+        energy_max_wh=e_max,
+        import_eur_per_kwh=imp_price,
+        export_eur_per_kwh=exp_price,
+        terminal_eur_per_kwh=imp_price * eta_d * has_bat,
+        schedule_w=sched,
+        schedule_eur_per_kwh=w.schedule_penalty_eur_per_kwh,
+        throughput_eur_per_kwh=w.battery_throughput_eur_per_kwh,
+        curtailment_eur_per_kwh=w.curtailment_penalty_eur_per_kwh,
+    )

@@ -1,0 +1,183 @@
+"""A wall-clock bound on every solve, and the fallback plans (DESIGN.md "Control semantics").
+
+:class:`PlanningWorker` keeps one long-lived solver subprocess (multiprocessing, spawn): Pyomo's
+model building holds the Python lock, so a thread could neither be abandoned nor leave the
+controller's polling alone. A solve that has not answered within ``solve_timeout_s`` gets its
+process killed (a fresh one is started for the next plan); HiGHS's own ``time_limit`` is set a
+little below so that a slow solve usually ends by itself first.
+
+Every call returns a plan. When the solve times out, fails or is infeasible, the plan is the last
+good plan shifted to the new periods (re-clamped by the caps in force now), else the rule-based
+self-consumption plan; ``path`` says which and ``reason`` why. :meth:`PlanningWorker.inject_fault`
+makes the next solve fail or hang, for tests and drills.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import time
+from multiprocessing.connection import Connection
+from typing import Literal
+
+import numpy as np
+
+from optimizer.baselines import self_consumption_setpoints
+from optimizer.caps import Setpoints, apply_caps
+from optimizer.fleet_arrays import FleetArrays, fleet_arrays
+from optimizer.problem import DispatchPlan, DispatchProblem
+from optimizer.scoring import plan_from_setpoints
+
+Fault = Literal["fail", "hang"]
+HIGHS_SHARE_OF_TIMEOUT = 0.8
+STARTUP_TIMEOUT_S = 120.0
+
+
+def _worker_main(conn: Connection) -> None:
+    """Solver process: answer each (problem, time limit, fault) with ("ok", plan) or ("error", text)."""
+    from optimizer.dispatch import plan  # imported here: the import is the slow part of start-up
+
+    conn.send(("ready", None))
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        if msg is None:
+            return
+        problem, time_limit_s, fault = msg
+        try:
+            if fault == "hang":
+                time.sleep(10 * time_limit_s + 3600)
+            if fault == "fail":
+                raise RuntimeError("injected solver failure")
+            conn.send(("ok", plan(problem, time_limit_s)))
+        except Exception as exc:
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def shifted_setpoints(last: DispatchPlan, problem: DispatchProblem, fa: FleetArrays) -> Setpoints | None:
+    """The last good plan's setpoints moved onto the new periods, or None when they do not overlap.
+
+    Each new period takes the old period containing its midpoint; sites or periods the old plan does
+    not cover take the self-consumption setpoints. A curtailing PV limit is kept as a limit on the new
+    forecast. The caps in force now are applied afterwards.
+    """
+    mid = problem.period_start_s + problem.period_s / 2
+    old_end = last.start_s + np.cumsum(last.period_s)
+    covered = (mid >= last.start_s) & (mid < old_end[-1])
+    if not covered.any():
+        return None
+    src = np.minimum(np.searchsorted(old_end, mid, side="right"), last.period_s.size - 1)
+    rules = self_consumption_setpoints(fa)
+    pv = rules.pv_w.copy()
+    bat = rules.battery_w.copy()
+    index = {sid: i for i, sid in enumerate(last.site_ids)}
+    for row, site in enumerate(problem.sites):
+        i = index.get(site.site_id)
+        if i is None:
+            continue
+        pv[row, covered] = np.minimum(fa.pv_max_w[row, covered], last.pv_limit_w[i, src[covered]])
+        bat[row, covered] = last.battery_w[i, src[covered]]
+    return apply_caps(fa, pv, bat)
+
+
+def fallback_plan(problem: DispatchProblem, reason: str, last: DispatchPlan | None = None) -> DispatchPlan:
+    """The last good plan shifted, else the self-consumption plan; both honour every cap."""
+    fa = fleet_arrays(problem)
+    if last is not None:
+        sp = shifted_setpoints(last, problem, fa)
+        if sp is not None:
+            return plan_from_setpoints(problem, fa, sp, "fallback_shifted", reason)
+    return plan_from_setpoints(problem, fa, self_consumption_setpoints(fa), "fallback_rules", reason)
+
+
+class PlanningWorker:
+    """Plans in a long-lived subprocess with a hard wall-clock bound; always returns a plan.
+
+    Blocking: the controller calls :meth:`plan` from a thread (``asyncio.to_thread``), which only
+    waits on a pipe and so leaves the event loop free.
+    """
+
+    def __init__(self) -> None:
+        self._ctx = mp.get_context("spawn")
+        self._proc: mp.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._fault: Fault | None = None
+        self.last_good: DispatchPlan | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        """Start the solver process (if not running) and wait until it is ready to solve."""
+        if self._proc is not None and self._proc.is_alive():
+            return
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_worker_main, args=(child,), name="sparcs-solver", daemon=True)
+        proc.start()
+        child.close()
+        if not parent.poll(STARTUP_TIMEOUT_S):
+            proc.kill()
+            proc.join()
+            raise RuntimeError(f"solver process did not start within {STARTUP_TIMEOUT_S:.0f} s")
+        parent.recv()
+        self._proc, self._conn = proc, parent
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.join()
+            self.restarts += 1
+        if self._conn is not None:
+            self._conn.close()
+        self._proc, self._conn = None, None
+
+    def close(self) -> None:
+        """Stop the solver process."""
+        if self._proc is not None and self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.send(None)
+            self._proc.join(timeout=5)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join()
+            self._conn.close()
+        self._proc, self._conn = None, None
+
+    def __enter__(self) -> PlanningWorker:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def inject_fault(self, fault: Fault | None) -> None:
+        """Make the next solve fail (``"fail"``) or never answer (``"hang"``)."""
+        self._fault = fault
+
+    def plan(self, problem: DispatchProblem, timeout_s: float | None = None) -> DispatchPlan:
+        """Solve ``problem`` within ``timeout_s`` (default: the problem's ``solve_timeout_s``) or fall back."""
+        limit = problem.weights.solve_timeout_s if timeout_s is None else timeout_s
+        fault, self._fault = self._fault, None
+        try:
+            self.start()
+        except RuntimeError as exc:
+            return fallback_plan(problem, str(exc), self.last_good)
+        assert self._conn is not None
+        t0 = time.perf_counter()
+        try:
+            self._conn.send((problem, limit * HIGHS_SHARE_OF_TIMEOUT, fault))
+            answered = self._conn.poll(limit)
+            status, payload = self._conn.recv() if answered else ("timeout", None)
+        except (OSError, EOFError) as exc:
+            status, payload = "error", f"solver process lost: {exc}"
+        if status == "ok":
+            self.last_good = payload
+            return payload
+        if status == "timeout":
+            self._kill()
+            reason = f"solver timed out after {time.perf_counter() - t0:.1f} s (bound {limit:.1f} s); process restarted"
+        else:
+            if status == "error" and "process lost" in str(payload):
+                self._kill()
+            reason = f"solver failed: {payload}"
+        return fallback_plan(problem, reason, self.last_good)
