@@ -319,9 +319,10 @@ class Controller:
             self.store.clear_alarms(source, now)
 
     async def close(self) -> None:
-        """Close device connections and stop the solver process."""
-        await self.poller.close()
-        await asyncio.to_thread(self.planner.close)
+        """Close device connections and stop the solver process, after a running dispatch has ended."""
+        async with self._dispatch_lock:
+            await self.poller.close()
+            await asyncio.to_thread(self.planner.close)
 
     def request_dispatch(self) -> None:
         """Plan again at the next opportunity (after an operator command)."""
