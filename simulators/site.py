@@ -108,20 +108,25 @@ class PvUnit:
         self.controls = PvControls(wmax_w=self.installer_w)
         self.lim_expires_at = None
         self.conn_expires_at = None
-        self.ramp_w_per_s = DEFAULT_GRADIENT_PCT_PER_S / 100.0 * self.controls.wmax_w
+        self._set_ramp(0.0)
 
     def written(self, changed: set[str], now: float) -> None:
         """Controls were written at ``now``: restart the timers the write concerns, set the ramp."""
         c = self.controls
         if changed & {"lim_ena", "lim_pct", "lim_rvrt_s", "lim_rmp_s", "wmax_w"}:
             self.lim_expires_at = now + c.lim_rvrt_s if c.lim_rvrt_s > 0 and c.lim_ena else None
-            target = self.target_w()
-            if c.lim_rmp_s > 0:
-                self.ramp_w_per_s = abs(target - self.ceiling_w) / c.lim_rmp_s
-            else:
-                self.ramp_w_per_s = DEFAULT_GRADIENT_PCT_PER_S / 100.0 * c.wmax_w
+            self._set_ramp(c.lim_rmp_s)
         if changed & {"conn", "conn_rvrt_s"}:
             self.conn_expires_at = now + c.conn_rvrt_s if c.conn_rvrt_s > 0 and not c.conn else None
+            self._set_ramp(0.0)
+
+    def _set_ramp(self, ramp_s: float) -> None:
+        """Reach the new target in ``ramp_s`` seconds, or at the default gradient without one."""
+        delta = abs(self.target_w() - self.ceiling_w)
+        if ramp_s > 0 and delta > 0:
+            self.ramp_w_per_s = delta / ramp_s
+        else:
+            self.ramp_w_per_s = DEFAULT_GRADIENT_PCT_PER_S / 100.0 * max(self.controls.wmax_w, self.rating_w)
 
     def expire(self, now: float) -> None:
         c = self.controls
@@ -132,10 +137,11 @@ class PvUnit:
             else:
                 c.lim_ena, c.lim_pct = 0, 100.0
             c.wmax_w = self.installer_w
-            self.ramp_w_per_s = DEFAULT_GRADIENT_PCT_PER_S / 100.0 * c.wmax_w
+            self._set_ramp(0.0)
         if self.conn_expires_at is not None and now >= self.conn_expires_at:
             self.conn_expires_at = None
             c.conn = 1
+            self._set_ramp(0.0)
 
     def revert_s(self, now: float) -> float | None:
         return None if self.lim_expires_at is None else max(0.0, self.lim_expires_at - now)
@@ -358,6 +364,7 @@ class SiteSim:
         """A device restarts: its controls return to the installer configuration."""
         for u in self.pv:
             if u.device_id == device_id:
+                u.ceiling_w = 0.0  # soft start after the restart
                 u.reset()
         for b in self.batteries:
             if b.device_id == device_id:

@@ -1,0 +1,134 @@
+"""Pure physics: batteries, the meter identity, counters, seeded weather, register images, fleetgen."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from config.schema import SimulationConfig, validate_config
+from simulators.clock import SimClock
+from simulators.fleet import FleetHost
+from simulators.fleetgen import synthetic_fleet
+from simulators.physics import BatteryCell, battery_step, site_signals
+from simulators.registers import build_image, decode, encode
+from simulators.site import SiteSim
+from simulators.weather import clearness, load_factor
+from tests.simulators.conftest import SUMMER_NOON_S, site
+
+CELL = BatteryCell(capacity_wh=10_000.0, eta_charge=0.9, eta_discharge=0.8, soc_min=0.1, soc_max=0.9)
+
+
+def test_charging_stores_power_times_eta_charge():
+    power, soc = battery_step(CELL, 0.5, -1000.0, 3600.0)
+    assert power == -1000.0
+    assert soc == pytest.approx(0.5 + 900.0 / 10_000.0)
+
+
+def test_discharging_draws_power_over_eta_discharge():
+    power, soc = battery_step(CELL, 0.5, 1000.0, 3600.0)
+    assert power == 1000.0
+    assert soc == pytest.approx(0.5 - 1250.0 / 10_000.0)
+
+
+def test_soc_stops_exactly_at_its_bounds_and_power_is_reduced():
+    power, soc = battery_step(CELL, 0.89, -5000.0, 3600.0)
+    assert soc == pytest.approx(0.9)
+    assert power == pytest.approx(-100.0 / 0.9)
+    power, soc = battery_step(CELL, 0.1, 2000.0, 60.0)
+    assert (power, soc) == (0.0, 0.1)
+
+
+def one_site_config(**kw) -> dict:
+    return validate_config({"simulation": {"seed": 11}, "sites": [site("s", 33000, **kw)]}).sites[0]
+
+
+def test_a_day_keeps_the_meter_identity_soc_bounds_and_rising_counters():
+    cfg = one_site_config(kwp=9.0, cap=None)
+    s = SiteSim.create(cfg, SimulationConfig(seed=11), SUMMER_NOON_S - 43_200, set())
+    bat = s.batteries[0]
+    last = (s.pv[0].energy_wh, bat.charged_wh, bat.discharged_wh, s.import_wh, s.export_wh)
+    assert all(v > 0 for v in last)  # counters start non-zero
+    socs = []
+    for k in range(1, 24 * 12 + 1):
+        s.advance(SUMMER_NOON_S - 43_200 + k * 300)
+        t = s.truth()
+        assert t["grid_w"] == pytest.approx(t["load_w"] - t["pv_w"] - t["battery_w"], abs=1e-9)
+        now = (s.pv[0].energy_wh, bat.charged_wh, bat.discharged_wh, s.import_wh, s.export_wh)
+        assert all(b >= a for a, b in zip(last, now, strict=True))
+        last = now
+        socs.append(bat.soc)
+    assert min(socs) >= bat.cell.soc_min - 1e-12 and max(socs) <= bat.cell.soc_max + 1e-12
+    assert max(socs) - min(socs) > 0.2  # the battery actually cycled in self-consumption
+
+
+def test_weather_and_load_are_pure_functions_of_seed_site_and_time():
+    t = SUMMER_NOON_S + np.arange(0, 86_400, 97.0)
+    a = clearness(1, "x", t, 0.5)
+    assert np.array_equal(a, clearness(1, "x", t, 0.5))
+    assert np.array_equal(a[5:6], clearness(1, "x", t[5], 0.5))
+    assert not np.array_equal(a, clearness(2, "x", t, 0.5))
+    assert not np.array_equal(a, clearness(1, "y", t, 0.5))
+    assert a.min() >= 0.25 and a.max() <= 1.0
+    assert np.all(clearness(1, "x", t, 0.0) == 1.0)
+    assert np.all(clearness(1, "x", t, 1.0) == pytest.approx(0.25))
+    noise = load_factor(1, "x", SUMMER_NOON_S + np.arange(0, 30 * 86_400, 60.0), 0.1)
+    assert noise.mean() == pytest.approx(1.0, abs=0.02)
+    assert noise.std() == pytest.approx(0.1, abs=0.03)
+
+
+def test_step_size_does_not_change_the_day():
+    cfg = one_site_config()
+    sim = SimulationConfig(seed=11)
+    coarse = SiteSim.create(cfg, sim, SUMMER_NOON_S, set())
+    fine = SiteSim.create(cfg, sim, SUMMER_NOON_S, set())
+    coarse.advance(SUMMER_NOON_S + 3600)
+    for k in range(1, 3600 // 7 + 2):
+        fine.advance(min(SUMMER_NOON_S + k * 7, SUMMER_NOON_S + 3600))
+    assert coarse.truth()["load_w"] == fine.truth()["load_w"]
+    assert coarse.pv[0].available_w == fine.pv[0].available_w
+    assert coarse.batteries[0].soc == pytest.approx(fine.batteries[0].soc, abs=0.01)
+    signals = site_signals(cfg, sim)
+    assert signals.pv_potential_w(SUMMER_NOON_S + 3600)[0] == pytest.approx(coarse.pv[0].available_w)
+    assert signals.load_w(SUMMER_NOON_S + 3600)[0] == pytest.approx(coarse.load_w)
+
+
+def test_one_seed_reproduces_a_run_exactly():
+    data = synthetic_fleet(3, seed=4, port_start=34000)
+
+    def run() -> list[dict]:
+        host = FleetHost(validate_config(data), clock=SimClock(SUMMER_NOON_S, stepped=True))
+        host.clock.step(5400)
+        host.advance()
+        return [host.truth(d) for d in host.devices]
+
+    assert run() == run()
+
+
+@pytest.mark.parametrize(
+    ("typ", "size", "value"),
+    [("int16", 1, -1234), ("uint16", 1, 65534), ("acc32", 2, 123456789), ("int32", 2, -5), ("uint32", 2, 7),
+     ("acc64", 4, 2**40 + 3), ("float32", 2, 12.5), ("string", 4, "SPARCS"), ("sunssf", 1, -2)],
+)  # fmt: skip
+def test_point_encoding_round_trips(typ, size, value):
+    assert decode(typ, encode(typ, size, value)) == value
+    assert decode(typ, encode(typ, size, None)) is None
+
+
+def test_image_starts_with_suns_and_ends_with_the_end_model():
+    image = build_image([1, 103], base=50000, common_len=65)
+    assert image.registers[:2] == [0x5375, 0x6E53]
+    assert image.registers[2:4] == [1, 65]
+    assert image.registers[-2:] == [0xFFFF, 0]
+    assert image.model_addresses == {1: 50002, 103: 50002 + 2 + 65}
+    assert image.point(103, "W").address == 50002 + 67 + 14
+
+
+def test_synthetic_fleet_is_a_valid_config_with_gateways_and_unique_ports():
+    data = synthetic_fleet(40, seed=9, port_start=40000, gateway_every=4)
+    cfg = validate_config(data)
+    devices = [d for s in cfg.sites for d in s.devices]
+    assert len(cfg.sites) == 40 and len(devices) >= 80
+    assert any(d.unit > 1 for d in devices)
+    assert any(s.battery is not None for s in cfg.sites) and any(s.battery is None for s in cfg.sites)
+    caps = {s.grid.feed_in_cap_pct for s in cfg.sites}
+    assert caps == {60, 70, None}
