@@ -105,9 +105,11 @@ def violations(fa: FleetArrays, sp: Setpoints, tol_w: float = 1e-6) -> list[str]
     check("export above the cap at the meter", -sp.grid_w > fa.export_max_w + tol_w)
     check("import above the connection limit", sp.grid_w > fa.import_max_w[:, None] + tol_w)
     check("meter limit on the inverter not kept", sp.pv_limit_w > meter_pv_limit_w(fa, sp.battery_w) + tol_w)
-    e = sp.energy_wh[:, 1:]
-    check("SoC below its minimum", e < fa.energy_min_wh - 1e-6 * np.maximum(fa.capacity_wh[:, None], 1.0))
-    check("SoC above its maximum", e > fa.energy_max_wh + 1e-6 * np.maximum(fa.capacity_wh[:, None], 1.0))
+    # A SoC measured outside its bounds may stay there, but only ever moves back toward them.
+    e, before = sp.energy_wh[:, 1:], sp.energy_wh[:, :-1]
+    tol_wh = 1e-6 * np.maximum(fa.capacity_wh[:, None], 1.0)
+    check("SoC below its minimum", (e < fa.energy_min_wh - tol_wh) & (e < before - tol_wh))
+    check("SoC above its maximum", (e > fa.energy_max_wh + tol_wh) & (e > before + tol_wh))
     balance = sp.pv_w + sp.battery_w + sp.grid_w - fa.load_w
     check("power balance at the meter", np.abs(balance) > 1e-3)
     return problems

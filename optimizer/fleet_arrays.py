@@ -111,7 +111,9 @@ def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
     charge_reach = np.minimum(ch_max[:, None], np.maximum(conn[:, None] - load + pv_max, 0.0))
     charge_reach = np.where(p14, np.minimum(charge_reach, problem.para14a_limit_w), charge_reach)
     e_up = e_now[:, None] + np.cumsum(charge_reach * eta_c[:, None] * dt_h, 1)
-    e_down = e_now[:, None] - np.cumsum(dis_max[:, None] / eta_d[:, None] * dt_h, 1)
+    # Discharge needs a sink: the load, or export where allowed (PV can always be curtailed).
+    discharge_reach = np.minimum(dis_max[:, None], load + export_max)
+    e_down = e_now[:, None] - np.cumsum(discharge_reach / eta_d[:, None] * dt_h, 1)
     e_min = np.minimum((soc_min * capacity)[:, None], e_up)
     e_max = np.maximum((soc_max * capacity)[:, None], e_down)
 

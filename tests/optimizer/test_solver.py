@@ -1,0 +1,101 @@
+"""The solver subprocess: a wall-clock bound, a restart after a timeout, and fallbacks that honour the caps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from optimizer.caps import violations
+from optimizer.fleet_arrays import fleet_arrays
+from optimizer.problem import DispatchProblem, stage_ceiling_w
+from optimizer.solver import PlanningWorker, fallback_plan
+from tests.optimizer.small import battery, problem, setpoints_of, site
+
+PERIODS = 8
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[PlanningWorker]:
+    w = PlanningWorker()
+    w.start()
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def fleet(start_offset_s: float = 0.0, stage: str | None = None) -> DispatchProblem:
+    """Two sites: one with a capped meter and a battery, one under the negative-price rule."""
+    pv = np.linspace(2000, 8000, PERIODS)
+    ceiling = np.full(PERIODS, stage_ceiling_w(stage, 10_000.0))
+    a = site(pv, 800, site_id="a", battery=battery(), feed_in_cap_w=6000.0, stage_ceiling_w=ceiling)
+    b = site(pv, 500, site_id="b", negative_price_rule=True)
+    p = problem([a, b], price=np.where(np.arange(PERIODS) % 3 == 0, -20.0, 60.0))
+    p.start_s += start_offset_s
+    return p
+
+
+def assert_caps_hold(problem_: DispatchProblem, plan) -> None:  # type: ignore[no-untyped-def]
+    fa = fleet_arrays(problem_)
+    assert violations(fa, setpoints_of(plan, fa)) == []
+    negative = problem_.price_eur_per_mwh < 0
+    assert np.all(plan.grid_w[1, negative] >= -1e-6)  # site b: no export at negative prices
+
+
+def test_solve_returns_the_optimal_plan(worker: PlanningWorker) -> None:
+    p = fleet()
+    result = worker.plan(p, timeout_s=60)
+    assert result.path == "optimal"
+    assert worker.last_good is result
+    assert_caps_hold(p, result)
+
+
+def test_injected_failure_falls_back_to_the_last_good_plan_shifted(worker: PlanningWorker) -> None:
+    assert worker.plan(fleet(), timeout_s=60).path == "optimal"
+    # 30 minutes later a K3 stage is in force on site a: the shifted plan must obey it.
+    later = fleet(start_offset_s=1800.0, stage="K3")
+    worker.inject_fault("fail")
+    result = worker.plan(later, timeout_s=60)
+    assert result.path == "fallback_shifted"
+    assert "injected solver failure" in result.reason
+    assert np.all(result.pv_w[0] <= 6000.0 + 1e-6)
+    assert_caps_hold(later, result)
+
+
+def test_timeout_kills_the_solver_falls_back_and_the_next_solve_works(worker: PlanningWorker) -> None:
+    p = fleet()
+    restarts = worker.restarts
+    worker.last_good = None
+    worker.inject_fault("hang")
+    result = worker.plan(p, timeout_s=1.0)
+    assert result.path == "fallback_rules"
+    assert "timed out" in result.reason
+    assert worker.restarts == restarts + 1
+    assert_caps_hold(p, result)
+    assert worker.plan(p, timeout_s=120).path == "optimal"
+
+
+def test_fallback_without_overlap_uses_the_rules() -> None:
+    p = fleet()
+    stale = fallback_plan(p, "first")
+    much_later = fleet(start_offset_s=3 * 86_400.0)
+    result = fallback_plan(much_later, "solver failed", stale)
+    assert result.path == "fallback_rules"
+    assert result.reason == "solver failed"
+    assert_caps_hold(much_later, result)
+
+
+def test_shifted_plan_moves_setpoints_to_the_new_periods() -> None:
+    big = battery(capacity_kwh=100.0, power_w=5000.0)
+    p = problem([site(np.full(PERIODS, 3000.0), 1000, battery=big)])
+    old = fallback_plan(p, "seed plan")
+    old.battery_w = np.array([[-1000.0, 500.0, -2000.0, 1500.0, 0.0, 700.0, -300.0, 100.0]])
+    later = problem([site(np.full(PERIODS, 3000.0), 1000, battery=big)])
+    later.start_s += 1800.0
+    result = fallback_plan(later, "solver failed", old)
+    assert result.path == "fallback_shifted"
+    assert result.battery_w[0, :-2] == pytest.approx(old.battery_w[0, 2:])
+    # past the old plan's end: self-consumption (charge the 2 kW surplus)
+    assert result.battery_w[0, -2:] == pytest.approx([-2000.0, -2000.0])
