@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pymodbus.constants import ExcCodes
 
 from config.schema import DeviceConfig, DeviceVariant, SiteConfig
-from simulators.registers import Point, build_image, decode, type_range
+from simulators.registers import Point, build_image, decode, point_at_address, type_range
 from simulators.site import DEFAULT_GRADIENT_PCT_PER_S, BatteryUnit, PvUnit, SiteSim
 
 SUNSPEC_EPOCH_S = 946_684_800.0
@@ -81,9 +81,7 @@ class SunSpecDevice(ABC):
         self.sf: dict[tuple[int, str], int] = {}
         self.writable: dict[tuple[int, str], Writable] = {}
         self._rendered: tuple[int, str | None] | None = None
-        self._point_at = {
-            p.address + i: p for p in self.image.points.values() for i in range(p.size) if p.name not in ("ID", "L")
-        }
+        self._point_at = point_at_address((tuple(self.models), variant.base_address, variant.common_len))
         self._setup()
         self._put_common(site.site)
         for (mid, name), value in self.sf.items():

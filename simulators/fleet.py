@@ -140,7 +140,9 @@ class FleetHost:
                 sim_devices = [
                     SimDevice(
                         id=unit,
-                        simdata=[SimData(d.image.base, values=list(d.image.registers), datatype=DataType.REGISTERS)],
+                        # A zero block of the image's size: pymodbus converts list values one by one (slow
+                        # for 1,000 devices); the hook copies the image in on first access.
+                        simdata=[SimData(d.image.base, count=len(d.image.registers), datatype=DataType.REGISTERS)],
                         action=self._hook(d),
                     )
                     for unit, d in port.devices.items()

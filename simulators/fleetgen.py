@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-DISTRICTS = ((51.34, 12.37), (51.36, 12.40), (51.32, 12.33), (51.35, 12.43))
-TILTS_DEG = (20, 30, 40)
+DISTRICTS = ((51.34, 12.37), (51.36, 12.41))
+TILTS_DEG = (20, 35)
 AZIMUTHS_DEG = (90, 135, 180, 225, 270)
 
 
@@ -83,3 +83,24 @@ def synthetic_fleet(
     sim: dict[str, Any] = {"seed": seed}
     sim.update(simulation or {})
     return {"simulation": sim, "sites": sites}
+
+
+def fleet_of_devices(n_devices: int, seed: int = 1, port_start: int = 20000, **kw: Any) -> dict[str, Any]:
+    """Like :func:`synthetic_fleet`, trimmed to exactly ``n_devices`` devices (the last site keeps its PV)."""
+    if n_devices < 1:
+        raise ValueError("n_devices must be at least 1")
+    data = synthetic_fleet(n_devices, seed, port_start, **kw)  # at least one device per site: enough
+    kept: list[dict[str, Any]] = []
+    count = 0
+    for site in data["sites"]:
+        room = n_devices - count
+        if room <= 0:
+            break
+        if len(site["devices"]) > room:
+            site["devices"] = site["devices"][:room]
+            if not any(d["kind"] == "battery" for d in site["devices"]):
+                site.pop("battery", None)
+        count += len(site["devices"])
+        kept.append(site)
+    data["sites"] = kept
+    return data

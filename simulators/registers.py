@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 import sunspec2.device as sd
 
@@ -119,7 +119,18 @@ class DeviceImage:
 
 
 def build_image(model_ids: list[int], base: int = 40000, common_len: int = 66) -> DeviceImage:
-    """Lay out ``model_ids`` (model 1 first) at ``base``. ``common_len`` 65 drops model 1's Pad."""
+    """Lay out ``model_ids`` (model 1 first) at ``base``. ``common_len`` 65 drops model 1's Pad.
+
+    Devices of one layout share the (immutable) point table; each gets its own registers.
+    """
+    registers, points, model_addresses = _layout(tuple(model_ids), base, common_len)
+    return DeviceImage(base, list(registers), points, model_addresses)
+
+
+@lru_cache(maxsize=64)
+def _layout(
+    model_ids: tuple[int, ...], base: int, common_len: int
+) -> tuple[tuple[int, ...], dict[tuple[int, str], Point], dict[int, int]]:
     regs: list[int] = list(SUNS)
     points: dict[tuple[int, str], Point] = {}
     model_addresses: dict[int, int] = {}
@@ -134,7 +145,14 @@ def build_image(model_ids: list[int], base: int = 40000, common_len: int = 66) -
                 points[(mid, name)] = Point(mid, name, addr + offset, size, typ, sf, access)
         regs.extend(model_regs)
     regs.extend(END_MODEL)
-    return DeviceImage(base, regs, points, model_addresses)
+    return tuple(regs), points, model_addresses
+
+
+@lru_cache(maxsize=64)
+def point_at_address(image_key: tuple[tuple[int, ...], int, int]) -> dict[int, Point]:
+    """Every data register address of a layout → the point it belongs to (ID and L excluded)."""
+    _, points, _ = _layout(*image_key)
+    return {p.address + i: p for p in points.values() for i in range(p.size) if p.name not in ("ID", "L")}
 
 
 def _words(value: int, n: int) -> list[int]:

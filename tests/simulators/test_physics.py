@@ -8,7 +8,7 @@ import pytest
 from config.schema import SimulationConfig, validate_config
 from simulators.clock import SimClock
 from simulators.fleet import FleetHost
-from simulators.fleetgen import synthetic_fleet
+from simulators.fleetgen import fleet_of_devices, synthetic_fleet
 from simulators.physics import BatteryCell, battery_step, site_signals
 from simulators.registers import build_image, decode, encode
 from simulators.site import SiteSim
@@ -132,3 +132,9 @@ def test_synthetic_fleet_is_a_valid_config_with_gateways_and_unique_ports():
     assert any(s.battery is not None for s in cfg.sites) and any(s.battery is None for s in cfg.sites)
     caps = {s.grid.feed_in_cap_pct for s in cfg.sites}
     assert caps == {60, 70, None}
+
+
+@pytest.mark.parametrize("n", [1, 2, 100, 257])
+def test_fleet_of_devices_has_exactly_n_devices(n):
+    cfg = validate_config(fleet_of_devices(n, seed=3, port_start=40000, gateway_every=5))
+    assert sum(len(s.devices) for s in cfg.sites) == n
