@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/sparcs simulate --config config/demo.yaml --speed 1
+	$(BIN)/sparcs run --config config/demo.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

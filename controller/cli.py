@@ -165,5 +165,40 @@ def simulate(
         raise fail(exc.lines) from None
 
 
+@app.command("run")
+def run(
+    config: Annotated[Path, typer.Option("--config", help="fleet YAML file")],
+    host: Annotated[str | None, typer.Option("--host", help="API address; default: api.host")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="API port; default: api.port")] = None,
+    data_dir: DataDir = Path("data"),
+) -> None:
+    """The controller and its API; with a `simulation` section also the simulated fleet (the demo)."""
+    import asyncio
+    import logging
+    import sys
+
+    from controller.serve import RunError
+    from controller.serve import run as serve
+
+    def echo(line: str) -> None:
+        typer.echo(line)
+        sys.stdout.flush()  # the URL and token must show at once, also through a pipe
+
+    cfg = load_or_exit(config)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(
+            serve(
+                cfg,
+                host=host or cfg.api.host,
+                port=cfg.api.port if port is None else port,
+                data_dir=data_dir,
+                echo=echo,
+            )
+        )
+    except RunError as exc:
+        raise fail(str(exc)) from None
+
+
 def main() -> None:  # pragma: no cover - console-script entry point
     app()

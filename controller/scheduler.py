@@ -1,7 +1,8 @@
 """Production timing: APScheduler 3.x's AsyncIOScheduler drives :meth:`Controller.cycle` in real time.
 
 Two jobs: ``poll`` every ``dispatch.poll_interval_s`` and ``dispatch`` every
-``dispatch.dispatch_interval_s`` aligned to the clock (a 300 s interval fires at :00, :05, ...).
+``dispatch.dispatch_interval_s`` aligned to the clock (a 300 s interval fires at :00, :05, ...),
+and once at start-up.
 Both coalesce missed runs into one and allow one running instance, so an overrunning dispatch
 never stacks (the cycle's own lock guards the same for the twin). An operator's dispatch-now
 moves the dispatch job's next run to now.
@@ -69,6 +70,7 @@ class ControlScheduler:
                 seconds=d.dispatch_interval_s, start_date=aligned_start(now, d.dispatch_interval_s), timezone=dt.UTC
             ),
             id="dispatch",
+            next_run_time=dt.datetime.now(dt.UTC),  # plan at start-up, then on the aligned ticks
             **common,
         )
         self.ctl.on_dispatch_request = self.dispatch_now

@@ -1,0 +1,116 @@
+"""`sparcs run`: the controller, its scheduler and the API in one process; with a `simulation` section
+also the simulated fleet (real time), so the demo runs on one machine. Stops cleanly on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import uvicorn
+
+from config.schema import FleetConfig
+from controller.api import create_app
+from controller.auth import create_token
+from controller.cycle import Clock, WallClock
+from controller.runtime import build_controller
+from controller.scheduler import ControlScheduler
+from controller.store import Store
+from simulators.clock import SimClock
+from simulators.fleet import FleetHost
+
+DEMO_TOKEN_NAME = "demo-operator"
+log = logging.getLogger("sparcs.run")
+
+
+class RunError(Exception):
+    """A start-up problem the user can fix (a port in use, an unreadable store); one line, no traceback."""
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise RunError(f"api: cannot listen on {host}:{port}: {exc.strerror}; choose another --port") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def demo_token(store: Store) -> str:
+    """A fresh operator token for the demo (the previous demo token is revoked)."""
+    store.revoke_token(DEMO_TOKEN_NAME, time.time())
+    return create_token(store, DEMO_TOKEN_NAME, "operator", time.time())
+
+
+async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: Callable[[str], None]) -> None:
+    """Run until SIGINT or SIGTERM, then stop the scheduler, the API, the devices' connections and the fleet."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(_sig: int, _frame: object) -> None:
+        loop.call_soon_threadsafe(stop.set)
+
+    # Installed before uvicorn's own handlers, so that when it re-raises the signal after its shutdown
+    # this handler (not Python's default) receives it and the clean-up below still runs.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+
+    store = Store(cfg.storage.url, data_dir=data_dir)
+    fleet: FleetHost | None = None
+    sched: ControlScheduler | None = None
+    ctl = None
+    server_task: asyncio.Task[None] | None = None
+    try:
+        clock: Clock
+        if cfg.simulation is not None:
+            sim = cfg.simulation
+            sim_clock = SimClock(sim.start.timestamp() if sim.start else time.time(), speed=1.0)
+            fleet = FleetHost(cfg, clock=sim_clock)
+            try:
+                await fleet.start()
+            except OSError as exc:
+                raise RunError(str(exc)) from None
+            cfg, clock = fleet.config, sim_clock
+        else:
+            clock = WallClock()
+        sock = _listen(host, port)
+        bound_port = sock.getsockname()[1]
+        ctl = build_controller(cfg, store, clock)
+        server = uvicorn.Server(uvicorn.Config(create_app(ctl), log_level="warning", lifespan="off", access_log=False))
+        server_task = asyncio.create_task(server.serve(sockets=[sock]))
+        sched = ControlScheduler(ctl)
+        sched.start()
+        url = f"http://{host if ':' not in host else f'[{host}]'}:{bound_port}"
+        n_dev = sum(len(s.devices) for s in cfg.sites)
+        echo(f"SPARCS controller: {url}/api/v1/fleet  (API docs: {url}/docs, metrics: {url}/metrics)")
+        echo(f"fleet: {len(cfg.sites)} sites, {n_dev} devices" + (" (simulated, real time)" if fleet else ""))
+        if fleet is not None:
+            token = demo_token(store)
+            echo(f"demo operator token: {token}")
+            echo(f'  curl -H "Authorization: Bearer {token}" {url}/api/v1/fleet')
+        echo("Stop with Ctrl-C.")
+        stop_wait = asyncio.create_task(stop.wait())
+        await asyncio.wait({server_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        server.should_exit = True
+        await server_task
+    finally:
+        if sched is not None:
+            await sched.stop()
+        if server_task is not None and not server_task.done():
+            server_task.cancel()
+        if ctl is not None:
+            await ctl.close()
+        if fleet is not None:
+            await fleet.stop()
+        store.close()
+        echo("stopped")
