@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
 
 from config.schema import DispatchConfig, FleetConfig, validate_config
 from drivers.link import raise_open_file_limit
@@ -33,6 +34,7 @@ from drivers.profile_device import ProfileDevice
 from drivers.sunspec_device import SunSpecDevice
 
 SIM_START_TIMEOUT_S = 300.0
+WARMUP_TIMEOUT_S = 120.0
 
 
 class BenchError(RuntimeError):
@@ -139,6 +141,7 @@ class BareLoop:
         self.reads, self.timeout_s = reads, timeout_s
         self.clients: dict[tuple[str, int], AsyncModbusTcpClient] = {}
         self._sem = asyncio.Semaphore(concurrency)
+        self.errors = 0
 
     async def connect(self) -> None:
         for host, port in self.reads:
@@ -151,7 +154,10 @@ class BareLoop:
             async with self._sem:
                 c = self.clients[key]
                 for unit, addr, count in self.reads[key]:
-                    await c.read_holding_registers(addr, count=count, device_id=unit)
+                    try:
+                        await c.read_holding_registers(addr, count=count, device_id=unit)
+                    except ModbusException:
+                        self.errors += 1
 
         await asyncio.gather(*(one(k) for k in self.reads))
 
@@ -187,8 +193,15 @@ async def measure(
     poller = FleetPoller(devices, settings, time.time)
     bare: BareLoop | None = None
     try:
-        for _ in range(2):  # discovery and static models, then one ordinary cycle
+        # Warm-up: discovery and nameplates, until every answering device has been read once.
+        deadline = time.monotonic() + WARMUP_TIMEOUT_S
+        answering = {d.id for _, d in devices} - set(silent)
+        while time.monotonic() < deadline:
             await poller.poll_once()
+            if all(poller.devices[i].last_good_at is not None for i in answering):
+                break
+            await asyncio.sleep(0.5)
+        await poller.poll_once()
         bare = BareLoop(_requests(poller), settings.modbus_timeout_s, settings.max_concurrency)
         await bare.connect()
         await bare.cycle()
@@ -201,10 +214,9 @@ async def measure(
             p_cpu.append(c)
             w, _ = await _timed(bare.cycle)
             b_wall.append(w)
-        answering = n - len(silent)
-        online = sum(1 for s in telemetry.values() if s.telemetry is not None and s.telemetry.last_good_at)
+        online = sum(1 for s in telemetry.values() if s.telemetry is not None and s.telemetry.read_at == s.last_good_at)
         dps = n * cycles / sum(p_wall)
-        bare_dps = answering * cycles / sum(b_wall)
+        bare_dps = len(answering) * cycles / sum(b_wall)
         return {
             "devices": n,
             "cycles": cycles,
@@ -218,6 +230,7 @@ async def measure(
             "ratio_to_bare": round(dps / bare_dps, 3),
             "connections": len(poller.links),
             "requests_per_cycle": sum(len(r) for r in bare.reads.values()),
+            "bare_errors": bare.errors,
             "silent_fraction": round(len(silent) / n, 3),
             "silent_devices": len(silent),
             "devices_read_ok": online,
@@ -244,9 +257,7 @@ async def run_poll_bench(
     fleet.setdefault("simulation", {})["speed"] = 1.0
     silent = add_silent(fleet, silent_fraction, seed) if silent_fraction > 0 else []
     cfg = validate_config(fleet, "generated bench fleet")
-    settings = cfg.dispatch.model_copy(
-        update={"max_concurrency": concurrency or max(cfg.dispatch.max_concurrency, 1000)}
-    )
+    settings = cfg.dispatch.model_copy(update={"max_concurrency": concurrency or cfg.dispatch.max_concurrency})
     with tempfile.TemporaryDirectory(prefix="sparcs-bench-") as tmp:
         path = Path(tmp) / "fleet.yaml"
         path.write_text(yaml.safe_dump(fleet, sort_keys=False), encoding="utf-8")

@@ -69,7 +69,8 @@ class Link:
         async with self.lock:
             client = await self._connected()
             try:
-                rr = await asyncio.wait_for(fn(client), self.timeout_s + 0.5)
+                # pymodbus applies the timeout itself (retries=0); no wait_for: a task per request costs.
+                rr = await fn(client)
             except (ModbusIOException, TimeoutError):
                 self.drop()
                 raise DeviceTimeoutError(f"no reply from {self.name} to {what} within {self.timeout_s:g} s") from None

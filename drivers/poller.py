@@ -21,7 +21,11 @@ from drivers.sunspec_device import SunSpecDevice
 from drivers.telemetry import Bounds, CounterWatch, Telemetry, judge, mark_frozen, missing_values
 
 MAX_BACKOFF_S = 300.0
-STAGGER_WINDOW_S = 0.5  # first connections are spread over this window (or half a poll interval)
+# The first poll (connect, discover, read nameplates: ~15 requests a device) is spread over
+# STAGGER_S_PER_LINK × links (at least STAGGER_MIN_S, at most half a poll interval), so a fleet
+# restart does not hit every device, gateway and the network at the same instant.
+STAGGER_MIN_S = 0.5
+STAGGER_S_PER_LINK = 0.005
 
 
 @dataclass
@@ -88,7 +92,7 @@ class FleetPoller:
         stagger = not self._started
         self._started = True
         n = len(self._by_link)
-        window = min(STAGGER_WINDOW_S, self.settings.poll_interval_s / 2)
+        window = min(max(STAGGER_MIN_S, STAGGER_S_PER_LINK * n), self.settings.poll_interval_s / 2)
         await asyncio.gather(
             *(
                 self._poll_link(key, states, window * i / n if stagger and n > 1 else 0.0)
