@@ -114,7 +114,7 @@ def bench_poll(
     devices: Annotated[int, typer.Option(min=1, help="simulated devices to poll")] = 100,
     cycles: Annotated[int, typer.Option(min=1, help="measured poll cycles")] = 10,
     silent: Annotated[float, typer.Option(min=0.0, max=0.9, help="fraction of devices that never reply")] = 0.0,
-    concurrency: Annotated[int | None, typer.Option(help="endpoints polled at once (default: all)")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="endpoints polled at once (default 256)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the generated fleet")] = 7,
     json_out: Annotated[bool, typer.Option("--json", help="one line of JSON")] = False,
 ) -> None:
