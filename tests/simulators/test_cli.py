@@ -91,6 +91,18 @@ def test_several_errors_give_one_line_each(tmp_path):
         assert want in line
 
 
+def test_a_device_port_in_use_exits_2_naming_the_device(tmp_path):
+    data = with_free_ports(synthetic_fleet(2, seed=1, port_start=20000))
+    taken = data["sites"][1]["devices"][0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", taken["port"]))
+        s.listen()
+        proc = run_simulate(tmp_path, data)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(f"{taken['id']}: cannot listen on 127.0.0.1:{taken['port']}")
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.slow
 def test_json_lists_endpoints_and_sigterm_stops_cleanly(tmp_path):
     data = with_free_ports(synthetic_fleet(4, seed=2, port_start=20000, gateway_every=2))

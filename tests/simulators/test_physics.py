@@ -138,3 +138,27 @@ def test_synthetic_fleet_is_a_valid_config_with_gateways_and_unique_ports():
 def test_fleet_of_devices_has_exactly_n_devices(n):
     cfg = validate_config(fleet_of_devices(n, seed=3, port_start=40000, gateway_every=5))
     assert sum(len(s.devices) for s in cfg.sites) == n
+
+
+def test_clock_runs_free_accelerated_or_stepped():
+    wall = [100.0]
+    free = SimClock(SUMMER_NOON_S, speed=60.0, wall=lambda: wall[0])
+    wall[0] += 2.0
+    assert free.now() == SUMMER_NOON_S + 120.0
+    with pytest.raises(RuntimeError):
+        free.step(1.0)
+    stepped = SimClock(SUMMER_NOON_S, stepped=True, wall=lambda: wall[0])
+    wall[0] += 50.0
+    assert stepped.now() == SUMMER_NOON_S
+    stepped.step(30.5)
+    assert stepped.now() == SUMMER_NOON_S + 30.5
+
+
+def test_measured_clearness_from_csv_replaces_the_seeded_weather(tmp_path):
+    csv = tmp_path / "clearness.csv"
+    csv.write_text("timestamp,clearness\n2026-06-21T00:00:00+00:00,0.5\n2026-06-22T00:00:00+00:00,0.5\n")
+    cfg = one_site_config()
+    clear = site_signals(cfg, SimulationConfig(seed=11, weather={"cloudiness": 0.0}))
+    measured = site_signals(cfg, SimulationConfig(seed=11, weather={"irradiance_csv": csv}))
+    t = SUMMER_NOON_S + np.arange(0, 3600, 300.0)
+    assert measured.pv_potential_w(t) == pytest.approx(0.5 * clear.pv_potential_w(t))
