@@ -44,8 +44,13 @@ class WallClock:
         return time.time()
 
 
+class PollerDeviceState(Protocol):
+    attempt_failures: int
+
+
 class Poller(Protocol):
     async def poll_once(self) -> dict[str, Telemetry]: ...
+    def state(self, device_id: str) -> PollerDeviceState: ...
     async def close(self) -> None: ...
 
 
@@ -74,16 +79,14 @@ class CycleReport:
 
 
 def classify_error(error: str) -> str:
-    """Modbus error kind for the metrics, from the poller's error text."""
+    """Modbus error kind for the metrics, from the poller's error text (drivers.link's messages)."""
     e = error.lower()
-    if "backing off" in e:
-        return "backoff"
-    if "exception" in e:
-        return "exception"
-    if "time" in e:
-        return "timeout"
-    if "connect" in e or "refused" in e or "unreachable" in e or "closed" in e:
+    if "cannot connect" in e or "connection" in e or "lost" in e:
         return "connection"
+    if "no reply" in e or "timed out" in e or "timeout" in e:
+        return "timeout"
+    if "modbus exception" in e:
+        return "exception"
     return "other"
 
 
@@ -121,6 +124,7 @@ class Controller:
         self.last_poll_s: float | None = None
         self.last_dispatch_s: float | None = None
         self._last_bucket: dict[str, int] = {}
+        self._attempt_failures: dict[str, int] = {}
         self._last_prune_s = -math.inf
         self._poll_lock = asyncio.Lock()
         self._dispatch_lock = asyncio.Lock()
@@ -271,8 +275,11 @@ class Controller:
         for dev_id, t in telemetry.items():
             statuses[t.status] += 1
             qualities.update(r.quality for r in t.values.values())
-            if t.error and t.read_at >= now - 1e-6 - self.cfg.dispatch.poll_interval_s:
+            # Count attempts that failed in this poll, not the polls a backing-off device skipped.
+            failures = self.poller.state(dev_id).attempt_failures
+            if t.error and failures > self._attempt_failures.get(dev_id, 0):
                 errors[classify_error(t.error)] += 1
+            self._attempt_failures[dev_id] = failures
             self._device_alarm(t, now)
             bucket = int(t.read_at // res)
             if self._last_bucket.get(dev_id) != bucket:

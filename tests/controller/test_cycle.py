@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+import httpx
 import pytest
 import pytest_asyncio
 
 from config.schema import FaultSpec, validate_config
+from controller.api import create_app
 from controller.cycle import Controller
 from controller.runtime import build_controller
 from controller.store import Store
@@ -152,3 +154,58 @@ async def test_an_overrunning_dispatch_does_not_stack_and_polling_goes_on(fleet)
     assert skipped >= 1
     assert report.dispatched and report.plan_path.startswith("fallback")
     assert any("timed out" in a["message"] for a in ctl.store.alarms() if a["source"] == "dispatch")
+
+
+async def test_the_api_shows_what_the_cycle_did(fleet):
+    host, ctl, clock = fleet
+    from controller.auth import create_token
+
+    await run(host, ctl, 10, dispatch_first=True)
+    for _ in range(3):
+        await run(host, ctl, 60)
+    token = create_token(ctl.store, f"viewer-{int(clock.now())}", "viewer", clock.now())
+    transport = httpx.ASGITransport(app=create_app(ctl))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://sparcs", headers={"Authorization": f"Bearer {token}"}
+    ) as http:
+        fleet_now = (await http.get("/api/v1/fleet")).json()["now"]
+        assert fleet_now["online"] == fleet_now["total"] == sum(len(s.devices) for s in host.config.sites)
+        truth_pv = sum(host.site_truth(s.id)["pv_w"] for s in host.config.sites)
+        assert fleet_now["pv_w"] == pytest.approx(truth_pv, rel=0.1)
+        assert fleet_now["flex_up_w"] >= 0 and fleet_now["flex_down_w"] > 0
+
+        pv_id = next(d.id for d in host.config.sites[0].devices if d.kind == "pv_inverter")
+        dev = (await http.get(f"/api/v1/devices/{pv_id}")).json()
+        assert dev["status"] == "online" and dev["values"]["pv_w"]["quality"] == "good"
+        assert dev["last_seen"].endswith("+00:00") and "setpoint" in dev and dev["actual"]["pv_w"] is not None
+
+        site = (await http.get(f"/api/v1/sites/{host.config.sites[0].id}")).json()
+        assert site["now"]["controllable"] and len(site["devices"]) == len(host.config.sites[0].devices)
+
+        plan = (await http.get("/api/v1/plan")).json()["plan"]
+        assert plan["path"] == "optimal" and len(plan["period_s"]) == 97
+        forecast = (await http.get("/api/v1/forecast")).json()
+        assert len(forecast["price_eur_per_mwh"]) == 97 and set(forecast["sites"]) == set(plan["sites"])
+
+        end = dt.datetime.fromtimestamp(clock.now() + 1, dt.UTC).isoformat()
+        hist = (await http.get("/api/v1/history", params={"end": end, "resolution_s": 120})).json()
+        assert hist["points"] and all(p["ts"].endswith("+00:00") for p in hist["points"])
+        assert len({p["ts"] for p in hist["points"]}) == len(hist["points"])
+        dev_hist = (await http.get("/api/v1/history", params={"end": end, "device": pv_id})).json()
+        assert dev_hist["points"] and "pv_w" in dev_hist["points"][-1]
+        alarms = (await http.get("/api/v1/alarms")).json()
+        assert any(a["source"].startswith("device:") and a["cleared_at"] for a in alarms)
+
+    text = ctl.metrics.render().decode()
+    for name in (
+        "sparcs_poll_cycle_duration_seconds_bucket",
+        "sparcs_dispatch_duration_seconds_count",
+        'sparcs_dispatch_total{path="optimal"}',
+        "sparcs_plan_objective_eur",
+        'sparcs_telemetry_values{quality="good"}',
+        'sparcs_devices{status="online"}',
+        'sparcs_modbus_errors_total{kind="connection"}',
+        'sparcs_fleet_power_watts{quantity="pv"}',
+        'sparcs_curtailment_stage_sites{stage="K2"}',
+    ):
+        assert name in text, name
