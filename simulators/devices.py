@@ -81,6 +81,7 @@ class SunSpecDevice(ABC):
         self.sf: dict[tuple[int, str], int] = {}
         self.writable: dict[tuple[int, str], Writable] = {}
         self._rendered: tuple[int, str | None] | None = None
+        self._slots: dict[tuple[int, str], tuple[Point, int, float | None, int, int] | None] = {}
         self._point_at = point_at_address((tuple(self.models), variant.base_address, variant.common_len))
         self._setup()
         self._put_common(site.site)
@@ -149,20 +150,40 @@ class SunSpecDevice(ABC):
         if key == self._rendered:
             return
         self._rendered = key
+        regs = self.image.registers
         for mid, name, value in self._live():
-            if (mid, name) not in self.image.points:
+            slot = self._slot(mid, name)
+            if slot is None:
                 continue
-            p = self.image.point(mid, name)
-            if fault_mode == "sentinel":
+            p, start, scale, lo, hi = slot
+            if fault_mode is None and scale is not None and value is not None:
+                # Fast path for one-register integers (most points): scale, clamp, two's complement.
+                raw = min(max(round(value * scale), lo), hi)
+                regs[start] = raw + 0x10000 if raw < 0 else raw
+            elif fault_mode == "sentinel":
                 self.image.set(p, None)
             elif fault_mode == "garbage":
                 self.image.set(p, self._garbage(p))
             else:
                 self.image.set(p, self._raw(p, value))
         unit = self._unit()
-        for (mid, name), w in self.writable.items():
-            if unit is not None:
+        if unit is not None:
+            for (mid, name), w in self.writable.items():
                 self.put(mid, name, getattr(unit.controls, w.field))
+
+    def _slot(self, mid: int, name: str) -> tuple[Point, int, float | None, int, int] | None:
+        """``(point, register index, 10^-SF or None when not a one-register integer, lo, hi)``, cached."""
+        key = (mid, name)
+        if key not in self._slots:
+            p = self.image.points.get(key)
+            if p is None:
+                self._slots[key] = None
+            else:
+                simple = p.size == 1 and p.type in ("int16", "uint16", "enum16", "bitfield16", "count", "acc16")
+                sf = self.sf.get((mid, p.sf), 0) if p.sf else 0
+                lo, hi = type_range(p.type, p.size)
+                self._slots[key] = (p, p.address - self.image.base, 10.0**-sf if simple else None, lo, hi)
+        return self._slots[key]
 
     def write(self, address: int, values: list[int], now: float) -> ExcCodes | None:
         """Validate and apply a write of ``values`` at ``address``; all or nothing."""
