@@ -198,6 +198,7 @@ def decode(typ: str, regs: list[int]) -> float | int | str | None:
     return v
 
 
+@cache
 def type_range(typ: str, size: int) -> tuple[int, int]:
     """The implemented raw values of an integer type, sentinel excluded."""
     if typ in _SIGNED:

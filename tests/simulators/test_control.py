@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
+from config.schema import validate_config
+from simulators.clock import SimClock
 from simulators.control import ControlServer
+from simulators.fleet import FleetHost
 from tests.simulators.conftest import SUMMER_NOON_S, FleetThread, site
 
 
@@ -60,3 +65,24 @@ def test_bad_requests_name_what_is_wrong(api):
     assert client.post("/faults", json={"device": "nope", "mode": "offline"}).status_code == 404
     assert client.post("/faults", json={"device": "c-pv", "mode": "melt"}).status_code == 422
     assert client.post("/clock/step", json={"seconds": -5}).status_code == 422
+
+
+def test_free_running_clock_advances_the_physics_without_steps():
+    wall = [0.0]
+    clock = SimClock(SUMMER_NOON_S, speed=600.0, wall=lambda: wall[0])
+    cfg = validate_config({"simulation": {"seed": 2}, "sites": [site("rt", 35100)]})
+
+    async def run() -> tuple[float, float]:
+        async with FleetHost(cfg, clock=clock, auto_ports=True) as host:
+            with pytest.raises(RuntimeError):
+                await host.step(10)
+            wall[0] = 3.0  # three wall seconds later: 1,800 sim seconds
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if host.site_truth("rt")["t"] == clock.now():
+                    break
+            return host.site_truth("rt")["t"], host.truth("rt-pv")["energy_wh"]
+
+    t, energy = asyncio.run(run())
+    assert t == SUMMER_NOON_S + 1800.0
+    assert energy > FleetHost(cfg, clock=SimClock(SUMMER_NOON_S, stepped=True)).truth("rt-pv")["energy_wh"]
