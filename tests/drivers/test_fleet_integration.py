@@ -8,7 +8,10 @@ staleness start fresh, and steps the shared clock forward.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
+import sys
 
 import pytest
 import pytest_asyncio
@@ -318,3 +321,41 @@ async def test_writes_skip_monitor_only_and_stale_devices(fleet) -> None:
     finally:
         host.clear_fault("f-pv")
         await poller.close()
+
+
+async def test_failing_device_backs_off_and_is_skipped(fleet, poller) -> None:
+    host, clock = fleet
+    await _poll(host, clock, poller)
+    host.inject_fault(FaultSpec(device="c-pv", mode="no_reply"))
+    attempts = []
+    for _ in range(6):
+        await _poll(host, clock, poller)
+        attempts.append(poller.state("c-pv").attempt_failures)
+    # Tried at polls 1, 2, 4 (back-off 0.5, 1.5, 3.5 poll intervals), skipped in between.
+    assert attempts == [1, 2, 2, 3, 3, 3]
+    assert all(t.status == "online" for i, t in poller.devices.items() if i != "c-pv" for t in [t.telemetry])
+
+
+async def _run_cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "controller", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_scan_command_lists_models_and_points(fleet) -> None:
+    host, _ = fleet
+    ep = {e.id: e for e in host.endpoints()}
+    g = ep["g-bat"]
+    code, out, err = await _run_cli("scan", f"{g.host}:{g.port}", "--unit", str(g.unit), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert [m["id"] for m in report["models"]] == [1, 113, 120, 121, 124, 713]
+    storage = next(m for m in report["models"] if m["id"] == 124)
+    assert storage["points"]["WChaMax"]["units"] == "W" and storage["points"]["WChaMax"]["value"] == 4000
+    b = ep["b-pv"]
+    code, out, _ = await _run_cli("scan", f"{b.host}:{b.port}")
+    assert code == 0 and "SunSpec at base 0" in out and "model 701 DERMeasureAC" in out and " W" in out
+    code, _, err = await _run_cli("scan", f"{b.host}:{b.port}", "--unit", "9")
+    assert code == 2 and "not a SunSpec device" in err and "Traceback" not in err
