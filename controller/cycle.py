@@ -137,19 +137,24 @@ class Controller:
     async def cycle(self, *, dispatch: bool = False) -> CycleReport:
         """One control cycle. ``dispatch``: also plan (a dispatch tick, or an operator's dispatch-now).
 
-        Returns at once with ``dispatched=False`` when asked to dispatch while a dispatch is running:
-        dispatches never stack.
+        A poll-only cycle never plans, so polling and the export guard never wait for a solve. When
+        asked to dispatch while a dispatch is running it does not plan (dispatches never stack);
+        a request that arrives during a dispatch (``dispatch_requested``) is planned right after it.
+        The scheduler moves its dispatch job to now on a request; a stepped driver (the twin) reads
+        ``dispatch_requested`` and passes ``dispatch=True``.
         """
         report = CycleReport(ts=self.clock.now())
         fresh = self.state is not None and report.ts - self.state.ts < self.cfg.dispatch.poll_interval_s
         if not (dispatch and fresh):
             await self._poll(report)
-        if dispatch or self.dispatch_requested:
+        if dispatch:
             if self._dispatch_lock.locked():
                 log.info("dispatch still running; this tick is skipped")
             else:
                 async with self._dispatch_lock:
                     await self._dispatch(report)
+                    if self.dispatch_requested:  # an operator command arrived while planning
+                        await self._dispatch(report)
         report.writes = await self._write()
         return report
 
