@@ -162,3 +162,18 @@ def test_measured_clearness_from_csv_replaces_the_seeded_weather(tmp_path):
     measured = site_signals(cfg, SimulationConfig(seed=11, weather={"irradiance_csv": csv}))
     t = SUMMER_NOON_S + np.arange(0, 3600, 300.0)
     assert measured.pv_potential_w(t) == pytest.approx(0.5 * clear.pv_potential_w(t))
+
+
+def test_without_a_command_the_battery_covers_surplus_and_load():
+    cfg = one_site_config(kwp=5.0, cap=None)
+    s = SiteSim.create(cfg, SimulationConfig(seed=11, weather={"cloudiness": 0.0}), SUMMER_NOON_S, set())
+    s.advance(SUMMER_NOON_S + 600)
+    noon = s.truth()
+    assert noon["pv_w"] > noon["load_w"] + 1000.0  # a sunny noon: surplus
+    assert noon["battery_w"] == pytest.approx(noon["load_w"] - noon["pv_w"])  # charges exactly the surplus
+    assert noon["grid_w"] == pytest.approx(0.0, abs=1e-6)
+    s.advance(SUMMER_NOON_S + 12 * 3600)  # 22:00 local: no sun, the battery covers the load
+    night = s.truth()
+    assert night["pv_w"] == 0.0
+    assert night["battery_w"] == pytest.approx(night["load_w"])
+    assert night["grid_w"] == pytest.approx(0.0, abs=1e-6)
