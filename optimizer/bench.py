@@ -2,7 +2,9 @@
 
 Timings cover the planner from a ready problem (forecast inputs ready) to final per-site
 setpoints: ``build_s`` (model building), ``solve_s`` (the fleet or aggregate solve), ``split_s``
-(split-back, per-site LPs, repair and caps), ``total_s`` (wall clock of :func:`optimizer.dispatch.plan`).
+(split-back, per-site LPs, repair and caps), ``total_s`` (wall clock of :func:`optimizer.dispatch.plan`),
+``cpu_s`` (CPU time of all its threads) and ``load_avg_1m`` (the machine's load: on a shared machine
+wall-clock times inflate with it).
 For fleets up to :data:`GAP_MAX_SITES` the monolithic optimum and the no-control baseline are also
 computed, after the timed run, for ``gap_to_monolithic`` (DESIGN.md "Gap to the monolithic optimum").
 """
@@ -47,9 +49,9 @@ def dispatch_bench(sites: int, seed: int = 7, periods: int = 96) -> dict[str, An
 
 def _run(sites: int, seed: int, periods: int) -> dict[str, Any]:
     problem = synthetic_problem(sites, seed=seed, periods=periods)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = plan(problem, time_limit_s=600.0)
-    total = time.perf_counter() - t0
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     gap = None
     mono_obj = none_obj = None
@@ -65,6 +67,8 @@ def _run(sites: int, seed: int, periods: int) -> dict[str, Any]:
         "solve_s": round(result.solve_s, 3),
         "split_s": round(result.split_s, 3),
         "total_s": round(total, 3),
+        "cpu_s": round(cpu, 3),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         "peak_rss_mb": round(peak_rss_mb, 1),
         "objective": round(result.objective_eur, 4),
         "objective_monolithic": None if mono_obj is None else round(mono_obj, 4),
