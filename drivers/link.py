@@ -16,7 +16,7 @@ from typing import Any
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from drivers.errors import DeviceTimeoutError, DeviceUnreachableError, ModbusError
+from drivers.errors import DeviceError, DeviceTimeoutError, DeviceUnreachableError, ModbusError
 
 # pymodbus logs every timeout and refused connection at ERROR; the poller reports them as quality.
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -91,7 +91,7 @@ class Link:
         )
         regs = rr.registers
         if len(regs) < count:
-            raise ModbusError(0, f"{self.name} unit {unit} read {addr}+{count}: short reply of {len(regs)} registers")
+            raise DeviceError(f"{self.name} unit {unit} read {addr}+{count}: short reply of {len(regs)} registers")
         return regs
 
     async def read_input(self, unit: int, addr: int, count: int) -> list[int]:

@@ -10,6 +10,7 @@ failed polls. A value that could not be read is missing, never the previous one 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,6 +20,8 @@ from drivers.link import Link, raise_open_file_limit
 from drivers.profile_device import ProfileDevice
 from drivers.sunspec_device import SunSpecDevice
 from drivers.telemetry import Bounds, CounterWatch, Telemetry, judge, mark_frozen, missing_values
+
+log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 300.0
 # The first poll (connect, discover, read nameplates: ~15 requests a device) is spread over
@@ -117,6 +120,10 @@ class FleetPoller:
             raw = await self._read_with_retry(s)
         except DeviceError as exc:
             self._failed(s, self.clock(), str(exc), attempted=True)
+            return
+        except Exception as exc:  # fault barrier: a device answering nonsense must not stop the fleet's poll
+            log.exception("device %s: unexpected failure while polling", s.cfg.id)
+            self._failed(s, self.clock(), f"unexpected {type(exc).__name__}: {exc}", attempted=True)
             return
         t = self.clock()
         values = mark_frozen(

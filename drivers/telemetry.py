@@ -36,7 +36,7 @@ MEASURED_KEYS = frozenset({"pv_w", "battery_w", "grid_w", "soc", "energy_wh", "i
 # (counter, power, sign): the counter must grow while sign × power > 0.
 COUNTER_RULES = {
     "pv_inverter": (("energy_wh", "pv_w", 1),),
-    "battery": (),
+    "battery": (("energy_wh", "battery_w", 1),),  # 103/701 count AC energy out: grows while discharging
     "meter": (("import_wh", "grid_w", 1), ("export_wh", "grid_w", -1)),
 }
 POWER_MARGIN = 1.5  # |power| beyond 1.5 × the rating is not physical

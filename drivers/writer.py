@@ -15,6 +15,7 @@ Percentages use the WMax the device reports (121 WMax, else 702 WMax, else the r
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -28,6 +29,9 @@ from drivers.sunspec_codec import decode, encode_point, model_def, raw_value
 from drivers.sunspec_device import SunSpecDevice
 from drivers.sunspec_map import wmax_of
 
+log = logging.getLogger(__name__)
+
+_UNKNOWN = object()
 REFRESH_FRACTION = 0.4  # rewrite when this share of the revert timer has passed
 MATCH_TOLERANCE = 0.01  # read-back W may differ by 1 % of the base (register resolution)
 
@@ -67,7 +71,8 @@ class _Active:
     """A setpoint in force on a device, kept for refreshes and to skip needless rewrites."""
 
     kind: Literal["pv", "battery"]
-    value_w: float | None  # None = released
+    requested_w: float | None  # what the controller asked for (None = release)
+    value_w: float | None  # what was written after clamping (None = released)
     written_at: float
     revert_s: float
 
@@ -99,7 +104,7 @@ class SetpointWriter:
         """Rewrite every setpoint whose revert timer is 40 % gone (releases have no timer)."""
         now = self.clock()
         due = {
-            i: Setpoint(pv_limit_w=a.value_w) if a.kind == "pv" else Setpoint(battery_w=a.value_w)
+            i: Setpoint(pv_limit_w=a.requested_w) if a.kind == "pv" else Setpoint(battery_w=a.requested_w)
             for i, a in self.active.items()
             if a.value_w is not None and now - a.written_at >= REFRESH_FRACTION * a.revert_s
         }
@@ -115,6 +120,9 @@ class SetpointWriter:
                 return WriteResult(device_id, "failed", False, detail=str(exc))
             except ValueError as exc:  # a value the device's registers cannot hold
                 return WriteResult(device_id, "failed", False, detail=str(exc))
+            except Exception as exc:  # fault barrier: one device's surprise must not abort the others' writes
+                log.exception("device %s: unexpected failure while writing", device_id)
+                return WriteResult(device_id, "failed", False, detail=f"unexpected {type(exc).__name__}: {exc}")
 
     async def _apply_one(self, device_id: str, sp: Setpoint, force: bool) -> WriteResult:
         try:
@@ -145,21 +153,33 @@ class SetpointWriter:
             return await self._write_pv(s, value)
         return await self._write_battery(s, value)
 
-    def _unchanged(self, device_id: str, s: DeviceState, kind: str, value: float | None) -> bool:
+    def _unchanged(self, device_id: str, s: DeviceState, kind: str, requested: float | None) -> bool:
+        """True when the same command is in force (confirmed by the latest poll) and its timer is not due."""
         a = self.active.get(device_id)
-        if a is None or a.kind != kind or s.telemetry is None:
+        if a is None or a.kind != kind or a.requested_w != requested:
             return False
-        if a.value_w is None or value is None:
-            if a.value_w is not None or value is not None:
-                return False
-            return kind != "pv" or s.telemetry.values["pv_limit_w"].value is None
-        if abs(a.value_w - value) > 1e-6 or self.clock() - a.written_at >= REFRESH_FRACTION * a.revert_s:
+        if a.value_w is not None and self.clock() - a.written_at >= REFRESH_FRACTION * a.revert_s:
             return False
+        seen = self._in_force(s, kind)
+        if seen is _UNKNOWN:
+            return False  # cannot confirm (device rebooted? model not polled): write again
+        if a.value_w is None or seen is None:
+            return a.value_w is None and seen is None
+        vals = s.telemetry.values if s.telemetry else {}
+        base_key = "wmax_w" if kind == "pv" else "max_charge_w"
+        base = vals[base_key].value if base_key in vals and vals[base_key].value else 1.0
+        return abs(seen - a.value_w) <= MATCH_TOLERANCE * base  # type: ignore[operator]
+
+    @staticmethod
+    def _in_force(s: DeviceState, kind: str) -> float | object | None:
+        """The setpoint the latest poll shows in force (None = released), or _UNKNOWN."""
         if kind == "pv":
-            seen = s.telemetry.values["pv_limit_w"].value
-            base = s.telemetry.values["wmax_w"].value or 0.0
-            return seen is not None and abs(seen - a.value_w) <= MATCH_TOLERANCE * max(base, 1.0)
-        return True
+            r = s.telemetry.values.get("pv_limit_w") if s.telemetry else None
+            return r.value if r is not None and r.quality == "good" else _UNKNOWN
+        d = s.driver
+        if isinstance(d, SunSpecDevice) and 124 in d.blocks:
+            return _battery_from_control(124, d.blocks[124], d.models)
+        return _UNKNOWN
 
     # --- PV limits -----------------------------------------------------------------------------
 
@@ -354,7 +374,7 @@ class SetpointWriter:
                 )
         seen = await readback()
         action: Action = "release" if target is None else ("limit" if kind == "pv" else "battery")
-        self.active[s.cfg.id] = _Active(kind, target, now, float(self.settings.revert_timeout_s))
+        self.active[s.cfg.id] = _Active(kind, requested, target, now, float(self.settings.revert_timeout_s))
         detail = "; ".join(mismatches) or ("clamped to the device's range" if clamped else "written and read back")
         return WriteResult(
             s.cfg.id,

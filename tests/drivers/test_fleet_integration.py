@@ -359,3 +359,23 @@ async def test_scan_command_lists_models_and_points(fleet) -> None:
     assert code == 0 and "SunSpec at base 0" in out and "model 701 DERMeasureAC" in out and " W" in out
     code, _, err = await _run_cli("scan", f"{b.host}:{b.port}", "--unit", "9")
     assert code == 2 and "not a SunSpec device" in err and "Traceback" not in err
+
+
+async def test_same_command_is_not_rewritten_until_the_device_lost_it(fleet, poller) -> None:
+    host, clock = fleet
+    await _poll(host, clock, poller)
+    writer = SetpointWriter(poller, SETTINGS, clock.now)
+    cmd = {"f-pv": Setpoint(pv_limit_w=1500.0), "a-bat": Setpoint(battery_w=-1000.0)}
+    assert {r.action for r in (await writer.apply(cmd)).values()} == {"limit", "battery"}
+    await _poll(host, clock, poller)
+    assert {r.action for r in (await writer.apply(cmd)).values()} == {"unchanged"}
+    # A reboot resets the inverter to its installer configuration: the next apply notices and rewrites.
+    host.inject_fault(FaultSpec(device="f-pv", mode="reboot", duration_s=2))
+    await _poll(host, clock, poller, 1)
+    for _ in range(4):
+        tel = await _poll(host, clock, poller, 10)
+    assert tel["f-pv"].values["pv_limit_w"] == NO_LIMIT
+    res = await writer.apply(cmd)
+    assert res["f-pv"].action == "limit" and res["f-pv"].ok
+    assert res["a-bat"].action == "battery"  # not lost, but 40 % of its 60 s timer has passed: rewritten
+    await writer.apply({"f-pv": Setpoint(), "a-bat": Setpoint()})
