@@ -493,4 +493,7 @@ def create_app(ctl: Controller) -> FastAPI:
         return {"revoked": name}
 
     app.include_router(v1)
+    from controller.dashboard import mount_dashboard  # the operator page at / (owned by controller/dashboard/)
+
+    mount_dashboard(app, ctl)
     return app

@@ -1,4 +1,4 @@
-"""A small pymodbus server on loopback that serves given register maps (for profile-device tests).
+"""A small pymodbus server on loopback serving given register maps (profile devices, odd SunSpec devices).
 
 Each unit serves ``{address: value}`` holding registers; unmapped registers between them are
 INVALID (exception 2), as on SMA devices. ``on_write`` may rewrite what a write stores, to model a
@@ -8,8 +8,10 @@ device that silently clamps a command.
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Callable
 
+import sunspec2.device as sd
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -72,3 +74,16 @@ class RegisterServer:
 
     async def stop(self) -> None:
         await self.server.shutdown()
+
+
+def sunspec_image(base: int, models: dict[int, dict[str, int | str]]) -> dict[int, int]:
+    """A SunSpec register map at ``base``: 'SunS', the models (raw point values set), the end model."""
+    regs = [0x5375, 0x6E53]
+    for mid, points in models.items():
+        m = sd.Model(model_id=mid)
+        for name, value in points.items():
+            getattr(m, name).value = value
+        raw = m.get_mb()
+        regs += struct.unpack(f">{len(raw) // 2}H", raw)
+    regs += [0xFFFF, 0]
+    return {base + i: v for i, v in enumerate(regs)}
