@@ -1,0 +1,60 @@
+// Formatting for the page: powers arrive in W (DESIGN.md signs) and are shown in kW; times in Europe/Berlin.
+export const ZONE = "Europe/Berlin";
+
+const timeFmt = new Intl.DateTimeFormat("en-GB", { timeZone: ZONE, hour: "2-digit", minute: "2-digit" });
+const dateTimeFmt = new Intl.DateTimeFormat("en-GB", {
+  timeZone: ZONE, day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit", second: "2-digit",
+});
+
+export function kw(watts, digits = 1) {
+  if (watts === null || watts === undefined || !Number.isFinite(watts)) return "–";
+  return (watts / 1000).toLocaleString("en-GB", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+export function kwUnit(watts) {
+  if (watts === null || watts === undefined || !Number.isFinite(watts)) return "–";
+  return Math.abs(watts) >= 1e6 ? `${kw(watts / 1000, 2)} MW` : `${kw(watts)} kW`;
+}
+
+export function percent(fraction) {
+  if (fraction === null || fraction === undefined || !Number.isFinite(fraction)) return "–";
+  return `${Math.round(fraction * 100)} %`;
+}
+
+export function hhmm(ms) {
+  return timeFmt.format(new Date(ms));
+}
+
+export function when(iso) {
+  return iso ? dateTimeFmt.format(new Date(iso)) : "–";
+}
+
+export function ago(iso, nowMs) {
+  if (!iso) return "never";
+  const s = Math.max(0, Math.round((nowMs - Date.parse(iso)) / 1000));
+  if (s < 90) return `${s} s ago`;
+  if (s < 5400) return `${Math.round(s / 60)} min ago`;
+  return `${Math.round(s / 3600)} h ago`;
+}
+
+// Builds an element; children may be strings or nodes. Text is always set as text, never as HTML.
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children) if (c !== null && c !== undefined) node.append(c);
+  return node;
+}
+
+export function replaceRows(tbody, rows, emptyText, columns) {
+  if (rows.length === 0) {
+    tbody.replaceChildren(el("tr", {}, el("td", { colspan: columns, class: "muted", text: emptyText })));
+  } else {
+    tbody.replaceChildren(...rows);
+  }
+}

@@ -1,0 +1,310 @@
+"""The operator page in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright) against `sparcs run`.
+
+It loads without console errors, shows the numbers the API returns, sends commands that reach the API
+and its audit log, keeps the token out of every URL, and a viewer cannot command. Screenshots go to
+test-artifacts/ at the repository root.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Route, expect, sync_playwright
+
+from tests.dashboard.live import ARTIFACTS, LiveController, require_tool, wait_for
+
+pytestmark = pytest.mark.slow
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+TILES = {"t-pv": "pv_w", "t-load": "load_w", "t-battery": "battery_w", "t-export": "export_w", "t-grid": "grid_w"}
+TILES |= {"t-flex-up": "flex_up_w", "t-flex-down": "flex_down_w"}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    chromium = require_tool("/usr/bin/chromium", "chromium")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Session:
+    """One browser tab with everything it logged and every request it made."""
+
+    def __init__(self, browser: Browser, live: LiveController):
+        self.context = browser.new_context(viewport={"width": 1440, "height": 900})
+        self.page: Page = self.context.new_page()
+        self.live = live
+        self.errors: list[str] = []
+        self.requests: list[Request] = []
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
+        self.page.on("request", lambda r: self.requests.append(r))
+
+    def _console(self, msg: ConsoleMessage) -> None:
+        if msg.type == "error":
+            self.errors.append(f"console: {msg.text}")
+
+    def sign_in(self, token: str) -> Page:
+        self.page.goto(self.live.url + "/")
+        expect(self.page.locator("#login")).to_be_visible()
+        self.page.fill("#token-input", token)
+        self.page.click("#login-form button[type=submit]")
+        expect(self.page.locator("#app")).to_be_visible()
+        self.page.wait_for_selector("#tiles[data-ts^='2']", state="attached")
+        return self.page
+
+    def screenshot(self, name: str) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def tab(browser, live) -> Iterator[Session]:
+    s = Session(browser, live)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def kw_text(watts: float) -> str:
+    return f"{watts / 1000:,.1f} kW"
+
+
+def audit_ids(live: LiveController) -> list[int]:
+    return [a["id"] for a in live.get("/api/v1/audit")]
+
+
+def consistent_snapshot(live: LiveController, page: Page) -> tuple[dict, list]:
+    """The API's fleet and sites from the same poll as the page shows (the fleet is polled every 2 s)."""
+
+    def attempt():
+        before = live.get("/api/v1/fleet")
+        sites = live.get("/api/v1/sites")
+        after = live.get("/api/v1/fleet")
+        shown = page.locator("#tiles").get_attribute("data-ts")
+        same = before["now"]["ts"] == after["now"]["ts"] == shown
+        return (after, sites) if same else None
+
+    return wait_for(attempt, 60, "the page and the API to show the same poll")
+
+
+def test_page_loads_without_console_errors_and_shows_the_numbers_the_api_returns(tab, live):
+    page = tab.sign_in(live.operator_token)
+    fleet, sites = consistent_snapshot(live, page)
+    now = fleet["now"]
+    for tile, key in TILES.items():
+        assert page.locator(f"#{tile}").inner_text() == kw_text(now[key]), tile
+        assert float(page.locator(f"#{tile}").get_attribute("data-w")) == pytest.approx(now[key])
+    assert page.locator("#t-soc").inner_text() == f"{int(now['soc'] * 100 + 0.5)} %"
+    assert page.locator("#t-devices").inner_text() == f"{now['online']} / {now['stale']} / {now['total']}"
+    assert now["stale"] == 1 and now["total"] > now["online"]
+    for s in sites:
+        row = page.locator(f"#sites tr[data-site='{s['id']}']")
+        if s["now"]["pv_w"] is not None:
+            expect(row.locator("td").nth(2)).to_have_text(f"{s['now']['pv_w'] / 1000:,.1f}")
+        cap = s["feed_in_cap_w"]
+        expect(row.locator("td").nth(6)).to_have_text("none" if cap is None else f"{cap / 1000:,.1f}")
+    devices = live.get("/api/v1/devices")
+    expect(page.locator("#devices tr[data-device]")).to_have_count(len(devices))
+    stale_row = page.locator(f"#devices tr[data-device='{live.offline_device}']")
+    expect(stale_row).to_contain_text("stale")
+    # the operator is told plainly about the stale device and sees its alarm
+    expect(page.locator("#banners")).to_contain_text("1 device stale.")
+    expect(page.locator("#alarms")).to_contain_text(f"device:{live.offline_device}")
+    # the chart draws the plan, the forecast and the caps in force
+    for series in ("pv-plan", "pv-fc", "load-fc", "battery-plan", "export-plan"):
+        assert page.locator(f"#chart path[data-series='{series}']").count() == 1, series
+    caps = live.get("/api/v1/caps")["sites"]
+    cap_sum_w = sum(min(c["feed_in_cap_w"] or c["connection_limit_w"], c["connection_limit_w"]) for c in caps)
+    expect(page.locator("#chart")).to_contain_text(f"export cap, sum of sites: {cap_sum_w / 1000:,.0f} kW")
+    tab.screenshot("dashboard-operator.png")
+    assert tab.errors == []
+    # the token travels only in the Authorization header, never in a URL
+    api_requests = [r for r in tab.requests if "/api/v1/" in r.url]
+    assert api_requests and all(r.headers.get("authorization") == f"Bearer {live.operator_token}" for r in api_requests)
+    assert not [r.url for r in tab.requests if live.operator_token in r.url]
+
+
+def test_a_stage_from_the_panel_reaches_the_api_and_the_audit_log_and_can_be_cancelled(tab, live):
+    page = tab.sign_in(live.operator_token)
+    site = live.get("/api/v1/sites")[0]["id"]
+    page.select_option("#stage-select", "K2")
+    page.select_option("#stage-minutes", "30")
+    page.select_option("#stage-sites", [site])  # choosing a site switches the scope to "chosen sites"
+    page.click("#stage-send")
+    expect(page.locator("#cmd-result")).to_contain_text("Stage K2 accepted")
+    stage = next(c for c in live.get("/api/v1/commands") if c["kind"] == "stage")
+    assert stage["params"] == {"stage": "K2", "sites": [site]} and stage["who"] == live.operator_name
+    valid_s = (dt.datetime.fromisoformat(stage["expires_at"]) - dt.datetime.fromisoformat(stage["created_at"])).seconds
+    assert valid_s == pytest.approx(30 * 60, abs=60)
+    first_audit = page.locator("#audit tr").first
+    expect(first_audit).to_contain_text(live.operator_name)
+    expect(first_audit).to_contain_text("stage")
+    expect(first_audit).to_contain_text(f"sites={site}")
+    expect(page.locator(f"#sites tr[data-site='{site}']")).to_contain_text("curtailed K2")
+    assert live.get("/api/v1/caps")["sites"][0]["stage"] == "K2"
+
+    page.locator("#active-commands tr", has_text="stage K2").get_by_role("button", name="Cancel").click()
+    expect(page.locator("#cmd-result")).to_contain_text(f"Command #{stage['id']} cancelled")
+    assert not [c for c in live.get("/api/v1/commands") if c["id"] == stage["id"]]
+    expect(page.locator("#audit tr").first).to_contain_text("cancel")
+    assert tab.errors == []
+
+
+def quarter_hours_csv(live: LiveController, values_kw: list[float]) -> tuple[str, list[list[float]]]:
+    """A schedule for the next quarter-hours on the controller's clock, in Berlin time; and the points it means."""
+    now = dt.datetime.fromisoformat(live.get("/api/v1/caps")["ts"])
+    first = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0) + dt.timedelta(minutes=15)
+    berlin = dt.timezone(dt.timedelta(hours=2))  # the sim clock is in June: CEST
+    lines = ["timestamp,export_kw"]
+    points = []
+    for i, v in enumerate(values_kw):
+        t = first + dt.timedelta(minutes=15 * i)
+        lines.append(f"{t.astimezone(berlin).isoformat()},{v}")
+        points.append([t.timestamp(), v * 1000])
+    return "\n".join(lines) + "\n", points
+
+
+def test_schedule_upload_and_pause_resume_from_the_panel(tab, live, tmp_path):
+    page = tab.sign_in(live.operator_token)
+    text, points = quarter_hours_csv(live, [12.5, 10, 8, 0])
+    csv_file = tmp_path / "schedule.csv"
+    csv_file.write_text(text)
+    page.set_input_files("#schedule-file", str(csv_file))
+    expect(page.locator("#schedule-csv")).to_have_value(text)
+    page.click("#schedule-send")
+    expect(page.locator("#cmd-result")).to_contain_text("Schedule of 4 quarter-hours accepted")
+    schedule = next(c for c in live.get("/api/v1/commands") if c["kind"] == "schedule")
+    assert schedule["params"]["points_s"] == points
+    expect(page.locator("#chart path[data-series='schedule']")).to_have_count(1)
+    expect(page.locator("#audit tr").first).to_contain_text("4 quarter-hours")
+
+    page.fill("#pause-reason", "meter exchange at lej-002")
+    page.click("#pause-send")
+    banner = page.locator("#banners")
+    expect(banner).to_contain_text("Automatic control paused")
+    expect(banner).to_contain_text("meter exchange at lej-002")
+    assert live.get("/api/v1/fleet")["paused"] is True
+    expect(page.locator("#t-plan")).to_have_text("paused")
+    page.click("#resume-send")
+    expect(page.locator("#cmd-result")).to_have_text("Automatic control resumed.")
+    expect(banner).not_to_contain_text("paused")
+    assert live.get("/api/v1/fleet")["paused"] is False
+    actions = [a["action"] for a in live.get("/api/v1/audit")]
+    assert actions[:3] == ["resume", "pause", "schedule"]
+    expect(page.locator("#audit tr").first).to_contain_text("resume")
+    assert tab.errors == []
+
+
+def test_a_schedule_without_offsets_is_refused_on_the_page_and_nothing_is_sent(tab, live):
+    page = tab.sign_in(live.operator_token)
+    before = audit_ids(live)
+    page.fill("#schedule-csv", "timestamp,export_kw\n2026-06-21T14:00:00,10\n")
+    page.click("#schedule-send")
+    expect(page.locator("#cmd-result")).to_contain_text('line 2: timestamp "2026-06-21T14:00:00" needs its UTC offset')
+    page.fill("#schedule-csv", "timestamp,export_kw\n2026-06-21T14:05:00+02:00,10\n")
+    page.click("#schedule-send")
+    expect(page.locator("#cmd-result")).to_contain_text("line 2: 2026-06-21T14:05:00+02:00 is not the start")
+    assert audit_ids(live) == before
+    assert not [r for r in tab.requests if r.url.endswith("/commands/schedule")]
+    assert tab.errors == []
+
+
+def test_a_viewer_sees_the_fleet_but_the_command_panel_is_disabled_with_the_reason(tab, live):
+    page = tab.sign_in(live.viewer_token)
+    expect(page.locator("#who")).to_have_text(f"{live.viewer_name} (viewer)")
+    expect(page.locator("#t-devices")).not_to_have_text("–")
+    reason = page.locator("#cmd-reason")
+    expect(reason).to_be_visible()
+    expect(reason).to_contain_text("Commands need an operator token")
+    expect(reason).to_contain_text("'viewer'")
+    for button in ("#stage-send", "#schedule-send", "#pause-send", "#resume-send"):
+        expect(page.locator(button)).to_be_disabled()
+    before = audit_ids(live)
+    page.locator("#stage-send").click(force=True)  # a disabled button sends nothing
+    assert not [r for r in tab.requests if r.method == "POST"]
+    # and the API itself refuses the viewer's token
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    r = httpx.post(
+        f"{live.url}/api/v1/commands/stage",
+        json={"stage": "K1", "expires_at": expires},
+        headers={"Authorization": f"Bearer {live.viewer_token}"},
+    )
+    assert r.status_code == 403 and "operator" in r.json()["error"]
+    assert audit_ids(live) == before
+    tab.screenshot("dashboard-viewer.png")
+    assert tab.errors == []
+
+
+def test_a_wrong_token_is_refused_and_the_token_lives_only_in_the_tab_session(tab, live):
+    page = tab.page
+    page.goto(live.url + "/")
+    page.fill("#token-input", "sparcs_not-a-token")
+    page.click("#login-form button[type=submit]")
+    expect(page.locator("#login-error")).to_contain_text("Sign-in failed: unknown or revoked token")
+    expect(page.locator("#app")).to_be_hidden()
+
+    tab.sign_in(live.viewer_token)
+    page.reload()  # same tab: the session keeps the token
+    expect(page.locator("#app")).to_be_visible()
+    expect(page.locator("#who")).to_contain_text(live.viewer_name)
+    other = tab.context.new_page()  # a new tab has its own session storage: it must sign in again
+    other.goto(live.url + "/")
+    expect(other.locator("#login")).to_be_visible()
+    other.close()
+    page.click("#logout")
+    expect(page.locator("#login")).to_be_visible()
+    page.reload()
+    expect(page.locator("#login")).to_be_visible()
+    assert all(live.viewer_token not in r.url for r in tab.requests)
+
+
+def test_the_operator_is_told_plainly_about_stale_data_and_fallback(tab, live):
+    """The API cannot be put in fallback from outside `sparcs run`: the page's own answers are rewritten."""
+
+    def fallback(route: Route) -> None:
+        body = route.fetch().json()
+        body["plan_path"] = "fallback_rules"
+        route.fulfill(json=body)
+
+    def not_ready(route: Route) -> None:
+        route.fulfill(status=503, json={"ready": False, "problems": ["last poll 95 s ago"]})
+
+    tab.context.route("**/api/v1/fleet", fallback)
+    tab.context.route("**/readyz", not_ready)
+    page = tab.sign_in(live.operator_token)
+    banner = page.locator("#banners")
+    expect(banner).to_contain_text("Controller in fallback. The plan in force comes from self-consumption rules")
+    expect(banner).to_contain_text("Data is stale. The controller reports: last poll 95 s ago.")
+    expect(page.locator("#live")).to_have_text("data stale")
+    expect(page.locator("#t-plan")).to_have_class("value small warn")
+    tab.screenshot("dashboard-fallback.png")
+    assert [e for e in tab.errors if "503" not in e] == []
+
+
+def test_the_page_is_served_with_a_strict_content_security_policy(live):
+    r = httpx.get(live.url + "/")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "connect-src 'self'" in csp and "unsafe" not in csp
+    for asset in ("app.js", "chart.js", "format.js", "schedule.js", "style.css"):
+        assert httpx.get(f"{live.url}/dashboard/{asset}").status_code == 200, asset
+    assert "http" not in json.dumps([line for line in r.text.splitlines() if "src=" in line or "href=" in line])
