@@ -339,6 +339,7 @@ def create_app(ctl: Controller) -> FastAPI:
                 {
                     "site": s.id,
                     "feed_in_cap_w": s.grid.feed_in_cap_w(s.pv.kwp),
+                    "export_cap_now_w": ctl.export_cap_w(s.id, now),
                     "connection_limit_w": s.grid.connection_limit_w,
                     "installer_ceiling_w": s.pv.rating_w * s.pv.installer_limit_pct / 100.0,
                     "negative_price_rule": s.grid.negative_price_rule,
@@ -348,7 +349,9 @@ def create_app(ctl: Controller) -> FastAPI:
                     "guard_limit_w": ctl.guard_w.get(s.id),
                 }
             )
-        return clean({"ts": iso(now), "paused": ctl.commands.paused(now), "sites": out})
+        return clean(
+            {"ts": iso(now), "paused": ctl.commands.paused(now), "price_eur_per_mwh": ctl.price_now(now), "sites": out}
+        )
 
     @v1.get("/history", tags=["read"])
     async def history(q: Annotated[HistoryQuery, Query()], _: Viewer) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from config.schema import FleetConfig
 from controller.commands import CommandBook
 from controller.metrics import Metrics
-from controller.setpoints import export_guard, site_command, split_to_devices
+from controller.setpoints import export_guard, plan_period, site_command, split_to_devices
 from controller.state import FleetState, build_state
 from controller.store import Store
 from drivers.telemetry import Telemetry
@@ -131,6 +131,7 @@ class Controller:
         # Alarms still open from before a restart are cleared when their device answers again.
         self._stale_alarmed = {a["source"] for a in store.alarms(active_only=True) if a["source"].startswith("device:")}
         self.on_dispatch_request: Callable[[], None] | None = None
+        self._sites = {s.id: s for s in cfg.sites}
 
     # -- the cycle ------------------------------------------------------------------------------
 
@@ -175,11 +176,28 @@ class Controller:
             report.online, report.stale = summary["online"], summary["stale"]
             self.metrics.poll_seconds.observe(time.perf_counter() - t0)
 
+    def price_now(self, now: float) -> float | None:
+        """Day-ahead price (EUR/MWh) of the current period in the plan in force, or None."""
+        if self.plan is None or "forecast" not in self.plan:
+            return None
+        i = plan_period(self.plan, now)
+        return None if i is None else self.plan["forecast"]["price_eur_per_mwh"][i]
+
+    def export_cap_w(self, site_id: str, now: float) -> float | None:
+        """Export ceiling at the meter now (W ≥ 0): the feed-in cap, 0 in a negative-price quarter-hour
+        for sites under that rule; None when the site has neither."""
+        site = self._sites[site_id]
+        price = self.price_now(now)
+        if site.grid.negative_price_rule and price is not None and price < 0:
+            return 0.0
+        return site.grid.feed_in_cap_w(site.pv.kwp)
+
     def _guard(self, state: FleetState) -> list[str]:
         acted = []
         for sid, s in state.sites.items():
             before = self.guard_w.get(sid)
-            after = export_guard(cap_w=s.feed_in_cap_w, export_w=s.export_w, pv_w=s.pv_w, guard_w=before)
+            cap = self.export_cap_w(sid, state.ts)
+            after = export_guard(cap_w=cap, export_w=s.export_w, pv_w=s.pv_w, guard_w=before)
             if after is None:
                 self.guard_w.pop(sid, None)
             else:

@@ -239,3 +239,22 @@ async def test_real_server_serves_probes_metrics_and_reads(tmp_path, small_cfg):
         await task
         await ctl.close()
         store.close()
+
+
+def test_caps_show_zero_export_in_a_negative_price_quarter_hour(api):
+    client, ctl, tokens = api
+    now = ctl.clock.now()
+    ctl.plan = {
+        "start_s": now - 60,
+        "period_s": [900.0],
+        "path": "optimal",
+        "sites": {},
+        "forecast": {"price_eur_per_mwh": [-12.5], "sites": {}},
+    }
+    body = client.get("/api/v1/caps", headers={"Authorization": f"Bearer {tokens['viewer']}"}).json()
+    assert body["price_eur_per_mwh"] == -12.5
+    for row in body["sites"]:
+        site = ctl.cfg.site(row["site"])
+        expected = 0.0 if site.grid.negative_price_rule else site.grid.feed_in_cap_w(site.pv.kwp)
+        assert row["export_cap_now_w"] == expected
+    assert any(ctl.cfg.site(r["site"]).grid.negative_price_rule for r in body["sites"])
