@@ -126,7 +126,7 @@ def bench_poll(
     from simulators.fleetgen import synthetic_fleet
 
     try:
-        fleet = synthetic_fleet(devices, seed, port_start=free_port_range(3 * devices))
+        fleet = synthetic_fleet(devices, seed, port_start=free_port_range(devices))
         result = asyncio.run(run_poll_bench(fleet, devices, cycles, silent, concurrency, seed))
     except BenchError as exc:
         raise fail(str(exc)) from None

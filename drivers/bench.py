@@ -64,10 +64,13 @@ def add_silent(fleet: dict[str, Any], fraction: float, seed: int) -> list[str]:
     return silent
 
 
-def free_port_range(count: int, start: int = 20000, stop: int = 60000) -> int:
-    """A first port such that ``count`` consecutive loopback ports are free right now."""
+def free_port_range(count: int, start: int = 10000, stop: int = 32000) -> int:
+    """A first port such that ``count`` consecutive loopback ports are free right now.
+
+    The range stays below Linux's ephemeral ports (32768+), where earlier runs' client sockets linger.
+    """
     rng = random.Random()
-    for _ in range(50):
+    for _ in range(200):
         first = rng.randrange(start, stop - count)
         if all(_port_free(p) for p in range(first, first + count)):
             return first
