@@ -116,9 +116,7 @@ class SetpointWriter:
         async with self._sem:
             try:
                 return await self._apply_one(device_id, sp, force)
-            except DeviceError as exc:
-                return WriteResult(device_id, "failed", False, detail=str(exc))
-            except ValueError as exc:  # a value the device's registers cannot hold
+            except (DeviceError, ValueError) as exc:  # ValueError: a value the device's registers cannot hold
                 return WriteResult(device_id, "failed", False, detail=str(exc))
             except Exception as exc:  # fault barrier: one device's surprise must not abort the others' writes
                 log.exception("device %s: unexpected failure while writing", device_id)
