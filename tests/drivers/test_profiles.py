@@ -9,6 +9,7 @@ import pytest
 from config.schema import DispatchConfig, validate_config
 from drivers.poller import FleetPoller
 from drivers.profiles import PROFILE_DIR, Profile, ProfileError, load_profile, load_profile_file
+from drivers.scan import format_scan, run_scan
 from drivers.writer import Setpoint, SetpointWriter
 from tests.drivers.register_server import RegisterServer
 
@@ -157,3 +158,12 @@ async def test_profile_limit_write_release_and_mismatch(sma) -> None:
     clamp["on"] = True
     r = (await writer.apply({"sb": Setpoint(pv_limit_w=4000)}))["sb"]
     assert not r.ok and r.mismatch and "40016" in r.detail and r.readback_w == pytest.approx(2500)
+
+
+async def test_scan_with_a_profile_lists_registers(sma) -> None:
+    server, _, _, _ = sma
+    report = await run_scan("127.0.0.1", server.port, 3, profile="sma_sunny_boy")
+    points = report["models"][0]["points"]
+    assert points["pv_w"] == {"value": 3210.0, "units": "W", "address": 30775, "access": "R"}
+    assert points["pv_limit_pct"]["access"] == "RW"
+    assert "pv_w                   3210 W" in format_scan(report)
