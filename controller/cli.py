@@ -200,5 +200,28 @@ def run(
         raise fail(str(exc)) from None
 
 
+@app.command("twin")
+def twin(
+    config: Annotated[Path, typer.Option("--config", help="fleet YAML file")],
+    date: Annotated[str, typer.Option("--date", help="Europe/Berlin day to replay, YYYY-MM-DD")],
+    scenario: Annotated[Path | None, typer.Option("--scenario", help="scenario YAML (config/scenarios/)")] = None,
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option("--strategy", help="optimizer, self-consumption, none, perfect-foresight (repeat)"),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="folder for report.json, plots, summary.md")] = Path("twin-out"),
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Replay a day against the simulated fleet on a stepped clock, once per strategy; write KPIs and plots."""
+    from controller.twin.run import TwinError, parse_day, run_twin
+
+    cfg = load_or_exit(config)
+    try:
+        run_twin(cfg, parse_day(date), scenario, strategy or [], out, progress=progress)
+    except TwinError as exc:
+        raise fail(exc.lines) from None
+    typer.echo(f"report: {out / 'report.json'}  summary: {out / 'summary.md'}")
+
+
 def main() -> None:  # pragma: no cover - console-script entry point
     app()

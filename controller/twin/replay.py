@@ -1,0 +1,197 @@
+"""The replay loop: one strategy, one day, a fresh simulated fleet, the controller's real cycle.
+
+For each simulated minute of the Europe/Berlin day: operator actions that are due are sent to the
+controller's command book (as the API does, with an immediate re-plan), the controller runs its
+cycle (a dispatch every quarter-hour: 96 on a normal day), then the simulators step 60 s and the
+ground truth is sampled. The controller talks to the simulators over real Modbus TCP on loopback;
+its clock is the simulators' stepped clock. Nothing here measures what the controller believes:
+:class:`Trace` holds the simulators' truth (powers at each minute, energy counters integrated by
+the simulators' physics).
+
+Units: W, Wh, Unix s; signs as in DESIGN.md (grid_w > 0 import, battery_w > 0 discharge).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from config.schema import FleetConfig
+from controller.commands import CommandBook, CommandError
+from controller.cycle import Controller
+from controller.metrics import Metrics
+from controller.store import Store
+from controller.twin.scenario import Action, Scenario, ScenarioError, schedule_request
+from controller.twin.strategies import SOLVING, DispatchRecord, make_planner
+from drivers.poller import FleetPoller
+from drivers.writer import SetpointWriter
+from optimizer.solver import PlanningWorker
+from simulators.clock import SimClock
+from simulators.fleet import FleetHost
+
+log = logging.getLogger("sparcs.twin")
+STEP_S = 60.0
+"""Poll cadence of the twin and the resolution of its ground truth (one simulated minute)."""
+DISPATCH_EVERY = 15
+"""Dispatch every 15 polls: once per quarter-hour (DESIGN.md "Dispatch cadence")."""
+WHO = "twin-scenario"
+
+COUNTERS = ("pv_wh", "import_wh", "export_wh", "charged_wh", "discharged_wh", "stored_wh")
+POWERS = ("pv_w", "battery_w", "load_w", "grid_w", "available_w")
+
+
+@dataclass
+class Trace:
+    """Ground truth per site (rows, in ``site_ids`` order) and sample (columns).
+
+    Sample 0 is the day's start, sample k the end of minute k. ``powers``: W at each sample;
+    ``counters``: cumulative Wh since the simulators started (``stored_wh``: energy in the cells).
+    """
+
+    site_ids: list[str]
+    t_s: list[float] = field(default_factory=list)
+    powers: dict[str, list[list[float]]] = field(default_factory=lambda: {k: [] for k in POWERS})
+    counters: dict[str, list[list[float]]] = field(default_factory=lambda: {k: [] for k in COUNTERS})
+
+    def sample(self, host: FleetHost) -> None:
+        """Record the truth of every site now (after ``host`` advanced its physics)."""
+        self.t_s.append(host.clock.now())
+        rows_p: dict[str, list[float]] = {k: [] for k in POWERS}
+        rows_c: dict[str, list[float]] = {k: [] for k in COUNTERS}
+        for sid in self.site_ids:
+            site = host.sites[sid]
+            truth = site.truth()
+            for k in ("pv_w", "battery_w", "load_w", "grid_w"):
+                rows_p[k].append(float(truth[k] or 0.0))
+            rows_p["available_w"].append(sum(u.available_w for u in site.pv))
+            rows_c["pv_wh"].append(sum(u.energy_wh for u in site.pv))
+            rows_c["import_wh"].append(site.import_wh)
+            rows_c["export_wh"].append(site.export_wh)
+            rows_c["charged_wh"].append(sum(b.charged_wh for b in site.batteries))
+            rows_c["discharged_wh"].append(sum(b.discharged_wh for b in site.batteries))
+            rows_c["stored_wh"].append(sum(b.soc * b.cell.capacity_wh for b in site.batteries))
+        for k, v in rows_p.items():
+            self.powers[k].append(v)
+        for k, v in rows_c.items():
+            self.counters[k].append(v)
+
+    def power(self, key: str) -> np.ndarray:
+        """``(sites, samples)`` array of a power in W."""
+        return np.asarray(self.powers[key], dtype=float).T
+
+    def counter(self, key: str) -> np.ndarray:
+        """``(sites, samples)`` array of a cumulative energy in Wh."""
+        return np.asarray(self.counters[key], dtype=float).T
+
+    @property
+    def times(self) -> np.ndarray:
+        return np.asarray(self.t_s, dtype=float)
+
+
+@dataclass
+class StrategyRun:
+    """What one strategy's replay produced: ground truth, dispatches, commands in force, timings."""
+
+    strategy: str
+    trace: Trace
+    dispatches: list[DispatchRecord]
+    schedule_w: np.ndarray  # per quarter-hour of the day: fleet export asked for, W (NaN = none)
+    stage_ceiling_w: np.ndarray  # (sites, samples): stage PV ceiling in force during the minute before, NaN = none
+    wall_s: float
+    startup_s: float
+
+
+def _send(book: CommandBook, i: int, a: Action, now_s: float) -> None:
+    try:
+        if a.stage is not None:
+            book.submit_stage(a.stage, WHO, now_s)
+        elif a.para14a is not None:
+            book.submit_para14a(a.para14a, WHO, now_s)
+        else:
+            req = schedule_request(a)
+            if req is not None:
+                book.submit_schedule(req, WHO, now_s)
+    except CommandError as exc:
+        raise ScenarioError("scenario", [f"actions[{i}].{exc.field}: {exc.message}"]) from None
+
+
+async def replay(
+    cfg: FleetConfig,
+    strategy: str,
+    day: tuple[float, float],
+    scenario: Scenario | None,
+    data_dir: Path,
+    on_minute: Callable[[float], None] | None = None,
+) -> StrategyRun:
+    """Replay the day ``[start, end)`` (Unix s) with ``strategy``; ``cfg`` has the scenario applied.
+
+    ``data_dir`` receives the controller's history store (SQLite) of this run. ``on_minute`` is
+    called with the sim time after every simulated minute (the progress bar).
+    """
+    t_wall = time.perf_counter()
+    clock = SimClock(day[0], stepped=True)
+    host = FleetHost(cfg, clock=clock, auto_ports=True)
+    worker = PlanningWorker()
+    store: Store | None = None
+    controller: Controller | None = None
+    await host.start()
+    try:
+        ctl_cfg = host.config  # the bound ports
+        ctl_cfg.dispatch.poll_interval_s = STEP_S
+        if strategy in SOLVING:
+            await asyncio.to_thread(worker.start)  # the solver's start-up is not a dispatch
+        store = Store(data_dir=data_dir)
+        planner = make_planner(strategy, ctl_cfg, worker)
+        poller = FleetPoller(ctl_cfg.devices(), ctl_cfg.dispatch, clock.now)
+        writer = SetpointWriter(poller, ctl_cfg.dispatch, clock.now)
+        controller = Controller(ctl_cfg, store, clock, poller=poller, writer=writer, planner=planner, metrics=Metrics())
+        startup_s = time.perf_counter() - t_wall
+        site_ids = [s.id for s in ctl_cfg.sites]
+        trace = Trace(site_ids)
+        trace.sample(host)
+        # The stage each sample is checked against: the one in force when the controller last cycled.
+        stages: list[list[float]] = [[np.nan] * len(site_ids)]
+        actions = sorted(enumerate(scenario.actions if scenario else []), key=lambda ia: ia[1].at)
+        minutes = round((day[1] - day[0]) / STEP_S)
+        for m in range(minutes):
+            now = clock.now()
+            while actions and actions[0][1].at.timestamp() <= now:
+                i, a = actions.pop(0)
+                _send(controller.commands, i, a, now)
+                controller.request_dispatch()
+            in_force = [_nan(controller.commands.stage_ceiling_w(sid, now)) for sid in site_ids]
+            await controller.cycle(dispatch=m % DISPATCH_EVERY == 0 or controller.dispatch_requested)
+            await host.step(STEP_S)
+            trace.sample(host)
+            stages.append(in_force)
+            if on_minute is not None:
+                on_minute(clock.now())
+        quarters = day[0] + 900.0 * np.arange(round((day[1] - day[0]) / 900.0))
+        schedule = controller.commands.schedule_series(quarters)
+        return StrategyRun(
+            strategy=strategy,
+            trace=trace,
+            dispatches=planner.records,
+            schedule_w=schedule,
+            stage_ceiling_w=np.asarray(stages, dtype=float).T,
+            wall_s=time.perf_counter() - t_wall,
+            startup_s=startup_s,
+        )
+    finally:
+        if controller is not None:
+            await controller.close()
+        else:
+            worker.close()
+        await host.stop()
+        if store is not None:
+            store.close()
+
+
+def _nan(v: float | None) -> float:
+    return np.nan if v is None else float(v)

@@ -1,0 +1,84 @@
+"""The twin's outputs: ``report.json`` (machine-readable, stable field names) and ``summary.md``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+SUMMARY_FIELDS = (
+    ("cost_eur", "cost, EUR", "{:.2f}"),
+    ("captured", "captured", "{:.3f}"),
+    ("import_kwh", "import, kWh", "{:.1f}"),
+    ("export_kwh", "export, kWh", "{:.1f}"),
+    ("self_consumption", "self-consumption", "{:.1%}"),
+    ("self_sufficiency", "self-sufficiency", "{:.1%}"),
+    ("curtailed_kwh", "curtailed, kWh", "{:.1f}"),
+    ("tracking_mae_kw", "schedule MAE, kW", "{:.2f}"),
+    ("cap_violations", "cap violations", "{}"),
+    ("stage_violations", "stage violations", "{}"),
+    ("negative_price_violations", "negative-price export (rule sites), site-quarter-hours", "{}"),
+    ("negative_price_export_kwh", "export at negative prices (rule sites), kWh", "{:.1f}"),
+    ("fallbacks", "fallback plans", "{}"),
+    ("solve_s_p50", "plan time p50, s", "{:.2f}"),
+    ("solve_s_p99", "plan time p99, s", "{:.2f}"),
+    ("soc_end_kwh", "stored at end, kWh", "{:.1f}"),
+    ("replay_wall_s", "replay wall time, s", "{:.0f}"),
+)
+
+
+def _cell(value: Any, fmt: str) -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def summary_markdown(report: dict[str, Any]) -> str:
+    """A page a person can read: what was replayed, the KPIs side by side, the checks, the plots."""
+    strategies = report["strategies"]
+    names = [s["strategy"] for s in strategies]
+    lines = [
+        f"# Digital twin: {report['start']} – {report['end']} "
+        f"({report['fleet']['sites']} sites, {report['fleet']['devices']} devices)",
+        "",
+        f"Scenario: {report['scenario'] or 'none (the fleet file as it is)'}"
+        + (f" — {report['description']}" if report.get("description") else ""),
+        "",
+        f"Each strategy replayed {report['minutes']} simulated minutes ({report['quarter_hours']} dispatches "
+        "planned, one poll per minute) with a fresh simulated fleet over Modbus TCP on loopback. All figures "
+        "come from the simulators' ground truth. Cost = import − export revenue − change in stored-energy value.",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for key, label, fmt in SUMMARY_FIELDS:
+        lines.append(f"| {label} | " + " | ".join(_cell(s.get(key), fmt) for s in strategies) + " |")
+    lines.append("")
+    cap = report.get("captured")
+    if cap is not None:
+        lines.append(
+            "captured(s) = (cost_none − cost_s) / (cost_none − cost_perfect_foresight): the share of the "
+            "achievable saving a strategy realises."
+        )
+        if cap.get("optimizer") is not None and cap.get("self-consumption") is not None:
+            lines.append(
+                f"Optimizer captures {cap['optimizer']:.3f}, self-consumption {cap['self-consumption']:.3f} "
+                f"(difference {cap['optimizer'] - cap['self-consumption']:+.3f})."
+            )
+        lines.append("")
+    controlled = [s for s in strategies if s["strategy"] != "none"]
+    bad = [f"{s['strategy']} ({s['cap_violations']})" for s in controlled if s["cap_violations"]]
+    lines.append(
+        "Cap violations of controlled strategies: " + (", ".join(bad) if bad else "none") + " (site-quarter-hours "
+        "with a one-minute meter sample above its cap + 1 %)."
+    )
+    worst = max(report["balance"]["worst_residual"].values(), default=0.0)
+    lines.append(
+        f"Energy balance per site and day (PV + import + discharge = load + export + charge + losses): worst "
+        f"residual {worst:.4%} (tolerance 0.5 %)."
+    )
+    lines += ["", "## Plots", ""]
+    lines += [f"![{p}]({p})" for p in report["plots"]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,169 @@
+"""`sparcs twin`: replay a day with each strategy, then write report.json, the plots and summary.md."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from config.schema import FleetConfig
+from controller.twin.kpi import captured, day_prices, energy_balance, quarter_starts, strategy_kpis
+from controller.twin.plots import write_plots
+from controller.twin.replay import STEP_S, StrategyRun, replay
+from controller.twin.report import summary_markdown, write_json
+from controller.twin.scenario import Scenario, ScenarioError, apply_scenario, day_bounds, load_scenario
+from controller.twin.strategies import STRATEGIES
+from optimizer.profiles import BERLIN
+
+DEFAULT_STRATEGIES = ("optimizer", "self-consumption", "none")
+
+
+class TwinError(Exception):
+    """A twin run a user asked for that cannot be done; ``lines`` name the option or field and what to do."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def parse_day(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise TwinError([f"--date: '{text}' is not a date; give YYYY-MM-DD (a Europe/Berlin day)"]) from None
+
+
+def check_strategies(names: list[str]) -> list[str]:
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown:
+        raise TwinError([f"--strategy: unknown '{n}'; choose from {', '.join(STRATEGIES)}" for n in unknown])
+    return list(dict.fromkeys(names)) or list(DEFAULT_STRATEGIES)
+
+
+def prepare(cfg: FleetConfig, day: dt.date, scenario_path: Path | None) -> tuple[FleetConfig, Scenario | None]:
+    """The fleet config with the scenario applied, after checking the scenario fits the day and fleet."""
+    scenario = None
+    try:
+        if scenario_path is not None:
+            scenario = load_scenario(scenario_path)
+            if scenario.date != day:
+                raise TwinError(
+                    [
+                        f"{scenario_path}: date: the scenario describes {scenario.date}, but --date is {day}; "
+                        "replay its day or change its date"
+                    ]
+                )
+        return apply_scenario(cfg, scenario), scenario
+    except ScenarioError as exc:
+        raise TwinError([f"{scenario_path}: {line}" for line in exc.errors]) from None
+
+
+def quiet_cancelled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Loop exception handler: connection tasks cancelled while a fleet shuts down are not errors."""
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        return
+    loop.default_exception_handler(context)
+
+
+async def run_all(
+    cfg: FleetConfig, day: dt.date, scenario: Scenario | None, strategies: list[str], out_dir: Path, progress: bool
+) -> list[StrategyRun]:
+    asyncio.get_running_loop().set_exception_handler(quiet_cancelled)
+    bounds = day_bounds(day)
+    minutes = round((bounds[1] - bounds[0]) / STEP_S)
+    runs = []
+    with Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("sim min"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not progress,
+    ) as bar:
+        tasks = {s: bar.add_task(s, total=minutes) for s in strategies}
+        for s in strategies:
+            task = tasks[s]
+
+            def tick(t: float, task=task, s=s) -> None:
+                clock = dt.datetime.fromtimestamp(t, BERLIN).strftime("%H:%M")
+                bar.update(task, advance=1, description=f"{s} {clock}")
+
+            runs.append(await replay(cfg, s, bounds, scenario, out_dir / "history" / s, tick))
+    return runs
+
+
+def build_report(
+    runs: list[StrategyRun],
+    cfg: FleetConfig,
+    bounds: tuple[float, float],
+    scenario_path: Path | None,
+    scenario: Scenario | None,
+) -> dict[str, Any]:
+    """The report of runs over ``bounds`` (Unix s; a whole day for `sparcs twin`), without plots."""
+    quarters = quarter_starts(bounds)
+    prices = day_prices(cfg, quarters)
+    rows = [strategy_kpis(r, cfg, prices) for r in runs]
+    share = captured({r["strategy"]: r["cost_eur"] for r in rows})
+    for r in rows:
+        r["captured"] = None if share is None else share[r["strategy"]]
+    balances = {r.strategy: energy_balance(r.trace, cfg) for r in runs}
+    return {
+        "date": dt.datetime.fromtimestamp(bounds[0], BERLIN).date().isoformat(),
+        "start": dt.datetime.fromtimestamp(bounds[0], BERLIN).isoformat(),
+        "end": dt.datetime.fromtimestamp(bounds[1], BERLIN).isoformat(),
+        "scenario": None if scenario_path is None else str(scenario_path),
+        "description": scenario.description if scenario else "",
+        "fleet": {"sites": len(cfg.sites), "devices": sum(len(s.devices) for s in cfg.sites)},
+        "minutes": round((bounds[1] - bounds[0]) / STEP_S),
+        "quarter_hours": len(quarters),
+        "strategies": rows,
+        "captured": share,
+        "balance": {
+            "tolerance": 0.005,
+            "worst_residual": {
+                s: max(max(abs(b["residual"]), abs(b["storage_residual"])) for b in sites)
+                for s, sites in balances.items()
+            },
+            "sites": balances,
+        },
+        "plots": [],
+    }
+
+
+def run_twin(
+    cfg: FleetConfig,
+    day: dt.date,
+    scenario_path: Path | None,
+    strategies: list[str],
+    out_dir: Path,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Replay ``day`` once per strategy and write ``out_dir``/report.json, the plots and summary.md."""
+    strategies = check_strategies(strategies)
+    applied, scenario = prepare(cfg, day, scenario_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    runs = asyncio.run(run_all(applied, day, scenario, strategies, out_dir, progress))
+    return write_outputs(runs, applied, day_bounds(day), scenario_path, scenario, out_dir)
+
+
+def write_outputs(
+    runs: list[StrategyRun],
+    cfg: FleetConfig,
+    bounds: tuple[float, float],
+    scenario_path: Path | None,
+    scenario: Scenario | None,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Write report.json, the plots and summary.md into ``out_dir``; returns the report."""
+    report = build_report(runs, cfg, bounds, scenario_path, scenario)
+    report["plots"] = write_plots(runs, cfg, out_dir)
+    write_json(report, out_dir / "report.json")
+    (out_dir / "summary.md").write_text(summary_markdown(report), encoding="utf-8")
+    return report

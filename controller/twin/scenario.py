@@ -1,0 +1,269 @@
+"""Twin scenarios: the YAML that says what a replayed day looks like (weather, prices, commands, faults).
+
+A scenario file names its Europe/Berlin ``date`` and changes the fleet file's ``simulation`` and
+``market`` sections for that day; operator ``actions`` are sent to the controller at their ``at``
+time (as the API would); ``faults`` start on the simulated devices at ``at`` and end at ``until``.
+Every timestamp carries a UTC offset and must lie within the replayed day. Relative CSV paths
+resolve against the scenario file's folder. Unknown keys are errors naming their path.
+
+CSV formats: prices ``timestamp,eur_per_mwh`` (quarter-hourly day-ahead, EUR/MWh); clearness
+``timestamp,clearness`` (0..1.2, multiplier of clear-sky PV); export schedule
+``timestamp,export_kw`` (fleet export at the meters, kW ≥ 0, per quarter-hour start).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from config.schema import AwareDatetime, FaultMode, FaultSpec, FleetConfig, SimulationConfig
+from controller.commands import Para14aRequest, SchedulePoint, ScheduleRequest, StageRequest
+from optimizer.profiles import BERLIN
+from simulators.weather import stream_key
+
+
+class ScenarioError(Exception):
+    """A scenario that cannot be replayed; ``errors`` holds one line per problem, each naming its field."""
+
+    def __init__(self, source: str, errors: list[str]):
+        self.source = source
+        self.errors = errors
+        super().__init__(f"{source}: " + "; ".join(errors))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Weather(_Strict):
+    """The day's weather: a seeded cloud process (``cloudiness``) or a measured clearness series."""
+
+    cloudiness: float | None = Field(default=None, ge=0, le=1, description="0 = clear sky, 1 = overcast")
+    clearness_csv: Path | None = Field(default=None, description="CSV timestamp,clearness")
+    load_noise: float | None = Field(default=None, ge=0, le=1, description="relative std-dev of load noise")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Weather:
+        if self.cloudiness is not None and self.clearness_csv is not None:
+            raise ValueError("give either cloudiness or clearness_csv, not both")
+        return self
+
+
+class Action(_Strict):
+    """One operator command, sent at ``at``: exactly one of stage, para14a, schedule, schedule_csv."""
+
+    at: AwareDatetime
+    stage: StageRequest | None = None
+    para14a: Para14aRequest | None = None
+    schedule: ScheduleRequest | None = None
+    schedule_csv: Path | None = Field(default=None, description="CSV timestamp,export_kw")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Action:
+        given = [k for k in ("stage", "para14a", "schedule", "schedule_csv") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"an action needs exactly one of stage, para14a, schedule, schedule_csv (got {given or 'none'})"
+            )
+        return self
+
+
+class Fault(_Strict):
+    """Devices failing from ``at`` until ``until`` (default: the end of the day).
+
+    ``devices`` names them; ``share`` picks that fraction of all devices of the fleet instead, by a
+    seeded hash (the same devices for every strategy and rerun).
+    """
+
+    at: AwareDatetime
+    until: AwareDatetime | None = None
+    mode: FaultMode = "offline"
+    devices: list[str] | None = Field(default=None, min_length=1)
+    share: float | None = Field(default=None, gt=0, le=1)
+    delay_s: float = Field(default=2.0, gt=0, le=60, description="reply delay for mode 'slow'")
+
+    @model_validator(mode="after")
+    def _which(self) -> Fault:
+        if (self.devices is None) == (self.share is None):
+            raise ValueError("give either devices (a list of ids) or share (a fraction of all devices)")
+        if self.until is not None and self.until <= self.at:
+            raise ValueError("until must be after at")
+        return self
+
+
+class Scenario(_Strict):
+    """One replayed day; see the module docstring."""
+
+    date: dt.date = Field(description="the Europe/Berlin day this scenario describes")
+    description: str = ""
+    seed: int | None = Field(default=None, description="replaces simulation.seed of the fleet file")
+    weather: Weather = Weather()
+    prices_csv: Path | None = Field(default=None, description="CSV timestamp,eur_per_mwh, quarter-hourly")
+    actions: list[Action] = Field(default_factory=list)
+    faults: list[Fault] = Field(default_factory=list)
+
+
+def day_bounds(day: dt.date) -> tuple[float, float]:
+    """Unix s of the Europe/Berlin day's start and end (23, 24 or 25 hours apart)."""
+    start = dt.datetime.combine(day, dt.time(), BERLIN)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), BERLIN)
+    return start.timestamp(), end.timestamp()
+
+
+def _resolve(base: Path, p: Path | None) -> Path | None:
+    return None if p is None or p.is_absolute() else base / p
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(file)"
+
+
+def _times(s: Scenario) -> list[tuple[str, dt.datetime]]:
+    out: list[tuple[str, dt.datetime]] = []
+    for i, a in enumerate(s.actions):
+        out.append((f"actions[{i}].at", a.at))
+        for name in ("stage", "para14a"):
+            req = getattr(a, name)
+            if req is not None:
+                out.append((f"actions[{i}].{name}.expires_at", req.expires_at))
+        if a.schedule is not None:
+            out += [(f"actions[{i}].schedule.points[{j}].start", p.start) for j, p in enumerate(a.schedule.points)]
+    for i, f in enumerate(s.faults):
+        out.append((f"faults[{i}].at", f.at))
+        if f.until is not None:
+            out.append((f"faults[{i}].until", f.until))
+    return out
+
+
+def _check_csv(path: Path, columns: tuple[str, str], field: str, day: tuple[float, float]) -> list[str]:
+    """Problems with a scenario CSV: missing file, wrong columns, values without offset, no value on the day."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        return [f"{field}: cannot read {path}: {exc.strerror}"]
+    inside = 0
+    for n, row in enumerate(rows, start=2):
+        try:
+            t = dt.datetime.fromisoformat(row[columns[0]])
+            float(row[columns[1]])
+        except (KeyError, TypeError, ValueError):
+            return [f"{field}: {path}:{n}: needs the columns {','.join(columns)} with numbers"]
+        if t.tzinfo is None:
+            return [f"{field}: {path}:{n}: timestamp {row[columns[0]]} needs a UTC offset"]
+        inside += day[0] <= t.timestamp() < day[1]
+    if not inside:
+        return [f"{field}: {path} has no row within the replayed day"]
+    return []
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and check a scenario file; raise ScenarioError with one line per problem, naming its field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScenarioError(str(path), [f"(file): cannot read: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(str(path), [f"(file): not valid YAML: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise ScenarioError(str(path), ["(file): expected a mapping with at least 'date'"])
+    try:
+        s = Scenario.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field; remove it or check its spelling"
+            lines.append(f"{_loc(tuple(err['loc']))}: {msg}")
+        raise ScenarioError(str(path), lines) from None
+    base = path.resolve().parent
+    s.weather.clearness_csv = _resolve(base, s.weather.clearness_csv) or s.weather.clearness_csv
+    s.prices_csv = _resolve(base, s.prices_csv) or s.prices_csv
+    for a in s.actions:
+        a.schedule_csv = _resolve(base, a.schedule_csv) or a.schedule_csv
+    day = day_bounds(s.date)
+    problems = [
+        f"{field}: {t.isoformat()} lies outside the scenario's day {s.date} (Europe/Berlin)"
+        for field, t in _times(s)
+        if not day[0] <= t.timestamp() <= day[1]
+    ]
+    if s.weather.clearness_csv is not None:
+        problems += _check_csv(s.weather.clearness_csv, ("timestamp", "clearness"), "weather.clearness_csv", day)
+    if s.prices_csv is not None:
+        problems += _check_csv(s.prices_csv, ("timestamp", "eur_per_mwh"), "prices_csv", day)
+    for i, a in enumerate(s.actions):
+        if a.schedule_csv is not None:
+            problems += _check_csv(a.schedule_csv, ("timestamp", "export_kw"), f"actions[{i}].schedule_csv", day)
+    if problems:
+        raise ScenarioError(str(path), problems)
+    return s
+
+
+def schedule_request(a: Action) -> ScheduleRequest | None:
+    """The action's export schedule as the API's request (CSV kW → W), or None if it sends none."""
+    if a.schedule is not None:
+        return a.schedule
+    if a.schedule_csv is None:
+        return None
+    with open(a.schedule_csv, newline="", encoding="utf-8") as f:
+        points = [
+            SchedulePoint(start=dt.datetime.fromisoformat(r["timestamp"]), export_w=float(r["export_kw"]) * 1000.0)
+            for r in csv.DictReader(f)
+        ]
+    return ScheduleRequest(points=points)
+
+
+def pick_share(device_ids: list[str], share: float, seed: int) -> list[str]:
+    """``share`` of the devices (at least one), chosen by a seeded hash: stable across runs and strategies."""
+    n = max(1, round(share * len(device_ids)))
+    return sorted(device_ids, key=lambda d: stream_key(seed, "twin-fault", d))[:n]
+
+
+def apply_scenario(cfg: FleetConfig, scenario: Scenario | None) -> FleetConfig:
+    """A copy of the fleet config with the scenario's seed, weather, prices and faults in place.
+
+    Raises ScenarioError when a fault names a device the fleet does not have.
+    """
+    out = cfg.model_copy(deep=True)
+    if out.simulation is None:
+        out.simulation = SimulationConfig()
+    if scenario is None:
+        return out
+    sim = out.simulation
+    if scenario.seed is not None:
+        sim.seed = scenario.seed
+    w = scenario.weather
+    if w.cloudiness is not None:
+        sim.weather.cloudiness = w.cloudiness
+        sim.weather.irradiance_csv = None
+    if w.clearness_csv is not None:
+        sim.weather.irradiance_csv = w.clearness_csv
+    if w.load_noise is not None:
+        sim.load_noise = w.load_noise
+    if scenario.prices_csv is not None:
+        out.market.prices_csv = scenario.prices_csv
+    all_ids = [d.id for s in out.sites for d in s.devices]
+    known = set(all_ids)
+    faults = list(sim.faults)
+    problems = []
+    for i, f in enumerate(scenario.faults):
+        ids = f.devices if f.devices is not None else pick_share(all_ids, f.share or 0.0, sim.seed)
+        for j, dev in enumerate(ids):
+            if dev not in known:
+                problems.append(f"faults[{i}].devices[{j}]: unknown device '{dev}' in this fleet")
+                continue
+            faults.append(FaultSpec(device=dev, mode=f.mode, start=f.at, end=f.until, delay_s=f.delay_s))
+    if problems:
+        raise ScenarioError("scenario", problems)
+    sim.faults = faults
+    return out

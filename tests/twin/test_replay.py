@@ -1,0 +1,170 @@
+"""A short replay (two hours, three sites) with a fault and operator commands, through the real cycle.
+
+One module-scoped replay per strategy; the tests read its ground truth, report and store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+
+import numpy as np
+import pytest
+
+from config.schema import CONFIG_DIR, validate_config
+from controller.store import Store
+from controller.twin.kpi import energy_balance
+from controller.twin.replay import replay
+from controller.twin.run import write_outputs
+from controller.twin.scenario import Scenario, apply_scenario
+from optimizer.profiles import BERLIN
+from tests.controller.conftest import small_fleet_data
+
+DAY = "2026-05-12"
+FAULTY = "lej-002-bat"
+STRATEGIES = ("optimizer", "none")
+REPORT_FIELDS = (
+    "strategy",
+    "cost_eur",
+    "revenue_eur",
+    "import_kwh",
+    "export_kwh",
+    "self_consumption",
+    "self_sufficiency",
+    "curtailed_kwh",
+    "tracking_mae_kw",
+    "cap_violations",
+    "fallbacks",
+    "solve_s_p50",
+    "solve_s_p99",
+    "soc_end_kwh",
+    "captured",
+)
+
+
+def at(hhmm: str) -> str:
+    return f"{DAY}T{hhmm}:00+02:00"
+
+
+def ts(hhmm: str) -> float:
+    return dt.datetime.fromisoformat(at(hhmm)).timestamp()
+
+
+SCENARIO = Scenario.model_validate(
+    {
+        "date": DAY,
+        "weather": {"cloudiness": 0.1},
+        "prices_csv": str(CONFIG_DIR / "scenarios" / "prices_2026-05-12.csv"),
+        "actions": [
+            {"at": at("11:05"), "stage": {"stage": "K2", "start": at("11:15"), "expires_at": at("12:00")}},
+            {
+                "at": at("12:05"),
+                "schedule": {"points": [{"start": at(f"12:{m:02d}"), "export_w": 8000.0} for m in (15, 30, 45)]},
+            },
+        ],
+        "faults": [{"at": at("12:00"), "devices": [FAULTY], "mode": "offline"}],
+    }
+)
+BOUNDS = (ts("11:00"), ts("13:00"))
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return apply_scenario(validate_config(small_fleet_data(3)), SCENARIO)
+
+
+@pytest.fixture(scope="module")
+def replayed(cfg, tmp_path_factory):
+    out = tmp_path_factory.mktemp("twin")
+    runs = [asyncio.run(replay(cfg, s, BOUNDS, SCENARIO, out / "history" / s)) for s in STRATEGIES]
+    report = write_outputs(runs, cfg, BOUNDS, None, SCENARIO, out)
+    return {"runs": {r.strategy: r for r in runs}, "report": report, "out": out}
+
+
+def row(replayed, strategy):
+    return next(r for r in replayed["report"]["strategies"] if r["strategy"] == strategy)
+
+
+def test_report_has_every_field_for_every_strategy(replayed):
+    on_disk = json.loads((replayed["out"] / "report.json").read_text())
+    assert [r["strategy"] for r in on_disk["strategies"]] == list(STRATEGIES)
+    for r in on_disk["strategies"]:
+        missing = [f for f in REPORT_FIELDS if f not in r]
+        assert not missing
+        assert r["tracking_mae_kw"] is not None  # a schedule was in force
+        assert r["captured"] is None  # perfect foresight did not run
+    assert (replayed["out"] / "summary.md").read_text().count("|") > 20
+    for name in on_disk["plots"]:
+        assert (replayed["out"] / name).stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_net_import_equals_the_meter_samples(replayed, strategy):
+    run = replayed["runs"][strategy]
+    r = row(replayed, strategy)
+    grid = run.trace.power("grid_w")[:, 1:]
+    from_samples_kwh = grid.sum() * 60.0 / 3.6e6
+    assert r["import_kwh"] - r["export_kwh"] == pytest.approx(from_samples_kwh, rel=0.005, abs=0.01)
+    assert r["export_kwh"] == pytest.approx(np.maximum(-grid, 0).sum() * 60 / 3.6e6, rel=0.005, abs=0.01)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_cost_is_tariffs_times_energy(replayed, cfg, strategy):
+    run = replayed["runs"][strategy]
+    r = row(replayed, strategy)
+    sites = [cfg.site(s) for s in run.trace.site_ids]
+    assert not any(s.tariff.direct_marketing for s in sites)  # prices on this day are positive: fixed tariffs
+    imp = run.trace.counter("import_wh")
+    exp = run.trace.counter("export_wh")
+    stored = run.trace.counter("stored_wh")
+    import_cost = sum((imp[i, -1] - imp[i, 0]) / 1000 * s.tariff.import_eur_per_kwh for i, s in enumerate(sites))
+    revenue = sum((exp[i, -1] - exp[i, 0]) / 1000 * s.tariff.export_eur_per_kwh for i, s in enumerate(sites))
+    storage = sum(
+        (stored[i, -1] - stored[i, 0]) / 1000 * s.tariff.import_eur_per_kwh * s.battery.eta_discharge
+        for i, s in enumerate(sites)
+        if s.battery
+    )
+    assert r["revenue_eur"] == pytest.approx(revenue, rel=1e-9, abs=1e-9)
+    assert r["cost_eur"] == pytest.approx(import_cost - revenue - storage, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_energy_balance_closes_per_site(replayed, cfg, strategy):
+    balance = energy_balance(replayed["runs"][strategy].trace, cfg)
+    for b in balance:
+        assert abs(b["residual"]) < 0.005, b
+        assert abs(b["storage_residual"]) < 0.005, b
+    assert sum(b["pv_kwh"] for b in balance) > 1.0  # a sunny noon: the balance is not trivially empty
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_the_stage_holds_pv_at_30_percent(replayed, cfg, strategy):
+    run = replayed["runs"][strategy]
+    t = run.trace.times
+    pv = run.trace.power("pv_w")
+    rating = np.array([cfg.site(s).pv.rating_w for s in run.trace.site_ids])[:, None]
+    during = (t >= ts("11:17")) & (t <= ts("12:00"))
+    before = t <= ts("11:15")
+    assert (pv[:, during] <= 0.3 * rating * 1.01 + 0.01 * rating).all()
+    assert (pv[:, before] > 0.35 * rating).any()  # without the stage they would produce more
+    assert row(replayed, strategy)["stage_violations"] == 0
+
+
+def test_the_faulty_device_goes_stale_and_is_alarmed(replayed):
+    store = Store(data_dir=replayed["out"] / "history" / "optimizer")
+    try:
+        alarms = [a for a in store.alarms() if a["source"] == f"device:{FAULTY}"]
+    finally:
+        store.close()
+    assert alarms and alarms[0]["raised_at"] >= ts("12:00")
+
+
+def test_operator_commands_replan_at_once_and_the_schedule_is_tracked(replayed):
+    run = replayed["runs"]["optimizer"]
+    times = {dt.datetime.fromtimestamp(d.at_s, BERLIN).strftime("%H:%M") for d in run.dispatches}
+    assert {"11:05", "12:05"} <= times  # an operator command is planned at once, not at the next quarter-hour
+    assert len(run.dispatches) == 8 + 2
+    scheduled = np.isfinite(run.schedule_w)
+    assert scheduled.sum() == 3
+    assert row(replayed, "optimizer")["cap_violations"] == 0

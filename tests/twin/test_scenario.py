@@ -1,0 +1,111 @@
+"""Scenario files: the shipped ones load, mistakes are named by field, the scenario reaches the fleet config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from config.schema import CONFIG_DIR, validate_config
+from controller.twin.run import TwinError, check_strategies, parse_day, prepare
+from controller.twin.scenario import ScenarioError, apply_scenario, load_scenario, pick_share
+from tests.controller.conftest import small_fleet_data
+
+SCENARIOS = sorted((CONFIG_DIR / "scenarios").glob("*.yaml"))
+
+
+def write(tmp_path: Path, data: dict, name: str = "s.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return p
+
+
+def test_the_four_required_scenarios_ship_and_load():
+    assert len(SCENARIOS) >= 4
+    loaded = {p.stem: load_scenario(p) for p in SCENARIOS}
+    june = loaded["june-sunny-negative-prices"]
+    assert june.date.month == 6 and june.prices_csv is not None and june.prices_csv.exists()
+    assert loaded["winter-cloudy"].weather.clearness_csv.exists()
+    k2 = loaded["k2-stage-export-schedule"]
+    assert [a.stage.stage for a in k2.actions if a.stage] == ["K2"]
+    assert any(a.schedule_csv for a in k2.actions)
+    assert loaded["devices-fail-at-noon"].faults[0].share == pytest.approx(0.1)
+
+
+def test_june_prices_go_negative_at_midday():
+    import csv
+    import datetime as dt
+
+    with open(CONFIG_DIR / "scenarios" / "prices_2026-06-21.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    negative = [dt.datetime.fromisoformat(r["timestamp"]).hour for r in rows if float(r["eur_per_mwh"]) < 0]
+    assert negative and min(negative) >= 10 and max(negative) <= 16
+    assert len(rows) == 96
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"date": "2026-06-21", "faults": [{"at": "2026-06-21T12:00:00", "share": 0.1}]}, "faults[0].at"),
+        ({"date": "2026-06-21", "wether": {}}, "wether"),
+        ({"date": "2026-06-21", "faults": [{"at": "2026-06-21T12:00:00+02:00"}]}, "faults[0]"),
+        ({"date": "2026-06-21", "faults": [{"at": "2026-06-22T12:00:00+02:00", "share": 0.1}]}, "faults[0].at"),
+        ({"date": "2026-06-21", "actions": [{"at": "2026-06-21T12:00:00+02:00"}]}, "actions[0]"),
+        ({"date": "2026-06-21", "prices_csv": "missing.csv"}, "prices_csv"),
+        ({"date": "2026-06-21", "weather": {"cloudiness": 0.2, "clearness_csv": "x.csv"}}, "weather"),
+    ],
+)
+def test_mistakes_name_their_field(tmp_path, data, field):
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(write(tmp_path, data))
+    assert any(line.startswith(field) for line in err.value.errors), err.value.errors
+
+
+def test_csv_without_offsets_is_rejected(tmp_path):
+    (tmp_path / "p.csv").write_text("timestamp,eur_per_mwh\n2026-06-21T00:00:00,50\n")
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(write(tmp_path, {"date": "2026-06-21", "prices_csv": "p.csv"}))
+    assert "needs a UTC offset" in err.value.errors[0]
+
+
+def test_scenario_changes_weather_prices_and_faults():
+    cfg = validate_config(small_fleet_data(4))
+    scenario = load_scenario(CONFIG_DIR / "scenarios" / "devices-fail-at-noon.yaml")
+    applied = apply_scenario(cfg, scenario)
+    assert applied.simulation.weather.cloudiness == pytest.approx(0.2)
+    assert applied.market.prices_csv == scenario.prices_csv
+    faulty = [f for f in applied.simulation.faults if f.mode == "offline"]
+    assert len(faulty) == 1  # 10 % of 12 devices, rounded, at least one
+    assert faulty[0].start == scenario.faults[0].at
+    assert cfg.simulation.faults == []  # the fleet file's config is not changed
+
+
+def test_share_picks_the_same_devices_every_time():
+    ids = [f"d{i}" for i in range(149)]
+    first = pick_share(ids, 0.1, 42)
+    assert len(first) == 15 and first == pick_share(ids, 0.1, 42)
+    assert first != pick_share(ids, 0.1, 43)
+
+
+def test_unknown_fault_device_is_named():
+    cfg = validate_config(small_fleet_data(2))
+    data = {"date": "2026-06-21", "faults": [{"at": "2026-06-21T12:00:00+02:00", "devices": ["nope"]}]}
+    from controller.twin.scenario import Scenario
+
+    with pytest.raises(ScenarioError) as err:
+        apply_scenario(cfg, Scenario.model_validate(data))
+    assert err.value.errors == ["faults[0].devices[0]: unknown device 'nope' in this fleet"]
+
+
+def test_date_must_match_and_options_are_checked():
+    cfg = validate_config(small_fleet_data(2))
+    path = CONFIG_DIR / "scenarios" / "june-sunny-negative-prices.yaml"
+    with pytest.raises(TwinError) as err:
+        prepare(cfg, parse_day("2026-06-22"), path)
+    assert "date: the scenario describes 2026-06-21, but --date is 2026-06-22" in err.value.lines[0]
+    with pytest.raises(TwinError, match="--date"):
+        parse_day("21.06.2026")
+    with pytest.raises(TwinError, match="--strategy: unknown 'greedy'"):
+        check_strategies(["optimizer", "greedy"])
+    assert check_strategies([]) == ["optimizer", "self-consumption", "none"]
