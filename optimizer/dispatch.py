@@ -68,7 +68,8 @@ def plan_hierarchical(
     res = solve_model(agg, time_limit_s)
     t0 = time.perf_counter()
     targets = split_targets(fa, agg, labels, res.solution)
-    sol = solve_fleet_sites(fa, targets, fa.schedule_eur_per_kwh, time_limit_s=time_limit_s)
+    order = np.argsort(labels, kind="stable")
+    sol = solve_fleet_sites(fa, targets, fa.schedule_eur_per_kwh, order, time_limit_s=time_limit_s)
     sp = _setpoints(fa, sol)
     split_s = time.perf_counter() - t0
     reason = f"hierarchical: {agg.shape[0]} virtual plants"
