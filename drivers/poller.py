@@ -98,13 +98,14 @@ class FleetPoller:
         window = min(max(STAGGER_MIN_S, STAGGER_S_PER_LINK * n), self.settings.poll_interval_s / 2)
         await asyncio.gather(
             *(
-                self._poll_link(key, states, window * i / n if stagger and n > 1 else 0.0)
-                for i, (key, states) in enumerate(self._by_link.items())
+                self._poll_link(states, window * i / n if stagger and n > 1 else 0.0)
+                for i, states in enumerate(self._by_link.values())
             )
         )
         return {dev_id: s.telemetry for dev_id, s in self.devices.items() if s.telemetry is not None}
 
-    async def _poll_link(self, key: tuple[str, int], states: list[DeviceState], delay_s: float) -> None:
+    async def _poll_link(self, states: list[DeviceState], delay_s: float) -> None:
+        """The devices behind one connection, one after another (a gateway answers one request at a time)."""
         if delay_s:
             await asyncio.sleep(delay_s)
         async with self._sem:
