@@ -16,7 +16,7 @@ from optimizer.dispatch import net_battery_w, plan, plan_hierarchical, plan_mono
 from optimizer.fleet_arrays import fleet_arrays
 from optimizer.problem import DispatchProblem, period_grid
 from optimizer.scoring import gap_to_monolithic
-from optimizer.site_lp import SiteSolution
+from optimizer.site_lp import ChunkSolver, SiteSolution, build_chunk
 from optimizer.synthetic import synthetic_problem
 from tests.optimizer.small import setpoints_of, site
 
@@ -91,3 +91,20 @@ def test_bench_dispatch_prints_json_with_the_gap() -> None:
         assert key in data
     assert data["sites"] == 25 and data["periods"] == 96
     assert 0.0 <= data["gap_to_monolithic"] < 0.05
+
+
+def test_hot_started_chunks_reach_the_same_optimum_as_cold_solves() -> None:
+    p = synthetic_problem(40, seed=11, periods=24)
+    fa = fleet_arrays(p)
+    rng = np.random.default_rng(1)
+    fa.eta_charge = np.where(fa.has_battery, rng.uniform(0.85, 1.0, fa.shape[0]), 1.0)  # coefficients change too
+    targets = np.where(np.isfinite(fa.schedule_w), -fa.load_w + 0.3 * fa.pv_max_w, np.nan)
+    chunks = np.array_split(np.flatnonzero(fa.has_battery), 6)
+    hot = ChunkSolver(60.0)
+    lp_export = fa.lp_export_eur_per_kwh()
+    for idx in chunks:
+        lp = build_chunk(fa, idx[: chunks[-1].size], targets[idx[: chunks[-1].size]], 1.0, lp_export)
+        x_hot = hot.solve(lp)
+        x_cold = ChunkSolver(60.0).solve(lp)
+        assert lp.cost @ x_hot == pytest.approx(lp.cost @ x_cold, abs=1e-6)
+        assert np.all(x_hot >= lp.lower - 1e-6) and np.all(x_hot <= lp.upper + 1e-6)
