@@ -1,4 +1,4 @@
-"""One `sparcs run` per test module (see live.py)."""
+"""One `sparcs run` for the whole tests/dashboard package (see live.py); torn down after its last test."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from tests.dashboard.live import LiveController
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def live(tmp_path_factory):
     ctl = LiveController(tmp_path_factory.mktemp("live"))
     try:

@@ -134,7 +134,8 @@ def test_page_loads_without_console_errors_and_shows_the_numbers_the_api_returns
         assert page.locator(f"#chart path[data-series='{series}']").count() == 1, series
     caps = live.get("/api/v1/caps")["sites"]
     cap_sum_w = sum(min(c["feed_in_cap_w"] or c["connection_limit_w"], c["connection_limit_w"]) for c in caps)
-    expect(page.locator("#chart")).to_contain_text(f"export cap, sum of sites: {cap_sum_w / 1000:,.0f} kW")
+    expect(page.locator("#chart")).to_contain_text(f"export ceiling, sum of sites: {cap_sum_w / 1000:,.0f} kW")
+    assert page.locator("#chart path[data-series='ceiling']").count() == 1
     tab.screenshot("dashboard-operator.png")
     assert tab.errors == []
     # the token travels only in the Authorization header, never in a URL

@@ -217,7 +217,7 @@ function renderTiles(fleet, now) {
   const path = fleet.paused ? "paused" : fleet.plan_path || "no plan yet";
   setTile("t-plan", path);
   $("t-plan").className = `value small ${fleet.paused || (fleet.plan_path || "").startsWith("fallback") ? "warn" : ""}`;
-  $("t-plan-hint").textContent = `dispatched ${ago(fleet.last_dispatch, now)}`;
+  $("t-plan-hint").textContent = `made ${ago(fleet.last_dispatch, now)}`;
 }
 
 const PATH_TEXT = {
@@ -307,10 +307,25 @@ function scheduleSeries() {
   return [...byStart.entries()].sort((a, b) => a[0] - b[0]);
 }
 
-function fleetExportCapW() {
+// A site's export ceiling at the meter (W): its feed-in cap, else its connection limit; 0 in a quarter-hour with a
+// negative price for sites under that rule (DESIGN.md "Negative prices").
+function siteCeilingW(s, priceEurPerMwh) {
+  if (s.negative_price_rule && priceEurPerMwh !== null && priceEurPerMwh < 0) return 0;
+  return Math.min(s.feed_in_cap_w ?? s.connection_limit_w, s.connection_limit_w);
+}
+
+// The fleet's export ceiling: now (from /caps) from the chart's start, then per planned quarter-hour.
+function ceilingSeries(t0) {
   const caps = state.data.caps?.sites || [];
   if (!caps.length) return null;
-  return caps.reduce((sum, s) => sum + Math.min(s.feed_in_cap_w ?? s.connection_limit_w, s.connection_limit_w), 0);
+  const nowW = caps.reduce((sum, s) => sum + (s.export_cap_now_w !== undefined ? (s.export_cap_now_w ?? s.connection_limit_w) : siteCeilingW(s, null)), 0);
+  const points = [[t0, nowW]];
+  const fc = state.data.forecast;
+  if (fc) {
+    const starts = periodStarts(Date.parse(fc.start) / 1000, fc.period_s);
+    starts.forEach((t, i) => points.push([t, caps.reduce((sum, s) => sum + siteCeilingW(s, fc.price_eur_per_mwh[i]), 0)]));
+  }
+  return points.sort((a, b) => a[0] - b[0]);
 }
 
 function commandBands() {
@@ -346,10 +361,14 @@ function renderChart(now) {
   };
   const planned = new Set(["pv-plan", "pv-fc", "load-fc", "battery-plan", "export-plan"]);
   const series = SERIES.map((s) => ({ ...s, step: s.step || planned.has(s.id), points: points[s.id] }));
-  const cap = fleetExportCapW();
-  const hlines = cap === null ? [] : [{ w: cap, color: "#c0392b", label: `export cap, sum of sites: ${kw(cap, 0)} kW` }];
-  legend($("chart-legend"), [...SERIES, { name: "Export cap", color: "#c0392b", style: "dash", width: 1.5 }]);
-  drawChart($("chart"), { t0, t1, nowMs: now, series, bands: commandBands(), hlines });
+  const ceilingPoints = ceilingSeries(t0);
+  const ceiling = ceilingPoints && {
+    points: ceilingPoints,
+    color: "#c0392b",
+    label: `export ceiling, sum of sites: ${kw(Math.max(...ceilingPoints.map(([, v]) => v)), 0)} kW`,
+  };
+  legend($("chart-legend"), [...SERIES, { name: "Export ceiling (caps)", color: "#c0392b", style: "dashdot", width: 1.5 }]);
+  drawChart($("chart"), { t0, t1, nowMs: now, series, bands: commandBands(), ceiling });
 }
 
 function renderForecastVsActual(now) {

@@ -1,11 +1,12 @@
 // A small SVG time-series chart: lines (solid = measured, dashed = plan, dotted = forecast), step lines for
-// quarter-hour values, shaded bands for commands in force, horizontal cap lines and a "now" marker.
+// quarter-hour values, shaded bands for commands in force, a ceiling (the export cap) and a "now" marker.
+// A ceiling far above the data would flatten every line, so then it is named at the top instead of drawn.
 import { el, hhmm, kw } from "./format.js";
 
 const NS = "http://www.w3.org/2000/svg";
 const HEIGHT = 340;
 const PAD = { left: 52, right: 12, top: 14, bottom: 26 };
-const DASH = { solid: null, dash: "6 4", dot: "2 3" };
+const DASH = { solid: null, dash: "6 4", dot: "2 3", dashdot: "8 3 2 3" };
 
 function svg(tag, attrs = {}, text) {
   const node = document.createElementNS(NS, tag);
@@ -21,7 +22,8 @@ function niceStep(span, count) {
   return [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) || 10 * mag;
 }
 
-// Path for [ms, W] points; a null value breaks the line. ``step``: each value holds until the next point.
+// Path for [ms, W] points; a null value breaks the line. ``step``: each value holds until the next point, for at
+// most ``stepMs`` (Infinity: always until the next point; the last one then holds for a quarter-hour).
 function pathOf(points, x, y, step, stepMs) {
   let d = "";
   let pen = false;
@@ -34,7 +36,7 @@ function pathOf(points, x, y, step, stepMs) {
     const py = y(v).toFixed(1);
     d += `${pen ? "L" : "M"}${px},${py}`;
     if (step) {
-      const next = i + 1 < points.length ? points[i + 1][0] : t + stepMs;
+      const next = i + 1 < points.length ? points[i + 1][0] : t + Math.min(stepMs, 900_000);
       d += `L${x(Math.min(next, t + stepMs)).toFixed(1)},${py}`;
     }
     pen = !step || (i + 1 < points.length && points[i + 1][0] <= t + stepMs);
@@ -58,10 +60,13 @@ export function legend(container, series) {
 
 export function drawChart(container, spec) {
   const width = Math.max(320, container.clientWidth || 800);
-  const { t0, t1, nowMs, series, bands, hlines } = spec;
+  const { t0, t1, nowMs, series, bands, ceiling } = spec;
+  const inWindow = (points) => points.filter(([t, v]) => Number.isFinite(v) && t >= t0 - 900_000 && t <= t1).map(([, v]) => v);
   const values = [0];
-  for (const s of series) for (const [t, v] of s.points) if (Number.isFinite(v) && t >= t0 && t <= t1) values.push(v);
-  for (const h of hlines) if (Number.isFinite(h.w)) values.push(h.w);
+  for (const s of series) values.push(...inWindow(s.points));
+  const ceilingMax = ceiling ? Math.max(...inWindow(ceiling.points), -Infinity) : -Infinity;
+  const ceilingOnScale = Number.isFinite(ceilingMax) && ceilingMax <= 2 * Math.max(...values.map(Math.abs), 1000);
+  if (ceilingOnScale) values.push(ceilingMax);
   let lo = Math.min(...values);
   let hi = Math.max(...values);
   if (hi - lo < 1000) hi = lo + 1000;
@@ -94,10 +99,13 @@ export function drawChart(container, spec) {
     root.append(svg("text", { x: x(t), y: HEIGHT - 8, class: "tick", "text-anchor": "middle" }, hhmm(t)));
   }
   const plot = svg("g", { "clip-path": "url(#plot-area)" });
-  for (const h of hlines) {
-    if (!Number.isFinite(h.w)) continue;
-    plot.append(svg("line", { x1: PAD.left, x2: width - PAD.right, y1: y(h.w), y2: y(h.w), stroke: h.color, "stroke-width": 1.5, "stroke-dasharray": "8 3 2 3" }));
-    plot.append(svg("text", { x: width - PAD.right - 4, y: y(h.w) - 4, class: "cap-label", "text-anchor": "end", fill: h.color }, h.label));
+  if (ceilingOnScale) {
+    const d = pathOf(ceiling.points, x, y, true, Infinity);
+    plot.append(svg("path", { d, fill: "none", stroke: ceiling.color, "stroke-width": 1.5, "stroke-dasharray": DASH.dashdot, "data-series": "ceiling" }));
+    const last = ceiling.points.filter(([t, v]) => Number.isFinite(v) && t <= t1).at(-1);
+    plot.append(svg("text", { x: width - PAD.right - 4, y: y(last[1]) - 4, class: "cap-label", "text-anchor": "end", fill: ceiling.color }, ceiling.label));
+  } else if (Number.isFinite(ceilingMax)) {
+    root.append(svg("text", { x: width - PAD.right - 4, y: PAD.top - 3, class: "cap-label", "text-anchor": "end", fill: ceiling.color }, `${ceiling.label} (above the scale)`));
   }
   for (const s of series) {
     const d = pathOf(s.points, x, y, s.step, s.stepMs || 900_000);
