@@ -12,6 +12,16 @@ Units and signs, everywhere in this package:
   (net export at the meters, negative when the fleet imports);
 - a per-period value of NaN means "nothing in force" (no stage ceiling, no schedule).
 
+How the controller uses it::
+
+    start_s, period_s = period_grid(now_s, cfg.dispatch.horizon_h)
+    sites = [site_problem(site_cfg, pv_w, load_w, soc_now=..., stage_ceiling_w=..., para14a=...), ...]
+    problem = DispatchProblem(start_s, period_s, price_eur_per_mwh, sites, export_schedule_w,
+                              cfg.dispatch, cfg.grid.para14a_limit_w)
+    plan = worker.plan(problem)  # optimizer.solver.PlanningWorker: never raises, always capped
+
+``plan.path`` / ``plan.reason`` say how the plan was made (raise an alarm unless "optimal").
+
 Arrays of a plan are shaped ``(sites, periods)`` in the order of ``DispatchProblem.sites``; SoC is
 ``(sites, periods + 1)`` with column 0 the SoC now and column ``t + 1`` the SoC at the end of
 period ``t`` (sites without a battery have NaN).
