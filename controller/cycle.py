@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from config.schema import FleetConfig
 from controller.commands import CommandBook
 from controller.metrics import Metrics
@@ -171,7 +173,10 @@ class Controller:
             self.planner.observe(state)
             if self.cfg.grid.export_guard:
                 report.guarded_sites = self._guard(state)
-            self._record(state, telemetry)
+            try:
+                self._record(state, telemetry)
+            except SQLAlchemyError:  # control goes on without history; the operator sees it in the log
+                log.exception("history of this poll not stored")
             summary = state.summary()
             report.online, report.stale = summary["online"], summary["stale"]
             self.metrics.poll_seconds.observe(time.perf_counter() - t0)
@@ -233,9 +238,12 @@ class Controller:
         if record is None:
             return
         self.plan = record
-        self.store.add_plan(
-            now, record["start_s"], record["path"], record.get("reason"), record["objective_eur"], record
-        )
+        try:
+            self.store.add_plan(
+                now, record["start_s"], record["path"], record.get("reason"), record["objective_eur"], record
+            )
+        except SQLAlchemyError:  # the plan is in force from memory; only its record is missing
+            log.exception("plan not stored")
         report.dispatched = True
         report.plan_path = record["path"]
         self.metrics.dispatch_total.labels(record["path"]).inc()

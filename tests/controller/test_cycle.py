@@ -209,3 +209,17 @@ async def test_the_api_shows_what_the_cycle_did(fleet):
         'sparcs_curtailment_stage_sites{stage="K2"}',
     ):
         assert name in text, name
+
+
+async def test_a_broken_history_store_does_not_stop_control(fleet, caplog):
+    """Runs last in this module: it breaks the store for good."""
+    host, ctl, _clock = fleet
+    with ctl.store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE telemetry")
+        conn.exec_driver_sql("DROP TABLE plans")
+    ctl._last_bucket.clear()  # force a history write on the next poll
+    report = await run(host, ctl, 60, dispatch_first=True)
+    assert report.dispatched and report.plan_path == "optimal"
+    assert report.online == sum(len(s.devices) for s in host.config.sites)
+    assert "history of this poll not stored" in caplog.text and "plan not stored" in caplog.text
+    assert ctl.plan is not None and ctl.last_poll_s == report.ts
