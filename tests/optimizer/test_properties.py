@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from optimizer.baselines import self_consumption_plan
-from optimizer.caps import violations
+from optimizer.caps import apply_caps, violations
 from optimizer.dispatch import plan_hierarchical, plan_monolithic
 from optimizer.fleet_arrays import fleet_arrays
 from optimizer.problem import CURTAILMENT_STAGE_OUTPUT, BatteryProblem, DispatchPlan, DispatchProblem, SiteProblem
@@ -108,3 +108,17 @@ def test_fallback_plans_respect_every_bound_and_cap(p: DispatchProblem, shift_pe
     later = problem(p.sites, price=p.price_eur_per_mwh[::-1], schedule=p.export_schedule_w)
     later.start_s += 900.0 * shift_periods
     assert_plan_respects_caps(later, fallback_plan(later, "drill", rules))
+
+
+@PROPERTY_SETTINGS
+@given(dispatch_problems(), st.data())
+def test_caps_turn_any_setpoints_into_legal_ones(p: DispatchProblem, data: st.DataObject) -> None:
+    fa = fleet_arrays(p)
+    n, t = fa.shape
+    cells = st.lists(st.floats(-20_000.0, 20_000.0), min_size=n * t, max_size=n * t)
+    pv = np.array(data.draw(cells)).reshape(n, t)
+    battery_w = np.array(data.draw(cells)).reshape(n, t)
+    sp = apply_caps(fa, pv, battery_w)
+    assert violations(fa, sp) == []
+    assert np.all(sp.pv_w <= np.maximum(pv, 0.0) + 1e-9)  # clamps only ever reduce
+    assert np.all(np.abs(sp.battery_w) <= np.abs(battery_w) + 1e-9)
