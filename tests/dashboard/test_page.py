@@ -137,6 +137,13 @@ def test_page_loads_without_console_errors_and_shows_the_numbers_the_api_returns
     expect(page.locator("#chart")).to_contain_text(f"export ceiling, sum of sites: {cap_sum_w / 1000:,.0f} kW")
     assert page.locator("#chart path[data-series='ceiling']").count() == 1
     tab.screenshot("dashboard-operator.png")
+    # a click on a site shows that site's chart (its history, plan and cap) and its devices
+    site = sites[1]
+    page.locator(f"#sites tr[data-site='{site['id']}']").click()
+    expect(page.locator("#chart-title")).to_have_text(f"Site {site['id']}")
+    expect(page.locator("#chart")).to_contain_text(f"export ceiling: {site['feed_in_cap_w'] / 1000:,.1f} kW")
+    expect(page.locator("#devices tr[data-device]")).to_have_count(len(site["devices"]))
+    assert any(f"site={site['id']}" in r.url for r in tab.requests if "/api/v1/history" in r.url)
     assert tab.errors == []
     # the token travels only in the Authorization header, never in a URL
     api_requests = [r for r in tab.requests if "/api/v1/" in r.url]

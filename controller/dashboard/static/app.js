@@ -15,10 +15,12 @@ const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
   session: null,
   data: {},
-  slow: { at: 0, dispatch: null },
+  slow: { at: 0, key: null, error: null },
   timer: null,
+  generation: 0,
   failedSince: null,
   deviceSite: "",
+  chartSite: "", // "" = the whole fleet
   offsetMs: 0, // the controller's clock minus this browser's (a twin or demo may run on a sim clock)
   exampleShown: false,
 };
@@ -107,8 +109,11 @@ function stopPolling() {
   state.timer = null;
 }
 
+// One refresh now, then every FAST_MS. A tick started while another is waiting for the API supersedes it, so
+// commands and scope changes show at once and there is only ever one timer.
 async function tick() {
   stopPolling();
+  const gen = ++state.generation;
   try {
     await refresh();
   } catch (err) {
@@ -118,7 +123,7 @@ async function tick() {
     }
     console.warn("refresh failed:", err.message);
   }
-  if (state.token) state.timer = setTimeout(tick, FAST_MS);
+  if (state.token && gen === state.generation) state.timer = setTimeout(tick, FAST_MS);
 }
 
 // ------------------------------------------------------------------------------------------ polling
@@ -153,18 +158,20 @@ async function refresh() {
     state.exampleShown = true;
   }
   const dispatch = fleet.last_dispatch;
-  if (now - state.slow.at > SLOW_MS || dispatch !== state.slow.dispatch) {
+  const slowKey = `${dispatch}|${state.chartSite}`;
+  if (now - state.slow.at > SLOW_MS || slowKey !== state.slow.key) {
     const start = new Date(now - 12 * HOUR_MS).toISOString();
     const end = new Date(now).toISOString();
+    const scope = state.chartSite ? `&site=${encodeURIComponent(state.chartSite)}` : "";
     try {
       const [history, plan, forecast] = await Promise.all([
-        read(`/api/v1/history?start=${encodeURIComponent(start)}&end=${encodeURIComponent(end)}&resolution_s=60`),
+        read(`/api/v1/history?start=${encodeURIComponent(start)}&end=${encodeURIComponent(end)}&resolution_s=60${scope}`),
         read("/api/v1/plan"),
         read("/api/v1/forecast"),
       ]);
       // /forecast answers {forecast: null} without a plan, else the forecast object itself
       Object.assign(state.data, { history, plan: plan.plan, forecast: forecast.start ? forecast : null });
-      state.slow = { at: now, dispatch, error: null };
+      state.slow = { at: now, key: slowKey, error: null };
     } catch (err) {
       if (err instanceof AuthError) throw err;
       state.slow.error = err.message; // the chart keeps its last data; the banner says why
@@ -242,7 +249,7 @@ function renderBanners(fetchError) {
   }
   if (fleet?.paused) {
     const p = (commands || []).find((c) => c.kind === "pause");
-    const by = p ? ` by ${p.who} since ${when(p.created_at)}${p.params.reason ? ` (${p.params.reason})` : ""}` : "";
+    const by = p ? ` by ${p.who} since ${when(p.created_at, serverNow())}${p.params.reason ? ` (${p.params.reason})` : ""}` : "";
     banner("warn", "Automatic control paused", `${by}. Stages, caps and the export guard stay enforced.`);
   }
   const stale = fleet?.now?.stale || 0;
@@ -278,6 +285,13 @@ function periodStarts(startS, periodS) {
 }
 
 // Plan and forecast as fleet series, [ms, W] pairs at period starts (values hold for the period).
+// The per-site records the chart shows: all of them, or the chosen site's (none if it is not in the plan).
+function inScope(sites) {
+  if (!state.chartSite) return sites || {};
+  const one = (sites || {})[state.chartSite];
+  return one ? { [state.chartSite]: one } : {};
+}
+
 function planSeries() {
   const { plan, forecast } = state.data;
   const res = {};
@@ -285,16 +299,20 @@ function planSeries() {
     const starts = periodStarts(plan.start_s, plan.period_s);
     const n = starts.length;
     const zip = (vals) => starts.map((t, i) => [t, vals[i]]);
-    res.pv = zip(sumSites(plan.sites, "pv_w", n));
-    res.battery = zip(sumSites(plan.sites, "battery_w", n));
-    res.export = zip(plan.export_w);
+    const sites = inScope(plan.sites);
+    res.pv = zip(sumSites(sites, "pv_w", n));
+    res.battery = zip(sumSites(sites, "battery_w", n));
+    // a site's export is its meter's export; the fleet's is the plan's (export of one site is not offset by another)
+    const siteExport = sumSites(sites, "grid_w", n).map((g) => (g === null ? null : Math.max(0, -g)));
+    res.export = zip(state.chartSite ? siteExport : plan.export_w);
   }
   if (forecast) {
     const starts = periodStarts(Date.parse(forecast.start) / 1000, forecast.period_s);
     const n = starts.length;
     const zip = (vals) => starts.map((t, i) => [t, vals[i]]);
-    res.pvAvailable = zip(sumSites(forecast.sites, "pv_available_w", n));
-    res.load = zip(sumSites(forecast.sites, "load_w", n));
+    const sites = inScope(forecast.sites);
+    res.pvAvailable = zip(sumSites(sites, "pv_available_w", n));
+    res.load = zip(sumSites(sites, "load_w", n));
   }
   return res;
 }
@@ -316,7 +334,7 @@ function siteCeilingW(s, priceEurPerMwh) {
 
 // The fleet's export ceiling: now (from /caps) from the chart's start, then per planned quarter-hour.
 function ceilingSeries(t0) {
-  const caps = state.data.caps?.sites || [];
+  const caps = (state.data.caps?.sites || []).filter((s) => !state.chartSite || s.site === state.chartSite);
   if (!caps.length) return null;
   const nowW = caps.reduce((sum, s) => sum + (s.export_cap_now_w !== undefined ? (s.export_cap_now_w ?? s.connection_limit_w) : siteCeilingW(s, null)), 0);
   const points = [[t0, nowW]];
@@ -357,7 +375,7 @@ function renderChart(now) {
     "battery-plan": plan.battery || [],
     export: past("export_w"),
     "export-plan": plan.export || [],
-    schedule: scheduleSeries(),
+    schedule: state.chartSite ? [] : scheduleSeries(), // the schedule is the fleet's
   };
   const planned = new Set(["pv-plan", "pv-fc", "load-fc", "battery-plan", "export-plan"]);
   const series = SERIES.map((s) => ({ ...s, step: s.step || planned.has(s.id), points: points[s.id] }));
@@ -365,14 +383,14 @@ function renderChart(now) {
   const ceiling = ceilingPoints && {
     points: ceilingPoints,
     color: "#c0392b",
-    label: `export ceiling, sum of sites: ${kw(Math.max(...ceilingPoints.map(([, v]) => v)), 0)} kW`,
+    label: `export ceiling${state.chartSite ? "" : ", sum of sites"}: ${kw(Math.max(...ceilingPoints.map(([, v]) => v)), state.chartSite ? 1 : 0)} kW`,
   };
   legend($("chart-legend"), [...SERIES, { name: "Export ceiling (caps)", color: "#c0392b", style: "dashdot", width: 1.5 }]);
   drawChart($("chart"), { t0, t1, nowMs: now, series, bands: commandBands(), ceiling });
 }
 
 function renderForecastVsActual(now) {
-  const n = state.data.fleet?.now;
+  const n = state.chartSite ? state.data.sites?.find((s) => s.id === state.chartSite)?.now : state.data.fleet?.now;
   const plan = planSeries();
   const at = (pts) => {
     const hit = (pts || []).find(([t]) => t <= now && now < t + QUARTER_MS);
@@ -419,6 +437,8 @@ function renderSites() {
     stageSelect.replaceChildren(...sites.map((s) => el("option", { value: s.id, text: `${s.id} — ${s.name}` })));
     $("device-site").replaceChildren(el("option", { value: "", text: "all" }), ...sites.map((s) => el("option", { value: s.id, text: s.id })));
     $("device-site").value = state.deviceSite;
+    $("chart-scope").replaceChildren(el("option", { value: "", text: "whole fleet" }), ...sites.map((s) => el("option", { value: s.id, text: `${s.id} — ${s.name}` })));
+    $("chart-scope").value = state.chartSite;
   }
   const rows = sites.map((s) => {
     const n = s.now || {};
@@ -426,7 +446,7 @@ function renderSites() {
     if (s.stage) limits.push(`stage ${s.stage}`);
     if (s.guard_limit_w !== null) limits.push(`guard ${kw(s.guard_limit_w)} kW`);
     if (n.pv_limit_w !== null && n.pv_limit_w !== undefined) limits.push(`PV ≤ ${kw(n.pv_limit_w)} kW`);
-    return el("tr", { "data-site": s.id, class: "clickable", title: "show this site's devices", onclick: () => filterDevices(s.id) },
+    return el("tr", { "data-site": s.id, class: "clickable", title: "show this site's chart and devices", onclick: () => showSite(s.id) },
       el("td", {}, el("strong", { text: s.id }), el("div", { class: "muted small", text: s.name })),
       el("td", {}, ...siteStatus(s).map(chip)),
       el("td", { class: "num", text: kw(n.pv_w) }),
@@ -443,11 +463,23 @@ function renderSites() {
   $("sites-count").textContent = `${sites.length} sites · ${stale} stale · ${curtailed} curtailed`;
 }
 
+// Drill down from the sites table: the site's chart and its devices.
+function showSite(siteId) {
+  setChartScope(siteId);
+  filterDevices(siteId);
+}
+
+function setChartScope(siteId) {
+  state.chartSite = siteId;
+  $("chart-scope").value = siteId;
+  $("chart-title").textContent = siteId ? `Site ${siteId}` : "Fleet";
+  tick();
+}
+
 function filterDevices(siteId) {
   state.deviceSite = siteId;
   $("device-site").value = siteId;
   renderDevices(serverNow());
-  $("devices-table").scrollIntoView({ behavior: "smooth", block: "start" });
 }
 
 function qualityChip(values) {
@@ -480,7 +512,7 @@ function renderDevices(now) {
       el("td", { text: d.kind.replace("_", " ") + (d.control ? "" : " (monitor)") }),
       el("td", {}, chip([d.status, d.status === "online" ? "good" : d.status === "stale" ? "bad" : "muted"])),
       el("td", {}, qualityChip(d.values)),
-      el("td", { title: when(d.last_seen), text: ago(d.last_seen, now) }),
+      el("td", { title: when(d.last_seen, serverNow()), text: ago(d.last_seen, now) }),
       el("td", { class: "num", text: d.kind === "pv_inverter" ? kw(d.actual.pv_w) : "" }),
       el("td", { class: "num", text: d.kind === "pv_inverter" ? setVsRead(sp ? sp.pv_limit_w : undefined, d.actual.pv_limit_w) : "" }),
       el("td", { class: "num", text: d.kind === "battery" ? setVsRead(sp ? sp.battery_w : undefined, d.actual.battery_w) : "" }),
@@ -494,11 +526,11 @@ function renderAlarms() {
   const alarms = [...(state.data.alarms || [])].sort((a, b) => Number(!!a.cleared_at) - Number(!!b.cleared_at));
   const rows = alarms.map((a) =>
     el("tr", { class: a.cleared_at ? "cleared" : "" },
-      el("td", { text: when(a.raised_at) }),
+      el("td", { text: when(a.raised_at, serverNow()) }),
       el("td", {}, chip([a.severity, a.cleared_at ? "muted" : a.severity === "critical" ? "bad" : "warn"])),
       el("td", { text: a.source }),
       el("td", { text: a.message }),
-      el("td", { text: a.cleared_at ? when(a.cleared_at) : "active" })));
+      el("td", { text: a.cleared_at ? when(a.cleared_at, serverNow()) : "active" })));
   replaceRows($("alarms"), rows, "no alarms", 5);
   const active = alarms.filter((a) => !a.cleared_at).length;
   $("alarms-count").textContent = `${active} active`;
@@ -516,7 +548,7 @@ function shortParams(p) {
 function renderAudit() {
   const rows = (state.data.audit || []).map((a) =>
     el("tr", {},
-      el("td", { text: when(a.ts) }),
+      el("td", { text: when(a.ts, serverNow()) }),
       el("td", { text: a.who }),
       el("td", { text: a.action }),
       el("td", { class: "small", text: shortParams(a.params) }),
@@ -533,8 +565,8 @@ function renderCommands() {
       el("td", { text: String(c.id) }),
       el("td", { text: what }),
       el("td", { text: c.params.sites ? c.params.sites.join(", ") : c.kind === "schedule" || c.kind === "pause" ? "fleet" : "all" }),
-      el("td", { text: when(c.start) }),
-      el("td", { text: c.expires_at ? when(c.expires_at) : "until resumed" }),
+      el("td", { text: when(c.start, serverNow()) }),
+      el("td", { text: c.expires_at ? when(c.expires_at, serverNow()) : "until resumed" }),
       el("td", { text: c.who }),
       el("td", {}, cancel));
   });
@@ -582,7 +614,7 @@ function onStage(ev) {
   const body = { stage, expires_at: new Date(serverNow() + minutes * 60_000).toISOString() };
   if (chosen) body.sites = sites;
   send("/api/v1/commands/stage", body, (r) =>
-    `Stage ${stage} accepted as command #${r.command.id} for ${chosen ? sites.join(", ") : "all sites"} until ${when(r.command.expires_at)}.`);
+    `Stage ${stage} accepted as command #${r.command.id} for ${chosen ? sites.join(", ") : "all sites"} until ${when(r.command.expires_at, serverNow())}.`);
 }
 
 function onSchedule(ev) {
@@ -650,6 +682,7 @@ document.addEventListener("DOMContentLoaded", () => {
     document.querySelector("input[name=stage-scope][value=chosen]").checked = true;
   });
   $("device-site").addEventListener("change", (ev) => filterDevices(ev.target.value));
+  $("chart-scope").addEventListener("change", (ev) => setChartScope(ev.target.value));
   $("device-problems").addEventListener("change", () => renderDevices(serverNow()));
   window.addEventListener("resize", () => state.data.fleet && renderChart(serverNow()));
   updateClock();

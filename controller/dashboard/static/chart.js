@@ -4,7 +4,7 @@
 import { el, hhmm, kw } from "./format.js";
 
 const NS = "http://www.w3.org/2000/svg";
-const HEIGHT = 340;
+const HEIGHT = 380;
 const PAD = { left: 52, right: 12, top: 14, bottom: 26 };
 const DASH = { solid: null, dash: "6 4", dot: "2 3", dashdot: "8 3 2 3" };
 

@@ -3,8 +3,10 @@ export const ZONE = "Europe/Berlin";
 
 const timeFmt = new Intl.DateTimeFormat("en-GB", { timeZone: ZONE, hour: "2-digit", minute: "2-digit" });
 const dateTimeFmt = new Intl.DateTimeFormat("en-GB", {
-  timeZone: ZONE, day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit", second: "2-digit",
+  timeZone: ZONE, day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit",
 });
+const clockFmt = new Intl.DateTimeFormat("en-GB", { timeZone: ZONE, hour: "2-digit", minute: "2-digit", second: "2-digit" });
+const dayFmt = new Intl.DateTimeFormat("en-GB", { timeZone: ZONE, year: "numeric", month: "2-digit", day: "2-digit" });
 
 export function kw(watts, digits = 1) {
   if (watts === null || watts === undefined || !Number.isFinite(watts)) return "–";
@@ -25,8 +27,12 @@ export function hhmm(ms) {
   return timeFmt.format(new Date(ms));
 }
 
-export function when(iso) {
-  return iso ? dateTimeFmt.format(new Date(iso)) : "–";
+// A timestamp in Berlin time: the time of day when it is on the same day as ``nowMs``, else day and time.
+export function when(iso, nowMs) {
+  if (!iso) return "–";
+  const d = new Date(iso);
+  const today = nowMs !== undefined && dayFmt.format(d) === dayFmt.format(new Date(nowMs));
+  return today ? clockFmt.format(d) : dateTimeFmt.format(d);
 }
 
 export function ago(iso, nowMs) {
