@@ -65,6 +65,7 @@ class Planner(Protocol):
     """Builds the problem from the fleet state and returns the (capped) plan as a JSON-able record."""
 
     def observe(self, state: FleetState) -> None: ...
+    def restore(self, record: dict[str, Any]) -> None: ...
     async def plan(self, state: FleetState, commands: CommandBook, now_s: float) -> dict[str, Any] | None: ...
     def close(self) -> None: ...
 
@@ -118,6 +119,8 @@ class Controller:
         self.commands.load(now)
         last = store.last_plan()
         self.plan: dict[str, Any] | None = last["data"] if last else None
+        if self.plan is not None:
+            planner.restore(self.plan)
         self.state: FleetState | None = None
         self.guard_w: dict[str, float] = {}
         self.setpoints: dict[str, Setpoint] = {}

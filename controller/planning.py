@@ -22,7 +22,14 @@ from config.schema import FleetConfig, SiteConfig
 from controller.commands import CommandBook
 from controller.state import FleetState
 from optimizer.forecast import learn_clearness, learn_load_level, load_forecast, price_forecast, pv_forecast
-from optimizer.problem import DispatchPlan, DispatchProblem, SiteProblem, period_grid, site_problem
+from optimizer.problem import (
+    DispatchPlan,
+    DispatchProblem,
+    ObjectiveParts,
+    SiteProblem,
+    period_grid,
+    site_problem,
+)
 from optimizer.profiles import PvGeometry
 from optimizer.solver import PlanningWorker
 
@@ -92,6 +99,12 @@ class FleetPlanner:
     def observe(self, state: FleetState) -> None:
         self.measurements.observe(state)
 
+    def restore(self, record: dict[str, Any]) -> None:
+        """Hand a stored plan (after a restart) to the solver worker as its last good plan, so that a
+        failing first solve falls back to it, shifted, rather than to the rules."""
+        if record.get("path") == "optimal":
+            self.worker.last_good = plan_from_record(record, self.cfg)
+
     def _site(self, site: SiteConfig, state: FleetState, commands: CommandBook, now_s: float, grid) -> SiteProblem:
         starts, ends, mid = grid
         t, pv, load, curtailed = self.measurements.arrays(site.id, now_s - LOAD_LEARN_WINDOW_S)
@@ -148,6 +161,35 @@ class FleetPlanner:
 
 def _list(a: np.ndarray) -> list[Any]:
     return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, dtype=float)]
+
+
+def plan_from_record(record: dict[str, Any], cfg: FleetConfig) -> DispatchPlan:
+    """The :class:`DispatchPlan` a record was made from (released PV limits become the installer ceiling)."""
+    ids = [sid for sid in record["sites"] if any(s.id == sid for s in cfg.sites)]
+    ceiling = {s.id: s.pv.rating_w * s.pv.installer_limit_pct / 100.0 for s in cfg.sites}
+
+    def rows(key: str) -> np.ndarray:
+        return np.array([[np.nan if v is None else v for v in record["sites"][sid][key]] for sid in ids], dtype=float)
+
+    limit = np.array(
+        [[ceiling[sid] if v is None else v for v in record["sites"][sid]["pv_limit_w"]] for sid in ids], dtype=float
+    )
+    return DispatchPlan(
+        site_ids=ids,
+        start_s=record["start_s"],
+        period_s=np.array(record["period_s"], dtype=float),
+        pv_w=rows("pv_w"),
+        pv_limit_w=limit,
+        battery_w=rows("battery_w"),
+        grid_w=rows("grid_w"),
+        soc=rows("soc"),
+        export_w=np.array([np.nan if v is None else v for v in record["export_w"]], dtype=float),
+        objective_eur=record["objective_eur"],
+        parts=ObjectiveParts(**record["parts"]),
+        soc_end_kwh=record["soc_end_kwh"],
+        path=record["path"],
+        reason=record.get("reason") or "",
+    )
 
 
 def plan_record(plan: DispatchPlan, problem: DispatchProblem) -> dict[str, Any]:

@@ -211,6 +211,21 @@ async def test_the_api_shows_what_the_cycle_did(fleet):
         assert name in text, name
 
 
+async def test_after_a_restart_a_failing_solve_falls_back_to_the_stored_plan(fleet):
+    host, ctl, clock = fleet
+    report = await run(host, ctl, 10, dispatch_first=True)
+    assert report.plan_path == "optimal"
+    again = build_controller(host.config, ctl.store, clock)  # a restarted controller on the same store
+    try:
+        assert again.plan == ctl.plan
+        again.planner.worker.inject_fault("fail")
+        await host.step(60)
+        report = await again.cycle(dispatch=True)
+        assert report.plan_path == "fallback_shifted", again.plan["reason"]
+    finally:
+        await again.close()
+
+
 async def test_a_broken_history_store_does_not_stop_control(fleet, caplog):
     """Runs last in this module: it breaks the store for good."""
     host, ctl, _clock = fleet
