@@ -490,7 +490,7 @@ def create_app(ctl: Controller) -> FastAPI:
     @v1.delete("/tokens/{name}", tags=["admin"])
     async def revoke_token(name: str, p: Admin) -> dict[str, Any]:
         now = ctl.clock.now()
-        if not ctl.store.revoke_token(name, now):
+        if not ctl.store.revoke_token(name):
             raise HTTPException(404, f"no token named '{name}'")
         ctl.store.audit_event(ts=now, who=p.name, action="token-revoke", params={"name": name}, result="ok")
         return {"revoked": name}

@@ -47,7 +47,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def demo_token(store: Store) -> str:
     """A fresh operator token for the demo (the previous demo token is revoked)."""
-    store.revoke_token(DEMO_TOKEN_NAME, time.time())
+    store.revoke_token(DEMO_TOKEN_NAME)
     return create_token(store, DEMO_TOKEN_NAME, "operator", time.time())
 
 

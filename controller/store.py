@@ -157,7 +157,6 @@ tokens = Table(
     Column("role", String(16), nullable=False),
     Column("token_sha256", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
-    Column("revoked_at", Float),
 )
 
 
@@ -180,7 +179,6 @@ class TokenRow:
     role: str
     token_sha256: str
     created_at: float
-    revoked_at: float | None
 
 
 class Store:
@@ -385,9 +383,9 @@ class Store:
     def list_tokens(self) -> list[TokenRow]:
         with self.engine.connect() as conn:
             res = conn.execute(select(tokens).order_by(tokens.c.name))
-            return [TokenRow(r.name, r.role, r.token_sha256, r.created_at, r.revoked_at) for r in res]
+            return [TokenRow(r.name, r.role, r.token_sha256, r.created_at) for r in res]
 
-    def revoke_token(self, name: str, at: float) -> bool:
+    def revoke_token(self, name: str) -> bool:
         """Revoking deletes the row, so the name can be reused; returns False for an unknown name."""
         with self.engine.begin() as conn:
             return conn.execute(delete(tokens).where(tokens.c.name == name)).rowcount > 0

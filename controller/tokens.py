@@ -39,7 +39,7 @@ def list_tokens(data_dir: Path, config: Path | None = None) -> list[str]:
 def revoke_token(name: str, data_dir: Path, config: Path | None = None) -> None:
     store = open_store(data_dir, config)
     try:
-        if not store.revoke_token(name, time.time()):
+        if not store.revoke_token(name):
             raise ValueError(f"no token named '{name}'; `sparcs token list` shows them")
     finally:
         store.close()
