@@ -120,22 +120,23 @@ def test_wrong_token_is_401_and_revoked_token_stops_working(api):
     assert [a["action"] for a in ctl.store.audit_log()[:2]] == ["token-revoke", "token-add"]
 
 
+# Parameters are built at collection time: expiries a day ahead stay valid however long the suite runs.
 BAD = [
     # (path, body, field named in the answer)
-    ("stage", {"stage": "K5", "expires_at": iso_in(600)}, "stage"),
-    ("stage", {"stage": 3, "expires_at": iso_in(600)}, "stage"),
+    ("stage", {"stage": "K5", "expires_at": iso_in(86400)}, "stage"),
+    ("stage", {"stage": 3, "expires_at": iso_in(86400)}, "stage"),
     ("stage", {"stage": "K1"}, "expires_at"),
     ("stage", {"stage": "K1", "expires_at": iso_in(-60)}, "expires_at"),
     ("stage", {"stage": "K1", "expires_at": "2026-06-21T12:00:00"}, "expires_at"),  # no offset
     ("stage", {"stage": "K1", "expires_at": "tomorrow"}, "expires_at"),
     ("stage", {"stage": "K1", "expires_at": iso_in(40 * 86400)}, "expires_at"),
-    ("stage", {"stage": "K1", "expires_at": iso_in(600), "sites": ["atlantis"]}, "sites[0]"),
-    ("stage", {"stage": "K1", "expires_at": iso_in(600), "sites": []}, "sites"),
-    ("stage", {"stage": "K1", "expires_at": iso_in(600), "sites": "lej-001"}, "sites"),
-    ("stage", {"stage": "K1", "expires_at": iso_in(600), "colour": "red"}, "colour"),
+    ("stage", {"stage": "K1", "expires_at": iso_in(86400), "sites": ["atlantis"]}, "sites[0]"),
+    ("stage", {"stage": "K1", "expires_at": iso_in(86400), "sites": []}, "sites"),
+    ("stage", {"stage": "K1", "expires_at": iso_in(86400), "sites": "lej-001"}, "sites"),
+    ("stage", {"stage": "K1", "expires_at": iso_in(86400), "colour": "red"}, "colour"),
     ("para14a", {"expires_at": iso_in(-5)}, "expires_at"),
-    ("para14a", {"expires_at": iso_in(600), "sites": ["atlantis"]}, "sites[0]"),
-    ("para14a", {"expires_at": iso_in(600), "start": iso_in(900)}, "expires_at"),
+    ("para14a", {"expires_at": iso_in(86400), "sites": ["atlantis"]}, "sites[0]"),
+    ("para14a", {"expires_at": iso_in(86400), "start": iso_in(900)}, "expires_at"),
     ("schedule", {"points": []}, "points"),
     ("schedule", {"points": [{"start": quarter_now(), "export_w": -5}]}, "points[0].export_w"),
     ("schedule", {"points": [{"start": quarter_now(), "export_w": "lots"}]}, "points[0].export_w"),
