@@ -186,6 +186,7 @@ def strategy_kpis(run: StrategyRun, cfg: FleetConfig, prices_eur_per_mwh: np.nda
         "soc_start_kwh": float(stored[:, 0].sum() / 1000.0),
         "soc_end_kwh": float(stored[:, -1].sum() / 1000.0),
         "replay_wall_s": run.wall_s,
+        "replay_cpu_s": run.cpu_s,
         "startup_wall_s": run.startup_s,
     }
 

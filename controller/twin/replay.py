@@ -3,8 +3,9 @@
 For each simulated minute of the Europe/Berlin day: operator actions that are due are sent to the
 controller's command book (as the API does, with an immediate re-plan), the controller runs its
 cycle (a dispatch every quarter-hour: 96 on a normal day), then the simulators step 60 s and the
-ground truth is sampled. The controller talks to the simulators over real Modbus TCP on loopback;
-its clock is the simulators' stepped clock. Nothing here measures what the controller believes:
+ground truth is sampled. The controller talks to the simulators (a fresh fleet per run, in their
+own process: :mod:`controller.twin.fleet_process`) over real Modbus TCP on loopback; its clock and
+theirs are stepped together. Nothing here measures what the controller believes:
 :class:`Trace` holds the simulators' truth (powers at each minute, energy counters integrated by
 the simulators' physics).
 
@@ -27,13 +28,13 @@ from controller.commands import CommandBook, CommandError
 from controller.cycle import Controller
 from controller.metrics import Metrics
 from controller.store import Store
+from controller.twin.fleet_process import FleetProcess, Sample
 from controller.twin.scenario import Action, Scenario, ScenarioError, schedule_request
 from controller.twin.strategies import SOLVING, DispatchRecord, make_planner
 from drivers.poller import FleetPoller
 from drivers.writer import SetpointWriter
 from optimizer.solver import PlanningWorker
 from simulators.clock import SimClock
-from simulators.fleet import FleetHost
 
 log = logging.getLogger("sparcs.twin")
 STEP_S = 60.0
@@ -59,27 +60,14 @@ class Trace:
     powers: dict[str, list[list[float]]] = field(default_factory=lambda: {k: [] for k in POWERS})
     counters: dict[str, list[list[float]]] = field(default_factory=lambda: {k: [] for k in COUNTERS})
 
-    def sample(self, host: FleetHost) -> None:
-        """Record the truth of every site now (after ``host`` advanced its physics)."""
-        self.t_s.append(host.clock.now())
-        rows_p: dict[str, list[float]] = {k: [] for k in POWERS}
-        rows_c: dict[str, list[float]] = {k: [] for k in COUNTERS}
-        for sid in self.site_ids:
-            site = host.sites[sid]
-            truth = site.truth()
-            for k in ("pv_w", "battery_w", "load_w", "grid_w"):
-                rows_p[k].append(float(truth[k] or 0.0))
-            rows_p["available_w"].append(sum(u.available_w for u in site.pv))
-            rows_c["pv_wh"].append(sum(u.energy_wh for u in site.pv))
-            rows_c["import_wh"].append(site.import_wh)
-            rows_c["export_wh"].append(site.export_wh)
-            rows_c["charged_wh"].append(sum(b.charged_wh for b in site.batteries))
-            rows_c["discharged_wh"].append(sum(b.discharged_wh for b in site.batteries))
-            rows_c["stored_wh"].append(sum(b.soc * b.cell.capacity_wh for b in site.batteries))
-        for k, v in rows_p.items():
-            self.powers[k].append(v)
-        for k, v in rows_c.items():
-            self.counters[k].append(v)
+    def add(self, sample: Sample) -> None:
+        """Record one sample of the fleet process (:func:`controller.twin.fleet_process.site_sample`)."""
+        self.t_s.append(sample["t"])
+        rows = [sample["sites"][sid] for sid in self.site_ids]
+        for k in POWERS:
+            self.powers[k].append([r[k] for r in rows])
+        for k in COUNTERS:
+            self.counters[k].append([r[k] for r in rows])
 
     def power(self, key: str) -> np.ndarray:
         """``(sites, samples)`` array of a power in W."""
@@ -105,6 +93,7 @@ class StrategyRun:
     stage_ceiling_w: np.ndarray  # (sites, samples): stage PV ceiling in force during the minute before, NaN = none
     wall_s: float
     startup_s: float
+    cpu_s: float  # CPU time of the controller's process (the fleet and the solver run in their own)
 
 
 def _send(book: CommandBook, i: int, a: Action, now_s: float) -> None:
@@ -135,14 +124,16 @@ async def replay(
     called with the sim time after every simulated minute (the progress bar).
     """
     t_wall = time.perf_counter()
+    cpu0 = time.process_time()
     clock = SimClock(day[0], stepped=True)
-    host = FleetHost(cfg, clock=clock, auto_ports=True)
+    fleet = FleetProcess(cfg, day[0])
     worker = PlanningWorker()
     store: Store | None = None
     controller: Controller | None = None
-    await host.start()
     try:
-        ctl_cfg = host.config  # the bound ports
+        first = await fleet.start()
+        assert fleet.config is not None
+        ctl_cfg = fleet.config  # the bound ports
         ctl_cfg.dispatch.poll_interval_s = STEP_S
         if strategy in SOLVING:
             await asyncio.to_thread(worker.start)  # the solver's start-up is not a dispatch
@@ -154,7 +145,7 @@ async def replay(
         startup_s = time.perf_counter() - t_wall
         site_ids = [s.id for s in ctl_cfg.sites]
         trace = Trace(site_ids)
-        trace.sample(host)
+        trace.add(first)
         # The stage each sample is checked against: the one in force when the controller last cycled.
         stages: list[list[float]] = [[np.nan] * len(site_ids)]
         actions = sorted(enumerate(scenario.actions if scenario else []), key=lambda ia: ia[1].at)
@@ -167,8 +158,8 @@ async def replay(
                 controller.request_dispatch()
             in_force = [_nan(controller.commands.stage_ceiling_w(sid, now)) for sid in site_ids]
             await controller.cycle(dispatch=m % DISPATCH_EVERY == 0 or controller.dispatch_requested)
-            await host.step(STEP_S)
-            trace.sample(host)
+            trace.add(await fleet.step(STEP_S))
+            clock.step(STEP_S)
             stages.append(in_force)
             if on_minute is not None:
                 on_minute(clock.now())
@@ -182,13 +173,14 @@ async def replay(
             stage_ceiling_w=np.asarray(stages, dtype=float).T,
             wall_s=time.perf_counter() - t_wall,
             startup_s=startup_s,
+            cpu_s=time.process_time() - cpu0,
         )
     finally:
         if controller is not None:
             await controller.close()
         else:
             worker.close()
-        await host.stop()
+        await fleet.stop()
         if store is not None:
             store.close()
 

@@ -24,6 +24,7 @@ SUMMARY_FIELDS = (
     ("solve_s_p99", "plan time p99, s", "{:.2f}"),
     ("soc_end_kwh", "stored at end, kWh", "{:.1f}"),
     ("replay_wall_s", "replay wall time, s", "{:.0f}"),
+    ("replay_cpu_s", "controller process CPU, s", "{:.0f}"),
 )
 
 
@@ -79,6 +80,8 @@ def summary_markdown(report: dict[str, Any]) -> str:
         f"Energy balance per site and day (PV + import + discharge = load + export + charge + losses): worst "
         f"residual {worst:.4%} (tolerance 0.5 %)."
     )
+    if report.get("notes"):
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in report["notes"]]
     lines += ["", "## Plots", ""]
     lines += [f"![{p}]({p})" for p in report["plots"]]
     return "\n".join(lines) + "\n"

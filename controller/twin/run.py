@@ -15,7 +15,14 @@ from controller.twin.kpi import captured, day_prices, energy_balance, quarter_st
 from controller.twin.plots import write_plots
 from controller.twin.replay import STEP_S, StrategyRun, replay
 from controller.twin.report import summary_markdown, write_json
-from controller.twin.scenario import Scenario, ScenarioError, apply_scenario, day_bounds, load_scenario
+from controller.twin.scenario import (
+    Scenario,
+    ScenarioError,
+    apply_scenario,
+    day_bounds,
+    drop_invisible_delays,
+    load_scenario,
+)
 from controller.twin.strategies import STRATEGIES
 from optimizer.profiles import BERLIN
 
@@ -44,8 +51,10 @@ def check_strategies(names: list[str]) -> list[str]:
     return list(dict.fromkeys(names)) or list(DEFAULT_STRATEGIES)
 
 
-def prepare(cfg: FleetConfig, day: dt.date, scenario_path: Path | None) -> tuple[FleetConfig, Scenario | None]:
-    """The fleet config with the scenario applied, after checking the scenario fits the day and fleet."""
+def prepare(
+    cfg: FleetConfig, day: dt.date, scenario_path: Path | None
+) -> tuple[FleetConfig, Scenario | None, list[str]]:
+    """The fleet config with the scenario applied (after checking it fits the day and fleet), and notes."""
     scenario = None
     try:
         if scenario_path is not None:
@@ -57,22 +66,15 @@ def prepare(cfg: FleetConfig, day: dt.date, scenario_path: Path | None) -> tuple
                         "replay its day or change its date"
                     ]
                 )
-        return apply_scenario(cfg, scenario), scenario
+        applied, notes = drop_invisible_delays(apply_scenario(cfg, scenario))
+        return applied, scenario, notes
     except ScenarioError as exc:
         raise TwinError([f"{scenario_path}: {line}" for line in exc.errors]) from None
-
-
-def quiet_cancelled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """Loop exception handler: connection tasks cancelled while a fleet shuts down are not errors."""
-    if isinstance(context.get("exception"), asyncio.CancelledError):
-        return
-    loop.default_exception_handler(context)
 
 
 async def run_all(
     cfg: FleetConfig, day: dt.date, scenario: Scenario | None, strategies: list[str], out_dir: Path, progress: bool
 ) -> list[StrategyRun]:
-    asyncio.get_running_loop().set_exception_handler(quiet_cancelled)
     bounds = day_bounds(day)
     minutes = round((bounds[1] - bounds[0]) / STEP_S)
     runs = []
@@ -146,11 +148,11 @@ def run_twin(
 ) -> dict[str, Any]:
     """Replay ``day`` once per strategy and write ``out_dir``/report.json, the plots and summary.md."""
     strategies = check_strategies(strategies)
-    applied, scenario = prepare(cfg, day, scenario_path)
+    applied, scenario, notes = prepare(cfg, day, scenario_path)
     out_dir.mkdir(parents=True, exist_ok=True)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     runs = asyncio.run(run_all(applied, day, scenario, strategies, out_dir, progress))
-    return write_outputs(runs, applied, day_bounds(day), scenario_path, scenario, out_dir)
+    return write_outputs(runs, applied, day_bounds(day), scenario_path, scenario, out_dir, notes)
 
 
 def write_outputs(
@@ -160,9 +162,11 @@ def write_outputs(
     scenario_path: Path | None,
     scenario: Scenario | None,
     out_dir: Path,
+    notes: list[str] | None = None,
 ) -> dict[str, Any]:
     """Write report.json, the plots and summary.md into ``out_dir``; returns the report."""
     report = build_report(runs, cfg, bounds, scenario_path, scenario)
+    report["notes"] = notes or []
     report["plots"] = write_plots(runs, cfg, out_dir)
     write_json(report, out_dir / "report.json")
     (out_dir / "summary.md").write_text(summary_markdown(report), encoding="utf-8")

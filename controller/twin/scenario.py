@@ -267,3 +267,25 @@ def apply_scenario(cfg: FleetConfig, scenario: Scenario | None) -> FleetConfig:
         raise ScenarioError("scenario", problems)
     sim.faults = faults
     return out
+
+
+def drop_invisible_delays(cfg: FleetConfig) -> tuple[FleetConfig, list[str]]:
+    """The fleet config without ``slow`` faults whose delay is below the Modbus timeout, and a note on each.
+
+    On the twin's stepped clock simulated time stands still while a reply is delayed, so a reply
+    that arrives within the timeout changes nothing the controller sees or does; it would only make
+    every poll wait that long in wall time. Delays at or above the timeout (the read fails) stay.
+    """
+    if cfg.simulation is None:
+        return cfg, []
+    timeout = cfg.dispatch.modbus_timeout_s
+    keep = [f for f in cfg.simulation.faults if not (f.mode == "slow" and f.delay_s < timeout)]
+    notes = [
+        f"simulation.faults: '{f.device}' slow by {f.delay_s} s (below the {timeout} s Modbus timeout) is not "
+        "replayed: on the stepped clock it changes nothing but wall time"
+        for f in cfg.simulation.faults
+        if f not in keep
+    ]
+    out = cfg.model_copy(deep=True)
+    out.simulation.faults = keep
+    return out, notes

@@ -10,6 +10,7 @@ import yaml
 from config.schema import CONFIG_DIR, validate_config
 from controller.twin.run import TwinError, check_strategies, parse_day, prepare
 from controller.twin.scenario import ScenarioError, apply_scenario, load_scenario, pick_share
+from tests.controller.conftest import DEMO as DEMO_DATA
 from tests.controller.conftest import small_fleet_data
 
 SCENARIOS = sorted((CONFIG_DIR / "scenarios").glob("*.yaml"))
@@ -103,6 +104,10 @@ def test_date_must_match_and_options_are_checked():
     path = CONFIG_DIR / "scenarios" / "june-sunny-negative-prices.yaml"
     with pytest.raises(TwinError) as err:
         prepare(cfg, parse_day("2026-06-22"), path)
+    applied, scenario, notes = prepare(validate_config(DEMO_DATA), parse_day("2026-06-21"), path)
+    assert scenario is not None and applied.simulation.weather.cloudiness == pytest.approx(0.05)
+    assert not [f for f in applied.simulation.faults if f.mode == "slow"]  # 0.4 s < 1 s timeout: not replayed
+    assert len(notes) == 1 and "lej-017-pv" in notes[0]
     assert "date: the scenario describes 2026-06-21, but --date is 2026-06-22" in err.value.lines[0]
     with pytest.raises(TwinError, match="--date"):
         parse_day("21.06.2026")
