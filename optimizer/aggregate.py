@@ -1,9 +1,10 @@
 """Fleet aggregation for the hierarchical planner: sites → a few virtual plants → per-site targets.
 
 Sites are grouped so that a group's members are near scaled copies of each other: same discrete
-rules (battery or not, feed-in cap regime, negative-price rule, direct marketing, stage or §14a in
-force), then split along the continuous ratio that shapes their dispatch most (battery energy per
-kWp, else load per kWp). A virtual plant sums its members' bounds; prices are weighted means.
+rules (battery or not, feed-in cap regime, negative-price rule, direct marketing), then split
+along the continuous ratio that shapes their dispatch most (battery energy per kWp, else load per
+kWp). A virtual plant sums its members' bounds (stages and §14a enter through them); prices are
+weighted means. ~20 plants measured as good as ~35 (gap 0.002–0.0035 at 100 sites either way).
 
 The aggregate's plan is split back component by component in proportion to each member's own
 bound (PV to its available output, charge and discharge to its power limits), and the member's
@@ -32,8 +33,6 @@ def cluster_sites(problem: DispatchProblem, fa: FleetArrays, k: int) -> np.ndarr
             cap_ratio,
             s.negative_price_rule,
             s.direct_marketing,
-            bool(np.any(np.isfinite(s.stage_ceiling_w))),
-            bool(np.any(s.para14a)),
         )
         groups[key].append(i)
     n = len(problem.sites)
