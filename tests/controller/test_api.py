@@ -136,7 +136,7 @@ BAD = [
     ("stage", {"stage": "K1", "expires_at": iso_in(86400), "colour": "red"}, "colour"),
     ("para14a", {"expires_at": iso_in(-5)}, "expires_at"),
     ("para14a", {"expires_at": iso_in(86400), "sites": ["atlantis"]}, "sites[0]"),
-    ("para14a", {"expires_at": iso_in(86400), "start": iso_in(900)}, "expires_at"),
+    ("para14a", {"expires_at": iso_in(86400), "start": iso_in(90000)}, "expires_at"),  # starts after expiry
     ("schedule", {"points": []}, "points"),
     ("schedule", {"points": [{"start": quarter_now(), "export_w": -5}]}, "points[0].export_w"),
     ("schedule", {"points": [{"start": quarter_now(), "export_w": "lots"}]}, "points[0].export_w"),
