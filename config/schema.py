@@ -37,6 +37,9 @@ FaultMode = Literal[
     "sentinel",  # measurements read as SunSpec not-implemented values
     "garbage",  # measurements read as out-of-range values
     "reboot",  # controls reset to defaults once, device unavailable for ``duration_s``
+    # writes are acknowledged but not applied: the registers keep their old values, so a read-back
+    # shows the mismatch (a battery that silently ignored its setpoints while reporting Ok)
+    "ignore_writes",
 ]
 
 
@@ -192,10 +195,18 @@ class DeviceVariant(Strict):
 
     models: Literal["classic", "der", "float"] = Field(
         default="classic",
-        description="classic = 103/120/121/122/123(/124); der = 701/702/704(/713); float = 113 instead of 103",
+        description="classic = 10x/120/121/122/123(/124); der = 701/702/704(/713); float = 11x instead of 10x",
     )
     base_address: Literal[0, 40000, 50000] = 40000
     common_len: Literal[65, 66] = 66
+    phases: Literal[1, 2, 3] = Field(
+        default=3,
+        description="inverter phases: 101/102/103 (classic) or 111/112/113 (float); der models ignore it",
+    )
+    meter_model: Literal[201, 202, 203, 204] = Field(
+        default=203,
+        description="meter model: 201 single phase, 202 split phase, 203 three-phase wye, 204 three-phase delta",
+    )
 
 
 class FaultSpec(Strict):

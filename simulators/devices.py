@@ -10,10 +10,13 @@ the site physics (:mod:`simulators.site`):
   lies in the point's range; otherwise it refuses the whole request and changes nothing
   (exception 2 for a register that is not a writable point, 3 for a value out of range).
 
-Model sets per :class:`config.schema.DeviceVariant`: PV ``classic`` 1/103/120/121/122/123,
-``float`` 1/113/120/121/122/123, ``der`` 1/701/702/704; battery ``classic`` 1/103/120/121/124/713,
-``float`` 1/113/120/121/124/713, ``der`` 1/701/702/704/713 (power set with 704 ``WSet``);
-meter 1/203 in every variant.
+Model sets per :class:`config.schema.DeviceVariant` (``10x``/``11x`` = 101/102/103 or 111/112/113
+for ``phases`` 1/2/3): PV ``classic`` 1/10x/120/121/122/123, ``float`` 1/11x/120/121/122/123,
+``der`` 1/701/702/704; battery ``classic`` 1/10x/120/121/124/713, ``float`` 1/11x/120/121/124/713,
+``der`` 1/701/702/704/713 (power set with 704 ``WSet``); meter 1 and ``meter_model`` (201 single
+phase, 202 split phase, 203 wye, 204 delta; one layout, the phases a meter lacks read as not
+implemented) in every variant. Per-phase currents and powers split the total evenly over the
+device's phases.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from pymodbus.constants import ExcCodes
+from pymodbus.simulator import DataType, SimData
 
 from config.schema import DeviceConfig, DeviceVariant, SiteConfig
 from simulators.registers import Point, build_image, decode, point_at_address, type_range
@@ -32,19 +36,19 @@ SUNSPEC_EPOCH_S = 946_684_800.0
 """2000-01-01T00:00:00Z: model 122 ``Tms`` counts seconds from here."""
 VOLTS = 230.0
 HERTZ = 50.0
-PHASES = 3
+INVERTER_MODELS = (101, 102, 103, 111, 112, 113)
+METER_PHASES = {201: 1, 202: 2, 203: 3, 204: 3}
+_PHASE_NAMES = ("A", "B", "C")
 
-MODELS: dict[tuple[str, str], list[int]] = {
-    ("pv_inverter", "classic"): [1, 103, 120, 121, 122, 123],
-    ("pv_inverter", "float"): [1, 113, 120, 121, 122, 123],
-    ("pv_inverter", "der"): [1, 701, 702, 704],
-    ("battery", "classic"): [1, 103, 120, 121, 124, 713],
-    ("battery", "float"): [1, 113, 120, 121, 124, 713],
-    ("battery", "der"): [1, 701, 702, 704, 713],
-    ("meter", "classic"): [1, 203],
-    ("meter", "float"): [1, 203],
-    ("meter", "der"): [1, 203],
-}
+
+def model_ids(kind: str, variant: DeviceVariant) -> list[int]:
+    """The SunSpec models a device of ``kind`` serves in ``variant``, in register order."""
+    if kind == "meter":
+        return [1, variant.meter_model]
+    inverter = (110 if variant.models == "float" else 100) + variant.phases
+    if kind == "pv_inverter":
+        return [1, 701, 702, 704] if variant.models == "der" else [1, inverter, 120, 121, 122, 123]
+    return [1, 701, 702, 704, 713] if variant.models == "der" else [1, inverter, 120, 121, 124, 713]
 
 
 def pick_sf(max_abs: float, limit: int = 32767, lowest: int = 0) -> int:
@@ -76,7 +80,7 @@ class SunSpecDevice(ABC):
         self.unit = dev.unit
         self.site = site
         self.variant = variant
-        self.models = MODELS[(self.kind, variant.models)]
+        self.models = model_ids(self.kind, variant)
         self.image = build_image(self.models, variant.base_address, variant.common_len)
         self.sf: dict[tuple[int, str], int] = {}
         self.writable: dict[tuple[int, str], Writable] = {}
@@ -111,6 +115,18 @@ class SunSpecDevice(ABC):
         raise NotImplementedError
 
     # --- registers ------------------------------------------------------------------------
+    def simdata(self) -> list[SimData]:
+        """One block of the image's size, zeros: pymodbus converts list values one by one (slow for
+        1,000 devices); :meth:`adopt` copies the image in on first access."""
+        return [SimData(self.image.base, count=len(self.image.registers), datatype=DataType.REGISTERS)]
+
+    def adopt(self, function_code: int, registers: list[int]) -> None:
+        """Use pymodbus's live register list from now on (SunSpec uses holding registers only)."""
+        image = self.image
+        if image.registers is not registers:
+            registers[: len(image.registers)] = image.registers
+            image.registers = registers
+
     def has(self, mid: int, name: str) -> bool:
         return (mid, name) in self.image.points
 
@@ -219,8 +235,8 @@ class SunSpecDevice(ABC):
         return None
 
 
-def _phase_amps(power_w: float) -> float:
-    return abs(power_w) / (PHASES * VOLTS)
+def _phase_amps(power_w: float, phases: int) -> float:
+    return abs(power_w) / (phases * VOLTS)
 
 
 class InverterFace(SunSpecDevice, ABC):
@@ -228,7 +244,7 @@ class InverterFace(SunSpecDevice, ABC):
 
     def _inverter_sfs(self, max_w: float) -> None:
         w_sf = pick_sf(max_w)
-        for mid in (103, 113, 701):
+        for mid in (*INVERTER_MODELS, 701):
             self.sf.update(
                 {
                     (mid, "A_SF"): -2,
@@ -270,8 +286,12 @@ class InverterFace(SunSpecDevice, ABC):
             }
         )
 
+    @property
+    def phases(self) -> int:
+        return 3 if self.variant.models == "der" else self.variant.phases
+
     def _nameplate(self, der_typ: int, rating_w: float) -> None:
-        amps = _phase_amps(rating_w)
+        amps = _phase_amps(rating_w, self.phases)
         self.put(120, "DERTyp", der_typ)
         self.put(120, "WRtg", rating_w)
         self.put(120, "VARtg", rating_w)
@@ -295,20 +315,20 @@ class InverterFace(SunSpecDevice, ABC):
     def _ac(
         self, power_w: float, energy_out_wh: float, energy_in_wh: float, state: int, der_state: int, on: bool
     ) -> list[tuple[int, str, float | int | None]]:
-        amps = _phase_amps(power_w)
+        phases = self.phases
+        amps = _phase_amps(power_w, phases)
         out: list[tuple[int, str, float | int | None]] = []
-        for mid in (103, 113):
+        for mid in INVERTER_MODELS:
+            if not self.has(mid, "W"):
+                continue
+            for ph in _PHASE_NAMES[:phases]:
+                out += [(mid, f"Aph{ph}", amps), (mid, f"PhVph{ph}", VOLTS)]
+            if phases == 3:
+                out += [(mid, f"PPVph{pair}", VOLTS * 3**0.5) for pair in ("AB", "BC", "CA")]
+            elif phases == 2:
+                out += [(mid, "PPVphAB", 2 * VOLTS)]  # split phase: A and B are in opposition
             out += [
-                (mid, "A", amps * PHASES),
-                (mid, "AphA", amps),
-                (mid, "AphB", amps),
-                (mid, "AphC", amps),
-                (mid, "PhVphA", VOLTS),
-                (mid, "PhVphB", VOLTS),
-                (mid, "PhVphC", VOLTS),
-                (mid, "PPVphAB", VOLTS * 3**0.5),
-                (mid, "PPVphBC", VOLTS * 3**0.5),
-                (mid, "PPVphCA", VOLTS * 3**0.5),
+                (mid, "A", amps * phases),
                 (mid, "W", power_w),
                 (mid, "Hz", HERTZ),
                 (mid, "VA", abs(power_w)),
@@ -327,7 +347,7 @@ class InverterFace(SunSpecDevice, ABC):
             (701, "W", power_w),
             (701, "VA", abs(power_w)),
             (701, "Var", 0),
-            (701, "A", amps * PHASES),
+            (701, "A", amps * phases),
             (701, "LLV", VOLTS * 3**0.5),
             (701, "LNV", VOLTS),
             (701, "Hz", HERTZ),
@@ -406,7 +426,8 @@ class PvInverterDevice(InverterFace):
         else:
             state, der_state = (5, 4) if throttled else (4, 3)
         out = self._ac(u.pv_w, u.energy_wh, 0.0, state, der_state, on)
-        out += [(103, "DCW", u.pv_w / 0.97), (103, "DCV", 600.0), (103, "DCA", u.pv_w / 0.97 / 600.0)]
+        for mid in INVERTER_MODELS:
+            out += [(mid, "DCW", u.pv_w / 0.97), (mid, "DCV", 600.0), (mid, "DCA", u.pv_w / 0.97 / 600.0)]
         bits = 0b111 if on and u.available_w >= 1.0 else (0b011 if on else 0b010)
         now = self.site.t
         out += [
@@ -430,19 +451,7 @@ class PvInverterDevice(InverterFace):
         return out
 
     def truth(self) -> dict[str, float | None]:
-        u = self.pv
-        ceiling = min(u.ceiling_w, u.rating_w)
-        return {
-            "pv_w": u.pv_w,
-            "available_w": u.available_w,
-            "limit_w": ceiling if ceiling < u.rating_w - 1e-6 else None,
-            "wmax_w": u.controls.wmax_w,
-            "rating_w": u.rating_w,
-            "installer_w": u.installer_w,
-            "export_limit_w": u.export_cap_w if u.installer_mode() else None,
-            "energy_wh": u.energy_wh,
-            "revert_s": u.revert_s(self.site.t),
-        }
+        return pv_truth(self.pv, self.site.t)
 
 
 class BatteryDevice(InverterFace):
@@ -546,80 +555,113 @@ class BatteryDevice(InverterFace):
         return out
 
     def truth(self) -> dict[str, float | None]:
-        b = self.bat
-        return {
-            "battery_w": b.battery_w,
-            "soc": b.soc,
-            "capacity_wh": b.cell.capacity_wh,
-            "max_charge_w": b.max_charge_w,
-            "max_discharge_w": b.max_discharge_w,
-            "energy_charged_wh": b.charged_wh,
-            "energy_discharged_wh": b.discharged_wh,
-            "commanded_w": b.commanded_w(),
-            "revert_s": b.revert_s(self.site.t),
-        }
+        return battery_truth(self.bat, self.site.t)
 
 
 class MeterDevice(SunSpecDevice):
-    """The site meter at the grid connection point (model 203): W > 0 import, < 0 export."""
+    """The site meter at the grid connection point (model 201–204): W > 0 import, < 0 export."""
 
     kind = "meter"
 
     def _setup(self) -> None:
         limit = self.site.site.grid.connection_limit_w
         w_sf = pick_sf(limit)
+        m = self.variant.meter_model
         self.sf.update(
             {
-                (203, "A_SF"): -2 if limit < 50_000 else -1,
-                (203, "V_SF"): -1,
-                (203, "Hz_SF"): -2,
-                (203, "W_SF"): w_sf,
-                (203, "VA_SF"): w_sf,
-                (203, "VAR_SF"): w_sf,
-                (203, "PF_SF"): -2,
-                (203, "TotWh_SF"): 0,
+                (m, "A_SF"): -2 if limit < 50_000 else -1,
+                (m, "V_SF"): -1,
+                (m, "Hz_SF"): -2,
+                (m, "W_SF"): w_sf,
+                (m, "VA_SF"): w_sf,
+                (m, "VAR_SF"): w_sf,
+                (m, "PF_SF"): -2,
+                (m, "TotWh_SF"): 0,
             }
         )
 
     def _live(self) -> list[tuple[int, str, float | int | None]]:
         s = self.site
+        m = self.variant.meter_model
+        phases = METER_PHASES[m]
         w = s.grid_w
-        amps = _phase_amps(w)
+        amps = _phase_amps(w, phases)
+        line_v = {1: VOLTS, 2: 2 * VOLTS, 3: VOLTS * 3**0.5}[phases]
         out: list[tuple[int, str, float | int | None]] = [
-            (203, "A", amps * PHASES),
-            (203, "PhV", VOLTS),
-            (203, "PPV", VOLTS * 3**0.5),
-            (203, "Hz", HERTZ),
-            (203, "W", w),
-            (203, "VA", abs(w)),
-            (203, "VAR", 0),
-            (203, "PF", 100.0 if w >= 0 else -100.0),
-            (203, "TotWhExp", s.export_wh),
-            (203, "TotWhImp", s.import_wh),
-            (203, "Evt", 0),
+            (m, "A", amps * phases),
+            (m, "PhV", VOLTS),
+            (m, "PPV", line_v),
+            (m, "Hz", HERTZ),
+            (m, "W", w),
+            (m, "VA", abs(w)),
+            (m, "VAR", 0),
+            (m, "PF", 100.0 if w >= 0 else -100.0),
+            (m, "TotWhExp", s.export_wh),
+            (m, "TotWhImp", s.import_wh),
+            (m, "Evt", 0),
         ]
-        for ph in ("A", "B", "C"):
+        for ph in _PHASE_NAMES[:phases]:
             out += [
-                (203, f"Aph{ph}", amps),
-                (203, f"PhVph{ph}", VOLTS),
-                (203, f"Wph{ph}", w / PHASES),
-                (203, f"VAph{ph}", abs(w) / PHASES),
-                (203, f"VARph{ph}", 0),
+                (m, f"Aph{ph}", amps),
+                (m, f"PhVph{ph}", VOLTS),
+                (m, f"Wph{ph}", w / phases),
+                (m, f"VAph{ph}", abs(w) / phases),
+                (m, f"VARph{ph}", 0),
             ]
-        out += [(203, "PhVphAB", VOLTS * 3**0.5), (203, "PhVphBC", VOLTS * 3**0.5), (203, "PhVphCA", VOLTS * 3**0.5)]
+        # 201 names its line voltages PPVph.., 202–204 PhVph..; only one spelling exists per model.
+        if phases == 3:
+            for pair in ("AB", "BC", "CA"):
+                out += [(m, f"PhVph{pair}", line_v), (m, f"PPVph{pair}", line_v)]
+        elif phases == 2:
+            out += [(m, "PhVphAB", line_v)]
         return out
 
     def truth(self) -> dict[str, float | None]:
-        s = self.site
-        t = s.truth()
-        return {
-            "grid_w": s.grid_w,
-            "load_w": s.load_w,
-            "pv_w": t["pv_w"],
-            "battery_w": t["battery_w"],
-            "import_wh": s.import_wh,
-            "export_wh": s.export_wh,
-        }
+        return meter_truth(self.site)
+
+
+def pv_truth(u: PvUnit, now: float) -> dict[str, float | None]:
+    """Ground truth of a PV inverter (W, Wh, s); ``limit_w`` None while nothing limits below the rating."""
+    ceiling = min(u.ceiling_w, u.rating_w)
+    return {
+        "pv_w": u.pv_w,
+        "available_w": u.available_w,
+        "limit_w": ceiling if ceiling < u.rating_w - 1e-6 else None,
+        "wmax_w": u.controls.wmax_w,
+        "rating_w": u.rating_w,
+        "installer_w": u.installer_w,
+        "export_limit_w": u.export_cap_w if u.installer_mode() else None,
+        "energy_wh": u.energy_wh,
+        "revert_s": u.revert_s(now),
+    }
+
+
+def battery_truth(b: BatteryUnit, now: float) -> dict[str, float | None]:
+    """Ground truth of a battery: ``battery_w`` > 0 discharge, ``soc`` 0..1, ``commanded_w`` None = own mode."""
+    return {
+        "battery_w": b.battery_w,
+        "soc": b.soc,
+        "capacity_wh": b.cell.capacity_wh,
+        "max_charge_w": b.max_charge_w,
+        "max_discharge_w": b.max_discharge_w,
+        "energy_charged_wh": b.charged_wh,
+        "energy_discharged_wh": b.discharged_wh,
+        "commanded_w": b.commanded_w(),
+        "revert_s": b.revert_s(now),
+    }
+
+
+def meter_truth(s: SiteSim) -> dict[str, float | None]:
+    """Ground truth at the grid connection point: ``grid_w`` > 0 import."""
+    t = s.truth()
+    return {
+        "grid_w": s.grid_w,
+        "load_w": s.load_w,
+        "pv_w": t["pv_w"],
+        "battery_w": t["battery_w"],
+        "import_wh": s.import_wh,
+        "export_wh": s.export_wh,
+    }
 
 
 DEVICE_CLASSES: dict[str, type[SunSpecDevice]] = {

@@ -3,12 +3,15 @@
 Each device gets its own loopback port, except devices of one site that share a port in the
 config: they sit behind one gateway port with distinct unit ids. Per port a pymodbus 3.16
 ``ModbusTcpServer`` (SimDevice/SimData API, one SimDevice per unit id, its ``action`` hook bound
-to :class:`simulators.devices.SunSpecDevice`) listens on an internal port, and a
-:class:`simulators.proxy.FaultProxy` listens on the public one.
+to a :class:`simulators.devices.SunSpecDevice`, or a :class:`simulators.profile_device.ProfileDevice`
+for ``protocol: profile``) listens on an internal port, and a :class:`simulators.proxy.FaultProxy`
+listens on the public one.
 
 Faults (config ``simulation.faults`` with optional ``start``/``end`` on the sim clock, or
 :meth:`FleetHost.inject_fault` at run time; one injected fault replaces the device's others):
-value faults (``exception``, ``frozen``, ``sentinel``, ``garbage``) act in the hook, timing
+value faults (``exception``, ``frozen``, ``sentinel``, ``garbage``) and ``ignore_writes`` (a write
+is acknowledged but the registers keep their old values, so a read-back shows the old value and
+the physics never see the command) act in the hook, timing
 faults (``offline``, ``no_reply``, ``slow``) in the proxy; ``reboot`` resets the device's
 controls to the installer configuration once and makes it unavailable (like ``offline``) for
 ``duration_s`` sim seconds.
@@ -26,19 +29,23 @@ import math
 import resource
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
+from pymodbus.simulator import SimDevice
 
-from config.schema import DeviceVariant, FaultSpec, FleetConfig, SimulationConfig
+from config.register_map import PROFILE_DIR, RegisterMap, load_register_map
+from config.schema import DeviceConfig, DeviceVariant, FaultSpec, FleetConfig, SimulationConfig
 from simulators.clock import SimClock
 from simulators.devices import SunSpecDevice, make_device
+from simulators.profile_device import ProfileDevice
 from simulators.proxy import FORWARD, FaultProxy, FrameAction
 from simulators.site import MAX_SUBSTEP_S, SiteSim
 
 log = logging.getLogger(__name__)
-VALUE_FAULTS = {"exception", "frozen", "sentinel", "garbage"}
+VALUE_FAULTS = {"exception", "frozen", "sentinel", "garbage", "ignore_writes"}
+SimulatedDevice = SunSpecDevice | ProfileDevice
 _EXC_CODES = {int(c) for c in ExcCodes}
 GATEWAY_NO_RESPONSE = 11
 
@@ -90,7 +97,7 @@ class _Port:
 
     host: str
     port: int
-    devices: dict[int, SunSpecDevice] = field(default_factory=dict)
+    devices: dict[int, SimulatedDevice] = field(default_factory=dict)
     backend: ModbusTcpServer | None = None
     proxy: FaultProxy | None = None
 
@@ -102,7 +109,15 @@ class _Port:
 class FleetHost:
     """Serves a fleet's simulated devices; see the module docstring for faults and the clock."""
 
-    def __init__(self, cfg: FleetConfig, *, clock: SimClock | None = None, auto_ports: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: FleetConfig,
+        *,
+        clock: SimClock | None = None,
+        auto_ports: bool = False,
+        profile_dir: Path = PROFILE_DIR,
+    ) -> None:
+        """Build every site and device; raises ProfileError for a profile that is missing or invalid."""
         self.config = cfg.model_copy(deep=True)
         self.sim: SimulationConfig = self.config.simulation or SimulationConfig()
         if clock is None:
@@ -114,13 +129,14 @@ class FleetHost:
         variants = self.sim.variants
         der = {dev_id for dev_id, v in variants.items() if v.models == "der"}
         self.sites: dict[str, SiteSim] = {}
-        self.devices: dict[str, SunSpecDevice] = {}
+        self.devices: dict[str, SimulatedDevice] = {}
+        maps: dict[str, RegisterMap] = {}
         self._site_of: dict[str, str] = {}
         self._ports: dict[tuple[str, int], _Port] = {}
         for site in self.config.sites:
             sim_site = self.sites[site.id] = SiteSim.create(site, self.sim, now, der)
             for dev in site.devices:
-                device = make_device(dev, sim_site, variants.get(dev.id, DeviceVariant()))
+                device = _make(dev, sim_site, variants.get(dev.id, DeviceVariant()), maps, profile_dir)
                 self.devices[dev.id] = device
                 self._site_of[dev.id] = site.id
                 self._ports.setdefault(dev.endpoint, _Port(dev.host, dev.port)).devices[dev.unit] = device
@@ -140,9 +156,7 @@ class FleetHost:
                 sim_devices = [
                     SimDevice(
                         id=unit,
-                        # A zero block of the image's size: pymodbus converts list values one by one (slow
-                        # for 1,000 devices); the hook copies the image in on first access.
-                        simdata=[SimData(d.image.base, count=len(d.image.registers), datatype=DataType.REGISTERS)],
+                        simdata=d.simdata(),
                         action=self._hook(d),
                     )
                     for unit, d in port.devices.items()
@@ -307,7 +321,7 @@ class FleetHost:
 
         return action
 
-    def _hook(self, device: SunSpecDevice):
+    def _hook(self, device: SimulatedDevice):
         async def on_access(
             fc: int,
             start_addr: int,
@@ -316,17 +330,19 @@ class FleetHost:
             registers: list[int],
             set_values: list[int] | list[bool] | None,
         ) -> ExcCodes | None:
-            image = device.image
-            if image.registers is not registers:  # adopt pymodbus's live list once
-                registers[: len(image.registers)] = image.registers
-                image.registers = registers
+            device.adopt(fc, registers)
             fault = self.active_fault(device.id)
             mode = fault.mode if fault is not None and fault.mode in VALUE_FAULTS else None
             if mode == "exception" and fault is not None and fault.code in _EXC_CODES:
                 return ExcCodes(fault.code)
+            if set_values is not None and mode == "ignore_writes":
+                # pymodbus stores set_values after the hook: store what is there, i.e. change nothing.
+                first = address - start_addr
+                set_values[:] = registers[first : first + len(set_values)]
+                return None
             if set_values is not None:
                 return device.write(address, [int(v) for v in set_values], self.clock.now())
-            device.render(mode)
+            device.render(None if mode == "ignore_writes" else mode)
             return None
 
         return on_access
@@ -345,3 +361,15 @@ class FleetHost:
         if site_id not in self.sites:
             raise KeyError(f"unknown site '{site_id}'")
         return self.sites[site_id].truth()
+
+
+def _make(
+    dev: DeviceConfig, site: SiteSim, variant: DeviceVariant, maps: dict[str, RegisterMap], profile_dir: Path
+) -> SimulatedDevice:
+    """The register face of ``dev``: a SunSpec variant, or the vendor map its config names."""
+    if dev.protocol != "profile":
+        return make_device(dev, site, variant)
+    assert dev.profile is not None  # the schema requires it
+    if dev.profile not in maps:
+        maps[dev.profile] = load_register_map(dev.profile, profile_dir)
+    return ProfileDevice(dev, site, maps[dev.profile])

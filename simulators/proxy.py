@@ -18,7 +18,6 @@ a time per client connection, over a connection of the proxy's own to the pymodb
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import struct
 from collections.abc import Callable
@@ -55,6 +54,7 @@ class FaultProxy:
         self._listening = False
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task] = set()
+        self._handlers: set[asyncio.Task] = set()
 
     @property
     def is_open(self) -> bool:
@@ -110,14 +110,20 @@ class FaultProxy:
         self._writers.clear()
 
     async def stop(self) -> None:
+        """Close the port and end every connection handler before returning, so none is left pending."""
         self.close_port()
-        for task in list(self._tasks):
+        pending = list(self._tasks) + list(self._handlers)
+        for task in pending:
             task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                (await task).close()
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        for result in results:
+            if isinstance(result, asyncio.Server):  # a reopen that finished before it was cancelled
+                result.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
         self._writers.add(writer)
         backend: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
@@ -146,7 +152,13 @@ class FaultProxy:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            # Only stop() or loop shutdown cancel a handler. Ending normally matters: asyncio's stream
+            # callback (Python 3.11) logs a cancelled handler task as an error with a traceback.
+            pass
         finally:
+            if task is not None:
+                self._handlers.discard(task)
             self._writers.discard(writer)
             writer.close()
             if backend is not None:

@@ -155,7 +155,7 @@ def point_at_address(image_key: tuple[tuple[int, ...], int, int]) -> dict[int, P
     return {p.address + i: p for p in points.values() for i in range(p.size) if p.name not in ("ID", "L")}
 
 
-def _words(value: int, n: int) -> list[int]:
+def words_of(value: int, n: int) -> list[int]:
     return [(value >> (16 * (n - 1 - i))) & 0xFFFF for i in range(n)]
 
 
@@ -167,15 +167,15 @@ def encode(typ: str, size: int, value: float | int | str | None) -> list[int]:
     if typ in _FLOAT:
         fmt, n, nan = _FLOAT[typ]
         if value is None:
-            return _words(nan, n)
+            return words_of(nan, n)
         packed = struct.pack(fmt, float(value))
         return list(struct.unpack(f">{n}H", packed))
     if value is None:
-        return _words(_SENTINEL.get(typ, 0), size)
+        return words_of(_SENTINEL.get(typ, 0), size)
     v = int(value)
     if typ in _SIGNED and v < 0:
         v += 1 << _SIGNED[typ]
-    return _words(v & ((1 << (16 * size)) - 1), size)
+    return words_of(v & ((1 << (16 * size)) - 1), size)
 
 
 def decode(typ: str, regs: list[int]) -> float | int | str | None:

@@ -1,0 +1,158 @@
+"""Vendor register maps for devices without SunSpec: the schema of the YAML files in config/profiles/.
+
+A register map ("profile") maps telemetry keys (``pv_w``, ``energy_wh``, ``soc`` ...) and control
+keys (``pv_limit_pct``, ``pv_limit_w``, ``battery_setpoint_w``, ``revert_timer_s``) onto registers:
+address (0-based protocol address), type, scale, unit, access, table, byte and word order, sign
+and the vendor's not-implemented values. ``value_in_unit = raw × scale × sign``; the unit then
+converts to SI (kW → W, kWh → Wh, % → fraction for ``soc``).
+
+Both sides of the wire read this schema: the drivers (drivers/profiles.py adds the codec a client
+uses) and the simulators (which serve a map from their own register encoding, so a codec bug on
+one side cannot hide behind the same bug on the other).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from config.schema import CONFIG_DIR
+
+PROFILE_DIR = CONFIG_DIR / "profiles"
+
+RegType = Literal["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32"]
+SIZES = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "int64": 4, "uint64": 4, "float32": 2}
+UNIT_TO_SI = {"W": 1.0, "kW": 1000.0, "Wh": 1.0, "kWh": 1000.0, "%": 1.0, "s": 1.0, "": 1.0}
+
+# Which units each key accepts; the value the drivers pass on is in the key's SI unit.
+KEY_UNITS: dict[str, tuple[str, ...]] = {
+    "pv_w": ("W", "kW"),
+    "battery_w": ("W", "kW"),
+    "grid_w": ("W", "kW"),
+    "rating_w": ("W", "kW"),
+    "wmax_w": ("W", "kW"),
+    "max_charge_w": ("W", "kW"),
+    "max_discharge_w": ("W", "kW"),
+    "energy_wh": ("Wh", "kWh"),
+    "import_wh": ("Wh", "kWh"),
+    "export_wh": ("Wh", "kWh"),
+    "capacity_wh": ("Wh", "kWh"),
+    "soc": ("%",),
+    "operating_state": ("",),
+    "alarms": ("",),
+    "pv_limit_pct": ("%",),
+    "pv_limit_w": ("W", "kW"),
+    "battery_setpoint_w": ("W", "kW"),
+    "revert_timer_s": ("s",),
+}
+CONTROL_KEYS = ("pv_limit_pct", "pv_limit_w", "battery_setpoint_w", "revert_timer_s")
+StateName = Literal["producing", "limited", "standby", "off"]
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Register(_Strict):
+    """One value in the vendor's register map."""
+
+    address: int = Field(ge=0, le=65535, description="0-based protocol address (a manual's 40001 is 40000)")
+    type: RegType
+    scale: float = Field(default=1.0, description="raw × scale = value in `unit`")
+    unit: str = ""
+    access: Literal["r", "rw"] = "r"
+    table: Literal["holding", "input"] = "holding"
+    sign: Literal[1, -1] = Field(default=1, description="-1 when the vendor's sign is opposite to ours")
+    not_implemented: list[int] = Field(default_factory=list, description="raw values meaning 'no value' (NaN)")
+
+    @property
+    def size(self) -> int:
+        return SIZES[self.type]
+
+
+class WriteStep(_Strict):
+    """A raw value written to a register, e.g. to hand control back to the device."""
+
+    key: str = Field(description="a key of `registers`")
+    value: int = Field(description="raw register value")
+
+
+class RegisterMap(_Strict):
+    """A vendor register map for one device kind."""
+
+    name: str
+    vendor: str
+    devices: str = Field(description="the products this map is written for")
+    source: str = Field(description="the vendor document the addresses come from")
+    kind: Literal["pv_inverter", "battery", "meter"]
+    byte_order: Literal["big", "little"] = "big"
+    word_order: Literal["big", "little"] = "big"
+    max_gap: int = Field(default=0, ge=0, le=100, description="unmapped registers a read may span")
+    registers: dict[str, Register]
+    state_codes: dict[StateName, int] = Field(
+        default_factory=dict, description="the raw `operating_state` the vendor reports in each state"
+    )
+    pv_limit_release: list[WriteStep] = Field(default_factory=list, description="writes that lift our PV limit")
+    battery_release: list[WriteStep] = Field(
+        default_factory=list, description="writes that hand the battery back to its own control"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RegisterMap:
+        problems = []
+        for key, reg in self.registers.items():
+            if key not in KEY_UNITS:
+                problems.append(f"registers.{key}: unknown key; use one of {', '.join(KEY_UNITS)}")
+            elif reg.unit not in KEY_UNITS[key]:
+                problems.append(f"registers.{key}.unit: '{reg.unit}' is not one of {list(KEY_UNITS[key])}")
+            if key in CONTROL_KEYS and reg.access != "rw":
+                problems.append(f"registers.{key}.access: a control register must be 'rw'")
+            if key in CONTROL_KEYS and reg.table != "holding":
+                problems.append(f"registers.{key}.table: a control register must be a holding register")
+        for field_name in ("pv_limit_release", "battery_release"):
+            for i, step in enumerate(getattr(self, field_name)):
+                if step.key not in self.registers:
+                    problems.append(f"{field_name}[{i}].key: '{step.key}' is not in registers")
+        if self.state_codes and "operating_state" not in self.registers:
+            problems.append("state_codes: the map has no operating_state register")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+MapT = TypeVar("MapT", bound=RegisterMap)
+
+
+def load_register_map_file(path: Path, cls: type[MapT] = RegisterMap) -> MapT:  # type: ignore[assignment]
+    """Read and validate one map file as ``cls``; raise ProfileError with one line per problem."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            where = ".".join(str(p) for p in err["loc"]) or "(file)"
+            msg = "unknown field; remove it or check its spelling" if err["type"] == "extra_forbidden" else err["msg"]
+            lines += [f"{path}: {where}: {m}" for m in msg.removeprefix("Value error, ").split("\n")]
+        raise ProfileError("\n".join(lines)) from None
+
+
+def load_register_map(name: str, directory: Path = PROFILE_DIR, cls: type[MapT] = RegisterMap) -> MapT:  # type: ignore[assignment]
+    """The map ``name`` (a file ``<name>.yaml`` in ``directory``, default config/profiles/) as ``cls``."""
+    path = directory / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in directory.glob("*.yaml"))
+        raise ProfileError(f"profile '{name}' not found in {directory}; known profiles: {', '.join(known) or 'none'}")
+    return load_register_map_file(path, cls)

@@ -1,0 +1,329 @@
+"""Profile devices: a site's PV inverter, battery or meter served through a vendor register map.
+
+A device with ``protocol: profile`` and ``profile: NAME`` answers with the map in
+config/profiles/NAME.yaml (:mod:`config.register_map`): each key at its address, in its table
+(holding or input), type, byte and word order, scale, unit and sign; unmapped registers between
+the keys are invalid (exception 2), as on SMA devices. The encoding here is the simulators' own
+(built on :mod:`simulators.registers`), not the drivers' codec, so tests over TCP catch a
+bug on either side.
+
+Physics are the site's (:mod:`simulators.site`), as for the SunSpec faces; the map's control
+registers set the same controls:
+
+- ``pv_limit_pct`` (% of ``wmax_w`` when the map has it, else of ``rating_w``) or ``pv_limit_w``
+  limit the PV inverter; 100 % (or the full WMax) lifts the limit, so the inverter's own export
+  limitation (installer configuration) applies again;
+- ``battery_setpoint_w`` (> 0 discharge) fixes battery power; a raw value listed in the map's
+  ``battery_release`` for that register hands the battery back to self-consumption;
+- ``revert_timer_s`` restarts with every limit or setpoint write; at expiry the device returns to
+  its installer configuration. A map without it keeps a written command until the next write.
+
+A write must cover whole ``rw`` registers (else exception 2) with values in range (else 3).
+Value faults: ``sentinel`` publishes the map's not-implemented value (NaN for float32; a register
+without one keeps its value), ``garbage`` the type's largest value, ``frozen`` nothing new.
+``operating_state`` reads the map's ``state_codes`` (its not-implemented value without them).
+"""
+
+from __future__ import annotations
+
+import math
+
+from pymodbus.constants import ExcCodes
+from pymodbus.simulator import DataType, SimData
+
+from config.register_map import CONTROL_KEYS, UNIT_TO_SI, Register, RegisterMap
+from config.schema import DeviceConfig
+from simulators.devices import battery_truth, meter_truth, pv_truth
+from simulators.registers import decode, encode, type_range, words_of
+from simulators.site import BatteryUnit, PvUnit, SiteSim
+
+MEASURED = frozenset(
+    {"pv_w", "battery_w", "grid_w", "soc", "energy_wh", "import_wh", "export_wh", "operating_state", "alarms"}
+)
+INPUT_FC = 4
+MAX_TIMER_S = 4294967294
+
+
+def orderwords_of(words: list[int], byte_order: str, word_order: str) -> list[int]:
+    """Big-endian words ↔ the map's byte and word order (both swaps are their own inverse)."""
+    if byte_order == "little":
+        words = [((w & 0xFF) << 8) | (w >> 8) for w in words]
+    return words[::-1] if word_order == "little" else list(words)
+
+
+def raw_of(reg: Register, key: str, value_si: float) -> float:
+    """The raw number a register holds for ``value_si`` (SoC: a fraction 0..1)."""
+    value = value_si * 100.0 if key == "soc" else value_si
+    return value / (reg.scale * reg.sign * UNIT_TO_SI[reg.unit])
+
+
+def si_of(reg: Register, key: str, raw: float) -> float:
+    value = raw * reg.scale * reg.sign * UNIT_TO_SI[reg.unit]
+    return value / 100.0 if key == "soc" else value
+
+
+class ProfileDevice:
+    """One simulated device (unit id) answering with a vendor register map."""
+
+    def __init__(self, dev: DeviceConfig, site: SiteSim, regmap: RegisterMap) -> None:
+        if regmap.kind != dev.kind:
+            raise ValueError(
+                f"device '{dev.id}': profile '{regmap.name}' describes a {regmap.kind}, not a {dev.kind}; "
+                "pick a profile of the device's kind"
+            )
+        self.config = dev
+        self.id = dev.id
+        self.unit = dev.unit
+        self.kind = dev.kind
+        self.site = site
+        self.map = regmap
+        self.pv: PvUnit | None = next((u for u in site.pv if u.device_id == dev.id), None)
+        self.bat: BatteryUnit | None = next((b for b in site.batteries if b.device_id == dev.id), None)
+        # Per table: first address and registers up to the last mapped one (gaps stay invalid).
+        self.base: dict[str, int] = {}
+        self.tables: dict[str, list[int]] = {}
+        for table in ("holding", "input"):
+            regs = [r for r in regmap.registers.values() if r.table == table]
+            if regs:
+                self.base[table] = min(r.address for r in regs)
+                self.tables[table] = [0] * (max(r.address + r.size for r in regs) - self.base[table])
+        self._owner = {
+            r.address + i: key
+            for key, r in regmap.registers.items()
+            if key in CONTROL_KEYS and r.table == "holding"
+            for i in range(r.size)
+        }
+        self._rendered: tuple[int, str | None] | None = None
+        self.render(None)
+
+    # --- pymodbus ---------------------------------------------------------------------------
+    def simdata(self) -> tuple[list[SimData], list[SimData], list[SimData], list[SimData]]:
+        """Separate holding and input tables, each a block per run of mapped registers."""
+        out: dict[str, list[SimData]] = {}
+        for table in ("holding", "input"):
+            addresses = sorted(
+                r.address + i for r in self.map.registers.values() if r.table == table for i in range(r.size)
+            )
+            blocks: list[SimData] = []
+            start = prev = None
+            for a in addresses:
+                if prev is not None and a == prev + 1:
+                    prev = a
+                    continue
+                if start is not None and prev is not None:
+                    blocks.append(SimData(start, count=prev - start + 1, datatype=DataType.REGISTERS))
+                start = prev = a
+            if start is not None and prev is not None:
+                blocks.append(SimData(start, count=prev - start + 1, datatype=DataType.REGISTERS))
+            # pymodbus needs a block per table; an invalid one answers exception 2 like a missing table.
+            out[table] = blocks or [SimData(0, count=1, datatype=DataType.INVALID)]
+        bits = [SimData(0, count=1, datatype=DataType.BITS)]
+        return (bits, list(bits), out["holding"], out["input"])
+
+    def adopt(self, function_code: int, registers: list[int]) -> None:
+        """Use pymodbus's live list of the table ``function_code`` addresses from now on."""
+        table = "input" if function_code == INPUT_FC else "holding"
+        mine = self.tables.get(table)
+        if mine is not None and mine is not registers:
+            registers[: len(mine)] = mine
+            self.tables[table] = registers
+
+    # --- values -----------------------------------------------------------------------------
+    def _state(self) -> str:
+        if self.pv is not None:
+            u = self.pv
+            if not u.controls.conn:
+                return "off"
+            if u.available_w < 1.0:
+                return "standby"
+            return "limited" if u.pv_w < u.available_w - 1.0 else "producing"
+        if self.bat is not None:
+            return "producing" if abs(self.bat.battery_w) > 1.0 else "standby"
+        return "producing"
+
+    def _pct_base_w(self) -> float:
+        """What the vendor's percentage refers to: WMax when the map publishes it, else the rating."""
+        assert self.pv is not None
+        return self.pv.controls.wmax_w if "wmax_w" in self.map.registers else self.pv.rating_w
+
+    def value(self, key: str) -> float | None:
+        """The SI value of ``key`` now (None: the device has nothing to report there)."""
+        s = self.site
+        if key == "operating_state":
+            code = self.map.state_codes.get(self._state())  # type: ignore[call-overload]
+            return None if code is None else float(code)
+        if key == "alarms":
+            return 0.0
+        if self.pv is not None:
+            u = self.pv
+            c = u.controls
+            pct_in_force = c.lim_pct * c.wmax_w / self._pct_base_w() if c.lim_ena else 100.0
+            return {
+                "pv_w": u.pv_w,
+                "energy_wh": u.energy_wh,
+                "rating_w": u.rating_w,
+                "wmax_w": c.wmax_w,
+                "pv_limit_pct": pct_in_force,
+                "pv_limit_w": c.lim_pct / 100.0 * c.wmax_w if c.lim_ena else c.wmax_w,
+                "revert_timer_s": c.lim_rvrt_s,
+            }.get(key)
+        if self.bat is not None:
+            b = self.bat
+            c = b.controls
+            setpoint: float | None = c.wset_w if c.wset_ena else self._released_si("battery_setpoint_w")
+            return {
+                "battery_w": b.battery_w,
+                "soc": b.soc,
+                "capacity_wh": b.cell.capacity_wh,
+                "max_charge_w": b.max_charge_w,
+                "max_discharge_w": b.max_discharge_w,
+                "energy_wh": b.discharged_wh,  # AC energy out, as SunSpec's WH counts it
+                "battery_setpoint_w": setpoint,
+                "revert_timer_s": c.wset_rvrt_s,
+            }.get(key)
+        return {"grid_w": s.grid_w, "import_wh": s.import_wh, "export_wh": s.export_wh}.get(key)
+
+    def _released_si(self, key: str) -> float:
+        """What a control register reads while released: the map's release value, else 0."""
+        reg = self.map.registers[key]
+        for step in self.map.battery_release:
+            if step.key == key:
+                return si_of(reg, key, decode(reg.type, words_of(step.value, reg.size)) or 0)
+        return 0.0
+
+    def registers_for(self, key: str, value_si: float | None, fault_mode: str | None = None) -> list[int] | None:
+        """The wire registers of ``key`` for ``value_si`` (None: not implemented); None = leave as is."""
+        reg = self.map.registers[key]
+        if fault_mode == "garbage" and key in MEASURED:
+            big = 1e12 if reg.type == "float32" else type_range(reg.type, reg.size)[1]
+            words = encode(reg.type, reg.size, big)
+        elif value_si is None or (fault_mode == "sentinel" and key in MEASURED):
+            if reg.not_implemented:
+                words = words_of(reg.not_implemented[0], reg.size)
+            elif reg.type == "float32":
+                words = encode("float32", 2, None)
+            else:
+                return None
+        elif reg.type == "float32":
+            words = encode("float32", 2, raw_of(reg, key, value_si))
+        else:
+            lo, hi = type_range(reg.type, reg.size)
+            raw = min(max(round(raw_of(reg, key, value_si)), lo), hi)
+            words = encode(reg.type, reg.size, raw)
+        return orderwords_of(words, self.map.byte_order, self.map.word_order)
+
+    def render(self, fault_mode: str | None) -> None:
+        """Publish every key unless already current; ``frozen`` publishes nothing."""
+        if fault_mode == "frozen":
+            return
+        key = (self.site.version, fault_mode)
+        if key == self._rendered:
+            return
+        self._rendered = key
+        for name, reg in self.map.registers.items():
+            words = self.registers_for(name, self.value(name), fault_mode)
+            if words is not None:
+                start = reg.address - self.base[reg.table]
+                self.tables[reg.table][start : start + reg.size] = words
+
+    # --- writes -----------------------------------------------------------------------------
+    def write(self, address: int, values: list[int], now: float) -> ExcCodes | None:
+        """Validate and apply a write of holding registers; all or nothing."""
+        keys: list[str] = []
+        for i in range(len(values)):
+            key = self._owner.get(address + i)
+            if key is None:
+                return ExcCodes.ILLEGAL_ADDRESS
+            if key not in keys:
+                keys.append(key)
+        decoded: dict[str, tuple[float, int]] = {}
+        for key in keys:
+            reg = self.map.registers[key]
+            first = reg.address - address
+            if first < 0 or first + reg.size > len(values):
+                return ExcCodes.ILLEGAL_ADDRESS  # a multi-register value must be written whole
+            words = orderwords_of(values[first : first + reg.size], self.map.byte_order, self.map.word_order)
+            unsigned = int.from_bytes(b"".join(w.to_bytes(2, "big") for w in words), "big")
+            raw = decode(reg.type, words)
+            if unsigned in reg.not_implemented or raw is None or isinstance(raw, str):
+                return ExcCodes.ILLEGAL_VALUE
+            value = si_of(reg, key, float(raw))
+            if not math.isfinite(value):
+                return ExcCodes.ILLEGAL_VALUE
+            decoded[key] = (value, unsigned)
+        if now > self.site.t:
+            self.site.advance(now)
+        if self.pv is not None:
+            result = self._write_pv(decoded, now)
+        elif self.bat is not None:
+            result = self._write_battery(decoded, now)
+        else:
+            result = ExcCodes.ILLEGAL_ADDRESS
+        if result is None:
+            self.site.version += 1
+        return result
+
+    def _write_pv(self, decoded: dict[str, tuple[float, int]], now: float) -> ExcCodes | None:
+        assert self.pv is not None
+        u = self.pv
+        c = u.controls
+        if "battery_setpoint_w" in decoded:
+            return ExcCodes.ILLEGAL_ADDRESS
+        fraction: float | None = None  # of WMax
+        if "pv_limit_pct" in decoded:
+            pct = decoded["pv_limit_pct"][0]
+            if not 0.0 <= pct <= 100.0 + 1e-9:
+                return ExcCodes.ILLEGAL_VALUE
+            fraction = pct / 100.0 * self._pct_base_w() / c.wmax_w
+        if "pv_limit_w" in decoded:
+            watts = decoded["pv_limit_w"][0]
+            if not 0.0 <= watts <= c.wmax_w + 1e-6:
+                return ExcCodes.ILLEGAL_VALUE
+            fraction = watts / c.wmax_w
+        changed: set[str] = set()
+        if "revert_timer_s" in decoded:
+            timer = decoded["revert_timer_s"][0]
+            if not 0 <= timer <= MAX_TIMER_S:
+                return ExcCodes.ILLEGAL_VALUE
+            c.lim_rvrt_s = float(round(timer))
+            changed.add("lim_rvrt_s")
+        if fraction is not None:
+            limited = fraction < 1.0 - 1e-9
+            c.lim_ena, c.lim_pct = (1, fraction * 100.0) if limited else (0, 100.0)
+            changed |= {"lim_pct", "lim_ena"}
+        u.written(changed, now)
+        return None
+
+    def _write_battery(self, decoded: dict[str, tuple[float, int]], now: float) -> ExcCodes | None:
+        assert self.bat is not None
+        b = self.bat
+        c = b.controls
+        if "pv_limit_pct" in decoded or "pv_limit_w" in decoded:
+            return ExcCodes.ILLEGAL_ADDRESS
+        changed: set[str] = set()
+        if "revert_timer_s" in decoded:
+            timer = decoded["revert_timer_s"][0]
+            if not 0 <= timer <= MAX_TIMER_S:
+                return ExcCodes.ILLEGAL_VALUE
+            c.wset_rvrt_s = float(round(timer))
+            changed.add("wset_rvrt_s")
+        if "battery_setpoint_w" in decoded:
+            watts, unsigned = decoded["battery_setpoint_w"]
+            released = any(s.key == "battery_setpoint_w" and s.value == unsigned for s in self.map.battery_release)
+            if released:
+                c.wset_ena = 0
+            elif -b.max_charge_w - 1e-6 <= watts <= b.max_discharge_w + 1e-6:
+                c.wset_ena, c.wset_mod, c.wset_w = 1, 1, watts
+            else:
+                return ExcCodes.ILLEGAL_VALUE
+            changed |= {"wset_ena", "wset_w"}
+        b.written(changed, now)
+        return None
+
+    def truth(self) -> dict[str, float | None]:
+        """SI ground truth of this device, with the same keys as the SunSpec faces of its kind."""
+        if self.pv is not None:
+            return pv_truth(self.pv, self.site.t)
+        if self.bat is not None:
+            return battery_truth(self.bat, self.site.t)
+        return meter_truth(self.site)
