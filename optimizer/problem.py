@@ -138,6 +138,8 @@ class SiteProblem:
         self.para14a = np.asarray(self.para14a, dtype=bool)
         if self.stage_ceiling_w.shape != (n,) or self.para14a.shape != (n,):
             raise ValueError(f"site {self.site_id}: stage_ceiling_w and para14a need one value per period ({n})")
+        if np.any(self.stage_ceiling_w < 0):
+            raise ValueError(f"site {self.site_id}: stage_ceiling_w must be ≥ 0 W, or NaN where no stage is active")
         for name in ("pv_available_w", "load_w"):
             values = getattr(self, name)
             if not np.all(np.isfinite(values)) or np.any(values < 0):
