@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from config.register_map import PROFILE_DIR
 from config.schema import FleetConfig, validate_config
 from simulators.clock import SimClock
 from simulators.fleet import Endpoint, FleetHost
@@ -82,13 +84,13 @@ def variant_fleet() -> dict:
 class FleetThread:
     """A FleetHost on a stepped clock whose event loop runs in a background thread."""
 
-    def __init__(self, data: dict, start_s: float = SUMMER_NOON_S) -> None:
+    def __init__(self, data: dict, start_s: float = SUMMER_NOON_S, profile_dir: Path = PROFILE_DIR) -> None:
         self.config: FleetConfig = validate_config(data)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.clock = SimClock(start_s, stepped=True)
-        self.host = FleetHost(self.config, clock=self.clock, auto_ports=True)
+        self.host = FleetHost(self.config, clock=self.clock, auto_ports=True, profile_dir=profile_dir)
         self.run(self.host.start())
         self.endpoints: dict[str, Endpoint] = {ep.id: ep for ep in self.host.endpoints()}
 
