@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
+import logging
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from optimizer.problem import (
 )
 from optimizer.profiles import PvGeometry
 from optimizer.solver import PlanningWorker
+
+log = logging.getLogger("sparcs.planning")
 
 RELEASE_TOL_W = 1.0  # a plan limit this close to the installer ceiling is no limit: release instead
 SAMPLE_EVERY_S = 60.0  # measurements kept for learning: one per site and minute
@@ -94,7 +97,28 @@ class FleetPlanner:
         self.cfg = cfg
         self.worker = worker or PlanningWorker()
         self.measurements = Measurements([s.id for s in cfg.sites])
-        self.prices = read_prices_csv(cfg.market.prices_csv) if cfg.market.prices_csv else None
+        self.prices: tuple[np.ndarray, np.ndarray] | None = None
+        self._prices_mtime: float | None = None
+        self.refresh_prices(strict=True)
+
+    def refresh_prices(self, *, strict: bool = False) -> None:
+        """(Re)read ``market.prices_csv`` when it changed, so a daily price file is picked up while running.
+
+        ``strict``: a broken file raises PriceFileError (start-up); later it is logged and the prices
+        read before stay in use.
+        """
+        path = self.cfg.market.prices_csv
+        if path is None:
+            return
+        try:
+            mtime = path.stat().st_mtime
+            if mtime == self._prices_mtime:
+                return
+            self.prices, self._prices_mtime = read_prices_csv(path), mtime
+        except (OSError, PriceFileError) as exc:
+            if strict:
+                raise PriceFileError(f"market.prices_csv: {exc}") from None
+            log.warning("market.prices_csv not reloaded, the prices read before stay in use: %s", exc)
 
     def observe(self, state: FleetState) -> None:
         self.measurements.observe(state)
@@ -134,6 +158,7 @@ class FleetPlanner:
         ]
         if not sites:
             return None
+        self.refresh_prices()
         series = self.prices or (None, None)
         prices = price_forecast(grid[2], series[0], series[1], self.cfg.market.flat_price_eur_per_mwh).values
         schedule = commands.schedule_series(starts)

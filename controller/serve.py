@@ -18,6 +18,7 @@ from config.schema import FleetConfig
 from controller.api import create_app
 from controller.auth import create_token
 from controller.cycle import Clock, WallClock
+from controller.planning import PriceFileError
 from controller.runtime import build_controller
 from controller.scheduler import ControlScheduler
 from controller.store import Store
@@ -82,9 +83,12 @@ async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: C
             cfg, clock = fleet.config, sim_clock
         else:
             clock = WallClock()
+        try:
+            ctl = build_controller(cfg, store, clock)
+        except PriceFileError as exc:
+            raise RunError(str(exc)) from None
         sock = _listen(host, port)
         bound_port = sock.getsockname()[1]
-        ctl = build_controller(cfg, store, clock)
         server = uvicorn.Server(uvicorn.Config(create_app(ctl), log_level="warning", lifespan="off", access_log=False))
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
         sched = ControlScheduler(ctl)

@@ -6,24 +6,8 @@ import pytest
 
 from controller.setpoints import SiteCommand, export_guard, plan_period, site_command, split_to_devices
 from controller.state import build_state, site_flexibility
-from drivers.telemetry import Reading, Telemetry
-
-
-def tel(dev_id, site_id, kind, status="online", **values):
-    vals = {k: Reading(v, "good") if not isinstance(v, Reading) else v for k, v in values.items()}
-    return Telemetry(dev_id, site_id, kind, 100.0, status, vals, last_good_at=100.0)
-
-
-def site_telemetry(site, *, pv=3000.0, bat=-1000.0, grid=-1500.0, soc=0.5, status="online"):
-    out = {}
-    for d in site.devices:
-        if d.kind == "pv_inverter":
-            out[d.id] = tel(d.id, site.id, d.kind, status, pv_w=pv)
-        elif d.kind == "battery":
-            out[d.id] = tel(d.id, site.id, d.kind, battery_w=bat, soc=soc)
-        else:
-            out[d.id] = tel(d.id, site.id, d.kind, grid_w=grid)
-    return out
+from drivers.telemetry import Reading
+from tests.controller.conftest import site_telemetry, tel
 
 
 def test_load_follows_the_meter_balance_and_totals_add_up(small_cfg):

@@ -1,0 +1,72 @@
+"""The planner's inputs: day-ahead prices from a CSV (reloaded when it changes), problems of controllable sites."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import numpy as np
+import pytest
+
+from config.schema import validate_config
+from controller.commands import CommandBook
+from controller.planning import FleetPlanner, PriceFileError, read_prices_csv
+from controller.state import build_state
+from controller.store import Store
+from tests.controller.conftest import site_telemetry, small_fleet_data
+
+T0 = dt.datetime(2026, 6, 21, 10, 0, tzinfo=dt.UTC)
+
+
+def write_prices(path, value: float, start=T0, n=200) -> None:
+    rows = ["timestamp,eur_per_mwh"]
+    rows += [f"{(start + dt.timedelta(minutes=15 * i)).isoformat()},{value}" for i in range(n)]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_price_file_errors_name_the_line(tmp_path):
+    bad = tmp_path / "p.csv"
+    bad.write_text("timestamp,eur_per_mwh\n2026-06-21T10:00:00+00:00,12\n2026-06-21T10:15:00,13\n")
+    with pytest.raises(PriceFileError, match=r"p.csv:3: timestamp 2026-06-21T10:15:00 needs a UTC offset"):
+        read_prices_csv(bad)
+    bad.write_text("timestamp,eur_per_mwh\n2026-06-21T10:00:00+00:00,cheap\n")
+    with pytest.raises(PriceFileError, match=r"p.csv:2: needs columns timestamp,eur_per_mwh"):
+        read_prices_csv(bad)
+
+
+def test_planner_uses_the_price_file_and_reloads_it_when_it_changes(tmp_path):
+    prices = tmp_path / "prices.csv"
+    write_prices(prices, -20.0)
+    data = small_fleet_data(2)
+    data["market"] = {"prices_csv": str(prices), "flat_price_eur_per_mwh": 80}
+    cfg = validate_config(data)
+    store = Store(data_dir=tmp_path / "d")
+    planner = FleetPlanner(cfg)
+    try:
+        telemetry = {}
+        for site in cfg.sites:
+            telemetry.update(site_telemetry(site))
+        state = build_state(cfg, telemetry, T0.timestamp())
+        commands = CommandBook(store, cfg)
+        problem = planner.problem(state, commands, T0.timestamp())
+        assert [s.site_id for s in problem.sites] == [s.id for s in cfg.sites]
+        covered = problem.period_start_s < T0.timestamp() + 200 * 900
+        assert np.all(problem.price_eur_per_mwh[covered] == -20.0)
+        assert np.all(problem.price_eur_per_mwh[~covered] == 80.0)  # flat where the file has no value
+
+        write_prices(prices, 55.0)
+        os.utime(prices, (1, T0.timestamp() + 5))
+        assert np.all(planner.problem(state, commands, T0.timestamp()).price_eur_per_mwh[covered] == 55.0)
+
+        prices.write_text("timestamp,eur_per_mwh\nnot a time,1\n")
+        os.utime(prices, (1, T0.timestamp() + 10))
+        assert np.all(planner.problem(state, commands, T0.timestamp()).price_eur_per_mwh[covered] == 55.0)
+    finally:
+        planner.close()
+        store.close()
+
+
+def test_a_missing_price_file_is_refused_at_start(tmp_path, small_cfg):
+    small_cfg.market.prices_csv = tmp_path / "nowhere.csv"
+    with pytest.raises(PriceFileError, match=r"market\.prices_csv"):
+        FleetPlanner(small_cfg)
