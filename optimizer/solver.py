@@ -103,33 +103,46 @@ class PlanningWorker:
         self._ctx = mp.get_context("spawn")
         self._proc: mp.process.BaseProcess | None = None
         self._conn: Connection | None = None
+        self._ready = False
         self._fault: Fault | None = None
         self.last_good: DispatchPlan | None = None
         self.restarts = 0
 
-    def start(self) -> None:
-        """Start the solver process (if not running) and wait until it is ready to solve."""
-        if self._proc is not None and self._proc.is_alive():
-            return
+    def _spawn(self) -> None:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(target=_worker_main, args=(child,), name="sparcs-solver", daemon=True)
         proc.start()
         child.close()
-        if not parent.poll(STARTUP_TIMEOUT_S):
-            proc.kill()
-            proc.join()
-            raise RuntimeError(f"solver process did not start within {STARTUP_TIMEOUT_S:.0f} s")
-        parent.recv()
-        self._proc, self._conn = proc, parent
+        self._proc, self._conn, self._ready = proc, parent, False
 
-    def _kill(self) -> None:
+    def start(self) -> None:
+        """Start the solver process (if not running) and wait until it is ready to solve."""
+        if self._proc is None or not self._proc.is_alive():
+            self._drop()
+            self._spawn()
+        if self._ready:
+            return
+        assert self._conn is not None
+        if not self._conn.poll(STARTUP_TIMEOUT_S):
+            self._drop()
+            raise RuntimeError(f"solver process did not start within {STARTUP_TIMEOUT_S:.0f} s")
+        self._conn.recv()
+        self._ready = True
+
+    def _drop(self) -> None:
+        """Kill the solver process, if any, and forget it."""
         if self._proc is not None:
             self._proc.kill()
             self._proc.join()
-            self.restarts += 1
         if self._conn is not None:
             self._conn.close()
-        self._proc, self._conn = None, None
+        self._proc, self._conn, self._ready = None, None, False
+
+    def _restart(self) -> None:
+        """Replace a stuck or broken solver process; the new one loads while the controller goes on."""
+        self._drop()
+        self.restarts += 1
+        self._spawn()
 
     def close(self) -> None:
         """Stop the solver process."""
@@ -137,11 +150,7 @@ class PlanningWorker:
             with contextlib.suppress(OSError):
                 self._conn.send(None)
             self._proc.join(timeout=5)
-            if self._proc.is_alive():
-                self._proc.kill()
-                self._proc.join()
-            self._conn.close()
-        self._proc, self._conn = None, None
+        self._drop()
 
     def __enter__(self) -> PlanningWorker:
         self.start()
@@ -166,18 +175,15 @@ class PlanningWorker:
         t0 = time.perf_counter()
         try:
             self._conn.send((problem, limit * HIGHS_SHARE_OF_TIMEOUT, fault))
-            answered = self._conn.poll(limit)
-            status, payload = self._conn.recv() if answered else ("timeout", None)
-        except (OSError, EOFError) as exc:
-            status, payload = "error", f"solver process lost: {exc}"
+            if not self._conn.poll(limit):
+                self._restart()
+                reason = f"solver timed out after {time.perf_counter() - t0:.1f} s (bound {limit:.1f} s); restarted"
+                return fallback_plan(problem, reason, self.last_good)
+            status, payload = self._conn.recv()
+        except (OSError, EOFError) as exc:  # the process died (killed, out of memory)
+            self._restart()
+            return fallback_plan(problem, f"solver process lost: {exc!r}; restarted", self.last_good)
         if status == "ok":
             self.last_good = payload
             return payload
-        if status == "timeout":
-            self._kill()
-            reason = f"solver timed out after {time.perf_counter() - t0:.1f} s (bound {limit:.1f} s); process restarted"
-        else:
-            if status == "error" and "process lost" in str(payload):
-                self._kill()
-            reason = f"solver failed: {payload}"
-        return fallback_plan(problem, reason, self.last_good)
+        return fallback_plan(problem, f"solver failed: {payload}", self.last_good)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -99,3 +100,21 @@ def test_shifted_plan_moves_setpoints_to_the_new_periods() -> None:
     assert result.battery_w[0, :-2] == pytest.approx(old.battery_w[0, 2:])
     # past the old plan's end: self-consumption (charge the 2 kW surplus)
     assert result.battery_w[0, -2:] == pytest.approx([-2000.0, -2000.0])
+
+
+def test_a_solver_process_that_dies_mid_solve_is_replaced(worker: PlanningWorker) -> None:
+    p = fleet()
+    worker.start()
+    victim = worker._proc
+    assert victim is not None
+    worker.inject_fault("hang")
+    killer = threading.Timer(0.5, victim.kill)  # the solver process this worker started, by its handle
+    killer.start()
+    try:
+        result = worker.plan(p, timeout_s=60)
+    finally:
+        killer.cancel()
+    assert result.path in ("fallback_shifted", "fallback_rules")
+    assert "solver process lost" in result.reason
+    assert_caps_hold(p, result)
+    assert worker.plan(p, timeout_s=120).path == "optimal"
