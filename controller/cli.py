@@ -210,6 +210,7 @@ def twin(
         typer.Option("--strategy", help="optimizer, self-consumption, none, perfect-foresight (repeat)"),
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="folder for report.json, plots, summary.md")] = Path("twin-out"),
+    jobs: Annotated[int, typer.Option("--jobs", min=1, max=8, help="strategies replayed at once")] = 1,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Replay a day against the simulated fleet on a stepped clock, once per strategy; write KPIs and plots."""
@@ -217,7 +218,7 @@ def twin(
 
     cfg = load_or_exit(config)
     try:
-        run_twin(cfg, parse_day(date), scenario, strategy or [], out, progress=progress)
+        run_twin(cfg, parse_day(date), scenario, strategy or [], out, jobs=jobs, progress=progress)
     except TwinError as exc:
         raise fail(exc.lines) from None
     typer.echo(f"report: {out / 'report.json'}  summary: {out / 'summary.md'}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import multiprocessing as mp
+import queue as queue_mod
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +74,38 @@ def prepare(
         raise TwinError([f"{scenario_path}: {line}" for line in exc.errors]) from None
 
 
-async def run_all(
-    cfg: FleetConfig, day: dt.date, scenario: Scenario | None, strategies: list[str], out_dir: Path, progress: bool
+def _replay_worker(
+    cfg: FleetConfig, strategy: str, bounds: tuple[float, float], scenario: Scenario | None, data_dir: Path, queue
+) -> None:
+    """One strategy's replay in a process of its own; reports ticks, then the run or an error, on ``queue``."""
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    try:
+        run = asyncio.run(replay(cfg, strategy, bounds, scenario, data_dir, lambda t: queue.put(("tick", strategy, t))))
+        queue.put(("done", strategy, run))
+    except ScenarioError as exc:
+        queue.put(("error", strategy, [f"scenario: {line}" for line in exc.errors]))
+    except Exception as exc:  # handed to the parent, which reports it for this strategy
+        queue.put(("error", strategy, [f"strategy {strategy}: replay failed: {type(exc).__name__}: {exc}"]))
+
+
+def run_all(
+    cfg: FleetConfig,
+    bounds: tuple[float, float],
+    scenario: Scenario | None,
+    strategies: list[str],
+    out_dir: Path,
+    *,
+    jobs: int = 1,
+    progress: bool = True,
 ) -> list[StrategyRun]:
-    bounds = day_bounds(day)
+    """Replay each strategy in a fresh process (``jobs`` at a time), with a progress bar per strategy."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
     minutes = round((bounds[1] - bounds[0]) / STEP_S)
-    runs = []
+    waiting = list(strategies)
+    running: dict[str, mp.process.BaseProcess] = {}
+    runs: dict[str, StrategyRun] = {}
+    errors: list[str] = []
     with Progress(
         TextColumn("{task.description:<28}"),
         BarColumn(),
@@ -88,15 +116,37 @@ async def run_all(
         disable=not progress,
     ) as bar:
         tasks = {s: bar.add_task(s, total=minutes) for s in strategies}
-        for s in strategies:
-            task = tasks[s]
-
-            def tick(t: float, task=task, s=s) -> None:
-                clock = dt.datetime.fromtimestamp(t, BERLIN).strftime("%H:%M")
-                bar.update(task, advance=1, description=f"{s} {clock}")
-
-            runs.append(await replay(cfg, s, bounds, scenario, out_dir / "history" / s, tick))
-    return runs
+        try:
+            while waiting or running:
+                while waiting and len(running) < jobs:
+                    s = waiting.pop(0)
+                    args = (cfg, s, bounds, scenario, out_dir / "history" / s, queue)
+                    running[s] = ctx.Process(target=_replay_worker, args=args, name=f"sparcs-twin-{s}")
+                    running[s].start()
+                try:
+                    kind, s, payload = queue.get(timeout=5.0)
+                except queue_mod.Empty:
+                    for s, proc in list(running.items()):
+                        if not proc.is_alive():  # died without a word (killed, out of memory)
+                            running.pop(s)
+                            errors.append(f"strategy {s}: replay process ended with code {proc.exitcode}")
+                    continue
+                if kind == "tick":
+                    clock = dt.datetime.fromtimestamp(payload, BERLIN).strftime("%H:%M")
+                    bar.update(tasks[s], advance=1, description=f"{s} {clock}")
+                    continue
+                running.pop(s).join()
+                if kind == "done":
+                    runs[s] = payload
+                else:
+                    errors += payload
+        finally:
+            for proc in running.values():
+                proc.kill()
+                proc.join()
+    if errors:
+        raise TwinError(errors)
+    return [runs[s] for s in strategies]
 
 
 def build_report(
@@ -144,14 +194,15 @@ def run_twin(
     strategies: list[str],
     out_dir: Path,
     *,
+    jobs: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Replay ``day`` once per strategy and write ``out_dir``/report.json, the plots and summary.md."""
+    """Replay ``day`` once per strategy (``jobs`` at a time) and write report.json, the plots and summary.md."""
     strategies = check_strategies(strategies)
     applied, scenario, notes = prepare(cfg, day, scenario_path)
     out_dir.mkdir(parents=True, exist_ok=True)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    runs = asyncio.run(run_all(applied, day, scenario, strategies, out_dir, progress))
+    runs = run_all(applied, day_bounds(day), scenario, strategies, out_dir, jobs=jobs, progress=progress)
     return write_outputs(runs, applied, day_bounds(day), scenario_path, scenario, out_dir, notes)
 
 

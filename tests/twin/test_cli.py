@@ -1,0 +1,75 @@
+"""`sparcs twin` on the command line: mistakes exit 2 naming the option or field; a whole day end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from config.schema import CONFIG_DIR
+from controller.cli import app
+from tests.controller.conftest import small_fleet_data
+
+JUNE = CONFIG_DIR / "scenarios" / "june-sunny-negative-prices.yaml"
+
+
+@pytest.fixture
+def fleet_file(tmp_path):
+    p = tmp_path / "fleet.yaml"
+    p.write_text(yaml.safe_dump(small_fleet_data(2)), encoding="utf-8")
+    return p
+
+
+def twin(*args: str):
+    return CliRunner().invoke(app, ["twin", *args])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--date", "2026-06-21", "--strategy", "greedy"], "--strategy: unknown 'greedy'"),
+        (["--date", "21.06.2026"], "--date: '21.06.2026' is not a date"),
+        (["--date", "2026-06-22", "--scenario", str(JUNE)], "date: the scenario describes 2026-06-21"),
+    ],
+)
+def test_mistakes_exit_2_with_one_line_naming_the_option(fleet_file, tmp_path, extra, message):
+    result = twin("--config", str(fleet_file), "--out", str(tmp_path / "out"), *extra)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_a_bad_scenario_field_is_named(fleet_file, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("date: 2026-06-21\nactions:\n  - at: 2026-06-21T12:00:00\n    stage: {stage: K9}\n")
+    result = twin("--config", str(fleet_file), "--date", "2026-06-21", "--scenario", str(bad))
+    assert result.exit_code == 2
+    assert "actions[0].at: " in result.output and "actions[0].stage.stage: " in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_whole_day_end_to_end(tmp_path):
+    fleet_file = tmp_path / "one-site.yaml"
+    fleet_file.write_text(yaml.safe_dump(small_fleet_data(1)), encoding="utf-8")
+    out = tmp_path / "out"
+    result = twin(
+        "--config", str(fleet_file), "--date", "2026-06-21", "--scenario", str(JUNE),
+        "--strategy", "self-consumption", "--strategy", "none", "--out", str(out), "--no-progress",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["minutes"] == 1440 and report["quarter_hours"] == 96
+    for row in report["strategies"]:
+        assert row["dispatches"] == 96
+        assert row["cap_violations"] == 0
+    for sites in report["balance"]["sites"].values():
+        for b in sites:  # PV + import + discharge = load + export + charge + losses, per site and day
+            assert abs(b["residual"]) < 0.005 and abs(b["storage_residual"]) < 0.005
+            assert b["pv_kwh"] > 10  # a sunny June day
+    none, sc = (next(r for r in report["strategies"] if r["strategy"] == s) for s in ("none", "self-consumption"))
+    assert sc["self_consumption"] > none["self_consumption"]  # the battery stores midday surplus
+    assert "self-consumption" in (out / "summary.md").read_text()
