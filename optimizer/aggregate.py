@@ -131,6 +131,9 @@ def split_targets(fa: FleetArrays, agg: FleetArrays, labels: np.ndarray, sol: Si
     plant_total = np.zeros((agg.shape[0], fa.shape[1]))
     np.add.at(plant_total, labels, target)
     target = redistribute(np.clip(target, lo, hi), plant_total, labels, lo, hi)
+    # What a plant's members cannot take, the rest of the fleet may (the schedule is the fleet's).
+    fleet = np.zeros(labels.size, dtype=np.int64)
+    target = redistribute(target, plant_total.sum(0, keepdims=True), fleet, lo, hi)
     return np.where(np.isfinite(fa.schedule_w)[None, :], target, np.nan)
 
 
