@@ -308,6 +308,47 @@ def test_the_operator_is_told_plainly_about_stale_data_and_fallback(tab, live):
     assert [e for e in tab.errors if "503" not in e] == []
 
 
+TRAIL = "() => JSON.parse(sessionStorage.getItem('sparcs.forecastTrail') || '{}')"
+
+
+def test_the_forecast_each_quarter_hour_had_when_it_began_stays_for_comparison_with_the_measurements(tab, live):
+    page = tab.sign_in(live.operator_token)
+    forecast = live.get("/api/v1/forecast")
+    start_ms = dt.datetime.fromisoformat(forecast["start"]).timestamp() * 1000
+    current_q = str(int(start_ms // 900_000 * 900_000))
+    trail = wait_for(lambda: page.evaluate(TRAIL), 15, "the page to record the forecast")
+    assert len(trail) >= len(forecast["period_s"]) and current_q in trail
+    site, first = next(iter(forecast["sites"].items()))
+    assert trail[current_q][site] == [first["pv_available_w"][0], first["load_w"][0]]
+    before = live.get("/api/v1/fleet")["last_dispatch"]
+    assert live.http.post("/api/v1/commands/dispatch-now").status_code == 202
+
+    def new_forecast():
+        start = live.get("/api/v1/forecast")["start"]
+        return start if start != forecast["start"] and live.get("/api/v1/fleet")["last_dispatch"] != before else None
+
+    new_start = wait_for(new_forecast, 90, "a new plan")
+    expect(page.locator("#chart")).to_have_attribute("data-plan-start", new_start, timeout=20_000)
+    # the quarter-hour had begun: a newer plan does not rewrite what was forecast for it
+    assert page.evaluate(TRAIL)[current_q] == trail[current_q]
+    page.reload()
+    assert page.evaluate(TRAIL)[current_q] == trail[current_q]  # the tab's session keeps it
+    assert tab.errors == []
+
+
+def test_a_lost_connection_is_shown_and_the_page_recovers_when_the_api_answers_again(tab, live):
+    page = tab.sign_in(live.operator_token)
+    tab.context.route("**/api/v1/fleet", lambda route: route.abort("connectionrefused"))
+    banner = page.locator("#banners")
+    expect(banner).to_contain_text("Connection lost. Cannot reach the controller since", timeout=15_000)
+    expect(page.locator("#live")).to_have_text("connection lost")
+    expect(page.locator("#t-devices")).not_to_have_text("–")  # the last values stay, marked by the banner
+    tab.context.unroute("**/api/v1/fleet")
+    expect(banner).not_to_contain_text("Connection lost", timeout=15_000)
+    expect(page.locator("#live")).to_contain_text("live")
+    assert [e for e in tab.errors if "ERR_CONNECTION_REFUSED" not in e] == []
+
+
 def test_the_page_is_served_with_a_strict_content_security_policy(live):
     r = httpx.get(live.url + "/")
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]

@@ -5,6 +5,7 @@ import { ago, el, hhmm, kw, kwUnit, percent, replaceRows, when } from "./format.
 import { exampleCsv, parseScheduleCsv, ScheduleError } from "./schedule.js";
 
 const TOKEN_KEY = "sparcs.token";
+const TRAIL_KEY = "sparcs.forecastTrail";
 const FAST_MS = 5000; // fleet, sites, devices, alarms, audit, commands
 const SLOW_MS = 60000; // history, plan and forecast (and at once after a new dispatch)
 const HOUR_MS = 3_600_000;
@@ -22,6 +23,9 @@ const state = {
   deviceSite: "",
   chartSite: "", // "" = the whole fleet
   offsetMs: 0, // the controller's clock minus this browser's (a twin or demo may run on a sim clock)
+  // Forecasts this tab has seen, per quarter-hour start (ms) and site: [pv_available_w, load_w]. The API keeps only
+  // the plan in force, so this is how the chart compares past measurements with what was forecast for them.
+  trail: JSON.parse(sessionStorage.getItem(TRAIL_KEY) || "{}"),
   exampleShown: false,
 };
 
@@ -82,6 +86,8 @@ function showLogin(message = "") {
 
 function signOut(message = "") {
   sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(TRAIL_KEY);
+  state.trail = {};
   state.token = null;
   showLogin(message);
 }
@@ -171,7 +177,11 @@ async function refresh() {
       ]);
       // /forecast answers {forecast: null} without a plan, else the forecast object itself
       Object.assign(state.data, { history, plan: plan.plan, forecast: forecast.start ? forecast : null });
-      state.slow = { at: now, key: slowKey, error: null };
+      if (state.data.forecast) recordForecast(state.data.forecast, now);
+      // last_dispatch is set when a dispatch starts: until its plan is stored, ask again at the next tick
+      const planMs = state.data.plan ? state.data.plan.start_s * 1000 : Infinity;
+      const pending = dispatch && planMs < Date.parse(dispatch) - 2000 && now - Date.parse(dispatch) < 2 * SLOW_MS;
+      state.slow = { at: now, key: pending ? null : slowKey, error: null };
     } catch (err) {
       if (err instanceof AuthError) throw err;
       state.slow.error = err.message; // the chart keeps its last data; the banner says why
@@ -311,10 +321,38 @@ function planSeries() {
     const n = starts.length;
     const zip = (vals) => starts.map((t, i) => [t, vals[i]]);
     const sites = inScope(forecast.sites);
-    res.pvAvailable = zip(sumSites(sites, "pv_available_w", n));
-    res.load = zip(sumSites(sites, "load_w", n));
+    const past = trailPoints(starts[0]);
+    res.pvAvailable = [...past.map(([q, pv]) => [q, pv]), ...zip(sumSites(sites, "pv_available_w", n))];
+    res.load = [...past.map(([q, , load]) => [q, load]), ...zip(sumSites(sites, "load_w", n))];
   }
   return res;
+}
+
+// Keeps each quarter-hour's forecast as it stood when the quarter-hour began (later plans update it until then).
+function recordForecast(fc, now) {
+  periodStarts(Date.parse(fc.start) / 1000, fc.period_s).forEach((t, i) => {
+    // a second of slack: period starts summed from float seconds land a hair before the quarter-hour
+    const q = Math.floor((t + 1000) / QUARTER_MS) * QUARTER_MS;
+    if (q <= now && state.trail[q]) return;
+    state.trail[q] = Object.fromEntries(
+      Object.entries(fc.sites).map(([sid, f]) => [sid, [f.pv_available_w[i], f.load_w[i]]]),
+    );
+  });
+  for (const q of Object.keys(state.trail)) if (Number(q) < now - 13 * HOUR_MS) delete state.trail[q];
+  try {
+    sessionStorage.setItem(TRAIL_KEY, JSON.stringify(state.trail));
+  } catch {
+    // storage full: the chart still has this tab's memory of the trail
+  }
+}
+
+// Past forecasts from the trail for the chart's scope, before ``beforeMs``: [[ms, pv_w, load_w]].
+function trailPoints(beforeMs) {
+  return Object.entries(state.trail)
+    .map(([q, sites]) => [Number(q), Object.values(inScope(sites))])
+    .filter(([q, vals]) => q < beforeMs && vals.length)
+    .sort((a, b) => a[0] - b[0])
+    .map(([q, vals]) => [q, vals.reduce((a, v) => a + (v[0] ?? 0), 0), vals.reduce((a, v) => a + (v[1] ?? 0), 0)]);
 }
 
 // The operator's export schedule from the active schedule commands; a newer command wins per quarter-hour.
@@ -360,6 +398,7 @@ function commandBands() {
 }
 
 function renderChart(now) {
+  $("chart").dataset.planStart = state.data.forecast?.start || "";
   const t0 = now - 12 * HOUR_MS;
   const t1 = now + 12 * HOUR_MS;
   const hist = (state.data.history?.points || []).map((p) => ({ ...p, t: Date.parse(p.ts) }));
