@@ -92,36 +92,50 @@ def audit_ids(live: LiveController) -> list[int]:
     return [a["id"] for a in live.get("/api/v1/audit")]
 
 
-def consistent_snapshot(live: LiveController, page: Page) -> tuple[dict, list]:
-    """The API's fleet and sites from the same poll as the page shows (the fleet is polled every 2 s)."""
+# What the page shows, read in one script run: the page cannot re-render half-way through it.
+PAGE_NUMBERS = """() => ({
+  ts: document.getElementById("tiles").dataset.ts,
+  tiles: Object.fromEntries([...document.querySelectorAll("#tiles .value")]
+    .map((e) => [e.id, [e.textContent, e.dataset.w]])),
+  sites: Object.fromEntries([...document.querySelectorAll("#sites tr[data-site]")]
+    .map((r) => [r.dataset.site, [...r.cells].map((c) => c.textContent)])),
+})"""
+
+
+def consistent_snapshot(live: LiveController, page: Page) -> tuple[dict, list, dict]:
+    """The API's fleet and sites, and the page's numbers, all from the same poll (the fleet is polled every 2 s)."""
 
     def attempt():
         before = live.get("/api/v1/fleet")
         sites = live.get("/api/v1/sites")
         after = live.get("/api/v1/fleet")
-        shown = page.locator("#tiles").get_attribute("data-ts")
-        same = before["now"]["ts"] == after["now"]["ts"] == shown
-        return (after, sites) if same else None
+        shown = page.evaluate(PAGE_NUMBERS)
+        same = before["now"]["ts"] == after["now"]["ts"] == shown["ts"]
+        return (after, sites, shown) if same else None
 
     return wait_for(attempt, 60, "the page and the API to show the same poll")
 
 
 def test_page_loads_without_console_errors_and_shows_the_numbers_the_api_returns(tab, live):
     page = tab.sign_in(live.operator_token)
-    fleet, sites = consistent_snapshot(live, page)
+    fleet, sites, shown = consistent_snapshot(live, page)
     now = fleet["now"]
     for tile, key in TILES.items():
-        assert page.locator(f"#{tile}").inner_text() == kw_text(now[key]), tile
-        assert float(page.locator(f"#{tile}").get_attribute("data-w")) == pytest.approx(now[key])
-    assert page.locator("#t-soc").inner_text() == f"{int(now['soc'] * 100 + 0.5)} %"
-    assert page.locator("#t-devices").inner_text() == f"{now['online']} / {now['stale']} / {now['total']}"
+        text, watts = shown["tiles"][tile]
+        assert text == kw_text(now[key]), tile
+        assert float(watts) == pytest.approx(now[key]), tile
+    assert shown["tiles"]["t-soc"][0] == f"{int(now['soc'] * 100 + 0.5)} %"
+    assert shown["tiles"]["t-devices"][0] == f"{now['online']} / {now['stale']} / {now['total']}"
     assert now["stale"] == 1 and now["total"] > now["online"]
+    assert list(shown["sites"]) == [s["id"] for s in sites]
     for s in sites:
-        row = page.locator(f"#sites tr[data-site='{s['id']}']")
-        if s["now"]["pv_w"] is not None:
-            expect(row.locator("td").nth(2)).to_have_text(f"{s['now']['pv_w'] / 1000:,.1f}")
+        cells = shown["sites"][s["id"]]
+        n = s["now"]
+        for column, key in ((2, "pv_w"), (3, "load_w"), (4, "battery_w"), (5, "export_w")):
+            assert cells[column] == ("–" if n[key] is None else f"{n[key] / 1000:,.1f}"), (s["id"], key)
         cap = s["feed_in_cap_w"]
-        expect(row.locator("td").nth(6)).to_have_text("none" if cap is None else f"{cap / 1000:,.1f}")
+        assert cells[6] == ("none" if cap is None else f"{cap / 1000:,.1f}")
+        assert cells[7] == ("–" if n["soc"] is None else f"{int(n['soc'] * 100 + 0.5)} %")
     devices = live.get("/api/v1/devices")
     expect(page.locator("#devices tr[data-device]")).to_have_count(len(devices))
     stale_row = page.locator(f"#devices tr[data-device='{live.offline_device}']")
