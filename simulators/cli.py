@@ -13,6 +13,7 @@ import signal
 import time
 from dataclasses import asdict
 
+from config.register_map import ProfileError
 from config.schema import FleetConfig, SimulationConfig
 from simulators.clock import SimClock
 from simulators.control import ControlServer
@@ -41,7 +42,10 @@ async def serve_fleet(
     raise_nofile_limit()
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     sim = cfg.simulation or SimulationConfig()
-    host = FleetHost(cfg, clock=_clock(sim, speed, stepped))
+    try:
+        host = FleetHost(cfg, clock=_clock(sim, speed, stepped))
+    except ProfileError as exc:
+        raise SimulateError(str(exc).splitlines()) from None
     control = ControlServer(host, sim.host, sim.control_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

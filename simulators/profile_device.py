@@ -31,7 +31,7 @@ import math
 from pymodbus.constants import ExcCodes
 from pymodbus.simulator import DataType, SimData
 
-from config.register_map import CONTROL_KEYS, UNIT_TO_SI, Register, RegisterMap
+from config.register_map import CONTROL_KEYS, UNIT_TO_SI, ProfileError, Register, RegisterMap
 from config.schema import DeviceConfig
 from simulators.devices import battery_truth, meter_truth, pv_truth
 from simulators.registers import decode, encode, type_range, words_of
@@ -67,7 +67,7 @@ class ProfileDevice:
 
     def __init__(self, dev: DeviceConfig, site: SiteSim, regmap: RegisterMap) -> None:
         if regmap.kind != dev.kind:
-            raise ValueError(
+            raise ProfileError(
                 f"device '{dev.id}': profile '{regmap.name}' describes a {regmap.kind}, not a {dev.kind}; "
                 "pick a profile of the device's kind"
             )

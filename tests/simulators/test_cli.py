@@ -19,19 +19,25 @@ from simulators.fleetgen import synthetic_fleet
 SPARCS = [sys.executable, "-c", "from controller.cli import main; main()"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
+def with_free_ports(data: dict) -> dict:
+    """Give every endpoint (a device, or a gateway's shared port) a distinct port that is free right now."""
+    held: list[socket.socket] = []
+
+    def free_port() -> int:
+        s = socket.socket()
         s.bind(("127.0.0.1", 0))
+        held.append(s)  # kept bound until all are chosen, so the OS cannot hand out one twice
         return s.getsockname()[1]
 
-
-def with_free_ports(data: dict) -> dict:
-    """Give every endpoint (a device, or a gateway's shared port) a port that is free right now."""
-    fresh: dict[int, int] = {}
-    for site in data["sites"]:
-        for dev in site["devices"]:
-            dev["port"] = fresh.setdefault(dev["port"], free_port())
-    data["simulation"]["control_port"] = free_port()
+    try:
+        fresh: dict[int, int] = {}
+        for site in data["sites"]:
+            for dev in site["devices"]:
+                dev["port"] = fresh.setdefault(dev["port"], free_port())
+        data["simulation"]["control_port"] = free_port()
+    finally:
+        for s in held:
+            s.close()
     return data
 
 
@@ -62,12 +68,17 @@ def port_twice(data: dict) -> str:
     return "is used twice"
 
 
+def unknown_profile(data: dict) -> str:
+    data["sites"][0]["devices"][0] |= {"protocol": "profile", "profile": "no_such_vendor"}
+    return "profile 'no_such_vendor' not found"
+
+
 def run_simulate(tmp_path: Path, data: dict) -> subprocess.CompletedProcess:
     path = write(tmp_path, data)
     return subprocess.run([*SPARCS, "simulate", "--config", str(path)], capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize("breaks", [kwp_negative, unknown_field, soc_reversed, port_twice])
+@pytest.mark.parametrize("breaks", [kwp_negative, unknown_field, soc_reversed, port_twice, unknown_profile])
 def test_bad_config_exits_2_naming_the_field_and_starts_nothing(tmp_path, breaks):
     data = with_free_ports(synthetic_fleet(3, seed=1, port_start=20000))
     port = data["sites"][0]["devices"][0]["port"]
