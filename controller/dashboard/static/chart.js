@@ -1,7 +1,7 @@
 // A small SVG time-series chart: lines (solid = measured, dashed = plan, dotted = forecast), step lines for
 // quarter-hour values, shaded bands for commands in force, a ceiling (the export cap) and a "now" marker.
 // A ceiling far above the data would flatten every line, so then it is named at the top instead of drawn.
-import { el, hhmm, kw } from "./format.js";
+import { berlinOffsetMs, el, hhmm, kw } from "./format.js";
 
 const NS = "http://www.w3.org/2000/svg";
 const HEIGHT = 380;
@@ -94,9 +94,10 @@ export function drawChart(container, spec) {
   }
   root.append(svg("text", { x: 4, y: PAD.top - 3, class: "tick" }, "kW"));
   const hour = 3_600_000;
-  for (let t = Math.ceil(t0 / (3 * hour)) * 3 * hour; t <= t1; t += 3 * hour) {
+  const off = berlinOffsetMs(t0); // ticks on Berlin's 00:00, 03:00, ... (a DST switch shifts them by an hour)
+  for (let t = Math.ceil((t0 + off) / (3 * hour)) * 3 * hour - off; t <= t1; t += 3 * hour) {
     root.append(svg("line", { x1: x(t), x2: x(t), y1: PAD.top, y2: HEIGHT - PAD.bottom, class: "grid" }));
-    root.append(svg("text", { x: x(t), y: HEIGHT - 8, class: "tick", "text-anchor": "middle" }, hhmm(t)));
+    if (x(t) < width - PAD.right - 16) root.append(svg("text", { x: x(t), y: HEIGHT - 8, class: "tick", "text-anchor": "middle" }, hhmm(t)));
   }
   const plot = svg("g", { "clip-path": "url(#plot-area)" });
   if (ceilingOnScale) {

@@ -8,6 +8,15 @@ const dateTimeFmt = new Intl.DateTimeFormat("en-GB", {
 const clockFmt = new Intl.DateTimeFormat("en-GB", { timeZone: ZONE, hour: "2-digit", minute: "2-digit", second: "2-digit" });
 const dayFmt = new Intl.DateTimeFormat("en-GB", { timeZone: ZONE, year: "numeric", month: "2-digit", day: "2-digit" });
 
+const offsetFmt = new Intl.DateTimeFormat("en-GB", { timeZone: ZONE, timeZoneName: "longOffset" });
+
+// Europe/Berlin's offset from UTC at ``ms`` in ms (+3,600,000 in winter, +7,200,000 in summer).
+export function berlinOffsetMs(ms) {
+  const name = offsetFmt.formatToParts(new Date(ms)).find((p) => p.type === "timeZoneName").value; // "GMT+02:00"
+  const m = /GMT([+-])(\d{2}):(\d{2})/.exec(name);
+  return m ? (m[1] === "-" ? -1 : 1) * (Number(m[2]) * 60 + Number(m[3])) * 60_000 : 0;
+}
+
 export function kw(watts, digits = 1) {
   if (watts === null || watts === undefined || !Number.isFinite(watts)) return "–";
   return (watts / 1000).toLocaleString("en-GB", { minimumFractionDigits: digits, maximumFractionDigits: digits });
