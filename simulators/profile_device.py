@@ -44,7 +44,7 @@ INPUT_FC = 4
 MAX_TIMER_S = 4294967294
 
 
-def orderwords_of(words: list[int], byte_order: str, word_order: str) -> list[int]:
+def order_words(words: list[int], byte_order: str, word_order: str) -> list[int]:
     """Big-endian words ↔ the map's byte and word order (both swaps are their own inverse)."""
     if byte_order == "little":
         words = [((w & 0xFF) << 8) | (w >> 8) for w in words]
@@ -146,14 +146,17 @@ class ProfileDevice:
         assert self.pv is not None
         return self.pv.controls.wmax_w if "wmax_w" in self.map.registers else self.pv.rating_w
 
-    def value(self, key: str) -> float | None:
-        """The SI value of ``key`` now (None: the device has nothing to report there)."""
+    def values(self) -> dict[str, float | None]:
+        """SI values by key now; a key the device kind has no value for is absent (not implemented)."""
+        code = self.map.state_codes.get(self._state())  # type: ignore[call-overload]
+        common: dict[str, float | None] = {
+            "operating_state": None if code is None else float(code),
+            "alarms": 0.0,
+        }
+        return common | self._kind_values()
+
+    def _kind_values(self) -> dict[str, float | None]:
         s = self.site
-        if key == "operating_state":
-            code = self.map.state_codes.get(self._state())  # type: ignore[call-overload]
-            return None if code is None else float(code)
-        if key == "alarms":
-            return 0.0
         if self.pv is not None:
             u = self.pv
             c = u.controls
@@ -166,7 +169,7 @@ class ProfileDevice:
                 "pv_limit_pct": pct_in_force,
                 "pv_limit_w": c.lim_pct / 100.0 * c.wmax_w if c.lim_ena else c.wmax_w,
                 "revert_timer_s": c.lim_rvrt_s,
-            }.get(key)
+            }
         if self.bat is not None:
             b = self.bat
             c = b.controls
@@ -180,8 +183,8 @@ class ProfileDevice:
                 "energy_wh": b.discharged_wh,  # AC energy out, as SunSpec's WH counts it
                 "battery_setpoint_w": setpoint,
                 "revert_timer_s": c.wset_rvrt_s,
-            }.get(key)
-        return {"grid_w": s.grid_w, "import_wh": s.import_wh, "export_wh": s.export_wh}.get(key)
+            }
+        return {"grid_w": s.grid_w, "import_wh": s.import_wh, "export_wh": s.export_wh}
 
     def _released_si(self, key: str) -> float:
         """What a control register reads while released: the map's release value, else 0."""
@@ -210,7 +213,7 @@ class ProfileDevice:
             lo, hi = type_range(reg.type, reg.size)
             raw = min(max(round(raw_of(reg, key, value_si)), lo), hi)
             words = encode(reg.type, reg.size, raw)
-        return orderwords_of(words, self.map.byte_order, self.map.word_order)
+        return order_words(words, self.map.byte_order, self.map.word_order)
 
     def render(self, fault_mode: str | None) -> None:
         """Publish every key unless already current; ``frozen`` publishes nothing."""
@@ -220,8 +223,9 @@ class ProfileDevice:
         if key == self._rendered:
             return
         self._rendered = key
+        values = self.values()
         for name, reg in self.map.registers.items():
-            words = self.registers_for(name, self.value(name), fault_mode)
+            words = self.registers_for(name, values.get(name), fault_mode)
             if words is not None:
                 start = reg.address - self.base[reg.table]
                 self.tables[reg.table][start : start + reg.size] = words
@@ -242,7 +246,7 @@ class ProfileDevice:
             first = reg.address - address
             if first < 0 or first + reg.size > len(values):
                 return ExcCodes.ILLEGAL_ADDRESS  # a multi-register value must be written whole
-            words = orderwords_of(values[first : first + reg.size], self.map.byte_order, self.map.word_order)
+            words = order_words(values[first : first + reg.size], self.map.byte_order, self.map.word_order)
             unsigned = int.from_bytes(b"".join(w.to_bytes(2, "big") for w in words), "big")
             raw = decode(reg.type, words)
             if unsigned in reg.not_implemented or raw is None or isinstance(raw, str):

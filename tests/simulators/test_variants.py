@@ -21,9 +21,10 @@ from tests.simulators.conftest import FleetThread, site
 BATTERY_MAP = """\
 name: test_battery
 vendor: test
-devices: a battery whose map exercises little word order, input registers, kW, sign and a timer
+devices: a battery whose map exercises little byte and word order, input registers, kW, sign and a timer
 source: this test
 kind: battery
+byte_order: little
 word_order: little
 registers:
   battery_w: {address: 100, type: int32, scale: 0.001, unit: kW, sign: -1, table: input}
@@ -157,13 +158,17 @@ def test_meters_201_202_204_scan_and_match_truth(vfleet, dev_id, model, phases):
 _TYPES = {"int16": "INT16", "uint16": "UINT16", "int32": "INT32", "uint32": "UINT32", "float32": "FLOAT32"}
 
 
+def _swap_bytes(words: list[int]) -> list[int]:
+    return [((w & 0xFF) << 8) | (w >> 8) for w in words]
+
+
 def read_key(c: ModbusTcpClient, unit: int, regmap: RegisterMap, key: str) -> float | None:
     """Read one key and decode it per the map (SI; None for a not-implemented value)."""
     reg: Register = regmap.registers[key]
     read = c.read_input_registers if reg.table == "input" else c.read_holding_registers
     rr = read(reg.address, count=reg.size, device_id=unit)
     assert not rr.isError(), (key, rr)
-    words = rr.registers
+    words = _swap_bytes(rr.registers) if regmap.byte_order == "little" else rr.registers
     in_order = words[::-1] if regmap.word_order == "little" else words
     if int.from_bytes(b"".join(w.to_bytes(2, "big") for w in in_order), "big") in reg.not_implemented:
         return None
@@ -175,6 +180,8 @@ def read_key(c: ModbusTcpClient, unit: int, regmap: RegisterMap, key: str) -> fl
 def write_key(c: ModbusTcpClient, unit: int, regmap: RegisterMap, key: str, raw: int) -> object:
     reg = regmap.registers[key]
     words = c.convert_to_registers(raw, getattr(c.DATATYPE, _TYPES[reg.type]), word_order=regmap.word_order)
+    if regmap.byte_order == "little":
+        words = _swap_bytes(words)
     return c.write_registers(reg.address, words, device_id=unit)
 
 
@@ -237,7 +244,7 @@ def test_battery_profile_setpoint_timer_and_release(vfleet, client, profile_dir)
     assert truth["battery_w"] == pytest.approx(1500.0) and truth["commanded_w"] == pytest.approx(1500.0)
     assert read_key(c, unit, tb, "battery_w") == pytest.approx(1500.0, abs=1.0)  # vendor sign inverted, kW
     raw = c.read_input_registers(100, count=2, device_id=unit).registers
-    assert raw == [0xFFFF - 1500 + 1, 0xFFFF]  # -1.500 kW, low word first
+    assert raw == [0x24FA, 0xFFFF]  # -1.500 kW = 0xFFFFFA24: low word first, each word's low byte first
     assert read_key(c, unit, tb, "battery_setpoint_w") == 1500
     assert read_key(c, unit, tb, "capacity_wh") == pytest.approx(truth["capacity_wh"])
     vfleet.step(61)  # the timer (120 s) expires: back to self-consumption
