@@ -180,6 +180,10 @@ class FleetPlanner:
         plan = await asyncio.to_thread(self.worker.plan, problem)
         return plan_record(plan, problem)
 
+    def start(self) -> None:
+        """Start the solver process now (else the first dispatch starts it); blocks for its start-up."""
+        self.worker.start()
+
     def close(self) -> None:
         self.worker.close()
 

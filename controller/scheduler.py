@@ -82,9 +82,15 @@ class ControlScheduler:
             job.modify(next_run_time=dt.datetime.now(dt.UTC))
 
     async def stop(self) -> None:
-        """Stop firing and wait for the cycles already running to finish."""
+        """Stop firing, let the cycles already running finish, then shut down.
+
+        Shutting down first would cancel a running cycle mid-dispatch while its solve goes on in a
+        thread, leaving the solver process to be closed under it.
+        """
         self.ctl.on_dispatch_request = None
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+            self.scheduler.pause()
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)

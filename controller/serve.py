@@ -60,8 +60,9 @@ async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: C
     def on_signal(_sig: int, _frame: object) -> None:
         loop.call_soon_threadsafe(stop.set)
 
-    # Installed before uvicorn's own handlers, so that when it re-raises the signal after its shutdown
-    # this handler (not Python's default) receives it and the clean-up below still runs.
+    # From the start, Ctrl-C and SIGTERM only ask to stop; the clean-up below always runs. These
+    # handlers are also in place before uvicorn installs its own, so that when uvicorn re-raises the
+    # signal after its shutdown, this handler (not Python's default) receives it.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
 
@@ -89,6 +90,14 @@ async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: C
             raise RunError(str(exc)) from None
         sock = _listen(host, port)
         bound_port = sock.getsockname()[1]
+        # The solver process is started with Ctrl-C ignored, a disposition it inherits: a Ctrl-C in
+        # the terminal reaches the whole process group, and this process stops the solver itself.
+        # (A Ctrl-C during these seconds of start-up is ignored here too.)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            await asyncio.to_thread(ctl.planner.start)
+        finally:
+            signal.signal(signal.SIGINT, on_signal)
         server = uvicorn.Server(uvicorn.Config(create_app(ctl), log_level="warning", lifespan="off", access_log=False))
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
         sched = ControlScheduler(ctl)
