@@ -64,6 +64,7 @@ class Running:
             stderr=subprocess.PIPE,
             text=True,
             cwd=Path(__file__).resolve().parents[2],
+            start_new_session=True,  # its own process group, like a shell job: Ctrl-C reaches the group
         )
         self.lines: list[str] = []
         while not any(line.startswith("Stop with Ctrl-C") for line in self.lines):
@@ -94,7 +95,8 @@ class Running:
         self.proc.stderr.close()
 
 
-def test_run_serves_and_stops_cleanly_on_sigterm(tmp_path):
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
+def test_run_serves_and_stops_cleanly(tmp_path, how):
     r = Running(fleet_file(tmp_path), tmp_path / "data")
     try:
         assert r.lines[0].startswith(f"SPARCS controller: http://127.0.0.1:{r.port}/api/v1/fleet")
@@ -105,7 +107,10 @@ def test_run_serves_and_stops_cleanly_on_sigterm(tmp_path):
         fleet = r.http.get("/api/v1/fleet").json()
         assert fleet["now"]["online"] == fleet["now"]["total"] > 0
         children = psutil.Process(r.proc.pid).children(recursive=True)
-        r.proc.send_signal(signal.SIGTERM)
+        if how == "SIGTERM":
+            r.proc.send_signal(signal.SIGTERM)
+        else:  # a terminal's Ctrl-C: SIGINT to the whole process group, the solver process included
+            os.killpg(r.proc.pid, signal.SIGINT)
         assert r.proc.wait(timeout=60) == 0
         assert r.proc.stdout.read().strip().endswith("stopped")
         err = r.proc.stderr.read()
