@@ -104,19 +104,22 @@ class HistoryQuery(BaseModel):
 
 
 def _bucket(rows: list[dict[str, Any]], resolution_s: int, fields: list[str]) -> list[dict[str, Any]]:
-    """Mean of each field per bucket of ``resolution_s``; None where no row had a value."""
+    """Mean of each field per bucket of ``resolution_s`` that has samples; None where none had a value."""
     acc: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         b = int(r["ts"] // resolution_s)
+        bucket = acc[b]  # a bucket with samples but no known value still shows, as null
         for f in fields:
             v = r.get(f)
             if v is not None:
-                acc[b][f].append(float(v))
+                bucket[f].append(float(v))
     out = []
     for b in sorted(acc):
-        out.append(
-            {"ts": iso(b * resolution_s), **{f: (sum(v) / len(v) if v else None) for f in fields for v in [acc[b][f]]}}
-        )
+        point: dict[str, Any] = {"ts": iso(b * resolution_s)}
+        for f in fields:
+            values = acc[b][f]
+            point[f] = sum(values) / len(values) if values else None
+        out.append(point)
     return out
 
 

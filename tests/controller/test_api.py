@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from controller.api import create_app
+from controller.api import _bucket, create_app
 from controller.auth import create_token
 from controller.cycle import WallClock
 from controller.runtime import build_controller
@@ -259,3 +259,11 @@ def test_caps_show_zero_export_in_a_negative_price_quarter_hour(api):
         expected = 0.0 if site.grid.negative_price_rule else site.grid.feed_in_cap_w(site.pv.kwp)
         assert row["export_cap_now_w"] == expected
     assert any(ctl.cfg.site(r["site"]).grid.negative_price_rule for r in body["sites"])
+
+
+def test_history_buckets_average_known_values():
+    rows = [{"ts": 0.0, "pv_w": 100.0}, {"ts": 30.0, "pv_w": 300.0}, {"ts": 61.0, "pv_w": None}]
+    assert _bucket(rows, 60, ["pv_w"]) == [
+        {"ts": "1970-01-01T00:00:00+00:00", "pv_w": 200.0},
+        {"ts": "1970-01-01T00:01:00+00:00", "pv_w": None},
+    ]
