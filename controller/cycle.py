@@ -134,8 +134,10 @@ class Controller:
         self._last_prune_s = -math.inf
         self._poll_lock = asyncio.Lock()
         self._dispatch_lock = asyncio.Lock()
-        # Alarms still open from before a restart are cleared when their device answers again.
-        self._stale_alarmed = {a["source"] for a in store.alarms(active_only=True) if a["source"].startswith("device:")}
+        # Alarms still open from before a restart are cleared when their condition ends.
+        self._alarmed = {
+            a["source"] for a in store.alarms(active_only=True) if a["source"].startswith(("device:", "write:"))
+        }
         self.on_dispatch_request: Callable[[], None] | None = None
         self._sites = {s.id: s for s in cfg.sites}
 
@@ -294,6 +296,7 @@ class Controller:
         self.setpoints = desired
         for r in results.values():
             self.metrics.writes.labels(r.action).inc()
+        self._write_alarms(results, now)
         self.metrics.observe_stages({s.id: self.commands.stage(s.id, now) for s in self.cfg.sites})
         self.metrics.paused.set(1 if self.commands.paused(now) else 0)
         return sum(1 for r in results.values() if r.action not in ("unchanged", "skipped"))
@@ -345,20 +348,35 @@ class Controller:
             self._last_prune_s = now
             self.store.prune(now, self.cfg.storage.retention_days)
 
-    def _device_alarm(self, t: Telemetry, now: float) -> None:
-        source = f"device:{t.device_id}"
-        if t.status == "stale" and source not in self._stale_alarmed:
-            self._stale_alarmed.add(source)
-            self.store.raise_alarm(
-                at=now,
-                severity="warning",
-                source=source,
-                message=f"device {t.device_id} (site {t.site_id}) is stale: {t.error or 'no data'}; "
-                "its site is left out of the plan until it answers",
-            )
-        elif t.status == "online" and source in self._stale_alarmed:
-            self._stale_alarmed.discard(source)
+    def _alarm(self, source: str, active: bool, now: float, message: str) -> None:
+        """Raise the alarm of ``source`` when a condition starts, clear it when the condition ends."""
+        if active and source not in self._alarmed:
+            self._alarmed.add(source)
+            self.store.raise_alarm(at=now, severity="warning", source=source, message=message)
+        elif not active and source in self._alarmed:
+            self._alarmed.discard(source)
             self.store.clear_alarms(source, now)
+
+    def _device_alarm(self, t: Telemetry, now: float) -> None:
+        self._alarm(
+            f"device:{t.device_id}",
+            t.status == "stale",
+            now,
+            f"device {t.device_id} (site {t.site_id}) is stale: {t.error or 'no data'}; "
+            "its site is left out of the plan until it answers",
+        )
+
+    def _write_alarms(self, results: dict[str, Any], now: float) -> None:
+        """A setpoint that could not be written, or reads back differently, is an alarm until it is in force."""
+        for dev_id, r in results.items():
+            if r.action in ("unchanged", "skipped"):
+                continue
+            self._alarm(
+                f"write:{dev_id}",
+                r.action == "failed" or r.mismatch,
+                now,
+                f"setpoint for {dev_id} not in force: {r.detail or 'it reads back differently'}",
+            )
 
     async def close(self) -> None:
         """Close device connections and stop the solver process, after a running dispatch has ended."""

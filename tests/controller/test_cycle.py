@@ -118,6 +118,29 @@ async def test_a_stage_curtails_at_once_even_while_paused(fleet):
         ctl.commands.cancel([c.id], "op", clock.now())
 
 
+async def test_a_setpoint_that_cannot_be_written_is_an_alarm_until_it_is(fleet):
+    from controller.commands import StageRequest
+
+    host, ctl, clock = fleet
+    site = host.config.sites[2]
+    pv = next(d.id for d in site.devices if d.kind == "pv_inverter")
+    expires = dt.datetime.fromtimestamp(clock.now() + 3600, dt.UTC)
+    stage = ctl.commands.submit_stage(StageRequest(stage="K3", sites=[site.id], expires_at=expires), "op", clock.now())
+    await run(host, ctl, 10)
+    host.inject_fault(FaultSpec(device=pv, mode="exception", code=4))
+    await run(host, ctl, 10)
+    alarm = next(a for a in ctl.store.alarms(active_only=True) if a["source"] == f"write:{pv}")
+    assert "Modbus exception 4" in alarm["message"]
+    host.clear_fault(pv)
+    for _ in range(12):
+        await run(host, ctl, 30)
+        if not any(a["source"] == f"write:{pv}" for a in ctl.store.alarms(active_only=True)):
+            break
+    assert not any(a["source"] == f"write:{pv}" for a in ctl.store.alarms(active_only=True))
+    assert host.truth(pv)["limit_w"] == pytest.approx(0.6 * site.pv.rating_w, rel=0.02)
+    ctl.commands.cancel([stage.id], "op", clock.now())
+
+
 async def test_solver_failure_gives_the_fallback_and_an_alarm(fleet):
     host, ctl, _clock = fleet
     ctl.planner.worker.inject_fault("fail")
