@@ -81,3 +81,13 @@ def test_check_config_command_lists_errors_and_exits_2(tmp_path: Path):
     assert any(".pv.kwp: Input should be greater than 0" in line for line in err)
     assert any("dispatch.pol_interval_s: unknown field" in line for line in err)
     assert "Traceback" not in run.stderr
+
+
+def test_an_unknown_vendor_profile_is_named_with_the_known_ones():
+    data = demo_data()
+    site = next(s for s in data["sites"] if any(d.get("protocol") == "profile" for d in s["devices"]))
+    dev = next(d for d in site["devices"] if d.get("protocol") == "profile")
+    dev["profile"] = "sma_sunny_bo"
+    (line,) = errors_of(data)
+    assert "profile 'sma_sunny_bo' is not in config/profiles/" in line and "sma_sunny_boy" in line
+    assert f"[{site['id']}]" in line or site["id"] in line
