@@ -15,7 +15,7 @@ Units: W, Wh, Unix s; signs as in DESIGN.md (grid_w > 0 import, battery_w > 0 di
 from __future__ import annotations
 
 import asyncio
-import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +36,6 @@ from drivers.writer import SetpointWriter
 from optimizer.solver import PlanningWorker
 from simulators.clock import SimClock
 
-log = logging.getLogger("sparcs.twin")
 STEP_S = 60.0
 """Poll cadence of the twin and the resolution of its ground truth (one simulated minute)."""
 DISPATCH_EVERY = 15
@@ -120,7 +119,7 @@ async def replay(
 ) -> StrategyRun:
     """Replay the day ``[start, end)`` (Unix s) with ``strategy``; ``cfg`` has the scenario applied.
 
-    ``data_dir`` receives the controller's history store (SQLite) of this run. ``on_minute`` is
+    ``data_dir`` receives the controller's history store (SQLite) of this run, emptied first. ``on_minute`` is
     called with the sim time after every simulated minute (the progress bar).
     """
     t_wall = time.perf_counter()
@@ -137,6 +136,9 @@ async def replay(
         ctl_cfg.dispatch.poll_interval_s = STEP_S
         if strategy in SOLVING:
             await asyncio.to_thread(worker.start)  # the solver's start-up is not a dispatch
+        # A fresh history per run: a store left from an earlier replay would hand the controller its
+        # last plan and its operator commands at start-up, as after a restart.
+        shutil.rmtree(data_dir, ignore_errors=True)
         store = Store(data_dir=data_dir)
         planner = make_planner(strategy, ctl_cfg, worker)
         poller = FleetPoller(ctl_cfg.devices(), ctl_cfg.dispatch, clock.now)
