@@ -36,6 +36,40 @@ def write_json(report: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
+REPLAY_GOAL_S = 300.0
+CAPTURED_GOAL = 0.97
+CAPTURED_LEAD_GOAL = 0.10
+
+
+def goal_lines(report: dict[str, Any]) -> list[str]:
+    """The issue's goals that this report can judge, each with the measured figure and met / missed."""
+    rows = {s["strategy"]: s for s in report["strategies"]}
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    out = ["## Goals", ""]
+    for name, r in rows.items():
+        out.append(
+            f"- {name}: replay {r['replay_wall_s']:.0f} s wall (goal ≤ {REPLAY_GOAL_S:.0f} s per strategy for the "
+            f"demo day): {verdict(r['replay_wall_s'] <= REPLAY_GOAL_S)}"
+        )
+    cap = report.get("captured") or {}
+    if cap.get("optimizer") is not None:
+        ok = cap["optimizer"] >= CAPTURED_GOAL
+        out.append(f"- captured(optimizer) = {cap['optimizer']:.3f} ≥ {CAPTURED_GOAL}: {verdict(ok)}")
+        if cap.get("self-consumption") is not None:
+            lead = cap["optimizer"] - cap["self-consumption"]
+            out.append(
+                f"- captured(optimizer) − captured(self-consumption) = {lead:.3f} ≥ {CAPTURED_LEAD_GOAL}: "
+                f"{verdict(lead >= CAPTURED_LEAD_GOAL)}"
+            )
+    for name, r in rows.items():
+        if name != "none":
+            out.append(f"- {name}: {r['cap_violations']} cap violations (goal 0): {verdict(r['cap_violations'] == 0)}")
+    return [*out, ""]
+
+
 def summary_markdown(report: dict[str, Any]) -> str:
     """A page a person can read: what was replayed, the KPIs side by side, the checks, the plots."""
     strategies = report["strategies"]
@@ -69,6 +103,7 @@ def summary_markdown(report: dict[str, Any]) -> str:
                 f"(difference {cap['optimizer'] - cap['self-consumption']:+.3f})."
             )
         lines.append("")
+    lines += goal_lines(report)
     controlled = [s for s in strategies if s["strategy"] != "none"]
     bad = [f"{s['strategy']} ({s['cap_violations']})" for s in controlled if s["cap_violations"]]
     lines.append(
