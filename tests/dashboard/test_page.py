@@ -26,6 +26,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-sync",
 ]
+# The page refreshes every 5 s and after each command; on a busy CI machine that can take a few seconds more.
+expect.set_options(timeout=15_000)
 TILES = {"t-pv": "pv_w", "t-load": "load_w", "t-battery": "battery_w", "t-export": "export_w", "t-grid": "grid_w"}
 TILES |= {"t-flex-up": "flex_up_w", "t-flex-down": "flex_down_w"}
 
@@ -102,40 +104,62 @@ PAGE_NUMBERS = """() => ({
 })"""
 
 
-def consistent_snapshot(live: LiveController, page: Page) -> tuple[dict, list, dict]:
-    """The API's fleet and sites, and the page's numbers, all from the same poll (the fleet is polled every 2 s)."""
+SITE_POWER_COLUMNS = {2: "pv_w", 3: "load_w", 4: "battery_w", 5: "export_w"}  # columns of the sites table
+
+
+def differences(fleet: dict, sites: list, shown: dict) -> list[str]:
+    """Where the page's numbers differ from the API's (formatted as the page formats them)."""
+    now = fleet["now"]
+    want = {tile: kw_text(now[key]) for tile, key in TILES.items()}
+    want["t-soc"] = f"{int(now['soc'] * 100 + 0.5)} %"
+    want["t-devices"] = f"{now['online']} / {now['stale']} / {now['total']}"
+    out = [f"tile {t}: page {shown['tiles'][t][0]!r}, API {w!r}" for t, w in want.items() if shown["tiles"][t][0] != w]
+    out += [
+        f"tile {t}: data-w {shown['tiles'][t][1]}, API {now[k]}"
+        for t, k in TILES.items()
+        if float(shown["tiles"][t][1]) != pytest.approx(now[k])
+    ]
+    if list(shown["sites"]) != [s["id"] for s in sites]:
+        return [*out, f"sites: page {list(shown['sites'])}, API {[s['id'] for s in sites]}"]
+    for s in sites:
+        cells, n, cap = shown["sites"][s["id"]], s["now"], s["feed_in_cap_w"]
+        want_cells = {c: "–" if n[k] is None else f"{n[k] / 1000:,.1f}" for c, k in SITE_POWER_COLUMNS.items()}
+        want_cells[6] = "none" if cap is None else f"{cap / 1000:,.1f}"
+        want_cells[7] = "–" if n["soc"] is None else f"{int(n['soc'] * 100 + 0.5)} %"
+        out += [
+            f"site {s['id']} column {c}: page {cells[c]!r}, API {w!r}" for c, w in want_cells.items() if cells[c] != w
+        ]
+    return out
+
+
+def page_shows_the_api_numbers(live: LiveController, page: Page) -> dict:
+    """Waits until the page and the API show the same poll (the fleet is polled every 2 s; the page reads its
+    endpoints in parallel, so one refresh may straddle a poll) and returns the API's fleet; fails with the
+    differences of the last try when they never agree."""
+    last: list[str] = []
 
     def attempt():
+        nonlocal last
         before = live.get("/api/v1/fleet")
         sites = live.get("/api/v1/sites")
         after = live.get("/api/v1/fleet")
         shown = page.evaluate(PAGE_NUMBERS)
-        same = before["now"]["ts"] == after["now"]["ts"] == shown["ts"]
-        return (after, sites, shown) if same else None
+        if not before["now"]["ts"] == after["now"]["ts"] == shown["ts"]:
+            return None
+        last = differences(after, sites, shown)
+        return None if last else after
 
-    return wait_for(attempt, 60, "the page and the API to show the same poll")
+    try:
+        return wait_for(attempt, 60, "the page and the API to show the same poll")
+    except AssertionError:
+        pytest.fail("the page never showed the API's numbers: " + ("; ".join(last) or "never the same poll"))
 
 
 def test_page_loads_without_console_errors_and_shows_the_numbers_the_api_returns(tab, live):
     page = tab.sign_in(live.operator_token)
-    fleet, sites, shown = consistent_snapshot(live, page)
-    now = fleet["now"]
-    for tile, key in TILES.items():
-        text, watts = shown["tiles"][tile]
-        assert text == kw_text(now[key]), tile
-        assert float(watts) == pytest.approx(now[key]), tile
-    assert shown["tiles"]["t-soc"][0] == f"{int(now['soc'] * 100 + 0.5)} %"
-    assert shown["tiles"]["t-devices"][0] == f"{now['online']} / {now['stale']} / {now['total']}"
+    now = page_shows_the_api_numbers(live, page)["now"]
     assert now["stale"] == 1 and now["total"] > now["online"]
-    assert list(shown["sites"]) == [s["id"] for s in sites]
-    for s in sites:
-        cells = shown["sites"][s["id"]]
-        n = s["now"]
-        for column, key in ((2, "pv_w"), (3, "load_w"), (4, "battery_w"), (5, "export_w")):
-            assert cells[column] == ("–" if n[key] is None else f"{n[key] / 1000:,.1f}"), (s["id"], key)
-        cap = s["feed_in_cap_w"]
-        assert cells[6] == ("none" if cap is None else f"{cap / 1000:,.1f}")
-        assert cells[7] == ("–" if n["soc"] is None else f"{int(n['soc'] * 100 + 0.5)} %")
+    sites = live.get("/api/v1/sites")
     devices = live.get("/api/v1/devices")
     expect(page.locator("#devices tr[data-device]")).to_have_count(len(devices))
     stale_row = page.locator(f"#devices tr[data-device='{live.offline_device}']")

@@ -152,9 +152,13 @@ def test_prometheus_scrapes_the_controller_with_both_shipped_jobs(prometheus, li
 
     wait_for(targets_up, 60, "both scrape targets to be up")
     online = wait_for(lambda: prometheus.query('sparcs_devices{job="sparcs",status="online"}'), 30, "a sparcs series")
-    fleet = live.get("/api/v1/fleet")["now"]
-    assert float(online[0]["value"][1]) == fleet["online"]
     assert online[0]["metric"]["fleet"] == "demo"  # the shipped target labels arrive
+
+    def scraped_equals_api():
+        scraped = prometheus.query('sparcs_devices{job="sparcs",status="online"}')
+        return float(scraped[0]["value"][1]) == live.get("/api/v1/fleet")["now"]["online"]
+
+    wait_for(scraped_equals_api, 30, "the scraped device count to equal the API's")
     pv = prometheus.query('sparcs_fleet_power_watts{job="sparcs-remote",quantity="pv"}')
     assert pv and float(pv[0]["value"][1]) > 0  # noon in June
 
