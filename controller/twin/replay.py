@@ -41,6 +41,11 @@ STEP_S = 60.0
 DISPATCH_EVERY = 15
 """Dispatch every 15 polls: once per quarter-hour (DESIGN.md "Dispatch cadence")."""
 WHO = "twin-scenario"
+TWIN_MODBUS_TIMEOUT_S = 10.0
+"""Modbus reply timeout of the twin's controller (wall s). No simulated time passes while it waits, so
+a timeout only tells a lost reply from a busy machine; a short one would turn CPU contention into
+stale devices that the field would not see. Slow-reply faults keep their production meaning through
+:func:`controller.twin.scenario.drop_invisible_delays`."""
 
 COUNTERS = ("pv_wh", "import_wh", "export_wh", "charged_wh", "discharged_wh", "stored_wh")
 POWERS = ("pv_w", "battery_w", "load_w", "grid_w", "available_w")
@@ -134,6 +139,7 @@ async def replay(
         assert fleet.config is not None
         ctl_cfg = fleet.config  # the bound ports
         ctl_cfg.dispatch.poll_interval_s = STEP_S
+        ctl_cfg.dispatch.modbus_timeout_s = max(ctl_cfg.dispatch.modbus_timeout_s, TWIN_MODBUS_TIMEOUT_S)
         if strategy in SOLVING:
             await asyncio.to_thread(worker.start)  # the solver's start-up is not a dispatch
         # A fresh history per run: a store left from an earlier replay would hand the controller its

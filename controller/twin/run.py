@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import multiprocessing as mp
 import queue as queue_mod
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,11 @@ def _replay_worker(
         queue.put(("error", strategy, [f"strategy {strategy}: replay failed: {type(exc).__name__}: {exc}"]))
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so the replay processes are stopped instead of orphaned."""
+    raise SystemExit(128 + signum)
+
+
 def run_all(
     cfg: FleetConfig,
     bounds: tuple[float, float],
@@ -116,6 +122,7 @@ def run_all(
         disable=not progress,
     ) as bar:
         tasks = {s: bar.add_task(s, total=minutes) for s in strategies}
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             while waiting or running:
                 while waiting and len(running) < jobs:
@@ -141,8 +148,9 @@ def run_all(
                 else:
                     errors += payload
         finally:
+            signal.signal(signal.SIGTERM, previous)
             for proc in running.values():
-                proc.kill()
+                proc.kill()  # its fleet and solver processes end when their pipes close
                 proc.join()
     if errors:
         raise TwinError(errors)

@@ -270,22 +270,32 @@ def apply_scenario(cfg: FleetConfig, scenario: Scenario | None) -> FleetConfig:
 
 
 def drop_invisible_delays(cfg: FleetConfig) -> tuple[FleetConfig, list[str]]:
-    """The fleet config without ``slow`` faults whose delay is below the Modbus timeout, and a note on each.
+    """Slow-reply faults as the stepped clock sees them, and a note on each one changed.
 
-    On the twin's stepped clock simulated time stands still while a reply is delayed, so a reply
-    that arrives within the timeout changes nothing the controller sees or does; it would only make
-    every poll wait that long in wall time. Delays at or above the timeout (the read fails) stay.
+    Simulated time stands still while a reply is delayed, and the twin's controller waits longer
+    than the production timeout (see ``controller.twin.replay.TWIN_MODBUS_TIMEOUT_S``). So a
+    ``slow`` fault below the configured Modbus timeout, which changes nothing the controller sees,
+    is dropped (it would only cost wall time), and one at or above it, which fails every read in
+    production, becomes ``no_reply``.
     """
     if cfg.simulation is None:
         return cfg, []
     timeout = cfg.dispatch.modbus_timeout_s
-    keep = [f for f in cfg.simulation.faults if not (f.mode == "slow" and f.delay_s < timeout)]
-    notes = [
-        f"simulation.faults: '{f.device}' slow by {f.delay_s} s (below the {timeout} s Modbus timeout) is not "
-        "replayed: on the stepped clock it changes nothing but wall time"
-        for f in cfg.simulation.faults
-        if f not in keep
-    ]
     out = cfg.model_copy(deep=True)
-    out.simulation.faults = keep
+    faults, notes = [], []
+    for f in cfg.simulation.faults:
+        if f.mode != "slow":
+            faults.append(f)
+        elif f.delay_s < timeout:
+            notes.append(
+                f"simulation.faults: '{f.device}' slow by {f.delay_s} s (below the {timeout} s Modbus timeout) is "
+                "not replayed: on the stepped clock it changes nothing but wall time"
+            )
+        else:
+            faults.append(f.model_copy(update={"mode": "no_reply"}))
+            notes.append(
+                f"simulation.faults: '{f.device}' slow by {f.delay_s} s (at least the {timeout} s Modbus timeout) "
+                "is replayed as no_reply: every read fails, as in the field"
+            )
+    out.simulation.faults = faults
     return out, notes
