@@ -494,7 +494,7 @@ function renderSites() {
       el("td", { class: "num", text: kw(n.export_w) }),
       el("td", { class: "num", text: s.feed_in_cap_w === null ? "none" : kw(s.feed_in_cap_w) }),
       el("td", { class: "num", text: percent(n.soc) }),
-      el("td", { class: "small", text: limits.join(", ") }));
+      el("td", { class: "small wrap", text: limits.join(", ") }));
   });
   replaceRows($("sites"), rows, "no sites", 9);
   const stale = sites.filter((s) => s.now?.devices_stale > 0).length;
@@ -555,7 +555,7 @@ function renderDevices(now) {
       el("td", { class: "num", text: d.kind === "pv_inverter" ? kw(d.actual.pv_w) : "" }),
       el("td", { class: "num", text: d.kind === "pv_inverter" ? setVsRead(sp ? sp.pv_limit_w : undefined, d.actual.pv_limit_w) : "" }),
       el("td", { class: "num", text: d.kind === "battery" ? setVsRead(sp ? sp.battery_w : undefined, d.actual.battery_w) : "" }),
-      el("td", { class: "small error-text", text: d.error || "" }));
+      el("td", { class: "small error-text wrap", text: d.error || "" }));
   });
   replaceRows($("devices"), rows, "no devices match", 10);
   $("devices-count").textContent = `${shown.length} of ${all.length}`;
@@ -568,7 +568,7 @@ function renderAlarms() {
       el("td", { text: when(a.raised_at, serverNow()) }),
       el("td", {}, chip([a.severity, a.cleared_at ? "muted" : a.severity === "critical" ? "bad" : "warn"])),
       el("td", { text: a.source }),
-      el("td", { text: a.message }),
+      el("td", { class: "wrap", text: a.message }),
       el("td", { text: a.cleared_at ? when(a.cleared_at, serverNow()) : "active" })));
   replaceRows($("alarms"), rows, "no alarms", 5);
   const active = alarms.filter((a) => !a.cleared_at).length;
@@ -590,7 +590,7 @@ function renderAudit() {
       el("td", { text: when(a.ts, serverNow()) }),
       el("td", { text: a.who }),
       el("td", { text: a.action }),
-      el("td", { class: "small", text: shortParams(a.params) }),
+      el("td", { class: "small wrap", text: shortParams(a.params) }),
       el("td", { text: a.result })));
   replaceRows($("audit"), rows, "no commands yet", 5);
 }
