@@ -114,3 +114,19 @@ def test_date_must_match_and_options_are_checked():
     with pytest.raises(TwinError, match="--strategy: unknown 'greedy'"):
         check_strategies(["optimizer", "greedy"])
     assert check_strategies([]) == ["optimizer", "self-consumption", "none"]
+
+
+def test_slow_replies_keep_their_production_meaning_on_the_stepped_clock():
+    from controller.twin.scenario import drop_invisible_delays
+
+    data = small_fleet_data(2)
+    data["simulation"]["faults"] = [
+        {"device": "lej-001-pv", "mode": "slow", "delay_s": 0.4},
+        {"device": "lej-002-pv", "mode": "slow", "delay_s": 3.0},
+        {"device": "lej-002-bat", "mode": "offline"},
+    ]
+    cfg = validate_config(data)  # Modbus timeout 1 s
+    out, notes = drop_invisible_delays(cfg)
+    kept = [(f.device, f.mode) for f in out.simulation.faults]
+    assert kept == [("lej-002-pv", "no_reply"), ("lej-002-bat", "offline")]
+    assert len(notes) == 2 and "lej-001-pv" in notes[0] and "no_reply" in notes[1]
