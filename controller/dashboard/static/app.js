@@ -25,9 +25,17 @@ const state = {
   offsetMs: 0, // the controller's clock minus this browser's (a twin or demo may run on a sim clock)
   // Forecasts this tab has seen, per quarter-hour start (ms) and site: [pv_available_w, load_w]. The API keeps only
   // the plan in force, so this is how the chart compares past measurements with what was forecast for them.
-  trail: JSON.parse(sessionStorage.getItem(TRAIL_KEY) || "{}"),
+  trail: storedTrail(),
   exampleShown: false,
 };
+
+function storedTrail() {
+  try {
+    return JSON.parse(sessionStorage.getItem(TRAIL_KEY) || "{}");
+  } catch {
+    return {}; // unreadable (edited by hand?): start a new trail
+  }
+}
 
 // "Now" on the controller's clock: the chart, ages and command expiries all use it.
 const serverNow = () => Date.now() + state.offsetMs;
