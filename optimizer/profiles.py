@@ -6,8 +6,9 @@ these on every tick for every device, so a call must be a cached array lookup, n
 demandlib computation.
 
 - :func:`clearsky_w_per_kwp`: AC power in W per kWp of a PV array under a clear sky (pvlib
-  Ineichen clear sky, Perez-free isotropic transposition, a fixed system efficiency). Computed
-  once per (geometry, UTC day) at one-minute resolution and interpolated.
+  Ineichen clear sky, isotropic transposition, a fixed system efficiency). The sky is computed
+  once per place (0.1°) and UTC day, the array's share once per (geometry, day), both at
+  one-minute resolution; calls interpolate.
 - :func:`h0_w_per_annual_kwh`: household power in W per kWh of annual consumption from BDEW's
   2025 dynamic household profile (demandlib ``H25``) in Europe/Berlin local time with Saxony's
   public holidays. Computed once per UTC year at quarter-hour resolution.
@@ -41,7 +42,11 @@ class PvGeometry:
     azimuth_deg: float = 180.0
 
     def rounded(self) -> PvGeometry:
-        """Geometry rounded so that neighbouring sites share cache entries (0.01° ≈ 1 km)."""
+        """Geometry rounded so that neighbouring sites share cache entries (0.01° ≈ 1 km).
+
+        The sky itself (sun position, clear-sky irradiance) is shared at 0.1° (≈ 10 km, under a
+        minute of solar time); orientation is what differs between neighbouring roofs.
+        """
         return PvGeometry(
             round(self.lat, 2),
             round(self.lon, 2),
@@ -51,24 +56,37 @@ class PvGeometry:
         )
 
 
-@lru_cache(maxsize=4096)
-def _clearsky_day(geom: PvGeometry, day_index: int) -> np.ndarray:
-    """AC W per kWp at each minute of one UTC day (1441 samples, both midnights included)."""
-    import pvlib  # imported here: pvlib costs ~1 s to import and only this function needs it
+@lru_cache(maxsize=512)
+def _sky_day(lat: float, lon: float, altitude_m: float, day_index: int) -> pd.DataFrame:
+    """Solar position and clear-sky irradiance (W/m²) at each minute of one UTC day at a place.
+
+    Shared by every array near that place: the Linke turbidity lookup behind Ineichen reads a
+    file, so it runs once per place and day, not once per site.
+    """
+    import pvlib  # imported here: pvlib costs ~1 s to import and only the clear sky needs it
 
     start = pd.Timestamp(day_index * DAY_S, unit="s", tz="UTC")
     times = pd.date_range(start, periods=1441, freq="1min")
-    loc = pvlib.location.Location(geom.lat, geom.lon, tz="UTC", altitude=geom.altitude_m)
+    loc = pvlib.location.Location(lat, lon, tz="UTC", altitude=altitude_m)
     solpos = loc.get_solarposition(times)
     clear = loc.get_clearsky(times, model="ineichen", solar_position=solpos)
+    return pd.concat([solpos[["apparent_zenith", "azimuth"]], clear[["dni", "ghi", "dhi"]]], axis=1)
+
+
+@lru_cache(maxsize=4096)
+def _clearsky_day(geom: PvGeometry, day_index: int) -> np.ndarray:
+    """AC W per kWp at each minute of one UTC day (1441 samples, both midnights included)."""
+    import pvlib
+
+    sky = _sky_day(round(geom.lat, 1), round(geom.lon, 1), geom.altitude_m, day_index)
     poa = pvlib.irradiance.get_total_irradiance(
         surface_tilt=geom.tilt_deg,
         surface_azimuth=geom.azimuth_deg,
-        solar_zenith=solpos["apparent_zenith"],
-        solar_azimuth=solpos["azimuth"],
-        dni=clear["dni"],
-        ghi=clear["ghi"],
-        dhi=clear["dhi"],
+        solar_zenith=sky["apparent_zenith"],
+        solar_azimuth=sky["azimuth"],
+        dni=sky["dni"],
+        ghi=sky["ghi"],
+        dhi=sky["dhi"],
         model="isotropic",
     )
     w_per_kwp = np.nan_to_num(poa["poa_global"].to_numpy(), nan=0.0) * SYSTEM_EFFICIENCY
