@@ -42,7 +42,8 @@ class CommandError(ValueError):
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and Infinity parse as JSON numbers in Python; a command never means them.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class StageRequest(_Body):

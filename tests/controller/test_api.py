@@ -167,6 +167,14 @@ def test_bad_input_is_422_naming_the_field_and_changes_nothing(api, kind, body, 
 def test_bad_json_and_bad_queries_are_4xx(api):
     client, _ctl, tokens = api
     op = {"Authorization": f"Bearer {tokens['operator']}", "Content-Type": "application/json"}
+    start = quarter_now()
+    r = client.post(
+        "/api/v1/commands/schedule", content=f'{{"points":[{{"start":"{start}","export_w":NaN}}]}}', headers=op
+    )
+    assert r.status_code == 422 and r.json()["fields"][0] == {
+        "field": "points[0].export_w",
+        "message": "Input should be a finite number",
+    }
     r = client.post("/api/v1/commands/stage", content=b"{not json", headers=op)
     assert r.status_code == 422 and r.json()["fields"][0]["field"] == "body"
     assert client.delete("/api/v1/commands/abc", headers=op).status_code == 422
