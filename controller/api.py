@@ -42,6 +42,8 @@ from controller.metrics import CONTENT_TYPE
 log = logging.getLogger("sparcs.api")
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+STALE_POLLS = 3  # data older than this many poll intervals is stale (readyz fails too)
+CURTAILED_SHARE = 0.99
 MAX_HISTORY_POINTS = 20_000
 
 
@@ -213,7 +215,7 @@ def create_app(ctl: Controller) -> FastAPI:
         now = ctl.clock.now()
         if ctl.last_poll_s is None:
             problems.append("no poll yet")
-        elif now - ctl.last_poll_s > 3 * ctl.cfg.dispatch.poll_interval_s:
+        elif now - ctl.last_poll_s > STALE_POLLS * ctl.cfg.dispatch.poll_interval_s:
             problems.append(f"last poll {now - ctl.last_poll_s:.0f} s ago")
         status = 200 if not problems else 503
         return JSONResponse(status_code=status, content={"ready": not problems, "problems": problems})
@@ -235,6 +237,7 @@ def create_app(ctl: Controller) -> FastAPI:
         site = ctl.cfg.site(site_id)
         now = ctl.clock.now()
         s = ctl.state.sites.get(site_id) if ctl.state else None
+        ceiling_w = site.pv.rating_w * site.pv.installer_limit_pct / 100.0
         return {
             "id": site.id,
             "name": site.name,
@@ -245,6 +248,8 @@ def create_app(ctl: Controller) -> FastAPI:
             "stage": ctl.commands.stage(site_id, now),
             "para14a": ctl.commands.para14a(site_id, now),
             "guard_limit_w": ctl.guard_w.get(site_id),
+            # a PV limit in force below the installer ceiling: the site is curtailed now
+            "curtailed": bool(s and s.pv_limit_w is not None and s.pv_limit_w < CURTAILED_SHARE * ceiling_w),
             "now": s.as_dict() if s else None,
             "devices": [d.id for d in site.devices],
         }
@@ -291,6 +296,10 @@ def create_app(ctl: Controller) -> FastAPI:
                 "last_poll": iso(ctl.last_poll_s),
                 "last_dispatch": iso(ctl.last_dispatch_s),
                 "plan_path": ctl.plan["path"] if ctl.plan else None,
+                "in_fallback": ctl.plan is not None and ctl.plan["path"] != "optimal",
+                "data_age_s": None if ctl.last_poll_s is None else now - ctl.last_poll_s,
+                "data_stale": ctl.last_poll_s is None
+                or now - ctl.last_poll_s > STALE_POLLS * ctl.cfg.dispatch.poll_interval_s,
                 "schedule_export_w": ctl.commands.schedule_export_w(now),
             }
         )

@@ -202,7 +202,8 @@ def test_commands_are_audited_and_counted(api):
     cid = r.json()["command"]["id"]
     assert client.get("/api/v1/caps", headers=op).json()["sites"][0]["stage"] == "K2"
     assert client.post("/api/v1/commands/pause", json={"reason": "test"}, headers=op).status_code == 201
-    assert client.get("/api/v1/fleet", headers=op).json()["paused"] is True
+    fleet = client.get("/api/v1/fleet", headers=op).json()
+    assert fleet["paused"] is True and fleet["data_stale"] is True and fleet["data_age_s"] is None  # no poll yet
     assert client.post("/api/v1/commands/dispatch-now", headers=op).json() == {"requested": False, "paused": True}
     assert client.post("/api/v1/commands/resume", headers=op).json()["resumed"] is True
     assert client.delete(f"/api/v1/commands/{cid}", headers=op).json() == {"cancelled": [cid]}

@@ -191,7 +191,9 @@ async def test_the_api_shows_what_the_cycle_did(fleet):
     async with httpx.AsyncClient(
         transport=transport, base_url="http://sparcs", headers={"Authorization": f"Bearer {token}"}
     ) as http:
-        fleet_now = (await http.get("/api/v1/fleet")).json()["now"]
+        fleet_body = (await http.get("/api/v1/fleet")).json()
+        assert fleet_body["in_fallback"] is False and fleet_body["data_stale"] is False
+        fleet_now = fleet_body["now"]
         assert fleet_now["online"] == fleet_now["total"] == sum(len(s.devices) for s in host.config.sites)
         truth_pv = sum(host.site_truth(s.id)["pv_w"] for s in host.config.sites)
         assert fleet_now["pv_w"] == pytest.approx(truth_pv, rel=0.1)
@@ -204,6 +206,9 @@ async def test_the_api_shows_what_the_cycle_did(fleet):
 
         site = (await http.get(f"/api/v1/sites/{host.config.sites[0].id}")).json()
         assert site["now"]["controllable"] and len(site["devices"]) == len(host.config.sites[0].devices)
+        assert site["curtailed"] == (
+            site["now"]["pv_limit_w"] is not None and site["now"]["pv_limit_w"] < 0.99 * site["pv_rating_w"]
+        )
 
         plan = (await http.get("/api/v1/plan")).json()["plan"]
         assert plan["path"] == "optimal" and len(plan["period_s"]) == 97
