@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import signal
 import time
 from multiprocessing.connection import Connection
 from typing import Literal
@@ -35,6 +36,9 @@ STARTUP_TIMEOUT_S = 120.0
 
 def _worker_main(conn: Connection) -> None:
     """Solver process: answer each (problem, time limit, fault) with ("ok", plan) or ("error", text)."""
+    # Ctrl-C reaches the whole process group; the parent decides when the solver ends (it sends
+    # None or kills it), so the worker must not die with a KeyboardInterrupt traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from optimizer.dispatch import plan  # imported here: the import is the slow part of start-up
 
     conn.send(("ready", None))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Iterator
 
@@ -118,3 +120,12 @@ def test_a_solver_process_that_dies_mid_solve_is_replaced(worker: PlanningWorker
     assert "solver process lost" in result.reason
     assert_caps_hold(p, result)
     assert worker.plan(p, timeout_s=120).path == "optimal"
+
+
+def test_ctrl_c_to_the_process_group_does_not_kill_the_solver(worker: PlanningWorker) -> None:
+    assert worker.plan(fleet(), timeout_s=60).path == "optimal"
+    assert worker._proc is not None
+    os.kill(worker._proc.pid, signal.SIGINT)
+    result = worker.plan(fleet(), timeout_s=60)
+    assert result.path == "optimal"  # the same process answered: no restart, no fallback
+    assert worker._proc.is_alive()
