@@ -104,7 +104,7 @@ async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: C
         sched.start()
         url = f"http://{host if ':' not in host else f'[{host}]'}:{bound_port}"
         n_dev = sum(len(s.devices) for s in cfg.sites)
-        echo(f"SPARCS controller: {url}/api/v1/fleet  (API docs: {url}/docs, metrics: {url}/metrics)")
+        echo(f"SPARCS controller: {url}/  (dashboard; API: {url}/api/v1, docs: {url}/docs, metrics: {url}/metrics)")
         echo(f"fleet: {len(cfg.sites)} sites, {n_dev} devices" + (" (simulated, real time)" if fleet else ""))
         if fleet is not None:
             token = demo_token(store)

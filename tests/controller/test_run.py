@@ -99,7 +99,7 @@ class Running:
 def test_run_serves_and_stops_cleanly(tmp_path, how):
     r = Running(fleet_file(tmp_path), tmp_path / "data")
     try:
-        assert r.lines[0].startswith(f"SPARCS controller: http://127.0.0.1:{r.port}/api/v1/fleet")
+        assert r.lines[0].startswith(f"SPARCS controller: http://127.0.0.1:{r.port}/  (dashboard")
         assert r.http.get("/healthz").json() == {"status": "ok"}
         assert r.wait_for(lambda: r.http.get("/readyz").status_code == 200)
         plan = r.wait_for(lambda: r.http.get("/api/v1/plan").json()["plan"])
