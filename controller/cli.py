@@ -36,8 +36,20 @@ def load_or_exit(path: Path) -> FleetConfig:
 
 @app.command("check-config")
 def check_config(file: Annotated[Path, typer.Argument(help="fleet YAML file")]) -> None:
-    """Validate a fleet file and list every error with its path."""
+    """Validate a fleet file, and the vendor profiles it names, listing every error with its path."""
+    from config.register_map import ProfileError, load_register_map
+
     cfg = load_or_exit(file)
+    problems = []
+    for i, site in enumerate(cfg.sites):
+        for j, dev in enumerate(site.devices):
+            if dev.profile is not None:
+                try:
+                    load_register_map(dev.profile)
+                except ProfileError as exc:
+                    problems.append(f"{file}: sites[{i}:{site.id}].devices[{j}:{dev.id}].profile: {exc}")
+    if problems:
+        raise fail(problems)
     n_dev = sum(len(s.devices) for s in cfg.sites)
     typer.echo(f"{file}: OK ({len(cfg.sites)} sites, {n_dev} devices)")
 

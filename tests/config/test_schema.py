@@ -83,11 +83,15 @@ def test_check_config_command_lists_errors_and_exits_2(tmp_path: Path):
     assert "Traceback" not in run.stderr
 
 
-def test_an_unknown_vendor_profile_is_named_with_the_known_ones():
+def test_check_config_names_an_unknown_vendor_profile_with_the_known_ones(tmp_path: Path):
     data = demo_data()
-    site = next(s for s in data["sites"] if any(d.get("protocol") == "profile" for d in s["devices"]))
-    dev = next(d for d in site["devices"] if d.get("protocol") == "profile")
+    site_i, site = next((i, s) for i, s in enumerate(data["sites"]) if any(d.get("profile") for d in s["devices"]))
+    dev_i, dev = next((j, d) for j, d in enumerate(site["devices"]) if d.get("profile"))
     dev["profile"] = "sma_sunny_bo"
-    (line,) = errors_of(data)
-    assert "profile 'sma_sunny_bo' is not in config/profiles/" in line and "sma_sunny_boy" in line
-    assert f"[{site['id']}]" in line or site["id"] in line
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    run = subprocess.run([sys.executable, "-m", "controller", "check-config", str(bad)], capture_output=True, text=True)
+    assert run.returncode == 2
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith(f"{bad}: sites[{site_i}:{site['id']}].devices[{dev_i}:{dev['id']}].profile: ")
+    assert "profile 'sma_sunny_bo' not found" in line and "sma_sunny_boy" in line
