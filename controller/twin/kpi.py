@@ -81,6 +81,22 @@ def site_quarters_with(mask: np.ndarray, samples_per_quarter: int) -> int:
     return int(body.reshape(n, s // samples_per_quarter, samples_per_quarter).any(axis=2).sum())
 
 
+def violation_samples(trace: Trace, mask: np.ndarray, cap_w: np.ndarray, limit: int = 50) -> list[dict[str, Any]]:
+    """The first ``limit`` meter samples above a cap: site, Unix time, export and cap in kW (for the engineer)."""
+    grid = trace.power("grid_w")
+    rows, cols = np.nonzero(mask)
+    order = np.lexsort((rows, cols))[:limit]
+    return [
+        {
+            "site": trace.site_ids[rows[k]],
+            "t_s": float(trace.times[cols[k]]),
+            "export_kw": float(-grid[rows[k], cols[k]] / 1000.0),
+            "cap_kw": None if not np.isfinite(cap_w[rows[k]]) else float(cap_w[rows[k]] / 1000.0),
+        }
+        for k in order
+    ]
+
+
 def energy_balance(trace: Trace, cfg: FleetConfig) -> list[dict[str, Any]]:
     """Per site over the day (kWh): PV + import + discharge = load + export + charge + losses.
 
@@ -176,6 +192,7 @@ def strategy_kpis(run: StrategyRun, cfg: FleetConfig, prices_eur_per_mwh: np.nda
         "curtailed_kwh": max(0.0, available_kwh - pv_kwh),
         "tracking_mae_kw": mae,
         "cap_violations": site_quarters_with(over_cap | over_conn, spq),
+        "cap_violation_samples": violation_samples(trace, over_cap | over_conn, site["cap_w"]),
         "stage_violations": site_quarters_with(over_stage, spq),
         "negative_price_violations": site_quarters_with(negative_samples & exporting, spq),
         "negative_price_export_kwh": float(exp[negative].sum()),

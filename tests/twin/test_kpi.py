@@ -61,3 +61,20 @@ def test_summary_states_each_goal_with_its_figure():
     assert "self-consumption: 2 cap violations (goal 0): **missed**" in text
     assert "optimizer: replay 250 s wall" in text and "- none: 5 cap violations" not in text
     assert "![soc.png](soc.png)" in text
+
+
+def test_violation_samples_name_site_time_and_export():
+    from controller.twin.kpi import violation_samples
+    from controller.twin.replay import Trace
+
+    trace = Trace(["a", "b"])
+    for t, grid in ((0.0, (0.0, 0.0)), (60.0, (-3700.0, -100.0)), (120.0, (-100.0, 0.0))):
+        sites = {sid: dict.fromkeys(("pv_w", "battery_w", "load_w", "available_w"), 0.0) for sid in trace.site_ids}
+        for sid, g in zip(trace.site_ids, grid, strict=True):
+            sites[sid]["grid_w"] = g
+            sites[sid].update(dict.fromkeys(("pv_wh", "import_wh", "export_wh", "charged_wh", "discharged_wh"), 0.0))
+            sites[sid]["stored_wh"] = 0.0
+        trace.add({"t": t, "sites": sites})
+    cap = np.array([3600.0, np.inf])
+    mask = -trace.power("grid_w") > cap[:, None] * 1.01
+    assert violation_samples(trace, mask, cap) == [{"site": "a", "t_s": 60.0, "export_kw": 3.7, "cap_kw": 3.6}]
