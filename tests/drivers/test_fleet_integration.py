@@ -14,14 +14,14 @@ import json
 import sys
 
 import pytest
-import pytest_asyncio
 
 from config.schema import DispatchConfig, FaultSpec, validate_config
 from drivers.poller import FleetPoller
-from drivers.telemetry import MISSING, NO_LIMIT, Telemetry
+from drivers.telemetry import MISSING, NO_LIMIT
 from drivers.writer import Setpoint, SetpointWriter
 from simulators.clock import SimClock
 from simulators.fleet import FleetHost
+from tests.drivers.conftest import good, step_and_poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -82,44 +82,9 @@ FLEET = {
 }
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def fleet():
-    cfg = validate_config(FLEET)
-    clock = SimClock(START, stepped=True)
-    host = FleetHost(cfg, clock=clock, auto_ports=True)
-    await host.start()
-    try:
-        yield host, clock
-    finally:
-        await host.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def poller(fleet):
-    host, clock = fleet
-    p = FleetPoller(host.config.devices(), SETTINGS, clock.now)
-    try:
-        yield p
-    finally:
-        await p.close()
-        for dev_id in host.devices:
-            host.clear_fault(dev_id)
-
-
-def _v(t: Telemetry, key: str) -> float | None:
-    r = t.values[key]
-    assert r.quality == "good", (t.device_id, key, r)
-    return r.value
-
-
-async def _poll(host: FleetHost, clock: SimClock, p: FleetPoller, step_s: float = 10.0) -> dict[str, Telemetry]:
-    await host.step(step_s)
-    return await p.poll_once()
-
-
 async def test_every_variant_discovered_and_values_equal_truth(fleet, poller) -> None:
-    host, clock = fleet
-    tel = await _poll(host, clock, poller)
+    host, _ = fleet
+    tel = await step_and_poll(host, poller)
     models = {i: t.models for i, t in tel.items()}
     assert {701, 704} <= set(models["b-pv"]) and {123, 103} <= set(models["a-pv"]) and 113 in models["c-pv"]
     assert 713 in models["b-bat"] and 124 in models["a-bat"]
@@ -128,20 +93,20 @@ async def test_every_variant_discovered_and_values_equal_truth(fleet, poller) ->
         assert t.status == "online" and t.error is None, (dev_id, t.error)
         truth = host.truth(dev_id)
         if t.kind == "pv_inverter":
-            assert _v(t, "pv_w") == pytest.approx(truth["pv_w"], abs=1.0 + 1e-3 * truth["rating_w"])
-            assert _v(t, "rating_w") == pytest.approx(truth["rating_w"], rel=1e-3)
-            assert _v(t, "wmax_w") == pytest.approx(truth["wmax_w"], rel=1e-3)
-            assert _v(t, "energy_wh") == pytest.approx(truth["energy_wh"], abs=1.0)
+            assert good(t, "pv_w") == pytest.approx(truth["pv_w"], abs=1.0 + 1e-3 * truth["rating_w"])
+            assert good(t, "rating_w") == pytest.approx(truth["rating_w"], rel=1e-3)
+            assert good(t, "wmax_w") == pytest.approx(truth["wmax_w"], rel=1e-3)
+            assert good(t, "energy_wh") == pytest.approx(truth["energy_wh"], abs=1.0)
             assert t.values["pv_limit_w"].value is None  # nothing written yet: no limit in force
         elif t.kind == "battery":
-            assert _v(t, "battery_w") == pytest.approx(truth["battery_w"], abs=1.0 + 1e-3 * truth["max_charge_w"])
-            assert _v(t, "soc") == pytest.approx(truth["soc"], abs=0.001)
-            assert _v(t, "capacity_wh") == pytest.approx(truth["capacity_wh"], rel=1e-3)
-            assert _v(t, "max_charge_w") == pytest.approx(truth["max_charge_w"], rel=1e-3)
+            assert good(t, "battery_w") == pytest.approx(truth["battery_w"], abs=1.0 + 1e-3 * truth["max_charge_w"])
+            assert good(t, "soc") == pytest.approx(truth["soc"], abs=0.001)
+            assert good(t, "capacity_wh") == pytest.approx(truth["capacity_wh"], rel=1e-3)
+            assert good(t, "max_charge_w") == pytest.approx(truth["max_charge_w"], rel=1e-3)
         else:
-            assert _v(t, "grid_w") == pytest.approx(truth["grid_w"], abs=1.0)
-            assert _v(t, "import_wh") == pytest.approx(truth["import_wh"], abs=1.0)
-            assert _v(t, "export_wh") == pytest.approx(truth["export_wh"], abs=1.0)
+            assert good(t, "grid_w") == pytest.approx(truth["grid_w"], abs=1.0)
+            assert good(t, "import_wh") == pytest.approx(truth["import_wh"], abs=1.0)
+            assert good(t, "export_wh") == pytest.approx(truth["export_wh"], abs=1.0)
     assert tel["b-pv"].values.keys() == tel["a-pv"].values.keys()  # 701/704 and 103/123 look the same
 
 
@@ -157,12 +122,12 @@ async def test_every_variant_discovered_and_values_equal_truth(fleet, poller) ->
     ],
 )
 async def test_fault_gives_quality_and_leaves_the_rest_alone(fleet, poller, mode: str, quality: str) -> None:
-    host, clock = fleet
-    await _poll(host, clock, poller)
+    host, _ = fleet
+    await step_and_poll(host, poller)
     # g-bat sits behind the gateway: its neighbours g-pv and g-m must not suffer.
     host.inject_fault(FaultSpec(device="g-bat", mode=mode, delay_s=1.0))
     for _ in range(SETTINGS.stale_after_polls):
-        tel = await _poll(host, clock, poller)
+        tel = await step_and_poll(host, poller)
     t = tel["g-bat"]
     assert t.values["battery_w"].quality == quality and t.values["soc"].quality == quality
     if quality == "missing":
@@ -176,28 +141,28 @@ async def test_fault_gives_quality_and_leaves_the_rest_alone(fleet, poller, mode
 
 
 async def test_frozen_counters_turn_bad(fleet, poller) -> None:
-    host, clock = fleet
-    await _poll(host, clock, poller, 60)
+    host, _ = fleet
+    await step_and_poll(host, poller, 60)
     host.inject_fault(FaultSpec(device="c-pv", mode="frozen"))
     qualities = []
     for _ in range(SETTINGS.stale_after_polls + 1):
-        tel = await _poll(host, clock, poller, 60)
+        tel = await step_and_poll(host, poller, 60)
         qualities.append(tel["c-pv"].values["pv_w"].quality)
     assert qualities[0] == "good" and qualities[-1] == "bad"
     assert tel["c-pv"].values["energy_wh"].quality == "bad" and tel["c-pv"].status == "online"
     host.clear_fault("c-pv")
-    tel = await _poll(host, clock, poller, 60)
+    tel = await step_and_poll(host, poller, 60)
     assert tel["c-pv"].values["pv_w"].quality == "good"
 
 
 async def test_recovery_after_simulator_restart(fleet, poller) -> None:
-    host, clock = fleet
-    assert (await _poll(host, clock, poller))["f-pv"].status == "online"
+    host, _ = fleet
+    assert (await step_and_poll(host, poller))["f-pv"].status == "online"
     host.inject_fault(FaultSpec(device="f-pv", mode="reboot", duration_s=30))
-    tel = await _poll(host, clock, poller)
+    tel = await step_and_poll(host, poller)
     assert tel["f-pv"].values["pv_w"].quality == "missing"
     for _ in range(6):  # back-off grows, but the device is tried again within a few polls
-        tel = await _poll(host, clock, poller, 20)
+        tel = await step_and_poll(host, poller, 20)
     assert tel["f-pv"].status == "online" and tel["f-pv"].values["pv_w"].quality == "good"
 
 
@@ -231,7 +196,7 @@ async def test_recovery_after_a_whole_simulator_restart() -> None:
 
 async def test_limit_clamped_refreshed_released(fleet, poller) -> None:
     host, clock = fleet
-    await _poll(host, clock, poller)
+    await step_and_poll(host, poller)
     writer = SetpointWriter(poller, SETTINGS, clock.now)
     rating = host.truth("a-pv")["rating_w"]
     res = await writer.apply({"a-pv": Setpoint(pv_limit_w=10 * rating), "b-pv": Setpoint(pv_limit_w=0.0)})
@@ -241,9 +206,9 @@ async def test_limit_clamped_refreshed_released(fleet, poller) -> None:
 
     res = await writer.apply({"a-pv": Setpoint(pv_limit_w=2000.0), "b-pv": Setpoint(pv_limit_w=1500.0)})
     assert all(r.ok and r.action == "limit" and not r.mismatch for r in res.values())
-    tel = await _poll(host, clock, poller)
-    assert _v(tel["a-pv"], "pv_limit_w") == pytest.approx(2000.0, rel=0.01)
-    assert _v(tel["b-pv"], "pv_limit_w") == pytest.approx(1500.0, rel=0.01)
+    tel = await step_and_poll(host, poller)
+    assert good(tel["a-pv"], "pv_limit_w") == pytest.approx(2000.0, rel=0.01)
+    assert good(tel["b-pv"], "pv_limit_w") == pytest.approx(1500.0, rel=0.01)
     assert host.truth("a-pv")["pv_w"] <= 2000.0 * 1.01
 
     assert (await writer.apply({"a-pv": Setpoint(pv_limit_w=2000.0)}))["a-pv"].action == "unchanged"
@@ -261,13 +226,13 @@ async def test_limit_clamped_refreshed_released(fleet, poller) -> None:
 
     res = await writer.apply({"a-pv": Setpoint(pv_limit_w=None)})
     assert res["a-pv"].ok and res["a-pv"].action == "release"
-    tel = await _poll(host, clock, poller, 120)  # the inverter ramps back up to its installer configuration
+    tel = await step_and_poll(host, poller, 120)  # the inverter ramps back up to its installer configuration
     assert tel["a-pv"].values["pv_limit_w"] == NO_LIMIT and host.truth("a-pv")["limit_w"] is None
 
 
 async def test_installer_limit_is_never_lifted(fleet, poller) -> None:
     host, clock = fleet
-    await _poll(host, clock, poller)
+    await step_and_poll(host, poller)
     writer = SetpointWriter(poller, SETTINGS, clock.now)
     installer = host.truth("d-pv")["installer_w"]
     assert installer == pytest.approx(0.7 * host.truth("d-pv")["rating_w"])
@@ -281,7 +246,7 @@ async def test_installer_limit_is_never_lifted(fleet, poller) -> None:
 
 async def test_battery_setpoints_both_models(fleet, poller) -> None:
     host, clock = fleet
-    await _poll(host, clock, poller)
+    await step_and_poll(host, poller)
     writer = SetpointWriter(poller, SETTINGS, clock.now)
     res = await writer.apply(
         {"a-bat": Setpoint(battery_w=-1500.0), "b-bat": Setpoint(battery_w=1200.0), "g-bat": Setpoint(battery_w=9e9)}
@@ -291,8 +256,8 @@ async def test_battery_setpoints_both_models(fleet, poller) -> None:
     assert host.truth("a-bat")["commanded_w"] == pytest.approx(-1500.0, abs=5)
     assert host.truth("b-bat")["commanded_w"] == pytest.approx(1200.0, abs=5)
     assert res["a-bat"].readback_w == pytest.approx(-1500.0, abs=5)
-    tel = await _poll(host, clock, poller)
-    assert _v(tel["a-bat"], "battery_w") == pytest.approx(host.truth("a-bat")["battery_w"], abs=5)
+    tel = await step_and_poll(host, poller)
+    assert good(tel["a-bat"], "battery_w") == pytest.approx(host.truth("a-bat")["battery_w"], abs=5)
     res = await writer.apply({"a-bat": Setpoint(), "b-bat": Setpoint()})
     assert all(r.ok and r.action == "release" for r in res.values())
     assert host.truth("a-bat")["commanded_w"] is None and host.truth("b-bat")["commanded_w"] is None
@@ -310,7 +275,7 @@ async def test_writes_skip_monitor_only_and_stale_devices(fleet) -> None:
     try:
         host.inject_fault(FaultSpec(device="f-pv", mode="no_reply"))
         for _ in range(SETTINGS.stale_after_polls):
-            await _poll(host, clock, poller)
+            await step_and_poll(host, poller)
         writer = SetpointWriter(poller, SETTINGS, clock.now)
         res = await writer.apply(
             {"c-pv": Setpoint(pv_limit_w=100.0), "f-pv": Setpoint(pv_limit_w=100.0), "nope": Setpoint(pv_limit_w=1.0)}
@@ -324,12 +289,12 @@ async def test_writes_skip_monitor_only_and_stale_devices(fleet) -> None:
 
 
 async def test_failing_device_backs_off_and_is_skipped(fleet, poller) -> None:
-    host, clock = fleet
-    await _poll(host, clock, poller)
+    host, _ = fleet
+    await step_and_poll(host, poller)
     host.inject_fault(FaultSpec(device="c-pv", mode="no_reply"))
     attempts = []
     for _ in range(6):
-        await _poll(host, clock, poller)
+        await step_and_poll(host, poller)
         attempts.append(poller.state("c-pv").attempt_failures)
     # Tried at polls 1, 2, 4 (back-off 0.5, 1.5, 3.5 poll intervals), skipped in between.
     assert attempts == [1, 2, 2, 3, 3, 3]
@@ -363,17 +328,17 @@ async def test_scan_command_lists_models_and_points(fleet) -> None:
 
 async def test_same_command_is_not_rewritten_until_the_device_lost_it(fleet, poller) -> None:
     host, clock = fleet
-    await _poll(host, clock, poller)
+    await step_and_poll(host, poller)
     writer = SetpointWriter(poller, SETTINGS, clock.now)
     cmd = {"f-pv": Setpoint(pv_limit_w=1500.0), "a-bat": Setpoint(battery_w=-1000.0)}
     assert {r.action for r in (await writer.apply(cmd)).values()} == {"limit", "battery"}
-    await _poll(host, clock, poller)
+    await step_and_poll(host, poller)
     assert {r.action for r in (await writer.apply(cmd)).values()} == {"unchanged"}
     # A reboot resets the inverter to its installer configuration: the next apply notices and rewrites.
     host.inject_fault(FaultSpec(device="f-pv", mode="reboot", duration_s=2))
-    await _poll(host, clock, poller, 1)
+    await step_and_poll(host, poller, 1)
     for _ in range(4):
-        tel = await _poll(host, clock, poller, 10)
+        tel = await step_and_poll(host, poller, 10)
     assert tel["f-pv"].values["pv_limit_w"] == NO_LIMIT
     res = await writer.apply(cmd)
     assert res["f-pv"].action == "limit" and res["f-pv"].ok

@@ -11,15 +11,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-import pytest_asyncio
 
-from config.schema import DispatchConfig, FaultSpec, validate_config
-from drivers.poller import FleetPoller
+from config.schema import DispatchConfig, FaultSpec
 from drivers.scan import format_scan, run_scan
-from drivers.telemetry import Telemetry
 from drivers.writer import Setpoint, SetpointWriter
-from simulators.clock import SimClock
-from simulators.fleet import FleetHost
+from tests.drivers.conftest import good, step_and_poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -87,43 +83,9 @@ EXPECTED_MODELS = {
 }
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def fleet():
-    clock = SimClock(START, stepped=True)
-    host = FleetHost(validate_config(FLEET), clock=clock, auto_ports=True)
-    await host.start()
-    try:
-        yield host, clock
-    finally:
-        await host.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def poller(fleet):
-    host, clock = fleet
-    p = FleetPoller(host.config.devices(), SETTINGS, clock.now)
-    try:
-        yield p
-    finally:
-        await p.close()
-        for dev_id in host.devices:
-            host.clear_fault(dev_id)
-
-
-def _v(t: Telemetry, key: str) -> float | None:
-    r = t.values[key]
-    assert r.quality == "good", (t.device_id, key, r)
-    return r.value
-
-
-async def _poll(host: FleetHost, p: FleetPoller, step_s: float = 10.0) -> dict[str, Telemetry]:
-    await host.step(step_s)
-    return await p.poll_once()
-
-
 async def test_phase_and_meter_variants_discovered_and_equal_truth(fleet, poller) -> None:
     host, _ = fleet
-    tel = await _poll(host, poller)
+    tel = await step_and_poll(host, poller)
     for dev_id, model in EXPECTED_MODELS.items():
         t = tel[dev_id]
         assert t.status == "online" and t.error is None, (dev_id, t.error)
@@ -131,49 +93,49 @@ async def test_phase_and_meter_variants_discovered_and_equal_truth(fleet, poller
         truth = host.truth(dev_id)
         if t.kind == "pv_inverter":
             assert truth["pv_w"] > 500
-            assert _v(t, "pv_w") == pytest.approx(truth["pv_w"], abs=1.0 + 1e-3 * truth["rating_w"])
-            assert _v(t, "energy_wh") == pytest.approx(truth["energy_wh"], abs=1.0, rel=1e-7)  # float32 on 11x
-            assert _v(t, "wmax_w") == pytest.approx(truth["wmax_w"], rel=1e-3)
+            assert good(t, "pv_w") == pytest.approx(truth["pv_w"], abs=1.0 + 1e-3 * truth["rating_w"])
+            assert good(t, "energy_wh") == pytest.approx(truth["energy_wh"], abs=1.0, rel=1e-7)  # float32 on 11x
+            assert good(t, "wmax_w") == pytest.approx(truth["wmax_w"], rel=1e-3)
         elif t.kind == "battery":
-            assert _v(t, "battery_w") == pytest.approx(truth["battery_w"], abs=1.0 + 1e-3 * truth["max_charge_w"])
-            assert _v(t, "soc") == pytest.approx(truth["soc"], abs=0.001)
+            assert good(t, "battery_w") == pytest.approx(truth["battery_w"], abs=1.0 + 1e-3 * truth["max_charge_w"])
+            assert good(t, "soc") == pytest.approx(truth["soc"], abs=0.001)
         else:
-            assert _v(t, "grid_w") == pytest.approx(truth["grid_w"], abs=1.0)
-            assert _v(t, "import_wh") == pytest.approx(truth["import_wh"], abs=1.0)
-            assert _v(t, "export_wh") == pytest.approx(truth["export_wh"], abs=1.0)
+            assert good(t, "grid_w") == pytest.approx(truth["grid_w"], abs=1.0)
+            assert good(t, "import_wh") == pytest.approx(truth["import_wh"], abs=1.0)
+            assert good(t, "export_wh") == pytest.approx(truth["export_wh"], abs=1.0)
     assert {poller.devices[i].driver.map.base for i in EXPECTED_MODELS} == {0, 40000, 50000}
 
 
 @pytest.mark.parametrize(("dev_id", "energy_step_wh", "state"), [("sma-pv", 1.0, 307), ("hw-pv", 10.0, 0x0200)])
 async def test_profile_devices_decode_to_truth(fleet, poller, dev_id, energy_step_wh, state) -> None:
     host, _ = fleet
-    t = (await _poll(host, poller))[dev_id]
+    t = (await step_and_poll(host, poller))[dev_id]
     truth = host.truth(dev_id)
     assert t.status == "online" and t.error is None
-    assert _v(t, "pv_w") == pytest.approx(truth["pv_w"], abs=1.0)
-    assert _v(t, "energy_wh") == pytest.approx(truth["energy_wh"], abs=energy_step_wh)
-    assert _v(t, "rating_w") == pytest.approx(truth["rating_w"], abs=1.0)
-    assert _v(t, "wmax_w") == pytest.approx(truth["wmax_w"], abs=1.0)
-    assert _v(t, "operating_state") == state
+    assert good(t, "pv_w") == pytest.approx(truth["pv_w"], abs=1.0)
+    assert good(t, "energy_wh") == pytest.approx(truth["energy_wh"], abs=energy_step_wh)
+    assert good(t, "rating_w") == pytest.approx(truth["rating_w"], abs=1.0)
+    assert good(t, "wmax_w") == pytest.approx(truth["wmax_w"], abs=1.0)
+    assert good(t, "operating_state") == state
     assert t.values["pv_limit_w"].quality == "good" and t.values["pv_limit_w"].value is None
 
 
 async def test_profile_limit_write_takes_effect_and_releases(fleet, poller) -> None:
     host, clock = fleet
-    await _poll(host, poller)
+    await step_and_poll(host, poller)
     writer = SetpointWriter(poller, SETTINGS, clock.now)
     res = await writer.apply({"sma-pv": Setpoint(pv_limit_w=3000.0), "hw-pv": Setpoint(pv_limit_w=1500.0)})
     assert all(r.ok and r.action == "limit" and not r.mismatch for r in res.values()), res
     assert res["sma-pv"].readback_w == pytest.approx(3000.0)  # 60 % of 5 kW in SMA's whole percent
     assert res["hw-pv"].readback_w == pytest.approx(1500.0)  # 25.0 % of 6 kW in Huawei's tenths
-    tel = await _poll(host, poller, 60)
+    tel = await step_and_poll(host, poller, 60)
     for dev_id, limit in (("sma-pv", 3000.0), ("hw-pv", 1500.0)):
         assert host.truth(dev_id)["limit_w"] == pytest.approx(limit)
-        assert _v(tel[dev_id], "pv_w") == pytest.approx(limit, abs=1.0)
-        assert _v(tel[dev_id], "pv_limit_w") == pytest.approx(limit)
+        assert good(tel[dev_id], "pv_w") == pytest.approx(limit, abs=1.0)
+        assert good(tel[dev_id], "pv_limit_w") == pytest.approx(limit)
     res = await writer.apply({"sma-pv": Setpoint(pv_limit_w=None), "hw-pv": Setpoint(pv_limit_w=None)})
     assert all(r.ok and r.action == "release" for r in res.values()), res
-    tel = await _poll(host, poller, 60)
+    tel = await step_and_poll(host, poller, 60)
     for dev_id in ("sma-pv", "hw-pv"):
         assert host.truth(dev_id)["limit_w"] is None
         assert tel[dev_id].values["pv_limit_w"].value is None
@@ -182,10 +144,10 @@ async def test_profile_limit_write_takes_effect_and_releases(fleet, poller) -> N
 async def test_profile_not_implemented_value_is_missing(fleet, poller) -> None:
     host, _ = fleet
     host.inject_fault(FaultSpec(device="sma-pv", mode="sentinel"))  # SMA's NaN, as at night
-    t = (await _poll(host, poller))["sma-pv"]
+    t = (await step_and_poll(host, poller))["sma-pv"]
     assert t.values["pv_w"].quality == "missing" and t.values["pv_w"].value is None
     host.clear_fault("sma-pv")
-    assert (await _poll(host, poller))["sma-pv"].values["pv_w"].quality == "good"
+    assert (await step_and_poll(host, poller))["sma-pv"].values["pv_w"].quality == "good"
 
 
 async def test_scan_with_a_profile_lists_registers(fleet) -> None:
@@ -201,7 +163,7 @@ async def test_scan_with_a_profile_lists_registers(fleet) -> None:
 
 async def test_writes_ignored_by_the_device_are_reported_as_mismatch(fleet, poller) -> None:
     host, clock = fleet
-    await _poll(host, poller)
+    await step_and_poll(host, poller)
     writer = SetpointWriter(poller, SETTINGS, clock.now)
     ok = (await writer.apply({"ig-pv": Setpoint(pv_limit_w=3000.0)}))["ig-pv"]
     assert ok.ok and not ok.mismatch  # the device applies writes until the fault starts
@@ -226,4 +188,4 @@ async def test_writes_ignored_by_the_device_are_reported_as_mismatch(fleet, poll
     assert host.truth("ig-bat")["commanded_w"] is None
     assert host.truth("sma-pv")["limit_w"] is None
     tel = await poller.poll_once()
-    assert _v(tel["ig-pv"], "pv_limit_w") == pytest.approx(3000.0)  # the limit in force, not the one asked for
+    assert good(tel["ig-pv"], "pv_limit_w") == pytest.approx(3000.0)  # the limit in force, not the one asked for
