@@ -382,14 +382,22 @@ def validate_config(data: Any, source: str = "config") -> FleetConfig:
     try:
         return FleetConfig.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors(include_url=False):
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field; remove it or check its spelling"
-            for part in msg.split("\n"):
-                lines.append(f"{_path_of(tuple(err['loc']), data)}: {part}")
-        raise ConfigError(source, lines) from None
+        raise ConfigError(source, error_lines(exc, data)) from None
+
+
+def error_lines(exc: ValidationError, data: Any) -> list[str]:
+    """One ``path: message`` line per problem of a validation error of the document ``data``.
+
+    Shared by every YAML file a user writes (fleet, scenario), so their errors read alike.
+    """
+    lines = []
+    for err in exc.errors(include_url=False):
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field; remove it or check its spelling"
+        for part in msg.split("\n"):
+            lines.append(f"{_path_of(tuple(err['loc']), data)}: {part}")
+    return lines
 
 
 def load_config(path: str | Path) -> FleetConfig:
