@@ -16,12 +16,11 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from config.schema import AwareDatetime, FaultMode, FaultSpec, FleetConfig, SimulationConfig
+from config.schema import AwareDatetime, FaultMode, FaultSpec, FleetConfig, SimulationConfig, error_lines
 from controller.commands import Para14aRequest, SchedulePoint, ScheduleRequest, StageRequest
 from optimizer.profiles import BERLIN
 from simulators.weather import stream_key
@@ -119,13 +118,6 @@ def _resolve(base: Path, p: Path | None) -> Path | None:
     return None if p is None or p.is_absolute() else base / p
 
 
-def _loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(file)"
-
-
 def _times(s: Scenario) -> list[tuple[str, dt.datetime]]:
     out: list[tuple[str, dt.datetime]] = []
     for i, a in enumerate(s.actions):
@@ -179,13 +171,7 @@ def load_scenario(path: str | Path) -> Scenario:
     try:
         s = Scenario.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors(include_url=False):
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field; remove it or check its spelling"
-            lines.append(f"{_loc(tuple(err['loc']))}: {msg}")
-        raise ScenarioError(str(path), lines) from None
+        raise ScenarioError(str(path), error_lines(exc, data)) from None
     base = path.resolve().parent
     s.weather.clearness_csv = _resolve(base, s.weather.clearness_csv) or s.weather.clearness_csv
     s.prices_csv = _resolve(base, s.prices_csv) or s.prices_csv
