@@ -117,20 +117,21 @@ def _send(book: CommandBook, i: int, a: Action, now_s: float) -> None:
 async def replay(
     cfg: FleetConfig,
     strategy: str,
-    day: tuple[float, float],
+    bounds: tuple[float, float],
     scenario: Scenario | None,
     data_dir: Path,
     on_minute: Callable[[float], None] | None = None,
 ) -> StrategyRun:
-    """Replay the day ``[start, end)`` (Unix s) with ``strategy``; ``cfg`` has the scenario applied.
+    """Replay ``bounds`` = [start, end) with ``strategy``; ``cfg`` has the scenario applied.
 
-    ``data_dir`` receives the controller's history store (SQLite) of this run, emptied first. ``on_minute`` is
-    called with the sim time after every simulated minute (the progress bar).
+    ``bounds``: Unix s, whole quarter-hours apart (a Europe/Berlin day for `sparcs twin`).
+    ``data_dir`` receives the controller's history store (SQLite) of this run, emptied first.
+    ``on_minute`` is called with the sim time after every simulated minute (the progress bar).
     """
     t_wall = time.perf_counter()
     cpu0 = time.process_time()
-    clock = SimClock(day[0], stepped=True)
-    fleet = FleetProcess(cfg, day[0])
+    clock = SimClock(bounds[0], stepped=True)
+    fleet = FleetProcess(cfg, bounds[0])
     worker = PlanningWorker()
     store: Store | None = None
     controller: Controller | None = None
@@ -157,7 +158,7 @@ async def replay(
         # The stage each sample is checked against: the one in force when the controller last cycled.
         stages: list[list[float]] = [[np.nan] * len(site_ids)]
         actions = sorted(enumerate(scenario.actions if scenario else []), key=lambda ia: ia[1].at)
-        minutes = round((day[1] - day[0]) / STEP_S)
+        minutes = round((bounds[1] - bounds[0]) / STEP_S)
         for m in range(minutes):
             now = clock.now()
             while actions and actions[0][1].at.timestamp() <= now:
@@ -171,7 +172,7 @@ async def replay(
             stages.append(in_force)
             if on_minute is not None:
                 on_minute(clock.now())
-        quarters = day[0] + 900.0 * np.arange(round((day[1] - day[0]) / 900.0))
+        quarters = bounds[0] + 900.0 * np.arange(round((bounds[1] - bounds[0]) / 900.0))
         schedule = controller.commands.schedule_series(quarters)
         return StrategyRun(
             strategy=strategy,
