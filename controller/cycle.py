@@ -208,7 +208,7 @@ class Controller:
         for sid, s in state.sites.items():
             before = self.guard_w.get(sid)
             cap = self.export_cap_w(sid, state.ts)
-            after = export_guard(cap_w=cap, export_w=s.export_w, pv_w=s.pv_w, guard_w=before)
+            after = export_guard(cap_w=cap, grid_w=s.grid_w, pv_w=s.pv_w, guard_w=before)
             if after is None:
                 self.guard_w.pop(sid, None)
             else:

@@ -59,18 +59,21 @@ def test_flexibility_respects_soc_power_and_the_meter_caps(small_cfg):
 
 
 @pytest.mark.parametrize(
-    ("cap", "export", "pv", "guard", "expected"),
+    ("cap", "grid", "pv", "guard", "expected"),
     [
-        (None, 9000, 9000, None, None),  # no cap: the guard never acts
-        (3000, 2500, 4000, None, None),  # below the cap
-        (3000, 3500, 4000, None, 4000 - (3500 - 0.98 * 3000)),  # above: tighten at once
-        (3000, 2000, 2000, 2000, 2000 + 0.98 * 3000 - 2000),  # acting: follow the meter (loosen)
-        (3000, 1000, 1000, 3000, None),  # far below and not binding: let go
+        (None, -9000, 9000, None, None),  # no cap: the guard never acts
+        (3000, -2500, 4000, None, None),  # below the cap
+        (3000, -3500, 4000, None, 4000 - (3500 - 0.98 * 3000)),  # above: tighten at once
+        (3000, -2000, 2000, 2000, 2000 + 0.98 * 3000 - 2000),  # acting: follow the meter (loosen)
+        (3000, -1000, 1000, 3000, None),  # far below and not binding: let go
         (3000, None, 2000, 2500, 2500),  # meter unknown: keep the last limit
+        # 0 W cap (negative price) while importing 600 W: loosen by the import, never hold PV where it is
+        (0.0, 600, 310, 310, 910),
+        (0.0, 600, 310, 2000, None),  # 0 W cap, importing, the limit does not bind: let go
     ],
 )
-def test_export_guard(cap, export, pv, guard, expected):
-    got = export_guard(cap_w=cap, export_w=export, pv_w=pv, guard_w=guard)
+def test_export_guard(cap, grid, pv, guard, expected):
+    got = export_guard(cap_w=cap, grid_w=grid, pv_w=pv, guard_w=guard)
     assert got == (pytest.approx(expected) if expected is not None else None)
 
 
