@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from optimizer.caps import apply_caps, violations
-from optimizer.fleet_arrays import fleet_arrays
+from optimizer.fleet_arrays import CAP_PLAN_SHARE, fleet_arrays
 from optimizer.problem import stage_ceiling_w
 from tests.optimizer.small import battery, problem, site
 
@@ -23,15 +23,22 @@ def caps_of(s, pv_w, battery_w, **kw):  # type: ignore[no-untyped-def]
 def test_feed_in_cap_limits_export_at_the_meter_and_counts_load_and_charging() -> None:
     s = site([10_000, 10_000], 2000, battery=battery(soc_now=0.2), feed_in_cap_w=6000.0)
     sp = caps_of(s, [10_000, 10_000], [0, -1000])
-    assert sp.grid_w[0] == pytest.approx([-6000, -6000])
-    assert sp.pv_limit_w[0] == pytest.approx([8000, 9000])  # cap + load (+ charge)
+    planned_cap = CAP_PLAN_SHARE * 6000
+    assert sp.grid_w[0] == pytest.approx([-planned_cap, -planned_cap])
+    assert sp.pv_limit_w[0] == pytest.approx([planned_cap + 2000, planned_cap + 3000])  # cap + load (+ charge)
+
+
+def test_plans_keep_a_margin_below_the_cap_for_load_dips_between_polls() -> None:
+    s = site([10_000], 2000, feed_in_cap_w=6000.0)
+    sp = caps_of(s, [10_000], [0])
+    assert -sp.grid_w[0, 0] <= 0.97 * 6000 + 1e-6  # a 3 % dip of the forecast load stays within the cap
 
 
 def test_discharge_does_not_push_export_over_the_cap() -> None:
     s = site([7000], 1000, battery=battery(), feed_in_cap_w=6000.0)
     sp = caps_of(s, [7000], [3000])
     assert sp.battery_w[0, 0] == pytest.approx(0.0)
-    assert sp.grid_w[0, 0] == pytest.approx(-6000)
+    assert sp.grid_w[0, 0] == pytest.approx(-CAP_PLAN_SHARE * 6000)
 
 
 def test_negative_price_rule_means_no_export_in_negative_quarter_hours() -> None:

@@ -6,21 +6,24 @@ import numpy as np
 import pytest
 
 from optimizer.dispatch import plan
+from optimizer.fleet_arrays import CAP_PLAN_SHARE
 from tests.optimizer.small import battery, problem, site
 
 Q_H = 0.25  # a quarter-hour in hours
 
 
 def test_feed_in_cap_holds_at_the_meter_not_at_the_inverter() -> None:
-    # 5 kW PV, 1 kW load, 60 % cap of 5 kWp = 3 kW at the meter: the inverter may deliver 4 kW.
+    # 5 kW PV, 1 kW load, 60 % cap of 5 kWp = 3 kW at the meter, planned with the margin
+    # (2.91 kW): the inverter may deliver 3.91 kW.
     s = site([5000, 5000], 1000, kwp=5.0, feed_in_cap_w=3000.0)
     p = plan(problem([s]))
     assert p.path == "optimal"
-    assert p.grid_w[0] == pytest.approx([-3000, -3000], abs=1e-3)
-    assert p.pv_w[0] == pytest.approx([4000, 4000], abs=1e-3)
-    assert p.pv_limit_w[0] == pytest.approx([4000, 4000], abs=1e-3)
-    # export 3 kW × ¼ h × 0.08 EUR/kWh earned twice, 1 kW curtailed × ¼ h × 0.001 EUR/kWh twice
-    assert p.objective_eur == pytest.approx(2 * (-3 * Q_H * 0.08 + 1 * Q_H * 0.001), abs=1e-7)
+    cap_kw = CAP_PLAN_SHARE * 3.0
+    assert p.grid_w[0] == pytest.approx([-cap_kw * 1000, -cap_kw * 1000], abs=1e-3)
+    assert p.pv_w[0] == pytest.approx([(cap_kw + 1) * 1000] * 2, abs=1e-3)
+    assert p.pv_limit_w[0] == pytest.approx([(cap_kw + 1) * 1000] * 2, abs=1e-3)
+    # export earned twice at 0.08 EUR/kWh, the rest of the 5 kW curtailed at 0.001 EUR/kWh twice
+    assert p.objective_eur == pytest.approx(2 * (-cap_kw * Q_H * 0.08 + (4 - cap_kw) * Q_H * 0.001), abs=1e-7)
 
 
 def test_surplus_is_stored_when_the_stored_kwh_is_worth_more_than_export() -> None:
