@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from optimizer.baselines import self_consumption_plan
 from optimizer.dispatch import plan
 from optimizer.fleet_arrays import CAP_PLAN_SHARE
 from tests.optimizer.small import battery, problem, site
@@ -66,3 +67,18 @@ def test_para14a_caps_grid_charging_of_an_empty_battery() -> None:
     expected = 2 * 4.7 * Q_H * 0.32 + 2 * 4.2 * Q_H * 0.02 - 0.95 * 0.32 * stored_kwh
     assert p.objective_eur == pytest.approx(expected, abs=1e-7)
     assert p.soc_end_kwh == pytest.approx(stored_kwh, abs=1e-6)
+
+
+@pytest.mark.parametrize("start_h", [0, 5, 20, 22])
+def test_a_day_plan_imports_no_more_than_self_consumption_when_grid_charging_cannot_pay(start_h: int) -> None:
+    # A day of sun and evening load at a flat tariff: nothing pays for grid charging, so every kWh
+    # the plan imports beyond self-consumption's would be a kWh the battery could have covered.
+    h = (start_h + np.arange(96) / 4.0) % 24
+    pv = np.clip(6000 * np.sin(np.pi * (h - 5) / 16), 0, None)
+    load = 400 + 600 * ((h > 18) | (h < 7))
+    b = battery(capacity_kwh=10.0, power_w=3000.0, soc_now=0.6)
+    p = problem([site(pv, load, battery=b, import_eur_per_kwh=0.30, export_eur_per_kwh=0.08)])
+    lp, sc = plan(p), self_consumption_plan(p)
+    imported_kwh = [float(np.maximum(x.grid_w, 0).sum()) * Q_H / 1000 for x in (lp, sc)]
+    assert imported_kwh[0] <= imported_kwh[1] + 1e-6
+    assert lp.objective_eur <= sc.objective_eur + 1e-9
