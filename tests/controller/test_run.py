@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,27 +17,10 @@ import pytest
 import yaml
 
 from tests.controller.conftest import small_fleet_data
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.slow
 SPARCS = [sys.executable, "-m", "controller"]
-
-
-def free_ports(n: int) -> list[int]:
-    """Free ports below the ephemeral range, so that no port-0 bind (the simulators' internal servers,
-    outgoing connections) can take one of them between this check and the restart."""
-    low, _high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    ports: list[int] = []
-    rng = random.Random()
-    while len(ports) < n:
-        port = rng.randrange(max(1024, low - 12_000), low)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 def fleet_file(tmp_path: Path) -> Path:

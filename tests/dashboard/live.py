@@ -8,9 +8,7 @@ and every tool the tests start listen on 127.0.0.1 only.
 from __future__ import annotations
 
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +21,7 @@ import pytest
 import yaml
 
 from tests.controller.conftest import small_fleet_data
+from tests.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
@@ -41,23 +40,6 @@ def require_tool(path: str, package: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
-
-
-def free_ports(n: int) -> list[int]:
-    """Free ports below the ephemeral range, so no port-0 bind can take one before its server binds it."""
-    low, _high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    rng = random.Random()
-    ports: list[int] = []
-    while len(ports) < n:
-        port = rng.randrange(max(1024, low - 12_000), low)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 def fleet_file(directory: Path, n_sites: int = 4) -> Path:
