@@ -282,6 +282,11 @@ def create_app(ctl: Controller) -> FastAPI:
     def command_view(c: Command) -> dict[str, Any]:
         return {**c.as_dict(), "created_at": iso(c.created_at), "start": iso(c.start_s), "expires_at": iso(c.expires_s)}
 
+    @v1.get("/session", tags=["read"])
+    async def session(p: Viewer) -> dict[str, Any]:
+        """Who this token belongs to and whether it may send commands (operator or admin)."""
+        return {"name": p.name, "role": p.role, "may_command": p.may("operator")}
+
     @v1.get("/fleet", tags=["read"])
     async def fleet(_: Viewer) -> dict[str, Any]:
         """The fleet now: PV, battery, load, export at the meters, SoC, flexibility, devices online/stale/total."""
@@ -510,5 +515,5 @@ def create_app(ctl: Controller) -> FastAPI:
     app.include_router(v1)
     from controller.dashboard import mount_dashboard  # the operator page at / (owned by controller/dashboard/)
 
-    mount_dashboard(app, ctl)
+    mount_dashboard(app)
     return app

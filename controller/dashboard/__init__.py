@@ -2,21 +2,15 @@
 
 The page (``static/``: plain HTML, JS and CSS, no build step, no CDN) asks for a token once, keeps
 it in ``sessionStorage`` and sends it as ``Authorization: Bearer`` on every fetch; tokens never
-appear in a URL. It polls the API every few seconds. ``GET /api/v1/session`` tells the page who the
-token belongs to, so a viewer sees the command panel disabled with the reason instead of a 403.
+appear in a URL. It polls the API every few seconds. ``GET /api/v1/session`` (controller/api.py)
+tells the page who the token belongs to, so a viewer sees the command panel disabled with the reason instead of a 403.
 """
 
-# No ``from __future__ import annotations``: FastAPI resolves the dependency below from live annotations.
 from pathlib import Path
-from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import FastAPI
 from fastapi.responses import FileResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-
-from controller.auth import authenticate
-from controller.cycle import Controller
 
 STATIC_DIR = Path(__file__).parent / "static"
 ASSETS_PATH = "/dashboard"
@@ -33,23 +27,8 @@ PAGE_HEADERS = {
 }
 
 
-def mount_dashboard(app: FastAPI, ctl: Controller) -> None:
-    """Serve the page at ``/``, its assets under ``/dashboard/``, and ``GET /api/v1/session``."""
-    bearer = HTTPBearer(auto_error=False)
-
-    @app.get("/api/v1/session", tags=["read"])
-    async def session(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> dict[str, Any]:
-        """Who this token belongs to and whether it may send commands (operator or admin)."""
-        if creds is None:
-            raise HTTPException(
-                401,
-                "missing bearer token: send 'Authorization: Bearer <token>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        p = authenticate(ctl.store, creds.credentials)
-        if p is None:
-            raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
-        return {"name": p.name, "role": p.role, "may_command": p.may("operator")}
+def mount_dashboard(app: FastAPI) -> None:
+    """Serve the page at ``/`` and its assets under ``/dashboard/``."""
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
