@@ -179,11 +179,11 @@ class Controller:
             self.planner.observe(state)
             if self.cfg.grid.export_guard:
                 report.guarded_sites = self._guard(state)
+            summary = state.summary()
             try:
-                self._record(state, telemetry)
+                self._record(state, telemetry, summary)
             except SQLAlchemyError:  # control goes on without history; the operator sees it in the log
                 log.exception("history of this poll not stored")
-            summary = state.summary()
             report.online, report.stale = summary["online"], summary["stale"]
             self.metrics.poll_seconds.observe(time.perf_counter() - t0)
 
@@ -303,7 +303,7 @@ class Controller:
 
     # -- history, alarms, metrics ----------------------------------------------------------------
 
-    def _record(self, state: FleetState, telemetry: dict[str, Telemetry]) -> None:
+    def _record(self, state: FleetState, telemetry: dict[str, Telemetry], summary: dict[str, Any]) -> None:
         now = state.ts
         res = self.cfg.storage.telemetry_resolution_s
         statuses: Counter[str] = Counter()
@@ -331,18 +331,16 @@ class Controller:
                         "values": {k: [r.value, r.quality] for k, r in t.values.items()},
                     }
                 )
-        self.store.add_telemetry(rows)
-        summary = state.summary()
         bucket = int(now // res)
         if self._last_bucket.get("@fleet") != bucket:
             self._last_bucket["@fleet"] = bucket
-            self.store.add_fleet(summary)
-            self.store.add_site_rows(
-                [
-                    {"ts": now, "site_id": sid, **{k: getattr(s, k) for k in SITE_HISTORY_FIELDS}}
-                    for sid, s in state.sites.items()
-                ]
-            )
+            site_rows = [
+                {"ts": now, "site_id": sid, **{k: getattr(s, k) for k in SITE_HISTORY_FIELDS}}
+                for sid, s in state.sites.items()
+            ]
+            self.store.add_poll(rows, summary, site_rows)
+        else:
+            self.store.add_poll(rows)
         self.metrics.observe_poll(statuses=statuses, qualities=qualities, errors=errors, fleet=summary)
         if now - self._last_prune_s >= PRUNE_EVERY_S:
             self._last_prune_s = now

@@ -214,15 +214,27 @@ class Store:
 
     # -- telemetry and fleet aggregates -------------------------------------------------------
 
-    def add_telemetry(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Rows: ts, device_id, site_id, status, values ({key: [value, quality]})."""
-        if rows:
-            with self.engine.begin() as conn:
-                conn.execute(insert(telemetry), list(rows))
+    def add_poll(
+        self,
+        telemetry_rows: Sequence[dict[str, Any]],
+        fleet_row: dict[str, Any] | None = None,
+        site_rows: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        """What one poll adds to the history, in one transaction (one fsync, and never half a poll).
 
-    def add_fleet(self, row: dict[str, Any]) -> None:
+        ``telemetry_rows``: ts, device_id, site_id, status, values ({key: [value, quality]});
+        ``fleet_row``: the fleet summary (columns of the fleet table); ``site_rows``: ts, site_id and
+        the site history fields. Empty parts are skipped.
+        """
+        if not telemetry_rows and fleet_row is None and not site_rows:
+            return
         with self.engine.begin() as conn:
-            conn.execute(insert(fleet).values(**row))
+            if telemetry_rows:
+                conn.execute(insert(telemetry), list(telemetry_rows))
+            if fleet_row is not None:
+                conn.execute(insert(fleet).values(**fleet_row))
+            if site_rows:
+                conn.execute(insert(site_history), list(site_rows))
 
     def fleet_history(self, start_s: float, end_s: float) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -237,11 +249,6 @@ class Store:
                 .order_by(telemetry.c.ts)
             )
             return [dict(r._mapping) for r in res]
-
-    def add_site_rows(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            with self.engine.begin() as conn:
-                conn.execute(insert(site_history), list(rows))
 
     def site_history(self, site_id: str, start_s: float, end_s: float) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

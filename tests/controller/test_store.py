@@ -64,9 +64,9 @@ def test_alarms_deduplicate_and_clear(tmp_path):
 def test_prune_keeps_commands_audit_and_the_last_plan(tmp_path):
     store = Store(data_dir=tmp_path)
     day = 86_400.0
-    store.add_telemetry([{"ts": 0.0, "device_id": "d", "site_id": "s", "status": "online", "values": {}}])
-    store.add_telemetry([{"ts": 5 * day, "device_id": "d", "site_id": "s", "status": "online", "values": {}}])
-    store.add_fleet({"ts": 0.0, "pv_w": 1.0})
+    row = {"device_id": "d", "site_id": "s", "status": "online", "values": {}}
+    store.add_poll([{"ts": 0.0, **row}], {"ts": 0.0, "pv_w": 1.0})
+    store.add_poll([{"ts": 5 * day, **row}])
     store.add_plan(0.0, 0.0, "optimal", None, 1.0, {"n": 1})
     store.add_plan(1.0, 1.0, "optimal", None, 1.0, {"n": 2})
     store.add_command(kind="stage", who="op", created_at=0.0, start_s=0.0, expires_s=10.0, params={}, audit_result="ok")
