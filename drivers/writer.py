@@ -5,6 +5,11 @@ Rules (DESIGN.md "Revert timers", "Control semantics"):
   the installer ceiling (WMax read from the device, and the site's configured installer limit);
 - every write sets the device's revert timer to ``revert_timeout_s`` and is read back; a
   difference is reported as a mismatch, never assumed away;
+- round trips: the control model's scale factors come from the latest poll when the device polls
+  that model (read first only otherwise), and one read after the writes serves both the check of
+  every written register and the read-back setpoint (SunSpec: the control model; profiles: their
+  ``read_all``). A 124 battery costs 4 writes + 1 read, a 123/704 PV limit 3 writes + 1 read, a
+  release 1 write + 1 read; a 704 battery one read more (batteries poll 713, not 704);
 - ``refresh_due`` rewrites a setpoint once 40 % of its timer has passed (before half);
 - ``Setpoint(None)`` releases explicitly: the limit is disabled (the device returns to its
   installer configuration) unless the site's configured installer limit is below the device's
@@ -16,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from config.schema import DispatchConfig
 from drivers.discovery import ModelLocation, read_model
 from drivers.errors import DeviceError
+from drivers.link import Link
 from drivers.poller import DeviceState, FleetPoller
 from drivers.profile_device import ProfileDevice
 from drivers.sunspec_codec import decode, encode_point, model_def, raw_value
@@ -36,6 +42,9 @@ REFRESH_FRACTION = 0.4  # rewrite when this share of the revert timer has passed
 MATCH_TOLERANCE = 0.01  # read-back W may differ by 1 % of the base (register resolution)
 
 Action = Literal["limit", "release", "battery", "unchanged", "skipped", "failed"]
+
+ReadBack = Callable[[], Awaitable[tuple[dict[int, int], float | None]]]
+"""One read after the writes: (holding registers seen, by protocol address; the setpoint in force in W or None)."""
 
 
 @dataclass
@@ -220,26 +229,20 @@ class SetpointWriter:
 
     async def _sunspec_pv_writes(self, d: SunSpecDevice, target: float | None, wmax: float):
         loc = self._control(d, 123, 704)
-        regs = await read_model(d.link.reader(d.unit), loc)
         timer = self.settings.revert_timeout_s
         if loc.model_id == 123:
             if target is None:
                 writes = _point_writes(loc, [("WMaxLim_Ena", 0)])
             else:
-                pct = _pct_raw(target, wmax, _sf(loc, regs, "WMaxLimPct_SF"))
+                pct = _pct_raw(target, wmax, _sf(loc, await _control_regs(d, loc), "WMaxLimPct_SF"))
                 # Value and timer first, enable last: the device never applies a stale percentage.
                 writes = _point_writes(loc, [("WMaxLimPct", pct), ("WMaxLimPct_RvrtTms", timer), ("WMaxLim_Ena", 1)])
         elif target is None:
             writes = _point_writes(loc, [("WMaxLimPctEna", 0)])
         else:
-            pct = _pct_raw(target, wmax, _sf(loc, regs, "WMaxLimPct_SF"))
+            pct = _pct_raw(target, wmax, _sf(loc, await _control_regs(d, loc), "WMaxLimPct_SF"))
             writes = _point_writes(loc, [("WMaxLimPct", pct), ("WMaxLimPctRvrtTms", timer), ("WMaxLimPctEna", 1)])
-
-        async def readback() -> float | None:
-            got = await read_model(d.link.reader(d.unit), loc)
-            return _limit_from_control(loc.model_id, got, wmax)
-
-        return writes, readback
+        return writes, _control_readback(d, loc, lambda got: _limit_from_control(loc.model_id, got, wmax))
 
     def _profile_pv_writes(self, d: ProfileDevice, target: float | None, wmax: float):
         p = d.profile
@@ -256,8 +259,9 @@ class SetpointWriter:
             else:
                 raise DeviceError(f"profile '{p.name}' has no pv_limit_w or pv_limit_pct register")
 
-        async def readback() -> float | None:
-            return d.limit_in_force_w({"wmax_w": wmax} | await d.read_all())
+        async def readback() -> tuple[dict[int, int], float | None]:
+            seen, values = await _profile_read_all(d)
+            return seen, d.limit_in_force_w({"wmax_w": wmax} | values)
 
         return writes, readback
 
@@ -289,12 +293,12 @@ class SetpointWriter:
 
     async def _sunspec_battery_writes(self, d: SunSpecDevice, target: float | None):
         loc = self._control(d, 124, 704)
-        regs = await read_model(d.link.reader(d.unit), loc)
         timer = self.settings.revert_timeout_s
         if loc.model_id == 124:
             if target is None:
                 writes = _point_writes(loc, [("StorCtl_Mod", 0)])
             else:
+                regs = await _control_regs(d, loc)
                 sf = _sf(loc, regs, "InOutWRte_SF")
                 wchamax = decode(124, regs, ("WChaMax",))["WChaMax"]
                 wdis = wmax_of_discharge(d.models) or wchamax
@@ -310,14 +314,9 @@ class SetpointWriter:
         elif target is None:
             writes = _point_writes(loc, [("WSetEna", 0)])
         else:
-            wset = round(target / 10.0 ** _sf(loc, regs, "WSet_SF"))
+            wset = round(target / 10.0 ** _sf(loc, await _control_regs(d, loc), "WSet_SF"))
             writes = _point_writes(loc, [("WSetRvrtTms", timer), ("WSetMod", 1), ("WSet", wset), ("WSetEna", 1)])
-
-        async def readback() -> float | None:
-            got = await read_model(d.link.reader(d.unit), loc)
-            return _battery_from_control(loc.model_id, got, d.models)
-
-        return writes, readback
+        return writes, _control_readback(d, loc, lambda got: _battery_from_control(loc.model_id, got, d.models))
 
     def _profile_battery_writes(self, d: ProfileDevice, target: float | None):
         p = d.profile
@@ -331,9 +330,9 @@ class SetpointWriter:
                 writes.append(_profile_write(d, "revert_timer_s", float(self.settings.revert_timeout_s)))
             writes.append(_profile_write(d, "battery_setpoint_w", target))
 
-        async def readback() -> float | None:
-            vals = await d.read_all()
-            return vals.get("battery_setpoint_w")
+        async def readback() -> tuple[dict[int, int], float | None]:
+            seen, values = await _profile_read_all(d)
+            return seen, values.get("battery_setpoint_w")
 
         return writes, readback
 
@@ -352,7 +351,7 @@ class SetpointWriter:
         s: DeviceState,
         kind: Literal["pv", "battery"],
         writes: list[_Write],
-        readback,
+        readback: ReadBack,
         requested: float | None,
         target: float | None,
         clamped: bool,
@@ -361,16 +360,20 @@ class SetpointWriter:
         for w in writes:
             await d.link.write(d.unit, w.addr, list(w.values))
         now = self.clock()
+        seen_regs, seen = await readback()
         mismatches = []
         for w in writes:
-            got = await d.link.read_holding(d.unit, w.addr, len(w.values))
+            span = range(w.addr, w.addr + len(w.values))
+            if all(a in seen_regs for a in span):
+                got = [seen_regs[a] for a in span]
+            else:  # a register the read-back does not reach is still checked, by a read of its own
+                got = await d.link.read_holding(d.unit, w.addr, len(w.values))
             bad = [i for i in w.check if got[i] != w.values[i]]
             if bad:
                 mismatches.append(
                     f"registers {', '.join(str(w.addr + i) for i in bad)} read back "
                     f"{[got[i] for i in bad]} instead of {[w.values[i] for i in bad]}"
                 )
-        seen = await readback()
         action: Action = "release" if target is None else ("limit" if kind == "pv" else "battery")
         self.active[s.cfg.id] = _Active(kind, requested, target, now, float(self.settings.revert_timeout_s))
         detail = "; ".join(mismatches) or ("clamped to the device's range" if clamped else "written and read back")
@@ -399,8 +402,50 @@ def _point_writes(loc: ModelLocation, points: list[tuple[str, int]]) -> list[_Wr
     return out
 
 
+async def _control_regs(d: SunSpecDevice, loc: ModelLocation) -> list[int]:
+    """The control model's registers to build writes on: the latest poll's when it read the model, else read now."""
+    polled = d.blocks.get(loc.model_id)
+    return polled if polled is not None else await read_model(d.link.reader(d.unit), loc)
+
+
+def _control_readback(
+    d: SunSpecDevice, loc: ModelLocation, setpoint_of: Callable[[list[int]], float | None]
+) -> ReadBack:
+    """One read of the control model after the writes: every written register and the setpoint in force."""
+
+    async def readback() -> tuple[dict[int, int], float | None]:
+        got = await read_model(d.link.reader(d.unit), loc)
+        return dict(enumerate(got, start=loc.addr)), setpoint_of(got)
+
+    return readback
+
+
+class _HoldingRecorder:
+    """Passes a profile device's reads on to its link and keeps the holding registers they returned."""
+
+    def __init__(self, link: Link):
+        self.link = link
+        self.seen: dict[int, int] = {}  # protocol address → register
+
+    async def read_holding(self, unit: int, addr: int, count: int) -> list[int]:
+        regs = await self.link.read_holding(unit, addr, count)
+        self.seen.update(enumerate(regs, start=addr))
+        return regs
+
+    async def read_input(self, unit: int, addr: int, count: int) -> list[int]:
+        return await self.link.read_input(unit, addr, count)
+
+
+async def _profile_read_all(d: ProfileDevice) -> tuple[dict[int, int], dict[str, float | None]]:
+    """The profile's own ``read_all`` (values by key), and the raw holding registers it read, by address."""
+    recorder = _HoldingRecorder(d.link)
+    # The same device read through the recorder: the profile's read plan and decoding stay its own.
+    values = await ProfileDevice(recorder, d.unit, d.kind, d.profile, d.invert_sign).read_all()  # type: ignore[arg-type]
+    return recorder.seen, values
+
+
 def _sf(loc: ModelLocation, regs: list[int], name: str) -> int:
-    """A scale factor of the control model as read now (0 when not implemented)."""
+    """A scale factor of the control model in ``regs`` (0 when not implemented)."""
     v = raw_value(regs, model_def(loc.model_id).point(name))
     return int(v) if isinstance(v, int) else 0
 
