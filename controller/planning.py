@@ -93,9 +93,12 @@ class Measurements:
 class FleetPlanner:
     """Builds the dispatch problem of the controllable sites and solves it in the bounded solver process."""
 
-    def __init__(self, cfg: FleetConfig, worker: PlanningWorker | None = None):
+    def __init__(self, cfg: FleetConfig, worker: PlanningWorker | None = None, horizon_end_s: float | None = None):
+        """``horizon_end_s`` (Unix s, a quarter-hour boundary): plans end there at the latest, instead of
+        ``dispatch.horizon_h`` ahead (the twin ends them with the day it scores)."""
         self.cfg = cfg
         self.worker = worker or PlanningWorker()
+        self.horizon_end_s = horizon_end_s
         self.measurements = Measurements([s.id for s in cfg.sites])
         self.prices: tuple[np.ndarray, np.ndarray] | None = None
         self._prices_mtime: float | None = None
@@ -147,7 +150,7 @@ class FleetPlanner:
 
     def problem(self, state: FleetState, commands: CommandBook, now_s: float) -> DispatchProblem | None:
         """The problem of the controllable sites (a site with a stale device leaves the plan); None if none is."""
-        start_s, period_s = period_grid(now_s, self.cfg.dispatch.horizon_h)
+        start_s, period_s = period_grid(now_s, self.cfg.dispatch.horizon_h, self.horizon_end_s)
         starts = start_s + np.concatenate([[0.0], np.cumsum(period_s)[:-1]])
         ends = starts + period_s
         grid = (starts, ends, starts + period_s / 2)

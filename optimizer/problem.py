@@ -61,16 +61,21 @@ def stage_ceiling_w(stage: str | None, rating_w: float) -> float:
     return CURTAILMENT_STAGE_OUTPUT.get(stage, 0.0) * rating_w
 
 
-def period_grid(now_s: float, horizon_h: int = 24) -> tuple[float, np.ndarray]:
+def period_grid(now_s: float, horizon_h: int = 24, until_s: float | None = None) -> tuple[float, np.ndarray]:
     """Plan periods from ``now_s``: the remainder of the current quarter-hour, then quarter-hours.
 
     Returns ``(start_s, period_s)``; the periods end at the quarter-hour ``horizon_h`` hours after
     the current one started, so a plan made at 12:07 covers 12:07..12:15, 12:15..12:30, …, and
     ends at 12:00 the next day + 15 min (``4 * horizon_h`` full quarter-hours after the first).
+    ``until_s`` (Unix s, a quarter-hour boundary) ends the plan earlier: periods that would start
+    at or after it are dropped; the first period always stays.
     """
     start_q = math.floor(now_s / QUARTER_S) * QUARTER_S
     first = start_q + QUARTER_S - now_s
-    return float(now_s), np.concatenate([[first], np.full(4 * horizon_h, float(QUARTER_S))])
+    periods = 1 + 4 * horizon_h
+    if until_s is not None:
+        periods = min(periods, max(1, math.ceil((until_s - start_q) / QUARTER_S)))
+    return float(now_s), np.concatenate([[first], np.full(periods - 1, float(QUARTER_S))])
 
 
 @dataclass(frozen=True)

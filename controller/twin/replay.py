@@ -124,7 +124,8 @@ async def replay(
 ) -> StrategyRun:
     """Replay ``bounds`` = [start, end) with ``strategy``; ``cfg`` has the scenario applied.
 
-    ``bounds``: Unix s, whole quarter-hours apart (a Europe/Berlin day for `sparcs twin`).
+    ``bounds``: Unix s, whole quarter-hours apart (a Europe/Berlin day for `sparcs twin`); plans end
+    at ``bounds[1]`` at the latest (:mod:`controller.twin.strategies`).
     ``data_dir`` receives the controller's history store (SQLite) of this run, emptied first.
     ``on_minute`` is called with the sim time after every simulated minute (the progress bar).
     """
@@ -147,7 +148,7 @@ async def replay(
         # last plan and its operator commands at start-up, as after a restart.
         shutil.rmtree(data_dir, ignore_errors=True)
         store = Store(data_dir=data_dir)
-        planner = make_planner(strategy, ctl_cfg, worker)
+        planner = make_planner(strategy, ctl_cfg, worker, horizon_end_s=bounds[1])
         poller = FleetPoller(ctl_cfg.devices(), ctl_cfg.dispatch, clock.now)
         writer = SetpointWriter(poller, ctl_cfg.dispatch, clock.now)
         controller = Controller(ctl_cfg, store, clock, poller=poller, writer=writer, planner=planner, metrics=Metrics())

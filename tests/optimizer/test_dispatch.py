@@ -76,6 +76,16 @@ def test_first_period_is_the_rest_of_the_quarter_hour() -> None:
     assert periods.size == 97 and np.all(periods[1:] == 900.0)
 
 
+def test_a_plan_ends_at_until_s_and_keeps_at_least_its_first_period() -> None:
+    now = 1_782_000_000.0 + 420.0  # 7 min into a quarter-hour
+    start, periods = period_grid(now, horizon_h=24, until_s=now - 420.0 + 3 * 900.0)
+    assert start + periods.sum() == now - 420.0 + 3 * 900.0 and periods.size == 3
+    _, last = period_grid(now, horizon_h=24, until_s=now - 420.0 + 900.0)
+    assert last.tolist() == [480.0]
+    _, beyond = period_grid(now, horizon_h=24, until_s=now + 3 * 86_400.0)
+    assert beyond.size == 97  # a later end does not lengthen the horizon
+
+
 def test_a_bad_forecast_names_the_site() -> None:
     with pytest.raises(ValueError, match="site s1: load_w exceeds connection_limit_w"):
         site([0, 0], [1000, 50_000])

@@ -153,6 +153,16 @@ def test_the_stage_holds_pv_at_30_percent(replayed, cfg, strategy):
     assert row(replayed, strategy)["stage_violations"] == 0
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_plans_end_with_the_replayed_span(replayed, strategy):
+    store = Store(data_dir=replayed["out"] / "history" / strategy)
+    try:
+        plan = store.last_plan()["data"]
+    finally:
+        store.close()
+    assert plan["start_s"] + sum(plan["period_s"]) == pytest.approx(BOUNDS[1])
+
+
 def test_the_faulty_device_goes_stale_and_is_alarmed(replayed):
     store = Store(data_dir=replayed["out"] / "history" / "optimizer")
     try:
