@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from config.schema import FleetConfig
 from controller.commands import CommandBook
 from controller.metrics import Metrics
-from controller.setpoints import export_guard, plan_period, site_command, split_to_devices
+from controller.setpoints import ZERO_CAP_MARGIN, export_guard, plan_period, site_command, split_to_devices
 from controller.state import FleetState, build_state
 from controller.store import Store
 from drivers.telemetry import Telemetry
@@ -208,7 +208,8 @@ class Controller:
         for sid, s in state.sites.items():
             before = self.guard_w.get(sid)
             cap = self.export_cap_w(sid, state.ts)
-            after = export_guard(cap_w=cap, grid_w=s.grid_w, pv_w=s.pv_w, guard_w=before)
+            margin = ZERO_CAP_MARGIN * self._sites[sid].pv.rating_w
+            after = export_guard(cap_w=cap, grid_w=s.grid_w, pv_w=s.pv_w, guard_w=before, zero_cap_margin_w=margin)
             if after is None:
                 self.guard_w.pop(sid, None)
             else:

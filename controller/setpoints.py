@@ -16,6 +16,8 @@ from config.schema import SiteConfig
 
 GUARD_TARGET = 0.98  # the guard steers the meter to 98 % of the cap, leaving room for noise between polls
 GUARD_RELEASE = 0.85  # released once export stays below 85 % of the cap while the limit does not bind
+ZERO_CAP_MARGIN = 0.02
+"""At a 0 W cap the guard keeps this share of the site's PV rating as import (see :func:`export_guard`)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ def export_guard(
     grid_w: float | None,
     pv_w: float | None,
     guard_w: float | None,
+    zero_cap_margin_w: float = 0.0,
 ) -> float | None:
     """The guard's PV limit for a site after this poll (W), or None when the guard does not act.
 
@@ -56,14 +59,23 @@ def export_guard(
     it follows the meter (loosening as load rises); it lets go when export is well below the cap
     and the PV output sits below its limit (the limit no longer binds). Unknown readings keep the
     last limit.
+
+    At a 0 W cap a share of the cap leaves no room for the load to dip between two polls, and the
+    plan there balances PV against load and battery to the watt: the guard instead holds an import
+    of ``zero_cap_margin_w`` (the controller passes ``ZERO_CAP_MARGIN`` × the PV rating), acting as
+    soon as the import falls below half of it (measured in the June twin before: 1-2 minutes of
+    60-120 W export at some sites in most negative-price hours).
     """
     if cap_w is None:
         return None
     if grid_w is None or pv_w is None:
         return guard_w
     export_w = -grid_w
-    target = GUARD_TARGET * cap_w
-    if export_w > cap_w:
+    if cap_w > 0:
+        target, trigger = GUARD_TARGET * cap_w, cap_w
+    else:
+        target, trigger = -zero_cap_margin_w, -zero_cap_margin_w / 2.0
+    if export_w > trigger:
         return max(0.0, pv_w - (export_w - target))
     if guard_w is None:
         return None

@@ -77,6 +77,21 @@ def test_export_guard(cap, grid, pv, guard, expected):
     assert got == (pytest.approx(expected) if expected is not None else None)
 
 
+@pytest.mark.parametrize(
+    ("grid", "pv", "guard", "expected"),
+    [
+        (-30, 3000, None, 3000 - 30 - 100),  # exporting a little: tighten to an import of the margin
+        (40, 3000, None, 3000 + 40 - 100),  # importing less than half the margin: tighten already
+        (60, 3000, None, None),  # importing more than half the margin: nothing to do
+        (60, 3000, 3000, 3000 + 60 - 100),  # acting: follow the meter, holding the margin
+        (300, 1000, 3000, None),  # the limit no longer binds: let go
+    ],
+)
+def test_export_guard_keeps_an_import_margin_at_a_zero_cap(grid, pv, guard, expected):
+    got = export_guard(cap_w=0.0, grid_w=grid, pv_w=pv, guard_w=guard, zero_cap_margin_w=100.0)
+    assert got == (pytest.approx(expected) if expected is not None else None)
+
+
 def test_setpoints_take_the_lowest_limit_and_follow_plan_periods(small_cfg):
     plan = {
         "start_s": 0.0,
