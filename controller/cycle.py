@@ -266,7 +266,14 @@ class Controller:
             )
 
     def desired_setpoints(self, now: float) -> dict[str, Setpoint]:
-        """Per controlled device: the setpoint from plan, stage and guard (see controller.setpoints)."""
+        """Per controlled device: the setpoint from plan, stage and guard (see controller.setpoints).
+
+        A site that is not controllable (a device stale) keeps its PV at most at its feed-in cap, at
+        the inverter, as the law asks of a site without a controller: its battery then runs on its
+        own and may stop absorbing PV at any moment (full, or tripped), and the guard, which loosens
+        with what the meter shows, would count on it (measured in the twin: 14-21 % over the cap for
+        two minutes when such a battery filled up).
+        """
         paused = self.commands.paused(now)
         out: dict[str, Setpoint] = {}
         for site in self.cfg.sites:
@@ -279,6 +286,7 @@ class Controller:
                 use_plan=controllable and not paused,
                 stage_ceiling_w=self.commands.stage_ceiling_w(site.id, now),
                 guard_w=self.guard_w.get(site.id),
+                uncontrolled_ceiling_w=None if controllable else site.grid.feed_in_cap_w(site.pv.kwp),
             )
             tel = self.state.telemetry if self.state else {}
             for dev_id, (pv_limit, bat) in split_to_devices(site, cmd).items():

@@ -98,14 +98,17 @@ def site_command(
     use_plan: bool,
     stage_ceiling_w: float | None,
     guard_w: float | None,
+    uncontrolled_ceiling_w: float | None = None,
 ) -> SiteCommand:
+    """The site's command at ``t``. ``uncontrolled_ceiling_w``: a further PV ceiling (W) the caller
+    sets for a site outside the plan (see :meth:`controller.cycle.Controller.desired_setpoints`)."""
     plan_limit = plan_battery = None
     if use_plan and plan is not None and site_id in plan["sites"]:
         i = plan_period(plan, t)
         if i is not None:
             row = plan["sites"][site_id]
             plan_limit, plan_battery = row["pv_limit_w"][i], row["battery_w"][i]
-    return SiteCommand(combine_limits(plan_limit, stage_ceiling_w, guard_w), plan_battery)
+    return SiteCommand(combine_limits(plan_limit, stage_ceiling_w, guard_w, uncontrolled_ceiling_w), plan_battery)
 
 
 def split_to_devices(site: SiteConfig, cmd: SiteCommand) -> dict[str, tuple[float | None, float | None]]:

@@ -97,6 +97,29 @@ async def test_a_device_failing_mid_run_goes_stale_leaves_the_plan_and_comes_bac
     assert not any(a["source"] == f"device:{victim}" for a in ctl.store.alarms(active_only=True))
 
 
+async def test_a_site_outside_the_plan_keeps_its_pv_at_most_at_its_cap(fleet):
+    host, ctl, _clock = fleet
+    site, cap = next((s, c) for s, c in capped_sites(host) if any(d.kind == "battery" for d in s.devices))
+    battery = next(d.id for d in site.devices if d.kind == "battery")
+    pvs = [d.id for d in site.devices if d.kind == "pv_inverter"]
+    host.inject_fault(FaultSpec(device=battery, mode="offline"))
+    try:
+        for _ in range(ctl.cfg.dispatch.stale_after_polls + 1):
+            await run(host, ctl, 10)
+        assert not ctl.state.sites[site.id].controllable
+        # its battery runs on its own now and may stop absorbing PV at any moment: the PV alone stays legal
+        assert sum(ctl.setpoints[d].pv_limit_w for d in pvs) <= cap + 1e-6
+        await run(host, ctl, 10)
+        assert host.site_truth(site.id)["pv_w"] <= cap * 1.01
+    finally:
+        host.clear_fault(battery)
+    for _ in range(12):
+        await run(host, ctl, 30)
+        if ctl.state.sites[site.id].controllable:
+            break
+    assert ctl.state.sites[site.id].controllable
+
+
 async def test_a_stage_curtails_at_once_even_while_paused(fleet):
     host, ctl, clock = fleet
     from controller.commands import PauseRequest, StageRequest

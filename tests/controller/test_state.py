@@ -106,6 +106,10 @@ def test_setpoints_take_the_lowest_limit_and_follow_plan_periods(small_cfg):
     assert cmd == SiteCommand(2500.0, 1)
     paused = site_command(plan, "a", 50, use_plan=False, stage_ceiling_w=None, guard_w=None)
     assert paused == SiteCommand(None, None)  # released to the installer configuration
+    outside = site_command(
+        plan, "a", 50, use_plan=False, stage_ceiling_w=None, guard_w=9000.0, uncontrolled_ceiling_w=6000.0
+    )
+    assert outside == SiteCommand(6000.0, None)  # a site outside the plan: at most its cap, whatever the guard
     site = small_cfg.sites[0]
     per_dev = split_to_devices(site, SiteCommand(1200.0, -500.0))
     kinds = {d.id: d.kind for d in site.devices}
