@@ -15,6 +15,9 @@ from typing import Any
 from config.schema import SiteConfig
 
 GUARD_TARGET = 0.98  # the guard steers the meter to 98 % of the cap, leaving room for noise between polls
+GUARD_TRIGGER = 0.99
+"""The guard acts once export passes 99 % of the cap: a load drifting down for a few polls no longer
+walks the meter from just under the cap to above cap + 1 % unchecked (June twin: 2 site-quarter-hours)."""
 GUARD_RELEASE = 0.85  # released once export stays below 85 % of the cap while the limit does not bind
 ZERO_CAP_MARGIN = 0.02
 """At a 0 W cap the guard keeps this share of the site's PV rating as import (see :func:`export_guard`)."""
@@ -55,7 +58,7 @@ def export_guard(
     never clipped at 0: at a 0 W cap (negative-price rule) an importing site would otherwise look
     "at target", and the limit could not loosen above the PV output it had caught, so a battery the
     plan charges from PV charged from the grid instead (measured in the June twin: 170 kWh imported).
-    Above the cap it tightens at once so that export falls to ``GUARD_TARGET`` × cap; while it acts
+    Above ``GUARD_TRIGGER`` × cap it tightens at once so that export falls to ``GUARD_TARGET`` × cap; while it acts
     it follows the meter (loosening as load rises); it lets go when export is well below the cap
     and the PV output sits below its limit (the limit no longer binds). Unknown readings keep the
     last limit.
@@ -72,7 +75,7 @@ def export_guard(
         return guard_w
     export_w = -grid_w
     if cap_w > 0:
-        target, trigger = GUARD_TARGET * cap_w, cap_w
+        target, trigger = GUARD_TARGET * cap_w, GUARD_TRIGGER * cap_w
     else:
         target, trigger = -zero_cap_margin_w, -zero_cap_margin_w / 2.0
     if export_w > trigger:

@@ -64,6 +64,8 @@ def test_flexibility_respects_soc_power_and_the_meter_caps(small_cfg):
         (None, -9000, 9000, None, None),  # no cap: the guard never acts
         (3000, -2500, 4000, None, None),  # below the cap
         (3000, -3500, 4000, None, 4000 - (3500 - 0.98 * 3000)),  # above: tighten at once
+        (3000, -2980, 4000, None, 4000 - (2980 - 0.98 * 3000)),  # within 1 % of the cap: tighten already
+        (3000, -2960, 4000, None, None),  # between the target and 99 %: not yet
         (3000, -2000, 2000, 2000, 2000 + 0.98 * 3000 - 2000),  # acting: follow the meter (loosen)
         (3000, -1000, 1000, 3000, None),  # far below and not binding: let go
         (3000, None, 2000, 2500, 2500),  # meter unknown: keep the last limit
