@@ -268,11 +268,12 @@ class Controller:
     def desired_setpoints(self, now: float) -> dict[str, Setpoint]:
         """Per controlled device: the setpoint from plan, stage and guard (see controller.setpoints).
 
-        A site that is not controllable (a device stale) keeps its PV at most at its feed-in cap, at
-        the inverter, as the law asks of a site without a controller: its battery then runs on its
-        own and may stop absorbing PV at any moment (full, or tripped), and the guard, which loosens
-        with what the meter shows, would count on it (measured in the twin: 14-21 % over the cap for
-        two minutes when such a battery filled up).
+        A site that is not controllable (a device stale) keeps its PV at most at its export cap now
+        (:meth:`export_cap_w`: the feed-in cap, 0 in a negative-price quarter-hour under that rule),
+        at the inverter: its battery then runs on its own and may stop absorbing PV at any moment
+        (full, or tripped), its meter may be the device that is silent, and the guard, which loosens
+        with what the meter shows, would count on the battery (measured in the twin: 14-21 % over
+        the cap for two minutes when such a battery filled up).
         """
         paused = self.commands.paused(now)
         out: dict[str, Setpoint] = {}
@@ -286,7 +287,7 @@ class Controller:
                 use_plan=controllable and not paused,
                 stage_ceiling_w=self.commands.stage_ceiling_w(site.id, now),
                 guard_w=self.guard_w.get(site.id),
-                uncontrolled_ceiling_w=None if controllable else site.grid.feed_in_cap_w(site.pv.kwp),
+                uncontrolled_ceiling_w=None if controllable else self.export_cap_w(site.id, now),
             )
             tel = self.state.telemetry if self.state else {}
             for dev_id, (pv_limit, bat) in split_to_devices(site, cmd).items():

@@ -97,8 +97,8 @@ async def test_a_device_failing_mid_run_goes_stale_leaves_the_plan_and_comes_bac
     assert not any(a["source"] == f"device:{victim}" for a in ctl.store.alarms(active_only=True))
 
 
-async def test_a_site_outside_the_plan_keeps_its_pv_at_most_at_its_cap(fleet):
-    host, ctl, _clock = fleet
+async def test_a_site_outside_the_plan_keeps_its_pv_at_most_at_its_cap(fleet, monkeypatch):
+    host, ctl, clock = fleet
     site, cap = next((s, c) for s, c in capped_sites(host) if any(d.kind == "battery" for d in s.devices))
     battery = next(d.id for d in site.devices if d.kind == "battery")
     pvs = [d.id for d in site.devices if d.kind == "pv_inverter"]
@@ -111,6 +111,10 @@ async def test_a_site_outside_the_plan_keeps_its_pv_at_most_at_its_cap(fleet):
         assert sum(ctl.setpoints[d].pv_limit_w for d in pvs) <= cap + 1e-6
         await run(host, ctl, 10)
         assert host.site_truth(site.id)["pv_w"] <= cap * 1.01
+        assert site.grid.negative_price_rule
+        with monkeypatch.context() as m:
+            m.setattr(ctl, "price_now", lambda now: -10.0)  # a negative-price quarter-hour: its cap is 0 W
+            assert sum(ctl.desired_setpoints(clock.now())[d].pv_limit_w for d in pvs) == 0.0
     finally:
         host.clear_fault(battery)
     for _ in range(12):
