@@ -211,7 +211,7 @@ def run_twin(
     out_dir.mkdir(parents=True, exist_ok=True)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     runs = run_all(applied, day_bounds(day), scenario, strategies, out_dir, jobs=jobs, progress=progress)
-    return write_outputs(runs, applied, day_bounds(day), scenario_path, scenario, out_dir, notes)
+    return write_outputs(runs, applied, day_bounds(day), scenario_path, scenario, out_dir, notes, jobs=jobs)
 
 
 def write_outputs(
@@ -222,9 +222,14 @@ def write_outputs(
     scenario: Scenario | None,
     out_dir: Path,
     notes: list[str] | None = None,
+    *,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Write report.json, the plots and summary.md into ``out_dir``; returns the report."""
+    """Write report.json, the plots and summary.md into ``out_dir``; returns the report.
+
+    ``jobs``: how many strategies were replayed at a time (their wall times share the machine)."""
     report = build_report(runs, cfg, bounds, scenario_path, scenario)
+    report["jobs"] = jobs
     report["notes"] = notes or []
     report["plots"] = write_plots(runs, cfg, out_dir)
     write_json(report, out_dir / "report.json")

@@ -59,7 +59,10 @@ def test_summary_states_each_goal_with_its_figure():
     assert "captured(optimizer) = 0.950 ≥ 0.97: **missed**" in text
     assert "captured(optimizer) − captured(self-consumption) = 0.450 ≥ 0.1: met" in text
     assert "self-consumption: 2 cap violations (goal 0): **missed**" in text
-    assert "optimizer: replay 250 s wall" in text and "- none: 5 cap violations" not in text
+    assert "optimizer: replay 250 s wall (goal ≤ 300 s per strategy for the demo day): met" in text
+    assert "- none: 5 cap violations" not in text
+    text = summary_markdown({**report, "jobs": 2})
+    assert "demo day; 2 strategies replayed at a time on this machine): met" in text
     assert "![soc.png](soc.png)" in text
 
 
