@@ -208,8 +208,9 @@ class Controller:
         for sid, s in state.sites.items():
             before = self.guard_w.get(sid)
             cap = self.export_cap_w(sid, state.ts)
-            margin = ZERO_CAP_MARGIN * self._sites[sid].pv.rating_w
-            after = export_guard(cap_w=cap, grid_w=s.grid_w, pv_w=s.pv_w, guard_w=before, zero_cap_margin_w=margin)
+            after = export_guard(
+                cap_w=cap, grid_w=s.grid_w, pv_w=s.pv_w, guard_w=before, zero_cap_margin_w=self._zero_cap_margin_w(sid)
+            )
             if after is None:
                 self.guard_w.pop(sid, None)
             else:
@@ -219,6 +220,10 @@ class Controller:
         if acted:
             self.metrics.guard_actions.inc(len(acted))
         return acted
+
+    def _zero_cap_margin_w(self, site_id: str) -> float:
+        """The import a site keeps at a 0 W cap (W): ``ZERO_CAP_MARGIN`` of its PV rating."""
+        return ZERO_CAP_MARGIN * self._sites[site_id].pv.rating_w
 
     async def _dispatch(self, report: CycleReport) -> None:
         self.dispatch_requested = False
@@ -280,6 +285,7 @@ class Controller:
         for site in self.cfg.sites:
             s = self.state.sites.get(site.id) if self.state else None
             controllable = s is not None and s.controllable
+            cap = self.export_cap_w(site.id, now)
             cmd = site_command(
                 self.plan,
                 site.id,
@@ -287,7 +293,8 @@ class Controller:
                 use_plan=controllable and not paused,
                 stage_ceiling_w=self.commands.stage_ceiling_w(site.id, now),
                 guard_w=self.guard_w.get(site.id),
-                uncontrolled_ceiling_w=None if controllable else self.export_cap_w(site.id, now),
+                uncontrolled_ceiling_w=None if controllable else cap,
+                plan_margin_w=self._zero_cap_margin_w(site.id) if cap == 0.0 else 0.0,
             )
             tel = self.state.telemetry if self.state else {}
             for dev_id, (pv_limit, bat) in split_to_devices(site, cmd).items():

@@ -7,6 +7,7 @@ solver process, writes setpoints, guards the meters, and keeps going when a devi
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 
 import httpx
@@ -17,6 +18,7 @@ from config.schema import FaultSpec, validate_config
 from controller.api import create_app
 from controller.cycle import Controller
 from controller.runtime import build_controller
+from controller.setpoints import ZERO_CAP_MARGIN, plan_period
 from controller.store import Store
 from simulators.clock import SimClock
 from simulators.fleet import FleetHost
@@ -122,6 +124,21 @@ async def test_a_site_outside_the_plan_keeps_its_pv_at_most_at_its_cap(fleet, mo
         if ctl.state.sites[site.id].controllable:
             break
     assert ctl.state.sites[site.id].controllable
+
+
+async def test_at_a_zero_cap_a_curtailing_plan_keeps_an_import_margin(fleet, monkeypatch):
+    host, ctl, clock = fleet
+    now = clock.now()
+    site = next(s for s in host.config.sites if s.grid.negative_price_rule and s.id in ctl.plan["sites"])
+    pvs = [d.id for d in site.devices if d.kind == "pv_inverter"]
+    plan = copy.deepcopy(ctl.plan)
+    plan["sites"][site.id]["pv_limit_w"][plan_period(plan, now)] = 2000.0
+    monkeypatch.setattr(ctl, "plan", plan)
+    monkeypatch.setattr(ctl, "guard_w", {})
+    assert sum(ctl.desired_setpoints(now)[d].pv_limit_w for d in pvs) == pytest.approx(2000.0)
+    monkeypatch.setattr(ctl, "price_now", lambda now: -10.0)  # a negative-price quarter-hour: its cap is 0 W
+    limit = sum(ctl.desired_setpoints(now)[d].pv_limit_w for d in pvs)
+    assert limit == pytest.approx(2000.0 - ZERO_CAP_MARGIN * site.pv.rating_w)
 
 
 async def test_a_stage_curtails_at_once_even_while_paused(fleet):

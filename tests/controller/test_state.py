@@ -112,6 +112,11 @@ def test_setpoints_take_the_lowest_limit_and_follow_plan_periods(small_cfg):
         plan, "a", 50, use_plan=False, stage_ceiling_w=None, guard_w=9000.0, uncontrolled_ceiling_w=6000.0
     )
     assert outside == SiteCommand(6000.0, None)  # a site outside the plan: at most its cap, whatever the guard
+    margin = site_command(plan, "a", 150, use_plan=True, stage_ceiling_w=None, guard_w=None, plan_margin_w=100.0)
+    assert margin == SiteCommand(1900.0, 2)  # at a 0 W cap the plan's limit keeps an import margin
+    unlimited = {"start_s": 0.0, "period_s": [900.0], "sites": {"a": {"pv_limit_w": [None], "battery_w": [0]}}}
+    released = site_command(unlimited, "a", 50, use_plan=True, stage_ceiling_w=None, guard_w=None, plan_margin_w=100.0)
+    assert released == SiteCommand(None, 0)  # where the plan does not curtail there is nothing to lower
     site = small_cfg.sites[0]
     per_dev = split_to_devices(site, SiteCommand(1200.0, -500.0))
     kinds = {d.id: d.kind for d in site.devices}
