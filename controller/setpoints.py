@@ -1,8 +1,9 @@
 """From plan, stages and export guard to per-device setpoints: pure functions, W with DESIGN.md signs.
 
 Per site the PV limit in force is the lowest of: the plan's limit for the current period (unless
-control is paused or the site is uncontrollable), the active curtailment stage's ceiling, and the
-export guard's limit. ``None`` everywhere means "no command": the writer releases the device to its
+control is paused or the site is uncontrollable; at a 0 W cap less ``ZERO_CAP_MARGIN``), the active
+curtailment stage's ceiling, the export guard's limit, and for an uncontrollable site its export cap
+now. ``None`` everywhere means "no command": the writer releases the device to its
 installer configuration. The battery follows the plan's ``battery_w`` (+ discharge, − charge) or is
 released to its own self-consumption mode.
 """
