@@ -19,7 +19,7 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from config.schema import CONFIG_DIR
+from sparcs.config.schema import CONFIG_DIR
 
 PROFILE_DIR = CONFIG_DIR / "profiles"
 

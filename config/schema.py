@@ -128,10 +128,6 @@ class GridConnection(Strict):
         default=False, description="plant from 25 Feb 2025: no export in negative-price quarter-hours"
     )
 
-    def feed_in_cap_w(self, kwp: float) -> float | None:
-        """The export ceiling at the meter in W (≥ 0), or None when the site has no cap."""
-        return None if self.feed_in_cap_pct is None else self.feed_in_cap_pct / 100.0 * kwp * 1000.0
-
 
 class Tariff(Strict):
     """What the site pays for import and earns for export, EUR/kWh."""

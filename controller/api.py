@@ -26,9 +26,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from config.schema import AwareDatetime
-from controller.auth import Principal, Role, authenticate, create_token
-from controller.commands import (
+from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.config.schema import AwareDatetime
+from sparcs.controller.auth import Principal, Role, authenticate, create_token
+from sparcs.controller.commands import (
     Command,
     CommandError,
     Para14aRequest,
@@ -36,8 +37,8 @@ from controller.commands import (
     ScheduleRequest,
     StageRequest,
 )
-from controller.cycle import Controller
-from controller.metrics import CONTENT_TYPE
+from sparcs.controller.cycle import Controller
+from sparcs.controller.metrics import CONTENT_TYPE
 
 log = logging.getLogger("sparcs.api")
 
@@ -244,7 +245,7 @@ def create_app(ctl: Controller) -> FastAPI:
             "kwp": site.pv.kwp,
             "pv_rating_w": site.pv.rating_w,
             "battery_kwh": site.battery.capacity_kwh if site.battery else None,
-            "feed_in_cap_w": site.grid.feed_in_cap_w(site.pv.kwp),
+            "feed_in_cap_w": feed_in_cap_w(site),
             "stage": ctl.commands.stage(site_id, now),
             "para14a": ctl.commands.para14a(site_id, now),
             "guard_limit_w": ctl.guard_w.get(site_id),
@@ -355,7 +356,7 @@ def create_app(ctl: Controller) -> FastAPI:
             out.append(
                 {
                     "site": s.id,
-                    "feed_in_cap_w": s.grid.feed_in_cap_w(s.pv.kwp),
+                    "feed_in_cap_w": feed_in_cap_w(s),
                     "export_cap_now_w": ctl.export_cap_w(s.id, now),
                     "connection_limit_w": s.grid.connection_limit_w,
                     "installer_ceiling_w": s.pv.rating_w * s.pv.installer_limit_pct / 100.0,
@@ -513,7 +514,7 @@ def create_app(ctl: Controller) -> FastAPI:
         return {"revoked": name}
 
     app.include_router(v1)
-    from controller.dashboard import mount_dashboard  # the operator page at / (owned by controller/dashboard/)
+    from sparcs.controller.dashboard import mount_dashboard  # the operator page at / (owned by controller/dashboard/)
 
     mount_dashboard(app)
     return app

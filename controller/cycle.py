@@ -21,14 +21,15 @@ from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from config.schema import FleetConfig
-from controller.commands import CommandBook
-from controller.metrics import Metrics
-from controller.setpoints import ZERO_CAP_MARGIN, export_guard, plan_period, site_command, split_to_devices
-from controller.state import FleetState, build_state
-from controller.store import Store
-from drivers.telemetry import Telemetry
-from drivers.writer import Setpoint
+from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.config.schema import FleetConfig
+from sparcs.controller.commands import CommandBook
+from sparcs.controller.metrics import Metrics
+from sparcs.controller.setpoints import ZERO_CAP_MARGIN, export_guard, plan_period, site_command, split_to_devices
+from sparcs.controller.state import FleetState, build_state
+from sparcs.controller.store import Store
+from sparcs.drivers.telemetry import Telemetry
+from sparcs.drivers.writer import Setpoint
 
 log = logging.getLogger("sparcs.controller")
 
@@ -201,7 +202,7 @@ class Controller:
         price = self.price_now(now)
         if site.grid.negative_price_rule and price is not None and price < 0:
             return 0.0
-        return site.grid.feed_in_cap_w(site.pv.kwp)
+        return feed_in_cap_w(site)
 
     def _guard(self, state: FleetState) -> list[str]:
         acted = []

@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from config.schema import FleetConfig, SiteConfig
-from controller.commands import CommandBook
-from controller.state import FleetState
-from optimizer.forecast import learn_clearness, learn_load_level, load_forecast, price_forecast, pv_forecast
-from optimizer.problem import (
+from sparcs.config.schema import FleetConfig, SiteConfig
+from sparcs.controller.commands import CommandBook
+from sparcs.controller.state import FleetState
+from sparcs.optimizer.curves import PvGeometry
+from sparcs.optimizer.forecast import learn_clearness, learn_load_level, load_forecast, price_forecast, pv_forecast
+from sparcs.optimizer.problem import (
     DispatchPlan,
     DispatchProblem,
     ObjectiveParts,
@@ -31,8 +32,7 @@ from optimizer.problem import (
     period_grid,
     site_problem,
 )
-from optimizer.profiles import PvGeometry
-from optimizer.solver import PlanningWorker
+from sparcs.optimizer.solver import PlanningWorker
 
 log = logging.getLogger("sparcs.planning")
 

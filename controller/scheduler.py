@@ -19,7 +19,7 @@ import time
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from controller.cycle import Controller
+from sparcs.controller.cycle import Controller
 
 log = logging.getLogger("sparcs.scheduler")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from config.schema import SiteConfig
+from sparcs.config.schema import SiteConfig
 
 GUARD_TARGET = 0.98  # the guard steers the meter to 98 % of the cap, leaving room for noise between polls
 GUARD_TRIGGER = 0.99

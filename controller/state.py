@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from config.schema import FleetConfig, SiteConfig
+from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.config.schema import FleetConfig, SiteConfig
 
 FLEX_HORIZON_S = 3600.0
 
@@ -141,7 +142,7 @@ def site_flexibility(
         down += max(0.0, pv_w)
     if grid_w is not None:
         conn = site.grid.connection_limit_w
-        cap = site.grid.feed_in_cap_w(site.pv.kwp)
+        cap = feed_in_cap_w(site)
         export_ceiling = conn if cap is None else min(cap, conn)
         up = min(up, max(0.0, grid_w + export_ceiling))
         down = min(down, max(0.0, conn - grid_w))
@@ -198,7 +199,7 @@ def build_state(
             soc=soc,
             capacity_wh=site.battery.capacity_kwh * 1000.0 if site.battery else 0.0,
             pv_limit_w=pv_limit_w,
-            feed_in_cap_w=site.grid.feed_in_cap_w(site.pv.kwp),
+            feed_in_cap_w=feed_in_cap_w(site),
             connection_limit_w=site.grid.connection_limit_w,
             devices_online=online,
             devices_stale=stale,

@@ -6,9 +6,9 @@ import datetime as dt
 import time
 from pathlib import Path
 
-from config.schema import load_config
-from controller.auth import create_token
-from controller.store import Store
+from sparcs.config.schema import load_config
+from sparcs.controller.auth import create_token
+from sparcs.controller.store import Store
 
 
 def open_store(data_dir: Path, config: Path | None = None) -> Store:

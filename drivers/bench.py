@@ -27,11 +27,11 @@ import yaml
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from config.schema import DispatchConfig, FleetConfig, validate_config
-from drivers.link import raise_open_file_limit
-from drivers.poller import FleetPoller
-from drivers.profile_device import ProfileDevice
-from drivers.sunspec_device import SunSpecDevice
+from sparcs.config.schema import DispatchConfig, FleetConfig, validate_config
+from sparcs.drivers.link import raise_open_file_limit
+from sparcs.drivers.poller import FleetPoller
+from sparcs.drivers.profile_device import ProfileDevice
+from sparcs.drivers.sunspec_device import SunSpecDevice
 
 SIM_START_TIMEOUT_S = 300.0
 WARMUP_TIMEOUT_S = 120.0
@@ -95,7 +95,7 @@ class SimulatorProcess:
         self.endpoints: dict[str, tuple[str, int, int]] = {}
 
     async def start(self) -> None:
-        cmd = [sys.executable, "-m", "controller", "simulate", "--config", str(self.config_path), "--json"]
+        cmd = [sys.executable, "-m", "sparcs", "simulate", "--config", str(self.config_path), "--json"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + SIM_START_TIMEOUT_S
         assert self.proc.stdout is not None

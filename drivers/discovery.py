@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from drivers.errors import DeviceError, ModbusError
+from sparcs.drivers.errors import DeviceError, ModbusError
 
 ReadFn = Callable[[int, int], Awaitable[list[int]]]
 """Read ``count`` holding registers from protocol address ``addr``; raises DeviceError subclasses."""

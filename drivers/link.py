@@ -16,7 +16,7 @@ from typing import Any
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from drivers.errors import DeviceError, DeviceTimeoutError, DeviceUnreachableError, ModbusError
+from sparcs.drivers.errors import DeviceError, DeviceTimeoutError, DeviceUnreachableError, ModbusError
 
 # pymodbus logs every timeout and refused connection at ERROR; the poller reports them as quality.
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

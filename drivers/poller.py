@@ -14,12 +14,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from config.schema import DeviceConfig, DispatchConfig, SiteConfig
-from drivers.errors import DeviceError, DeviceUnreachableError
-from drivers.link import Link, raise_open_file_limit
-from drivers.profile_device import ProfileDevice
-from drivers.sunspec_device import SunSpecDevice
-from drivers.telemetry import Bounds, CounterWatch, Telemetry, judge, mark_frozen, missing_values
+from sparcs.config.schema import DeviceConfig, DispatchConfig, SiteConfig
+from sparcs.drivers.errors import DeviceError, DeviceUnreachableError
+from sparcs.drivers.link import Link, raise_open_file_limit
+from sparcs.drivers.profile_device import ProfileDevice
+from sparcs.drivers.sunspec_device import SunSpecDevice
+from sparcs.drivers.telemetry import Bounds, CounterWatch, Telemetry, judge, mark_frozen, missing_values
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from drivers.link import Link
-from drivers.profiles import Profile, ProfileError, load_profile
-from drivers.telemetry import KEYS_BY_KIND
+from sparcs.drivers.link import Link
+from sparcs.drivers.profiles import Profile, ProfileError, load_profile
+from sparcs.drivers.telemetry import KEYS_BY_KIND
 
 
 class ProfileDevice:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from config.register_map import (
+from sparcs.config.register_map import (
     CONTROL_KEYS,
     KEY_UNITS,
     PROFILE_DIR,

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from drivers.discovery import discover, read_model_full
-from drivers.link import Link
-from drivers.profile_device import ProfileDevice
-from drivers.profiles import KEY_UNITS, load_profile
-from drivers.sunspec_codec import ModelUnknownError, decode, model_def
+from sparcs.drivers.discovery import discover, read_model_full
+from sparcs.drivers.link import Link
+from sparcs.drivers.profile_device import ProfileDevice
+from sparcs.drivers.profiles import KEY_UNITS, load_profile
+from sparcs.drivers.sunspec_codec import ModelUnknownError, decode, model_def
 
 SI_UNITS = {"pv_w": "W", "battery_w": "W", "grid_w": "W", "soc": "fraction"}
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from drivers.discovery import SunSpecMap, discover, read_model
-from drivers.errors import DeviceError
-from drivers.link import Link
-from drivers.sunspec_map import PollPlan, decode_models, poll_plan, to_raw_si
+from sparcs.drivers.discovery import SunSpecMap, discover, read_model
+from sparcs.drivers.errors import DeviceError
+from sparcs.drivers.link import Link
+from sparcs.drivers.sunspec_map import PollPlan, decode_models, poll_plan, to_raw_si
 
 STATIC_EVERY_POLLS = 60  # nameplate and settings (WMax) change rarely; re-read them this often
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivers.discovery import ModelLocation, SunSpecMap
-from drivers.errors import DeviceError
-from drivers.sunspec_codec import decode
+from sparcs.drivers.discovery import ModelLocation, SunSpecMap
+from sparcs.drivers.errors import DeviceError
+from sparcs.drivers.sunspec_codec import decode
 
 INVERTER_MODELS = (103, 102, 101, 113, 112, 111, 701)
 METER_MODELS = (203, 204, 202, 201, 213, 214, 212, 211)

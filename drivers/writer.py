@@ -25,15 +25,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from config.schema import DispatchConfig
-from drivers.discovery import ModelLocation, read_model
-from drivers.errors import DeviceError
-from drivers.link import Link
-from drivers.poller import DeviceState, FleetPoller
-from drivers.profile_device import ProfileDevice
-from drivers.sunspec_codec import decode, encode_point, model_def, raw_value
-from drivers.sunspec_device import SunSpecDevice
-from drivers.sunspec_map import wmax_of
+from sparcs.config.schema import DispatchConfig
+from sparcs.drivers.discovery import ModelLocation, read_model
+from sparcs.drivers.errors import DeviceError
+from sparcs.drivers.link import Link
+from sparcs.drivers.poller import DeviceState, FleetPoller
+from sparcs.drivers.profile_device import ProfileDevice
+from sparcs.drivers.sunspec_codec import decode, encode_point, model_def, raw_value
+from sparcs.drivers.sunspec_device import SunSpecDevice
+from sparcs.drivers.sunspec_map import wmax_of
 
 log = logging.getLogger(__name__)
 

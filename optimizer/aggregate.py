@@ -20,9 +20,9 @@ from collections import defaultdict
 
 import numpy as np
 
-from optimizer.fleet_arrays import FleetArrays
-from optimizer.problem import DispatchProblem
-from optimizer.site_lp import SiteSolution
+from sparcs.optimizer.fleet_arrays import FleetArrays
+from sparcs.optimizer.problem import DispatchProblem
+from sparcs.optimizer.site_lp import SiteSolution
 
 
 def cluster_sites(problem: DispatchProblem, fa: FleetArrays, k: int) -> np.ndarray:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from optimizer.caps import Setpoints, apply_caps
-from optimizer.fleet_arrays import FleetArrays, fleet_arrays
-from optimizer.problem import DispatchPlan, DispatchProblem, PlanPath
-from optimizer.scoring import plan_from_setpoints
+from sparcs.optimizer.caps import Setpoints, apply_caps
+from sparcs.optimizer.fleet_arrays import FleetArrays, fleet_arrays
+from sparcs.optimizer.problem import DispatchPlan, DispatchProblem, PlanPath
+from sparcs.optimizer.scoring import plan_from_setpoints
 
 
 def no_control_setpoints(problem: DispatchProblem, fa: FleetArrays) -> Setpoints:

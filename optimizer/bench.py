@@ -19,10 +19,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from optimizer.baselines import no_control_plan
-from optimizer.dispatch import plan, plan_monolithic
-from optimizer.scoring import gap_to_monolithic
-from optimizer.synthetic import synthetic_problem
+from sparcs.optimizer.baselines import no_control_plan
+from sparcs.optimizer.dispatch import plan, plan_monolithic
+from sparcs.optimizer.scoring import gap_to_monolithic
+from sparcs.optimizer.synthetic import synthetic_problem
 
 GAP_MAX_SITES = 100
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optimizer.fleet_arrays import FleetArrays
+from sparcs.optimizer.fleet_arrays import FleetArrays
 
 CURTAILING_TOL_W = 1.0
 """PV output this far below its maximum counts as curtailment: the inverter gets a limit."""

@@ -22,13 +22,13 @@ import time
 
 import numpy as np
 
-from optimizer.aggregate import aggregate, cluster_sites, split_targets
-from optimizer.caps import Setpoints, apply_caps
-from optimizer.fleet_arrays import FleetArrays, fleet_arrays
-from optimizer.problem import DispatchPlan, DispatchProblem
-from optimizer.pyomo_model import solve_model
-from optimizer.scoring import plan_from_setpoints
-from optimizer.site_lp import SiteSolution, solve_fleet_sites
+from sparcs.optimizer.aggregate import aggregate, cluster_sites, split_targets
+from sparcs.optimizer.caps import Setpoints, apply_caps
+from sparcs.optimizer.fleet_arrays import FleetArrays, fleet_arrays
+from sparcs.optimizer.problem import DispatchPlan, DispatchProblem
+from sparcs.optimizer.pyomo_model import solve_model
+from sparcs.optimizer.scoring import plan_from_setpoints
+from sparcs.optimizer.site_lp import SiteSolution, solve_fleet_sites
 
 MONOLITHIC_MAX_SITES = 20
 """Fleets up to this size are planned by the exact monolithic model (well under a second)."""

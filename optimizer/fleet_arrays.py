@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optimizer.problem import DispatchProblem
+from sparcs.optimizer.problem import DispatchProblem
 
 # Plans export at most this share of a feed-in cap. A plan holds the forecast quarter-hour mean, but
 # its setpoints run open loop until the next poll, and the minute load dips below that mean: a plan

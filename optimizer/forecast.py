@@ -4,7 +4,7 @@ Pure functions and small classes; the controller supplies the measurements (Unix
 period grid. Every forecast is a :class:`Forecast` that reports its mean absolute error against
 what was measured later.
 
-- PV: clear sky per kWp (optimizer.profiles) × kWp × a clearness factor. The factor is learnt from
+- PV: clear sky per kWp (optimizer.curves) × kWp × a clearness factor. The factor is learnt from
   recent measurements (measured / clear-sky energy over a recent window, daylight only, excluding
   samples the controller marks as curtailed) and decays toward a typical value over the horizon.
 - Load: BDEW H0 × annual kWh × a level factor learnt from the last day of measurements as the
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optimizer.profiles import PvGeometry, clearsky_w_per_kwp, h0_w_per_annual_kwh
+from sparcs.optimizer.curves import PvGeometry, clearsky_w_per_kwp, h0_w_per_annual_kwh
 
 TYPICAL_CLEARNESS = 0.75
 """Mean ratio of real to clear-sky PV output at mid-latitudes over a year, fraction."""

@@ -35,7 +35,8 @@ from typing import Literal
 
 import numpy as np
 
-from config.schema import DispatchConfig, SiteConfig
+from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.config.schema import DispatchConfig, SiteConfig
 
 QUARTER_S = 900
 PlanPath = Literal["optimal", "fallback_shifted", "fallback_rules", "baseline"]
@@ -198,7 +199,7 @@ def site_problem(
         import_eur_per_kwh=site.tariff.import_eur_per_kwh,
         export_eur_per_kwh=site.tariff.export_eur_per_kwh,
         direct_marketing=site.tariff.direct_marketing,
-        feed_in_cap_w=site.grid.feed_in_cap_w(site.pv.kwp),
+        feed_in_cap_w=feed_in_cap_w(site),
         connection_limit_w=site.grid.connection_limit_w,
         negative_price_rule=site.grid.negative_price_rule,
         stage_ceiling_w=stage_ceiling_w,

@@ -21,8 +21,8 @@ import pyomo.environ as pyo
 from pyomo.contrib.appsi.base import TerminationCondition
 from pyomo.contrib.appsi.solvers import Highs
 
-from optimizer.fleet_arrays import FleetArrays
-from optimizer.site_lp import SiteSolution, SolveError
+from sparcs.optimizer.fleet_arrays import FleetArrays
+from sparcs.optimizer.site_lp import SiteSolution, SolveError
 
 SIMPLEX_MAX_CELLS = 5_000
 """Row-periods up to which the model is solved by dual simplex rather than interior point."""

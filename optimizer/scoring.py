@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from optimizer.caps import Setpoints
-from optimizer.fleet_arrays import FleetArrays
-from optimizer.problem import DispatchPlan, DispatchProblem, ObjectiveParts, PlanPath
+from sparcs.optimizer.caps import Setpoints
+from sparcs.optimizer.fleet_arrays import FleetArrays
+from sparcs.optimizer.problem import DispatchPlan, DispatchProblem, ObjectiveParts, PlanPath
 
 
 def fleet_export_w(sp: Setpoints) -> np.ndarray:

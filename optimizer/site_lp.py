@@ -28,7 +28,7 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from optimizer.fleet_arrays import FleetArrays
+from sparcs.optimizer.fleet_arrays import FleetArrays
 
 
 @dataclass

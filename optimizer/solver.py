@@ -23,11 +23,11 @@ from typing import Literal
 
 import numpy as np
 
-from optimizer.baselines import self_consumption_setpoints
-from optimizer.caps import Setpoints, apply_caps
-from optimizer.fleet_arrays import FleetArrays, fleet_arrays
-from optimizer.problem import DispatchPlan, DispatchProblem
-from optimizer.scoring import plan_from_setpoints
+from sparcs.optimizer.baselines import self_consumption_setpoints
+from sparcs.optimizer.caps import Setpoints, apply_caps
+from sparcs.optimizer.fleet_arrays import FleetArrays, fleet_arrays
+from sparcs.optimizer.problem import DispatchPlan, DispatchProblem
+from sparcs.optimizer.scoring import plan_from_setpoints
 
 Fault = Literal["fail", "hang"]
 HIGHS_SHARE_OF_TIMEOUT = 0.8
@@ -39,7 +39,7 @@ def _worker_main(conn: Connection) -> None:
     # Ctrl-C reaches the whole process group; the parent decides when the solver ends (it sends
     # None or kills it), so the worker must not die with a KeyboardInterrupt traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from optimizer.dispatch import plan  # imported here: the import is the slow part of start-up
+    from sparcs.optimizer.dispatch import plan  # imported here: the import is the slow part of start-up
 
     conn.send(("ready", None))
     while True:

@@ -1,6 +1,6 @@
 """Seeded, realistic synthetic fleets for the dispatch benchmark and tests.
 
-Sites around Leipzig with varied PV sizes and geometries (from :mod:`optimizer.profiles`), about
+Sites around Leipzig with varied PV sizes and geometries (from :mod:`optimizer.curves`), about
 two thirds with a battery, a mix of feed-in cap regimes, tariffs and direct marketing; a summer
 day-ahead price curve with a negative midday dip; a fleet export schedule at midday and in the
 evening; a curtailment stage and §14a dimming on some sites for some hours.
@@ -12,9 +12,9 @@ import datetime as dt
 
 import numpy as np
 
-from config.schema import DispatchConfig
-from optimizer.problem import QUARTER_S, BatteryProblem, DispatchProblem, SiteProblem, stage_ceiling_w
-from optimizer.profiles import BERLIN, PvGeometry, clearsky_w_per_kwp, h0_w_per_annual_kwh
+from sparcs.config.schema import DispatchConfig
+from sparcs.optimizer.curves import BERLIN, PvGeometry, clearsky_w_per_kwp, h0_w_per_annual_kwh
+from sparcs.optimizer.problem import QUARTER_S, BatteryProblem, DispatchProblem, SiteProblem, stage_ceiling_w
 
 DAY = dt.date(2026, 6, 21)
 TILTS = (15.0, 30.0, 45.0)

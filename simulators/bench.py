@@ -15,10 +15,10 @@ import time
 import psutil
 from pymodbus.client import AsyncModbusTcpClient
 
-from config.schema import validate_config
-from simulators.clock import SimClock
-from simulators.fleet import Endpoint, FleetHost
-from simulators.fleetgen import fleet_of_devices
+from sparcs.config.schema import validate_config
+from sparcs.simulators.clock import SimClock
+from sparcs.simulators.fleet import Endpoint, FleetHost
+from sparcs.simulators.fleetgen import fleet_of_devices
 
 
 async def _read_all(endpoints: list[Endpoint], concurrency: int) -> int:

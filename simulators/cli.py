@@ -13,11 +13,11 @@ import signal
 import time
 from dataclasses import asdict
 
-from config.register_map import ProfileError
-from config.schema import FleetConfig, SimulationConfig
-from simulators.clock import SimClock
-from simulators.control import ControlServer
-from simulators.fleet import EndpointError, FleetHost, raise_nofile_limit
+from sparcs.config.register_map import ProfileError
+from sparcs.config.schema import FleetConfig, SimulationConfig
+from sparcs.simulators.clock import SimClock
+from sparcs.simulators.control import ControlServer
+from sparcs.simulators.fleet import EndpointError, FleetHost, raise_nofile_limit
 
 
 class SimulateError(Exception):

@@ -19,8 +19,8 @@ import uvicorn
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
-from config.schema import FaultSpec
-from simulators.fleet import FleetHost
+from sparcs.config.schema import FaultSpec
+from sparcs.simulators.fleet import FleetHost
 
 
 class StepRequest(BaseModel):

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pymodbus.constants import ExcCodes
 from pymodbus.simulator import DataType, SimData
 
-from config.schema import DeviceConfig, DeviceVariant, SiteConfig
-from simulators.registers import Point, build_image, decode, point_at_address, type_range
-from simulators.site import DEFAULT_GRADIENT_PCT_PER_S, BatteryUnit, PvUnit, SiteSim
+from sparcs.config.schema import DeviceConfig, DeviceVariant, SiteConfig
+from sparcs.simulators.registers import Point, build_image, decode, point_at_address, type_range
+from sparcs.simulators.site import DEFAULT_GRADIENT_PCT_PER_S, BatteryUnit, PvUnit, SiteSim
 
 SUNSPEC_EPOCH_S = 946_684_800.0
 """2000-01-01T00:00:00Z: model 122 ``Tms`` counts seconds from here."""

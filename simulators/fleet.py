@@ -35,13 +35,13 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import SimDevice
 
-from config.register_map import PROFILE_DIR, RegisterMap, load_register_map
-from config.schema import DeviceConfig, DeviceVariant, FaultSpec, FleetConfig, SimulationConfig
-from simulators.clock import SimClock
-from simulators.devices import SunSpecDevice, make_device
-from simulators.profile_device import ProfileDevice
-from simulators.proxy import FORWARD, FaultProxy, FrameAction
-from simulators.site import MAX_SUBSTEP_S, SiteSim
+from sparcs.config.register_map import PROFILE_DIR, RegisterMap, load_register_map
+from sparcs.config.schema import DeviceConfig, DeviceVariant, FaultSpec, FleetConfig, SimulationConfig
+from sparcs.simulators.clock import SimClock
+from sparcs.simulators.devices import SunSpecDevice, make_device
+from sparcs.simulators.profile_device import ProfileDevice
+from sparcs.simulators.proxy import FORWARD, FaultProxy, FrameAction
+from sparcs.simulators.site import MAX_SUBSTEP_S, SiteSim
 
 log = logging.getLogger(__name__)
 VALUE_FAULTS = {"exception", "frozen", "sentinel", "garbage", "ignore_writes"}

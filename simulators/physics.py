@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from config.schema import SimulationConfig, SiteConfig
-from optimizer.profiles import PvGeometry, clearsky_w_per_kwp, h0_w_per_annual_kwh
-from simulators.weather import DAY_S, clearness, clearness_from_csv, load_factor
+from sparcs.config.schema import SimulationConfig, SiteConfig
+from sparcs.optimizer.curves import PvGeometry, clearsky_w_per_kwp, h0_w_per_annual_kwh
+from sparcs.simulators.weather import DAY_S, clearness, clearness_from_csv, load_factor
 
 SAMPLE_S = 60.0
 _SAMPLES = int(DAY_S / SAMPLE_S) + 1

@@ -31,11 +31,11 @@ import math
 from pymodbus.constants import ExcCodes
 from pymodbus.simulator import DataType, SimData
 
-from config.register_map import CONTROL_KEYS, UNIT_TO_SI, ProfileError, Register, RegisterMap
-from config.schema import DeviceConfig
-from simulators.devices import battery_truth, meter_truth, pv_truth
-from simulators.registers import decode, encode, type_range, words_of
-from simulators.site import BatteryUnit, PvUnit, SiteSim
+from sparcs.config.register_map import CONTROL_KEYS, UNIT_TO_SI, ProfileError, Register, RegisterMap
+from sparcs.config.schema import DeviceConfig
+from sparcs.simulators.devices import battery_truth, meter_truth, pv_truth
+from sparcs.simulators.registers import decode, encode, type_range, words_of
+from sparcs.simulators.site import BatteryUnit, PvUnit, SiteSim
 
 MEASURED = frozenset(
     {"pv_w", "battery_w", "grid_w", "soc", "energy_wh", "import_wh", "export_wh", "operating_state", "alarms"}

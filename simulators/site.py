@@ -39,9 +39,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from config.schema import BatteryConfig, SimulationConfig, SiteConfig
-from simulators.physics import BatteryCell, SiteSignals, battery_step, ramp_toward, site_signals
-from simulators.weather import stream_key, uniform_at
+from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.config.schema import BatteryConfig, SimulationConfig, SiteConfig
+from sparcs.simulators.physics import BatteryCell, SiteSignals, battery_step, ramp_toward, site_signals
+from sparcs.simulators.weather import stream_key, uniform_at
 
 MAX_SUBSTEP_S = 60.0
 DEFAULT_GRADIENT_PCT_PER_S = 10.0
@@ -247,7 +248,7 @@ class SiteSim:
         self = cls(site, site_signals(site, sim), t0)
         pv_ids = [d.id for d in site.devices if d.kind == "pv_inverter"]
         bat_ids = [d.id for d in site.devices if d.kind == "battery"]
-        cap = site.grid.feed_in_cap_w(site.pv.kwp)
+        cap = feed_in_cap_w(site)
         for dev_id in pv_ids:
             share = 1.0 / len(pv_ids)
             rating = site.pv.rating_w * share

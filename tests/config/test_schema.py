@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from config.schema import CONFIG_DIR, ConfigError, load_config, validate_config
+from sparcs.config.schema import CONFIG_DIR, ConfigError, load_config, validate_config
 
 DEMO = CONFIG_DIR / "demo.yaml"
 
@@ -74,7 +74,7 @@ def test_check_config_command_lists_errors_and_exits_2(tmp_path: Path):
     data["dispatch"]["pol_interval_s"] = 5
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(data))
-    run = subprocess.run([sys.executable, "-m", "controller", "check-config", str(bad)], capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-m", "sparcs", "check-config", str(bad)], capture_output=True, text=True)
     assert run.returncode == 2
     err = run.stderr.strip().splitlines()
     assert len(err) == 2
@@ -90,7 +90,7 @@ def test_check_config_names_an_unknown_vendor_profile_with_the_known_ones(tmp_pa
     dev["profile"] = "sma_sunny_bo"
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(data))
-    run = subprocess.run([sys.executable, "-m", "controller", "check-config", str(bad)], capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-m", "sparcs", "check-config", str(bad)], capture_output=True, text=True)
     assert run.returncode == 2
     (line,) = run.stderr.strip().splitlines()
     assert line.startswith(f"{bad}: sites[{site_i}:{site['id']}].devices[{dev_i}:{dev['id']}].profile: ")

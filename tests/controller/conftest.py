@@ -7,8 +7,8 @@ import copy
 import pytest
 import yaml
 
-from config.schema import CONFIG_DIR, FleetConfig, validate_config
-from drivers.telemetry import Reading, Telemetry
+from sparcs.config.schema import CONFIG_DIR, FleetConfig, validate_config
+from sparcs.drivers.telemetry import Reading, Telemetry
 
 DEMO = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
 

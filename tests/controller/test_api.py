@@ -12,11 +12,12 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from controller.api import _bucket, create_app
-from controller.auth import create_token
-from controller.cycle import WallClock
-from controller.runtime import build_controller
-from controller.store import Store
+from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.controller.api import _bucket, create_app
+from sparcs.controller.auth import create_token
+from sparcs.controller.cycle import WallClock
+from sparcs.controller.store import Store
+from sparcs.factory import build_controller
 
 ROLES = ("viewer", "operator", "admin")
 RANK = {None: -1, "viewer": 0, "operator": 1, "admin": 2}
@@ -265,7 +266,7 @@ def test_caps_show_zero_export_in_a_negative_price_quarter_hour(api):
     assert body["price_eur_per_mwh"] == -12.5
     for row in body["sites"]:
         site = ctl.cfg.site(row["site"])
-        expected = 0.0 if site.grid.negative_price_rule else site.grid.feed_in_cap_w(site.pv.kwp)
+        expected = 0.0 if site.grid.negative_price_rule else feed_in_cap_w(site)
         assert row["export_cap_now_w"] == expected
     assert any(ctl.cfg.site(r["site"]).grid.negative_price_rule for r in body["sites"])
 

@@ -7,14 +7,14 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from controller.commands import (
+from sparcs.controller.commands import (
     CommandBook,
     CommandError,
     PauseRequest,
     ScheduleRequest,
     StageRequest,
 )
-from controller.store import Store
+from sparcs.controller.store import Store
 
 T0 = dt.datetime(2026, 6, 21, 10, 0, tzinfo=dt.UTC).timestamp()
 

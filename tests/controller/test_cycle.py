@@ -14,14 +14,15 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from config.schema import FaultSpec, validate_config
-from controller.api import create_app
-from controller.cycle import Controller
-from controller.runtime import build_controller
-from controller.setpoints import ZERO_CAP_MARGIN, plan_period
-from controller.store import Store
-from simulators.clock import SimClock
-from simulators.fleet import FleetHost
+from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.config.schema import FaultSpec, validate_config
+from sparcs.controller.api import create_app
+from sparcs.controller.cycle import Controller
+from sparcs.controller.setpoints import ZERO_CAP_MARGIN, plan_period
+from sparcs.controller.store import Store
+from sparcs.factory import build_controller
+from sparcs.simulators.clock import SimClock
+from sparcs.simulators.fleet import FleetHost
 from tests.controller.conftest import small_fleet_data
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -52,7 +53,7 @@ async def run(host: FleetHost, ctl: Controller, seconds: float, *, dispatch_firs
 
 
 def capped_sites(host):
-    return [(s, s.grid.feed_in_cap_w(s.pv.kwp)) for s in host.config.sites if s.grid.feed_in_cap_pct]
+    return [(s, feed_in_cap_w(s)) for s in host.config.sites if s.grid.feed_in_cap_pct]
 
 
 async def test_poll_plan_write_and_guard_keep_the_caps(fleet):
@@ -143,7 +144,7 @@ async def test_at_a_zero_cap_a_curtailing_plan_keeps_an_import_margin(fleet, mon
 
 async def test_a_stage_curtails_at_once_even_while_paused(fleet):
     host, ctl, clock = fleet
-    from controller.commands import PauseRequest, StageRequest
+    from sparcs.controller.commands import PauseRequest, StageRequest
 
     site = host.config.sites[0]
     pv = next(d.id for d in site.devices if d.kind == "pv_inverter")
@@ -163,7 +164,7 @@ async def test_a_stage_curtails_at_once_even_while_paused(fleet):
 
 
 async def test_a_setpoint_that_cannot_be_written_is_an_alarm_until_it_is(fleet):
-    from controller.commands import StageRequest
+    from sparcs.controller.commands import StageRequest
 
     host, ctl, clock = fleet
     site = host.config.sites[2]
@@ -225,7 +226,7 @@ async def test_an_overrunning_dispatch_does_not_stack_and_polling_goes_on(fleet)
 
 async def test_the_api_shows_what_the_cycle_did(fleet):
     host, ctl, clock = fleet
-    from controller.auth import create_token
+    from sparcs.controller.auth import create_token
 
     await run(host, ctl, 10, dispatch_first=True)
     for _ in range(3):

@@ -8,11 +8,11 @@ import os
 import numpy as np
 import pytest
 
-from config.schema import validate_config
-from controller.commands import CommandBook
-from controller.planning import FleetPlanner, PriceFileError, read_prices_csv
-from controller.state import build_state
-from controller.store import Store
+from sparcs.config.schema import validate_config
+from sparcs.controller.commands import CommandBook
+from sparcs.controller.planning import FleetPlanner, PriceFileError, read_prices_csv
+from sparcs.controller.state import build_state
+from sparcs.controller.store import Store
 from tests.controller.conftest import site_telemetry, small_fleet_data
 
 T0 = dt.datetime(2026, 6, 21, 10, 0, tzinfo=dt.UTC)

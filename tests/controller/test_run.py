@@ -20,7 +20,7 @@ from tests.controller.conftest import small_fleet_data
 from tests.ports import free_ports
 
 pytestmark = pytest.mark.slow
-SPARCS = [sys.executable, "-m", "controller"]
+SPARCS = [sys.executable, "-m", "sparcs"]
 
 
 def fleet_file(tmp_path: Path) -> Path:

@@ -7,12 +7,12 @@ import datetime as dt
 
 import pytest
 
-from config.schema import validate_config
-from controller.cycle import classify_error
-from controller.runtime import build_controller
-from controller.scheduler import ControlScheduler, aligned_start
-from controller.store import Store
-from simulators.fleet import FleetHost
+from sparcs.config.schema import validate_config
+from sparcs.controller.cycle import classify_error
+from sparcs.controller.scheduler import ControlScheduler, aligned_start
+from sparcs.controller.store import Store
+from sparcs.factory import build_controller
+from sparcs.simulators.fleet import FleetHost
 from tests.controller.conftest import small_fleet_data
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from controller.setpoints import SiteCommand, export_guard, plan_period, site_command, split_to_devices
-from controller.state import build_state, site_flexibility
-from drivers.telemetry import Reading
+from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.controller.setpoints import SiteCommand, export_guard, plan_period, site_command, split_to_devices
+from sparcs.controller.state import build_state, site_flexibility
+from sparcs.drivers.telemetry import Reading
 from tests.controller.conftest import site_telemetry, tel
 
 
@@ -51,7 +52,7 @@ def test_flexibility_respects_soc_power_and_the_meter_caps(small_cfg):
     assert down == pytest.approx(bat.max_charge_w)
     up, down = site_flexibility(site, soc=bat.soc_max, **kw)
     assert down == 0.0
-    cap = site.grid.feed_in_cap_w(site.pv.kwp)
+    cap = feed_in_cap_w(site)
     assert up == pytest.approx(min(bat.max_discharge_w, 500.0 + cap))
     # exporting at the cap already: no up-flexibility left
     up, _ = site_flexibility(site, soc=bat.soc_max, **{**kw, "grid_w": -cap})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.store import SCHEMA_VERSION, Store
+from sparcs.controller.store import SCHEMA_VERSION, Store
 
 
 def test_sqlite_is_durable_and_versioned(tmp_path):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from controller.auth import authenticate, sha256_hex
-from controller.cli import app
-from controller.store import Store
+from sparcs.cli import app
+from sparcs.controller.auth import authenticate, sha256_hex
+from sparcs.controller.store import Store
 
 runner = CliRunner()
 

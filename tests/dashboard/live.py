@@ -25,7 +25,7 @@ from tests.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
-SPARCS = [sys.executable, "-m", "controller"]
+SPARCS = [sys.executable, "-m", "sparcs"]
 SIM_START = "2026-06-21T10:00:00+00:00"  # 12:00 in Leipzig
 OFFLINE_DEVICE_SITE = 2  # index of the site whose PV inverter is offline
 T = TypeVar("T")

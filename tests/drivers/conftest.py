@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest_asyncio
 
-from config.schema import validate_config
-from drivers.poller import FleetPoller
-from drivers.telemetry import Telemetry
-from simulators.clock import SimClock
-from simulators.fleet import FleetHost
+from sparcs.config.schema import validate_config
+from sparcs.drivers.poller import FleetPoller
+from sparcs.drivers.telemetry import Telemetry
+from sparcs.simulators.clock import SimClock
+from sparcs.simulators.fleet import FleetHost
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from drivers.bench import add_silent, trim_fleet
-from simulators.fleetgen import synthetic_fleet
+from sparcs.drivers.bench import add_silent, trim_fleet
+from sparcs.simulators.fleetgen import synthetic_fleet
 
 FIELDS = {
     "devices",
@@ -37,7 +37,7 @@ def test_bench_poll_prints_json_with_every_field() -> None:
         [
             sys.executable,
             "-m",
-            "controller",
+            "sparcs",
             "bench",
             "poll",
             "--devices",

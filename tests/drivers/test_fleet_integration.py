@@ -15,12 +15,12 @@ import sys
 
 import pytest
 
-from config.schema import DispatchConfig, FaultSpec, validate_config
-from drivers.poller import FleetPoller
-from drivers.telemetry import MISSING, NO_LIMIT
-from drivers.writer import Setpoint, SetpointWriter
-from simulators.clock import SimClock
-from simulators.fleet import FleetHost
+from sparcs.config.schema import DispatchConfig, FaultSpec, validate_config
+from sparcs.drivers.poller import FleetPoller
+from sparcs.drivers.telemetry import MISSING, NO_LIMIT
+from sparcs.drivers.writer import Setpoint, SetpointWriter
+from sparcs.simulators.clock import SimClock
+from sparcs.simulators.fleet import FleetHost
 from tests.drivers.conftest import good, step_and_poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -303,7 +303,7 @@ async def test_failing_device_backs_off_and_is_skipped(fleet, poller) -> None:
 
 async def _run_cli(*args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "controller", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "sparcs", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     out, err = await proc.communicate()
     return proc.returncode or 0, out.decode(), err.decode()

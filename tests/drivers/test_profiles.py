@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.profiles import PROFILE_DIR, Profile, ProfileError, load_profile, load_profile_file
+from sparcs.drivers.profiles import PROFILE_DIR, Profile, ProfileError, load_profile, load_profile_file
 
 
 @pytest.mark.parametrize("path", sorted(PROFILE_DIR.glob("*.yaml")), ids=lambda p: p.stem)

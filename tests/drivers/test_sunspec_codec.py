@@ -8,7 +8,7 @@ import struct
 import pytest
 import sunspec2.device as sd
 
-from drivers.sunspec_codec import decode, encode_point, model_def, raw_value
+from sparcs.drivers.sunspec_codec import decode, encode_point, model_def, raw_value
 
 MODELS = [1, 101, 102, 103, 111, 112, 113, 120, 121, 122, 123, 124, 201, 202, 203, 204, 701, 702, 704, 713, 714]
 

@@ -12,9 +12,9 @@ import datetime as dt
 
 import pytest
 
-from config.schema import DispatchConfig, FaultSpec
-from drivers.scan import format_scan, run_scan
-from drivers.writer import Setpoint, SetpointWriter
+from sparcs.config.schema import DispatchConfig, FaultSpec
+from sparcs.drivers.scan import format_scan, run_scan
+from sparcs.drivers.writer import Setpoint, SetpointWriter
 from tests.drivers.conftest import good, step_and_poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -13,9 +13,9 @@ from collections import Counter
 
 import pytest
 
-from config.schema import DispatchConfig, FaultSpec
-from drivers.link import Link
-from drivers.writer import Setpoint, SetpointWriter
+from sparcs.config.schema import DispatchConfig, FaultSpec
+from sparcs.drivers.link import Link
+from sparcs.drivers.writer import Setpoint, SetpointWriter
 from tests.drivers.conftest import step_and_poll
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

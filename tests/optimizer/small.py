@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from config.schema import DispatchConfig
-from optimizer.caps import Setpoints
-from optimizer.fleet_arrays import FleetArrays
-from optimizer.problem import BatteryProblem, DispatchPlan, DispatchProblem, SiteProblem
+from sparcs.config.schema import DispatchConfig
+from sparcs.optimizer.caps import Setpoints
+from sparcs.optimizer.fleet_arrays import FleetArrays
+from sparcs.optimizer.problem import BatteryProblem, DispatchPlan, DispatchProblem, SiteProblem
 
 START_S = 1_782_000_000.0  # a quarter-hour boundary in 2026
 

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from optimizer.caps import apply_caps, violations
-from optimizer.fleet_arrays import CAP_PLAN_SHARE, fleet_arrays
-from optimizer.problem import stage_ceiling_w
+from sparcs.optimizer.caps import apply_caps, violations
+from sparcs.optimizer.fleet_arrays import CAP_PLAN_SHARE, fleet_arrays
+from sparcs.optimizer.problem import stage_ceiling_w
 from tests.optimizer.small import battery, problem, site
 
 

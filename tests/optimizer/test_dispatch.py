@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import optimizer.pyomo_model as pyomo_model
-from controller.cli import app
-from optimizer.baselines import no_control_plan, self_consumption_plan
-from optimizer.caps import violations
-from optimizer.dispatch import net_battery_w, plan, plan_hierarchical, plan_monolithic
-from optimizer.fleet_arrays import fleet_arrays
-from optimizer.problem import DispatchProblem, period_grid
-from optimizer.scoring import gap_to_monolithic
-from optimizer.site_lp import ChunkSolver, SiteSolution, build_chunk
-from optimizer.synthetic import synthetic_problem
+import sparcs.optimizer.pyomo_model as pyomo_model
+from sparcs.cli import app
+from sparcs.optimizer.baselines import no_control_plan, self_consumption_plan
+from sparcs.optimizer.caps import violations
+from sparcs.optimizer.dispatch import net_battery_w, plan, plan_hierarchical, plan_monolithic
+from sparcs.optimizer.fleet_arrays import fleet_arrays
+from sparcs.optimizer.problem import DispatchProblem, period_grid
+from sparcs.optimizer.scoring import gap_to_monolithic
+from sparcs.optimizer.site_lp import ChunkSolver, SiteSolution, build_chunk
+from sparcs.optimizer.synthetic import synthetic_problem
 from tests.optimizer.small import setpoints_of, site
 
 

@@ -7,7 +7,8 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from optimizer.forecast import (
+from sparcs.optimizer.curves import PvGeometry, clearsky_w_per_kwp, h0_w_per_annual_kwh
+from sparcs.optimizer.forecast import (
     TYPICAL_CLEARNESS,
     Forecast,
     learn_clearness,
@@ -16,7 +17,6 @@ from optimizer.forecast import (
     price_forecast,
     pv_forecast,
 )
-from optimizer.profiles import PvGeometry, clearsky_w_per_kwp, h0_w_per_annual_kwh
 
 GEOM = PvGeometry(51.34, 12.37, 110.0, 30.0, 180.0)
 NOON = dt.datetime(2026, 6, 21, 10, 0, tzinfo=dt.UTC).timestamp()

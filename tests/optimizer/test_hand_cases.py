@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from optimizer.baselines import self_consumption_plan
-from optimizer.dispatch import plan
-from optimizer.fleet_arrays import CAP_PLAN_SHARE
+from sparcs.optimizer.baselines import self_consumption_plan
+from sparcs.optimizer.dispatch import plan
+from sparcs.optimizer.fleet_arrays import CAP_PLAN_SHARE
 from tests.optimizer.small import battery, problem, site
 
 Q_H = 0.25  # a quarter-hour in hours

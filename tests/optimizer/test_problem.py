@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from config.schema import SiteConfig
-from optimizer.problem import site_problem
+from sparcs.config.schema import SiteConfig
+from sparcs.optimizer.problem import site_problem
 
 
 def config(**grid: object) -> SiteConfig:

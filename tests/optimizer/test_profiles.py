@@ -6,7 +6,7 @@ import datetime as dt
 
 import numpy as np
 
-from optimizer.profiles import PvGeometry, clearsky_w_per_kwp, h0_w_per_annual_kwh, quarter_hours_of_local_day
+from sparcs.optimizer.curves import PvGeometry, clearsky_w_per_kwp, h0_w_per_annual_kwh, quarter_hours_of_local_day
 
 LEIPZIG = dict(lat=51.34, lon=12.37)
 

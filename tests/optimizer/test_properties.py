@@ -6,12 +6,18 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from optimizer.baselines import self_consumption_plan
-from optimizer.caps import apply_caps, violations
-from optimizer.dispatch import plan_hierarchical, plan_monolithic
-from optimizer.fleet_arrays import fleet_arrays
-from optimizer.problem import CURTAILMENT_STAGE_OUTPUT, BatteryProblem, DispatchPlan, DispatchProblem, SiteProblem
-from optimizer.solver import fallback_plan
+from sparcs.optimizer.baselines import self_consumption_plan
+from sparcs.optimizer.caps import apply_caps, violations
+from sparcs.optimizer.dispatch import plan_hierarchical, plan_monolithic
+from sparcs.optimizer.fleet_arrays import fleet_arrays
+from sparcs.optimizer.problem import (
+    CURTAILMENT_STAGE_OUTPUT,
+    BatteryProblem,
+    DispatchPlan,
+    DispatchProblem,
+    SiteProblem,
+)
+from sparcs.optimizer.solver import fallback_plan
 from tests.optimizer.small import problem, setpoints_of
 
 PROPERTY_SETTINGS = settings(

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from optimizer.caps import violations
-from optimizer.fleet_arrays import fleet_arrays
-from optimizer.problem import DispatchProblem, stage_ceiling_w
-from optimizer.solver import PlanningWorker, fallback_plan
+from sparcs.optimizer.caps import violations
+from sparcs.optimizer.fleet_arrays import fleet_arrays
+from sparcs.optimizer.problem import DispatchProblem, stage_ceiling_w
+from sparcs.optimizer.solver import PlanningWorker, fallback_plan
 from tests.optimizer.small import battery, problem, setpoints_of, site
 
 PERIODS = 8

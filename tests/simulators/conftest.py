@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from config.register_map import PROFILE_DIR
-from config.schema import FleetConfig, validate_config
-from simulators.clock import SimClock
-from simulators.fleet import Endpoint, FleetHost
+from sparcs.config.register_map import PROFILE_DIR
+from sparcs.config.schema import FleetConfig, validate_config
+from sparcs.simulators.clock import SimClock
+from sparcs.simulators.fleet import Endpoint, FleetHost
 
 SUMMER_NOON_S = 1782036000.0
 """2026-06-21T10:00:00Z, 12:00 in Leipzig: plenty of sun."""

@@ -14,9 +14,9 @@ import httpx
 import pytest
 import yaml
 
-from simulators.fleetgen import synthetic_fleet
+from sparcs.simulators.fleetgen import synthetic_fleet
 
-SPARCS = [sys.executable, "-c", "from controller.cli import main; main()"]
+SPARCS = [sys.executable, "-c", "from app.cli import main; main()"]
 
 
 def with_free_ports(data: dict) -> dict:

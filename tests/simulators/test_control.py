@@ -7,10 +7,10 @@ import asyncio
 import httpx
 import pytest
 
-from config.schema import validate_config
-from simulators.clock import SimClock
-from simulators.control import ControlServer
-from simulators.fleet import FleetHost
+from sparcs.config.schema import validate_config
+from sparcs.simulators.clock import SimClock
+from sparcs.simulators.control import ControlServer
+from sparcs.simulators.fleet import FleetHost
 from tests.simulators.conftest import SUMMER_NOON_S, FleetThread, site
 
 

@@ -8,7 +8,7 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from config.schema import FaultSpec
+from sparcs.config.schema import FaultSpec
 from tests.simulators.conftest import SUMMER_NOON_S, FleetThread, site
 
 FAULT_START = dt.datetime.fromtimestamp(SUMMER_NOON_S + 7200, dt.UTC).isoformat()

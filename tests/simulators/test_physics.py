@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from config.schema import SimulationConfig, validate_config
-from simulators.clock import SimClock
-from simulators.fleet import FleetHost
-from simulators.fleetgen import fleet_of_devices, synthetic_fleet
-from simulators.physics import BatteryCell, battery_step, site_signals
-from simulators.registers import build_image, decode, encode
-from simulators.site import SiteSim
-from simulators.weather import clearness, load_factor
+from sparcs.config.schema import SimulationConfig, validate_config
+from sparcs.simulators.clock import SimClock
+from sparcs.simulators.fleet import FleetHost
+from sparcs.simulators.fleetgen import fleet_of_devices, synthetic_fleet
+from sparcs.simulators.physics import BatteryCell, battery_step, site_signals
+from sparcs.simulators.registers import build_image, decode, encode
+from sparcs.simulators.site import SiteSim
+from sparcs.simulators.weather import clearness, load_factor
 from tests.simulators.conftest import SUMMER_NOON_S, site
 
 CELL = BatteryCell(capacity_wh=10_000.0, eta_charge=0.9, eta_discharge=0.8, soc_min=0.1, soc_max=0.9)

@@ -6,9 +6,9 @@ import asyncio
 
 from pymodbus.client import AsyncModbusTcpClient
 
-from config.schema import FaultSpec, validate_config
-from simulators.clock import SimClock
-from simulators.fleet import FleetHost
+from sparcs.config.schema import FaultSpec, validate_config
+from sparcs.simulators.clock import SimClock
+from sparcs.simulators.fleet import FleetHost
 from tests.simulators.conftest import SUMMER_NOON_S, site
 
 

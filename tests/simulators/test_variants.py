@@ -13,9 +13,9 @@ import sunspec2.modbus.client as sclient
 from pymodbus.client import ModbusTcpClient
 from pymodbus.pdu import ExceptionResponse
 
-from config.register_map import PROFILE_DIR, Register, RegisterMap, load_register_map
-from config.schema import FaultSpec, validate_config
-from simulators.fleet import FleetHost
+from sparcs.config.register_map import PROFILE_DIR, Register, RegisterMap, load_register_map
+from sparcs.config.schema import FaultSpec, validate_config
+from sparcs.simulators.fleet import FleetHost
 from tests.simulators.conftest import FleetThread, site
 
 BATTERY_MAP = """\

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from config.schema import CONFIG_DIR
-from controller.cli import app
+from sparcs.cli import app
+from sparcs.config.schema import CONFIG_DIR
 from tests.controller.conftest import small_fleet_data
 
 JUNE = CONFIG_DIR / "scenarios" / "june-sunny-negative-prices.yaml"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controller.twin.kpi import captured, export_price_eur_per_kwh, per_quarter, site_quarters_with
-from controller.twin.report import summary_markdown
+from sparcs.twin.kpi import captured, export_price_eur_per_kwh, per_quarter, site_quarters_with
+from sparcs.twin.report import summary_markdown
 
 
 def test_energy_per_quarter_from_minute_counters():
@@ -67,8 +67,8 @@ def test_summary_states_each_goal_with_its_figure():
 
 
 def test_violation_samples_name_site_time_and_export():
-    from controller.twin.kpi import violation_samples
-    from controller.twin.replay import Trace
+    from sparcs.twin.kpi import violation_samples
+    from sparcs.twin.replay import Trace
 
     trace = Trace(["a", "b"])
     for t, grid in ((0.0, (0.0, 0.0)), (60.0, (-3700.0, -100.0)), (120.0, (-100.0, 0.0))):

@@ -12,13 +12,13 @@ import json
 import numpy as np
 import pytest
 
-from config.schema import CONFIG_DIR, validate_config
-from controller.store import Store
-from controller.twin.kpi import energy_balance
-from controller.twin.replay import replay
-from controller.twin.run import write_outputs
-from controller.twin.scenario import Scenario, apply_scenario
-from optimizer.profiles import BERLIN
+from sparcs.config.schema import CONFIG_DIR, validate_config
+from sparcs.controller.store import Store
+from sparcs.optimizer.curves import BERLIN
+from sparcs.twin.kpi import energy_balance
+from sparcs.twin.replay import replay
+from sparcs.twin.run import write_outputs
+from sparcs.twin.scenario import Scenario, apply_scenario
 from tests.controller.conftest import small_fleet_data
 
 pytestmark = pytest.mark.timeout(600)  # the module's replay runs in the first test's setup

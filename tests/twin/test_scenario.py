@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from config.schema import CONFIG_DIR, validate_config
-from controller.twin.run import TwinError, check_strategies, parse_day, prepare
-from controller.twin.scenario import ScenarioError, apply_scenario, load_scenario, pick_share
+from sparcs.config.schema import CONFIG_DIR, validate_config
+from sparcs.twin.run import TwinError, check_strategies, parse_day, prepare
+from sparcs.twin.scenario import ScenarioError, apply_scenario, load_scenario, pick_share
 from tests.controller.conftest import DEMO as DEMO_DATA
 from tests.controller.conftest import small_fleet_data
 
@@ -92,7 +92,7 @@ def test_share_picks_the_same_devices_every_time():
 def test_unknown_fault_device_is_named():
     cfg = validate_config(small_fleet_data(2))
     data = {"date": "2026-06-21", "faults": [{"at": "2026-06-21T12:00:00+02:00", "devices": ["nope"]}]}
-    from controller.twin.scenario import Scenario
+    from sparcs.twin.scenario import Scenario
 
     with pytest.raises(ScenarioError) as err:
         apply_scenario(cfg, Scenario.model_validate(data))
@@ -117,7 +117,7 @@ def test_date_must_match_and_options_are_checked():
 
 
 def test_slow_replies_keep_their_production_meaning_on_the_stepped_clock():
-    from controller.twin.scenario import drop_invisible_delays
+    from sparcs.twin.scenario import drop_invisible_delays
 
     data = small_fleet_data(2)
     data["simulation"]["faults"] = [

@@ -30,15 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from config.schema import FleetConfig, SimulationConfig, SiteConfig
-from controller.commands import CommandBook
-from controller.cycle import Planner
-from controller.planning import FleetPlanner, plan_record
-from controller.state import FleetState
-from optimizer.baselines import no_control_plan, self_consumption_plan
-from optimizer.problem import DispatchPlan, DispatchProblem, SiteProblem, site_problem
-from optimizer.solver import PlanningWorker
-from simulators.physics import SiteSignals, site_signals
+from sparcs.config.schema import FleetConfig, SimulationConfig, SiteConfig
+from sparcs.controller.commands import CommandBook
+from sparcs.controller.cycle import Planner
+from sparcs.controller.planning import FleetPlanner, plan_record
+from sparcs.controller.state import FleetState
+from sparcs.optimizer.baselines import no_control_plan, self_consumption_plan
+from sparcs.optimizer.problem import DispatchPlan, DispatchProblem, SiteProblem, site_problem
+from sparcs.optimizer.solver import PlanningWorker
+from sparcs.simulators.physics import SiteSignals, site_signals
 
 STRATEGIES = ("optimizer", "self-consumption", "none", "perfect-foresight")
 SOLVING = {"optimizer", "perfect-foresight"}

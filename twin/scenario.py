@@ -20,10 +20,10 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from config.schema import AwareDatetime, FaultMode, FaultSpec, FleetConfig, SimulationConfig, error_lines
-from controller.commands import Para14aRequest, SchedulePoint, ScheduleRequest, StageRequest
-from optimizer.profiles import BERLIN
-from simulators.weather import stream_key
+from sparcs.config.schema import AwareDatetime, FaultMode, FaultSpec, FleetConfig, SimulationConfig, error_lines
+from sparcs.controller.commands import Para14aRequest, SchedulePoint, ScheduleRequest, StageRequest
+from sparcs.optimizer.curves import BERLIN
+from sparcs.simulators.weather import stream_key
 
 
 class ScenarioError(Exception):
@@ -259,7 +259,7 @@ def drop_invisible_delays(cfg: FleetConfig) -> tuple[FleetConfig, list[str]]:
     """Slow-reply faults as the stepped clock sees them, and a note on each one changed.
 
     Simulated time stands still while a reply is delayed, and the twin's controller waits longer
-    than the production timeout (see ``controller.twin.replay.TWIN_MODBUS_TIMEOUT_S``). So a
+    than the production timeout (see ``twin.replay.TWIN_MODBUS_TIMEOUT_S``). So a
     ``slow`` fault below the configured Modbus timeout, which changes nothing the controller sees,
     is dropped (it would only cost wall time), and one at or above it, which fails every read in
     production, becomes ``no_reply``.

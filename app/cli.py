@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from config.schema import ConfigError, FleetConfig, load_config
+from sparcs.config.schema import ConfigError, FleetConfig, load_config
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="SPARCS swarm-plant controller")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON.")
@@ -37,7 +37,7 @@ def load_or_exit(path: Path) -> FleetConfig:
 @app.command("check-config")
 def check_config(file: Annotated[Path, typer.Argument(help="fleet YAML file")]) -> None:
     """Validate a fleet file, and the vendor profiles it names, listing every error with its path."""
-    from config.register_map import ProfileError, load_register_map
+    from sparcs.config.register_map import ProfileError, load_register_map
 
     cfg = load_or_exit(file)
     problems = []
@@ -68,7 +68,7 @@ def token_add(
     config: TokenConfig = None,
 ) -> None:
     """Create an API token; it is printed once, only its hash is stored."""
-    from controller.tokens import add_token
+    from sparcs.controller.tokens import add_token
 
     try:
         typer.echo(add_token(name, role, data_dir, config))
@@ -79,7 +79,7 @@ def token_add(
 @token_app.command("list")
 def token_list(data_dir: DataDir = Path("data"), config: TokenConfig = None) -> None:
     """List token names and roles (never the tokens)."""
-    from controller.tokens import list_tokens
+    from sparcs.controller.tokens import list_tokens
 
     for line in list_tokens(data_dir, config):
         typer.echo(line)
@@ -88,7 +88,7 @@ def token_list(data_dir: DataDir = Path("data"), config: TokenConfig = None) -> 
 @token_app.command("revoke")
 def token_revoke(name: str, data_dir: DataDir = Path("data"), config: TokenConfig = None) -> None:
     """Revoke a token by name."""
-    from controller.tokens import revoke_token
+    from sparcs.controller.tokens import revoke_token
 
     try:
         revoke_token(name, data_dir, config)
@@ -109,9 +109,9 @@ def scan(
     import asyncio
     import json
 
-    from drivers.errors import DeviceError
-    from drivers.profiles import ProfileError
-    from drivers.scan import format_scan, parse_endpoint, run_scan
+    from sparcs.drivers.errors import DeviceError
+    from sparcs.drivers.profiles import ProfileError
+    from sparcs.drivers.scan import format_scan, parse_endpoint, run_scan
 
     try:
         host, port = parse_endpoint(endpoint)
@@ -134,8 +134,8 @@ def bench_poll(
     import asyncio
     import json
 
-    from drivers.bench import BenchError, free_port_range, run_poll_bench
-    from simulators.fleetgen import synthetic_fleet
+    from sparcs.drivers.bench import BenchError, free_port_range, run_poll_bench
+    from sparcs.simulators.fleetgen import synthetic_fleet
 
     try:
         fleet = synthetic_fleet(devices, seed, port_start=free_port_range(devices))
@@ -154,7 +154,7 @@ def bench_dispatch(
     """Plan N synthetic sites: build, solve, split-back times, peak memory, gap to the monolithic optimum."""
     import json
 
-    from optimizer.bench import dispatch_bench
+    from sparcs.optimizer.bench import dispatch_bench
 
     result = dispatch_bench(sites, seed)
     typer.echo(json.dumps(result) if json_out else json.dumps(result, indent=2))
@@ -168,7 +168,7 @@ def simulate(
     stepped: Annotated[bool, typer.Option(help="hold the clock; step it with POST /clock/step")] = False,
 ) -> None:
     """Run the simulated fleet: print every endpoint and the control channel; stop with Ctrl-C."""
-    from simulators.cli import SimulateError, run_simulate
+    from sparcs.simulators.cli import SimulateError, run_simulate
 
     cfg = load_or_exit(config)
     try:
@@ -189,8 +189,8 @@ def run(
     import logging
     import sys
 
-    from controller.serve import RunError
-    from controller.serve import run as serve
+    from sparcs.run import RunError
+    from sparcs.run import run as serve
 
     def echo(line: str) -> None:
         typer.echo(line)
@@ -226,7 +226,7 @@ def twin(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Replay a day against the simulated fleet on a stepped clock, once per strategy; write KPIs and plots."""
-    from controller.twin.run import TwinError, parse_day, run_twin
+    from sparcs.twin.run import TwinError, parse_day, run_twin
 
     cfg = load_or_exit(config)
     try:

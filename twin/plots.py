@@ -18,9 +18,10 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import numpy as np
 
-from config.schema import FleetConfig
-from controller.twin.replay import StrategyRun
-from optimizer.profiles import BERLIN
+from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.config.schema import FleetConfig
+from sparcs.optimizer.curves import BERLIN
+from sparcs.twin.replay import StrategyRun
 
 QUARTER_S = 900.0
 SERIES = (("pv_w", "PV"), ("load_w", "load"), ("battery_w", "battery (+dis)"), ("grid_w", "meter (+imp)"))
@@ -60,7 +61,7 @@ def plot_fleet_power(runs: list[StrategyRun], path: Path) -> None:
 
 def plot_export(runs: list[StrategyRun], cfg: FleetConfig, path: Path) -> None:
     fig, axes = _columns(len(runs), rows=2)
-    caps = [s.grid.feed_in_cap_w(s.pv.kwp) for s in cfg.sites]
+    caps = [feed_in_cap_w(s) for s in cfg.sites]
     for col, run in enumerate(runs):
         tr = run.trace
         x = _times(tr.times)

@@ -21,7 +21,7 @@ import multiprocessing as mp
 from multiprocessing.connection import Connection
 from typing import Any
 
-from config.schema import FleetConfig
+from sparcs.config.schema import FleetConfig
 
 STARTUP_TIMEOUT_S = 120.0
 STEP_TIMEOUT_S = 120.0
@@ -59,8 +59,8 @@ def site_sample(host: Any) -> Sample:
 
 
 async def _serve(conn: Connection, cfg: FleetConfig, start_s: float) -> None:
-    from simulators.clock import SimClock
-    from simulators.fleet import FleetHost
+    from sparcs.simulators.clock import SimClock
+    from sparcs.simulators.fleet import FleetHost
 
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     loop = asyncio.get_running_loop()

@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from config.schema import FleetConfig
-from controller.planning import read_prices_csv
-from controller.twin.replay import STEP_S, StrategyRun, Trace
-from optimizer.forecast import price_forecast
+from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.config.schema import FleetConfig
+from sparcs.controller.planning import read_prices_csv
+from sparcs.optimizer.forecast import price_forecast
+from sparcs.twin.replay import STEP_S, StrategyRun, Trace
 
 QUARTER_S = 900.0
 VIOLATION_TOL = 0.01
@@ -52,7 +53,7 @@ def per_quarter(counter_wh: np.ndarray, samples_per_quarter: int) -> np.ndarray:
 
 def _site_arrays(cfg: FleetConfig, site_ids: list[str]) -> dict[str, np.ndarray]:
     sites = [cfg.site(s) for s in site_ids]
-    cap = [s.grid.feed_in_cap_w(s.pv.kwp) for s in sites]
+    cap = [feed_in_cap_w(s) for s in sites]
     return {
         "import_eur_per_kwh": np.array([s.tariff.import_eur_per_kwh for s in sites]),
         "export_eur_per_kwh": np.array([s.tariff.export_eur_per_kwh for s in sites]),

@@ -13,12 +13,13 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from config.schema import FleetConfig
-from controller.twin.kpi import captured, day_prices, energy_balance, quarter_starts, strategy_kpis
-from controller.twin.plots import write_plots
-from controller.twin.replay import STEP_S, StrategyRun, replay
-from controller.twin.report import summary_markdown, write_json
-from controller.twin.scenario import (
+from sparcs.config.schema import FleetConfig
+from sparcs.optimizer.curves import BERLIN
+from sparcs.twin.kpi import captured, day_prices, energy_balance, quarter_starts, strategy_kpis
+from sparcs.twin.plots import write_plots
+from sparcs.twin.replay import STEP_S, StrategyRun, replay
+from sparcs.twin.report import summary_markdown, write_json
+from sparcs.twin.scenario import (
     Scenario,
     ScenarioError,
     apply_scenario,
@@ -26,8 +27,7 @@ from controller.twin.scenario import (
     drop_invisible_delays,
     load_scenario,
 )
-from controller.twin.strategies import STRATEGIES
-from optimizer.profiles import BERLIN
+from sparcs.twin.strategies import STRATEGIES
 
 DEFAULT_STRATEGIES = ("optimizer", "self-consumption", "none")
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from config.schema import FleetConfig
-from controller.cycle import Clock, Controller
-from controller.metrics import Metrics
-from controller.planning import FleetPlanner
-from controller.store import Store
-from drivers.poller import FleetPoller
-from drivers.writer import SetpointWriter
-from optimizer.solver import PlanningWorker
+from sparcs.config.schema import FleetConfig
+from sparcs.controller.cycle import Clock, Controller
+from sparcs.controller.metrics import Metrics
+from sparcs.controller.planning import FleetPlanner
+from sparcs.controller.store import Store
+from sparcs.drivers.poller import FleetPoller
+from sparcs.drivers.writer import SetpointWriter
+from sparcs.optimizer.solver import PlanningWorker
 
 
 def build_controller(

@@ -4,7 +4,7 @@ For each simulated minute of the Europe/Berlin day: operator actions that are du
 controller's command book (as the API does, with an immediate re-plan), the controller runs its
 cycle (a dispatch every quarter-hour: 96 on a normal day), then the simulators step 60 s and the
 ground truth is sampled. The controller talks to the simulators (a fresh fleet per run, in their
-own process: :mod:`controller.twin.fleet_process`) over real Modbus TCP on loopback; its clock and
+own process: :mod:`twin.fleet_process`) over real Modbus TCP on loopback; its clock and
 theirs are stepped together. Nothing here measures what the controller believes:
 :class:`Trace` holds the simulators' truth (powers at each minute, energy counters integrated by
 the simulators' physics).
@@ -23,18 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-from config.schema import FleetConfig
-from controller.commands import CommandBook, CommandError
-from controller.cycle import Controller
-from controller.metrics import Metrics
-from controller.store import Store
-from controller.twin.fleet_process import FleetProcess, Sample
-from controller.twin.scenario import Action, Scenario, ScenarioError, schedule_request
-from controller.twin.strategies import SOLVING, DispatchRecord, make_planner
-from drivers.poller import FleetPoller
-from drivers.writer import SetpointWriter
-from optimizer.solver import PlanningWorker
-from simulators.clock import SimClock
+from sparcs.config.schema import FleetConfig
+from sparcs.controller.commands import CommandBook, CommandError
+from sparcs.controller.cycle import Controller
+from sparcs.controller.metrics import Metrics
+from sparcs.controller.store import Store
+from sparcs.drivers.poller import FleetPoller
+from sparcs.drivers.writer import SetpointWriter
+from sparcs.optimizer.solver import PlanningWorker
+from sparcs.simulators.clock import SimClock
+from sparcs.twin.fleet_process import FleetProcess, Sample
+from sparcs.twin.scenario import Action, Scenario, ScenarioError, schedule_request
+from sparcs.twin.strategies import SOLVING, DispatchRecord, make_planner
 
 STEP_S = 60.0
 """Poll cadence of the twin and the resolution of its ground truth (one simulated minute)."""
@@ -45,7 +45,7 @@ TWIN_MODBUS_TIMEOUT_S = 10.0
 """Modbus reply timeout of the twin's controller (wall s). No simulated time passes while it waits, so
 a timeout only tells a lost reply from a busy machine; a short one would turn CPU contention into
 stale devices that the field would not see. Slow-reply faults keep their production meaning through
-:func:`controller.twin.scenario.drop_invisible_delays`."""
+:func:`twin.scenario.drop_invisible_delays`."""
 
 COUNTERS = ("pv_wh", "import_wh", "export_wh", "charged_wh", "discharged_wh", "stored_wh")
 POWERS = ("pv_w", "battery_w", "load_w", "grid_w", "available_w")
@@ -65,7 +65,7 @@ class Trace:
     counters: dict[str, list[list[float]]] = field(default_factory=lambda: {k: [] for k in COUNTERS})
 
     def add(self, sample: Sample) -> None:
-        """Record one sample of the fleet process (:func:`controller.twin.fleet_process.site_sample`)."""
+        """Record one sample of the fleet process (:func:`twin.fleet_process.site_sample`)."""
         self.t_s.append(sample["t"])
         rows = [sample["sites"][sid] for sid in self.site_ids]
         for k in POWERS:
@@ -125,7 +125,7 @@ async def replay(
     """Replay ``bounds`` = [start, end) with ``strategy``; ``cfg`` has the scenario applied.
 
     ``bounds``: Unix s, whole quarter-hours apart (a Europe/Berlin day for `sparcs twin`); plans end
-    at ``bounds[1]`` at the latest (:mod:`controller.twin.strategies`).
+    at ``bounds[1]`` at the latest (:mod:`twin.strategies`).
     ``data_dir`` receives the controller's history store (SQLite) of this run, emptied first.
     ``on_minute`` is called with the sim time after every simulated minute (the progress bar).
     """

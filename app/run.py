@@ -14,16 +14,16 @@ from pathlib import Path
 
 import uvicorn
 
-from config.schema import FleetConfig
-from controller.api import create_app
-from controller.auth import create_token
-from controller.cycle import Clock, WallClock
-from controller.planning import PriceFileError
-from controller.runtime import build_controller
-from controller.scheduler import ControlScheduler
-from controller.store import Store
-from simulators.clock import SimClock
-from simulators.fleet import FleetHost
+from sparcs.config.schema import FleetConfig
+from sparcs.controller.api import create_app
+from sparcs.controller.auth import create_token
+from sparcs.controller.cycle import Clock, WallClock
+from sparcs.controller.planning import PriceFileError
+from sparcs.controller.scheduler import ControlScheduler
+from sparcs.controller.store import Store
+from sparcs.factory import build_controller
+from sparcs.simulators.clock import SimClock
+from sparcs.simulators.fleet import FleetHost
 
 DEMO_TOKEN_NAME = "demo-operator"
 log = logging.getLogger("sparcs.run")

@@ -1,0 +1,3 @@
+from sparcs.cli import main
+
+main()

@@ -1,0 +1,88 @@
+"""The grid rules in watts: curtailment stages, the installer ceiling, feed-in caps, the negative-price
+rule and §14a dimming. Every package that applies one of these rules calls it from here: the
+optimizer's bounds and caps, the export guard, the setpoint writer, the API, the simulators.
+
+Definitions are in docs/definitions.md ("Reference bases", "Grid rules", "Negative prices"):
+- stages and the installer ceiling are fractions of the PV inverters' AC rating (``pv.rating_w``);
+- the feed-in cap is a fraction of the DC peak power (``feed_in_cap_pct`` × kWp) at the meter;
+- powers in W, export ``≥ 0``; prices in EUR/MWh (day-ahead).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+from sparcs.config.schema import GridRules, SiteConfig
+
+QUARTER_S = 900
+"""The settlement period of the day-ahead market and of every plan, schedule and cap check (s)."""
+
+Stage = Literal["K1", "K2", "K3", "K4"]
+STAGE_OUTPUT: dict[str, float] = {"K1": 0.0, "K2": 0.3, "K3": 0.6, "K4": 1.0}
+"""Output ceiling of each grid-operator curtailment stage as a fraction of the PV rating.
+
+K1 = 0 %, K2 = 30 %, K3 = 60 %, K4 = 100 % of rated power (VDE-AR-N 4105 ripple-control relays).
+They are the output the plant may still deliver; an undefined relay state means 0 %, the most
+restrictive one."""
+
+CURTAILING_SHARE = 0.99
+"""A PV limit in force below this share of the installer ceiling curtails the site."""
+
+
+def stage_ceiling_w(stage: str, rating_w: float) -> float:
+    """PV output ceiling in W while ``stage`` (K1..K4) is active; an unknown stage is an undefined
+    relay state: 0 W."""
+    return STAGE_OUTPUT.get(stage, 0.0) * rating_w
+
+
+def most_restrictive_stage(stages: Iterable[str]) -> str | None:
+    """The stage with the lowest output ceiling among ``stages`` (overlapping commands), or None."""
+    found = list(stages)
+    return min(found, key=lambda s: STAGE_OUTPUT.get(s, 0.0)) if found else None
+
+
+def installer_ceiling_w(site: SiteConfig, rating_w: float | None = None) -> float:
+    """The installer's ceiling on PV output in W: ``pv.installer_limit_pct`` of the rating, never
+    lifted by the controller. ``rating_w``: the rating of one inverter (default: the site's)."""
+    return (site.pv.rating_w if rating_w is None else rating_w) * site.pv.installer_limit_pct / 100.0
+
+
+def is_curtailing(limit_w: float | None, ceiling_w: float) -> bool:
+    """True when a PV limit in force (W; None = none) lies below the installer ceiling
+    (:data:`CURTAILING_SHARE`)."""
+    return limit_w is not None and limit_w < CURTAILING_SHARE * ceiling_w
+
+
+def feed_in_cap_w(site: SiteConfig) -> float | None:
+    """The site's feed-in cap at the meter in W (≥ 0): ``feed_in_cap_pct`` of its kWp; None without one."""
+    pct = site.grid.feed_in_cap_pct
+    return None if pct is None else pct / 100.0 * site.pv.kwp * 1000.0
+
+
+def negative_price_applies(site: SiteConfig, price_eur_per_mwh: float | None) -> bool:
+    """True when the site may not export now: it is under the negative-price rule and the day-ahead
+    price of the quarter-hour is below 0 EUR/MWh."""
+    return site.grid.negative_price_rule and price_eur_per_mwh is not None and price_eur_per_mwh < 0
+
+
+def export_cap_w(site: SiteConfig, price_eur_per_mwh: float | None) -> float | None:
+    """The export cap at the meter now (W ≥ 0): 0 in a negative-price quarter-hour for sites under
+    that rule, else the feed-in cap; None when neither applies. The export guard holds it on every
+    poll; a violation is a meter sample above it + 1 % of it (docs/definitions.md "Caps")."""
+    if negative_price_applies(site, price_eur_per_mwh):
+        return 0.0
+    return feed_in_cap_w(site)
+
+
+def export_ceiling_w(site: SiteConfig, price_eur_per_mwh: float | None) -> float:
+    """The most a site may export at the meter now (W ≥ 0): its export cap, and never more than its
+    connection limit."""
+    cap = export_cap_w(site, price_eur_per_mwh)
+    conn = site.grid.connection_limit_w
+    return conn if cap is None else min(cap, conn)
+
+
+def para14a_charge_limit_w(grid: GridRules) -> float:
+    """§14a EnWG: the grid charging a dimmed battery may draw at most (W)."""
+    return grid.para14a_limit_w
