@@ -26,7 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.config.grid_rules import feed_in_cap_w, installer_ceiling_w, is_curtailing
 from sparcs.config.schema import AwareDatetime
 from sparcs.controller.auth import Principal, Role, authenticate, create_token
 from sparcs.controller.commands import (
@@ -44,7 +44,6 @@ log = logging.getLogger("sparcs.api")
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 STALE_POLLS = 3  # data older than this many poll intervals is stale (readyz fails too)
-CURTAILED_SHARE = 0.99
 MAX_HISTORY_POINTS = 20_000
 
 
@@ -181,7 +180,6 @@ def create_app(ctl: Controller) -> FastAPI:
 
     @app.exception_handler(CommandError)
     async def refused(request: Request, exc: CommandError) -> JSONResponse:
-        count_command(request, "rejected")
         return error_response(422, [{"field": exc.field, "message": exc.message}])
 
     @app.exception_handler(StarletteHTTPException)
@@ -238,7 +236,7 @@ def create_app(ctl: Controller) -> FastAPI:
         site = ctl.cfg.site(site_id)
         now = ctl.clock.now()
         s = ctl.state.sites.get(site_id) if ctl.state else None
-        ceiling_w = site.pv.rating_w * site.pv.installer_limit_pct / 100.0
+        ceiling_w = installer_ceiling_w(site)
         return {
             "id": site.id,
             "name": site.name,
@@ -250,7 +248,7 @@ def create_app(ctl: Controller) -> FastAPI:
             "para14a": ctl.commands.para14a(site_id, now),
             "guard_limit_w": ctl.guard_w.get(site_id),
             # a PV limit in force below the installer ceiling: the site is curtailed now
-            "curtailed": bool(s and s.pv_limit_w is not None and s.pv_limit_w < CURTAILED_SHARE * ceiling_w),
+            "curtailed": s is not None and is_curtailing(s.pv_limit_w, ceiling_w),
             "now": s.as_dict() if s else None,
             "devices": [d.id for d in site.devices],
         }
@@ -301,8 +299,8 @@ def create_app(ctl: Controller) -> FastAPI:
                 "paused": ctl.commands.paused(now),
                 "last_poll": iso(ctl.last_poll_s),
                 "last_dispatch": iso(ctl.last_dispatch_s),
-                "plan_path": ctl.plan["path"] if ctl.plan else None,
-                "in_fallback": ctl.plan is not None and ctl.plan["path"] != "optimal",
+                "plan_path": ctl.plan.path if ctl.plan else None,
+                "in_fallback": ctl.plan is not None and not ctl.plan.optimal,
                 "data_age_s": None if ctl.last_poll_s is None else now - ctl.last_poll_s,
                 "data_stale": ctl.last_poll_s is None
                 or now - ctl.last_poll_s > STALE_POLLS * ctl.cfg.dispatch.poll_interval_s,
@@ -336,16 +334,17 @@ def create_app(ctl: Controller) -> FastAPI:
         """The plan in force: per site per quarter-hour PV limit, battery, meter power and SoC."""
         if ctl.plan is None:
             return {"plan": None}
-        p = {k: v for k, v in ctl.plan.items() if k != "forecast"}
+        p = {k: v for k, v in ctl.plan.to_record().items() if k != "forecast"}
         p["start"] = iso(p["start_s"])
         return clean({"plan": p})
 
     @v1.get("/forecast", tags=["read"])
     async def forecast(_: Viewer) -> dict[str, Any]:
         """The forecasts the plan in force was made with: prices, and per site PV available and load."""
-        if ctl.plan is None or "forecast" not in ctl.plan:
+        if ctl.plan is None:
             return {"forecast": None}
-        return clean({"start": iso(ctl.plan["start_s"]), "period_s": ctl.plan["period_s"], **ctl.plan["forecast"]})
+        record = ctl.plan.to_record()
+        return clean({"start": iso(record["start_s"]), "period_s": record["period_s"], **record["forecast"]})
 
     @v1.get("/caps", tags=["read"])
     async def caps(_: Viewer) -> dict[str, Any]:
@@ -359,7 +358,7 @@ def create_app(ctl: Controller) -> FastAPI:
                     "feed_in_cap_w": feed_in_cap_w(s),
                     "export_cap_now_w": ctl.export_cap_w(s.id, now),
                     "connection_limit_w": s.grid.connection_limit_w,
-                    "installer_ceiling_w": s.pv.rating_w * s.pv.installer_limit_pct / 100.0,
+                    "installer_ceiling_w": installer_ceiling_w(s),
                     "negative_price_rule": s.grid.negative_price_rule,
                     "stage": ctl.commands.stage(s.id, now),
                     "stage_ceiling_w": ctl.commands.stage_ceiling_w(s.id, now),
@@ -388,7 +387,7 @@ def create_app(ctl: Controller) -> FastAPI:
                 for r in ctl.store.device_history(q.device, start_s, end_s)
             ]
             keys = sorted({k for r in rows for k in r if k != "ts"})
-            scope = {"device": q.device}
+            scope: dict[str, str | bool] = {"device": q.device}
         elif q.site is not None:
             if q.site not in {s.id for s in ctl.cfg.sites}:
                 raise CommandError("site", f"unknown site '{q.site}'")
@@ -432,60 +431,47 @@ def create_app(ctl: Controller) -> FastAPI:
 
     # -- commands ---------------------------------------------------------------------------------
 
-    def accepted(request: Request, c: Command) -> JSONResponse:
-        count_command(request, "accepted")
-        ctl.request_dispatch()
+    def accepted(c: Command) -> JSONResponse:
         return JSONResponse(status_code=201, content=clean({"command": command_view(c)}))
 
     @v1.post("/commands/stage", tags=["commands"], status_code=201)
-    async def stage(body: StageRequest, request: Request, p: Operator) -> JSONResponse:
+    async def stage(body: StageRequest, p: Operator) -> JSONResponse:
         """Curtailment stage K1–K4 for all or the named sites until ``expires_at``; the most restrictive wins."""
-        return accepted(request, ctl.commands.submit_stage(body, p.name, ctl.clock.now()))
+        return accepted(ctl.operations.submit(body, p.name))
 
     @v1.post("/commands/para14a", tags=["commands"], status_code=201)
-    async def para14a(body: Para14aRequest, request: Request, p: Operator) -> JSONResponse:
+    async def para14a(body: Para14aRequest, p: Operator) -> JSONResponse:
         """§14a EnWG dimming of grid charging for all or the named sites until ``expires_at``."""
-        return accepted(request, ctl.commands.submit_para14a(body, p.name, ctl.clock.now()))
+        return accepted(ctl.operations.submit(body, p.name))
 
     @v1.post("/commands/schedule", tags=["commands"], status_code=201)
-    async def schedule(body: ScheduleRequest, request: Request, p: Operator) -> JSONResponse:
+    async def schedule(body: ScheduleRequest, p: Operator) -> JSONResponse:
         """Fleet export schedule: quarter-hourly export_w (≥ 0) at the meters; replaces older values it covers."""
-        return accepted(request, ctl.commands.submit_schedule(body, p.name, ctl.clock.now()))
+        return accepted(ctl.operations.submit(body, p.name))
 
     @v1.post("/commands/pause", tags=["commands"], status_code=201)
-    async def pause(body: PauseRequest, request: Request, p: Operator) -> JSONResponse:
+    async def pause(body: PauseRequest, p: Operator) -> JSONResponse:
         """Stop the optimizer; stages, caps and the export guard stay enforced."""
-        return accepted(request, ctl.commands.submit_pause(body, p.name, ctl.clock.now()))
+        return accepted(ctl.operations.submit(body, p.name))
 
     @v1.post("/commands/resume", tags=["commands"])
-    async def resume(request: Request, p: Operator) -> dict[str, Any]:
+    async def resume(p: Operator) -> dict[str, Any]:
         """Resume automatic control (cancels every pause)."""
-        done = ctl.commands.resume(p.name, ctl.clock.now())
-        count_command(request, "accepted")
-        ctl.request_dispatch()
+        done = ctl.operations.resume(p.name)
         return {"resumed": bool(done), "cancelled": done}
 
     @v1.post("/commands/dispatch-now", tags=["commands"], status_code=202)
-    async def dispatch_now(request: Request, p: Operator) -> JSONResponse:
+    async def dispatch_now(p: Operator) -> JSONResponse:
         """Plan again at once (ignored while paused: the optimizer is stopped)."""
-        now = ctl.clock.now()
-        paused = ctl.commands.paused(now)
-        ctl.store.audit_event(
-            ts=now, who=p.name, action="dispatch-now", params={}, result="ignored: paused" if paused else "requested"
-        )
-        count_command(request, "accepted")
-        if not paused:
-            ctl.request_dispatch()
-        return JSONResponse(status_code=202, content={"requested": not paused, "paused": paused})
+        requested = ctl.operations.dispatch_now(p.name)
+        return JSONResponse(status_code=202, content={"requested": requested, "paused": not requested})
 
     @v1.delete("/commands/{command_id}", tags=["commands"])
-    async def cancel(command_id: int, request: Request, p: Operator) -> dict[str, Any]:
+    async def cancel(command_id: int, p: Operator) -> dict[str, Any]:
         """Cancel an active command; the next active one applies."""
-        if ctl.commands.find(command_id) is None:
+        done = ctl.operations.cancel(command_id, p.name)
+        if done is None:
             raise HTTPException(404, f"no active command {command_id}; GET /api/v1/commands lists them")
-        done = ctl.commands.cancel([command_id], p.name, ctl.clock.now())
-        count_command(request, "accepted")
-        ctl.request_dispatch()
         return {"cancelled": done}
 
     # -- tokens (admin) ---------------------------------------------------------------------------

@@ -78,6 +78,9 @@ class PauseRequest(_Body):
     reason: str | None = Field(default=None, max_length=500)
 
 
+CommandRequest = StageRequest | Para14aRequest | ScheduleRequest | PauseRequest
+
+
 @dataclass(frozen=True)
 class Command:
     id: int
@@ -229,6 +232,16 @@ class CommandBook:
         cmd = Command(cid, kind, who, now_s, start_s, expires_s, params)
         self._commands.append(cmd)
         return cmd
+
+    def submit(self, req: CommandRequest, who: str, now_s: float) -> Command:
+        """Check ``req`` against the fleet and the clock, then store it with its audit entry."""
+        if isinstance(req, StageRequest):
+            return self.submit_stage(req, who, now_s)
+        if isinstance(req, Para14aRequest):
+            return self.submit_para14a(req, who, now_s)
+        if isinstance(req, ScheduleRequest):
+            return self.submit_schedule(req, who, now_s)
+        return self.submit_pause(req, who, now_s)
 
     def submit_stage(self, req: StageRequest, who: str, now_s: float) -> Command:
         sites = self._check_sites(req.sites)

@@ -5,35 +5,40 @@ stepped clock) both drive; it reads time only from the injected clock and never 
 serialised by a lock, dispatches by another, so an overrunning dispatch neither stacks nor stops
 polling and the export guard.
 
-Powers in W with DESIGN.md signs; times Unix s (UTC).
+History (:mod:`~sparcs.controller.history`), alarms (:mod:`~sparcs.controller.alarms`), the limit
+policy (:mod:`~sparcs.controller.setpoints`) and the path of operator commands
+(:mod:`~sparcs.controller.operations`) live in modules of their own; this one sequences them.
+
+Powers in W with the signs of docs/definitions.md "Signs"; times Unix s (UTC).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.config.grid_rules import export_cap_w
 from sparcs.config.schema import FleetConfig
+from sparcs.controller.alarms import Alarms
 from sparcs.controller.commands import CommandBook
+from sparcs.controller.history import HistoryRecorder
 from sparcs.controller.metrics import Metrics
-from sparcs.controller.setpoints import ZERO_CAP_MARGIN, export_guard, plan_period, site_command, split_to_devices
+from sparcs.controller.operations import Operations
+from sparcs.controller.plan import Plan
+from sparcs.controller.setpoints import ZERO_CAP_MARGIN, SiteFacts, export_guard, site_command, split_to_devices
 from sparcs.controller.state import FleetState, build_state
 from sparcs.controller.store import Store
 from sparcs.drivers.telemetry import Telemetry
-from sparcs.drivers.writer import Setpoint
+from sparcs.drivers.writer import Setpoint, WriteResult
 
 log = logging.getLogger("sparcs.controller")
-
-PRUNE_EVERY_S = 3600.0
 
 
 class Clock(Protocol):
@@ -58,16 +63,16 @@ class Poller(Protocol):
 
 
 class Writer(Protocol):
-    async def apply(self, setpoints: dict[str, Setpoint]) -> dict[str, Any]: ...
-    async def refresh_due(self) -> Any: ...
+    async def apply(self, setpoints: dict[str, Setpoint]) -> dict[str, WriteResult]: ...
+    async def refresh_due(self) -> dict[str, WriteResult]: ...
 
 
 class Planner(Protocol):
-    """Builds the problem from the fleet state and returns the (capped) plan as a JSON-able record."""
+    """Builds the problem from the fleet state and returns the capped plan of the controllable sites."""
 
     def observe(self, state: FleetState) -> None: ...
-    def restore(self, record: dict[str, Any]) -> None: ...
-    async def plan(self, state: FleetState, commands: CommandBook, now_s: float) -> dict[str, Any] | None: ...
+    def restore(self, plan: Plan) -> None: ...
+    async def plan(self, state: FleetState, commands: CommandBook, now_s: float) -> Plan | None: ...
     def start(self) -> None: ...
     def close(self) -> None: ...
 
@@ -117,10 +122,11 @@ class Controller:
         self.planner = planner
         self.metrics = metrics or Metrics()
         self.commands = CommandBook(store, cfg)
-        now = clock.now()
-        self.commands.load(now)
-        last = store.last_plan()
-        self.plan: dict[str, Any] | None = last["data"] if last else None
+        self.commands.load(clock.now())
+        self.operations = Operations(self.commands, store, clock.now, self.metrics, self.request_dispatch)
+        self.alarms = Alarms(store)
+        self.history = HistoryRecorder(store, cfg.storage)
+        self.plan: Plan | None = store.last_plan()
         if self.plan is not None:
             planner.restore(self.plan)
         self.state: FleetState | None = None
@@ -130,15 +136,9 @@ class Controller:
         self.dispatching = False
         self.last_poll_s: float | None = None
         self.last_dispatch_s: float | None = None
-        self._last_bucket: dict[str, int] = {}
         self._attempt_failures: dict[str, int] = {}
-        self._last_prune_s = -math.inf
         self._poll_lock = asyncio.Lock()
         self._dispatch_lock = asyncio.Lock()
-        # Alarms still open from before a restart are cleared when their condition ends.
-        self._alarmed = {
-            a["source"] for a in store.alarms(active_only=True) if a["source"].startswith(("device:", "write:"))
-        }
         self.on_dispatch_request: Callable[[], None] | None = None
         self._sites = {s.id: s for s in cfg.sites}
 
@@ -181,8 +181,10 @@ class Controller:
             if self.cfg.grid.export_guard:
                 report.guarded_sites = self._guard(state)
             summary = state.summary()
+            self.alarms.devices(telemetry, now)
+            self._observe_poll(telemetry, summary)
             try:
-                self._record(state, telemetry, summary)
+                self.history.record(state, telemetry, summary)
             except SQLAlchemyError:  # control goes on without history; the operator sees it in the log
                 log.exception("history of this poll not stored")
             report.online, report.stale = summary["online"], summary["stale"]
@@ -190,27 +192,22 @@ class Controller:
 
     def price_now(self, now: float) -> float | None:
         """Day-ahead price (EUR/MWh) of the current period in the plan in force, or None."""
-        if self.plan is None or "forecast" not in self.plan:
-            return None
-        i = plan_period(self.plan, now)
-        return None if i is None else self.plan["forecast"]["price_eur_per_mwh"][i]
+        return None if self.plan is None else self.plan.price_at(now)
 
     def export_cap_w(self, site_id: str, now: float) -> float | None:
-        """Export ceiling at the meter now (W ≥ 0): the feed-in cap, 0 in a negative-price quarter-hour
-        for sites under that rule; None when the site has neither."""
-        site = self._sites[site_id]
-        price = self.price_now(now)
-        if site.grid.negative_price_rule and price is not None and price < 0:
-            return 0.0
-        return feed_in_cap_w(site)
+        """The site's export cap at the meter now (W ≥ 0; :func:`sparcs.config.grid_rules.export_cap_w`)."""
+        return export_cap_w(self._sites[site_id], self.price_now(now))
 
     def _guard(self, state: FleetState) -> list[str]:
         acted = []
         for sid, s in state.sites.items():
             before = self.guard_w.get(sid)
-            cap = self.export_cap_w(sid, state.ts)
             after = export_guard(
-                cap_w=cap, grid_w=s.grid_w, pv_w=s.pv_w, guard_w=before, zero_cap_margin_w=self._zero_cap_margin_w(sid)
+                cap_w=self.export_cap_w(sid, state.ts),
+                grid_w=s.grid_w,
+                pv_w=s.pv_w,
+                guard_w=before,
+                zero_cap_margin_w=ZERO_CAP_MARGIN * self._sites[sid].pv.rating_w,
             )
             if after is None:
                 self.guard_w.pop(sid, None)
@@ -221,10 +218,6 @@ class Controller:
         if acted:
             self.metrics.guard_actions.inc(len(acted))
         return acted
-
-    def _zero_cap_margin_w(self, site_id: str) -> float:
-        """The import a site keeps at a 0 W cap (W): ``ZERO_CAP_MARGIN`` of its PV rating."""
-        return ZERO_CAP_MARGIN * self._sites[site_id].pv.rating_w
 
     async def _dispatch(self, report: CycleReport) -> None:
         self.dispatch_requested = False
@@ -237,67 +230,48 @@ class Controller:
         self.dispatching = True
         t0 = time.perf_counter()
         try:
-            record = await self.planner.plan(self.state, self.commands, now)
+            plan = await self.planner.plan(self.state, self.commands, now)
         except Exception as exc:  # the planner has its own fallback; this is the last line of defence
             log.exception("planning failed")
-            self.store.raise_alarm(
-                at=now, severity="critical", source="dispatch", message=f"planning failed: {exc}; last plan kept"
-            )
+            self.alarms.planning_failed(exc, now)
             self.metrics.dispatch_total.labels("error").inc()
             return
         finally:
             self.dispatching = False
             self.metrics.dispatch_seconds.observe(time.perf_counter() - t0)
-        if record is None:
+        if plan is None:
             return
-        self.plan = record
+        self.plan = plan
         try:
-            self.store.add_plan(
-                now, record["start_s"], record["path"], record.get("reason"), record["objective_eur"], record
-            )
+            self.store.add_plan(now, plan)
         except SQLAlchemyError:  # the plan is in force from memory; only its record is missing
             log.exception("plan not stored")
         report.dispatched = True
-        report.plan_path = record["path"]
-        self.metrics.dispatch_total.labels(record["path"]).inc()
-        self.metrics.plan_objective.set(record["objective_eur"])
-        if record["path"] == "optimal":
-            self.store.clear_alarms("dispatch", now)
-        else:
-            self.store.raise_alarm(
-                at=now,
-                severity="warning",
-                source="dispatch",
-                message=f"plan from {record['path']}: {record.get('reason') or 'no reason given'}",
-            )
+        report.plan_path = plan.path
+        self.metrics.dispatch_total.labels(plan.path).inc()
+        self.metrics.plan_objective.set(plan.objective_eur)
+        self.alarms.dispatch(plan.path, plan.reason, now)
+
+    def site_facts(self, site_id: str, now: float) -> SiteFacts:
+        """What the limit policy of one site depends on now (see :class:`~sparcs.controller.setpoints.SiteFacts`)."""
+        s = self.state.sites.get(site_id) if self.state else None
+        return SiteFacts(
+            planned=None if self.plan is None else self.plan.setpoint(site_id, now),
+            controllable=s is not None and s.controllable,
+            paused=self.commands.paused(now),
+            stage_ceiling_w=self.commands.stage_ceiling_w(site_id, now),
+            guard_w=self.guard_w.get(site_id),
+            export_cap_w=self.export_cap_w(site_id, now),
+            pv_rating_w=self._sites[site_id].pv.rating_w,
+        )
 
     def desired_setpoints(self, now: float) -> dict[str, Setpoint]:
-        """Per controlled device: the setpoint from plan, stage and guard (see controller.setpoints).
-
-        A site that is not controllable (a device stale) keeps its PV at most at its export cap now
-        (:meth:`export_cap_w`: the feed-in cap, 0 in a negative-price quarter-hour under that rule),
-        at the inverter: its battery then runs on its own and may stop absorbing PV at any moment
-        (full, or tripped), its meter may be the device that is silent, and the guard, which loosens
-        with what the meter shows, would count on the battery (measured in the twin: 14-21 % over
-        the cap for two minutes when such a battery filled up).
-        """
-        paused = self.commands.paused(now)
+        """Per controlled device that answers: the setpoint of its site's command
+        (:func:`~sparcs.controller.setpoints.site_command`), split over the site's devices."""
+        tel = self.state.telemetry if self.state else {}
         out: dict[str, Setpoint] = {}
         for site in self.cfg.sites:
-            s = self.state.sites.get(site.id) if self.state else None
-            controllable = s is not None and s.controllable
-            cap = self.export_cap_w(site.id, now)
-            cmd = site_command(
-                self.plan,
-                site.id,
-                now,
-                use_plan=controllable and not paused,
-                stage_ceiling_w=self.commands.stage_ceiling_w(site.id, now),
-                guard_w=self.guard_w.get(site.id),
-                uncontrolled_ceiling_w=None if controllable else cap,
-                plan_margin_w=self._zero_cap_margin_w(site.id) if cap == 0.0 else 0.0,
-            )
-            tel = self.state.telemetry if self.state else {}
+            cmd = site_command(self.site_facts(site.id, now))
             for dev_id, (pv_limit, bat) in split_to_devices(site, cmd).items():
                 t = tel.get(dev_id)
                 if t is None or t.status != "online":
@@ -314,20 +288,16 @@ class Controller:
         self.setpoints = desired
         for r in results.values():
             self.metrics.writes.labels(r.action).inc()
-        self._write_alarms(results, now)
+        self.alarms.writes(results, now)
         self.metrics.observe_stages({s.id: self.commands.stage(s.id, now) for s in self.cfg.sites})
         self.metrics.paused.set(1 if self.commands.paused(now) else 0)
         return sum(1 for r in results.values() if r.action not in ("unchanged", "skipped"))
 
-    # -- history, alarms, metrics ----------------------------------------------------------------
-
-    def _record(self, state: FleetState, telemetry: dict[str, Telemetry], summary: dict[str, Any]) -> None:
-        now = state.ts
-        res = self.cfg.storage.telemetry_resolution_s
+    def _observe_poll(self, telemetry: Mapping[str, Telemetry], summary: dict[str, Any]) -> None:
+        """Device statuses, value qualities, Modbus errors and fleet totals of this poll, into the metrics."""
         statuses: Counter[str] = Counter()
         qualities: Counter[str] = Counter()
         errors: Counter[str] = Counter()
-        rows = []
         for dev_id, t in telemetry.items():
             statuses[t.status] += 1
             qualities.update(r.quality for r in t.values.values())
@@ -336,63 +306,7 @@ class Controller:
             if t.error and failures > self._attempt_failures.get(dev_id, 0):
                 errors[classify_error(t.error)] += 1
             self._attempt_failures[dev_id] = failures
-            self._device_alarm(t, now)
-            bucket = int(t.read_at // res)
-            if self._last_bucket.get(dev_id) != bucket:
-                self._last_bucket[dev_id] = bucket
-                rows.append(
-                    {
-                        "ts": t.read_at,
-                        "device_id": dev_id,
-                        "site_id": t.site_id,
-                        "status": t.status,
-                        "values": {k: [r.value, r.quality] for k, r in t.values.items()},
-                    }
-                )
-        bucket = int(now // res)
-        if self._last_bucket.get("@fleet") != bucket:
-            self._last_bucket["@fleet"] = bucket
-            site_rows = [
-                {"ts": now, "site_id": sid, **{k: getattr(s, k) for k in SITE_HISTORY_FIELDS}}
-                for sid, s in state.sites.items()
-            ]
-            self.store.add_poll(rows, summary, site_rows)
-        else:
-            self.store.add_poll(rows)
         self.metrics.observe_poll(statuses=statuses, qualities=qualities, errors=errors, fleet=summary)
-        if now - self._last_prune_s >= PRUNE_EVERY_S:
-            self._last_prune_s = now
-            self.store.prune(now, self.cfg.storage.retention_days)
-
-    def _alarm(self, source: str, active: bool, now: float, message: str) -> None:
-        """Raise the alarm of ``source`` when a condition starts, clear it when the condition ends."""
-        if active and source not in self._alarmed:
-            self._alarmed.add(source)
-            self.store.raise_alarm(at=now, severity="warning", source=source, message=message)
-        elif not active and source in self._alarmed:
-            self._alarmed.discard(source)
-            self.store.clear_alarms(source, now)
-
-    def _device_alarm(self, t: Telemetry, now: float) -> None:
-        self._alarm(
-            f"device:{t.device_id}",
-            t.status == "stale",
-            now,
-            f"device {t.device_id} (site {t.site_id}) is stale: {t.error or 'no data'}; "
-            "its site is left out of the plan until it answers",
-        )
-
-    def _write_alarms(self, results: dict[str, Any], now: float) -> None:
-        """A setpoint that could not be written, or reads back differently, is an alarm until it is in force."""
-        for dev_id, r in results.items():
-            if r.action in ("unchanged", "skipped"):
-                continue
-            self._alarm(
-                f"write:{dev_id}",
-                r.action == "failed" or r.mismatch,
-                now,
-                f"setpoint for {dev_id} not in force: {r.detail or 'it reads back differently'}",
-            )
 
     async def close(self) -> None:
         """Close device connections and stop the solver process, after a running dispatch has ended."""
@@ -405,6 +319,3 @@ class Controller:
         self.dispatch_requested = True
         if self.on_dispatch_request is not None:
             self.on_dispatch_request()
-
-
-SITE_HISTORY_FIELDS = ("pv_w", "battery_w", "grid_w", "load_w", "export_w", "soc", "flex_up_w", "flex_down_w")

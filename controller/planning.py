@@ -1,10 +1,6 @@
-"""From fleet state to a stored plan: forecasts + commands → DispatchProblem → bounded solve → plan record.
+"""From fleet state to the plan in force: forecasts + commands → DispatchProblem → bounded solve → :class:`Plan`.
 
-The plan record is the JSON form of a :class:`optimizer.problem.DispatchPlan` the controller keeps
-(in memory, in the store, at /api/v1/plan): per site per period ``pv_limit_w`` (None where the plan
-does not curtail: the inverter is released to its installer configuration), ``battery_w``
-(+ discharge / − charge), ``grid_w`` (+ import / − export), ``pv_w``, ``soc`` (fractions, one more
-than periods); fleet ``export_w``; the forecasts it was made with. W, Unix s, EUR.
+W, Unix s, EUR; signs as in docs/definitions.md "Signs".
 """
 
 from __future__ import annotations
@@ -15,19 +11,18 @@ import datetime as dt
 import logging
 from collections import deque
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from sparcs.config.grid_rules import installer_ceiling_w
 from sparcs.config.schema import FleetConfig, SiteConfig
 from sparcs.controller.commands import CommandBook
+from sparcs.controller.plan import Plan
 from sparcs.controller.state import FleetState
 from sparcs.optimizer.curves import PvGeometry
 from sparcs.optimizer.forecast import learn_clearness, learn_load_level, load_forecast, price_forecast, pv_forecast
 from sparcs.optimizer.problem import (
-    DispatchPlan,
     DispatchProblem,
-    ObjectiveParts,
     SiteProblem,
     period_grid,
     site_problem,
@@ -36,7 +31,6 @@ from sparcs.optimizer.solver import PlanningWorker
 
 log = logging.getLogger("sparcs.planning")
 
-RELEASE_TOL_W = 1.0  # a plan limit this close to the installer ceiling is no limit: release instead
 SAMPLE_EVERY_S = 60.0  # measurements kept for learning: one per site and minute
 PV_LEARN_WINDOW_S = 3600.0  # clearness from the last hour
 LOAD_LEARN_WINDOW_S = 86_400.0  # load level from the last day
@@ -126,11 +120,11 @@ class FleetPlanner:
     def observe(self, state: FleetState) -> None:
         self.measurements.observe(state)
 
-    def restore(self, record: dict[str, Any]) -> None:
+    def restore(self, plan: Plan) -> None:
         """Hand a stored plan (after a restart) to the solver worker as its last good plan, so that a
         failing first solve falls back to it, shifted, rather than to the rules."""
-        if record.get("path") == "optimal":
-            self.worker.last_good = plan_from_record(record, self.cfg)
+        if plan.optimal:
+            self.worker.last_good = plan.to_dispatch({s.id: installer_ceiling_w(s) for s in self.cfg.sites})
 
     def _site(self, site: SiteConfig, state: FleetState, commands: CommandBook, now_s: float, grid) -> SiteProblem:
         starts, ends, mid = grid
@@ -175,13 +169,13 @@ class FleetPlanner:
             para14a_limit_w=self.cfg.grid.para14a_limit_w,
         )
 
-    async def plan(self, state: FleetState, commands: CommandBook, now_s: float) -> dict[str, Any] | None:
+    async def plan(self, state: FleetState, commands: CommandBook, now_s: float) -> Plan | None:
         """Plan in the solver process (bounded; it falls back by itself) without blocking the event loop."""
         problem = self.problem(state, commands, now_s)
         if problem is None:
             return None
         plan = await asyncio.to_thread(self.worker.plan, problem)
-        return plan_record(plan, problem)
+        return Plan.from_dispatch(plan, problem)
 
     def start(self) -> None:
         """Start the solver process now (else the first dispatch starts it); blocks for its start-up."""
@@ -189,78 +183,3 @@ class FleetPlanner:
 
     def close(self) -> None:
         self.worker.close()
-
-
-def _list(a: np.ndarray) -> list[Any]:
-    return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, dtype=float)]
-
-
-def plan_from_record(record: dict[str, Any], cfg: FleetConfig) -> DispatchPlan:
-    """The :class:`DispatchPlan` a record was made from (released PV limits become the installer ceiling)."""
-    ids = [sid for sid in record["sites"] if any(s.id == sid for s in cfg.sites)]
-    ceiling = {s.id: s.pv.rating_w * s.pv.installer_limit_pct / 100.0 for s in cfg.sites}
-
-    def rows(key: str) -> np.ndarray:
-        return np.array([[np.nan if v is None else v for v in record["sites"][sid][key]] for sid in ids], dtype=float)
-
-    limit = np.array(
-        [[ceiling[sid] if v is None else v for v in record["sites"][sid]["pv_limit_w"]] for sid in ids], dtype=float
-    )
-    return DispatchPlan(
-        site_ids=ids,
-        start_s=record["start_s"],
-        period_s=np.array(record["period_s"], dtype=float),
-        pv_w=rows("pv_w"),
-        pv_limit_w=limit,
-        battery_w=rows("battery_w"),
-        grid_w=rows("grid_w"),
-        soc=rows("soc"),
-        export_w=np.array([np.nan if v is None else v for v in record["export_w"]], dtype=float),
-        objective_eur=record["objective_eur"],
-        parts=ObjectiveParts(**record["parts"]),
-        soc_end_kwh=record["soc_end_kwh"],
-        path=record["path"],
-        reason=record.get("reason") or "",
-    )
-
-
-def plan_record(plan: DispatchPlan, problem: DispatchProblem) -> dict[str, Any]:
-    """The JSON-able record of a capped plan and the problem it solved (see module docstring)."""
-    sites: dict[str, Any] = {}
-    forecast_sites: dict[str, Any] = {}
-    by_id = {s.site_id: s for s in problem.sites}
-    for i, sid in enumerate(plan.site_ids):
-        sp = by_id[sid]
-        limit = np.asarray(plan.pv_limit_w[i], dtype=float)
-        released = limit >= sp.pv_ceiling_w - RELEASE_TOL_W
-        sites[sid] = {
-            "pv_w": _list(plan.pv_w[i]),
-            "pv_limit_w": [None if r else v for r, v in zip(released, _list(limit), strict=True)],
-            "battery_w": _list(plan.battery_w[i]),
-            "grid_w": _list(plan.grid_w[i]),
-            "soc": _list(plan.soc[i]),
-        }
-        forecast_sites[sid] = {"pv_available_w": _list(sp.pv_available_w), "load_w": _list(sp.load_w)}
-    return {
-        "start_s": float(plan.start_s),
-        "period_s": _list(plan.period_s),
-        "path": plan.path,
-        "reason": plan.reason,
-        "objective_eur": float(plan.objective_eur),
-        "parts": {
-            "energy": plan.parts.energy,
-            "schedule": plan.parts.schedule,
-            "throughput": plan.parts.throughput,
-            "curtailment": plan.parts.curtailment,
-            "terminal_value": plan.parts.terminal_value,
-        },
-        "soc_end_kwh": float(plan.soc_end_kwh),
-        "timings_s": {"build": plan.build_s, "solve": plan.solve_s, "split": plan.split_s},
-        "export_w": _list(plan.export_w),
-        "sites": sites,
-        "forecast": {
-            "price_eur_per_mwh": _list(problem.price_eur_per_mwh),
-            "export_schedule_w": None if problem.export_schedule_w is None else _list(problem.export_schedule_w),
-            "sites": forecast_sites,
-        },
-    }

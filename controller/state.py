@@ -1,6 +1,6 @@
 """Fleet state: what the swarm does now, per site and in total, built from one poll's telemetry.
 
-Signs (DESIGN.md Definitions): ``grid_w`` > 0 import, < 0 export at the meter; ``battery_w`` > 0
+Signs (docs/definitions.md "Signs"): ``grid_w`` > 0 import, < 0 export at the meter; ``battery_w`` > 0
 discharge; ``pv_w`` ≥ 0; ``export_w`` = max(0, −grid_w). Load is derived from the meter balance
 ``grid = load − pv − battery``, so ``load_w = grid_w + pv_w + battery_w``. SoC is a fraction 0..1.
 
@@ -19,31 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.config.grid_rules import export_ceiling_w, feed_in_cap_w
 from sparcs.config.schema import FleetConfig, SiteConfig
+from sparcs.drivers.telemetry import Telemetry
 
 FLEX_HORIZON_S = 3600.0
 
 
-class ReadingLike(Protocol):
-    value: float | None
-    quality: str
-
-
-class TelemetryLike(Protocol):
-    """The shape of ``drivers.telemetry.Telemetry`` the controller relies on."""
-
-    device_id: str
-    site_id: str
-    kind: str
-    read_at: float
-    status: str
-    values: Mapping[str, ReadingLike]
-
-
-def good(t: TelemetryLike | None, key: str) -> float | None:
+def good(t: Telemetry | None, key: str) -> float | None:
     """The value of ``key`` if it was read with good quality, else None."""
     if t is None or t.status != "online":
         return None
@@ -85,7 +70,7 @@ class FleetState:
 
     ts: float
     sites: dict[str, SiteState]
-    telemetry: dict[str, TelemetryLike] = field(repr=False)
+    telemetry: dict[str, Telemetry] = field(repr=False)
 
     def total(self, attr: str) -> float:
         return float(sum(getattr(s, attr) or 0.0 for s in self.sites.values()))
@@ -101,7 +86,7 @@ class FleetState:
             "grid_w": self.total("grid_w"),
             "export_w": self.total("export_w"),
             # capacity-weighted, over the batteries whose SoC is known
-            "soc": sum(s.soc * s.capacity_wh for s in with_soc) / capacity_wh if capacity_wh else None,
+            "soc": sum((s.soc or 0.0) * s.capacity_wh for s in with_soc) / capacity_wh if capacity_wh else None,
             "flex_up_w": self.total("flex_up_w"),
             "flex_down_w": self.total("flex_down_w"),
             "online": sum(s.devices_online for s in self.sites.values()),
@@ -142,16 +127,14 @@ def site_flexibility(
         down += max(0.0, pv_w)
     if grid_w is not None:
         conn = site.grid.connection_limit_w
-        cap = feed_in_cap_w(site)
-        export_ceiling = conn if cap is None else min(cap, conn)
-        up = min(up, max(0.0, grid_w + export_ceiling))
+        up = min(up, max(0.0, grid_w + export_ceiling_w(site, None)))
         down = min(down, max(0.0, conn - grid_w))
     return up, down
 
 
 def build_state(
     cfg: FleetConfig,
-    telemetry: Mapping[str, TelemetryLike],
+    telemetry: Mapping[str, Telemetry],
     ts: float,
     *,
     para14a_limit_w: dict[str, float] | None = None,

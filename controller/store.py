@@ -37,6 +37,9 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import CursorResult
+
+from sparcs.controller.plan import Plan
 
 SCHEMA_VERSION = 1
 DB_FILE = "sparcs.db"
@@ -160,6 +163,14 @@ tokens = Table(
 )
 
 
+def _inserted_id(res: CursorResult[Any]) -> int:
+    """The primary key of the row an insert added."""
+    key = res.inserted_primary_key
+    if key is None:
+        raise RuntimeError("the insert returned no primary key")
+    return int(key[0])
+
+
 def default_url(data_dir: Path) -> str:
     return f"sqlite:///{Path(data_dir).resolve() / DB_FILE}"
 
@@ -261,26 +272,26 @@ class Store:
 
     # -- plans --------------------------------------------------------------------------------
 
-    def add_plan(
-        self, created_at: float, start_s: float, path: str, reason: str | None, objective: float | None, data: dict
-    ) -> int:
+    def add_plan(self, created_at: float, plan: Plan) -> int:
+        """Store a plan in its JSON form (:meth:`Plan.to_record`); returns its id."""
         with self.engine.begin() as conn:
             res = conn.execute(
                 insert(plans).values(
                     created_at=created_at,
-                    start_s=start_s,
-                    path=path,
-                    reason=reason,
-                    objective_eur=objective,
-                    data=data,
+                    start_s=plan.start_s,
+                    path=plan.path,
+                    reason=plan.reason,
+                    objective_eur=plan.objective_eur,
+                    data=plan.to_record(),
                 )
             )
-            return int(res.inserted_primary_key[0])
+            return _inserted_id(res)
 
-    def last_plan(self) -> dict[str, Any] | None:
+    def last_plan(self) -> Plan | None:
+        """The plan stored last, or None."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(plans).order_by(plans.c.id.desc()).limit(1)).first()
-            return dict(row._mapping) if row else None
+            row = conn.execute(select(plans.c.data).order_by(plans.c.id.desc()).limit(1)).first()
+            return Plan.from_record(row.data) if row else None
 
     # -- operator commands and the audit log --------------------------------------------------
 
@@ -302,7 +313,7 @@ class Store:
                     kind=kind, who=who, created_at=created_at, start_s=start_s, expires_s=expires_s, params=params
                 )
             )
-            cid = int(res.inserted_primary_key[0])
+            cid = _inserted_id(res)
             conn.execute(
                 insert(audit).values(
                     ts=created_at, who=who, action=kind, params={**params, "command_id": cid}, result=audit_result
@@ -362,7 +373,7 @@ class Store:
             if open_same:
                 return None
             res = conn.execute(insert(alarms).values(raised_at=at, severity=severity, source=source, message=message))
-            return int(res.inserted_primary_key[0])
+            return _inserted_id(res)
 
     def clear_alarms(self, source: str, at: float) -> int:
         with self.engine.begin() as conn:

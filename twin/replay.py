@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from sparcs.config.schema import FleetConfig
-from sparcs.controller.commands import CommandBook, CommandError
+from sparcs.controller.commands import CommandError
 from sparcs.controller.cycle import Controller
 from sparcs.controller.metrics import Metrics
+from sparcs.controller.operations import Operations
 from sparcs.controller.store import Store
 from sparcs.drivers.poller import FleetPoller
 from sparcs.drivers.writer import SetpointWriter
@@ -100,16 +101,17 @@ class StrategyRun:
     cpu_s: float  # CPU time of the controller's process (the fleet and the solver run in their own)
 
 
-def _send(book: CommandBook, i: int, a: Action, now_s: float) -> None:
+def _send(operations: Operations, i: int, a: Action) -> None:
+    """Submit a scenario action through the controller's command path, as the API does."""
     try:
         if a.stage is not None:
-            book.submit_stage(a.stage, WHO, now_s)
+            operations.submit(a.stage, WHO)
         elif a.para14a is not None:
-            book.submit_para14a(a.para14a, WHO, now_s)
+            operations.submit(a.para14a, WHO)
         else:
             req = schedule_request(a)
             if req is not None:
-                book.submit_schedule(req, WHO, now_s)
+                operations.submit(req, WHO)
     except CommandError as exc:
         raise ScenarioError("scenario", [f"actions[{i}].{exc.field}: {exc.message}"]) from None
 
@@ -164,8 +166,7 @@ async def replay(
             now = clock.now()
             while actions and actions[0][1].at.timestamp() <= now:
                 i, a = actions.pop(0)
-                _send(controller.commands, i, a, now)
-                controller.request_dispatch()
+                _send(controller.operations, i, a)
             in_force = [_nan(controller.commands.stage_ceiling_w(sid, now)) for sid in site_ids]
             await controller.cycle(dispatch=m % DISPATCH_EVERY == 0 or controller.dispatch_requested)
             trace.add(await fleet.step(STEP_S))

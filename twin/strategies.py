@@ -26,14 +26,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from sparcs.config.schema import FleetConfig, SimulationConfig, SiteConfig
 from sparcs.controller.commands import CommandBook
 from sparcs.controller.cycle import Planner
-from sparcs.controller.planning import FleetPlanner, plan_record
+from sparcs.controller.plan import Plan
+from sparcs.controller.planning import FleetPlanner
 from sparcs.controller.state import FleetState
 from sparcs.optimizer.baselines import no_control_plan, self_consumption_plan
 from sparcs.optimizer.problem import DispatchPlan, DispatchProblem, SiteProblem, site_problem
@@ -67,13 +67,12 @@ class TimedPlanner:
     def observe(self, state: FleetState) -> None:
         self.inner.observe(state)
 
-    async def plan(self, state: FleetState, commands: CommandBook, now_s: float) -> dict[str, Any] | None:
+    async def plan(self, state: FleetState, commands: CommandBook, now_s: float) -> Plan | None:
         t0 = time.perf_counter()
-        record = await self.inner.plan(state, commands, now_s)
+        plan = await self.inner.plan(state, commands, now_s)
         wall = time.perf_counter() - t0
-        path = record["path"] if record else None
-        self.records.append(DispatchRecord(now_s, wall, path, record.get("reason") if record else None))
-        return record
+        self.records.append(DispatchRecord(now_s, wall, plan.path if plan else None, plan.reason if plan else None))
+        return plan
 
     def close(self) -> None:
         self.inner.close()
@@ -88,11 +87,11 @@ class BaselinePlanner(FleetPlanner):
         super().__init__(cfg, horizon_end_s=horizon_end_s)
         self.rule = rule
 
-    async def plan(self, state: FleetState, commands: CommandBook, now_s: float) -> dict[str, Any] | None:
+    async def plan(self, state: FleetState, commands: CommandBook, now_s: float) -> Plan | None:
         problem = self.problem(state, commands, now_s)
         if problem is None:
             return None
-        return plan_record(self.rule(problem), problem)
+        return Plan.from_dispatch(self.rule(problem), problem)
 
 
 def period_means(

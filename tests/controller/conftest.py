@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import yaml
 
 from sparcs.config.schema import CONFIG_DIR, FleetConfig, validate_config
+from sparcs.controller.plan import Plan, PlanTimings, SitePlan
 from sparcs.drivers.telemetry import Reading, Telemetry
+from sparcs.optimizer.problem import ObjectiveParts
 
 DEMO = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
 
@@ -23,6 +26,41 @@ def small_fleet_data(n_sites: int = 3) -> dict:
     sim["variants"] = {k: v for k, v in sim["variants"].items() if k in ids}
     sim["control_port"] = None
     return data
+
+
+def make_plan(
+    start_s: float,
+    period_s: list[float],
+    sites: dict[str, tuple[list[float | None], list[float | None]]] | None = None,
+    *,
+    prices: list[float] | None = None,
+    path: str = "optimal",
+) -> Plan:
+    """A plan of ``sites`` (site id → (pv_limit_w, battery_w) per period; None = release); the other
+    series zero, prices 80 EUR/MWh unless given."""
+    n = len(period_s)
+
+    def arr(values: list[float | None]) -> np.ndarray:
+        return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+    zeros = np.zeros(n)
+    return Plan(
+        start_s=start_s,
+        period_s=np.array(period_s, dtype=float),
+        path=path,  # type: ignore[arg-type]
+        reason="",
+        objective_eur=0.0,
+        parts=ObjectiveParts(0.0, 0.0, 0.0, 0.0, 0.0),
+        soc_end_kwh=0.0,
+        timings=PlanTimings(),
+        export_w=zeros,
+        price_eur_per_mwh=arr(prices) if prices is not None else np.full(n, 80.0),
+        export_schedule_w=None,
+        sites={
+            sid: SitePlan(zeros, arr(limit), arr(battery), zeros, np.zeros(n + 1), zeros, zeros)
+            for sid, (limit, battery) in (sites or {}).items()
+        },
+    )
 
 
 def tel(dev_id, site_id, kind, status="online", **values):

@@ -18,6 +18,7 @@ from sparcs.controller.auth import create_token
 from sparcs.controller.cycle import WallClock
 from sparcs.controller.store import Store
 from sparcs.factory import build_controller
+from tests.controller.conftest import make_plan
 
 ROLES = ("viewer", "operator", "admin")
 RANK = {None: -1, "viewer": 0, "operator": 1, "admin": 2}
@@ -255,13 +256,7 @@ async def test_real_server_serves_probes_metrics_and_reads(tmp_path, small_cfg):
 def test_caps_show_zero_export_in_a_negative_price_quarter_hour(api):
     client, ctl, tokens = api
     now = ctl.clock.now()
-    ctl.plan = {
-        "start_s": now - 60,
-        "period_s": [900.0],
-        "path": "optimal",
-        "sites": {},
-        "forecast": {"price_eur_per_mwh": [-12.5], "sites": {}},
-    }
+    ctl.plan = make_plan(now - 60, [900.0], prices=[-12.5])
     body = client.get("/api/v1/caps", headers={"Authorization": f"Bearer {tokens['viewer']}"}).json()
     assert body["price_eur_per_mwh"] == -12.5
     for row in body["sites"]:

@@ -18,7 +18,7 @@ from sparcs.config.grid_rules import feed_in_cap_w
 from sparcs.config.schema import FaultSpec, validate_config
 from sparcs.controller.api import create_app
 from sparcs.controller.cycle import Controller
-from sparcs.controller.setpoints import ZERO_CAP_MARGIN, plan_period
+from sparcs.controller.setpoints import ZERO_CAP_MARGIN
 from sparcs.controller.store import Store
 from sparcs.factory import build_controller
 from sparcs.simulators.clock import SimClock
@@ -61,7 +61,7 @@ async def test_poll_plan_write_and_guard_keep_the_caps(fleet):
     report = await ctl.cycle(dispatch=True)
     assert report.dispatched and report.plan_path == "optimal", ctl.store.alarms()
     assert report.online == sum(len(s.devices) for s in host.config.sites) and report.stale == 0
-    assert ctl.store.last_plan()["path"] == "optimal"
+    assert ctl.store.last_plan().path == "optimal"
     for _ in range(6):
         await run(host, ctl, 10)
     assert capped_sites(host), "the small fleet needs a site with a feed-in cap"
@@ -88,8 +88,8 @@ async def test_a_device_failing_mid_run_goes_stale_leaves_the_plan_and_comes_bac
     assert all(ctl.state.telemetry[d].status == "online" for d in others)
     assert any(a["source"] == f"device:{victim}" for a in ctl.store.alarms(active_only=True))
     report = await run(host, ctl, 10, dispatch_first=True)
-    assert report.dispatched and victim_site.id not in ctl.plan["sites"]
-    assert set(ctl.plan["sites"]) == {s.id for s in host.config.sites if s.id != victim_site.id}
+    assert report.dispatched and victim_site.id not in ctl.plan.sites
+    assert set(ctl.plan.sites) == {s.id for s in host.config.sites if s.id != victim_site.id}
 
     host.clear_fault(victim)
     for _ in range(12):
@@ -130,10 +130,10 @@ async def test_a_site_outside_the_plan_keeps_its_pv_at_most_at_its_cap(fleet, mo
 async def test_at_a_zero_cap_a_curtailing_plan_keeps_an_import_margin(fleet, monkeypatch):
     host, ctl, clock = fleet
     now = clock.now()
-    site = next(s for s in host.config.sites if s.grid.negative_price_rule and s.id in ctl.plan["sites"])
+    site = next(s for s in host.config.sites if s.grid.negative_price_rule and s.id in ctl.plan.sites)
     pvs = [d.id for d in site.devices if d.kind == "pv_inverter"]
     plan = copy.deepcopy(ctl.plan)
-    plan["sites"][site.id]["pv_limit_w"][plan_period(plan, now)] = 2000.0
+    plan.sites[site.id].pv_limit_w[plan.period_at(now)] = 2000.0
     monkeypatch.setattr(ctl, "plan", plan)
     monkeypatch.setattr(ctl, "guard_w", {})
     assert sum(ctl.desired_setpoints(now)[d].pv_limit_w for d in pvs) == pytest.approx(2000.0)
@@ -193,7 +193,7 @@ async def test_solver_failure_gives_the_fallback_and_an_alarm(fleet):
     assert report.dispatched and report.plan_path in ("fallback_shifted", "fallback_rules")
     alarm = next(a for a in ctl.store.alarms(active_only=True) if a["source"] == "dispatch")
     assert "injected solver failure" in alarm["message"]
-    assert ctl.store.last_plan()["path"] == report.plan_path
+    assert ctl.store.last_plan().path == report.plan_path
     report = await run(host, ctl, 10, dispatch_first=True)
     assert report.plan_path == "optimal"
     assert not any(a["source"] == "dispatch" for a in ctl.store.alarms(active_only=True))
@@ -290,11 +290,11 @@ async def test_after_a_restart_a_failing_solve_falls_back_to_the_stored_plan(fle
     assert report.plan_path == "optimal"
     again = build_controller(host.config, ctl.store, clock)  # a restarted controller on the same store
     try:
-        assert again.plan == ctl.plan
+        assert again.plan.to_record() == ctl.plan.to_record()
         again.planner.worker.inject_fault("fail")
         await host.step(60)
         report = await again.cycle(dispatch=True)
-        assert report.plan_path == "fallback_shifted", again.plan["reason"]
+        assert report.plan_path == "fallback_shifted", again.plan.reason
     finally:
         await again.close()
 
@@ -305,7 +305,7 @@ async def test_a_broken_history_store_does_not_stop_control(fleet, caplog):
     with ctl.store.engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE telemetry")
         conn.exec_driver_sql("DROP TABLE plans")
-    ctl._last_bucket.clear()  # force a history write on the next poll
+    ctl.history._last_bucket.clear()  # force a history write on the next poll
     report = await run(host, ctl, 60, dispatch_first=True)
     assert report.dispatched and report.plan_path == "optimal"
     assert report.online == sum(len(s.devices) for s in host.config.sites)

@@ -5,10 +5,18 @@ from __future__ import annotations
 import pytest
 
 from sparcs.config.grid_rules import feed_in_cap_w
-from sparcs.controller.setpoints import SiteCommand, export_guard, plan_period, site_command, split_to_devices
+from sparcs.controller.plan import Plan, PlannedSetpoint
+from sparcs.controller.setpoints import (
+    ZERO_CAP_MARGIN,
+    SiteCommand,
+    SiteFacts,
+    export_guard,
+    site_command,
+    split_to_devices,
+)
 from sparcs.controller.state import build_state, site_flexibility
 from sparcs.drivers.telemetry import Reading
-from tests.controller.conftest import site_telemetry, tel
+from tests.controller.conftest import make_plan, site_telemetry, tel
 
 
 def test_load_follows_the_meter_balance_and_totals_add_up(small_cfg):
@@ -95,28 +103,30 @@ def test_export_guard_keeps_an_import_margin_at_a_zero_cap(grid, pv, guard, expe
     assert got == (pytest.approx(expected) if expected is not None else None)
 
 
-def test_setpoints_take_the_lowest_limit_and_follow_plan_periods(small_cfg):
-    plan = {
-        "start_s": 0.0,
-        "period_s": [100.0, 900.0],
-        "sites": {"a": {"pv_limit_w": [5000, 2000], "battery_w": [1, 2]}},
-    }
-    assert plan_period(plan, -1) is None and plan_period(plan, 50) == 0 and plan_period(plan, 150) == 1
-    assert plan_period(plan, 1000) is None
-    cmd = site_command(plan, "a", 150, use_plan=True, stage_ceiling_w=3000.0, guard_w=None)
-    assert cmd == SiteCommand(2000, 2)
-    cmd = site_command(plan, "a", 50, use_plan=True, stage_ceiling_w=3000.0, guard_w=2500.0)
-    assert cmd == SiteCommand(2500.0, 1)
-    paused = site_command(plan, "a", 50, use_plan=False, stage_ceiling_w=None, guard_w=None)
+def facts(planned=None, *, controllable=True, paused=False, stage=None, guard=None, cap=6000.0, rating=5000.0):
+    return SiteFacts(planned, controllable, paused, stage, guard, cap, rating)
+
+
+def test_a_plan_answers_its_period_and_setpoint():
+    plan = make_plan(0.0, [100.0, 900.0], {"a": ([5000, 2000], [1, 2])}, prices=[10.0, -5.0])
+    assert plan.period_at(-1) is None and plan.period_at(50) == 0 and plan.period_at(150) == 1
+    assert plan.period_at(100) == 1 and plan.period_at(1000) is None
+    assert plan.setpoint("a", 150) == PlannedSetpoint(2000, 2) and plan.setpoint("b", 150) is None
+    assert plan.price_at(150) == -5.0 and plan.price_at(1000) is None
+    assert Plan.from_record(plan.to_record()).to_record() == plan.to_record()
+
+
+def test_setpoints_take_the_lowest_limit(small_cfg):
+    assert site_command(facts(PlannedSetpoint(2000, 2), stage=3000.0)) == SiteCommand(2000, 2)
+    assert site_command(facts(PlannedSetpoint(5000, 1), stage=3000.0, guard=2500.0)) == SiteCommand(2500.0, 1)
+    paused = site_command(facts(PlannedSetpoint(5000, 1), paused=True))
     assert paused == SiteCommand(None, None)  # released to the installer configuration
-    outside = site_command(
-        plan, "a", 50, use_plan=False, stage_ceiling_w=None, guard_w=9000.0, uncontrolled_ceiling_w=6000.0
-    )
+    outside = site_command(facts(PlannedSetpoint(5000, 1), controllable=False, guard=9000.0))
     assert outside == SiteCommand(6000.0, None)  # a site outside the plan: at most its cap, whatever the guard
-    margin = site_command(plan, "a", 150, use_plan=True, stage_ceiling_w=None, guard_w=None, plan_margin_w=100.0)
-    assert margin == SiteCommand(1900.0, 2)  # at a 0 W cap the plan's limit keeps an import margin
-    unlimited = {"start_s": 0.0, "period_s": [900.0], "sites": {"a": {"pv_limit_w": [None], "battery_w": [0]}}}
-    released = site_command(unlimited, "a", 50, use_plan=True, stage_ceiling_w=None, guard_w=None, plan_margin_w=100.0)
+    assert site_command(facts(None, controllable=False, cap=None)) == SiteCommand(None, None)
+    margin = site_command(facts(PlannedSetpoint(2000, 2), cap=0.0))
+    assert margin == SiteCommand(2000 - ZERO_CAP_MARGIN * 5000.0, 2)  # at a 0 W cap the plan keeps an import margin
+    released = site_command(facts(PlannedSetpoint(None, 0), cap=0.0))
     assert released == SiteCommand(None, 0)  # where the plan does not curtail there is nothing to lower
     site = small_cfg.sites[0]
     per_dev = split_to_devices(site, SiteCommand(1200.0, -500.0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sparcs.controller.store import SCHEMA_VERSION, Store
+from tests.controller.conftest import make_plan
 
 
 def test_sqlite_is_durable_and_versioned(tmp_path):
@@ -26,13 +27,14 @@ def test_commands_and_plan_survive_reopen(tmp_path):
         params={"stage": "K2"},
         audit_result="ok",
     )
-    store.add_plan(100.0, 100.0, "optimal", None, 1.5, {"path": "optimal", "x": [1, 2]})
+    plan = make_plan(100.0, [800.0, 900.0], {"a": ([None, 2000.0], [1.0, -2.0])})
+    store.add_plan(100.0, plan)
     store.close()
     again = Store(data_dir=tmp_path)
     active = again.active_commands(150.0)
     assert [c["id"] for c in active] == [cid] and active[0]["params"] == {"stage": "K2"}
     assert again.active_commands(200.0) == []  # expired
-    assert again.last_plan()["data"] == {"path": "optimal", "x": [1, 2]}
+    assert again.last_plan().to_record() == plan.to_record()
     entry = again.audit_log()[0]
     assert entry["who"] == "op" and entry["action"] == "stage" and entry["params"]["command_id"] == cid
     again.close()
@@ -67,12 +69,12 @@ def test_prune_keeps_commands_audit_and_the_last_plan(tmp_path):
     row = {"device_id": "d", "site_id": "s", "status": "online", "values": {}}
     store.add_poll([{"ts": 0.0, **row}], {"ts": 0.0, "pv_w": 1.0})
     store.add_poll([{"ts": 5 * day, **row}])
-    store.add_plan(0.0, 0.0, "optimal", None, 1.0, {"n": 1})
-    store.add_plan(1.0, 1.0, "optimal", None, 1.0, {"n": 2})
+    store.add_plan(0.0, make_plan(0.0, [900.0]))
+    store.add_plan(1.0, make_plan(1.0, [900.0]))
     store.add_command(kind="stage", who="op", created_at=0.0, start_s=0.0, expires_s=10.0, params={}, audit_result="ok")
     out = store.prune(now_s=5 * day, retention_days=2)
     assert out["telemetry"] == 1 and out["fleet"] == 1 and out["plans"] == 1  # the older plan; the last one stays
-    assert store.last_plan()["data"] == {"n": 2}
+    assert store.last_plan().start_s == 1.0
     assert len(store.device_history("d", 0, 10 * day)) == 1
     assert len(store.audit_log()) == 1
     store.close()

@@ -157,7 +157,7 @@ def test_the_stage_holds_pv_at_30_percent(replayed, cfg, strategy):
 def test_plans_end_with_the_replayed_span(replayed, strategy):
     store = Store(data_dir=replayed["out"] / "history" / strategy)
     try:
-        plan = store.last_plan()["data"]
+        plan = store.last_plan().to_record()
     finally:
         store.close()
     assert plan["start_s"] + sum(plan["period_s"]) == pytest.approx(BOUNDS[1])

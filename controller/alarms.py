@@ -1,0 +1,74 @@
+"""Alarms that follow a condition: raised when it starts, cleared when it ends, kept in the store.
+
+Sources name what an alarm is about: ``device:<id>`` (a stale device), ``write:<id>`` (a setpoint
+not in force), ``dispatch`` (a plan not from the optimizer). Alarms still open from before a
+restart are cleared when their condition ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sparcs.controller.store import Store
+from sparcs.drivers.telemetry import Telemetry
+from sparcs.drivers.writer import WriteResult
+
+FOLLOWED_PREFIXES = ("device:", "write:")
+"""Sources whose open alarms are taken over from the store at start-up."""
+
+
+class Alarms:
+    """The open condition alarms of one controller, mirrored in the store."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.open = {a["source"] for a in store.alarms(active_only=True) if a["source"].startswith(FOLLOWED_PREFIXES)}
+
+    def follow(self, source: str, active: bool, now: float, message: str, severity: str = "warning") -> None:
+        """Raise the alarm of ``source`` when its condition starts, clear it when the condition ends."""
+        if active and source not in self.open:
+            self.open.add(source)
+            self.store.raise_alarm(at=now, severity=severity, source=source, message=message)
+        elif not active and source in self.open:
+            self.open.discard(source)
+            self.store.clear_alarms(source, now)
+
+    def devices(self, telemetry: Mapping[str, Telemetry], now: float) -> None:
+        """A stale device is an alarm until it answers again."""
+        for t in telemetry.values():
+            self.follow(
+                f"device:{t.device_id}",
+                t.status == "stale",
+                now,
+                f"device {t.device_id} (site {t.site_id}) is stale: {t.error or 'no data'}; "
+                "its site is left out of the plan until it answers",
+            )
+
+    def writes(self, results: Mapping[str, WriteResult], now: float) -> None:
+        """A setpoint that could not be written, or reads back differently, is an alarm until it is in force."""
+        for dev_id, r in results.items():
+            if r.action in ("unchanged", "skipped"):
+                continue
+            self.follow(
+                f"write:{dev_id}",
+                r.action == "failed" or r.mismatch,
+                now,
+                f"setpoint for {dev_id} not in force: {r.detail or 'it reads back differently'}",
+            )
+
+    def dispatch(self, path: str, reason: str, now: float) -> None:
+        """Every plan not from the optimizer raises a warning; an optimal plan clears them."""
+        if path == "optimal":
+            self.store.clear_alarms("dispatch", now)
+        else:
+            self.store.raise_alarm(
+                at=now,
+                severity="warning",
+                source="dispatch",
+                message=f"plan from {path}: {reason or 'no reason given'}",
+            )
+
+    def planning_failed(self, exc: Exception, now: float) -> None:
+        self.store.raise_alarm(
+            at=now, severity="critical", source="dispatch", message=f"planning failed: {exc}; last plan kept"
+        )
