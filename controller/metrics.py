@@ -1,7 +1,7 @@
 """Prometheus metrics of one controller, in its own CollectorRegistry (served at /metrics).
 
 Names follow Prometheus conventions: base units (seconds, watts), ``_total`` for counters. Power
-gauges use the signs of DESIGN.md (``grid`` > 0 import, ``battery`` > 0 discharge, ``export`` ≥ 0).
+gauges use the signs of docs/definitions.md "Signs" (``grid`` > 0 import, ``battery`` > 0 discharge, ``export`` ≥ 0).
 """
 
 from __future__ import annotations

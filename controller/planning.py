@@ -34,7 +34,8 @@ log = logging.getLogger("sparcs.planning")
 SAMPLE_EVERY_S = 60.0  # measurements kept for learning: one per site and minute
 PV_LEARN_WINDOW_S = 3600.0  # clearness from the last hour
 LOAD_LEARN_WINDOW_S = 86_400.0  # load level from the last day
-CURTAILED_SHARE = 0.95  # PV at 95 % of its limit or more is taken as curtailed: not a clearness sample
+AT_LIMIT_SHARE = 0.95
+"""PV at this share of its limit or more is held by the limit: its sample tells nothing of the clearness."""
 
 
 class PriceFileError(ValueError):
@@ -59,7 +60,7 @@ def read_prices_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Measurements:
-    """Per site, one sample a minute of PV (W, with a curtailed flag) and load (W), for the forecasts."""
+    """Per site, one sample a minute of PV (W, with a flag: held by its limit) and load (W), for the forecasts."""
 
     def __init__(self, site_ids: list[str]):
         maxlen = int(LOAD_LEARN_WINDOW_S / SAMPLE_EVERY_S) + 1
@@ -70,10 +71,10 @@ class Measurements:
             buf = self.samples.get(sid)
             if buf is None or (buf and state.ts - buf[-1][0] < SAMPLE_EVERY_S):
                 continue
-            curtailed = s.pv_limit_w is not None and s.pv_w is not None and s.pv_w >= CURTAILED_SHARE * s.pv_limit_w
+            at_limit = s.pv_limit_w is not None and s.pv_w is not None and s.pv_w >= AT_LIMIT_SHARE * s.pv_limit_w
             pv = np.nan if s.pv_w is None else s.pv_w
             load = np.nan if s.load_w is None else s.load_w
-            buf.append((state.ts, pv, load, curtailed))
+            buf.append((state.ts, pv, load, at_limit))
 
     def arrays(self, site_id: str, since_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         rows = [r for r in self.samples[site_id] if r[0] >= since_s]

@@ -7,7 +7,7 @@ recorded in ``schema_version`` so Alembic migrations can take over from version 
 SQLite runs in WAL mode with ``synchronous=FULL``: a command is committed (and fsynced) before the
 API acknowledges it, so nothing acknowledged is lost even after kill -9.
 
-Times are Unix seconds (UTC) as floats; powers in W with the signs of DESIGN.md (``grid_w`` > 0
+Times are Unix seconds (UTC) as floats; powers in W with the signs of docs/definitions.md "Signs" (``grid_w`` > 0
 import, ``battery_w`` > 0 discharge, ``export_w`` ≥ 0).
 """
 

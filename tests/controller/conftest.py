@@ -70,7 +70,7 @@ def tel(dev_id, site_id, kind, status="online", **values):
 
 
 def site_telemetry(site, *, pv=3000.0, bat=-1000.0, grid=-1500.0, soc=0.5, status="online"):
-    """Good telemetry for every device of a site (W, signs of DESIGN.md)."""
+    """Good telemetry for every device of a site (W, signs of docs/definitions.md "Signs")."""
     out = {}
     for d in site.devices:
         if d.kind == "pv_inverter":
