@@ -7,11 +7,17 @@ restart are cleared when their condition ends.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from sparcs.controller.state import device_problem
 from sparcs.controller.store import Store
 from sparcs.drivers.telemetry import Telemetry
 from sparcs.drivers.writer import WriteResult
+
+log = logging.getLogger("sparcs.alarms")
 
 FOLLOWED_PREFIXES = ("device:", "write:")
 """Sources whose open alarms are taken over from the store at start-up."""
@@ -25,30 +31,36 @@ class Alarms:
         self.open = {a["source"] for a in store.alarms(active_only=True) if a["source"].startswith(FOLLOWED_PREFIXES)}
 
     def follow(self, source: str, active: bool, now: float, message: str, severity: str = "warning") -> None:
-        """Raise the alarm of ``source`` when its condition starts, clear it when the condition ends."""
-        if active and source not in self.open:
-            self.open.add(source)
-            self.store.raise_alarm(at=now, severity=severity, source=source, message=message)
-        elif not active and source in self.open:
-            self.open.discard(source)
-            self.store.clear_alarms(source, now)
+        """Raise the alarm of ``source`` when its condition starts, clear it when the condition ends.
+
+        What is open changes only once the store has taken the change: while the store fails, the
+        raise or clear is tried again at the next call, so no change is forgotten."""
+        try:
+            if active and source not in self.open:
+                self.store.raise_alarm(at=now, severity=severity, source=source, message=message)
+                self.open.add(source)
+            elif not active and source in self.open:
+                self.store.clear_alarms(source, now)
+                self.open.discard(source)
+        except SQLAlchemyError as exc:
+            log.warning("alarm %s not stored, tried again at the next poll: %s", source, exc)
 
     def devices(self, telemetry: Mapping[str, Telemetry], now: float) -> None:
-        """A stale device is an alarm until it answers again."""
+        """A device that cannot take part in control (:func:`~sparcs.controller.state.device_problem`:
+        stale, or a required value not good) is an alarm until it can again."""
         for t in telemetry.values():
+            problem = device_problem(t)
             self.follow(
                 f"device:{t.device_id}",
-                t.status == "stale",
+                problem is not None,
                 now,
-                f"device {t.device_id} (site {t.site_id}) is stale: {t.error or 'no data'}; "
-                "its site is left out of the plan until it answers",
+                f"device {t.device_id} (site {t.site_id}) {problem}; its site is left out of the plan meanwhile",
             )
 
     def writes(self, results: Mapping[str, WriteResult], now: float) -> None:
-        """A setpoint that could not be written, or reads back differently, is an alarm until it is in force."""
+        """A setpoint that could not be written, or reads back differently, is an alarm until it is in
+        force: a later result of ``unchanged`` (in force and read back) or ``skipped`` clears it."""
         for dev_id, r in results.items():
-            if r.action in ("unchanged", "skipped"):
-                continue
             self.follow(
                 f"write:{dev_id}",
                 r.action == "failed" or r.mismatch,

@@ -5,8 +5,9 @@ discharge; ``pv_w`` ≥ 0; ``export_w`` = max(0, −grid_w). Load is derived fro
 ``grid = load − pv − battery``, so ``load_w = grid_w + pv_w + battery_w``. SoC is a fraction 0..1.
 
 A value whose quality is not ``good`` counts as unknown (None), never as a number reused from an
-earlier poll. A site with a stale device is uncontrollable: it leaves the plan and offers no
-flexibility until every device answers again.
+earlier poll. A site with a device that cannot take part in control (:func:`device_problem`: stale,
+or a required value not good) is uncontrollable: it leaves the plan and offers no flexibility until
+every device answers with usable values again.
 
 Flexibility (W, ≥ 0), sustainable for the next hour: *up* = more export or less import at the
 meters, *down* = the opposite. Up comes from discharging harder (within SoC and power limits) or
@@ -26,6 +27,24 @@ from sparcs.config.schema import FleetConfig, SiteConfig
 from sparcs.drivers.telemetry import Telemetry
 
 FLEX_HORIZON_S = 3600.0
+REQUIRED_VALUES = {"pv_inverter": ("pv_w",), "battery": ("battery_w", "soc"), "meter": ("grid_w",)}
+"""The values without which a device cannot take part in control: the guard needs the meter and the
+PV output, the plan the battery's power and state of charge."""
+
+
+def device_problem(t: Telemetry | None) -> str | None:
+    """Why a device cannot take part in control now (stale, not read yet, or a required value not
+    good), or None when it can. A site with a device that cannot is uncontrollable."""
+    if t is None:
+        return "not read yet"
+    if t.status != "online":
+        return f"stale: {t.error or 'no data'}"
+    bad = [
+        f"{k} {t.values[k].quality if k in t.values else 'missing'}"
+        for k in REQUIRED_VALUES.get(t.kind, ())
+        if k not in t.values or t.values[k].quality != "good"
+    ]
+    return f"values not usable: {', '.join(bad)}" if bad else None
 
 
 def good(t: Telemetry | None, key: str) -> float | None:
@@ -158,7 +177,7 @@ def build_state(
         load_w = None
         if grid_w is not None and pv_w is not None and battery_w is not None:
             load_w = grid_w + pv_w + battery_w
-        controllable = online == len(site.devices)
+        controllable = all(device_problem(t) is None for t in tel.values())
         ctl = {d.id: d.control for d in site.devices}
         up, down = (0.0, 0.0)
         if controllable:
