@@ -243,6 +243,12 @@ class DispatchConfig(Strict):
 
     poll_interval_s: float = Field(default=10.0, gt=0, le=3600)
     dispatch_interval_s: float = Field(default=300.0, gt=0, le=86_400)
+    min_replan_interval_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="operator commands re-plan at most this often after a dispatch; later ones are planned together",
+    )
     horizon_h: int = Field(default=24, ge=1, le=72)
     solve_timeout_s: float = Field(default=30.0, gt=0, le=600)
     stale_after_polls: int = Field(default=3, ge=1, le=100)

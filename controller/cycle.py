@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -133,13 +134,14 @@ class Controller:
         self.guard_w: dict[str, float] = {}
         self.setpoints: dict[str, Setpoint] = {}
         self.dispatch_requested = False
+        self.replan_at_s = math.inf  # when a requested re-plan may run (Unix s)
         self.dispatching = False
         self.last_poll_s: float | None = None
         self.last_dispatch_s: float | None = None
         self._attempt_failures: dict[str, int] = {}
         self._poll_lock = asyncio.Lock()
         self._dispatch_lock = asyncio.Lock()
-        self.on_dispatch_request: Callable[[], None] | None = None
+        self.on_dispatch_request: Callable[[float], None] | None = None
         self._sites = {s.id: s for s in cfg.sites}
 
     # -- the cycle ------------------------------------------------------------------------------
@@ -150,8 +152,8 @@ class Controller:
         A poll-only cycle never plans, so polling and the export guard never wait for a solve. When
         asked to dispatch while a dispatch is running it does not plan (dispatches never stack);
         a request that arrives during a dispatch (``dispatch_requested``) is planned right after it.
-        The scheduler moves its dispatch job to now on a request; a stepped driver (the twin) reads
-        ``dispatch_requested`` and passes ``dispatch=True``.
+        The scheduler moves its dispatch job to ``replan_at_s`` on a request; a stepped driver
+        (the twin) passes ``dispatch=True`` once :meth:`replan_due`.
         """
         report = CycleReport(ts=self.clock.now())
         fresh = self.state is not None and report.ts - self.state.ts < self.cfg.dispatch.poll_interval_s
@@ -163,7 +165,7 @@ class Controller:
             else:
                 async with self._dispatch_lock:
                     await self._dispatch(report)
-                    if self.dispatch_requested:  # an operator command arrived while planning
+                    if self.replan_due(self.clock.now()):  # an operator command arrived while planning
                         await self._dispatch(report)
         report.writes = await self._write()
         return report
@@ -221,6 +223,7 @@ class Controller:
 
     async def _dispatch(self, report: CycleReport) -> None:
         self.dispatch_requested = False
+        self.replan_at_s = math.inf
         now = self.clock.now()
         self.last_dispatch_s = now
         if self.commands.paused(now):
@@ -314,8 +317,19 @@ class Controller:
             await self.poller.close()
             await asyncio.to_thread(self.planner.close)
 
-    def request_dispatch(self) -> None:
-        """Plan again at the next opportunity (after an operator command)."""
+    def request_dispatch(self, *, at_once: bool = False) -> None:
+        """Plan again (after an operator command): at once, unless the last dispatch began less than
+        ``dispatch.min_replan_interval_s`` ago, in which case the commands sent until then are planned
+        together at the end of that interval. ``at_once``: an operator's explicit dispatch-now. Stages
+        and §14a bind at the writer on the next cycle either way."""
+        now = self.clock.now()
+        last = self.last_dispatch_s
+        wait_until = now if at_once or last is None else max(now, last + self.cfg.dispatch.min_replan_interval_s)
+        self.replan_at_s = wait_until if not self.dispatch_requested else min(self.replan_at_s, wait_until)
         self.dispatch_requested = True
         if self.on_dispatch_request is not None:
-            self.on_dispatch_request()
+            self.on_dispatch_request(self.replan_at_s)
+
+    def replan_due(self, now: float) -> bool:
+        """True when a re-plan was requested and may run now (see :meth:`request_dispatch`)."""
+        return self.dispatch_requested and now >= self.replan_at_s

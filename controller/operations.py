@@ -36,7 +36,7 @@ class Operations:
         store: Store,
         clock: Callable[[], float],
         metrics: Metrics,
-        request_dispatch: Callable[[], None],
+        request_dispatch: Callable[..., None],
     ):
         self.commands, self.store, self.clock, self.metrics = commands, store, clock, metrics
         self._request_dispatch = request_dispatch
@@ -75,7 +75,7 @@ class Operations:
         )
         self.metrics.commands.labels("dispatch-now", "accepted").inc()
         if not paused:
-            self._request_dispatch()
+            self._request_dispatch(at_once=True)
         return not paused
 
     def _accepted(self, kind: str) -> None:

@@ -4,8 +4,8 @@ Two jobs: ``poll`` every ``dispatch.poll_interval_s`` and ``dispatch`` every
 ``dispatch.dispatch_interval_s`` aligned to the clock (a 300 s interval fires at :00, :05, ...),
 and once at start-up.
 Both coalesce missed runs into one and allow one running instance, so an overrunning dispatch
-never stacks (the cycle's own lock guards the same for the twin). An operator's dispatch-now
-moves the dispatch job's next run to now.
+never stacks (the cycle's own lock guards the same for the twin). An operator command moves the
+dispatch job's next run to when the controller may re-plan (:meth:`Controller.next_replan_s`).
 """
 
 from __future__ import annotations
@@ -76,10 +76,14 @@ class ControlScheduler:
         self.ctl.on_dispatch_request = self.dispatch_now
         self.scheduler.start()
 
-    def dispatch_now(self) -> None:
+    def dispatch_now(self, at_s: float) -> None:
+        """Move the dispatch job to ``at_s`` (the controller's clock, Unix s) unless it runs sooner anyway."""
         job = self.scheduler.get_job("dispatch")
-        if job is not None:
-            job.modify(next_run_time=dt.datetime.now(dt.UTC))
+        if job is None:
+            return
+        at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max(0.0, at_s - self.ctl.clock.now()))
+        if job.next_run_time is None or at < job.next_run_time:
+            job.modify(next_run_time=at)
 
     async def stop(self) -> None:
         """Stop firing, let the cycles already running finish, then shut down.

@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 
 from sparcs.config.schema import validate_config
+from sparcs.controller.commands import StageRequest
 from sparcs.controller.cycle import classify_error
 from sparcs.controller.scheduler import ControlScheduler, aligned_start
 from sparcs.controller.store import Store
@@ -84,3 +85,45 @@ def _poll_count(ctl) -> float:
     text = ctl.metrics.render().decode()
     line = next(x for x in text.splitlines() if x.startswith("sparcs_poll_cycle_duration_seconds_count"))
     return float(line.split()[-1])
+
+
+@pytest.mark.slow
+async def test_a_burst_of_operator_commands_is_planned_together(tmp_path):
+    """Each command asks for a re-plan: the first one after a quiet spell re-plans at once, the ones
+    within ``min_replan_interval_s`` of that dispatch share one more."""
+    data = small_fleet_data(2)
+    data["dispatch"] = {"poll_interval_s": 0.5, "dispatch_interval_s": 3600, "min_replan_interval_s": 2}
+    host = FleetHost(validate_config(data), auto_ports=True)
+    await host.start()
+    store = Store(data_dir=tmp_path)
+    ctl = build_controller(host.config, store, host.clock)
+    sched = ControlScheduler(ctl)
+    expiry = dt.datetime.fromtimestamp(ctl.clock.now() + 3600, dt.UTC)
+    try:
+        sched.start()
+        while ctl.plan is None or ctl.dispatching:  # the start-up dispatch
+            await asyncio.sleep(0.05)
+        first = _dispatch_count(ctl)
+        for stage in ("K4", "K3", "K2", "K3", "K4", "K3"):
+            ctl.operations.submit(StageRequest(stage=stage, expires_at=expiry), "op")
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(3.0)
+        while ctl.dispatching:
+            await asyncio.sleep(0.05)
+        assert _dispatch_count(ctl) == first + 2  # six commands: one re-plan at once, one for the other five
+        await asyncio.sleep(2.5)  # quiet for longer than the interval: the next command re-plans at once
+        ctl.operations.submit(StageRequest(stage="K2", expires_at=expiry), "op")
+        await asyncio.sleep(1.0)
+        while ctl.dispatching:
+            await asyncio.sleep(0.05)
+        assert _dispatch_count(ctl) == first + 3
+    finally:
+        await sched.stop()
+        await ctl.close()
+        store.close()
+        await host.stop()
+
+
+def _dispatch_count(ctl) -> float:
+    text = ctl.metrics.render().decode()
+    return sum(float(x.split()[-1]) for x in text.splitlines() if x.startswith("sparcs_dispatch_total{"))
