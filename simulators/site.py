@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.config.grid_rules import feed_in_cap_w, installer_ceiling_w
 from sparcs.config.schema import BatteryConfig, SimulationConfig, SiteConfig
 from sparcs.simulators.physics import BatteryCell, SiteSignals, battery_step, ramp_toward, site_signals
 from sparcs.simulators.weather import stream_key, uniform_at
@@ -252,7 +252,7 @@ class SiteSim:
         for dev_id in pv_ids:
             share = 1.0 / len(pv_ids)
             rating = site.pv.rating_w * share
-            installer = rating * site.pv.installer_limit_pct / 100.0
+            installer = installer_ceiling_w(site, rating)
             unit = PvUnit(
                 dev_id,
                 share,
