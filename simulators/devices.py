@@ -1,12 +1,12 @@
 """SunSpec register faces of the simulated devices: what a client reads and may write.
 
-A :class:`SunSpecDevice` owns one register image (:mod:`simulators.registers`) and maps it onto
+A :class:`SunSpecSimDevice` owns one register image (:mod:`simulators.registers`) and maps it onto
 the site physics (:mod:`simulators.site`):
 
-- on a read, :meth:`SunSpecDevice.render` publishes live values (scaled with the device's fixed
+- on a read, :meth:`SunSpecSimDevice.render` publishes live values (scaled with the device's fixed
   scale factors) unless they are current already; value faults change what is published
   (``frozen``: nothing, ``sentinel``: not-implemented values, ``garbage``: out-of-range values);
-- on a write, :meth:`SunSpecDevice.write` accepts only whole writable points whose decoded value
+- on a write, :meth:`SunSpecSimDevice.write` accepts only whole writable points whose decoded value
   lies in the point's range; otherwise it refuses the whole request and changes nothing
   (exception 2 for a register that is not a writable point, 3 for a value out of range).
 
@@ -69,7 +69,7 @@ class Writable:
     integer: bool = False
 
 
-class SunSpecDevice(ABC):
+class SunSpecSimDevice(ABC):
     """One simulated SunSpec device (unit id) of a site; subclasses fill in the kind's points."""
 
     kind = ""
@@ -239,7 +239,7 @@ def _phase_amps(power_w: float, phases: int) -> float:
     return abs(power_w) / (phases * VOLTS)
 
 
-class InverterFace(SunSpecDevice, ABC):
+class InverterFace(SunSpecSimDevice, ABC):
     """The measurement points shared by PV and battery inverters (103/113 or 701)."""
 
     def _inverter_sfs(self, max_w: float) -> None:
@@ -558,7 +558,7 @@ class BatteryDevice(InverterFace):
         return battery_truth(self.bat, self.site.t)
 
 
-class MeterDevice(SunSpecDevice):
+class MeterDevice(SunSpecSimDevice):
     """The site meter at the grid connection point (model 201–204): W > 0 import, < 0 export."""
 
     kind = "meter"
@@ -664,13 +664,13 @@ def meter_truth(s: SiteSim) -> dict[str, float | None]:
     }
 
 
-DEVICE_CLASSES: dict[str, type[SunSpecDevice]] = {
+DEVICE_CLASSES: dict[str, type[SunSpecSimDevice]] = {
     "pv_inverter": PvInverterDevice,
     "battery": BatteryDevice,
     "meter": MeterDevice,
 }
 
 
-def make_device(dev: DeviceConfig, site: SiteSim, variant: DeviceVariant) -> SunSpecDevice:
+def make_device(dev: DeviceConfig, site: SiteSim, variant: DeviceVariant) -> SunSpecSimDevice:
     """The register face of ``dev`` on ``site`` as ``variant`` describes it."""
     return DEVICE_CLASSES[dev.kind](dev, site, variant)

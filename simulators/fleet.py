@@ -3,7 +3,7 @@
 Each device gets its own loopback port, except devices of one site that share a port in the
 config: they sit behind one gateway port with distinct unit ids. Per port a pymodbus 3.16
 ``ModbusTcpServer`` (SimDevice/SimData API, one SimDevice per unit id, its ``action`` hook bound
-to a :class:`simulators.devices.SunSpecDevice`, or a :class:`simulators.profile_device.ProfileDevice`
+to a :class:`simulators.devices.SunSpecSimDevice`, or a :class:`simulators.profile_device.ProfileSimDevice`
 for ``protocol: profile``) listens on an internal port, and a :class:`simulators.proxy.FaultProxy`
 listens on the public one.
 
@@ -38,14 +38,14 @@ from pymodbus.simulator import SimDevice
 from sparcs.config.register_map import PROFILE_DIR, RegisterMap, load_register_map
 from sparcs.config.schema import DeviceConfig, DeviceVariant, FaultSpec, FleetConfig, SimulationConfig
 from sparcs.simulators.clock import SimClock
-from sparcs.simulators.devices import SunSpecDevice, make_device
-from sparcs.simulators.profile_device import ProfileDevice
+from sparcs.simulators.devices import SunSpecSimDevice, make_device
+from sparcs.simulators.profile_device import ProfileSimDevice
 from sparcs.simulators.proxy import FORWARD, FaultProxy, FrameAction
 from sparcs.simulators.site import MAX_SUBSTEP_S, SiteSim
 
 log = logging.getLogger(__name__)
 VALUE_FAULTS = {"exception", "frozen", "sentinel", "garbage", "ignore_writes"}
-SimulatedDevice = SunSpecDevice | ProfileDevice
+SimulatedDevice = SunSpecSimDevice | ProfileSimDevice
 _EXC_CODES = {int(c) for c in ExcCodes}
 GATEWAY_NO_RESPONSE = 11
 
@@ -372,4 +372,4 @@ def _make(
     assert dev.profile is not None  # the schema requires it
     if dev.profile not in maps:
         maps[dev.profile] = load_register_map(dev.profile, profile_dir)
-    return ProfileDevice(dev, site, maps[dev.profile])
+    return ProfileSimDevice(dev, site, maps[dev.profile])

@@ -62,7 +62,7 @@ def si_of(reg: Register, key: str, raw: float) -> float:
     return value / 100.0 if key == "soc" else value
 
 
-class ProfileDevice:
+class ProfileSimDevice:
     """One simulated device (unit id) answering with a vendor register map."""
 
     def __init__(self, dev: DeviceConfig, site: SiteSim, regmap: RegisterMap) -> None:
