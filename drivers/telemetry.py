@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-Quality = Literal["good", "stale", "bad", "missing"]
+Quality = Literal["good", "missing", "bad"]
+"""Per value (docs/definitions.md "Quality"); ``stale`` is a device status, never a value's quality."""
 Status = Literal["online", "stale"]
 
 PV_KEYS = ("pv_w", "pv_limit_w", "wmax_w", "rating_w", "energy_wh", "operating_state", "alarms")
