@@ -5,9 +5,9 @@ simulated fleet behaves: seed, speed, device variants, faults) and the controlle
 (``dispatch``, ``market``, ``grid``, ``api``, ``storage``). Every model forbids unknown keys, so a
 typo is an error that names its path, never a silently ignored setting.
 
-Units and signs follow DESIGN.md "Definitions": SI inside (W, Wh, s), SoC as a fraction 0..1,
+Units and signs follow docs/definitions.md "Units" and "Signs": SI inside (W, Wh, s), SoC as a fraction 0..1,
 names carry the unit where it is not SI (``kwp``, ``capacity_kwh``, ``annual_kwh``,
-``*_eur_per_kwh``, ``*_deg``). Timestamps must carry a UTC offset.
+``*_eur_per_kwh``, ``*_deg``). Timestamps must carry a UTC offset (docs/definitions.md "Time").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The physics of one site on the sim clock: PV inverters, batteries and the meter between them.
 
-Signs (DESIGN.md "Definitions"): ``pv_w ≥ 0``; ``battery_w > 0`` discharges, ``< 0`` charges;
+Signs (docs/definitions.md "Signs"): ``pv_w ≥ 0``; ``battery_w > 0`` discharges, ``< 0`` charges;
 ``grid_w = load_w − pv_w − battery_w``, ``> 0`` import, ``< 0`` export. Energy in Wh, power in W,
 time in Unix seconds, SoC a fraction 0..1.
 
@@ -346,7 +346,8 @@ class SiteSim:
             self.export_wh += max(0.0, -self.grid_w) * dt_h
 
     def _limit_export(self, load_w: float, battery_w: float) -> None:
-        """Installer-configured inverters hold export at the site's legal cap (DESIGN.md)."""
+        """Installer-configured inverters hold export at the site's legal cap (docs/definitions.md "Revert timers
+        and safe defaults")."""
         limited = [u for u in self.pv if u.installer_mode() and u.export_cap_w is not None]
         if not limited:
             return

@@ -1,6 +1,6 @@
 """Seeded weather and load noise as pure functions of (seed, site, time).
 
-DESIGN.md "Randomness": weather and load noise never come from a random generator that is
+docs/definitions.md "Randomness": weather and load noise never come from a random generator that is
 advanced tick by tick; they are hashes of (seed, stream, knot index), smoothly interpolated
 between knots. Any caller — the simulator at any step size, a replay, the optimizer's
 perfect-foresight strategy — therefore sees exactly the same day.
