@@ -30,6 +30,7 @@ import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
@@ -163,7 +164,9 @@ class FleetHost:
                 ]
                 port.backend = ModbusTcpServer(sim_devices, address=("127.0.0.1", 0))
                 await port.backend.serve_forever(background=True)
-                backend_port = port.backend.transport.sockets[0].getsockname()[1]
+                server = port.backend.transport
+                assert isinstance(server, asyncio.Server)  # a listening server's transport is its asyncio.Server
+                backend_port = server.sockets[0].getsockname()[1]
                 port.proxy = FaultProxy(
                     port.host, 0 if self.auto_ports else port.port, backend_port, self._action_for(port)
                 )
@@ -338,7 +341,8 @@ class FleetHost:
             if set_values is not None and mode == "ignore_writes":
                 # pymodbus stores set_values after the hook: store what is there, i.e. change nothing.
                 first = address - start_addr
-                set_values[:] = registers[first : first + len(set_values)]
+                # Register writes (FC 6/16; the devices serve no coils): the values are ints.
+                cast("list[int]", set_values)[:] = registers[first : first + len(set_values)]
                 return None
             if set_values is not None:
                 return device.write(address, [int(v) for v in set_values], self.clock.now())

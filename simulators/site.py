@@ -271,7 +271,7 @@ class SiteSim:
             for dev_id in bat_ids:
                 share = 1.0 / len(bat_ids)
                 cycles_wh = b.capacity_kwh * share * 250_000.0
-                unit = BatteryUnit(
+                battery = BatteryUnit(
                     dev_id,
                     _cell(b, share),
                     b.max_charge_w * share,
@@ -281,7 +281,7 @@ class SiteSim:
                     seeded_counter_wh(sim.seed, dev_id + "/in", cycles_wh),
                     seeded_counter_wh(sim.seed, dev_id + "/out", cycles_wh * 0.9),
                 )
-                self.batteries.append(unit)
+                self.batteries.append(battery)
         annual_wh = site.load.annual_kwh * 1000.0
         self.import_wh = seeded_counter_wh(sim.seed, site.id + "/import", annual_wh * 0.6)
         self.export_wh = seeded_counter_wh(sim.seed, site.id + "/export", site.pv.kwp * 500_000.0)
@@ -351,7 +351,7 @@ class SiteSim:
         limited = [u for u in self.pv if u.installer_mode() and u.export_cap_w is not None]
         if not limited:
             return
-        cap_w = limited[0].export_cap_w
+        cap_w = min(u.export_cap_w for u in limited if u.export_cap_w is not None)  # the site's cap, on each
         pv_w = sum(u.pv_w for u in self.pv)
         excess = pv_w + battery_w - load_w - cap_w
         own = sum(u.pv_w for u in limited)
