@@ -195,17 +195,18 @@ def decode(
         if v is None or sf is None or isinstance(v, str):
             out[step.name] = v
             continue
+        e: int | float | str | None
         if isinstance(sf, PointDef):
             if start + sf.offset >= n:
                 out[step.name] = None
                 continue
             e = raw_value(regs, sf, start)
-            if e is None or not -10 <= e <= 10:  # type: ignore[operator]
-                out[step.name] = None
-                continue
         else:
             e = sf
-        out[step.name] = v * 10.0**e if e else v  # type: ignore[operator]
+        if not isinstance(e, int) or not -10 <= e <= 10:  # a scale factor not implemented (or absurd)
+            out[step.name] = None
+            continue
+        out[step.name] = v * 10.0**e if e else v
     return out
 
 
