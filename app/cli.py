@@ -38,11 +38,15 @@ def load_or_exit(path: Path) -> FleetConfig:
 def check_config(file: Annotated[Path, typer.Argument(help="fleet YAML file")]) -> None:
     """Validate a fleet file, and the vendor profiles it names, listing every error with its path."""
     from sparcs.config.register_map import ProfileError, load_register_map
+    from sparcs.drivers.device import check_protocol
 
     cfg = load_or_exit(file)
     problems = []
     for i, site in enumerate(cfg.sites):
         for j, dev in enumerate(site.devices):
+            unknown = check_protocol(dev.protocol, f"sites[{i}:{site.id}].devices[{j}:{dev.id}].protocol")
+            if unknown is not None:
+                problems.append(f"{file}: {unknown}")
             if dev.profile is not None:
                 try:
                     load_register_map(dev.profile)

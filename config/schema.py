@@ -5,9 +5,9 @@ simulated fleet behaves: seed, speed, device variants, faults) and the controlle
 (``dispatch``, ``market``, ``grid``, ``api``, ``storage``). Every model forbids unknown keys, so a
 typo is an error that names its path, never a silently ignored setting.
 
-Units and signs follow DESIGN.md "Definitions": SI inside (W, Wh, s), SoC as a fraction 0..1,
+Units and signs follow docs/definitions.md "Units" and "Signs": SI inside (W, Wh, s), SoC as a fraction 0..1,
 names carry the unit where it is not SI (``kwp``, ``capacity_kwh``, ``annual_kwh``,
-``*_eur_per_kwh``, ``*_deg``). Timestamps must carry a UTC offset.
+``*_eur_per_kwh``, ``*_deg``). Timestamps must carry a UTC offset (docs/definitions.md "Time").
 """
 
 from __future__ import annotations
@@ -140,14 +140,21 @@ class Tariff(Strict):
 
 
 class DeviceConfig(Strict):
-    """One Modbus TCP device of a site."""
+    """One device of a site: its endpoint, unit id and the protocol that reads and writes it.
+
+    The config does not know the protocols: the drivers' registry checks ``protocol`` where it
+    builds the devices (the poller, ``sparcs check-config``)."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     kind: DeviceKind
     host: str = "127.0.0.1"
     port: int = Field(ge=1, le=65535)
     unit: int = Field(default=1, ge=1, le=247)
-    protocol: Literal["sunspec", "profile"] = "sunspec"
+    protocol: str = Field(
+        default="sunspec",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="a registered device protocol: sunspec, profile, or one a plug-in registers (docs/devices.md)",
+    )
     profile: str | None = Field(default=None, description="name of a register map in config/profiles/")
     control: bool = Field(default=True, description="false = monitor only: read, never write")
     invert_sign: bool = Field(default=False, description="the device reports power with the opposite sign")

@@ -10,15 +10,15 @@ failed polls. A value that could not be read is missing, never the previous one 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sparcs.config.schema import DeviceConfig, DispatchConfig, SiteConfig
+from sparcs.drivers.device import Device, build_device
 from sparcs.drivers.errors import DeviceError, DeviceUnreachableError
 from sparcs.drivers.link import Link, raise_open_file_limit
-from sparcs.drivers.profile_device import ProfileDevice
-from sparcs.drivers.sunspec_device import SunSpecDevice
 from sparcs.drivers.telemetry import Bounds, CounterWatch, Telemetry, judge, mark_frozen, missing_values
 
 log = logging.getLogger(__name__)
@@ -33,11 +33,11 @@ STAGGER_S_PER_LINK = 0.005
 
 @dataclass
 class DeviceState:
-    """What the poller keeps per device between polls."""
+    """What the poller keeps per device between polls; ``driver`` is the device, whatever its protocol."""
 
     site: SiteConfig
     cfg: DeviceConfig
-    driver: SunSpecDevice | ProfileDevice
+    driver: Device
     bounds: Bounds
     failed_polls: int = 0  # consecutive polls without data (attempted or skipped)
     attempt_failures: int = 0  # consecutive attempts that failed: the back-off exponent
@@ -71,20 +71,23 @@ class FleetPoller:
         self.devices: dict[str, DeviceState] = {}
         self._by_link: dict[tuple[str, int], list[DeviceState]] = {}
         for site, dev in devices:
-            link = self.links.setdefault(dev.endpoint, Link(dev.host, dev.port, settings.modbus_timeout_s))
-            driver: SunSpecDevice | ProfileDevice
-            if dev.protocol == "profile":
-                assert dev.profile is not None  # the schema requires it
-                driver = ProfileDevice.from_name(link, dev.unit, dev.kind, dev.profile, dev.invert_sign)
-            else:
-                driver = SunSpecDevice(link, dev.unit, dev.kind, dev.invert_sign)
+            field = f"sites[{site.id}].devices[{dev.id}].protocol"
+            driver = build_device(dev, functools.partial(self._link, dev), field)
             state = DeviceState(site, dev, driver, _bounds(site))
             self.devices[dev.id] = state
             self._by_link.setdefault(dev.endpoint, []).append(state)
         self._sem = asyncio.Semaphore(settings.max_concurrency)
         self._started = False
 
+    def _link(self, dev: DeviceConfig) -> Link:
+        """The one connection of ``dev``'s endpoint, shared by the unit ids behind it."""
+        link = self.links.get(dev.endpoint)
+        if link is None:
+            link = self.links[dev.endpoint] = Link(dev.host, dev.port, self.settings.modbus_timeout_s)
+        return link
+
     def state(self, device_id: str) -> DeviceState:
+        """The device ``device_id`` with its config, site and latest telemetry; KeyError names an unknown id."""
         try:
             return self.devices[device_id]
         except KeyError:
@@ -142,13 +145,8 @@ class FleetPoller:
             values=values,
             last_good_at=t,
             error=None,
-            models=self._model_ids(s),
+            models=s.driver.model_ids(),
         )
-
-    @staticmethod
-    def _model_ids(s: DeviceState) -> list[int]:
-        d = s.driver
-        return d.map.ids if isinstance(d, SunSpecDevice) and d.map is not None else []
 
     async def _read_with_retry(self, s: DeviceState) -> dict[str, float | None]:
         """One poll with at most one retry, and only after a lost connection (a restart, an idle drop).
@@ -169,7 +167,7 @@ class FleetPoller:
             backoff = self.settings.poll_interval_s * (2 ** (s.attempt_failures - 1) - 0.5)
             s.next_attempt_at = now + min(backoff, MAX_BACKOFF_S)
         stale = s.failed_polls >= self.settings.stale_after_polls
-        if stale and isinstance(s.driver, SunSpecDevice):
+        if stale:
             s.driver.forget()  # it may come back changed (restart, firmware update): discover again
         s.watches.clear()
         s.telemetry = Telemetry(
@@ -181,7 +179,7 @@ class FleetPoller:
             values=missing_values(s.cfg.kind),
             last_good_at=s.last_good_at,
             error=error,
-            models=self._model_ids(s),
+            models=s.driver.model_ids(),
         )
 
     async def close(self) -> None:

@@ -1,10 +1,23 @@
-"""A device read through a vendor register map (config/profiles/) instead of SunSpec."""
+"""A device read and written through a vendor register map (config/profiles/) instead of SunSpec.
+
+Writes (docs/definitions.md "Revert timers and safe defaults"): a limit writes the profile's
+``revert_timer_s`` first when it has one, then ``pv_limit_w`` (else ``pv_limit_pct`` of WMax) or
+``battery_setpoint_w``; a release writes the profile's release steps. The read-back is the
+profile's own ``read_all``: its requests cover every register it declares, so they check every
+written one and report the setpoint in force.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from sparcs.config.schema import DeviceConfig
+from sparcs.drivers.device import UNKNOWN, InForce, LinkFor, RegisterWrite, SetpointKind, WritePlan
+from sparcs.drivers.device import pv_limit_in_telemetry as _pv_limit_in_telemetry
+from sparcs.drivers.errors import DeviceError
 from sparcs.drivers.link import Link
 from sparcs.drivers.profiles import Profile, ProfileError, load_profile
-from sparcs.drivers.telemetry import KEYS_BY_KIND
+from sparcs.drivers.telemetry import KEYS_BY_KIND, Reading
 
 
 class ProfileDevice:
@@ -24,18 +37,31 @@ class ProfileDevice:
     def from_name(cls, link: Link, unit: int, kind: str, name: str, invert_sign: bool = False) -> ProfileDevice:
         return cls(link, unit, kind, load_profile(name), invert_sign)
 
+    @classmethod
+    def from_config(cls, cfg: DeviceConfig, link_for: LinkFor) -> ProfileDevice:
+        """The registry's factory (protocol ``profile``); ProfileError when the profile cannot be used."""
+        assert cfg.profile is not None  # the schema requires it
+        return cls.from_name(link_for(), cfg.unit, cfg.kind, cfg.profile, cfg.invert_sign)
+
     async def read_all(self) -> dict[str, float | None]:
         """Every register of the profile in SI, by key."""
+        values, _ = await self._read_all()
+        return values
+
+    async def _read_all(self) -> tuple[dict[str, float | None], dict[int, int]]:
+        """Every register of the profile in SI, by key, and the raw holding registers read, by address."""
         out: dict[str, float | None] = {}
+        seen: dict[int, int] = {}
         for table, addr, count, keys in self.blocks:
             if table == "holding":
                 regs = await self.link.read_holding(self.unit, addr, count)
+                seen.update(enumerate(regs, start=addr))
             else:
                 regs = await self.link.read_input(self.unit, addr, count)
             for key in keys:
                 off = self.profile.registers[key].address - addr
                 out[key] = self.profile.decode(key, regs[off:])
-        return out
+        return out, seen
 
     async def poll(self) -> dict[str, float | None]:
         """The raw SI telemetry values (before quality)."""
@@ -43,8 +69,9 @@ class ProfileDevice:
         raw = {k: values.get(k) for k in KEYS_BY_KIND[self.kind]}
         if self.invert_sign:
             for k in ("battery_w", "grid_w", "pv_w"):
-                if raw.get(k) is not None:
-                    raw[k] = -raw[k]  # type: ignore[operator]
+                v = raw.get(k)
+                if v is not None:
+                    raw[k] = -v
         if self.kind == "pv_inverter":
             if raw.get("wmax_w") is None:
                 raw["wmax_w"] = raw.get("rating_w")
@@ -53,7 +80,7 @@ class ProfileDevice:
         return raw
 
     @staticmethod
-    def limit_in_force_w(values: dict[str, float | None]) -> float | None:
+    def limit_in_force_w(values: Mapping[str, float | None]) -> float | None:
         """The PV limit in force in W from the profile's values (None when released or unknown)."""
         base = values.get("wmax_w") or values.get("rating_w")
         w = values.get("pv_limit_w")
@@ -63,3 +90,74 @@ class ProfileDevice:
         if pct is None or base is None or pct >= 100.0:
             return None
         return pct / 100.0 * base
+
+    # --- the Device interface beyond polling ----------------------------------------------------
+
+    def forget(self) -> None:
+        """Nothing to forget: the register map is fixed by the profile."""
+
+    def model_ids(self) -> list[int]:
+        return []
+
+    def pv_base_w(self, latest: Mapping[str, Reading]) -> float | None:
+        """WMax as polled (the profile's ``wmax_w``, else its rating)."""
+        r = latest.get("wmax_w")
+        return r.value if r is not None else None
+
+    def in_force(self, kind: SetpointKind, latest: Mapping[str, Reading]) -> InForce:
+        """PV: the polled limit in the telemetry; a battery setpoint is not part of the telemetry."""
+        return _pv_limit_in_telemetry(latest) if kind == "pv" else UNKNOWN
+
+    async def pv_limit_writes(self, target_w: float | None, wmax_w: float, revert_s: int) -> WritePlan:
+        p = self.profile
+        writes: list[RegisterWrite] = []
+        if target_w is None:
+            writes += [self._raw_write(step.key, step.value) for step in p.pv_limit_release]
+        else:
+            if "revert_timer_s" in p.registers:
+                writes.append(self._write("revert_timer_s", float(revert_s)))
+            if "pv_limit_w" in p.registers:
+                writes.append(self._write("pv_limit_w", target_w))
+            elif "pv_limit_pct" in p.registers:
+                writes.append(self._write("pv_limit_pct", target_w / wmax_w * 100.0))
+            else:
+                raise DeviceError(f"profile '{p.name}' has no pv_limit_w or pv_limit_pct register")
+
+        async def readback() -> tuple[dict[int, int], float | None]:
+            values, seen = await self._read_all()
+            base: dict[str, float | None] = {"wmax_w": wmax_w}
+            return seen, self.limit_in_force_w(base | values)
+
+        return WritePlan(tuple(writes), readback)
+
+    async def battery_writes(self, target_w: float | None, revert_s: int) -> WritePlan:
+        p = self.profile
+        writes: list[RegisterWrite] = []
+        if target_w is None:
+            writes += [self._raw_write(step.key, step.value) for step in p.battery_release]
+        else:
+            if "battery_setpoint_w" not in p.registers:
+                raise DeviceError(f"profile '{p.name}' has no battery_setpoint_w register")
+            if "revert_timer_s" in p.registers:
+                writes.append(self._write("revert_timer_s", float(revert_s)))
+            writes.append(self._write("battery_setpoint_w", target_w))
+
+        async def readback() -> tuple[dict[int, int], float | None]:
+            values, seen = await self._read_all()
+            return seen, values.get("battery_setpoint_w")
+
+        return WritePlan(tuple(writes), readback)
+
+    async def write(self, addr: int, values: list[int]) -> None:
+        await self.link.write(self.unit, addr, values)
+
+    async def read(self, addr: int, count: int) -> list[int]:
+        return await self.link.read_holding(self.unit, addr, count)
+
+    def _write(self, key: str, value_si: float) -> RegisterWrite:
+        enc = tuple(self.profile.encode(key, value_si))
+        return RegisterWrite(self.profile.registers[key].address, enc, tuple(range(len(enc))))
+
+    def _raw_write(self, key: str, raw: int) -> RegisterWrite:
+        enc = tuple(self.profile.encode_raw(key, raw))
+        return RegisterWrite(self.profile.registers[key].address, enc, tuple(range(len(enc))))

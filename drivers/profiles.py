@@ -12,34 +12,16 @@ import struct
 from pathlib import Path
 
 from sparcs.config.register_map import (
-    CONTROL_KEYS,
     KEY_UNITS,
     PROFILE_DIR,
-    SIZES,
     UNIT_TO_SI,
     ProfileError,
-    Register,
     RegisterMap,
-    RegType,
-    WriteStep,
     load_register_map,
     load_register_map_file,
 )
 
-__all__ = [
-    "CONTROL_KEYS",
-    "KEY_UNITS",
-    "PROFILE_DIR",
-    "SIZES",
-    "UNIT_TO_SI",
-    "Profile",
-    "ProfileError",
-    "RegType",
-    "Register",
-    "WriteStep",
-    "load_profile",
-    "load_profile_file",
-]
+__all__ = ["KEY_UNITS", "PROFILE_DIR", "Profile", "ProfileError", "load_profile", "load_profile_file"]
 
 
 class Profile(RegisterMap):

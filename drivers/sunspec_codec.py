@@ -32,6 +32,17 @@ _UNIMPL_64 = {"int64": 0x8000000000000000, "uint64": 0xFFFFFFFFFFFFFFFF}
 _ACC = {"acc16": 1, "acc32": 2, "acc64": 4}
 
 
+Value = float | int | str | None
+"""A decoded point: a number (scaled), a string, or None (not implemented, or not reached)."""
+Models = dict[int, dict[str, Value]]
+"""Decoded points by model id, then by point name."""
+
+
+def number(v: Value) -> float | None:
+    """A decoded point as a number, None when it is not one (not implemented, or a string)."""
+    return float(v) if isinstance(v, int | float) else None
+
+
 class ModelUnknownError(KeyError):
     """pysunspec2 has no definition for this model id."""
 
@@ -184,17 +195,18 @@ def decode(
         if v is None or sf is None or isinstance(v, str):
             out[step.name] = v
             continue
+        e: int | float | str | None
         if isinstance(sf, PointDef):
             if start + sf.offset >= n:
                 out[step.name] = None
                 continue
             e = raw_value(regs, sf, start)
-            if e is None or not -10 <= e <= 10:  # type: ignore[operator]
-                out[step.name] = None
-                continue
         else:
             e = sf
-        out[step.name] = v * 10.0**e if e else v  # type: ignore[operator]
+        if not isinstance(e, int) or not -10 <= e <= 10:  # a scale factor not implemented (or absurd)
+            out[step.name] = None
+            continue
+        out[step.name] = v * 10.0**e if e else v
     return out
 
 
@@ -209,10 +221,3 @@ def encode_point(p: PointDef, raw: int) -> list[int]:
         raise ValueError(f"point {p.name}: {raw} does not fit {p.type}")
     u = raw & ((1 << bits) - 1)
     return [(u >> (16 * (p.size - 1 - k))) & 0xFFFF for k in range(p.size)]
-
-
-def encode_float_point(p: PointDef, value: float) -> list[int]:
-    """Registers for a float32 point."""
-    if p.type != "float32":
-        raise ValueError(f"point {p.name} is {p.type}, not float32")
-    return list(struct.unpack(">HH", struct.pack(">f", value)))

@@ -1,20 +1,28 @@
-"""A SunSpec device on a link: discovery once, then one request per polled model."""
+"""A SunSpec device on a link: discovery once, then one request per polled model; writes on its control models."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from sparcs.config.schema import DeviceConfig
+from sparcs.drivers import sunspec_control
+from sparcs.drivers.device import UNKNOWN, InForce, LinkFor, SetpointKind, WritePlan, pv_limit_in_telemetry
 from sparcs.drivers.discovery import SunSpecMap, discover, read_model
 from sparcs.drivers.errors import DeviceError
 from sparcs.drivers.link import Link
-from sparcs.drivers.sunspec_map import PollPlan, decode_models, poll_plan, to_raw_si
+from sparcs.drivers.sunspec_codec import Models
+from sparcs.drivers.sunspec_map import PollPlan, decode_models, poll_plan, to_raw_si, wmax_of
+from sparcs.drivers.telemetry import Reading
 
 STATIC_EVERY_POLLS = 60  # nameplate and settings (WMax) change rarely; re-read them this often
 
 
 class SunSpecDevice:
-    """Reads one SunSpec device; keeps the discovered layout and the latest decoded models.
+    """Reads and writes one SunSpec device; keeps the discovered layout and the latest decoded models.
 
     ``models`` holds the latest decoded points per model id (static and dynamic), and ``blocks``
-    the raw registers of the models read in the latest poll: the writer builds its writes on them.
+    the raw registers of the models read in the latest poll: writes are built on them
+    (:mod:`drivers.sunspec_control`).
     """
 
     protocol = "sunspec"
@@ -23,9 +31,14 @@ class SunSpecDevice:
         self.link, self.unit, self.kind, self.invert_sign = link, unit, kind, invert_sign
         self.map: SunSpecMap | None = None
         self.plan: PollPlan | None = None
-        self.models: dict[int, dict] = {}
+        self.models: Models = {}
         self.blocks: dict[int, list[int]] = {}
         self._polls_since_static = 0
+
+    @classmethod
+    def from_config(cls, cfg: DeviceConfig, link_for: LinkFor) -> SunSpecDevice:
+        """The registry's factory (protocol ``sunspec``)."""
+        return cls(link_for(), cfg.unit, cfg.kind, cfg.invert_sign)
 
     def forget(self) -> None:
         """Drop the discovered layout: the next poll discovers again (after a restart or a layout change)."""
@@ -62,3 +75,33 @@ class SunSpecDevice:
         self.blocks = blocks
         self.models.update(decode_models(blocks))
         return to_raw_si(self.kind, self.models, self.invert_sign)
+
+    # --- the Device interface beyond polling ----------------------------------------------------
+
+    def model_ids(self) -> list[int]:
+        return self.map.ids if self.map is not None else []
+
+    def pv_base_w(self, latest: Mapping[str, Reading]) -> float | None:
+        """WMax from the models read (121 WMax, else 702 WMax, else the rating)."""
+        return wmax_of(self.models)
+
+    def in_force(self, kind: SetpointKind, latest: Mapping[str, Reading]) -> InForce:
+        """PV: the polled limit in the telemetry. Battery: decoded from the latest poll's 124 (a 704
+        battery polls 701 + 713, so its setpoint is not seen)."""
+        if kind == "pv":
+            return pv_limit_in_telemetry(latest)
+        if 124 in self.blocks:
+            return sunspec_control.battery_from_control(124, self.blocks[124], self.models)
+        return UNKNOWN
+
+    async def pv_limit_writes(self, target_w: float | None, wmax_w: float, revert_s: int) -> WritePlan:
+        return await sunspec_control.pv_limit_plan(self, target_w, wmax_w, revert_s)
+
+    async def battery_writes(self, target_w: float | None, revert_s: int) -> WritePlan:
+        return await sunspec_control.battery_plan(self, target_w, revert_s)
+
+    async def write(self, addr: int, values: list[int]) -> None:
+        await self.link.write(self.unit, addr, values)
+
+    async def read(self, addr: int, count: int) -> list[int]:
+        return await self.link.read_holding(self.unit, addr, count)

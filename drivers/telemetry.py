@@ -1,10 +1,10 @@
 """The one telemetry shape every device maps onto, and the quality rules that judge its values.
 
-Signs and units follow DESIGN.md "Definitions": SI (W, Wh, s), SoC a fraction 0..1,
-``grid_w`` > 0 import / < 0 export at the meter, ``battery_w`` > 0 discharge / < 0 charge,
-``pv_w`` ≥ 0. Every value carries its quality: ``good``; ``missing`` (not read, or a
-not-implemented sentinel: never the last reading reused); ``bad`` (outside physical bounds, or
-energy counters flat while power flows, i.e. frozen).
+Signs and units follow docs/definitions.md "Signs" and "Units": SI (W, Wh, s), SoC a fraction
+0..1, ``grid_w`` > 0 import / < 0 export at the meter, ``battery_w`` > 0 discharge / < 0 charge,
+``pv_w`` ≥ 0. Every value carries its quality (docs/definitions.md "Quality"): ``good``;
+``missing`` (not read, or a not-implemented sentinel: never the last reading reused); ``bad``
+(outside physical bounds, or energy counters flat while power flows, i.e. frozen).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-Quality = Literal["good", "stale", "bad", "missing"]
+Quality = Literal["good", "missing", "bad"]
+"""Per value (docs/definitions.md "Quality"); ``stale`` is a device status, never a value's quality."""
 Status = Literal["online", "stale"]
 
 PV_KEYS = ("pv_w", "pv_limit_w", "wmax_w", "rating_w", "energy_wh", "operating_state", "alarms")

@@ -1,12 +1,12 @@
 """SunSpec register faces of the simulated devices: what a client reads and may write.
 
-A :class:`SunSpecDevice` owns one register image (:mod:`simulators.registers`) and maps it onto
+A :class:`SunSpecSimDevice` owns one register image (:mod:`simulators.registers`) and maps it onto
 the site physics (:mod:`simulators.site`):
 
-- on a read, :meth:`SunSpecDevice.render` publishes live values (scaled with the device's fixed
+- on a read, :meth:`SunSpecSimDevice.render` publishes live values (scaled with the device's fixed
   scale factors) unless they are current already; value faults change what is published
   (``frozen``: nothing, ``sentinel``: not-implemented values, ``garbage``: out-of-range values);
-- on a write, :meth:`SunSpecDevice.write` accepts only whole writable points whose decoded value
+- on a write, :meth:`SunSpecSimDevice.write` accepts only whole writable points whose decoded value
   lies in the point's range; otherwise it refuses the whole request and changes nothing
   (exception 2 for a register that is not a writable point, 3 for a value out of range).
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TypedDict
 
 from pymodbus.constants import ExcCodes
 from pymodbus.simulator import DataType, SimData
@@ -59,6 +60,14 @@ def pick_sf(max_abs: float, limit: int = 32767, lowest: int = 0) -> int:
     return sf
 
 
+class _Range(TypedDict, total=False):
+    """The accepted range of a writable point (keyword arguments of :class:`Writable`)."""
+
+    lo: float
+    hi: float
+    integer: bool
+
+
 @dataclass(frozen=True)
 class Writable:
     """A writable point: the controls attribute it sets and its accepted range (after scaling)."""
@@ -69,7 +78,7 @@ class Writable:
     integer: bool = False
 
 
-class SunSpecDevice(ABC):
+class SunSpecSimDevice(ABC):
     """One simulated SunSpec device (unit id) of a site; subclasses fill in the kind's points."""
 
     kind = ""
@@ -101,7 +110,7 @@ class SunSpecDevice(ABC):
         raise NotImplementedError
 
     @abstractmethod
-    def _live(self) -> list[tuple[int, str, float | int | None]]:
+    def _live(self) -> list[tuple[int, str, float | int | str | None]]:
         """Measurements ``(model, point, SI value)``; faults replace these."""
         raise NotImplementedError
 
@@ -172,7 +181,7 @@ class SunSpecDevice(ABC):
             if slot is None:
                 continue
             p, start, scale, lo, hi = slot
-            if fault_mode is None and scale is not None and value is not None:
+            if fault_mode is None and scale is not None and isinstance(value, int | float):
                 # Fast path for one-register integers (most points): scale, clamp, two's complement.
                 raw = min(max(round(value * scale), lo), hi)
                 regs[start] = raw + 0x10000 if raw < 0 else raw
@@ -239,7 +248,7 @@ def _phase_amps(power_w: float, phases: int) -> float:
     return abs(power_w) / (phases * VOLTS)
 
 
-class InverterFace(SunSpecDevice, ABC):
+class InverterFace(SunSpecSimDevice, ABC):
     """The measurement points shared by PV and battery inverters (103/113 or 701)."""
 
     def _inverter_sfs(self, max_w: float) -> None:
@@ -314,10 +323,10 @@ class InverterFace(SunSpecDevice, ABC):
 
     def _ac(
         self, power_w: float, energy_out_wh: float, energy_in_wh: float, state: int, der_state: int, on: bool
-    ) -> list[tuple[int, str, float | int | None]]:
+    ) -> list[tuple[int, str, float | int | str | None]]:
         phases = self.phases
         amps = _phase_amps(power_w, phases)
-        out: list[tuple[int, str, float | int | None]] = []
+        out: list[tuple[int, str, float | int | str | None]] = []
         for mid in INVERTER_MODELS:
             if not self.has(mid, "W"):
                 continue
@@ -385,9 +394,9 @@ class PvInverterDevice(InverterFace):
                 (704, "WMaxLimPct_SF"): -1,
             }
         )
-        pct = dict(lo=0.0, hi=100.0)
-        tms16 = dict(lo=0.0, hi=65534.0, integer=True)
-        flag = dict(lo=0.0, hi=1.0, integer=True)
+        pct = _Range(lo=0.0, hi=100.0)
+        tms16 = _Range(lo=0.0, hi=65534.0, integer=True)
+        flag = _Range(lo=0.0, hi=1.0, integer=True)
         if self.variant.models == "der":
             self.writable = {
                 (702, "WMax"): Writable("wmax_w", 0.0, rating),
@@ -415,7 +424,7 @@ class PvInverterDevice(InverterFace):
     def _unit(self) -> PvUnit:
         return self.pv
 
-    def _live(self) -> list[tuple[int, str, float | int | None]]:
+    def _live(self) -> list[tuple[int, str, float | int | str | None]]:
         u = self.pv
         on = bool(u.controls.conn)
         throttled = u.pv_w < u.available_w - 1.0
@@ -487,7 +496,7 @@ class BatteryDevice(InverterFace):
                 (704, "WSetPct_SF"): -1,
             }
         )
-        flag = dict(lo=0.0, hi=1.0, integer=True)
+        flag = _Range(lo=0.0, hi=1.0, integer=True)
         if self.variant.models == "der":
             self.writable = {
                 (704, "WSetEna"): Writable("wset_ena", **flag),
@@ -537,7 +546,7 @@ class BatteryDevice(InverterFace):
             return 2
         return 6
 
-    def _live(self) -> list[tuple[int, str, float | int | None]]:
+    def _live(self) -> list[tuple[int, str, float | int | str | None]]:
         b = self.bat
         active = abs(b.battery_w) > 1.0
         out = self._ac(b.battery_w, b.discharged_wh, b.charged_wh, 4 if active else 8, 3 if active else 7, True)
@@ -558,7 +567,7 @@ class BatteryDevice(InverterFace):
         return battery_truth(self.bat, self.site.t)
 
 
-class MeterDevice(SunSpecDevice):
+class MeterDevice(SunSpecSimDevice):
     """The site meter at the grid connection point (model 201–204): W > 0 import, < 0 export."""
 
     kind = "meter"
@@ -580,14 +589,14 @@ class MeterDevice(SunSpecDevice):
             }
         )
 
-    def _live(self) -> list[tuple[int, str, float | int | None]]:
+    def _live(self) -> list[tuple[int, str, float | int | str | None]]:
         s = self.site
         m = self.variant.meter_model
         phases = METER_PHASES[m]
         w = s.grid_w
         amps = _phase_amps(w, phases)
         line_v = {1: VOLTS, 2: 2 * VOLTS, 3: VOLTS * 3**0.5}[phases]
-        out: list[tuple[int, str, float | int | None]] = [
+        out: list[tuple[int, str, float | int | str | None]] = [
             (m, "A", amps * phases),
             (m, "PhV", VOLTS),
             (m, "PPV", line_v),
@@ -664,13 +673,13 @@ def meter_truth(s: SiteSim) -> dict[str, float | None]:
     }
 
 
-DEVICE_CLASSES: dict[str, type[SunSpecDevice]] = {
+DEVICE_CLASSES: dict[str, type[SunSpecSimDevice]] = {
     "pv_inverter": PvInverterDevice,
     "battery": BatteryDevice,
     "meter": MeterDevice,
 }
 
 
-def make_device(dev: DeviceConfig, site: SiteSim, variant: DeviceVariant) -> SunSpecDevice:
+def make_device(dev: DeviceConfig, site: SiteSim, variant: DeviceVariant) -> SunSpecSimDevice:
     """The register face of ``dev`` on ``site`` as ``variant`` describes it."""
     return DEVICE_CLASSES[dev.kind](dev, site, variant)

@@ -3,7 +3,7 @@
 Each device gets its own loopback port, except devices of one site that share a port in the
 config: they sit behind one gateway port with distinct unit ids. Per port a pymodbus 3.16
 ``ModbusTcpServer`` (SimDevice/SimData API, one SimDevice per unit id, its ``action`` hook bound
-to a :class:`simulators.devices.SunSpecDevice`, or a :class:`simulators.profile_device.ProfileDevice`
+to a :class:`simulators.devices.SunSpecSimDevice`, or a :class:`simulators.profile_device.ProfileSimDevice`
 for ``protocol: profile``) listens on an internal port, and a :class:`simulators.proxy.FaultProxy`
 listens on the public one.
 
@@ -30,6 +30,7 @@ import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
@@ -38,14 +39,14 @@ from pymodbus.simulator import SimDevice
 from sparcs.config.register_map import PROFILE_DIR, RegisterMap, load_register_map
 from sparcs.config.schema import DeviceConfig, DeviceVariant, FaultSpec, FleetConfig, SimulationConfig
 from sparcs.simulators.clock import SimClock
-from sparcs.simulators.devices import SunSpecDevice, make_device
-from sparcs.simulators.profile_device import ProfileDevice
+from sparcs.simulators.devices import SunSpecSimDevice, make_device
+from sparcs.simulators.profile_device import ProfileSimDevice
 from sparcs.simulators.proxy import FORWARD, FaultProxy, FrameAction
 from sparcs.simulators.site import MAX_SUBSTEP_S, SiteSim
 
 log = logging.getLogger(__name__)
 VALUE_FAULTS = {"exception", "frozen", "sentinel", "garbage", "ignore_writes"}
-SimulatedDevice = SunSpecDevice | ProfileDevice
+SimulatedDevice = SunSpecSimDevice | ProfileSimDevice
 _EXC_CODES = {int(c) for c in ExcCodes}
 GATEWAY_NO_RESPONSE = 11
 
@@ -163,7 +164,9 @@ class FleetHost:
                 ]
                 port.backend = ModbusTcpServer(sim_devices, address=("127.0.0.1", 0))
                 await port.backend.serve_forever(background=True)
-                backend_port = port.backend.transport.sockets[0].getsockname()[1]
+                server = port.backend.transport
+                assert isinstance(server, asyncio.Server)  # a listening server's transport is its asyncio.Server
+                backend_port = server.sockets[0].getsockname()[1]
                 port.proxy = FaultProxy(
                     port.host, 0 if self.auto_ports else port.port, backend_port, self._action_for(port)
                 )
@@ -338,7 +341,8 @@ class FleetHost:
             if set_values is not None and mode == "ignore_writes":
                 # pymodbus stores set_values after the hook: store what is there, i.e. change nothing.
                 first = address - start_addr
-                set_values[:] = registers[first : first + len(set_values)]
+                # Register writes (FC 6/16; the devices serve no coils): the values are ints.
+                cast("list[int]", set_values)[:] = registers[first : first + len(set_values)]
                 return None
             if set_values is not None:
                 return device.write(address, [int(v) for v in set_values], self.clock.now())
@@ -372,4 +376,4 @@ def _make(
     assert dev.profile is not None  # the schema requires it
     if dev.profile not in maps:
         maps[dev.profile] = load_register_map(dev.profile, profile_dir)
-    return ProfileDevice(dev, site, maps[dev.profile])
+    return ProfileSimDevice(dev, site, maps[dev.profile])

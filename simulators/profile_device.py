@@ -62,7 +62,7 @@ def si_of(reg: Register, key: str, raw: float) -> float:
     return value / 100.0 if key == "soc" else value
 
 
-class ProfileDevice:
+class ProfileSimDevice:
     """One simulated device (unit id) answering with a vendor register map."""
 
     def __init__(self, dev: DeviceConfig, site: SiteSim, regmap: RegisterMap) -> None:
@@ -172,8 +172,8 @@ class ProfileDevice:
             }
         if self.bat is not None:
             b = self.bat
-            c = b.controls
-            setpoint: float | None = c.wset_w if c.wset_ena else self._released_si("battery_setpoint_w")
+            bc = b.controls
+            setpoint: float | None = bc.wset_w if bc.wset_ena else self._released_si("battery_setpoint_w")
             return {
                 "battery_w": b.battery_w,
                 "soc": b.soc,
@@ -182,7 +182,7 @@ class ProfileDevice:
                 "max_discharge_w": b.max_discharge_w,
                 "energy_wh": b.discharged_wh,  # AC energy out, as SunSpec's WH counts it
                 "battery_setpoint_w": setpoint,
-                "revert_timer_s": c.wset_rvrt_s,
+                "revert_timer_s": bc.wset_rvrt_s,
             }
         return {"grid_w": s.grid_w, "import_wh": s.import_wh, "export_wh": s.export_wh}
 
@@ -191,7 +191,8 @@ class ProfileDevice:
         reg = self.map.registers[key]
         for step in self.map.battery_release:
             if step.key == key:
-                return si_of(reg, key, decode(reg.type, words_of(step.value, reg.size)) or 0)
+                raw = decode(reg.type, words_of(step.value, reg.size))
+                return si_of(reg, key, float(raw) if isinstance(raw, int | float) else 0.0)
         return 0.0
 
     def registers_for(self, key: str, value_si: float | None, fault_mode: str | None = None) -> list[int] | None:

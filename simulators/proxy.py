@@ -1,7 +1,7 @@
 """A small asyncio Modbus TCP proxy in front of each endpoint: the timing faults live here.
 
 pymodbus answers under the latest request's transaction id once its SimDevice hook returns, so a
-hook must never sleep (DESIGN.md, Implementation notes). Timing faults therefore act on whole
+hook must never sleep. Timing faults therefore act on whole
 frames here, before the pymodbus server sees them:
 
 - ``offline`` / a rebooting device on its own port: the listening socket is closed and open

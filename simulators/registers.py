@@ -162,7 +162,7 @@ def words_of(value: int, n: int) -> list[int]:
 def encode(typ: str, size: int, value: float | int | str | None) -> list[int]:
     """Registers for one point; ``None`` gives the type's not-implemented value."""
     if typ == "string":
-        data = (value or "").encode("ascii", "replace")[: 2 * size].ljust(2 * size, b"\0")
+        data = str(value or "").encode("ascii", "replace")[: 2 * size].ljust(2 * size, b"\0")
         return list(struct.unpack(f">{size}H", data))
     if typ in _FLOAT:
         fmt, n, nan = _FLOAT[typ]

@@ -1,6 +1,6 @@
 """The physics of one site on the sim clock: PV inverters, batteries and the meter between them.
 
-Signs (DESIGN.md "Definitions"): ``pv_w ≥ 0``; ``battery_w > 0`` discharges, ``< 0`` charges;
+Signs (docs/definitions.md "Signs"): ``pv_w ≥ 0``; ``battery_w > 0`` discharges, ``< 0`` charges;
 ``grid_w = load_w − pv_w − battery_w``, ``> 0`` import, ``< 0`` export. Energy in Wh, power in W,
 time in Unix seconds, SoC a fraction 0..1.
 
@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.config.grid_rules import feed_in_cap_w, installer_ceiling_w
 from sparcs.config.schema import BatteryConfig, SimulationConfig, SiteConfig
 from sparcs.simulators.physics import BatteryCell, SiteSignals, battery_step, ramp_toward, site_signals
 from sparcs.simulators.weather import stream_key, uniform_at
@@ -252,7 +252,7 @@ class SiteSim:
         for dev_id in pv_ids:
             share = 1.0 / len(pv_ids)
             rating = site.pv.rating_w * share
-            installer = rating * site.pv.installer_limit_pct / 100.0
+            installer = installer_ceiling_w(site, rating)
             unit = PvUnit(
                 dev_id,
                 share,
@@ -271,7 +271,7 @@ class SiteSim:
             for dev_id in bat_ids:
                 share = 1.0 / len(bat_ids)
                 cycles_wh = b.capacity_kwh * share * 250_000.0
-                unit = BatteryUnit(
+                battery = BatteryUnit(
                     dev_id,
                     _cell(b, share),
                     b.max_charge_w * share,
@@ -281,7 +281,7 @@ class SiteSim:
                     seeded_counter_wh(sim.seed, dev_id + "/in", cycles_wh),
                     seeded_counter_wh(sim.seed, dev_id + "/out", cycles_wh * 0.9),
                 )
-                self.batteries.append(unit)
+                self.batteries.append(battery)
         annual_wh = site.load.annual_kwh * 1000.0
         self.import_wh = seeded_counter_wh(sim.seed, site.id + "/import", annual_wh * 0.6)
         self.export_wh = seeded_counter_wh(sim.seed, site.id + "/export", site.pv.kwp * 500_000.0)
@@ -346,11 +346,12 @@ class SiteSim:
             self.export_wh += max(0.0, -self.grid_w) * dt_h
 
     def _limit_export(self, load_w: float, battery_w: float) -> None:
-        """Installer-configured inverters hold export at the site's legal cap (DESIGN.md)."""
+        """Installer-configured inverters hold export at the site's legal cap (docs/definitions.md "Revert timers
+        and safe defaults")."""
         limited = [u for u in self.pv if u.installer_mode() and u.export_cap_w is not None]
         if not limited:
             return
-        cap_w = limited[0].export_cap_w
+        cap_w = min(u.export_cap_w for u in limited if u.export_cap_w is not None)  # the site's cap, on each
         pv_w = sum(u.pv_w for u in self.pv)
         excess = pv_w + battery_w - load_w - cap_w
         own = sum(u.pv_w for u in limited)

@@ -1,6 +1,6 @@
 """Seeded weather and load noise as pure functions of (seed, site, time).
 
-DESIGN.md "Randomness": weather and load noise never come from a random generator that is
+docs/definitions.md "Randomness": weather and load noise never come from a random generator that is
 advanced tick by tick; they are hashes of (seed, stream, knot index), smoothly interpolated
 between knots. Any caller — the simulator at any step size, a replay, the optimizer's
 perfect-foresight strategy — therefore sees exactly the same day.
@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 DAY_S = 86_400
 REGIONAL_PERIOD_S = 1200.0
@@ -45,7 +46,7 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> _U64(31))
 
 
-def uniform_at(key: int, index: np.ndarray) -> np.ndarray:
+def uniform_at(key: int, index: ArrayLike) -> np.ndarray:
     """Uniform numbers in [0, 1), one per integer ``index``, fixed by ``key``."""
     idx = np.asarray(index, dtype=np.int64).astype(_U64)
     with np.errstate(over="ignore"):

@@ -95,3 +95,28 @@ def test_check_config_names_an_unknown_vendor_profile_with_the_known_ones(tmp_pa
     (line,) = run.stderr.strip().splitlines()
     assert line.startswith(f"{bad}: sites[{site_i}:{site['id']}].devices[{dev_i}:{dev['id']}].profile: ")
     assert "profile 'sma_sunny_bo' not found" in line and "sma_sunny_boy" in line
+
+
+def test_check_config_names_an_unknown_protocol_with_the_known_ones(tmp_path: Path):
+    data = demo_data()
+    site = data["sites"][1]
+    site["devices"][0]["protocol"] = "sunspek"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    run = subprocess.run([sys.executable, "-m", "sparcs", "check-config", str(bad)], capture_output=True, text=True)
+    assert run.returncode == 2
+    (line,) = run.stderr.strip().splitlines()
+    dev_id = site["devices"][0]["id"]
+    assert line == (
+        f"{bad}: sites[1:{site['id']}].devices[0:{dev_id}].protocol: unknown protocol 'sunspek'; "
+        "known protocols: profile, sunspec"
+    )
+
+
+def test_the_schema_leaves_protocol_names_to_the_drivers_registry():
+    data = demo_data()
+    data["sites"][0]["devices"][0]["protocol"] = "mqtt-edge"
+    assert validate_config(data).sites[0].devices[0].protocol == "mqtt-edge"
+    data["sites"][0]["devices"][0]["protocol"] = "no spaces"
+    (line,) = errors_of(data)
+    assert line.startswith(f"sites[0:{data['sites'][0]['id']}].devices[0:") and ".protocol: String should match" in line
