@@ -8,7 +8,7 @@ restart are cleared when their condition ends.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -26,8 +26,10 @@ FOLLOWED_PREFIXES = ("device:", "write:")
 class Alarms:
     """The open condition alarms of one controller, mirrored in the store."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, on_store_error: Callable[[str], None] = lambda what: None):
+        """``on_store_error`` is told of every alarm change the store did not take."""
         self.store = store
+        self._store_error = on_store_error
         self.open = {a["source"] for a in store.alarms(active_only=True) if a["source"].startswith(FOLLOWED_PREFIXES)}
 
     def follow(self, source: str, active: bool, now: float, message: str, severity: str = "warning") -> None:
@@ -44,6 +46,7 @@ class Alarms:
                 self.open.discard(source)
         except SQLAlchemyError as exc:
             log.warning("alarm %s not stored, tried again at the next poll: %s", source, exc)
+            self._store_error("alarm")
 
     def devices(self, telemetry: Mapping[str, Telemetry], now: float) -> None:
         """A device that cannot take part in control (:func:`~sparcs.controller.state.device_problem`:

@@ -87,6 +87,7 @@ class CycleReport:
     dispatched: bool = False
     plan_path: str | None = None
     writes: int = 0
+    poll_s: float | None = None  # wall seconds of this cycle's poll, None when it did not poll
 
 
 def classify_error(error: str) -> str:
@@ -125,7 +126,8 @@ class Controller:
         self.commands = CommandBook(store, cfg)
         self.commands.load(clock.now())
         self.operations = Operations(self.commands, store, clock.now, self.metrics, self.request_dispatch)
-        self.alarms = Alarms(store)
+        self.alarms = Alarms(store, on_store_error=self._store_failed)
+        self.store_ok = True  # False from a failed history, plan or alarm write until a history write works
         self.history = HistoryRecorder(store, cfg.storage)
         self.plan: Plan | None = store.last_plan()
         if self.plan is not None:
@@ -167,7 +169,10 @@ class Controller:
                     await self._dispatch(report)
                     if self.replan_due(self.clock.now()):  # an operator command arrived while planning
                         await self._dispatch(report)
+        t0 = time.perf_counter()
         report.writes = await self._write()
+        if report.poll_s is not None:  # a poll cycle: its duration includes the writes
+            self.metrics.poll_seconds.observe(report.poll_s + time.perf_counter() - t0)
         return report
 
     async def _poll(self, report: CycleReport) -> None:
@@ -187,10 +192,13 @@ class Controller:
             self._observe_poll(telemetry, summary)
             try:
                 self.history.record(state, telemetry, summary)
-            except SQLAlchemyError:  # control goes on without history; the operator sees it in the log
+            except SQLAlchemyError:  # control goes on without history; the log, /readyz and the metrics say so
                 log.exception("history of this poll not stored")
+                self._store_failed("history")
+            else:
+                self._store_worked()
             report.online, report.stale = summary["online"], summary["stale"]
-            self.metrics.poll_seconds.observe(time.perf_counter() - t0)
+            report.poll_s = time.perf_counter() - t0
 
     def price_now(self, now: float) -> float | None:
         """Day-ahead price (EUR/MWh) of the current period in the plan in force, or None."""
@@ -249,6 +257,7 @@ class Controller:
             self.store.add_plan(now, plan)
         except SQLAlchemyError:  # the plan is in force from memory; only its record is missing
             log.exception("plan not stored")
+            self._store_failed("plan")
         report.dispatched = True
         report.plan_path = plan.path
         self.metrics.dispatch_total.labels(plan.path).inc()
@@ -316,6 +325,17 @@ class Controller:
         async with self._dispatch_lock:
             await self.poller.close()
             await asyncio.to_thread(self.planner.close)
+
+    def _store_failed(self, what: str) -> None:
+        self.store_ok = False
+        self.metrics.store_errors.labels(what).inc()
+        self.metrics.store_ok.set(0)
+
+    def _store_worked(self) -> None:
+        if not self.store_ok:
+            log.warning("history store takes writes again")
+        self.store_ok = True
+        self.metrics.store_ok.set(1)
 
     def request_dispatch(self, *, at_once: bool = False) -> None:
         """Plan again (after an operator command): at once, unless the last dispatch began less than

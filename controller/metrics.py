@@ -25,7 +25,7 @@ class Metrics:
         r = self.registry
         self.poll_seconds = Histogram(
             "sparcs_poll_cycle_duration_seconds",
-            "Duration of one poll cycle (poll, fleet state, export guard, writes)",
+            "Duration of one poll cycle: read every device, fleet state, export guard, history, then the writes",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
             registry=r,
         )
@@ -72,6 +72,13 @@ class Metrics:
             registry=r,
         )
         self.paused = Gauge("sparcs_control_paused", "1 while automatic control is paused", registry=r)
+        self.store_errors = Counter(
+            "sparcs_store_errors_total", "History store writes that failed, by what was stored", ["what"], registry=r
+        )
+        self.store_ok = Gauge(
+            "sparcs_store_ok", "1 while the history store takes writes, 0 after one failed", registry=r
+        )
+        self.store_ok.set(1)
 
     def observe_poll(
         self,

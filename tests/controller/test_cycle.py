@@ -299,6 +299,23 @@ async def test_after_a_restart_a_failing_solve_falls_back_to_the_stored_plan(fle
         await again.close()
 
 
+async def test_the_poll_cycle_metric_includes_the_writes(fleet, monkeypatch):
+    host, ctl, _clock = fleet
+    await run(host, ctl, 10)  # past the first poll's staggered start
+    real_apply = ctl.writer.apply
+
+    async def slow_apply(setpoints):
+        await asyncio.sleep(0.3)
+        return await real_apply(setpoints)
+
+    monkeypatch.setattr(ctl.writer, "apply", slow_apply)
+    before = ctl.metrics.poll_seconds.collect()[0]
+    total = next(s.value for s in before.samples if s.name.endswith("_sum"))
+    await run(host, ctl, 10)
+    after = next(s.value for s in ctl.metrics.poll_seconds.collect()[0].samples if s.name.endswith("_sum"))
+    assert after - total >= 0.3
+
+
 async def test_a_broken_history_store_does_not_stop_control(fleet, caplog):
     """Runs last in this module: it breaks the store for good."""
     host, ctl, _clock = fleet
@@ -311,3 +328,6 @@ async def test_a_broken_history_store_does_not_stop_control(fleet, caplog):
     assert report.online == sum(len(s.devices) for s in host.config.sites)
     assert "history of this poll not stored" in caplog.text and "plan not stored" in caplog.text
     assert ctl.plan is not None and ctl.last_poll_s == report.ts
+    text = ctl.metrics.render().decode()
+    assert not ctl.store_ok and "sparcs_store_ok 0.0" in text  # the metrics say the store fails
+    assert 'sparcs_store_errors_total{what="history"}' in text and 'sparcs_store_errors_total{what="plan"}' in text
