@@ -13,9 +13,10 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from sparcs.config.grid_rules import feed_in_cap_w
-from sparcs.controller.api import _bucket, create_app
+from sparcs.controller.api import create_app
 from sparcs.controller.auth import create_token
 from sparcs.controller.cycle import WallClock
+from sparcs.controller.read_model import bucket
 from sparcs.controller.store import Store
 from sparcs.factory import build_controller
 from tests.controller.conftest import make_plan
@@ -268,7 +269,7 @@ def test_caps_show_zero_export_in_a_negative_price_quarter_hour(api):
 
 def test_history_buckets_average_known_values():
     rows = [{"ts": 0.0, "pv_w": 100.0}, {"ts": 30.0, "pv_w": 300.0}, {"ts": 61.0, "pv_w": None}]
-    assert _bucket(rows, 60, ["pv_w"]) == [
+    assert bucket(rows, 60, ["pv_w"]) == [
         {"ts": "1970-01-01T00:00:00+00:00", "pv_w": 200.0},
         {"ts": "1970-01-01T00:01:00+00:00", "pv_w": None},
     ]
