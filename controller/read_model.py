@@ -252,7 +252,7 @@ class ControllerView:
 
     def price_now(self, now: float) -> float | None:
         """Day-ahead price (EUR/MWh) of the current period of the plan in force, or None."""
-        return None if self._ctl.plan is None else self._ctl.plan.price_at(now)
+        return self._ctl.price_now(now)
 
     def caps(self) -> dict[str, Any]:
         """The limits in force now per site (W): feed-in cap, export cap and export ceiling now,
