@@ -2,7 +2,8 @@
 
 A token is ``secrets.token_urlsafe(32)``, shown once; only its SHA-256 is stored. Checking compares
 the digest against every live token with ``hmac.compare_digest`` so the time taken does not reveal
-how much of a guess matched.
+how much of a guess matched. :class:`TokenBook` is what the API's admin routes use: the same
+functions on one store and clock, each change audited.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from sparcs.controller.store import Store
+from sparcs.controller.store import Store, TokenRow
 
 Role = Literal["viewer", "operator", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")
@@ -56,3 +58,35 @@ def authenticate(store: Store, token: str) -> Principal | None:
         if hmac.compare_digest(row.token_sha256, digest):
             found = Principal(row.name, row.role)  # type: ignore[arg-type]
     return found
+
+
+class TokenBook:
+    """The tokens of one store: authenticate a presented token, list, add and revoke; every add and
+    revoke is written to the audit log under the admin who made it."""
+
+    def __init__(self, store: Store, clock: Callable[[], float]):
+        self._store, self._clock = store, clock
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The principal ``token`` belongs to, or None (unknown or revoked)."""
+        return authenticate(self._store, token)
+
+    def live(self) -> list[TokenRow]:
+        """Every live token (hashes only), by name."""
+        return self._store.list_tokens()
+
+    def add(self, name: str, role: Role, who: str) -> str:
+        """Create a token for ``name`` with ``role``; returns it (the only time it is visible).
+        Raises ValueError naming what is wrong with the name (e.g. taken)."""
+        now = self._clock()
+        token = create_token(self._store, name, role, now)
+        self._store.audit_event(ts=now, who=who, action="token-add", params={"name": name, "role": role}, result="ok")
+        return token
+
+    def revoke(self, name: str, who: str) -> bool:
+        """Revoke the token ``name``; False (and nothing audited) when there is none."""
+        now = self._clock()
+        if not self._store.revoke_token(name):
+            return False
+        self._store.audit_event(ts=now, who=who, action="token-revoke", params={"name": name}, result="ok")
+        return True

@@ -2,8 +2,13 @@
 
 The page (``static/``: plain HTML, JS and CSS, no build step, no CDN) asks for a token once, keeps
 it in ``sessionStorage`` and sends it as ``Authorization: Bearer`` on every fetch; tokens never
-appear in a URL. It polls the API every few seconds. ``GET /api/v1/session`` (controller/api.py)
+appear in a URL. It polls the API every few seconds. ``GET /api/v1/session`` (controller/api_read.py)
 tells the page who the token belongs to, so a viewer sees the command panel disabled with the reason instead of a 403.
+
+The page applies no grid rule (docs/definitions.md "Grid rules"): the export ceiling now and per
+planned quarter-hour (``/api/v1/caps`` ``export_ceiling_now_w``, ``/api/v1/forecast``
+``export_ceiling_w``) and whether a site is curtailed (``/api/v1/sites`` ``curtailed``) come from the
+API, which takes them from ``sparcs.config.grid_rules``.
 """
 
 from pathlib import Path

@@ -13,12 +13,14 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from sparcs.config.grid_rules import feed_in_cap_w
-from sparcs.controller.api import _bucket, create_app
+from sparcs.config.schema import validate_config
+from sparcs.controller.api import create_app
 from sparcs.controller.auth import create_token
 from sparcs.controller.cycle import WallClock
+from sparcs.controller.read_model import bucket
 from sparcs.controller.store import Store
 from sparcs.factory import build_controller
-from tests.controller.conftest import make_plan
+from tests.controller.conftest import make_plan, small_fleet_data
 
 ROLES = ("viewer", "operator", "admin")
 RANK = {None: -1, "viewer": 0, "operator": 1, "admin": 2}
@@ -266,9 +268,49 @@ def test_caps_show_zero_export_in_a_negative_price_quarter_hour(api):
     assert any(ctl.cfg.site(r["site"]).grid.negative_price_rule for r in body["sites"])
 
 
+def test_the_api_serves_each_sites_export_ceiling_now_and_per_planned_quarter_hour(tmp_path):
+    """0 W in a negative-price quarter-hour for a site under that rule, else min(feed-in cap, connection
+    limit); the connection limit for a site without a cap. The dashboard draws these values as they come."""
+    data = small_fleet_data(3)
+    data["sites"][1]["grid"]["connection_limit_w"] = 4000  # below its 60 % cap (11.7 kW): the connection binds
+    data["sites"][2]["grid"]["feed_in_cap_pct"] = None  # no cap: the connection limit is the ceiling
+    cfg = validate_config(data)
+    store = Store(data_dir=tmp_path)
+    ctl = build_controller(cfg, store, WallClock())
+    viewer = {"Authorization": f"Bearer {create_token(store, 'v', 'viewer', 0.0)}"}
+    ids = [s.id for s in cfg.sites]
+    try:
+        with TestClient(create_app(ctl), raise_server_exceptions=False) as client:
+            assert [r["export_ceiling_now_w"] for r in client.get("/api/v1/caps", headers=viewer).json()["sites"]] == [
+                3360.0,
+                4000.0,
+                30000.0,
+            ]  # no plan, no price: the caps and connection limits
+            assert client.get("/api/v1/forecast", headers=viewer).json() == {"forecast": None}
+            now = ctl.clock.now()
+            ctl.plan = make_plan(now - 60, [900.0, 900.0, 900.0], prices=[-12.5, 40.0, 0.0])
+            caps = client.get("/api/v1/caps", headers=viewer).json()
+            assert caps["price_eur_per_mwh"] == -12.5
+            by_site = {r["site"]: r for r in caps["sites"]}
+            assert {sid: by_site[sid]["export_ceiling_now_w"] for sid in ids} == {
+                ids[0]: 0.0,  # under the rule, negative price
+                ids[1]: 0.0,
+                ids[2]: 30000.0,  # not under the rule
+            }
+            forecast = client.get("/api/v1/forecast", headers=viewer).json()
+            assert forecast["export_ceiling_w"] == {
+                ids[0]: [0.0, 3360.0, 3360.0],
+                ids[1]: [0.0, 4000.0, 4000.0],
+                ids[2]: [30000.0, 30000.0, 30000.0],
+            }
+    finally:
+        asyncio.run(ctl_close(ctl))
+        store.close()
+
+
 def test_history_buckets_average_known_values():
     rows = [{"ts": 0.0, "pv_w": 100.0}, {"ts": 30.0, "pv_w": 300.0}, {"ts": 61.0, "pv_w": None}]
-    assert _bucket(rows, 60, ["pv_w"]) == [
+    assert bucket(rows, 60, ["pv_w"]) == [
         {"ts": "1970-01-01T00:00:00+00:00", "pv_w": 200.0},
         {"ts": "1970-01-01T00:01:00+00:00", "pv_w": None},
     ]

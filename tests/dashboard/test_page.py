@@ -189,6 +189,45 @@ def test_page_loads_without_console_errors_and_shows_the_numbers_the_api_returns
     assert not [r.url for r in tab.requests if live.operator_token in r.url]
 
 
+def test_the_page_draws_the_export_ceilings_and_curtailment_the_api_serves_and_computes_none(tab, live):
+    """The API's answers are rewritten to values no grid rule gives for this fleet: the page shows them as served."""
+    n_sites = len(live.get("/api/v1/sites"))
+
+    def caps(route: Route) -> None:
+        body = route.fetch().json()
+        for row in body["sites"]:
+            row["export_ceiling_now_w"] = 1000.0
+        route.fulfill(json=body)
+
+    def forecast(route: Route) -> None:
+        body = route.fetch().json()
+        n = len(body["period_s"])
+        body["export_ceiling_w"] = {sid: [0.0] + [2500.0] * (n - 1) for sid in body["export_ceiling_w"]}
+        route.fulfill(json=body)
+
+    def sites(route: Route) -> None:
+        body = route.fetch().json()
+        for i, s in enumerate(body):
+            s.update(curtailed=i == 0, stage="K4" if i == 1 else None, guard_limit_w=None)
+        route.fulfill(json=body)
+
+    tab.context.route("**/api/v1/caps", caps)
+    tab.context.route("**/api/v1/forecast", forecast)
+    tab.context.route("**/api/v1/sites", sites)
+    page = tab.sign_in(live.operator_token)
+    # the fleet's ceiling: the sum of the sites' values per period, its highest named (1 kW now, 2.5 kW later)
+    expect(page.locator("#chart")).to_contain_text(f"export ceiling, sum of sites: {2.5 * n_sites:,.0f} kW")
+    assert page.locator("#chart path[data-series='ceiling']").count() == 1
+    first, second = page.locator("#sites tr[data-site]").nth(0), page.locator("#sites tr[data-site]").nth(1)
+    expect(first).to_contain_text("curtailed")
+    expect(second).to_contain_text("stage K4")
+    expect(second).not_to_contain_text("curtailed")  # a stage in force is not curtailment unless the API says so
+    expect(page.locator("#sites-count")).to_contain_text("1 curtailed")
+    second.click()
+    expect(page.locator("#chart")).to_contain_text("export ceiling: 2.5 kW")
+    assert tab.errors == []
+
+
 def test_a_stage_from_the_panel_reaches_the_api_and_the_audit_log_and_can_be_cancelled(tab, live):
     page = tab.sign_in(live.operator_token)
     site = live.get("/api/v1/sites")[0]["id"]

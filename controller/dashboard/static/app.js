@@ -1,5 +1,6 @@
 // The operator dashboard: signs in with a bearer token kept in sessionStorage, polls the API, draws the fleet,
-// and sends operator commands. Powers arrive in W with DESIGN.md signs; the page shows kW.
+// and sends operator commands. Powers arrive in W with the signs of docs/definitions.md "Signs"; the page shows kW.
+// The page applies no grid rule: ceilings, caps and "curtailed" come from the API as the controller applies them.
 import { drawChart, legend } from "./chart.js";
 import { ago, el, hhmm, kw, kwUnit, percent, replaceRows, when } from "./format.js";
 import { exampleCsv, parseScheduleCsv, ScheduleError } from "./schedule.js";
@@ -371,23 +372,20 @@ function scheduleSeries() {
   return [...byStart.entries()].sort((a, b) => a[0] - b[0]);
 }
 
-// A site's export ceiling at the meter (W): its feed-in cap, else its connection limit; 0 in a quarter-hour with a
-// negative price for sites under that rule (DESIGN.md "Negative prices").
-function siteCeilingW(s, priceEurPerMwh) {
-  if (s.negative_price_rule && priceEurPerMwh !== null && priceEurPerMwh < 0) return 0;
-  return Math.min(s.feed_in_cap_w ?? s.connection_limit_w, s.connection_limit_w);
-}
-
-// The fleet's export ceiling: now (from /caps) from the chart's start, then per planned quarter-hour.
+// The export ceiling of the sites in the chart's scope, summed (W): now from /caps (from the chart's start), then per
+// planned quarter-hour from /forecast. The API applies the grid rules (docs/definitions.md "Grid rules"); the page
+// only adds up what it serves, and leaves out a period it serves no value for.
 function ceilingSeries(t0) {
   const caps = (state.data.caps?.sites || []).filter((s) => !state.chartSite || s.site === state.chartSite);
   if (!caps.length) return null;
-  const nowW = caps.reduce((sum, s) => sum + (s.export_cap_now_w !== undefined ? (s.export_cap_now_w ?? s.connection_limit_w) : siteCeilingW(s, null)), 0);
-  const points = [[t0, nowW]];
+  const points = [[t0, caps.reduce((sum, s) => sum + s.export_ceiling_now_w, 0)]];
   const fc = state.data.forecast;
-  if (fc) {
+  if (fc?.export_ceiling_w) {
     const starts = periodStarts(Date.parse(fc.start) / 1000, fc.period_s);
-    starts.forEach((t, i) => points.push([t, caps.reduce((sum, s) => sum + siteCeilingW(s, fc.price_eur_per_mwh[i]), 0)]));
+    starts.forEach((t, i) => {
+      const values = caps.map((s) => fc.export_ceiling_w[s.site]?.[i]);
+      if (values.every(Number.isFinite)) points.push([t, values.reduce((a, v) => a + v, 0)]);
+    });
   }
   return points.sort((a, b) => a[0] - b[0]);
 }
@@ -467,8 +465,8 @@ function siteStatus(s) {
   else if (now.devices_stale > 0) chips.push([`stale (${now.devices_stale}/${now.devices_total})`, "bad"]);
   else if (now.devices_online === now.devices_total) chips.push(["online", "good"]);
   else chips.push([`${now.devices_online}/${now.devices_total} online`, "warn"]);
-  if (s.stage) chips.push([`curtailed ${s.stage}`, "warn"]);
-  else if (s.guard_limit_w !== null) chips.push(["curtailed (guard)", "warn"]);
+  // "curtailed" is the API's (docs/definitions.md "Grid rules"); the page names what limits the site
+  if (s.curtailed) chips.push([s.stage ? `curtailed ${s.stage}` : s.guard_limit_w !== null ? "curtailed (guard)" : "curtailed", "warn"]);
   if (s.para14a) chips.push(["§14a", "info"]);
   return chips;
 }
@@ -506,7 +504,7 @@ function renderSites() {
   });
   replaceRows($("sites"), rows, "no sites", 9);
   const stale = sites.filter((s) => s.now?.devices_stale > 0).length;
-  const curtailed = sites.filter((s) => s.stage || s.guard_limit_w !== null).length;
+  const curtailed = sites.filter((s) => s.curtailed).length;
   $("sites-count").textContent = `${sites.length} sites · ${stale} stale · ${curtailed} curtailed`;
 }
 

@@ -1,5 +1,6 @@
 // A small SVG time-series chart: lines (solid = measured, dashed = plan, dotted = forecast), step lines for
-// quarter-hour values, shaded bands for commands in force, a ceiling (the export cap) and a "now" marker.
+// quarter-hour values, shaded bands for commands in force, a ceiling (the export ceiling the API serves) and a "now"
+// marker.
 // A ceiling far above the data would flatten every line, so then it is named at the top instead of drawn.
 import { berlinOffsetMs, el, hhmm, kw } from "./format.js";
 

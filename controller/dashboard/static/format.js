@@ -1,4 +1,4 @@
-// Formatting for the page: powers arrive in W (DESIGN.md signs) and are shown in kW; times in Europe/Berlin.
+// Formatting for the page: powers arrive in W (docs/definitions.md "Signs") and are shown in kW; times in Europe/Berlin.
 export const ZONE = "Europe/Berlin";
 
 const timeFmt = new Intl.DateTimeFormat("en-GB", { timeZone: ZONE, hour: "2-digit", minute: "2-digit" });

@@ -1,0 +1,88 @@
+"""The dependencies every route of the operator API takes: the read model, the command path, the
+token book, and the principal a bearer token names with the role a route needs.
+
+:func:`~sparcs.controller.api.create_app` puts one :class:`~sparcs.controller.read_model.ControllerView`,
+the controller's :class:`~sparcs.controller.operations.Operations` and one
+:class:`~sparcs.controller.auth.TokenBook` on ``app.state``; the providers here hand them to the
+routes. Roles (:mod:`sparcs.controller.auth`): viewer reads, operator also commands, admin also
+manages tokens. A missing, unknown or revoked token is a 401; a token whose role is too low a 403
+that names the role needed.
+"""
+
+# No ``from __future__ import annotations``: FastAPI resolves the dependencies from the live
+# annotations, including those of the checks :func:`need` builds.
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from sparcs.controller.auth import Principal, Role, TokenBook
+from sparcs.controller.operations import Operations
+from sparcs.controller.read_model import ControllerView
+
+bearer = HTTPBearer(auto_error=False, description="token from `sparcs token add NAME --role ROLE`")
+
+
+def get_view(request: Request) -> ControllerView:
+    """The read model of the controller this app serves."""
+    view: ControllerView = request.app.state.view
+    return view
+
+
+def get_operations(request: Request) -> Operations:
+    """The one path operator commands take into the controller."""
+    ops: Operations = request.app.state.operations
+    return ops
+
+
+def get_tokens(request: Request) -> TokenBook:
+    """The API tokens of the controller's store."""
+    tokens: TokenBook = request.app.state.tokens
+    return tokens
+
+
+View = Annotated[ControllerView, Depends(get_view)]
+Ops = Annotated[Operations, Depends(get_operations)]
+Tokens = Annotated[TokenBook, Depends(get_tokens)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def authenticated(tokens: TokenBook, creds: HTTPAuthorizationCredentials | None) -> Principal:
+    """The principal of the presented bearer token; 401 without one or for an unknown or revoked one."""
+    if creds is None:
+        raise HTTPException(
+            401,
+            "missing bearer token: send 'Authorization: Bearer <token>' (create one with sparcs token add)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    p = tokens.authenticate(creds.credentials)
+    if p is None:
+        raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
+    return p
+
+
+def authorized(p: Principal, role: Role) -> Principal:
+    """``p`` when its role is at least ``role``; else 403 naming the role needed."""
+    if not p.may(role):
+        raise HTTPException(403, f"this needs role '{role}'; token '{p.name}' has role '{p.role}'")
+    return p
+
+
+def principal(tokens: Tokens, creds: Credentials) -> Principal:
+    """Who sent the request (any role)."""
+    return authenticated(tokens, creds)
+
+
+def need(role: Role) -> Callable[[Principal], Principal]:
+    """A dependency that passes the principal on when its role is at least ``role``."""
+
+    def check(p: Annotated[Principal, Depends(principal)]) -> Principal:
+        return authorized(p, role)
+
+    return check
+
+
+Viewer = Annotated[Principal, Depends(need("viewer"))]
+Operator = Annotated[Principal, Depends(need("operator"))]
+Admin = Annotated[Principal, Depends(need("admin"))]

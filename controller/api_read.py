@@ -1,0 +1,134 @@
+"""The read routes of the operator API under /api/v1 (any role from viewer up): who the token is, the
+fleet, sites, devices, the plan and its forecast, the caps in force, history, alarms, the audit log
+and the commands in force. Every answer comes from the read model
+(:class:`~sparcs.controller.read_model.ControllerView`); a route only maps its arguments and 404s.
+
+Powers in W with the signs of docs/definitions.md "Signs"; timestamps as in docs/definitions.md
+"Time" (ISO 8601 with offset; input without one is refused).
+"""
+
+# No ``from __future__ import annotations``: FastAPI resolves the dependencies from the live annotations.
+from typing import Annotated, Any, Self
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sparcs.config.schema import AwareDatetime
+from sparcs.controller.api_deps import View, Viewer
+
+router = APIRouter(prefix="/api/v1", tags=["read"])
+
+
+class HistoryQuery(BaseModel):
+    """History of the fleet (default), one site or one device, averaged into buckets of ``resolution_s``."""
+
+    model_config = ConfigDict(extra="forbid")
+    start: AwareDatetime | None = Field(default=None, description="default: one hour before end")
+    end: AwareDatetime | None = Field(default=None, description="default: now")
+    resolution_s: int = Field(default=60, ge=1, le=86_400)
+    site: str | None = None
+    device: str | None = None
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> Self:
+        if self.site is not None and self.device is not None:
+            raise ValueError("give either site or device, not both")
+        return self
+
+
+@router.get("/session")
+async def session(p: Viewer) -> dict[str, Any]:
+    """Who this token belongs to and whether it may send commands (operator or admin)."""
+    return {"name": p.name, "role": p.role, "may_command": p.may("operator")}
+
+
+@router.get("/fleet")
+async def fleet(_: Viewer, view: View) -> dict[str, Any]:
+    """The fleet now: PV, battery, load, export at the meters, SoC, flexibility, devices online/stale/total."""
+    return view.fleet()
+
+
+@router.get("/sites")
+async def sites(_: Viewer, view: View) -> list[dict[str, Any]]:
+    """Every site now: ratings, feed-in cap, stage, §14a, guard limit, ``curtailed`` (docs/definitions.md
+    "Grid rules"), measurements."""
+    return view.sites()
+
+
+@router.get("/sites/{site_id}")
+async def site(site_id: str, _: Viewer, view: View) -> dict[str, Any]:
+    found = view.site(site_id)
+    if found is None:
+        raise HTTPException(404, f"unknown site '{site_id}'; GET /api/v1/sites lists them")
+    return found
+
+
+@router.get("/devices")
+async def devices(_: Viewer, view: View) -> list[dict[str, Any]]:
+    return view.devices()
+
+
+@router.get("/devices/{device_id}")
+async def device(device_id: str, _: Viewer, view: View) -> dict[str, Any]:
+    found = view.device(device_id)
+    if found is None:
+        raise HTTPException(404, f"unknown device '{device_id}'; GET /api/v1/devices lists them")
+    return found
+
+
+@router.get("/plan")
+async def plan(_: Viewer, view: View) -> dict[str, Any]:
+    """The plan in force: per site per quarter-hour PV limit, battery, meter power and SoC."""
+    return {"plan": view.plan()}
+
+
+@router.get("/forecast")
+async def forecast(_: Viewer, view: View) -> dict[str, Any]:
+    """The forecasts the plan in force was made with: prices, and per site PV available and load; and
+    per site the export ceiling in each planned period (``export_ceiling_w``, docs/definitions.md
+    "Grid rules")."""
+    found = view.forecast()
+    return {"forecast": None} if found is None else found
+
+
+@router.get("/caps")
+async def caps(_: Viewer, view: View) -> dict[str, Any]:
+    """The limits in force now per site (W): feed-in cap, export cap and export ceiling now, connection,
+    installer ceiling, stage, §14a, guard."""
+    return view.caps()
+
+
+@router.get("/history")
+async def history(q: Annotated[HistoryQuery, Query()], _: Viewer, view: View) -> dict[str, Any]:
+    """Fleet, site or device history averaged per ``resolution_s``."""
+    return view.history(
+        start_s=q.start.timestamp() if q.start else None,
+        end_s=q.end.timestamp() if q.end else None,
+        resolution_s=q.resolution_s,
+        site=q.site,
+        device=q.device,
+    )
+
+
+@router.get("/alarms")
+async def alarms(
+    _: Viewer, view: View, active_only: bool = False, limit: Annotated[int, Query(ge=1, le=1000)] = 200
+) -> list[dict[str, Any]]:
+    return view.alarms(active_only=active_only, limit=limit)
+
+
+@router.get("/audit")
+async def audit(
+    _: Viewer,
+    view: View,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before_id: Annotated[int | None, Query(ge=1)] = None,
+) -> list[dict[str, Any]]:
+    """Every operator and admin action: who, when, what, result; newest first."""
+    return view.audit(limit=limit, before_id=before_id)
+
+
+@router.get("/commands")
+async def active_commands(_: Viewer, view: View) -> list[dict[str, Any]]:
+    """Commands in force or waiting to start."""
+    return view.commands()
