@@ -110,14 +110,16 @@ class ControllerView:
         return self._ctl.metrics
 
     def readiness_problems(self) -> list[str]:
-        """Why the controller is not ready (empty when it is): the store does not answer, or the
-        fleet was not polled within :data:`STALE_POLLS` poll intervals."""
+        """Why the controller is not ready (empty when it is): the store does not answer or does not
+        take the history's writes, or the fleet was not polled within :data:`STALE_POLLS` poll intervals."""
         ctl = self._ctl
         problems = []
         try:
             ctl.store.version()
         except Exception as exc:  # any database error means not ready; the probe reports it
             problems.append(f"store: {exc}")
+        if not ctl.store_ok:
+            problems.append("store: history writes fail (disk full or read-only?); control goes on from memory")
         now = self.now()
         if ctl.last_poll_s is None:
             problems.append("no poll yet")
