@@ -24,9 +24,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
+from sparcs.config.grid_rules import QUARTER_S
+
 BERLIN = ZoneInfo("Europe/Berlin")
 DAY_S = 86_400
-QUARTER_S = 900
 SYSTEM_EFFICIENCY = 0.85
 """DC-to-AC yield of a typical rooftop system (temperature, soiling, wiring, inverter), fraction."""
 

@@ -35,31 +35,11 @@ from typing import Literal
 
 import numpy as np
 
-from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.config.grid_rules import QUARTER_S, feed_in_cap_w, installer_ceiling_w
 from sparcs.config.schema import DispatchConfig, SiteConfig
 
-QUARTER_S = 900
 PlanPath = Literal["optimal", "fallback_shifted", "fallback_rules", "baseline"]
 """Which path produced a plan; ``baseline`` marks the comparison plans of optimizer.baselines."""
-
-CURTAILMENT_STAGE_OUTPUT = {"K1": 0.0, "K2": 0.3, "K3": 0.6, "K4": 1.0}
-"""Output ceiling of each grid-operator curtailment stage as a fraction of the PV rating.
-
-DESIGN.md "Domain rules": K1 = 0 %, K2 = 30 %, K3 = 60 %, K4 = 100 % of rated power, and an
-undefined relay state means 0 %. We read these as the output the plant may still deliver (so the
-undefined state is the safe, most restrictive one); :func:`stage_ceiling_w` is the one place that
-converts a stage to watts.
-"""
-
-
-def stage_ceiling_w(stage: str | None, rating_w: float) -> float:
-    """PV output ceiling in W while curtailment ``stage`` (K1..K4) is active; NaN when none is.
-
-    An unknown stage name is treated as an undefined relay state: 0 W.
-    """
-    if stage is None:
-        return math.nan
-    return CURTAILMENT_STAGE_OUTPUT.get(stage, 0.0) * rating_w
 
 
 def period_grid(now_s: float, horizon_h: int = 24, until_s: float | None = None) -> tuple[float, np.ndarray]:
@@ -187,13 +167,12 @@ def site_problem(
             soc_max=b.soc_max,
             soc_now=b.soc_initial if soc_now is None else float(np.clip(soc_now, 0.0, 1.0)),
         )
-    rating = site.pv.rating_w
     return SiteProblem(
         site_id=site.id,
         pv_available_w=pv_available_w,
         load_w=np.minimum(load_w, site.grid.connection_limit_w),
-        pv_rating_w=rating,
-        pv_ceiling_w=rating * site.pv.installer_limit_pct / 100.0,
+        pv_rating_w=site.pv.rating_w,
+        pv_ceiling_w=installer_ceiling_w(site),
         kwp=site.pv.kwp,
         battery=battery,
         import_eur_per_kwh=site.tariff.import_eur_per_kwh,
