@@ -75,7 +75,15 @@ def negative_price_series(negative_price_rule: ArrayLike, price_eur_per_mwh: Arr
     (``price_eur_per_mwh``, one per period; NaN = unknown) is below 0 EUR/MWh."""
     rule = np.atleast_1d(np.asarray(negative_price_rule, dtype=bool))
     negative = np.atleast_1d(np.asarray(price_eur_per_mwh, dtype=float)) < 0
-    return np.outer(rule, negative)
+    return rule[:, None] & negative[None, :]
+
+
+def _no_export_at_negative_prices(
+    per_site_w: ArrayLike, negative_price_rule: ArrayLike, price_eur_per_mwh: ArrayLike
+) -> NDArray[np.float64]:
+    """``(sites, periods)``: ``per_site_w`` (one W ≥ 0 per site), 0 where :func:`negative_price_series` holds."""
+    w = np.atleast_1d(np.asarray(per_site_w, dtype=float))
+    return np.where(negative_price_series(negative_price_rule, price_eur_per_mwh), 0.0, w[:, None])
 
 
 def export_cap_series(
@@ -84,11 +92,7 @@ def export_cap_series(
     """``(sites, periods)``: the export cap at the meter (W ≥ 0) per site and period: 0 where the
     negative-price rule applies (:func:`negative_price_series`), else the site's feed-in cap
     (``feed_in_cap_w``, one per site; ``inf`` = no cap)."""
-    no_export = negative_price_series(negative_price_rule, price_eur_per_mwh)
-    cap = np.atleast_1d(np.asarray(feed_in_cap_w, dtype=float))
-    out = np.broadcast_to(cap[:, None], no_export.shape).copy()
-    out[no_export] = 0.0
-    return out
+    return _no_export_at_negative_prices(feed_in_cap_w, negative_price_rule, price_eur_per_mwh)
 
 
 def export_ceiling_series(
@@ -98,9 +102,11 @@ def export_ceiling_series(
     price_eur_per_mwh: ArrayLike,
 ) -> NDArray[np.float64]:
     """``(sites, periods)``: the most each site may export at the meter per period (W ≥ 0): its export
-    cap (:func:`export_cap_series`), never more than its connection limit (one per site)."""
-    conn = np.atleast_1d(np.asarray(connection_limit_w, dtype=float))
-    return np.minimum(export_cap_series(feed_in_cap_w, negative_price_rule, price_eur_per_mwh), conn[:, None])
+    cap (:func:`export_cap_series`), never more than its connection limit (one per site, > 0)."""
+    # min(export cap, connection) with the connection taken per site first: the same values
+    # (0 stays 0 below a positive limit), one (sites, periods) array fewer.
+    per_site = np.minimum(np.asarray(feed_in_cap_w, dtype=float), np.asarray(connection_limit_w, dtype=float))
+    return _no_export_at_negative_prices(per_site, negative_price_rule, price_eur_per_mwh)
 
 
 def _cap_or_inf(site: SiteConfig) -> float:

@@ -85,3 +85,14 @@ def test_export_ceiling_now_is_one_period_of_the_series() -> None:
     )
     now = [[grid_rules.export_ceiling_w(s, float(p)) for p in prices] for s in sites]
     assert series.tolist() == now == [[6000.0, 0.0], [4000.0, 4000.0], [7000.0, 7000.0]]
+
+
+def test_export_ceiling_series_is_the_export_cap_series_bounded_by_the_connection() -> None:
+    rng = np.random.default_rng(3)
+    n, t = 50, 24
+    cap = np.where(rng.random(n) < 0.3, math.inf, rng.uniform(0.0, 20_000.0, n))
+    conn = rng.uniform(1000.0, 30_000.0, n)
+    rule = rng.random(n) < 0.5
+    price = rng.normal(10.0, 40.0, t)
+    expected = np.minimum(grid_rules.export_cap_series(cap, rule, price), conn[:, None])
+    np.testing.assert_array_equal(grid_rules.export_ceiling_series(cap, conn, rule, price), expected)
