@@ -15,15 +15,14 @@ from __future__ import annotations
 import numpy as np
 
 from sparcs.optimizer.caps import Setpoints, apply_caps
-from sparcs.optimizer.fleet_arrays import FleetArrays, fleet_arrays
+from sparcs.optimizer.fleet_arrays import FleetArrays, feed_in_caps_w, fleet_arrays
 from sparcs.optimizer.problem import DispatchPlan, DispatchProblem, PlanPath
 from sparcs.optimizer.scoring import plan_from_setpoints
 
 
 def no_control_setpoints(problem: DispatchProblem, fa: FleetArrays) -> Setpoints:
     """Installer configuration: PV limited at the inverter to the static feed-in cap, battery idle."""
-    static_cap = np.array([np.inf if s.feed_in_cap_w is None else s.feed_in_cap_w for s in problem.sites])
-    limit = np.minimum(fa.pv_ceiling_w, static_cap[:, None])
+    limit = np.minimum(fa.pv_ceiling_w, feed_in_caps_w(problem.sites)[:, None])
     pv = np.minimum(fa.pv_max_w, limit)
     battery = np.zeros_like(pv)
     return Setpoints(pv, limit, battery, fa.load_w - pv, fa.soc_from_battery(battery))

@@ -7,11 +7,13 @@ Units: W, Wh, EUR/kWh, hours for ``dt_h``; signs as in :mod:`optimizer.problem`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from sparcs.optimizer.problem import DispatchProblem
+from sparcs.config.grid_rules import export_ceiling_series, negative_price_series
+from sparcs.optimizer.problem import DispatchProblem, SiteProblem
 
 # Plans export at most this share of a feed-in cap. A plan holds the forecast quarter-hour mean, but
 # its setpoints run open loop until the next poll, and the minute load dips below that mean: a plan
@@ -30,7 +32,7 @@ class FleetArrays:
     pv_max_w: np.ndarray  # min(forecast, installer ceiling, stage ceiling)
     pv_ceiling_w: np.ndarray  # min(installer ceiling, stage ceiling): the inverter limit when not curtailing
     load_w: np.ndarray
-    export_max_w: np.ndarray  # min(connection, CAP_PLAN_SHARE × feed-in cap, 0 under the negative-price rule)
+    export_max_w: np.ndarray  # grid_rules.export_ceiling_series with CAP_PLAN_SHARE × the feed-in cap
     import_max_w: np.ndarray  # (N,) connection limit
     charge_max_w: np.ndarray  # (N, T); §14a enters through para14a_charge_max_w (LP: a row or a bound)
     discharge_max_w: np.ndarray  # (N,)
@@ -82,6 +84,11 @@ class FleetArrays:
         return self.energy_now_wh[:, None] + np.concatenate([np.zeros((delta.shape[0], 1)), np.cumsum(delta, 1)], 1)
 
 
+def feed_in_caps_w(sites: Sequence[SiteProblem]) -> np.ndarray:
+    """Each site's feed-in cap at the meter, ``(N,)`` in W; ``inf`` where it has none."""
+    return np.array([np.inf if s.feed_in_cap_w is None else s.feed_in_cap_w for s in sites])
+
+
 def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
     """Stack a :class:`DispatchProblem` into :class:`FleetArrays`."""
     sites = problem.sites
@@ -94,11 +101,9 @@ def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
     pv_ceiling = np.fmin(np.broadcast_to(ceiling, (n, t)), stage)
     pv_ceiling = np.maximum(pv_ceiling, 0.0)
     conn = np.array([s.connection_limit_w for s in sites])
-    cap = np.array([np.inf if s.feed_in_cap_w is None else CAP_PLAN_SHARE * s.feed_in_cap_w for s in sites])
-    negative = problem.price_eur_per_mwh < 0
     rule = np.array([s.negative_price_rule for s in sites])
-    export_max = np.minimum(conn, cap)[:, None] * np.ones((1, t))
-    export_max[np.outer(rule, negative)] = 0.0
+    price = problem.price_eur_per_mwh
+    export_max = export_ceiling_series(CAP_PLAN_SHARE * feed_in_caps_w(sites), conn, rule, price)
 
     has_bat = np.array([s.battery is not None for s in sites])
     bats = [s.battery for s in sites]
@@ -128,7 +133,7 @@ def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
     dm = np.array([s.direct_marketing for s in sites])
     fixed = np.array([s.export_eur_per_kwh for s in sites])
     exp_price = np.where(dm[:, None], problem.price_eur_per_mwh[None, :] / 1000.0, fixed[:, None])
-    exp_price[np.outer(rule, negative)] = 0.0  # the rule: no remuneration in negative-price quarter-hours
+    exp_price[negative_price_series(rule, price)] = 0.0  # the rule: no remuneration in such quarter-hours
     sched = problem.export_schedule_w if problem.export_schedule_w is not None else np.full(t, np.nan)
     w = problem.weights
     return FleetArrays(
