@@ -84,7 +84,6 @@ def aggregate(fa: FleetArrays, labels: np.ndarray) -> FleetArrays:
     energy_weight = np.maximum(fa.load_w.sum(1), 1e-9)
     return FleetArrays(
         dt_h=fa.dt_h,
-        pv_available_w=total(fa.pv_available_w),
         pv_max_w=total(fa.pv_max_w),
         pv_ceiling_w=total(fa.pv_ceiling_w),
         load_w=total(fa.load_w),

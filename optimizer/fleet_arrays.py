@@ -28,7 +28,6 @@ class FleetArrays:
     """Bounds, forecasts and prices of a fleet, shaped ``(N, T)`` unless noted."""
 
     dt_h: np.ndarray  # (T,) period lengths in hours
-    pv_available_w: np.ndarray
     pv_max_w: np.ndarray  # min(forecast, installer ceiling, stage ceiling)
     pv_ceiling_w: np.ndarray  # min(installer ceiling, stage ceiling): the inverter limit when not curtailing
     load_w: np.ndarray
@@ -138,7 +137,6 @@ def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
     w = problem.weights
     return FleetArrays(
         dt_h=dt_h,
-        pv_available_w=avail,
         pv_max_w=pv_max,
         pv_ceiling_w=pv_ceiling,
         load_w=load,

@@ -227,10 +227,6 @@ class DispatchProblem:
         return int(self.period_s.shape[0])
 
     @property
-    def end_s(self) -> float:
-        return self.start_s + float(self.period_s.sum())
-
-    @property
     def period_start_s(self) -> np.ndarray:
         """Start of each period, Unix s."""
         return self.start_s + np.concatenate([[0.0], np.cumsum(self.period_s)[:-1]])
@@ -284,6 +280,3 @@ class DispatchPlan:
     build_s: float = 0.0
     solve_s: float = 0.0
     split_s: float = 0.0
-
-    def site_index(self, site_id: str) -> int:
-        return self.site_ids.index(site_id)

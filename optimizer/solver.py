@@ -156,13 +156,6 @@ class PlanningWorker:
             self._proc.join(timeout=5)
         self._drop()
 
-    def __enter__(self) -> PlanningWorker:
-        self.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
     def inject_fault(self, fault: Fault | None) -> None:
         """Make the next solve fail (``"fail"``) or never answer (``"hang"``)."""
         self._fault = fault
