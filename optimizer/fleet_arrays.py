@@ -62,7 +62,8 @@ class FleetArrays:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.load_w.shape  # type: ignore[return-value]
+        n, t = self.load_w.shape
+        return n, t
 
     def para14a_charge_max_w(self, pv_w: np.ndarray) -> np.ndarray:
         """Charge ceiling under §14a given planned PV output: the limit plus PV surplus over the load.
@@ -83,6 +84,13 @@ class FleetArrays:
         return self.energy_now_wh[:, None] + np.concatenate([np.zeros((delta.shape[0], 1)), np.cumsum(delta, 1)], 1)
 
 
+def _per_period(values: np.ndarray | None) -> np.ndarray:
+    """A per-period field of a :class:`SiteProblem`, which its ``__post_init__`` has filled."""
+    if values is None:
+        raise TypeError("a SiteProblem without per-period stage_ceiling_w or para14a (see its __post_init__)")
+    return values
+
+
 def feed_in_caps_w(sites: Sequence[SiteProblem]) -> np.ndarray:
     """Each site's feed-in cap at the meter, ``(N,)`` in W; ``inf`` where it has none."""
     return np.array([np.inf if s.feed_in_cap_w is None else s.feed_in_cap_w for s in sites])
@@ -95,7 +103,7 @@ def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
     dt_h = problem.period_s / 3600.0
     avail = np.stack([s.pv_available_w for s in sites])
     load = np.stack([s.load_w for s in sites])
-    stage = np.stack([s.stage_ceiling_w for s in sites])
+    stage = np.stack([_per_period(s.stage_ceiling_w) for s in sites])
     ceiling = np.array([s.pv_ceiling_w for s in sites])[:, None]
     pv_ceiling = np.fmin(np.broadcast_to(ceiling, (n, t)), stage)
     pv_ceiling = np.maximum(pv_ceiling, 0.0)
@@ -114,7 +122,7 @@ def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
     e_now = np.array([b.soc_now * b.capacity_wh if b else 0.0 for b in bats])
     soc_min = np.array([b.soc_min if b else 0.0 for b in bats])
     soc_max = np.array([b.soc_max if b else 0.0 for b in bats])
-    p14 = np.stack([s.para14a for s in sites]) & has_bat[:, None]
+    p14 = np.stack([_per_period(s.para14a) for s in sites]) & has_bat[:, None]
     pv_max = np.minimum(avail, pv_ceiling)
 
     # A measured SoC can lie outside soc_min..soc_max; the bounds then open up to what the battery

@@ -244,7 +244,8 @@ class ChunkSolver:
         cols = np.arange(ncol, dtype=np.int32)
         h.changeColsCost(ncol, cols, lp.cost)
         h.changeColsBounds(ncol, cols, lp.lower, lp.upper)
-        h.changeRowsBounds(nrow, np.arange(nrow, dtype=np.int32), lp.row_lower, lp.row_upper)
+        # highspy's stub (1.16) lacks changeRowsBounds, which its extension module has.
+        h.changeRowsBounds(nrow, np.arange(nrow, dtype=np.int32), lp.row_lower, lp.row_upper)  # type: ignore[attr-defined]
         nt = lp.cells
         for coef, last_coef, col0 in (
             (lp.charge_coef, last.charge_coef, 3 * nt),
