@@ -4,7 +4,8 @@ Sites are grouped so that a group's members are near scaled copies of each other
 rules (battery or not, feed-in cap regime, negative-price rule, direct marketing), then split
 along the continuous ratio that shapes their dispatch most (battery energy per kWp, else load per
 kWp). A virtual plant sums its members' bounds (stages and §14a enter through them); prices are
-weighted means. Keying on stages and §14a as well doubled the plants without improving the gap.
+weighted means. Stages and §14a are not part of the key: they enter through the summed bounds, and
+keying on them multiplies the plants without improving the gap.
 
 The aggregate's plan is split back component by component in proportion to each member's own
 bound (PV to its available output, charge and discharge to its power limits), and the member's

@@ -1,10 +1,11 @@
 """Baselines beside the optimizer, as DispatchPlan-shaped output the twin can compare.
 
-- :func:`no_control_plan` — what the law requires without a controller (DESIGN.md "Baselines"): the
-  installer configuration limits PV output AT THE INVERTER to the site's feed-in cap (static, e.g.
-  60 % of kWp, so the site is legal whatever its load), curtailment stages act through the
-  ripple-control receiver, and the battery is not dispatched (0 W: we do not assume a vendor's own
-  self-consumption mode, so the gains of any strategy that does dispatch it are counted honestly).
+- :func:`no_control_plan` — what the law requires without a controller (docs/definitions.md
+  "Baselines"): the installer configuration limits PV output AT THE INVERTER to the site's feed-in
+  cap (static, e.g. 60 % of kWp, so the site is legal whatever its load), curtailment stages act
+  through the ripple-control receiver, and the battery is not dispatched (0 W: no vendor's own
+  self-consumption mode is assumed, so the gains of any strategy that does dispatch it are counted
+  honestly).
   Nothing else is applied: the static limit knows neither prices nor schedules.
 - :func:`self_consumption_plan` — charge from PV surplus, discharge to cover the load, every cap
   enforced by :func:`optimizer.caps.apply_caps`. It is also the optimizer's last-resort fallback.

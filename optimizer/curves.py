@@ -1,7 +1,7 @@
 """Clear-sky PV output and the BDEW household standard load profile, as pure cached functions.
 
 The simulators and the forecasts share these, so physics and forecast differ only by the seeded
-weather and noise (DESIGN.md). Times are Unix seconds (UTC) as numpy arrays: the simulators call
+weather and noise (docs/definitions.md "Randomness"). Times are Unix seconds (UTC) as numpy arrays: the simulators call
 these on every tick for every device, so a call must be a cached array lookup, not a pvlib or
 demandlib computation.
 

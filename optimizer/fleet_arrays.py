@@ -1,8 +1,10 @@
 """A dispatch problem as stacked numpy arrays ``(sites, periods)``: every hard bound in one place.
 
 The LP builders, the caps layer, the baselines and the scoring all read their bounds from
-:class:`FleetArrays`, so the model, the clamps and the score cannot disagree about a limit.
-Units: W, Wh, EUR/kWh, hours for ``dt_h``; signs as in :mod:`optimizer.problem`.
+:class:`FleetArrays`, so the model, the clamps and the score cannot disagree about a limit. The
+grid rules behind the bounds (stages, installer ceiling, export ceiling, the negative-price rule)
+come from :mod:`sparcs.config.grid_rules`; the optimizer adds only its planning margin,
+:data:`CAP_PLAN_SHARE`. Units: W, Wh, EUR/kWh, hours for ``dt_h``; signs as in :mod:`optimizer.problem`.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import numpy as np
 from sparcs.config.grid_rules import export_ceiling_series, negative_price_series
 from sparcs.optimizer.problem import DispatchProblem, SiteProblem
 
-# Plans export at most this share of a feed-in cap. A plan holds the forecast quarter-hour mean, but
-# its setpoints run open loop until the next poll, and the minute load dips below that mean: a plan
-# exactly at the cap put one-minute meter samples 1.5-3.5 % above it in the June twin (5 violating
-# site-quarter-hours, each in the first minute of a quarter-hour). 3 % below also keeps the plan
-# under the export guard's target (98 %), so the guard does not fight the plan.
 CAP_PLAN_SHARE = 0.97
+"""Plans export at most this share of a feed-in cap (docs/definitions.md "Caps and violations").
+
+A plan meets the forecast quarter-hour mean, but its setpoints run open loop until the next poll
+and the load of a minute can dip below that mean; the margin keeps such minutes under the cap, and
+keeps the plan below the export guard's target (98 %), so the guard does not fight the plan."""
 
 
 @dataclass

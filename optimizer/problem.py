@@ -1,4 +1,5 @@
-"""The optimizer's interface: a dispatch problem in, a dispatch plan out (DESIGN.md "Definitions").
+"""The optimizer's interface: a dispatch problem in, a dispatch plan out (docs/definitions.md "Signs",
+"Units", "Time").
 
 The controller (and the twin) build a :class:`DispatchProblem` from the fleet state and forecasts,
 call :func:`optimizer.dispatch.plan`, and write the :class:`DispatchPlan`'s per-site setpoints.
@@ -10,7 +11,9 @@ Units and signs, everywhere in this package:
 - at the meter ``grid_w > 0`` is import and ``< 0`` export; ``battery_w > 0`` is discharge and
   ``< 0`` charge; ``pv_w ≥ 0``; the fleet's ``export_w`` is the sum of ``-grid_w`` over the sites
   (net export at the meters, negative when the fleet imports);
-- a per-period value of NaN means "nothing in force" (no stage ceiling, no schedule).
+- a per-period value of NaN means "nothing in force" (no stage ceiling, no schedule);
+- the grid rules in watts (stage ceilings, the installer ceiling, feed-in and export caps) come from
+  :mod:`sparcs.config.grid_rules`.
 
 How the controller uses it::
 
@@ -89,9 +92,10 @@ class SiteProblem:
 
     ``pv_available_w``: forecast PV output without any limit (W ≥ 0); ``load_w``: forecast household
     load (W ≥ 0); ``pv_rating_w``: the inverter's AC rating (reference of the stages);
-    ``pv_ceiling_w``: the installer's ceiling, never lifted; ``feed_in_cap_w``: export ceiling at
+    ``pv_ceiling_w``: the installer's ceiling, never lifted; ``feed_in_cap_w``: the feed-in cap at
     the meter (None = no cap); ``stage_ceiling_w``: PV output ceiling of an active curtailment
-    stage per period (NaN = none); ``para14a``: §14a dimming of grid charging active per period.
+    stage per period (``grid_rules.stage_ceiling_w``; NaN = none); ``para14a``: §14a dimming of
+    grid charging active per period. Both default to nothing in force in any period.
     """
 
     site_id: str

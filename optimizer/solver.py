@@ -1,4 +1,4 @@
-"""A wall-clock bound on every solve, and the fallback plans (DESIGN.md "Control semantics").
+"""A wall-clock bound on every solve, and the fallback plans.
 
 :class:`PlanningWorker` keeps one long-lived solver subprocess (multiprocessing, spawn): Pyomo's
 model building holds the Python lock, so a thread could neither be abandoned nor leave the
