@@ -6,12 +6,21 @@ Definitions are in docs/definitions.md ("Reference bases", "Grid rules", "Negati
 - stages and the installer ceiling are fractions of the PV inverters' AC rating (``pv.rating_w``);
 - the feed-in cap is a fraction of the DC peak power (``feed_in_cap_pct`` × kWp) at the meter;
 - powers in W, export ``≥ 0``; prices in EUR/MWh (day-ahead).
+
+The export rules come in two forms that share one implementation: per site and quarter-hour now
+(:func:`export_cap_w`, :func:`export_ceiling_w`, for the export guard and the API) and as arrays
+over sites and periods (:func:`export_cap_series`, :func:`export_ceiling_series`, for the
+optimizer), where a missing feed-in cap is ``inf`` and an unknown price ``NaN`` (not negative).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from sparcs.config.schema import GridRules, SiteConfig
 
@@ -60,27 +69,77 @@ def feed_in_cap_w(site: SiteConfig) -> float | None:
     return None if pct is None else pct / 100.0 * site.pv.kwp * 1000.0
 
 
+def negative_price_series(negative_price_rule: ArrayLike, price_eur_per_mwh: ArrayLike) -> NDArray[np.bool_]:
+    """``(sites, periods)``: True where a site may not export, i.e. it is under the negative-price
+    rule (``negative_price_rule``, one flag per site) and the day-ahead price of the period
+    (``price_eur_per_mwh``, one per period; NaN = unknown) is below 0 EUR/MWh."""
+    rule = np.atleast_1d(np.asarray(negative_price_rule, dtype=bool))
+    negative = np.atleast_1d(np.asarray(price_eur_per_mwh, dtype=float)) < 0
+    return rule[:, None] & negative[None, :]
+
+
+def _no_export_at_negative_prices(
+    per_site_w: ArrayLike, negative_price_rule: ArrayLike, price_eur_per_mwh: ArrayLike
+) -> NDArray[np.float64]:
+    """``(sites, periods)``: ``per_site_w`` (one W ≥ 0 per site), 0 where :func:`negative_price_series` holds."""
+    w = np.atleast_1d(np.asarray(per_site_w, dtype=float))
+    return np.where(negative_price_series(negative_price_rule, price_eur_per_mwh), 0.0, w[:, None])
+
+
+def export_cap_series(
+    feed_in_cap_w: ArrayLike, negative_price_rule: ArrayLike, price_eur_per_mwh: ArrayLike
+) -> NDArray[np.float64]:
+    """``(sites, periods)``: the export cap at the meter (W ≥ 0) per site and period: 0 where the
+    negative-price rule applies (:func:`negative_price_series`), else the site's feed-in cap
+    (``feed_in_cap_w``, one per site; ``inf`` = no cap)."""
+    return _no_export_at_negative_prices(feed_in_cap_w, negative_price_rule, price_eur_per_mwh)
+
+
+def export_ceiling_series(
+    feed_in_cap_w: ArrayLike,
+    connection_limit_w: ArrayLike,
+    negative_price_rule: ArrayLike,
+    price_eur_per_mwh: ArrayLike,
+) -> NDArray[np.float64]:
+    """``(sites, periods)``: the most each site may export at the meter per period (W ≥ 0): its export
+    cap (:func:`export_cap_series`), never more than its connection limit (one per site, > 0)."""
+    # min(export cap, connection) with the connection taken per site first: the same values
+    # (0 stays 0 below a positive limit), one (sites, periods) array fewer.
+    per_site = np.minimum(np.asarray(feed_in_cap_w, dtype=float), np.asarray(connection_limit_w, dtype=float))
+    return _no_export_at_negative_prices(per_site, negative_price_rule, price_eur_per_mwh)
+
+
+def _cap_or_inf(site: SiteConfig) -> float:
+    cap = feed_in_cap_w(site)
+    return math.inf if cap is None else cap
+
+
+def _price_or_nan(price_eur_per_mwh: float | None) -> float:
+    return math.nan if price_eur_per_mwh is None else price_eur_per_mwh
+
+
 def negative_price_applies(site: SiteConfig, price_eur_per_mwh: float | None) -> bool:
     """True when the site may not export now: it is under the negative-price rule and the day-ahead
-    price of the quarter-hour is below 0 EUR/MWh."""
-    return site.grid.negative_price_rule and price_eur_per_mwh is not None and price_eur_per_mwh < 0
+    price of the quarter-hour is below 0 EUR/MWh (None = unknown: not negative)."""
+    return bool(negative_price_series(site.grid.negative_price_rule, _price_or_nan(price_eur_per_mwh))[0, 0])
 
 
 def export_cap_w(site: SiteConfig, price_eur_per_mwh: float | None) -> float | None:
     """The export cap at the meter now (W ≥ 0): 0 in a negative-price quarter-hour for sites under
     that rule, else the feed-in cap; None when neither applies. The export guard holds it on every
-    poll; a violation is a meter sample above it + 1 % of it (docs/definitions.md "Caps")."""
-    if negative_price_applies(site, price_eur_per_mwh):
-        return 0.0
-    return feed_in_cap_w(site)
+    poll; a violation is a meter sample above it + 1 % of it (docs/definitions.md "Caps and
+    violations")."""
+    rule, price = site.grid.negative_price_rule, _price_or_nan(price_eur_per_mwh)
+    cap = float(export_cap_series(_cap_or_inf(site), rule, price)[0, 0])
+    return None if math.isinf(cap) else cap
 
 
 def export_ceiling_w(site: SiteConfig, price_eur_per_mwh: float | None) -> float:
     """The most a site may export at the meter now (W ≥ 0): its export cap, and never more than its
     connection limit."""
-    cap = export_cap_w(site, price_eur_per_mwh)
+    rule, price = site.grid.negative_price_rule, _price_or_nan(price_eur_per_mwh)
     conn = site.grid.connection_limit_w
-    return conn if cap is None else min(cap, conn)
+    return float(export_ceiling_series(_cap_or_inf(site), conn, rule, price)[0, 0])
 
 
 def para14a_charge_limit_w(grid: GridRules) -> float:

@@ -24,9 +24,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from sparcs.config.grid_rules import QUARTER_S, stage_ceiling_w
+from sparcs.config.grid_rules import STAGE_OUTPUT as CURTAILMENT_STAGE_OUTPUT
 from sparcs.config.schema import AwareDatetime, FleetConfig
 from sparcs.controller.store import Store
-from sparcs.optimizer.problem import CURTAILMENT_STAGE_OUTPUT, QUARTER_S, stage_ceiling_w
 
 MAX_COMMAND_S = 31 * 86_400.0  # a stage or schedule further out than a month is a typo, not a plan
 Stage = Literal["K1", "K2", "K3", "K4"]

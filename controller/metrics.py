@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from sparcs.optimizer.problem import CURTAILMENT_STAGE_OUTPUT
+from sparcs.config.grid_rules import STAGE_OUTPUT as CURTAILMENT_STAGE_OUTPUT
 
 QUALITIES = ("good", "missing", "bad")
 STATUSES = ("online", "stale")

@@ -5,7 +5,11 @@
 - ``dispatch``: ``plan(problem)``: monolithic Pyomo model or hierarchical (``aggregate`` →
   ``pyomo_model`` → ``site_lp`` split-back), netted, clamped by ``caps``, scored by ``scoring``.
 - ``solver``: :class:`PlanningWorker` — a solver subprocess with a wall-clock bound and fallbacks.
+- ``fleet_arrays``: the problem as ``(sites, periods)`` arrays, every hard bound in one place.
 - ``baselines``: no control and rule-based self-consumption, as plans.
-- ``profiles``: clear-sky PV and BDEW H0 load shared with the simulators.
+- ``curves``: clear-sky PV and BDEW H0 load shared with the simulators.
 - ``synthetic`` and ``bench``: seeded synthetic fleets and `sparcs bench dispatch`.
+
+The grid rules (stages, installer ceiling, feed-in and export caps, the negative-price rule) come
+from ``sparcs.config.grid_rules``; this package adds only its planning margin below a feed-in cap.
 """

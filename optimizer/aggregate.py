@@ -4,7 +4,8 @@ Sites are grouped so that a group's members are near scaled copies of each other
 rules (battery or not, feed-in cap regime, negative-price rule, direct marketing), then split
 along the continuous ratio that shapes their dispatch most (battery energy per kWp, else load per
 kWp). A virtual plant sums its members' bounds (stages and §14a enter through them); prices are
-weighted means. Keying on stages and §14a as well doubled the plants without improving the gap.
+weighted means. Stages and §14a are not part of the key: they enter through the summed bounds, and
+keying on them multiplies the plants without improving the gap.
 
 The aggregate's plan is split back component by component in proportion to each member's own
 bound (PV to its available output, charge and discharge to its power limits), and the member's
@@ -84,7 +85,6 @@ def aggregate(fa: FleetArrays, labels: np.ndarray) -> FleetArrays:
     energy_weight = np.maximum(fa.load_w.sum(1), 1e-9)
     return FleetArrays(
         dt_h=fa.dt_h,
-        pv_available_w=total(fa.pv_available_w),
         pv_max_w=total(fa.pv_max_w),
         pv_ceiling_w=total(fa.pv_ceiling_w),
         load_w=total(fa.load_w),

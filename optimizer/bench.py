@@ -6,7 +6,8 @@ setpoints: ``build_s`` (model building), ``solve_s`` (the fleet or aggregate sol
 ``cpu_s`` (CPU time of all its threads) and ``load_avg_1m`` (the machine's load: on a shared machine
 wall-clock times inflate with it).
 For fleets up to :data:`GAP_MAX_SITES` the monolithic optimum and the no-control baseline are also
-computed, after the timed run, for ``gap_to_monolithic`` (DESIGN.md "Gap to the monolithic optimum").
+computed, after the timed run, for ``gap_to_monolithic`` (docs/definitions.md "Gap to the monolithic
+optimum").
 """
 
 from __future__ import annotations

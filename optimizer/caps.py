@@ -6,13 +6,15 @@ them respect, per site and period, with the forecast load:
 - the installer ceiling and an active curtailment stage (K1..K4) on PV output;
 - battery power limits and SoC bounds (a sequential pass over the periods, vectorised over sites);
 - §14a: grid charging (charge not covered by PV surplus over the load) ≤ the limit while active;
-- the feed-in cap AT THE METER, not at the inverter: export = pv + discharge − load − charge ≤ cap,
-  so the PV limit is cap + load + charge − discharge (self-consumption lets the inverter exceed
-  the cap); 0 instead of the cap in negative-price quarter-hours for sites under that rule;
-- the connection limit on import and export.
+- the export ceiling AT THE METER, not at the inverter (docs/definitions.md "Caps and
+  violations"): export = pv + discharge − load − charge ≤ ``FleetArrays.export_max_w``, so the PV
+  limit is that ceiling + load + charge − discharge (self-consumption lets the inverter exceed the
+  cap). The ceiling is grid_rules' (the feed-in cap, 0 in a negative-price quarter-hour for sites
+  under that rule, never above the connection limit) with the planning margin on the feed-in cap;
+- the connection limit on import.
 
 Clamps only ever reduce |battery| and PV output, in an order where a later clamp cannot undo an
-earlier one (DESIGN.md "Caps and violations"). Signs: ``battery_w`` + discharge / − charge,
+earlier one. Signs (docs/definitions.md "Signs"): ``battery_w`` + discharge / − charge,
 ``grid_w`` + import / − export.
 """
 

@@ -1,7 +1,7 @@
 """Clear-sky PV output and the BDEW household standard load profile, as pure cached functions.
 
 The simulators and the forecasts share these, so physics and forecast differ only by the seeded
-weather and noise (DESIGN.md). Times are Unix seconds (UTC) as numpy arrays: the simulators call
+weather and noise (docs/definitions.md "Randomness"). Times are Unix seconds (UTC) as numpy arrays: the simulators call
 these on every tick for every device, so a call must be a cached array lookup, not a pvlib or
 demandlib computation.
 
@@ -24,9 +24,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
+from sparcs.config.grid_rules import QUARTER_S
+
 BERLIN = ZoneInfo("Europe/Berlin")
 DAY_S = 86_400
-QUARTER_S = 900
 SYSTEM_EFFICIENCY = 0.85
 """DC-to-AC yield of a typical rooftop system (temperature, soiling, wiring, inverter), fraction."""
 

@@ -1,24 +1,28 @@
 """A dispatch problem as stacked numpy arrays ``(sites, periods)``: every hard bound in one place.
 
 The LP builders, the caps layer, the baselines and the scoring all read their bounds from
-:class:`FleetArrays`, so the model, the clamps and the score cannot disagree about a limit.
-Units: W, Wh, EUR/kWh, hours for ``dt_h``; signs as in :mod:`optimizer.problem`.
+:class:`FleetArrays`, so the model, the clamps and the score cannot disagree about a limit. The
+grid rules behind the bounds (stages, installer ceiling, export ceiling, the negative-price rule)
+come from :mod:`sparcs.config.grid_rules`; the optimizer adds only its planning margin,
+:data:`CAP_PLAN_SHARE`. Units: W, Wh, EUR/kWh, hours for ``dt_h``; signs as in :mod:`optimizer.problem`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from sparcs.optimizer.problem import DispatchProblem
+from sparcs.config.grid_rules import export_ceiling_series, negative_price_series
+from sparcs.optimizer.problem import DispatchProblem, SiteProblem
 
-# Plans export at most this share of a feed-in cap. A plan holds the forecast quarter-hour mean, but
-# its setpoints run open loop until the next poll, and the minute load dips below that mean: a plan
-# exactly at the cap put one-minute meter samples 1.5-3.5 % above it in the June twin (5 violating
-# site-quarter-hours, each in the first minute of a quarter-hour). 3 % below also keeps the plan
-# under the export guard's target (98 %), so the guard does not fight the plan.
 CAP_PLAN_SHARE = 0.97
+"""Plans export at most this share of a feed-in cap (docs/definitions.md "Caps and violations").
+
+A plan meets the forecast quarter-hour mean, but its setpoints run open loop until the next poll
+and the load of a minute can dip below that mean; the margin keeps such minutes under the cap, and
+keeps the plan below the export guard's target (98 %), so the guard does not fight the plan."""
 
 
 @dataclass
@@ -26,11 +30,10 @@ class FleetArrays:
     """Bounds, forecasts and prices of a fleet, shaped ``(N, T)`` unless noted."""
 
     dt_h: np.ndarray  # (T,) period lengths in hours
-    pv_available_w: np.ndarray
     pv_max_w: np.ndarray  # min(forecast, installer ceiling, stage ceiling)
     pv_ceiling_w: np.ndarray  # min(installer ceiling, stage ceiling): the inverter limit when not curtailing
     load_w: np.ndarray
-    export_max_w: np.ndarray  # min(connection, CAP_PLAN_SHARE × feed-in cap, 0 under the negative-price rule)
+    export_max_w: np.ndarray  # grid_rules.export_ceiling_series with CAP_PLAN_SHARE × the feed-in cap
     import_max_w: np.ndarray  # (N,) connection limit
     charge_max_w: np.ndarray  # (N, T); §14a enters through para14a_charge_max_w (LP: a row or a bound)
     discharge_max_w: np.ndarray  # (N,)
@@ -61,7 +64,8 @@ class FleetArrays:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.load_w.shape  # type: ignore[return-value]
+        n, t = self.load_w.shape
+        return n, t
 
     def para14a_charge_max_w(self, pv_w: np.ndarray) -> np.ndarray:
         """Charge ceiling under §14a given planned PV output: the limit plus PV surplus over the load.
@@ -82,6 +86,18 @@ class FleetArrays:
         return self.energy_now_wh[:, None] + np.concatenate([np.zeros((delta.shape[0], 1)), np.cumsum(delta, 1)], 1)
 
 
+def _per_period(values: np.ndarray | None) -> np.ndarray:
+    """A per-period field of a :class:`SiteProblem`, which its ``__post_init__`` has filled."""
+    if values is None:
+        raise TypeError("a SiteProblem without per-period stage_ceiling_w or para14a (see its __post_init__)")
+    return values
+
+
+def feed_in_caps_w(sites: Sequence[SiteProblem]) -> np.ndarray:
+    """Each site's feed-in cap at the meter, ``(N,)`` in W; ``inf`` where it has none."""
+    return np.array([np.inf if s.feed_in_cap_w is None else s.feed_in_cap_w for s in sites])
+
+
 def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
     """Stack a :class:`DispatchProblem` into :class:`FleetArrays`."""
     sites = problem.sites
@@ -89,16 +105,14 @@ def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
     dt_h = problem.period_s / 3600.0
     avail = np.stack([s.pv_available_w for s in sites])
     load = np.stack([s.load_w for s in sites])
-    stage = np.stack([s.stage_ceiling_w for s in sites])
+    stage = np.stack([_per_period(s.stage_ceiling_w) for s in sites])
     ceiling = np.array([s.pv_ceiling_w for s in sites])[:, None]
     pv_ceiling = np.fmin(np.broadcast_to(ceiling, (n, t)), stage)
     pv_ceiling = np.maximum(pv_ceiling, 0.0)
     conn = np.array([s.connection_limit_w for s in sites])
-    cap = np.array([np.inf if s.feed_in_cap_w is None else CAP_PLAN_SHARE * s.feed_in_cap_w for s in sites])
-    negative = problem.price_eur_per_mwh < 0
     rule = np.array([s.negative_price_rule for s in sites])
-    export_max = np.minimum(conn, cap)[:, None] * np.ones((1, t))
-    export_max[np.outer(rule, negative)] = 0.0
+    price = problem.price_eur_per_mwh
+    export_max = export_ceiling_series(CAP_PLAN_SHARE * feed_in_caps_w(sites), conn, rule, price)
 
     has_bat = np.array([s.battery is not None for s in sites])
     bats = [s.battery for s in sites]
@@ -110,7 +124,7 @@ def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
     e_now = np.array([b.soc_now * b.capacity_wh if b else 0.0 for b in bats])
     soc_min = np.array([b.soc_min if b else 0.0 for b in bats])
     soc_max = np.array([b.soc_max if b else 0.0 for b in bats])
-    p14 = np.stack([s.para14a for s in sites]) & has_bat[:, None]
+    p14 = np.stack([_per_period(s.para14a) for s in sites]) & has_bat[:, None]
     pv_max = np.minimum(avail, pv_ceiling)
 
     # A measured SoC can lie outside soc_min..soc_max; the bounds then open up to what the battery
@@ -128,12 +142,11 @@ def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
     dm = np.array([s.direct_marketing for s in sites])
     fixed = np.array([s.export_eur_per_kwh for s in sites])
     exp_price = np.where(dm[:, None], problem.price_eur_per_mwh[None, :] / 1000.0, fixed[:, None])
-    exp_price[np.outer(rule, negative)] = 0.0  # the rule: no remuneration in negative-price quarter-hours
+    exp_price[negative_price_series(rule, price)] = 0.0  # the rule: no remuneration in such quarter-hours
     sched = problem.export_schedule_w if problem.export_schedule_w is not None else np.full(t, np.nan)
     w = problem.weights
     return FleetArrays(
         dt_h=dt_h,
-        pv_available_w=avail,
         pv_max_w=pv_max,
         pv_ceiling_w=pv_ceiling,
         load_w=load,

@@ -1,4 +1,5 @@
-"""The optimizer's interface: a dispatch problem in, a dispatch plan out (DESIGN.md "Definitions").
+"""The optimizer's interface: a dispatch problem in, a dispatch plan out (docs/definitions.md "Signs",
+"Units", "Time").
 
 The controller (and the twin) build a :class:`DispatchProblem` from the fleet state and forecasts,
 call :func:`optimizer.dispatch.plan`, and write the :class:`DispatchPlan`'s per-site setpoints.
@@ -10,7 +11,9 @@ Units and signs, everywhere in this package:
 - at the meter ``grid_w > 0`` is import and ``< 0`` export; ``battery_w > 0`` is discharge and
   ``< 0`` charge; ``pv_w ≥ 0``; the fleet's ``export_w`` is the sum of ``-grid_w`` over the sites
   (net export at the meters, negative when the fleet imports);
-- a per-period value of NaN means "nothing in force" (no stage ceiling, no schedule).
+- a per-period value of NaN means "nothing in force" (no stage ceiling, no schedule);
+- the grid rules in watts (stage ceilings, the installer ceiling, feed-in and export caps) come from
+  :mod:`sparcs.config.grid_rules`.
 
 How the controller uses it::
 
@@ -35,31 +38,11 @@ from typing import Literal
 
 import numpy as np
 
-from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.config.grid_rules import QUARTER_S, feed_in_cap_w, installer_ceiling_w
 from sparcs.config.schema import DispatchConfig, SiteConfig
 
-QUARTER_S = 900
 PlanPath = Literal["optimal", "fallback_shifted", "fallback_rules", "baseline"]
 """Which path produced a plan; ``baseline`` marks the comparison plans of optimizer.baselines."""
-
-CURTAILMENT_STAGE_OUTPUT = {"K1": 0.0, "K2": 0.3, "K3": 0.6, "K4": 1.0}
-"""Output ceiling of each grid-operator curtailment stage as a fraction of the PV rating.
-
-DESIGN.md "Domain rules": K1 = 0 %, K2 = 30 %, K3 = 60 %, K4 = 100 % of rated power, and an
-undefined relay state means 0 %. We read these as the output the plant may still deliver (so the
-undefined state is the safe, most restrictive one); :func:`stage_ceiling_w` is the one place that
-converts a stage to watts.
-"""
-
-
-def stage_ceiling_w(stage: str | None, rating_w: float) -> float:
-    """PV output ceiling in W while curtailment ``stage`` (K1..K4) is active; NaN when none is.
-
-    An unknown stage name is treated as an undefined relay state: 0 W.
-    """
-    if stage is None:
-        return math.nan
-    return CURTAILMENT_STAGE_OUTPUT.get(stage, 0.0) * rating_w
 
 
 def period_grid(now_s: float, horizon_h: int = 24, until_s: float | None = None) -> tuple[float, np.ndarray]:
@@ -109,9 +92,10 @@ class SiteProblem:
 
     ``pv_available_w``: forecast PV output without any limit (W ≥ 0); ``load_w``: forecast household
     load (W ≥ 0); ``pv_rating_w``: the inverter's AC rating (reference of the stages);
-    ``pv_ceiling_w``: the installer's ceiling, never lifted; ``feed_in_cap_w``: export ceiling at
+    ``pv_ceiling_w``: the installer's ceiling, never lifted; ``feed_in_cap_w``: the feed-in cap at
     the meter (None = no cap); ``stage_ceiling_w``: PV output ceiling of an active curtailment
-    stage per period (NaN = none); ``para14a``: §14a dimming of grid charging active per period.
+    stage per period (``grid_rules.stage_ceiling_w``; NaN = none); ``para14a``: §14a dimming of
+    grid charging active per period. Both default to nothing in force in any period.
     """
 
     site_id: str
@@ -187,13 +171,12 @@ def site_problem(
             soc_max=b.soc_max,
             soc_now=b.soc_initial if soc_now is None else float(np.clip(soc_now, 0.0, 1.0)),
         )
-    rating = site.pv.rating_w
     return SiteProblem(
         site_id=site.id,
         pv_available_w=pv_available_w,
         load_w=np.minimum(load_w, site.grid.connection_limit_w),
-        pv_rating_w=rating,
-        pv_ceiling_w=rating * site.pv.installer_limit_pct / 100.0,
+        pv_rating_w=site.pv.rating_w,
+        pv_ceiling_w=installer_ceiling_w(site),
         kwp=site.pv.kwp,
         battery=battery,
         import_eur_per_kwh=site.tariff.import_eur_per_kwh,
@@ -246,10 +229,6 @@ class DispatchProblem:
     @property
     def periods(self) -> int:
         return int(self.period_s.shape[0])
-
-    @property
-    def end_s(self) -> float:
-        return self.start_s + float(self.period_s.sum())
 
     @property
     def period_start_s(self) -> np.ndarray:
@@ -305,6 +284,3 @@ class DispatchPlan:
     build_s: float = 0.0
     solve_s: float = 0.0
     split_s: float = 0.0
-
-    def site_index(self, site_id: str) -> int:
-        return self.site_ids.index(site_id)

@@ -114,8 +114,8 @@ def solve_model(fa: FleetArrays, time_limit_s: float = 60.0) -> ModelResult:
     opt = Highs()
     opt.config.time_limit = time_limit_s
     opt.config.load_solution = False
-    # Interior point without crossover for large plans (DESIGN.md "Scale"); on small ones (an
-    # aggregate of a few plants) dual simplex is faster (0.48 against 0.88 s at 17 plants measured).
+    # Interior point without crossover for large plans; dual simplex on small ones (an aggregate of
+    # a few plants, up to SIMPLEX_MAX_CELLS), where it is faster.
     small = fa.shape[0] * fa.shape[1] <= SIMPLEX_MAX_CELLS
     opt.highs_options = {"solver": "simplex"} if small else {"solver": "ipm", "run_crossover": "off"}
     res = opt.solve(m)

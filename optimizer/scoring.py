@@ -1,4 +1,5 @@
-"""The full fleet objective evaluated on final per-site setpoints (DESIGN.md "Economics", "Gap").
+"""The full fleet objective on final per-site setpoints (docs/definitions.md "Economics", "Gap to the
+monolithic optimum").
 
 Every plan — monolithic, hierarchical, fallback, baseline — is scored here by the same function, on
 what would be written and metered (net meter power per site, so an LP's simultaneous import and

@@ -1,16 +1,16 @@
 """Many independent per-site dispatch LPs built as numpy arrays and solved in bulk by highspy.
 
-This is the split-back of the hierarchical planner (DESIGN.md "Scale"): Pyomo's per-model
-overhead (~20 ms a site) rules out one Pyomo model per site. Sites without a battery have
+This is the split-back of the hierarchical planner: Pyomo's per-model overhead rules out one
+Pyomo model per site. Sites without a battery have
 independent periods and are solved in closed form (:func:`solve_pv_only_sites`). Sites with one
 are solved in chunks of about 20 sites: each chunk is one block-diagonal LP assembled straight from
 :class:`~optimizer.fleet_arrays.FleetArrays`, and tracks the summed net-export targets of its sites
 with a penalty (their share of the fleet schedule), which lets the LP reallocate a target between
 the chunk's sites at their own costs. Every chunk has the same structure, so one HiGHS instance
 per thread solves chunk after chunk by changing costs and bounds only and re-solving from the
-previous basis (dual simplex, hot start): measured 1.8 ms a site against 4.3 ms cold, and against
-7–12 ms for interior point. Chunks of 20 cost the same CPU as chunks of 10 and halve the gap to
-the monolithic optimum (0.0017 → 0.0007 at 100 sites); 50 cost twice as much for little more.
+previous basis (dual simplex, hot start: a fraction of a cold start or an interior point solve).
+About 20 sites a chunk: smaller chunks leave less room to reallocate targets (a larger gap to the
+monolithic optimum) for no less CPU; larger ones cost more CPU for little gain.
 
 Per battery site and period the columns are ``pv, imp, exp, ch, dis`` (W) and ``e`` (Wh at the end
 of the period); tracking adds ``dp, dm`` per tracked period (W above/below). Rows: the balance at
@@ -50,8 +50,8 @@ def _highs(time_limit_s: float) -> highspy.Highs:
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("solver", "simplex")
-    # Presolve costs more than it saves on chunks this small (3.2 against 5.7 ms a site measured);
-    # Devex pricing beat the default dual edge weights by ~15 %.
+    # Presolve costs more than it saves on chunks this small; Devex pricing is faster on them than
+    # the default dual edge weights.
     h.setOptionValue("presolve", "off")
     h.setOptionValue("simplex_dual_edge_weight_strategy", 1)
     h.setOptionValue("time_limit", float(time_limit_s))
@@ -244,7 +244,8 @@ class ChunkSolver:
         cols = np.arange(ncol, dtype=np.int32)
         h.changeColsCost(ncol, cols, lp.cost)
         h.changeColsBounds(ncol, cols, lp.lower, lp.upper)
-        h.changeRowsBounds(nrow, np.arange(nrow, dtype=np.int32), lp.row_lower, lp.row_upper)
+        # highspy's stub (1.16) lacks changeRowsBounds, which its extension module has.
+        h.changeRowsBounds(nrow, np.arange(nrow, dtype=np.int32), lp.row_lower, lp.row_upper)  # type: ignore[attr-defined]
         nt = lp.cells
         for coef, last_coef, col0 in (
             (lp.charge_coef, last.charge_coef, 3 * nt),

@@ -1,4 +1,4 @@
-"""A wall-clock bound on every solve, and the fallback plans (DESIGN.md "Control semantics").
+"""A wall-clock bound on every solve, and the fallback plans.
 
 :class:`PlanningWorker` keeps one long-lived solver subprocess (multiprocessing, spawn): Pyomo's
 model building holds the Python lock, so a thread could neither be abandoned nor leave the
@@ -155,13 +155,6 @@ class PlanningWorker:
                 self._conn.send(None)
             self._proc.join(timeout=5)
         self._drop()
-
-    def __enter__(self) -> PlanningWorker:
-        self.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     def inject_fault(self, fault: Fault | None) -> None:
         """Make the next solve fail (``"fail"``) or never answer (``"hang"``)."""

@@ -12,9 +12,10 @@ import datetime as dt
 
 import numpy as np
 
+from sparcs.config.grid_rules import QUARTER_S, stage_ceiling_w
 from sparcs.config.schema import DispatchConfig
 from sparcs.optimizer.curves import BERLIN, PvGeometry, clearsky_w_per_kwp, h0_w_per_annual_kwh
-from sparcs.optimizer.problem import QUARTER_S, BatteryProblem, DispatchProblem, SiteProblem, stage_ceiling_w
+from sparcs.optimizer.problem import BatteryProblem, DispatchProblem, SiteProblem
 
 DAY = dt.date(2026, 6, 21)
 TILTS = (15.0, 30.0, 45.0)

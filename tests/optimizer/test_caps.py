@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
+from sparcs.config.grid_rules import stage_ceiling_w
 from sparcs.optimizer.caps import apply_caps, violations
 from sparcs.optimizer.fleet_arrays import CAP_PLAN_SHARE, fleet_arrays
-from sparcs.optimizer.problem import stage_ceiling_w
 from tests.optimizer.small import battery, problem, site
 
 
@@ -57,12 +55,6 @@ def test_curtailment_stage_is_a_ceiling_on_output_and_on_the_limit() -> None:
     assert sp.pv_w[0] == pytest.approx([3000, 8000])
     assert sp.pv_limit_w[0, 0] == pytest.approx(3000)
     assert sp.pv_limit_w[0, 1] == pytest.approx(10_000)  # not curtailing: the installer ceiling
-
-
-def test_stage_ceilings_follow_the_domain_rules() -> None:
-    assert [stage_ceiling_w(k, 10_000.0) for k in ("K1", "K2", "K3", "K4")] == [0.0, 3000.0, 6000.0, 10_000.0]
-    assert stage_ceiling_w("relay-undefined", 10_000.0) == 0.0
-    assert math.isnan(stage_ceiling_w(None, 10_000.0))
 
 
 def test_installer_ceiling_is_never_lifted() -> None:

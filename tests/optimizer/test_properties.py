@@ -6,12 +6,12 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sparcs.config.grid_rules import STAGE_OUTPUT
 from sparcs.optimizer.baselines import self_consumption_plan
 from sparcs.optimizer.caps import apply_caps, violations
 from sparcs.optimizer.dispatch import plan_hierarchical, plan_monolithic
 from sparcs.optimizer.fleet_arrays import fleet_arrays
 from sparcs.optimizer.problem import (
-    CURTAILMENT_STAGE_OUTPUT,
     BatteryProblem,
     DispatchPlan,
     DispatchProblem,
@@ -46,7 +46,7 @@ def site_problems(draw: st.DrawFn, periods: int, index: int) -> SiteProblem:
             soc_max=soc_max,
             soc_now=draw(st.floats(0.0, 1.0)),  # measured: may lie outside soc_min..soc_max
         )
-    stages = draw(st.lists(st.sampled_from([None, *CURTAILMENT_STAGE_OUTPUT]), min_size=periods, max_size=periods))
+    stages = draw(st.lists(st.sampled_from([None, *STAGE_OUTPUT]), min_size=periods, max_size=periods))
     cap_pct = draw(st.sampled_from([None, 60, 70]))
     return SiteProblem(
         site_id=f"p{index}",
@@ -62,7 +62,7 @@ def site_problems(draw: st.DrawFn, periods: int, index: int) -> SiteProblem:
         feed_in_cap_w=None if cap_pct is None else cap_pct / 100.0 * kwp * 1000.0,
         connection_limit_w=connection,
         negative_price_rule=draw(st.booleans()),
-        stage_ceiling_w=np.array([np.nan if s is None else CURTAILMENT_STAGE_OUTPUT[s] * kwp * 1000.0 for s in stages]),
+        stage_ceiling_w=np.array([np.nan if s is None else STAGE_OUTPUT[s] * kwp * 1000.0 for s in stages]),
         para14a=np.array(draw(st.lists(st.booleans(), min_size=periods, max_size=periods))),
     )
 

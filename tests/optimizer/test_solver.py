@@ -10,9 +10,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from sparcs.config.grid_rules import stage_ceiling_w
 from sparcs.optimizer.caps import violations
 from sparcs.optimizer.fleet_arrays import fleet_arrays
-from sparcs.optimizer.problem import DispatchProblem, stage_ceiling_w
+from sparcs.optimizer.problem import DispatchProblem
 from sparcs.optimizer.solver import PlanningWorker, fallback_plan
 from tests.optimizer.small import battery, problem, setpoints_of, site
 
@@ -32,7 +33,7 @@ def worker() -> Iterator[PlanningWorker]:
 def fleet(start_offset_s: float = 0.0, stage: str | None = None) -> DispatchProblem:
     """Two sites: one with a capped meter and a battery, one under the negative-price rule."""
     pv = np.linspace(2000, 8000, PERIODS)
-    ceiling = np.full(PERIODS, stage_ceiling_w(stage, 10_000.0))
+    ceiling = np.full(PERIODS, np.nan if stage is None else stage_ceiling_w(stage, 10_000.0))
     a = site(pv, 800, site_id="a", battery=battery(), feed_in_cap_w=6000.0, stage_ceiling_w=ceiling)
     b = site(pv, 500, site_id="b", negative_price_rule=True)
     p = problem([a, b], price=np.where(np.arange(PERIODS) % 3 == 0, -20.0, 60.0))
