@@ -287,6 +287,8 @@ class GridRules(Strict):
 class ApiConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    max_body_kib: int = Field(default=64, ge=1, le=10_240, description="largest request body taken, KiB")
+    body_timeout_s: float = Field(default=10.0, gt=0, le=300, description="time a request has to send its body")
 
 
 class StorageConfig(Strict):

@@ -8,10 +8,11 @@
 includes the routers (:mod:`~sparcs.controller.api_probes`, :mod:`~sparcs.controller.api_read`,
 :mod:`~sparcs.controller.api_commands`, :mod:`~sparcs.controller.api_tokens`) and the dashboard.
 
-Bearer tokens with roles (:mod:`sparcs.controller.auth`): viewer reads, operator also commands, admin
-also manages tokens. Every command is persisted with its audit entry before it is acknowledged.
-Invalid requests get a 422 whose ``fields`` name each offending field, and change nothing; a bug
-answers 503 and is logged, never a traceback.
+Every request first meets :class:`~sparcs.controller.api_limits.RequestLimits` (body size and
+time, a token on every write). Bearer tokens with roles (:mod:`sparcs.controller.auth`): viewer
+reads, operator also commands, admin also manages tokens. Every command is persisted with its
+audit entry before it is acknowledged. Invalid requests get a 422 whose ``fields`` name each
+offending field, and change nothing; a bug answers 503 and is logged, never a traceback.
 
 Output: powers in W with the signs of docs/definitions.md "Signs" (``grid_w`` > 0 import,
 ``battery_w`` > 0 discharge, ``export_w`` ≥ 0), SoC fractions 0..1, timestamps ISO 8601 in UTC with
@@ -29,6 +30,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sparcs.controller import api_commands, api_probes, api_read, api_tokens
+from sparcs.controller.api_limits import RequestLimits
 from sparcs.controller.auth import TokenBook
 from sparcs.controller.commands import CommandError
 from sparcs.controller.cycle import Controller
@@ -112,6 +114,8 @@ def create_app(ctl: Controller) -> FastAPI:
     app.add_exception_handler(CommandError, refused)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, last_resort)
+    api = ctl.cfg.api
+    app.add_middleware(RequestLimits, max_body_bytes=api.max_body_kib * 1024, body_timeout_s=api.body_timeout_s)
     for router in (api_probes.router, api_read.router, api_commands.router, api_tokens.router):
         app.include_router(router)
     from sparcs.controller.dashboard import mount_dashboard  # the operator page at / (owned by controller/dashboard/)

@@ -17,6 +17,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from sparcs.controller.api_limits import MISSING_TOKEN
 from sparcs.controller.auth import Principal, Role, TokenBook
 from sparcs.controller.operations import Operations
 from sparcs.controller.read_model import ControllerView
@@ -53,7 +54,7 @@ def authenticated(tokens: TokenBook, creds: HTTPAuthorizationCredentials | None)
     if creds is None:
         raise HTTPException(
             401,
-            "missing bearer token: send 'Authorization: Bearer <token>' (create one with sparcs token add)",
+            MISSING_TOKEN,
             headers={"WWW-Authenticate": "Bearer"},
         )
     p = tokens.authenticate(creds.credentials)

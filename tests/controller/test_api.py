@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import re
 import socket
 
@@ -314,3 +315,41 @@ def test_history_buckets_average_known_values():
         {"ts": "1970-01-01T00:00:00+00:00", "pv_w": 200.0},
         {"ts": "1970-01-01T00:01:00+00:00", "pv_w": None},
     ]
+
+
+async def test_a_body_is_refused_before_it_is_read_when_unauthorised_too_large_or_too_slow(tmp_path):
+    cfg = validate_config(small_fleet_data(1) | {"api": {"body_timeout_s": 0.5}})
+    store = Store(data_dir=tmp_path)
+    ctl = build_controller(cfg, store, WallClock())
+    token = create_token(store, "op", "operator", 0.0)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(ctl), host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+
+    async def exchange(head: str, body: bytes = b"") -> tuple[int, dict]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head.encode() + b"\r\n" + body)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 5.0)  # the server answers without waiting for the rest
+        writer.close()
+        status_line, _, rest = raw.partition(b"\r\n")
+        return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+    post = "POST /api/v1/commands/stage HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    try:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        status, body = await exchange(post + "Content-Length: 10000000\r\n")  # no token, 10 MB promised
+        assert status == 401 and "bearer token" in body["error"]
+        auth = f"Authorization: Bearer {token}\r\n"
+        status, body = await exchange(post + auth + "Content-Length: 10000000\r\n")
+        assert status == 413 and "65536 bytes" in body["error"]
+        status, body = await exchange(post + auth + "Content-Length: 100\r\n", b'{"stage": ')  # and no more
+        assert status == 408 and "0.5 s" in body["error"]
+        status, body = await exchange(post + auth + "Content-Length: 12\r\n", b'{"stage": 1}')
+        assert status == 422  # a whole body within the limits reaches the route as before
+    finally:
+        server.should_exit = True
+        await task
+        await ctl.close()
+        store.close()
