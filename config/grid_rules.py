@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from sparcs.config.schema import GridRules, SiteConfig
+from sparcs.config.schema import SiteConfig
 
 QUARTER_S = 900
 """The settlement period of the day-ahead market and of every plan, schedule and cap check (s)."""
@@ -140,8 +140,3 @@ def export_ceiling_w(site: SiteConfig, price_eur_per_mwh: float | None) -> float
     rule, price = site.grid.negative_price_rule, _price_or_nan(price_eur_per_mwh)
     conn = site.grid.connection_limit_w
     return float(export_ceiling_series(_cap_or_inf(site), conn, rule, price)[0, 0])
-
-
-def para14a_charge_limit_w(grid: GridRules) -> float:
-    """§14a EnWG: the grid charging a dimmed battery may draw at most (W)."""
-    return grid.para14a_limit_w

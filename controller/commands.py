@@ -19,18 +19,16 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from sparcs.config.grid_rules import QUARTER_S, stage_ceiling_w
-from sparcs.config.grid_rules import STAGE_OUTPUT as CURTAILMENT_STAGE_OUTPUT
+from sparcs.config.grid_rules import QUARTER_S, Stage, most_restrictive_stage, stage_ceiling_w
 from sparcs.config.schema import AwareDatetime, FleetConfig
 from sparcs.controller.store import Store
 
 MAX_COMMAND_S = 31 * 86_400.0  # a stage or schedule further out than a month is a typo, not a plan
-Stage = Literal["K1", "K2", "K3", "K4"]
 
 
 class CommandError(ValueError):
@@ -150,12 +148,11 @@ class CommandBook:
     def stage(self, site_id: str, t0: float, t1: float | None = None) -> str | None:
         """The most restrictive stage overlapping [t0, t1) for a site (t1 default: t0 + 1 s)."""
         t1 = t0 + 1.0 if t1 is None else t1
-        found = [
+        return most_restrictive_stage(
             c.params["stage"]
             for c in self._commands
             if c.kind == "stage" and c.overlaps(t0, t1) and c.covers_site(site_id)
-        ]
-        return min(found, key=CURTAILMENT_STAGE_OUTPUT.__getitem__) if found else None
+        )
 
     def stage_ceiling_w(self, site_id: str, t0: float, t1: float | None = None) -> float | None:
         """The stage's ceiling on PV output in W (fraction of the PV rating), or None without a stage."""

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from sparcs.config.grid_rules import STAGE_OUTPUT as CURTAILMENT_STAGE_OUTPUT
+from sparcs.config.grid_rules import STAGE_OUTPUT
 
 QUALITIES = ("good", "missing", "bad")
 STATUSES = ("online", "stale")
@@ -104,7 +104,7 @@ class Metrics:
 
     def observe_stages(self, stage_by_site: Mapping[str, str | None]) -> None:
         tally = Tally(v for v in stage_by_site.values() if v is not None)
-        for stage in CURTAILMENT_STAGE_OUTPUT:
+        for stage in STAGE_OUTPUT:
             self.stage_sites.labels(stage).set(tally.get(stage, 0))
 
     def render(self) -> bytes:
