@@ -46,7 +46,7 @@ CAPTURED_LEAD_GOAL = 0.10
 
 
 def goal_lines(report: dict[str, Any]) -> list[str]:
-    """The issue's goals that this report can judge, each with the measured figure and met / missed."""
+    """The twin's goals that this report can judge, each with the measured figure and met / missed."""
     rows = {s["strategy"]: s for s in report["strategies"]}
 
     def verdict(ok: bool) -> str:
