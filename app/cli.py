@@ -1,4 +1,4 @@
-"""The `sparcs` command line: one console script, one sub-command per task (DESIGN.md "Command line").
+"""The `sparcs` command line: one console script, one sub-command per task (README.md "Command line").
 
 Each command lives beside the code it drives and is registered here, so this module only wires
 them up. Expected failures (a bad config, an unreachable device) print one line per problem to

@@ -1,9 +1,14 @@
-"""Wiring: one controller from a fleet config, a store and a clock, with the real drivers and planner."""
+"""Wiring: one controller from a fleet config, a store and a clock, with the real drivers.
+
+The one place that assembles poller, writer, planner and :class:`~sparcs.controller.cycle.Controller`:
+`sparcs run` uses it with the production planner, the twin (:mod:`sparcs.twin.replay`) with its
+strategy's planner. It imports no simulator: the devices behind ``cfg`` are real or simulated alike.
+"""
 
 from __future__ import annotations
 
 from sparcs.config.schema import FleetConfig
-from sparcs.controller.cycle import Clock, Controller
+from sparcs.controller.cycle import Clock, Controller, Planner
 from sparcs.controller.metrics import Metrics
 from sparcs.controller.planning import FleetPlanner
 from sparcs.controller.store import Store
@@ -13,11 +18,29 @@ from sparcs.optimizer.solver import PlanningWorker
 
 
 def build_controller(
-    cfg: FleetConfig, store: Store, clock: Clock, *, worker: PlanningWorker | None = None
+    cfg: FleetConfig,
+    store: Store,
+    clock: Clock,
+    *,
+    planner: Planner | None = None,
+    worker: PlanningWorker | None = None,
 ) -> Controller:
-    """A controller for ``cfg``'s devices; the solver process starts on the first dispatch."""
+    """A controller for ``cfg``'s devices on ``clock``.
+
+    ``planner``: the planner to use; default the production planner
+    (:class:`~sparcs.controller.planning.FleetPlanner` with ``worker``, whose solver process starts on
+    the first dispatch unless started before). Give one of the two, not both.
+    """
+    if planner is not None and worker is not None:
+        raise ValueError("give a planner or a worker for the production planner, not both")
     poller = FleetPoller(cfg.devices(), cfg.dispatch, clock.now)
     writer = SetpointWriter(poller, cfg.dispatch, clock.now)
     return Controller(
-        cfg, store, clock, poller=poller, writer=writer, planner=FleetPlanner(cfg, worker), metrics=Metrics()
+        cfg,
+        store,
+        clock,
+        poller=poller,
+        writer=writer,
+        planner=planner if planner is not None else FleetPlanner(cfg, worker),
+        metrics=Metrics(),
     )

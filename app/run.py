@@ -1,5 +1,9 @@
 """`sparcs run`: the controller, its scheduler and the API in one process; with a `simulation` section
-also the simulated fleet (real time), so the demo runs on one machine. Stops cleanly on Ctrl-C or SIGTERM.
+also the simulated fleet (real time, :mod:`sparcs.demo`), so the demo runs on one machine. Stops cleanly
+on Ctrl-C or SIGTERM.
+
+Against real devices (no `simulation` section) nothing here imports the simulators: :mod:`sparcs.demo`
+is imported only when the config has that section.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -22,8 +27,9 @@ from sparcs.controller.planning import PriceFileError
 from sparcs.controller.scheduler import ControlScheduler
 from sparcs.controller.store import Store
 from sparcs.factory import build_controller
-from sparcs.simulators.clock import SimClock
-from sparcs.simulators.fleet import FleetHost
+
+if TYPE_CHECKING:
+    from sparcs.demo import DemoFleet
 
 DEMO_TOKEN_NAME = "demo-operator"
 log = logging.getLogger("sparcs.run")
@@ -67,21 +73,20 @@ async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: C
         signal.signal(sig, on_signal)
 
     store = Store(cfg.storage.url, data_dir=data_dir)
-    fleet: FleetHost | None = None
+    fleet: DemoFleet | None = None
     sched: ControlScheduler | None = None
     ctl = None
     server_task: asyncio.Task[None] | None = None
     try:
         clock: Clock
         if cfg.simulation is not None:
-            sim = cfg.simulation
-            sim_clock = SimClock(sim.start.timestamp() if sim.start else time.time(), speed=1.0)
-            fleet = FleetHost(cfg, clock=sim_clock)
+            from sparcs.demo import start_demo_fleet  # the simulators: only for the demo
+
             try:
-                await fleet.start()
+                fleet = await start_demo_fleet(cfg)
             except OSError as exc:
                 raise RunError(str(exc)) from None
-            cfg, clock = fleet.config, sim_clock
+            cfg, clock = fleet.config, fleet.clock
         else:
             clock = WallClock()
         try:

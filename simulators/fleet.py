@@ -366,6 +366,49 @@ class FleetHost:
             raise KeyError(f"unknown site '{site_id}'")
         return self.sites[site_id].truth()
 
+    def site_ground_truth(self, site_id: str) -> SiteGroundTruth:
+        """A site's powers now and its cumulative energy counters (the twin's ground truth)."""
+        if site_id not in self.sites:
+            raise KeyError(f"unknown site '{site_id}'")
+        s = self.sites[site_id]
+        return SiteGroundTruth(
+            t=s.t,
+            pv_w=sum(u.pv_w for u in s.pv),
+            battery_w=sum(b.battery_w for b in s.batteries),
+            load_w=s.load_w,
+            grid_w=s.grid_w,
+            available_w=sum(u.available_w for u in s.pv),
+            pv_wh=sum(u.energy_wh for u in s.pv),
+            import_wh=s.import_wh,
+            export_wh=s.export_wh,
+            charged_wh=sum(b.charged_wh for b in s.batteries),
+            discharged_wh=sum(b.discharged_wh for b in s.batteries),
+            stored_wh=sum(b.soc * b.cell.capacity_wh for b in s.batteries),
+        )
+
+
+@dataclass(frozen=True)
+class SiteGroundTruth:
+    """A site's physics at sim time ``t`` (Unix s): powers in W with the signs of docs/definitions.md "Signs",
+    counters in Wh cumulative since the simulators started.
+
+    ``available_w``: PV the arrays could deliver (after inverter clipping, before limits);
+    ``stored_wh``: energy in the battery cells (SoC × capacity).
+    """
+
+    t: float
+    pv_w: float
+    battery_w: float
+    load_w: float
+    grid_w: float
+    available_w: float
+    pv_wh: float
+    import_wh: float
+    export_wh: float
+    charged_wh: float
+    discharged_wh: float
+    stored_wh: float
+
 
 def _make(
     dev: DeviceConfig, site: SiteSim, variant: DeviceVariant, maps: dict[str, RegisterMap], profile_dir: Path

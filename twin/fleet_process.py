@@ -18,10 +18,14 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing as mp
+from dataclasses import asdict
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sparcs.config.schema import FleetConfig
+
+if TYPE_CHECKING:
+    from sparcs.simulators.fleet import FleetHost
 
 STARTUP_TIMEOUT_S = 120.0
 STEP_TIMEOUT_S = 120.0
@@ -33,28 +37,18 @@ class FleetProcessError(RuntimeError):
     """The simulated fleet's process failed; the message carries the child's error."""
 
 
-def site_sample(host: Any) -> Sample:
+def site_sample(host: FleetHost) -> Sample:
     """Ground truth of every site now: time, powers (W) and cumulative counters (Wh) per site id.
 
-    ``available_w``: PV the arrays could deliver (after inverter clipping, before limits);
-    ``stored_wh``: energy in the battery cells (SoC × capacity).
+    The fields of :class:`simulators.fleet.SiteGroundTruth` (from ``FleetHost.site_ground_truth``):
+    ``available_w`` is PV the arrays could deliver (after inverter clipping, before limits),
+    ``stored_wh`` the energy in the battery cells (SoC × capacity).
     """
     sites: dict[str, dict[str, float]] = {}
-    for sid, site in host.sites.items():
-        truth = site.truth()
-        sites[sid] = {
-            "pv_w": float(truth["pv_w"] or 0.0),
-            "battery_w": float(truth["battery_w"] or 0.0),
-            "load_w": float(truth["load_w"] or 0.0),
-            "grid_w": float(truth["grid_w"] or 0.0),
-            "available_w": sum(u.available_w for u in site.pv),
-            "pv_wh": sum(u.energy_wh for u in site.pv),
-            "import_wh": site.import_wh,
-            "export_wh": site.export_wh,
-            "charged_wh": sum(b.charged_wh for b in site.batteries),
-            "discharged_wh": sum(b.discharged_wh for b in site.batteries),
-            "stored_wh": sum(b.soc * b.cell.capacity_wh for b in site.batteries),
-        }
+    for site in host.config.sites:
+        truth = asdict(host.site_ground_truth(site.id))
+        del truth["t"]
+        sites[site.id] = truth
     return {"t": host.clock.now(), "sites": sites}
 
 

@@ -1,6 +1,6 @@
 """KPIs of a replayed day, from the simulators' ground truth only (pure functions of a Trace).
 
-Definitions (DESIGN.md "Definitions"):
+Definitions (docs/definitions.md "Caps and violations", "Economics", "Twin goals"):
 
 - energies per site and quarter-hour are differences of the simulators' own energy counters
   (meter import/export, PV yield, battery AC charge/discharge), integrated in the physics;
@@ -8,11 +8,15 @@ Definitions (DESIGN.md "Definitions"):
   for directly marketed sites; nothing in negative-price quarter-hours under the post-Feb-2025
   rule) − the change in value of the energy stored in the batteries (at the site's import price ×
   η_discharge, as the optimizer values it), so that emptying batteries cannot look cheap;
-- ``cap_violations``: site-quarter-hours with a minute sample of meter export above the feed-in
+- ``cap_violations``: site-quarter-hours with a sample of meter export above the feed-in
   cap + 1 %, or meter power above the connection limit + 1 %; ``negative_price_violations``
   counts apart the site-quarter-hours in which a site under the negative-price rule exported more
   than 1 % of its PV rating in a negative-price quarter-hour (its cap is 0 there);
 - ``captured(s) = (cost_none − cost_s) / (cost_none − cost_perfect_foresight)``.
+
+The trace holds one sample per poll (:attr:`twin.replay.Trace.step_s` apart, a divisor of the
+quarter-hour); energies from powers (load, available PV) integrate each sample over the poll
+interval that ends with it.
 
 kWh and EUR at the edges; W, Wh, Unix s inside.
 """
@@ -23,15 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.config.grid_rules import QUARTER_S, feed_in_cap_w
 from sparcs.config.schema import FleetConfig
 from sparcs.controller.planning import read_prices_csv
 from sparcs.optimizer.forecast import price_forecast
-from sparcs.twin.replay import STEP_S, StrategyRun, Trace
+from sparcs.twin.replay import StrategyRun, Trace
 
-QUARTER_S = 900.0
 VIOLATION_TOL = 0.01
-"""A meter sample above cap × (1 + this) is a violation (DESIGN.md "Caps and violations")."""
+"""A meter sample above cap × (1 + this) is a violation (docs/definitions.md "Caps and violations")."""
 BALANCE_TOL = 0.005
 
 
@@ -111,7 +114,7 @@ def energy_balance(trace: Trace, cfg: FleetConfig) -> list[dict[str, Any]]:
     ch_ac = trace.counter("charged_wh")[:, -1] - trace.counter("charged_wh")[:, 0]
     dis_ac = trace.counter("discharged_wh")[:, -1] - trace.counter("discharged_wh")[:, 0]
     stored = trace.counter("stored_wh")
-    load = trace.power("load_w")[:, 1:].sum(axis=1) * STEP_S / 3600.0
+    load = trace.power("load_w")[:, 1:].sum(axis=1) * trace.step_s / 3600.0
     charge = ch_ac * site["eta_c"]
     discharge = dis_ac / site["eta_d"]
     losses = (ch_ac - charge) + (discharge - dis_ac)
@@ -145,13 +148,13 @@ def _percentile(values: list[float], q: float) -> float | None:
 def strategy_kpis(run: StrategyRun, cfg: FleetConfig, prices_eur_per_mwh: np.ndarray) -> dict[str, Any]:
     """The report's KPIs of one strategy (see the module docstring for the definitions)."""
     trace = run.trace
-    spq = round(QUARTER_S / STEP_S)
+    spq = trace.samples_per_quarter()
     site = _site_arrays(cfg, trace.site_ids)
     imp = per_quarter(trace.counter("import_wh"), spq) / 1000.0
     exp = per_quarter(trace.counter("export_wh"), spq) / 1000.0
     pv_kwh = float((trace.counter("pv_wh")[:, -1] - trace.counter("pv_wh")[:, 0]).sum() / 1000.0)
-    load_kwh = float(trace.power("load_w")[:, 1:].sum() * STEP_S / 3.6e6)
-    available_kwh = float(trace.power("available_w")[:, 1:].sum() * STEP_S / 3.6e6)
+    load_kwh = float(trace.power("load_w")[:, 1:].sum() * trace.step_s / 3.6e6)
+    available_kwh = float(trace.power("available_w")[:, 1:].sum() * trace.step_s / 3.6e6)
     stored = trace.counter("stored_wh")
     import_cost = float((imp * site["import_eur_per_kwh"][:, None]).sum())
     revenue = float((exp * export_price_eur_per_kwh(site, prices_eur_per_mwh)).sum())

@@ -18,12 +18,11 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import numpy as np
 
-from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.config.grid_rules import QUARTER_S, feed_in_cap_w
 from sparcs.config.schema import FleetConfig
 from sparcs.optimizer.curves import BERLIN
 from sparcs.twin.replay import StrategyRun
 
-QUARTER_S = 900.0
 SERIES = (("pv_w", "PV"), ("load_w", "load"), ("battery_w", "battery (+dis)"), ("grid_w", "meter (+imp)"))
 
 

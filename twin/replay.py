@@ -1,15 +1,23 @@
 """The replay loop: one strategy, one day, a fresh simulated fleet, the controller's real cycle.
 
-For each simulated minute of the Europe/Berlin day: operator actions that are due are sent to the
-controller's command book (as the API does, with an immediate re-plan), the controller runs its
-cycle (a dispatch every quarter-hour: 96 on a normal day), then the simulators step 60 s and the
-ground truth is sampled. The controller talks to the simulators (a fresh fleet per run, in their
-own process: :mod:`twin.fleet_process`) over real Modbus TCP on loopback; its clock and
-theirs are stepped together. Nothing here measures what the controller believes:
-:class:`Trace` holds the simulators' truth (powers at each minute, energy counters integrated by
-the simulators' physics).
+The cadence is production's (docs/definitions.md "Dispatch cadence"): the twin polls every
+``dispatch.poll_interval_s`` and dispatches every ``dispatch.dispatch_interval_s`` of its config,
+at ticks aligned to the clock (a 300 s interval dispatches at :00, :05, ...), at start-up, and at
+once after an operator command; the scenario may set other intervals
+(:func:`twin.scenario.cadence`, applied to the config by :func:`twin.scenario.apply_scenario`).
 
-Units: W, Wh, Unix s; signs as in DESIGN.md (grid_w > 0 import, battery_w > 0 discharge).
+At every poll: operator actions that are due are sent through the controller's command path
+(:meth:`controller.operations.Operations.submit`, as the API does, with an immediate re-plan), the
+controller runs its cycle, then the simulators step one poll interval and the ground truth is
+sampled. The controller is built by the composition root's factory
+(:func:`sparcs.factory.build_controller`) with the strategy's planner, and talks to the simulators
+(a fresh fleet per run, in their own process: :mod:`twin.fleet_process`) over real Modbus TCP on
+loopback; its clock and theirs are stepped together. Nothing here measures what the controller
+believes: :class:`Trace` holds the simulators' truth (powers at each poll, energy counters
+integrated by the simulators' physics).
+
+Units: W, Wh, Unix s; signs as in docs/definitions.md "Signs" (grid_w > 0 import, battery_w > 0
+discharge).
 """
 
 from __future__ import annotations
@@ -23,24 +31,18 @@ from pathlib import Path
 
 import numpy as np
 
+from sparcs.config.grid_rules import QUARTER_S
 from sparcs.config.schema import FleetConfig
 from sparcs.controller.commands import CommandError
 from sparcs.controller.cycle import Controller
-from sparcs.controller.metrics import Metrics
 from sparcs.controller.operations import Operations
 from sparcs.controller.store import Store
-from sparcs.drivers.poller import FleetPoller
-from sparcs.drivers.writer import SetpointWriter
-from sparcs.optimizer.solver import PlanningWorker
+from sparcs.factory import build_controller
 from sparcs.simulators.clock import SimClock
 from sparcs.twin.fleet_process import FleetProcess, Sample
-from sparcs.twin.scenario import Action, Scenario, ScenarioError, schedule_request
-from sparcs.twin.strategies import SOLVING, DispatchRecord, make_planner
+from sparcs.twin.scenario import Action, Scenario, ScenarioError, cadence, schedule_request
+from sparcs.twin.strategies import SOLVING, DispatchRecord, TimedPlanner, make_planner
 
-STEP_S = 60.0
-"""Poll cadence of the twin and the resolution of its ground truth (one simulated minute)."""
-DISPATCH_EVERY = 15
-"""Dispatch every 15 polls: once per quarter-hour (DESIGN.md "Dispatch cadence")."""
 WHO = "twin-scenario"
 TWIN_MODBUS_TIMEOUT_S = 10.0
 """Modbus reply timeout of the twin's controller (wall s). No simulated time passes while it waits, so
@@ -56,8 +58,9 @@ POWERS = ("pv_w", "battery_w", "load_w", "grid_w", "available_w")
 class Trace:
     """Ground truth per site (rows, in ``site_ids`` order) and sample (columns).
 
-    Sample 0 is the day's start, sample k the end of minute k. ``powers``: W at each sample;
-    ``counters``: cumulative Wh since the simulators started (``stored_wh``: energy in the cells).
+    Sample 0 is the span's start, sample k the end of the k-th poll interval (samples are evenly
+    spaced, :attr:`step_s` apart). ``powers``: W at each sample; ``counters``: cumulative Wh since the
+    simulators started (``stored_wh``: energy in the cells).
     """
 
     site_ids: list[str]
@@ -86,6 +89,23 @@ class Trace:
     def times(self) -> np.ndarray:
         return np.asarray(self.t_s, dtype=float)
 
+    @property
+    def step_s(self) -> float:
+        """The spacing of the samples (s): the poll interval of the replay. Raises ValueError if uneven."""
+        gaps = np.diff(self.times)
+        if gaps.size == 0:
+            raise ValueError("a trace of one sample has no spacing")
+        if np.ptp(gaps) > 1e-3:
+            raise ValueError(f"samples are not evenly spaced ({gaps.min():g} s to {gaps.max():g} s)")
+        return float(gaps.mean())
+
+    def samples_per_quarter(self) -> int:
+        """Samples in a quarter-hour (the poll interval divides 900 s: :func:`twin.scenario.cadence`)."""
+        n = round(QUARTER_S / self.step_s)
+        if abs(n * self.step_s - QUARTER_S) > 1e-3:
+            raise ValueError(f"a sample spacing of {self.step_s:g} s does not divide the quarter-hour")
+        return n
+
 
 @dataclass
 class StrategyRun:
@@ -95,7 +115,9 @@ class StrategyRun:
     trace: Trace
     dispatches: list[DispatchRecord]
     schedule_w: np.ndarray  # per quarter-hour of the day: fleet export asked for, W (NaN = none)
-    stage_ceiling_w: np.ndarray  # (sites, samples): stage PV ceiling in force during the minute before, NaN = none
+    stage_ceiling_w: np.ndarray  # (sites, samples): stage PV ceiling in force during the poll before, NaN = none
+    poll_interval_s: float
+    dispatch_interval_s: float
     wall_s: float
     startup_s: float
     cpu_s: float  # CPU time of the controller's process (the fleet and the solver run in their own)
@@ -122,38 +144,39 @@ async def replay(
     bounds: tuple[float, float],
     scenario: Scenario | None,
     data_dir: Path,
-    on_minute: Callable[[float], None] | None = None,
+    on_poll: Callable[[float], None] | None = None,
 ) -> StrategyRun:
-    """Replay ``bounds`` = [start, end) with ``strategy``; ``cfg`` has the scenario applied.
+    """Replay ``bounds`` = [start, end) with ``strategy``; ``cfg`` has the scenario applied (its cadence too).
 
     ``bounds``: Unix s, whole quarter-hours apart (a Europe/Berlin day for `sparcs twin`); plans end
-    at ``bounds[1]`` at the latest (:mod:`twin.strategies`).
+    at ``bounds[1]`` at the latest (:mod:`twin.strategies`). The controller polls every
+    ``cfg.dispatch.poll_interval_s`` and dispatches every ``cfg.dispatch.dispatch_interval_s``
+    (see the module docstring); ScenarioError if that cadence does not fit the twin.
     ``data_dir`` receives the controller's history store (SQLite) of this run, emptied first.
-    ``on_minute`` is called with the sim time after every simulated minute (the progress bar).
+    ``on_poll`` is called with the sim time after every poll interval (the progress bar).
     """
+    c = cadence(cfg, None)  # cfg carries the scenario's intervals already
+    poll_s, dispatch_s = c.poll_interval_s, c.dispatch_interval_s
     t_wall = time.perf_counter()
     cpu0 = time.process_time()
     clock = SimClock(bounds[0], stepped=True)
     fleet = FleetProcess(cfg, bounds[0])
-    worker = PlanningWorker()
     store: Store | None = None
+    planner: TimedPlanner | None = None
     controller: Controller | None = None
     try:
         first = await fleet.start()
         assert fleet.config is not None
         ctl_cfg = fleet.config  # the bound ports
-        ctl_cfg.dispatch.poll_interval_s = STEP_S
         ctl_cfg.dispatch.modbus_timeout_s = max(ctl_cfg.dispatch.modbus_timeout_s, TWIN_MODBUS_TIMEOUT_S)
+        planner = make_planner(strategy, ctl_cfg, horizon_end_s=bounds[1])
         if strategy in SOLVING:
-            await asyncio.to_thread(worker.start)  # the solver's start-up is not a dispatch
+            await asyncio.to_thread(planner.start)  # the solver's start-up is not a dispatch
         # A fresh history per run: a store left from an earlier replay would hand the controller its
         # last plan and its operator commands at start-up, as after a restart.
         shutil.rmtree(data_dir, ignore_errors=True)
         store = Store(data_dir=data_dir)
-        planner = make_planner(strategy, ctl_cfg, worker, horizon_end_s=bounds[1])
-        poller = FleetPoller(ctl_cfg.devices(), ctl_cfg.dispatch, clock.now)
-        writer = SetpointWriter(poller, ctl_cfg.dispatch, clock.now)
-        controller = Controller(ctl_cfg, store, clock, poller=poller, writer=writer, planner=planner, metrics=Metrics())
+        controller = build_controller(ctl_cfg, store, clock, planner=planner)
         startup_s = time.perf_counter() - t_wall
         site_ids = [s.id for s in ctl_cfg.sites]
         trace = Trace(site_ids)
@@ -161,20 +184,21 @@ async def replay(
         # The stage each sample is checked against: the one in force when the controller last cycled.
         stages: list[list[float]] = [[np.nan] * len(site_ids)]
         actions = sorted(enumerate(scenario.actions if scenario else []), key=lambda ia: ia[1].at)
-        minutes = round((bounds[1] - bounds[0]) / STEP_S)
-        for m in range(minutes):
+        polls = round((bounds[1] - bounds[0]) / poll_s)
+        for k in range(polls):
             now = clock.now()
             while actions and actions[0][1].at.timestamp() <= now:
                 i, a = actions.pop(0)
                 _send(controller.operations, i, a)
             in_force = [_nan(controller.commands.stage_ceiling_w(sid, now)) for sid in site_ids]
-            await controller.cycle(dispatch=m % DISPATCH_EVERY == 0 or controller.dispatch_requested)
-            trace.add(await fleet.step(STEP_S))
-            clock.step(STEP_S)
+            tick = k == 0 or on_tick(bounds[0] + k * poll_s, dispatch_s)  # start-up, then aligned ticks
+            await controller.cycle(dispatch=tick or controller.dispatch_requested)
+            trace.add(await fleet.step(poll_s))
+            clock.step(poll_s)
             stages.append(in_force)
-            if on_minute is not None:
-                on_minute(clock.now())
-        quarters = bounds[0] + 900.0 * np.arange(round((bounds[1] - bounds[0]) / 900.0))
+            if on_poll is not None:
+                on_poll(clock.now())
+        quarters = bounds[0] + QUARTER_S * np.arange(round((bounds[1] - bounds[0]) / QUARTER_S))
         schedule = controller.commands.schedule_series(quarters)
         return StrategyRun(
             strategy=strategy,
@@ -182,6 +206,8 @@ async def replay(
             dispatches=planner.records,
             schedule_w=schedule,
             stage_ceiling_w=np.asarray(stages, dtype=float).T,
+            poll_interval_s=poll_s,
+            dispatch_interval_s=dispatch_s,
             wall_s=time.perf_counter() - t_wall,
             startup_s=startup_s,
             cpu_s=time.process_time() - cpu0,
@@ -189,11 +215,18 @@ async def replay(
     finally:
         if controller is not None:
             await controller.close()
-        else:
-            worker.close()
+        elif planner is not None:
+            planner.close()
         await fleet.stop()
         if store is not None:
             store.close()
+
+
+def on_tick(t_s: float, interval_s: float) -> bool:
+    """Whether ``t_s`` (Unix s) is a tick of ``interval_s`` aligned to the clock, as the production
+    scheduler's (:func:`sparcs.controller.scheduler.aligned_start`): a multiple of it since the epoch."""
+    r = t_s % interval_s
+    return min(r, interval_s - r) < 1e-6
 
 
 def _nan(v: float | None) -> float:

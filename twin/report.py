@@ -1,4 +1,8 @@
-"""The twin's outputs: ``report.json`` (machine-readable, stable field names) and ``summary.md``."""
+"""The twin's outputs: ``report.json`` (machine-readable, stable field names) and ``summary.md``.
+
+Both state the cadence of the replay: ``cadence`` in report.json holds ``poll_interval_s``,
+``dispatch_interval_s`` and where each came from (``config`` or ``scenario``).
+"""
 
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ CAPTURED_LEAD_GOAL = 0.10
 
 
 def goal_lines(report: dict[str, Any]) -> list[str]:
-    """The issue's goals that this report can judge, each with the measured figure and met / missed."""
+    """The twin's goals that this report can judge, each with the measured figure and met / missed."""
     rows = {s["strategy"]: s for s in report["strategies"]}
 
     def verdict(ok: bool) -> str:
@@ -76,6 +80,22 @@ def goal_lines(report: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
+def cadence_text(report: dict[str, Any]) -> str:
+    """One sentence on the cadence of the replay and where its intervals came from."""
+    c = report.get("cadence")
+    if c is None:
+        return "polling and dispatching at an unreported cadence"
+
+    def source(key: str) -> str:
+        return "the scenario" if c[f"{key}_source"] == "scenario" else "the fleet file's dispatch section"
+
+    return (
+        f"polling every {c['poll_interval_s']:g} s ({source('poll_interval')}) and dispatching every "
+        f"{c['dispatch_interval_s']:g} s aligned to the clock ({source('dispatch_interval')}), at start-up and "
+        "after each operator command"
+    )
+
+
 def summary_markdown(report: dict[str, Any]) -> str:
     """A page a person can read: what was replayed, the KPIs side by side, the checks, the plots."""
     strategies = report["strategies"]
@@ -87,9 +107,10 @@ def summary_markdown(report: dict[str, Any]) -> str:
         f"Scenario: {report['scenario'] or 'none (the fleet file as it is)'}"
         + (f" — {report['description']}" if report.get("description") else ""),
         "",
-        f"Each strategy replayed {report['minutes']} simulated minutes ({report['quarter_hours']} dispatches "
-        "planned, one poll per minute) with a fresh simulated fleet over Modbus TCP on loopback. All figures "
-        "come from the simulators' ground truth. Cost = import − export revenue − change in stored-energy value.",
+        f"Each strategy replayed {report['minutes']} simulated minutes ({report['quarter_hours']} quarter-hours), "
+        f"{cadence_text(report)}, with a fresh simulated fleet over Modbus TCP on loopback. All figures come "
+        "from the simulators' ground truth, sampled at every poll. Cost = import − export revenue − change in "
+        "stored-energy value.",
         "",
         "| | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
@@ -112,9 +133,11 @@ def summary_markdown(report: dict[str, Any]) -> str:
     lines += goal_lines(report)
     controlled = [s for s in strategies if s["strategy"] != "none"]
     bad = [f"{s['strategy']} ({s['cap_violations']})" for s in controlled if s["cap_violations"]]
+    poll = (report.get("cadence") or {}).get("poll_interval_s")
+    every = f" (one every {poll:g} s)" if poll is not None else ""
     lines.append(
         "Cap violations of controlled strategies: " + (", ".join(bad) if bad else "none") + " (site-quarter-hours "
-        "with a one-minute meter sample above its cap + 1 %)."
+        f"with a meter sample{every} above its cap + 1 %)."
     )
     worst = max(report["balance"]["worst_residual"].values(), default=0.0)
     lines.append(

@@ -1,4 +1,10 @@
-"""`sparcs twin`: replay a day with each strategy, then write report.json, the plots and summary.md."""
+"""`sparcs twin`: replay a day with each strategy, then write report.json, the plots and summary.md.
+
+The replay follows the fleet file's poll and dispatch intervals unless the scenario sets others
+(docs/definitions.md "Dispatch cadence", :func:`twin.scenario.cadence`); the report states the
+cadence it used and where each interval came from (``cadence`` in report.json, the first paragraph
+of summary.md).
+"""
 
 from __future__ import annotations
 
@@ -17,12 +23,13 @@ from sparcs.config.schema import FleetConfig
 from sparcs.optimizer.curves import BERLIN
 from sparcs.twin.kpi import captured, day_prices, energy_balance, quarter_starts, strategy_kpis
 from sparcs.twin.plots import write_plots
-from sparcs.twin.replay import STEP_S, StrategyRun, replay
+from sparcs.twin.replay import StrategyRun, replay
 from sparcs.twin.report import summary_markdown, write_json
 from sparcs.twin.scenario import (
     Scenario,
     ScenarioError,
     apply_scenario,
+    cadence,
     day_bounds,
     drop_invisible_delays,
     load_scenario,
@@ -107,7 +114,7 @@ def run_all(
     """Replay each strategy in a fresh process (``jobs`` at a time), with a progress bar per strategy."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    minutes = round((bounds[1] - bounds[0]) / STEP_S)
+    minutes = round((bounds[1] - bounds[0]) / 60.0)  # the bar counts simulated minutes, whatever the cadence
     waiting = list(strategies)
     running: dict[str, mp.process.BaseProcess] = {}
     runs: dict[str, StrategyRun] = {}
@@ -140,7 +147,8 @@ def run_all(
                     continue
                 if kind == "tick":
                     clock = dt.datetime.fromtimestamp(payload, BERLIN).strftime("%H:%M")
-                    bar.update(tasks[s], advance=1, description=f"{s} {clock}")
+                    done = min(minutes, int((payload - bounds[0]) // 60.0))
+                    bar.update(tasks[s], completed=done, description=f"{s} {clock}")
                     continue
                 running.pop(s).join()
                 if kind == "done":
@@ -164,7 +172,17 @@ def build_report(
     scenario_path: Path | None,
     scenario: Scenario | None,
 ) -> dict[str, Any]:
-    """The report of runs over ``bounds`` (Unix s; a whole day for `sparcs twin`), without plots."""
+    """The report of runs over ``bounds`` (Unix s; a whole day for `sparcs twin`), without plots.
+
+    ``cfg`` has the scenario applied; ``cadence`` states the intervals the runs used and their source.
+    """
+    used = cadence(cfg, scenario)
+    for run in runs:
+        if (run.poll_interval_s, run.dispatch_interval_s) != (used.poll_interval_s, used.dispatch_interval_s):
+            raise ValueError(
+                f"{run.strategy} ran at {run.poll_interval_s:g}/{run.dispatch_interval_s:g} s, the config says "
+                f"{used.poll_interval_s:g}/{used.dispatch_interval_s:g} s"
+            )
     quarters = quarter_starts(bounds)
     prices = day_prices(cfg, quarters)
     rows = [strategy_kpis(r, cfg, prices) for r in runs]
@@ -179,8 +197,10 @@ def build_report(
         "scenario": None if scenario_path is None else str(scenario_path),
         "description": scenario.description if scenario else "",
         "fleet": {"sites": len(cfg.sites), "devices": sum(len(s.devices) for s in cfg.sites)},
-        "minutes": round((bounds[1] - bounds[0]) / STEP_S),
+        "minutes": round((bounds[1] - bounds[0]) / 60.0),
         "quarter_hours": len(quarters),
+        "cadence": used.as_report(),
+        "polls": round((bounds[1] - bounds[0]) / used.poll_interval_s),
         "strategies": rows,
         "captured": share,
         "balance": {

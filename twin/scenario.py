@@ -6,6 +6,14 @@ time (as the API would); ``faults`` start on the simulated devices at ``at`` and
 Every timestamp carries a UTC offset and must lie within the replayed day. Relative CSV paths
 resolve against the scenario file's folder. Unknown keys are errors naming their path.
 
+Cadence (docs/definitions.md "Dispatch cadence"): the twin polls every ``dispatch.poll_interval_s``
+and dispatches every ``dispatch.dispatch_interval_s`` of the fleet file, as production does, unless
+the scenario sets ``poll_interval_s`` or ``dispatch_interval_s`` (:func:`cadence`). The poll
+interval must divide the quarter-hour (900 s), so that the ground truth, sampled at every poll,
+tiles the quarter-hours the KPIs are scored in; the dispatch interval must be a whole multiple of
+the poll interval, so that its clock-aligned ticks fall on polls (it need not divide 900 s: an
+hourly dispatch fires on the hour, as in production).
+
 CSV formats: prices ``timestamp,eur_per_mwh`` (quarter-hourly day-ahead, EUR/MWh); clearness
 ``timestamp,clearness`` (0..1.2, multiplier of clear-sky PV); export schedule
 ``timestamp,export_kw`` (fleet export at the meters, kW ≥ 0, per quarter-hour start).
@@ -15,11 +23,14 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from sparcs.config.grid_rules import QUARTER_S
 from sparcs.config.schema import AwareDatetime, FaultMode, FaultSpec, FleetConfig, SimulationConfig, error_lines
 from sparcs.controller.commands import Para14aRequest, SchedulePoint, ScheduleRequest, StageRequest
 from sparcs.optimizer.curves import BERLIN
@@ -105,6 +116,79 @@ class Scenario(_Strict):
     prices_csv: Path | None = Field(default=None, description="CSV timestamp,eur_per_mwh, quarter-hourly")
     actions: list[Action] = Field(default_factory=list)
     faults: list[Fault] = Field(default_factory=list)
+    poll_interval_s: float | None = Field(
+        default=None, gt=0, le=QUARTER_S, description="replaces dispatch.poll_interval_s; divides 900 s"
+    )
+    dispatch_interval_s: float | None = Field(
+        default=None, gt=0, le=86_400, description="replaces dispatch.dispatch_interval_s; a multiple of the poll"
+    )
+
+    @model_validator(mode="after")
+    def _cadence(self) -> Scenario:
+        if self.poll_interval_s is not None and not _divides(self.poll_interval_s, QUARTER_S):
+            raise ValueError(f"poll_interval_s: {self.poll_interval_s:g} s does not divide the quarter-hour (900 s)")
+        return self
+
+
+CadenceSource = Literal["config", "scenario"]
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """The intervals a replay polls and dispatches at (s), and where each came from."""
+
+    poll_interval_s: float
+    dispatch_interval_s: float
+    poll_source: CadenceSource
+    dispatch_source: CadenceSource
+
+    def as_report(self) -> dict[str, float | str]:
+        """The report's ``cadence`` entry (report.json)."""
+        return {
+            "poll_interval_s": self.poll_interval_s,
+            "dispatch_interval_s": self.dispatch_interval_s,
+            "poll_interval_source": self.poll_source,
+            "dispatch_interval_source": self.dispatch_source,
+        }
+
+
+def _divides(part: float, whole: float) -> bool:
+    """Whether ``whole`` is a whole multiple of ``part`` (to a millisecond)."""
+    n = round(whole / part)
+    return n >= 1 and abs(n * part - whole) < 1e-3
+
+
+def cadence(cfg: FleetConfig, scenario: Scenario | None) -> Cadence:
+    """The twin's cadence: the scenario's intervals where it sets them, else the fleet file's ``dispatch``.
+
+    Raises ScenarioError naming the field (the scenario's or the fleet file's) when the poll interval
+    does not divide 900 s or the dispatch interval is not a whole multiple of the poll interval.
+    """
+    s_poll = scenario.poll_interval_s if scenario is not None else None
+    s_dispatch = scenario.dispatch_interval_s if scenario is not None else None
+    c = Cadence(
+        poll_interval_s=s_poll if s_poll is not None else cfg.dispatch.poll_interval_s,
+        dispatch_interval_s=s_dispatch if s_dispatch is not None else cfg.dispatch.dispatch_interval_s,
+        poll_source="scenario" if s_poll is not None else "config",
+        dispatch_source="scenario" if s_dispatch is not None else "config",
+    )
+    where = {"scenario": "", "config": "dispatch."}
+    poll_field = f"{where[c.poll_source]}poll_interval_s ({c.poll_source})"
+    dispatch_field = f"{where[c.dispatch_source]}dispatch_interval_s ({c.dispatch_source})"
+    problems = []
+    if not _divides(c.poll_interval_s, QUARTER_S):
+        problems.append(
+            f"{poll_field}: {c.poll_interval_s:g} s does not divide the quarter-hour (900 s); the twin samples "
+            "its ground truth at every poll. Set poll_interval_s in the scenario"
+        )
+    elif not _divides(c.poll_interval_s, c.dispatch_interval_s):
+        problems.append(
+            f"{dispatch_field}: {c.dispatch_interval_s:g} s is not a whole multiple of the poll interval "
+            f"({c.poll_interval_s:g} s); set dispatch_interval_s in the scenario"
+        )
+    if problems:
+        raise ScenarioError("scenario", problems)
+    return c
 
 
 def day_bounds(day: dt.date) -> tuple[float, float]:
@@ -216,13 +300,17 @@ def pick_share(device_ids: list[str], share: float, seed: int) -> list[str]:
 
 
 def apply_scenario(cfg: FleetConfig, scenario: Scenario | None) -> FleetConfig:
-    """A copy of the fleet config with the scenario's seed, weather, prices and faults in place.
+    """A copy of the fleet config with the scenario's seed, weather, prices, faults and cadence in place.
 
-    Raises ScenarioError when a fault names a device the fleet does not have.
+    Raises ScenarioError when a fault names a device the fleet does not have, or the cadence does not
+    fit the twin (:func:`cadence`).
     """
     out = cfg.model_copy(deep=True)
     if out.simulation is None:
         out.simulation = SimulationConfig()
+    c = cadence(out, scenario)
+    out.dispatch.poll_interval_s = c.poll_interval_s
+    out.dispatch.dispatch_interval_s = c.dispatch_interval_s
     if scenario is None:
         return out
     sim = out.simulation
@@ -268,6 +356,8 @@ def drop_invisible_delays(cfg: FleetConfig) -> tuple[FleetConfig, list[str]]:
         return cfg, []
     timeout = cfg.dispatch.modbus_timeout_s
     out = cfg.model_copy(deep=True)
+    sim = out.simulation
+    assert sim is not None  # a copy of cfg, which has one
     faults, notes = [], []
     for f in cfg.simulation.faults:
         if f.mode != "slow":
@@ -283,5 +373,5 @@ def drop_invisible_delays(cfg: FleetConfig) -> tuple[FleetConfig, list[str]]:
                 f"simulation.faults: '{f.device}' slow by {f.delay_s} s (at least the {timeout} s Modbus timeout) "
                 "is replayed as no_reply: every read fails, as in the field"
             )
-    out.simulation.faults = faults
+    sim.faults = faults
     return out, notes

@@ -12,13 +12,12 @@ Strategies differ only in the planner (controller.cycle's ``Planner`` protocol):
 
 :class:`TimedPlanner` wraps any of them and records each plan's wall-clock time and path.
 
-Every strategy plans up to the end of the replayed day at the latest (``horizon_end_s``), not 24 h
-ahead as in production. The twin scores the day with the energy left in the batteries at its end
-valued at the import price (DESIGN.md "Economics"); a plan that looks past midnight counts on
-tomorrow's sun to refill the batteries and so sells, at the export price, energy that the score
-values at the import price. Measured on the June scenario, first 30 demo sites: with 24 h plans
-perfect foresight was worth no more than self-consumption (captured 1.00 vs 1.02); ending the plans
-with the day it was worth what it should be (self-consumption 0.81, optimizer 0.99).
+Every strategy plans up to the end of the replayed day at the latest (``horizon_end_s``), not
+``dispatch.horizon_h`` ahead as in production (docs/definitions.md "Dispatch cadence"): the twin
+scores the day with the energy left in the batteries at its end valued at the import price
+(docs/definitions.md "Economics"), so a plan must value that energy the same way. A plan that
+looked past midnight would count on tomorrow's sun to refill the batteries and sell, at the export
+price, energy the score values at the import price.
 """
 
 from __future__ import annotations
@@ -59,13 +58,20 @@ class DispatchRecord:
 
 @dataclass
 class TimedPlanner:
-    """A planner that records every plan's wall-clock time and path; delegates everything else."""
+    """A planner (controller.cycle's ``Planner``) that records every plan's wall-clock time and path;
+    delegates everything else to ``inner``."""
 
     inner: Planner
     records: list[DispatchRecord] = field(default_factory=list)
 
     def observe(self, state: FleetState) -> None:
         self.inner.observe(state)
+
+    def restore(self, plan: Plan) -> None:
+        self.inner.restore(plan)
+
+    def start(self) -> None:
+        self.inner.start()
 
     async def plan(self, state: FleetState, commands: CommandBook, now_s: float) -> Plan | None:
         t0 = time.perf_counter()

@@ -54,7 +54,9 @@ def test_a_bad_scenario_field_is_named(fleet_file, tmp_path):
 @pytest.mark.timeout(900)
 def test_a_whole_day_end_to_end(tmp_path):
     fleet_file = tmp_path / "one-site.yaml"
-    fleet_file.write_text(yaml.safe_dump(small_fleet_data(1)), encoding="utf-8")
+    data = small_fleet_data(1)
+    data["dispatch"].update(poll_interval_s=60, dispatch_interval_s=900)  # the twin follows the fleet file
+    fleet_file.write_text(yaml.safe_dump(data), encoding="utf-8")
     out = tmp_path / "out"
     result = twin(
         "--config", str(fleet_file), "--date", "2026-06-21", "--scenario", str(JUNE),
@@ -63,6 +65,13 @@ def test_a_whole_day_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["minutes"] == 1440 and report["quarter_hours"] == 96
+    assert report["cadence"] == {
+        "poll_interval_s": 60.0,
+        "dispatch_interval_s": 900.0,
+        "poll_interval_source": "config",
+        "dispatch_interval_source": "config",
+    }
+    assert report["polls"] == 1440
     for row in report["strategies"]:
         assert row["dispatches"] == 96
         assert row["cap_violations"] == 0

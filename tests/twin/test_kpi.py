@@ -81,3 +81,66 @@ def test_violation_samples_name_site_time_and_export():
     cap = np.array([3600.0, np.inf])
     mask = -trace.power("grid_w") > cap[:, None] * 1.01
     assert violation_samples(trace, mask, cap) == [{"site": "a", "t_s": 60.0, "export_kw": 3.7, "cap_kw": 3.6}]
+
+
+def _trace(times, load_w=0.0):
+    from sparcs.twin.replay import Trace
+
+    trace = Trace(["a"])
+    for t in times:
+        row = dict.fromkeys(("pv_w", "battery_w", "grid_w", "available_w", "pv_wh", "import_wh", "export_wh"), 0.0)
+        row.update(load_w=load_w, charged_wh=0.0, discharged_wh=0.0, stored_wh=0.0)
+        trace.add({"t": t, "sites": {"a": row}})
+    return trace
+
+
+def test_the_sample_spacing_is_the_poll_interval():
+    trace = _trace(np.arange(0.0, 1801.0, 10.0))
+    assert trace.step_s == pytest.approx(10.0)
+    assert trace.samples_per_quarter() == 90
+    assert _trace(np.arange(0.0, 1801.0, 60.0)).samples_per_quarter() == 15
+    with pytest.raises(ValueError, match="evenly"):
+        _trace([0.0, 10.0, 30.0]).step_s  # noqa: B018
+    with pytest.raises(ValueError, match="does not divide"):
+        _trace([0.0, 7.0, 14.0]).samples_per_quarter()
+
+
+def test_energies_from_powers_integrate_over_the_sample_spacing():
+    from sparcs.config.schema import validate_config
+    from sparcs.twin.kpi import energy_balance
+    from tests.controller.conftest import small_fleet_data
+
+    small_cfg = validate_config(small_fleet_data(1))
+    site = small_cfg.sites[0].id
+    for step in (10.0, 60.0):
+        trace = _trace(np.arange(0.0, 1800.0 + step / 2, step), load_w=3600.0)
+        trace.site_ids = [site]
+        (b,) = energy_balance(trace, small_cfg)
+        assert b["load_kwh"] == pytest.approx(1.8)  # 3.6 kW for half an hour, at either spacing
+
+
+def test_the_summary_states_the_cadence_and_its_source():
+    report = {
+        "start": "2026-06-21T00:00:00+02:00",
+        "end": "2026-06-22T00:00:00+02:00",
+        "fleet": {"sites": 1, "devices": 3},
+        "scenario": None,
+        "minutes": 1440,
+        "quarter_hours": 96,
+        "cadence": {
+            "poll_interval_s": 10.0,
+            "dispatch_interval_s": 300.0,
+            "poll_interval_source": "config",
+            "dispatch_interval_source": "scenario",
+        },
+        "strategies": [{"strategy": "none", "cost_eur": 1.0, "cap_violations": 0, "replay_wall_s": 1.0}],
+        "captured": None,
+        "balance": {"worst_residual": {"none": 0.0}},
+        "plots": [],
+    }
+    text = summary_markdown(report)
+    assert (
+        "polling every 10 s (the fleet file's dispatch section) and dispatching every 300 s aligned to the clock "
+        "(the scenario)" in text
+    )
+    assert "with a meter sample (one every 10 s) above its cap + 1 %" in text

@@ -1,6 +1,8 @@
 """A short replay (90 minutes, three sites) with a fault and operator commands, through the real cycle.
 
-One module-scoped replay per strategy; the tests read its ground truth, report and store.
+One module-scoped replay per strategy; the tests read its ground truth, report and store. Its
+scenario sets the cadence (60 s polls, quarter-hourly dispatch); a shorter replay at the fleet
+file's own cadence (10 s / 300 s, as production) checks that the twin follows the config.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ SCENARIO = Scenario.model_validate(
             },
         ],
         "faults": [{"at": at("11:45"), "devices": [FAULTY], "mode": "offline"}],
+        "poll_interval_s": 60,
+        "dispatch_interval_s": 900,
     }
 )
 BOUNDS = (ts("11:00"), ts("12:30"))
@@ -106,9 +110,10 @@ def test_net_import_equals_the_meter_samples(replayed, strategy):
     run = replayed["runs"][strategy]
     r = row(replayed, strategy)
     grid = run.trace.power("grid_w")[:, 1:]
-    from_samples_kwh = grid.sum() * 60.0 / 3.6e6
+    assert run.trace.step_s == pytest.approx(60.0)  # the scenario's poll interval
+    from_samples_kwh = grid.sum() * run.trace.step_s / 3.6e6
     assert r["import_kwh"] - r["export_kwh"] == pytest.approx(from_samples_kwh, rel=0.005, abs=0.01)
-    assert r["export_kwh"] == pytest.approx(np.maximum(-grid, 0).sum() * 60 / 3.6e6, rel=0.005, abs=0.01)
+    assert r["export_kwh"] == pytest.approx(np.maximum(-grid, 0).sum() * run.trace.step_s / 3.6e6, rel=0.005, abs=0.01)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -180,3 +185,57 @@ def test_operator_commands_replan_at_once_and_the_schedule_is_tracked(replayed):
     scheduled = np.isfinite(run.schedule_w)
     assert scheduled.sum() == 2
     assert row(replayed, "optimizer")["cap_violations"] == 0
+
+
+def test_the_report_states_the_scenario_cadence(replayed):
+    cadence = json.loads((replayed["out"] / "report.json").read_text())["cadence"]
+    assert cadence == {
+        "poll_interval_s": 60.0,
+        "dispatch_interval_s": 900.0,
+        "poll_interval_source": "scenario",
+        "dispatch_interval_source": "scenario",
+    }
+    summary = (replayed["out"] / "summary.md").read_text()
+    assert (
+        "polling every 60 s (the scenario) and dispatching every 900 s aligned to the clock (the scenario)" in summary
+    )
+    run = replayed["runs"]["none"]
+    assert len(run.trace.t_s) == 90 + 1 and run.poll_interval_s == 60.0
+
+
+@pytest.fixture(scope="module")
+def at_config_cadence(tmp_path_factory):
+    """Half an hour, one site, at the fleet file's cadence (demo.yaml: 10 s polls, 300 s dispatch)."""
+    data = small_fleet_data(1)
+    assert data["dispatch"]["poll_interval_s"] == 10 and data["dispatch"]["dispatch_interval_s"] == 300
+    scenario = Scenario.model_validate({"date": DAY, "weather": {"cloudiness": 0.1}})
+    cfg = apply_scenario(validate_config(data), scenario)
+    out = tmp_path_factory.mktemp("twin-config-cadence")
+    bounds = (ts("11:00"), ts("11:30"))
+    run = asyncio.run(replay(cfg, "self-consumption", bounds, scenario, out / "history"))
+    report = write_outputs([run], cfg, bounds, None, scenario, out)
+    return {"run": run, "report": report, "out": out, "cfg": cfg}
+
+
+def test_the_twin_follows_the_config_cadence_with_aligned_dispatch_ticks(at_config_cadence):
+    run = at_config_cadence["run"]
+    assert run.poll_interval_s == 10.0 and run.dispatch_interval_s == 300.0
+    assert run.trace.step_s == pytest.approx(10.0)
+    assert len(run.trace.t_s) == 180 + 1  # ground truth at every poll
+    times = [dt.datetime.fromtimestamp(d.at_s, BERLIN).strftime("%H:%M:%S") for d in run.dispatches]
+    assert times == [f"11:{m:02d}:00" for m in range(0, 30, 5)]  # :00, :05, ... as the production scheduler
+    cadence = at_config_cadence["report"]["cadence"]
+    assert cadence["poll_interval_source"] == cadence["dispatch_interval_source"] == "config"
+    assert at_config_cadence["report"]["polls"] == 180
+
+
+def test_kpis_use_the_sample_spacing(at_config_cadence):
+    run = at_config_cadence["run"]
+    (r,) = at_config_cadence["report"]["strategies"]
+    grid = run.trace.power("grid_w")[:, 1:]
+    assert r["import_kwh"] - r["export_kwh"] == pytest.approx(grid.sum() * 10.0 / 3.6e6, rel=0.005, abs=0.01)
+    load = run.trace.power("load_w")[:, 1:]
+    assert r["load_kwh"] == pytest.approx(load.sum() * 10.0 / 3.6e6, rel=1e-9)
+    assert r["load_kwh"] > 0.1 and r["dispatches"] == 6
+    for b in energy_balance(run.trace, at_config_cadence["cfg"]):
+        assert abs(b["residual"]) < 0.005 and abs(b["storage_residual"]) < 0.005, b

@@ -9,7 +9,7 @@ import yaml
 
 from sparcs.config.schema import CONFIG_DIR, validate_config
 from sparcs.twin.run import TwinError, check_strategies, parse_day, prepare
-from sparcs.twin.scenario import ScenarioError, apply_scenario, load_scenario, pick_share
+from sparcs.twin.scenario import Scenario, ScenarioError, apply_scenario, cadence, load_scenario, pick_share
 from tests.controller.conftest import DEMO as DEMO_DATA
 from tests.controller.conftest import small_fleet_data
 
@@ -92,8 +92,6 @@ def test_share_picks_the_same_devices_every_time():
 def test_unknown_fault_device_is_named():
     cfg = validate_config(small_fleet_data(2))
     data = {"date": "2026-06-21", "faults": [{"at": "2026-06-21T12:00:00+02:00", "devices": ["nope"]}]}
-    from sparcs.twin.scenario import Scenario
-
     with pytest.raises(ScenarioError) as err:
         apply_scenario(cfg, Scenario.model_validate(data))
     assert err.value.errors == ["faults[0].devices[0]: unknown device 'nope' in this fleet"]
@@ -130,3 +128,66 @@ def test_slow_replies_keep_their_production_meaning_on_the_stepped_clock():
     kept = [(f.device, f.mode) for f in out.simulation.faults]
     assert kept == [("lej-002-pv", "no_reply"), ("lej-002-bat", "offline")]
     assert len(notes) == 2 and "lej-001-pv" in notes[0] and "no_reply" in notes[1]
+
+
+def test_the_shipped_scenarios_follow_the_fleet_files_cadence():
+    cfg = validate_config(DEMO_DATA)
+    for path in SCENARIOS:
+        s = load_scenario(path)
+        assert s.poll_interval_s is None and s.dispatch_interval_s is None, path
+        c = cadence(cfg, s)
+        assert (c.poll_interval_s, c.dispatch_interval_s) == (10.0, 300.0)  # demo.yaml's dispatch section
+        assert (c.poll_source, c.dispatch_source) == ("config", "config")
+
+
+def test_a_scenario_cadence_replaces_the_config_interval_by_interval():
+    cfg = validate_config(small_fleet_data(2))
+    only_poll = Scenario.model_validate({"date": "2026-06-21", "poll_interval_s": 60})
+    c = cadence(cfg, only_poll)
+    assert (c.poll_interval_s, c.poll_source, c.dispatch_interval_s, c.dispatch_source) == (
+        60.0,
+        "scenario",
+        300.0,
+        "config",
+    )
+    applied = apply_scenario(cfg, only_poll)
+    assert (applied.dispatch.poll_interval_s, applied.dispatch.dispatch_interval_s) == (60.0, 300.0)
+    assert cfg.dispatch.poll_interval_s == 10.0  # the fleet file's config is not changed
+    both = Scenario.model_validate({"date": "2026-06-21", "poll_interval_s": 30, "dispatch_interval_s": 3600})
+    assert cadence(cfg, both).as_report() == {
+        "poll_interval_s": 30.0,
+        "dispatch_interval_s": 3600.0,  # need not divide 900 s: an hourly dispatch fires on the hour
+        "poll_interval_source": "scenario",
+        "dispatch_interval_source": "scenario",
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        ({"poll_interval_s": 7}, "poll_interval_s: 7 s does not divide the quarter-hour"),
+        ({"poll_interval_s": 0}, "poll_interval_s: "),
+        ({"dispatch_interval_s": 90000}, "dispatch_interval_s: "),
+    ],
+)
+def test_a_scenario_cadence_that_does_not_fit_is_named(tmp_path, data, line):
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(write(tmp_path, {"date": "2026-06-21", **data}))
+    assert any(line in e for e in err.value.errors), err.value.errors
+
+
+@pytest.mark.parametrize(
+    ("dispatch", "scenario", "line"),
+    [
+        ({"poll_interval_s": 7}, {}, "dispatch.poll_interval_s (config): 7 s does not divide the quarter-hour"),
+        ({}, {"poll_interval_s": 180}, "dispatch.dispatch_interval_s (config): 300 s is not a whole multiple"),
+        ({}, {"dispatch_interval_s": 95}, "dispatch_interval_s (scenario): 95 s is not a whole multiple of the poll"),
+    ],
+)
+def test_a_cadence_that_does_not_fit_names_its_field_and_source(dispatch, scenario, line):
+    data = small_fleet_data(2)
+    data["dispatch"].update(dispatch)
+    s = Scenario.model_validate({"date": "2026-06-21", **scenario})
+    with pytest.raises(ScenarioError) as err:
+        apply_scenario(validate_config(data), s)
+    assert err.value.errors[0].startswith(line), err.value.errors
