@@ -192,7 +192,7 @@ async def replay(
                 _send(controller.operations, i, a)
             in_force = [_nan(controller.commands.stage_ceiling_w(sid, now)) for sid in site_ids]
             tick = k == 0 or on_tick(bounds[0] + k * poll_s, dispatch_s)  # start-up, then aligned ticks
-            await controller.cycle(dispatch=tick or controller.dispatch_requested)
+            await controller.cycle(dispatch=tick or controller.replan_due(now))  # as the scheduler would
             trace.add(await fleet.step(poll_s))
             clock.step(poll_s)
             stages.append(in_force)
