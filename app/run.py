@@ -40,7 +40,11 @@ class RunError(Exception):
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    """The API's listening socket. Made with ``IPPROTO_TCP`` so that asyncio sets TCP_NODELAY on every
+    connection it accepts (it does so only for sockets of that protocol): without it each keep-alive
+    response waits ~40 ms for the client's delayed ACK."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -111,6 +115,8 @@ async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: C
         n_dev = sum(len(s.devices) for s in cfg.sites)
         echo(f"SPARCS controller: {url}/  (dashboard; API: {url}/api/v1, docs: {url}/docs, metrics: {url}/metrics)")
         echo(f"fleet: {len(cfg.sites)} sites, {n_dev} devices" + (" (simulated, real time)" if fleet else ""))
+        if fleet is not None and fleet.control is not None:
+            echo(f"simulator control channel: {fleet.control.url}")
         if fleet is not None:
             token = demo_token(store)
             echo(f"demo operator token: {token}")

@@ -86,3 +86,29 @@ def test_the_check_sees_an_import_of_the_simulators(forbidden):
     """The probe itself can fail: a module that imports a forbidden package shows up in the list."""
     code = CONTROLLER.replace("import sparcs.controller\n", f"import sparcs.controller\nimport {forbidden}\n")
     assert forbidden in fresh_interpreter(code)["loaded"]
+
+
+async def test_the_api_socket_makes_asyncio_set_tcp_nodelay_on_every_connection():
+    """Without TCP_NODELAY each keep-alive response waited ~40 ms for the client's delayed ACK."""
+    import asyncio
+    import socket
+
+    from sparcs.run import _listen
+
+    accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport):
+            sock = transport.get_extra_info("socket")
+            accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    listening = _listen("127.0.0.1", 0)
+    server = await asyncio.get_running_loop().create_server(Probe, sock=listening)
+    try:
+        _reader, writer = await asyncio.open_connection(*listening.getsockname())
+        assert await asyncio.wait_for(accepted, 5.0) == 1
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()

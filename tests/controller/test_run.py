@@ -26,8 +26,10 @@ SPARCS = [sys.executable, "-m", "sparcs"]
 def fleet_file(tmp_path: Path) -> Path:
     data = small_fleet_data(2)
     devices = [d for s in data["sites"] for d in s["devices"]]
-    for d, port in zip(devices, free_ports(len(devices)), strict=True):
+    *ports, control = free_ports(len(devices) + 1)
+    for d, port in zip(devices, ports, strict=True):
         d["port"] = port
+    data["simulation"]["control_port"] = control
     data["dispatch"] = {"poll_interval_s": 1, "dispatch_interval_s": 5, "solve_timeout_s": 20}
     path = tmp_path / "fleet.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -87,6 +89,8 @@ def test_run_serves_and_stops_cleanly(tmp_path, how):
         assert plan["path"] == "optimal"
         fleet = r.http.get("/api/v1/fleet").json()
         assert fleet["now"]["online"] == fleet["now"]["total"] > 0
+        control = next(line.split()[-1] for line in r.lines if line.startswith("simulator control channel:"))
+        assert httpx.get(f"{control}/clock").status_code == 200  # the demo's simulators take faults and steps
         children = psutil.Process(r.proc.pid).children(recursive=True)
         if how == "SIGTERM":
             r.proc.send_signal(signal.SIGTERM)
