@@ -259,6 +259,13 @@ class DispatchConfig(Strict):
     horizon_h: int = Field(default=24, ge=1, le=72)
     solve_timeout_s: float = Field(default=30.0, gt=0, le=600)
     stale_after_polls: int = Field(default=3, ge=1, le=100)
+    max_backoff_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=60,
+        description="a failing device is still probed at least this often (its back-off never skips longer); "
+        "at most 60 s, so a device that answers again is back within a minute",
+    )
     revert_timeout_s: int = Field(default=600, ge=10, le=65_535, description="revert timer written with limits")
     modbus_timeout_s: float = Field(default=1.0, gt=0, le=30)
     max_concurrency: int = Field(default=256, ge=1, le=10_000)

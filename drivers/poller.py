@@ -3,8 +3,10 @@
 One ``Link`` (a reused pymodbus connection) per endpoint; the unit ids behind one gateway are
 polled one after another over it, so a silent unit costs its neighbours at most one timeout.
 Endpoints are polled concurrently up to ``max_concurrency``; a failing device backs off
-exponentially (it is skipped, not waited for) and turns stale after ``stale_after_polls``
-failed polls. A value that could not be read is missing, never the previous one reused.
+exponentially (it is skipped, not waited for: 0, 1, 3, 7, … polls) but is probed again at least every
+``dispatch.max_backoff_s``, so a device that answers again is online with that poll; it turns stale
+after ``stale_after_polls`` failed polls. A value that could not be read is missing, never the
+previous one reused.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,7 +26,6 @@ from sparcs.drivers.telemetry import Bounds, CounterWatch, Telemetry, judge, mar
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF_S = 300.0
 # The first poll (connect, discover, read nameplates: ~15 requests a device) is spread over
 # STAGGER_S_PER_LINK × links (at least STAGGER_MIN_S, at most half a poll interval), so a fleet
 # restart does not hit every device, gateway and the network at the same instant.
@@ -159,13 +161,23 @@ class FleetPoller:
             pass
         return await s.driver.poll()
 
+    def _backoff_s(self, failures: int) -> float:
+        """How long to wait after ``failures`` failed attempts in a row before the next one.
+
+        k failures: skip the next 2^(k-1) - 1 polls, but never so many that the next attempt falls
+        more than ``max_backoff_s`` after this one (at least the next poll is tried). The half
+        interval absorbs clock jitter: the attempt lands on a poll, not just after it.
+        """
+        interval = self.settings.poll_interval_s
+        cap_polls = max(1, math.floor(self.settings.max_backoff_s / interval + 1e-9))
+        polls = min(2 ** min(failures - 1, 30), cap_polls)
+        return interval * (polls - 0.5)
+
     def _failed(self, s: DeviceState, now: float, error: str | None, attempted: bool) -> None:
         s.failed_polls += 1
         if attempted:
             s.attempt_failures += 1
-            # k failures: skip the next 2^(k-1) - 1 polls (the half interval absorbs clock jitter).
-            backoff = self.settings.poll_interval_s * (2 ** (s.attempt_failures - 1) - 0.5)
-            s.next_attempt_at = now + min(backoff, MAX_BACKOFF_S)
+            s.next_attempt_at = now + self._backoff_s(s.attempt_failures)
         stale = s.failed_polls >= self.settings.stale_after_polls
         if stale:
             s.driver.forget()  # it may come back changed (restart, firmware update): discover again

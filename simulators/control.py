@@ -113,7 +113,9 @@ class ControlServer:
 
     async def start(self) -> str:
         """Start serving; returns the base URL. Binding here (not in uvicorn) keeps a port clash an OSError."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only when proto says TCP
+        # (else Nagle with delayed ACK holds small replies on a kept-alive connection back ~40 ms).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.bind, self._port))

@@ -5,7 +5,8 @@ the site physics (:mod:`simulators.site`):
 
 - on a read, :meth:`SunSpecSimDevice.render` publishes live values (scaled with the device's fixed
   scale factors) unless they are current already; value faults change what is published
-  (``frozen``: nothing, ``sentinel``: not-implemented values, ``garbage``: out-of-range values);
+  (``frozen``: nothing, ``sentinel``: not-implemented values, ``garbage``: well-formed values of
+  each point's type far out of physical range, see :meth:`SunSpecSimDevice._garbage`);
 - on a write, :meth:`SunSpecSimDevice.write` accepts only whole writable points whose decoded value
   lies in the point's range; otherwise it refuses the whole request and changes nothing
   (exception 2 for a register that is not a writable point, 3 for a value out of range).
@@ -22,6 +23,8 @@ device's phases.
 from __future__ import annotations
 
 import math
+import random
+import string
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TypedDict
@@ -40,6 +43,8 @@ HERTZ = 50.0
 INVERTER_MODELS = (101, 102, 103, 111, 112, 113)
 METER_PHASES = {201: 1, 202: 2, 203: 3, 204: 3}
 _PHASE_NAMES = ("A", "B", "C")
+GARBAGE_SF = 10
+"""The largest legal SunSpec scale factor: what the ``garbage`` fault publishes for live points."""
 
 
 def model_ids(kind: str, variant: DeviceVariant) -> list[int]:
@@ -94,6 +99,8 @@ class SunSpecSimDevice(ABC):
         self.sf: dict[tuple[int, str], int] = {}
         self.writable: dict[tuple[int, str], Writable] = {}
         self._rendered: tuple[int, str | None] | None = None
+        self._live_sfs: list[tuple[int, str]] | None = None
+        self._sf_garbled = False
         self._slots: dict[tuple[int, str], tuple[Point, int, float | None, int, int] | None] = {}
         self._point_at = point_at_address((tuple(self.models), variant.base_address, variant.common_len))
         self._setup()
@@ -153,11 +160,36 @@ class SunSpecSimDevice(ABC):
         lo, hi = type_range(p.type, p.size)
         return min(max(round(value / 10.0**sf), lo), hi)
 
-    def _garbage(self, p: Point) -> float | int:
-        """An out-of-range value: the largest number the point's type can carry."""
+    def _garbage(self, p: Point) -> float | int | str:
+        """A well-formed but implausible value of the point's own type.
+
+        Numbers: the largest the type carries (float: 1e12), published with the largest legal scale
+        factor (:meth:`_garble_sfs`), so the decoded value lies far outside any physical range
+        whatever the rating; strings: random printable text (seeded by device, point and sim time),
+        never a number written into a string point.
+        """
+        if p.type == "string":
+            rng = random.Random(f"{self.id}:{p.model_id}:{p.name}:{self.site.t}")
+            return "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(2 * p.size))
         if p.type.startswith("float"):
             return 1e12
         return type_range(p.type, p.size)[1]
+
+    def _garble_sfs(self, on: bool) -> None:
+        """The scale factors of the live points: GARBAGE_SF under the fault, the device's own otherwise."""
+        if self._live_sfs is None:
+            self._live_sfs = sorted(
+                {
+                    (mid, p.sf)
+                    for mid, name, _ in self._live()
+                    if (p := self.image.points.get((mid, name))) is not None
+                    and p.sf
+                    and (mid, p.sf) in self.image.points
+                }
+            )
+        for mid, name in self._live_sfs:
+            self.image.set(self.image.point(mid, name), GARBAGE_SF if on else self.sf.get((mid, name), 0))
+        self._sf_garbled = on
 
     def _put_common(self, site: SiteConfig) -> None:
         self.put(1, "Mn", "SPARCS")
@@ -191,6 +223,8 @@ class SunSpecSimDevice(ABC):
                 self.image.set(p, self._garbage(p))
             else:
                 self.image.set(p, self._raw(p, value))
+        if fault_mode == "garbage" or self._sf_garbled:
+            self._garble_sfs(fault_mode == "garbage")
         unit = self._unit()
         if unit is not None:
             for (mid, name), w in self.writable.items():

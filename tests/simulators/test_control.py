@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 
 import httpx
 import pytest
@@ -15,16 +17,22 @@ from tests.simulators.conftest import SUMMER_NOON_S, FleetThread, site
 
 
 @pytest.fixture(scope="module")
-def api():
+def served():
     fleet = FleetThread({"simulation": {"seed": 2}, "sites": [site("c", 35000)]})
     server = ControlServer(fleet.host)
     try:
         url = fleet.run(server.start())
         with httpx.Client(base_url=url, timeout=10) as client:
-            yield fleet, client
+            yield fleet, server, client
     finally:
         fleet.run(server.stop())
         fleet.close()
+
+
+@pytest.fixture(scope="module")
+def api(served):
+    fleet, _, client = served
+    return fleet, client
 
 
 def test_clock_steps_and_truth_follows(api):
@@ -86,3 +94,42 @@ def test_free_running_clock_advances_the_physics_without_steps():
     t, energy = asyncio.run(run())
     assert t == SUMMER_NOON_S + 1800.0
     assert energy > FleetHost(cfg, clock=SimClock(SUMMER_NOON_S, stepped=True)).truth("rt-pv")["energy_wh"]
+
+
+def _nodelay(transport: asyncio.BaseTransport) -> int:
+    sock = transport.get_extra_info("socket")
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_control_connections_are_tcp_nodelay_and_kept_alive(served):
+    """Nagle on the server side holds a keep-alive reply back ~40 ms (delayed ACK): TCP_NODELAY must be on.
+
+    Asserted on the accepted socket itself (server side), not by timing: 20 sequential requests over
+    one kept-alive connection, and that connection has TCP_NODELAY set.
+    """
+    fleet, server, client = served
+    for _ in range(20):
+        assert client.get("/clock").status_code == 200
+
+    def accepted() -> list[int]:
+        return [_nodelay(p.transport) for p in server._server.server_state.connections]
+
+    flags = fleet.call(accepted)
+    assert len(flags) == 1  # one keep-alive connection served all 20 requests
+    assert all(flags), flags
+
+
+def test_modbus_proxy_connections_are_tcp_nodelay(api):
+    """The fault proxy in front of every device accepts its connections with TCP_NODELAY as well."""
+    fleet, _ = api
+    ep = fleet.endpoints["c-meter"]
+    with socket.create_connection((ep.host, ep.port), timeout=5) as conn:
+        conn.sendall(struct.pack(">HHHBBHH", 1, 0, 6, ep.unit, 3, fleet.host.devices["c-meter"].image.base, 2))
+        assert conn.recv(64)[7] == 3  # an answer to FC 3: the proxy has accepted and served us
+
+        def accepted() -> list[int]:
+            proxies = [p.proxy for p in fleet.host._ports.values() if p.proxy is not None]
+            return [_nodelay(w.transport) for proxy in proxies for w in proxy._writers]
+
+        flags = fleet.call(accepted)
+    assert flags and all(flags), flags
