@@ -14,7 +14,7 @@ ALLOWED = {
     "optimizer": {"config"},
     "simulators": {"config", "optimizer.curves"},
     "controller": {"config", "drivers", "optimizer"},
-    "twin": {"config", "drivers", "optimizer", "simulators", "controller", "app"},
+    "twin": {"config", "drivers", "optimizer", "simulators", "controller", "factory"},
 }
 
 

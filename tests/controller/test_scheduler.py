@@ -59,6 +59,7 @@ async def test_an_overrunning_dispatch_never_stacks_under_the_scheduler(tmp_path
             running -= 1
 
     ctl.planner.plan = counting_plan
+    await asyncio.to_thread(ctl.planner.start)  # as sparcs run does: the hung solve, not the start-up, meets the bound
     ctl.planner.worker.inject_fault("hang")
     sched = ControlScheduler(ctl)
     try:
