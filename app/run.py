@@ -1,6 +1,10 @@
-"""`sparcs run`: the controller, its scheduler and the API in one process; with a `simulation` section
-also the simulated fleet (real time, :mod:`sparcs.demo`), so the demo runs on one machine. Stops cleanly
-on Ctrl-C or SIGTERM.
+"""`sparcs run`: the controller and its scheduler in this process (the control process), the operator
+API in a niced process of its own (:mod:`sparcs.controller.api_process`) that reads the snapshot
+this one publishes and forwards commands to it; with a `simulation` section also the simulated fleet
+in a third process (real time, :mod:`sparcs.demo`), so the demo runs on one machine. A slow client,
+a large answer or a burst of API requests never delays polling, the export guard or the writer
+(docs/architecture.md "The API beside the control loop"); an API process that ends is started again
+while control goes on. Stops cleanly on Ctrl-C or SIGTERM.
 
 Against real devices (no `simulation` section) nothing here imports the simulators: :mod:`sparcs.demo`
 is imported only when the config has that section.
@@ -9,6 +13,7 @@ is imported only when the config has that section.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -17,12 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import uvicorn
-
 from sparcs.config.schema import FleetConfig
-from sparcs.controller.api import create_app
+from sparcs.controller.api_link import ApiLink
+from sparcs.controller.api_process import ApiProcess
 from sparcs.controller.auth import create_token
-from sparcs.controller.cycle import Clock, WallClock
+from sparcs.controller.cycle import Clock, Controller, WallClock
 from sparcs.controller.planning import PriceFileError
 from sparcs.controller.scheduler import ControlScheduler
 from sparcs.controller.store import Store
@@ -32,6 +36,10 @@ if TYPE_CHECKING:
     from sparcs.demo import DemoFleet
 
 DEMO_TOKEN_NAME = "demo-operator"
+API_START_TIMEOUT_S = 60.0
+"""How long `sparcs run` waits for its API process to serve before it starts the control loop anyway (s)."""
+API_WATCH_S = 1.0
+"""How often `sparcs run` checks that its API process runs (s); one that ended is started again."""
 log = logging.getLogger("sparcs.run")
 
 
@@ -62,6 +70,20 @@ def demo_token(store: Store) -> str:
     return create_token(store, DEMO_TOKEN_NAME, "operator", time.time())
 
 
+async def _start_api(api: ApiProcess, ctl: Controller, on_signal: Callable[[int, object], None]) -> ApiLink:
+    """Start the API process with Ctrl-C ignored (a disposition it inherits, like the solver's) and link it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        sock = api.start()
+    finally:
+        signal.signal(signal.SIGINT, on_signal)
+    link = ApiLink(ctl, sock)
+    await link.start()
+    if not await link.ready(API_START_TIMEOUT_S):
+        log.warning("the API process has not started serving after %.0f s", API_START_TIMEOUT_S)
+    return link
+
+
 async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: Callable[[str], None]) -> None:
     """Run until SIGINT or SIGTERM, then stop the scheduler, the API, the devices' connections and the fleet."""
     stop = asyncio.Event()
@@ -70,26 +92,29 @@ async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: C
     def on_signal(_sig: int, _frame: object) -> None:
         loop.call_soon_threadsafe(stop.set)
 
-    # From the start, Ctrl-C and SIGTERM only ask to stop; the clean-up below always runs. These
-    # handlers are also in place before uvicorn installs its own, so that when uvicorn re-raises the
-    # signal after its shutdown, this handler (not Python's default) receives it.
+    # From the start, Ctrl-C and SIGTERM only ask to stop; the clean-up below always runs.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
 
     store = Store(cfg.storage.url, data_dir=data_dir)
     fleet: DemoFleet | None = None
     sched: ControlScheduler | None = None
-    ctl = None
-    server_task: asyncio.Task[None] | None = None
+    ctl: Controller | None = None
+    api: ApiProcess | None = None
+    link: ApiLink | None = None
+    sock: socket.socket | None = None
     try:
         clock: Clock
         if cfg.simulation is not None:
             from sparcs.demo import start_demo_fleet  # the simulators: only for the demo
 
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the fleet process ignores Ctrl-C from the start
             try:
                 fleet = await start_demo_fleet(cfg)
             except OSError as exc:
                 raise RunError(str(exc)) from None
+            finally:
+                signal.signal(signal.SIGINT, on_signal)
             cfg, clock = fleet.config, fleet.clock
         else:
             clock = WallClock()
@@ -107,31 +132,37 @@ async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: C
             await asyncio.to_thread(ctl.planner.start)
         finally:
             signal.signal(signal.SIGINT, on_signal)
-        server = uvicorn.Server(uvicorn.Config(create_app(ctl), log_level="warning", lifespan="off", access_log=False))
-        server_task = asyncio.create_task(server.serve(sockets=[sock]))
+        api = ApiProcess(cfg, data_dir, sock)
+        link = await _start_api(api, ctl, on_signal)
         sched = ControlScheduler(ctl)
         sched.start()
         url = f"http://{host if ':' not in host else f'[{host}]'}:{bound_port}"
         n_dev = sum(len(s.devices) for s in cfg.sites)
         echo(f"SPARCS controller: {url}/  (dashboard; API: {url}/api/v1, docs: {url}/docs, metrics: {url}/metrics)")
         echo(f"fleet: {len(cfg.sites)} sites, {n_dev} devices" + (" (simulated, real time)" if fleet else ""))
-        if fleet is not None and fleet.control is not None:
-            echo(f"simulator control channel: {fleet.control.url}")
+        if fleet is not None and fleet.control_url is not None:
+            echo(f"simulator control channel: {fleet.control_url}")
         if fleet is not None:
             token = demo_token(store)
             echo(f"demo operator token: {token}")
             echo(f'  curl -H "Authorization: Bearer {token}" {url}/api/v1/fleet')
         echo("Stop with Ctrl-C.")
-        stop_wait = asyncio.create_task(stop.wait())
-        await asyncio.wait({server_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-        stop_wait.cancel()
-        server.should_exit = True
-        await server_task
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), API_WATCH_S)
+            if not stop.is_set() and not api.alive():  # control goes on; the API comes back
+                log.error("the API process ended (exit code %s); starting it again", api.exitcode())
+                await link.close()
+                link = await _start_api(api, ctl, on_signal)
     finally:
         if sched is not None:
             await sched.stop()
-        if server_task is not None and not server_task.done():
-            server_task.cancel()
+        if link is not None:
+            await link.close()  # the API process stops when its link closes
+        if api is not None:
+            await api.stop()
+        if sock is not None:
+            sock.close()
         if ctl is not None:
             await ctl.close()
         if fleet is not None:

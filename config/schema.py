@@ -296,6 +296,18 @@ class ApiConfig(Strict):
     port: int = Field(default=8080, ge=1, le=65535)
     max_body_kib: int = Field(default=64, ge=1, le=10_240, description="largest request body taken, KiB")
     body_timeout_s: float = Field(default=10.0, gt=0, le=300, description="time a request has to send its body")
+    keep_alive_s: float = Field(
+        default=5.0, gt=0, le=300, description="an idle kept-alive connection is closed after this many seconds"
+    )
+    max_connections: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="connections (or requests in progress) beyond which new requests get 503; bounds the API's memory",
+    )
+    nice: int = Field(
+        default=10, ge=0, le=19, description="niceness of the API process: the control process is served first"
+    )
 
 
 class StorageConfig(Strict):

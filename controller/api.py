@@ -1,18 +1,22 @@
 """The operator API: FastAPI under /api/v1 (OpenAPI docs at /docs), plus /healthz, /readyz, /metrics.
 
-:func:`create_app` builds the app of one controller: it puts the read model
-(:class:`~sparcs.controller.read_model.ControllerView`), the command path
-(:class:`~sparcs.controller.operations.Operations`) and the token book
-(:class:`~sparcs.controller.auth.TokenBook`) on ``app.state``, where the providers of
-:mod:`~sparcs.controller.api_deps` hand them to the routes; installs the error handlers; and
+:func:`build_app` builds the app over a read model
+(:class:`~sparcs.controller.read_model.ControllerView`), a way into the command path
+(:class:`~sparcs.controller.command_port.CommandPort`) and a token book
+(:class:`~sparcs.controller.auth.TokenBook`), which it puts on ``app.state``, where the providers
+of :mod:`~sparcs.controller.api_deps` hand them to the routes; installs the error handlers; and
 includes the routers (:mod:`~sparcs.controller.api_probes`, :mod:`~sparcs.controller.api_read`,
 :mod:`~sparcs.controller.api_commands`, :mod:`~sparcs.controller.api_tokens`) and the dashboard.
+:func:`create_app` is that app over a controller in this process; `sparcs run` serves the same app
+from a process of its own over the snapshot the control process publishes
+(:mod:`~sparcs.controller.api_process`).
 
 Every request first meets :class:`~sparcs.controller.api_limits.RequestLimits` (body size and
 time, a token on every write). Bearer tokens with roles (:mod:`sparcs.controller.auth`): viewer
 reads, operator also commands, admin also manages tokens. Every command is persisted with its
 audit entry before it is acknowledged. Invalid requests get a 422 whose ``fields`` name each
-offending field, and change nothing; a bug answers 503 and is logged, never a traceback.
+offending field, and change nothing; a bug answers 503 and is logged, never a traceback; so does
+a command the control process does not answer in time.
 
 Output: powers in W with the signs of docs/definitions.md "Signs" (``grid_w`` > 0 import,
 ``battery_w`` > 0 discharge, ``export_w`` ≥ 0), SoC fractions 0..1, timestamps ISO 8601 in UTC with
@@ -29,9 +33,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sparcs.config.schema import ApiConfig
 from sparcs.controller import api_commands, api_probes, api_read, api_tokens
 from sparcs.controller.api_limits import RequestLimits
 from sparcs.controller.auth import TokenBook
+from sparcs.controller.command_port import CommandPort, ControlUnavailable, LocalCommands
 from sparcs.controller.commands import CommandError
 from sparcs.controller.cycle import Controller
 from sparcs.controller.read_model import ControllerView
@@ -60,8 +66,8 @@ def count_command(request: Request, result: str) -> None:
     path = request.url.path
     if path.startswith("/api/v1/commands") and request.method in ("POST", "DELETE"):
         kind = "cancel" if request.method == "DELETE" else path.rsplit("/", 1)[-1]
-        view: ControllerView = request.app.state.view
-        view.metrics.commands.labels(kind, result).inc()
+        commands: CommandPort = request.app.state.operations
+        commands.refused(kind, result)
 
 
 async def invalid(request: Request, exc: Exception) -> JSONResponse:
@@ -94,27 +100,32 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=exc.status_code, content={"error": exc.detail}, headers=exc.headers)
 
 
+async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """503 for a command the control process did not answer; the message says what to check."""
+    return JSONResponse(status_code=503, content={"error": str(exc)})
+
+
 async def last_resort(request: Request, exc: Exception) -> JSONResponse:
     """A bug, not a user error: log it with its traceback, answer cleanly, keep serving."""
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse(status_code=503, content={"error": "the controller could not answer this request; see its log"})
 
 
-def create_app(ctl: Controller) -> FastAPI:
-    """The API of one controller. Reads go through its read model, commands through its operations."""
+def build_app(view: ControllerView, commands: CommandPort, tokens: TokenBook, api: ApiConfig) -> FastAPI:
+    """The API over a read model, a command port and a token book, with ``api``'s request limits."""
     app = FastAPI(
         title="SPARCS operator API",
         version="1",
         description="Swarm-plant controller: fleet state, plans, history, alarms, audit log and operator commands.",
     )
-    app.state.view = ControllerView(ctl)
-    app.state.operations = ctl.operations
-    app.state.tokens = TokenBook(ctl.store, ctl.clock.now)
+    app.state.view = view
+    app.state.operations = commands
+    app.state.tokens = tokens
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(CommandError, refused)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(ControlUnavailable, unavailable)
     app.add_exception_handler(Exception, last_resort)
-    api = ctl.cfg.api
     app.add_middleware(RequestLimits, max_body_bytes=api.max_body_kib * 1024, body_timeout_s=api.body_timeout_s)
     for router in (api_probes.router, api_read.router, api_commands.router, api_tokens.router):
         app.include_router(router)
@@ -122,3 +133,10 @@ def create_app(ctl: Controller) -> FastAPI:
 
     mount_dashboard(app)
     return app
+
+
+def create_app(ctl: Controller) -> FastAPI:
+    """The API of a controller in this process: reads through its read model, commands through its operations."""
+    return build_app(
+        ControllerView.of(ctl), LocalCommands(ctl.operations), TokenBook(ctl.store, ctl.clock.now), ctl.cfg.api
+    )

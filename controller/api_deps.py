@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from sparcs.controller.api_limits import MISSING_TOKEN
 from sparcs.controller.auth import Principal, Role, TokenBook
-from sparcs.controller.operations import Operations
+from sparcs.controller.command_port import CommandPort
 from sparcs.controller.read_model import ControllerView
 
 bearer = HTTPBearer(auto_error=False, description="token from `sparcs token add NAME --role ROLE`")
@@ -31,9 +31,9 @@ def get_view(request: Request) -> ControllerView:
     return view
 
 
-def get_operations(request: Request) -> Operations:
+def get_operations(request: Request) -> CommandPort:
     """The one path operator commands take into the controller."""
-    ops: Operations = request.app.state.operations
+    ops: CommandPort = request.app.state.operations
     return ops
 
 
@@ -44,7 +44,7 @@ def get_tokens(request: Request) -> TokenBook:
 
 
 View = Annotated[ControllerView, Depends(get_view)]
-Ops = Annotated[Operations, Depends(get_operations)]
+Ops = Annotated[CommandPort, Depends(get_operations)]
 Tokens = Annotated[TokenBook, Depends(get_tokens)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 

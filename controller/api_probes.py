@@ -1,5 +1,6 @@
-"""Probes and metrics of the operator API: ``/healthz`` (liveness), ``/readyz`` (readiness) and
-``/metrics`` (Prometheus: open to loopback clients, else a viewer token is needed)."""
+"""Probes and metrics of the operator API: ``/healthz`` (liveness of the API and the control loop),
+``/readyz`` (readiness) and ``/metrics`` (the control process's metrics for Prometheus: open to
+loopback clients, else a viewer token is needed)."""
 
 # No ``from __future__ import annotations``: FastAPI resolves the dependencies from the live annotations.
 from fastapi import APIRouter, Request
@@ -13,15 +14,19 @@ LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 router = APIRouter(tags=["probes"])
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    """Liveness: the process serves requests."""
+@router.get("/healthz", response_model=None)
+async def healthz(view: View) -> dict[str, str] | JSONResponse:
+    """Liveness: the API serves requests and the control loop is heard from (503 naming the problem if not)."""
+    problems = view.loop_problems()
+    if problems:
+        return JSONResponse(status_code=503, content={"status": "failing", "problems": problems})
     return {"status": "ok"}
 
 
 @router.get("/readyz")
 async def readyz(view: View) -> JSONResponse:
-    """Readiness: the store answers and the fleet was polled within three poll intervals."""
+    """Readiness: the control loop is heard from, the store answers and takes the history's writes, and
+    the fleet was polled within three poll intervals."""
     problems = view.readiness_problems()
     status = 200 if not problems else 503
     return JSONResponse(status_code=status, content={"ready": not problems, "problems": problems})
@@ -33,4 +38,4 @@ async def metrics(request: Request, view: View, tokens: Tokens) -> Response:
     client = request.client.host if request.client else ""
     if client not in LOOPBACK:
         authorized(authenticated(tokens, await bearer(request)), "viewer")
-    return Response(view.metrics.render(), media_type=CONTENT_TYPE)
+    return Response(view.metrics_text(), media_type=CONTENT_TYPE)

@@ -139,6 +139,11 @@ class CommandBook:
         """Reload the active commands from the store (start-up, and after a restart)."""
         self._commands = [_row_to_command(r) for r in self.store.active_commands(now_s)]
 
+    def mirror(self, commands: tuple[Command, ...]) -> None:
+        """Hold exactly ``commands``, storing nothing: a read-only copy of another book (the read model's
+        copy of the commands the control process has in force)."""
+        self._commands = list(commands)
+
     def active(self, now_s: float) -> list[Command]:
         """Commands not expired at ``now_s``, including ones that start later."""
         return [c for c in self._commands if c.expires_s is None or c.expires_s > now_s]

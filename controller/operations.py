@@ -78,6 +78,11 @@ class Operations:
             self._request_dispatch(at_once=True)
         return not paused
 
+    def refused(self, kind: str, result: str, count: int = 1) -> None:
+        """Count ``count`` commands of ``kind`` the API refused before they reached this path
+        (``rejected``: invalid, ``denied``: not authorised)."""
+        self.metrics.commands.labels(kind, result).inc(count)
+
     def _accepted(self, kind: str) -> None:
         self.metrics.commands.labels(kind, "accepted").inc()
         self._request_dispatch()

@@ -1,9 +1,14 @@
 """The read model of one running controller: everything the operator API reads, in the API's JSON form.
 
-:class:`ControllerView` is the only reader of the :class:`~sparcs.controller.cycle.Controller`'s
-attributes outside the control cycle; the API's routes read through it and never touch the
-controller. It answers from the controller's memory (fleet state, plan, commands in force, guard
-limits, setpoints) and from its store (history, alarms, audit log). Grid rules (installer ceiling,
+:class:`ControllerView` answers from a :class:`ControlSnapshot` of the controller's memory (fleet
+state, plan, commands in force, guard limits, setpoints; :func:`take_snapshot` is the only reader
+of the :class:`~sparcs.controller.cycle.Controller`'s attributes outside the control cycle) and
+from the store (history, alarms, audit log). Where the snapshot comes from is its
+:class:`ControlSource`: in-process (:class:`LiveControl`, tests and tools) one is taken per request;
+under `sparcs run` the API runs in a process of its own and reads the snapshot the control
+process publishes after every poll, dispatch and command (:mod:`sparcs.controller.api_process`,
+docs/architecture.md "The API beside the control loop"). The API's routes read through the view
+and never touch the controller. Grid rules (installer ceiling,
 feed-in cap, export cap and ceiling, *curtailed*) come from :mod:`sparcs.config.grid_rules`; this
 module applies them and derives none itself.
 
@@ -17,7 +22,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,10 +34,13 @@ from sparcs.config.grid_rules import (
     installer_ceiling_w,
     is_curtailing,
 )
-from sparcs.config.schema import SiteConfig
-from sparcs.controller.commands import Command, CommandError
+from sparcs.config.schema import DeviceConfig, FleetConfig, SiteConfig
+from sparcs.controller.commands import Command, CommandBook, CommandError
 from sparcs.controller.cycle import Controller
-from sparcs.controller.metrics import Metrics
+from sparcs.controller.plan import Plan
+from sparcs.controller.state import FleetState
+from sparcs.controller.store import Store
+from sparcs.drivers.writer import Setpoint
 
 STALE_POLLS = 3
 """Data older than this many poll intervals is stale (and /readyz fails)."""
@@ -91,72 +100,157 @@ def command_view(c: Command) -> dict[str, Any]:
     )
 
 
-class ControllerView:
-    """What the operator API reads of one controller: fleet, sites, devices, caps in force, plan and
-    forecast, commands in force, history, alarms, audit log and readiness. Every answer is JSON-safe."""
+@dataclass(frozen=True)
+class ControlSnapshot:
+    """What the read model reads of the control loop, as of ``taken_s`` (the controller's clock, Unix s).
+
+    Every field is a value the cycle replaces rather than changes (a new fleet state per poll, a new
+    plan per dispatch, new setpoints per cycle), so a snapshot stays whole while the cycle goes on.
+    ``commands``: those in force or waiting to start at ``taken_s``.
+    """
+
+    taken_s: float
+    state: FleetState | None
+    plan: Plan | None
+    commands: tuple[Command, ...]
+    guard_w: dict[str, float]
+    setpoints: dict[str, Setpoint]
+    last_poll_s: float | None
+    last_dispatch_s: float | None
+    store_ok: bool
+
+
+def take_snapshot(ctl: Controller) -> ControlSnapshot:
+    """The controller's memory now, by reference (microseconds; nothing is copied but the guard limits)."""
+    now = ctl.clock.now()
+    return ControlSnapshot(
+        taken_s=now,
+        state=ctl.state,
+        plan=ctl.plan,
+        commands=tuple(ctl.commands.active(now)),
+        guard_w=dict(ctl.guard_w),
+        setpoints=ctl.setpoints,
+        last_poll_s=ctl.last_poll_s,
+        last_dispatch_s=ctl.last_dispatch_s,
+        store_ok=ctl.store_ok,
+    )
+
+
+class ControlSource(Protocol):
+    """Where a :class:`ControllerView` gets the control loop's state, time, metrics and liveness."""
+
+    def snapshot(self) -> ControlSnapshot: ...
+    def now(self) -> float: ...
+    def metrics_text(self) -> bytes: ...
+    def loop_problems(self) -> list[str]: ...
+
+
+class LiveControl:
+    """A controller in this process: a snapshot per call, its clock, its metrics. The control loop is
+    alive whenever this answers, since both share one event loop."""
 
     def __init__(self, ctl: Controller):
         self._ctl = ctl
+
+    def snapshot(self) -> ControlSnapshot:
+        return take_snapshot(self._ctl)
+
+    def now(self) -> float:
+        return self._ctl.clock.now()
+
+    def metrics_text(self) -> bytes:
+        return self._ctl.metrics.render()
+
+    def loop_problems(self) -> list[str]:
+        return []
+
+
+class ControllerView:
+    """What the operator API reads of one controller: fleet, sites, devices, caps in force, plan and
+    forecast, commands in force, history, alarms, audit log and readiness. Every answer is JSON-safe.
+
+    ``cfg`` is the controller's fleet file (with the ports it polls), ``store`` one it may read
+    (history, alarms, audit; the same database the controller writes), ``source`` the snapshot.
+    """
+
+    def __init__(self, cfg: FleetConfig, store: Store, source: ControlSource):
+        self.cfg, self.store, self._source = cfg, store, source
+        self._sites = {s.id: s for s in cfg.sites}
+        self._devices: dict[str, tuple[SiteConfig, DeviceConfig]] = {d.id: (s, d) for s, d in cfg.devices()}
+        self._book = CommandBook(store, cfg)  # holds the snapshot's commands; never stores any
+        self._book_of: tuple[Command, ...] | None = None
+
+    @classmethod
+    def of(cls, ctl: Controller) -> ControllerView:
+        """The view of a controller in this process."""
+        return cls(ctl.cfg, ctl.store, LiveControl(ctl))
+
+    def _snap(self) -> tuple[ControlSnapshot, CommandBook]:
+        snap = self._source.snapshot()
+        if snap.commands is not self._book_of:
+            self._book.mirror(snap.commands)
+            self._book_of = snap.commands
+        return snap, self._book
 
     # -- clock, probes, metrics -----------------------------------------------------------------
 
     def now(self) -> float:
         """The controller's clock (Unix s; a twin or demo may run on a sim clock)."""
-        return self._ctl.clock.now()
+        return self._source.now()
 
-    @property
-    def metrics(self) -> Metrics:
-        """The controller's Prometheus metrics (rendered at /metrics; the API counts refused commands)."""
-        return self._ctl.metrics
+    def metrics_text(self) -> bytes:
+        """The controller's Prometheus metrics, rendered (served at /metrics)."""
+        return self._source.metrics_text()
+
+    def loop_problems(self) -> list[str]:
+        """Why the control loop is not known to be running (empty when it is): /healthz fails on these."""
+        return self._source.loop_problems()
 
     def readiness_problems(self) -> list[str]:
-        """Why the controller is not ready (empty when it is): the store does not answer or does not
-        take the history's writes, or the fleet was not polled within :data:`STALE_POLLS` poll intervals."""
-        ctl = self._ctl
-        problems = []
+        """Why the controller is not ready (empty when it is): the control loop does not answer, the
+        store does not answer or does not take the history's writes, or the fleet was not polled
+        within :data:`STALE_POLLS` poll intervals."""
+        snap, _ = self._snap()
+        problems = self.loop_problems()
         try:
-            ctl.store.version()
+            self.store.version()
         except Exception as exc:  # any database error means not ready; the probe reports it
             problems.append(f"store: {exc}")
-        if not ctl.store_ok:
+        if not snap.store_ok:
             problems.append("store: history writes fail (disk full or read-only?); control goes on from memory")
         now = self.now()
-        if ctl.last_poll_s is None:
+        if snap.last_poll_s is None:
             problems.append("no poll yet")
-        elif now - ctl.last_poll_s > STALE_POLLS * ctl.cfg.dispatch.poll_interval_s:
-            problems.append(f"last poll {now - ctl.last_poll_s:.0f} s ago")
+        elif now - snap.last_poll_s > STALE_POLLS * self.cfg.dispatch.poll_interval_s:
+            problems.append(f"last poll {now - snap.last_poll_s:.0f} s ago")
         return problems
 
     # -- fleet, sites, devices ------------------------------------------------------------------
 
     def fleet(self) -> dict[str, Any]:
         """The fleet now: its summary, pause, plan path and fallback, data age, the export schedule now."""
-        ctl = self._ctl
+        snap, book = self._snap()
         now = self.now()
-        summary = ctl.state.summary() if ctl.state else None
+        summary = snap.state.summary() if snap.state else None
         if summary:
             summary["ts"] = iso(summary["ts"])
         return clean(
             {
                 "now": summary,
-                "paused": ctl.commands.paused(now),
-                "last_poll": iso(ctl.last_poll_s),
-                "last_dispatch": iso(ctl.last_dispatch_s),
-                "plan_path": ctl.plan.path if ctl.plan else None,
-                "in_fallback": ctl.plan is not None and not ctl.plan.optimal,
-                "data_age_s": None if ctl.last_poll_s is None else now - ctl.last_poll_s,
-                "data_stale": ctl.last_poll_s is None
-                or now - ctl.last_poll_s > STALE_POLLS * ctl.cfg.dispatch.poll_interval_s,
-                "schedule_export_w": ctl.commands.schedule_export_w(now),
+                "paused": book.paused(now),
+                "last_poll": iso(snap.last_poll_s),
+                "last_dispatch": iso(snap.last_dispatch_s),
+                "plan_path": snap.plan.path if snap.plan else None,
+                "in_fallback": snap.plan is not None and not snap.plan.optimal,
+                "data_age_s": None if snap.last_poll_s is None else now - snap.last_poll_s,
+                "data_stale": snap.last_poll_s is None
+                or now - snap.last_poll_s > STALE_POLLS * self.cfg.dispatch.poll_interval_s,
+                "schedule_export_w": book.schedule_export_w(now),
             }
         )
 
-    def _site_config(self, site_id: str) -> SiteConfig | None:
-        return next((s for s in self._ctl.cfg.sites if s.id == site_id), None)
-
-    def _site(self, site: SiteConfig, now: float) -> dict[str, Any]:
-        ctl = self._ctl
-        s = ctl.state.sites.get(site.id) if ctl.state else None
+    def _site(self, snap: ControlSnapshot, book: CommandBook, site: SiteConfig, now: float) -> dict[str, Any]:
+        s = snap.state.sites.get(site.id) if snap.state else None
         return {
             "id": site.id,
             "name": site.name,
@@ -164,9 +258,9 @@ class ControllerView:
             "pv_rating_w": site.pv.rating_w,
             "battery_kwh": site.battery.capacity_kwh if site.battery else None,
             "feed_in_cap_w": feed_in_cap_w(site),
-            "stage": ctl.commands.stage(site.id, now),
-            "para14a": ctl.commands.para14a(site.id, now),
-            "guard_limit_w": ctl.guard_w.get(site.id),
+            "stage": book.stage(site.id, now),
+            "para14a": book.para14a(site.id, now),
+            "guard_limit_w": snap.guard_w.get(site.id),
             # docs/definitions.md "Grid rules": a PV limit in force below the installer ceiling
             "curtailed": s is not None and is_curtailing(s.pv_limit_w, installer_ceiling_w(site)),
             "now": s.as_dict() if s else None,
@@ -175,61 +269,66 @@ class ControllerView:
 
     def sites(self) -> list[dict[str, Any]]:
         """Every site now: its ratings, feed-in cap, stage, §14a, guard limit, *curtailed*, measurements."""
+        snap, book = self._snap()
         now = self.now()
-        return clean([self._site(s, now) for s in self._ctl.cfg.sites])
+        return clean([self._site(snap, book, s, now) for s in self.cfg.sites])
 
     def site(self, site_id: str) -> dict[str, Any] | None:
         """One site as in :meth:`sites`, with its devices in full (:meth:`device`); None if unknown."""
-        site = self._site_config(site_id)
+        site = self._sites.get(site_id)
         if site is None:
             return None
-        view = self._site(site, self.now())
-        view["devices"] = [self.device(d) for d in view["devices"]]
+        snap, book = self._snap()
+        view = self._site(snap, book, site, self.now())
+        view["devices"] = [self._device(snap, d) for d in view["devices"]]
         return clean(view)
 
     def device_ids(self) -> list[str]:
-        return [d.id for _s, d in self._ctl.cfg.devices()]
+        return list(self._devices)
 
     def devices(self) -> list[dict[str, Any]]:
         """Every device: status, values with their quality, the setpoint sent and what it reads back."""
-        return [v for v in (self.device(d) for d in self.device_ids()) if v is not None]
+        snap, _ = self._snap()
+        return clean([self._device(snap, d) for d in self._devices])
 
     def device(self, dev_id: str) -> dict[str, Any] | None:
         """One device as in :meth:`devices`; None if unknown."""
-        ctl = self._ctl
-        site, dev = next(((s, d) for s, d in ctl.cfg.devices() if d.id == dev_id), (None, None))
-        if dev is None or site is None:
+        if dev_id not in self._devices:
             return None
-        t = ctl.state.telemetry.get(dev_id) if ctl.state else None
-        sp = ctl.setpoints.get(dev_id)
+        snap, _ = self._snap()
+        return clean(self._device(snap, dev_id))
+
+    def _device(self, snap: ControlSnapshot, dev_id: str) -> dict[str, Any]:
+        site, dev = self._devices[dev_id]
+        t = snap.state.telemetry.get(dev_id) if snap.state else None
+        sp = snap.setpoints.get(dev_id)
         values = {k: {"value": r.value, "quality": r.quality} for k, r in t.values.items()} if t else {}
-        return clean(
-            {
-                "id": dev.id,
-                "site": site.id,
-                "kind": dev.kind,
-                "control": dev.control,
-                "status": t.status if t else "unknown",
-                "read_at": iso(t.read_at) if t else None,
-                "last_seen": iso(t.last_good_at) if t else None,
-                "error": t.error if t else None,
-                "values": values,
-                "setpoint": {"pv_limit_w": sp.pv_limit_w, "battery_w": sp.battery_w} if sp else None,
-                "actual": {
-                    "pv_w": values.get("pv_w", {}).get("value"),
-                    "pv_limit_w": values.get("pv_limit_w", {}).get("value"),
-                    "battery_w": values.get("battery_w", {}).get("value"),
-                },
-            }
-        )
+        return {
+            "id": dev.id,
+            "site": site.id,
+            "kind": dev.kind,
+            "control": dev.control,
+            "status": t.status if t else "unknown",
+            "read_at": iso(t.read_at) if t else None,
+            "last_seen": iso(t.last_good_at) if t else None,
+            "error": t.error if t else None,
+            "values": values,
+            "setpoint": {"pv_limit_w": sp.pv_limit_w, "battery_w": sp.battery_w} if sp else None,
+            "actual": {
+                "pv_w": values.get("pv_w", {}).get("value"),
+                "pv_limit_w": values.get("pv_limit_w", {}).get("value"),
+                "battery_w": values.get("battery_w", {}).get("value"),
+            },
+        }
 
     # -- plan, forecast, caps -------------------------------------------------------------------
 
     def plan(self) -> dict[str, Any] | None:
         """The plan in force without its forecast (served by :meth:`forecast`), or None."""
-        if self._ctl.plan is None:
+        snap, _ = self._snap()
+        if snap.plan is None:
             return None
-        p = {k: v for k, v in self._ctl.plan.to_record().items() if k != "forecast"}
+        p = {k: v for k, v in snap.plan.to_record().items() if k != "forecast"}
         p["start"] = iso(p["start_s"])
         return clean(p)
 
@@ -237,12 +336,12 @@ class ControllerView:
         """The forecasts the plan in force was made with (prices, per site PV available and load), and
         per configured site its export ceiling in each planned period (W ≥ 0, at that period's price:
         docs/definitions.md "Grid rules", "Negative prices"); None without a plan."""
-        plan = self._ctl.plan
-        if plan is None:
+        snap, _ = self._snap()
+        if snap.plan is None:
             return None
-        record = plan.to_record()
+        record = snap.plan.to_record()
         prices: list[float | None] = record["forecast"]["price_eur_per_mwh"]
-        ceilings = {s.id: [export_ceiling_w(s, price) for price in prices] for s in self._ctl.cfg.sites}
+        ceilings = {s.id: [export_ceiling_w(s, price) for price in prices] for s in self.cfg.sites}
         return clean(
             {
                 "start": iso(record["start_s"]),
@@ -253,17 +352,19 @@ class ControllerView:
         )
 
     def price_now(self, now: float) -> float | None:
-        """Day-ahead price (EUR/MWh) of the current period of the plan in force, or None."""
-        return self._ctl.price_now(now)
+        """Day-ahead price (EUR/MWh) of the current period of the plan in force, or None (as
+        :meth:`Controller.price_now <sparcs.controller.cycle.Controller.price_now>`: the plan's price)."""
+        plan = self._source.snapshot().plan
+        return None if plan is None else plan.price_at(now)
 
     def caps(self) -> dict[str, Any]:
         """The limits in force now per site (W): feed-in cap, export cap and export ceiling now,
         connection, installer ceiling, stage, §14a, guard; with the price they hold at."""
-        ctl = self._ctl
+        snap, book = self._snap()
         now = self.now()
-        price = self.price_now(now)
+        price = None if snap.plan is None else snap.plan.price_at(now)
         out = []
-        for s in ctl.cfg.sites:
+        for s in self.cfg.sites:
             out.append(
                 {
                     "site": s.id,
@@ -273,17 +374,18 @@ class ControllerView:
                     "connection_limit_w": s.grid.connection_limit_w,
                     "installer_ceiling_w": installer_ceiling_w(s),
                     "negative_price_rule": s.grid.negative_price_rule,
-                    "stage": ctl.commands.stage(s.id, now),
-                    "stage_ceiling_w": ctl.commands.stage_ceiling_w(s.id, now),
-                    "para14a_limit_w": ctl.cfg.grid.para14a_limit_w if ctl.commands.para14a(s.id, now) else None,
-                    "guard_limit_w": ctl.guard_w.get(s.id),
+                    "stage": book.stage(s.id, now),
+                    "stage_ceiling_w": book.stage_ceiling_w(s.id, now),
+                    "para14a_limit_w": self.cfg.grid.para14a_limit_w if book.para14a(s.id, now) else None,
+                    "guard_limit_w": snap.guard_w.get(s.id),
                 }
             )
-        return clean({"ts": iso(now), "paused": ctl.commands.paused(now), "price_eur_per_mwh": price, "sites": out})
+        return clean({"ts": iso(now), "paused": book.paused(now), "price_eur_per_mwh": price, "sites": out})
 
     def commands(self) -> list[dict[str, Any]]:
         """Commands in force or waiting to start."""
-        return [command_view(c) for c in self._ctl.commands.active(self.now())]
+        _, book = self._snap()
+        return [command_view(c) for c in book.active(self.now())]
 
     # -- the store: history, alarms, audit ------------------------------------------------------
 
@@ -299,7 +401,6 @@ class ControllerView:
         """Fleet (default), site or device history between ``start_s`` (default: an hour before the
         end) and ``end_s`` (default: now), averaged per ``resolution_s``. Raises
         :class:`~sparcs.controller.commands.CommandError` naming the query field at fault."""
-        ctl = self._ctl
         end = self.now() if end_s is None else end_s
         start = end - 3600.0 if start_s is None else start_s
         if start >= end:
@@ -308,22 +409,22 @@ class ControllerView:
             raise CommandError("resolution_s", f"gives more than {MAX_HISTORY_POINTS} points; choose a coarser one")
         scope: dict[str, str | bool]
         if device is not None:
-            if device not in set(self.device_ids()):
+            if device not in self._devices:
                 raise CommandError("device", f"unknown device '{device}'")
             rows = [
                 {"ts": r["ts"], **{k: v[0] for k, v in r["values"].items() if v[1] == "good"}}
-                for r in ctl.store.device_history(device, start, end)
+                for r in self.store.device_history(device, start, end)
             ]
             keys = sorted({k for r in rows for k in r if k != "ts"})
             scope = {"device": device}
         elif site is not None:
-            if self._site_config(site) is None:
+            if site not in self._sites:
                 raise CommandError("site", f"unknown site '{site}'")
-            rows = ctl.store.site_history(site, start, end)
+            rows = self.store.site_history(site, start, end)
             keys = SITE_HISTORY_FIELDS
             scope = {"site": site}
         else:
-            rows = ctl.store.fleet_history(start, end)
+            rows = self.store.fleet_history(start, end)
             keys = FLEET_HISTORY_FIELDS
             scope = {"fleet": True}
         return clean(
@@ -338,9 +439,9 @@ class ControllerView:
 
     def alarms(self, *, active_only: bool, limit: int) -> list[dict[str, Any]]:
         """Alarms, newest first (``active_only``: only those not cleared)."""
-        rows = self._ctl.store.alarms(active_only=active_only, limit=limit)
+        rows = self.store.alarms(active_only=active_only, limit=limit)
         return clean([{**a, "raised_at": iso(a["raised_at"]), "cleared_at": iso(a["cleared_at"])} for a in rows])
 
     def audit(self, *, limit: int, before_id: int | None) -> list[dict[str, Any]]:
         """Every operator and admin action, newest first (``before_id``: older than that entry)."""
-        return clean([{**a, "ts": iso(a["ts"])} for a in self._ctl.store.audit_log(limit, before_id)])
+        return clean([{**a, "ts": iso(a["ts"])} for a in self.store.audit_log(limit, before_id)])

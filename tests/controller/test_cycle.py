@@ -331,5 +331,5 @@ async def test_a_broken_history_store_does_not_stop_control(fleet, caplog):
     assert ctl.plan is not None and ctl.last_poll_s == report.ts
     text = ctl.metrics.render().decode()
     assert not ctl.store_ok and "sparcs_store_ok 0.0" in text  # the metrics say the store fails
-    assert any("history writes fail" in p for p in ControllerView(ctl).readiness_problems())  # so does /readyz
+    assert any("history writes fail" in p for p in ControllerView.of(ctl).readiness_problems())  # so does /readyz
     assert 'sparcs_store_errors_total{what="history"}' in text and 'sparcs_store_errors_total{what="plan"}' in text

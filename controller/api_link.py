@@ -1,0 +1,359 @@
+"""The link between the control process and the API process of `sparcs run` (docs/architecture.md
+"The API beside the control loop"): one local stream socket, length-prefixed frames.
+
+Control → API (pickled; both ends are this program, over a socket pair nobody else holds): the
+:class:`~sparcs.controller.read_model.ControlSnapshot` with the rendered metrics after every poll,
+dispatch and command; a heartbeat every :data:`HEARTBEAT_S` while nothing else is sent; the answer
+to each command. API → control (JSON, checked again on arrival): operator commands, and the counts
+of commands the API refused.
+
+The control end (:class:`ApiLink`) never waits for the API process: snapshots are conflated (a
+slow reader gets the latest, never a queue of old ones), the sender alone waits for the socket,
+and a command is answered after the snapshot that shows it, so a client that reads after its
+command was acknowledged sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import pickle
+import socket
+import struct
+import time
+from collections import Counter, deque
+from typing import Any, cast
+
+from pydantic import BaseModel, ValidationError
+
+from sparcs.controller.command_port import ControlUnavailable
+from sparcs.controller.commands import Command, CommandError, CommandRequest
+from sparcs.controller.cycle import Controller
+from sparcs.controller.operations import KIND
+from sparcs.controller.read_model import ControlSnapshot, take_snapshot
+
+log = logging.getLogger("sparcs.api_link")
+
+HEADER = struct.Struct("!I")
+WATCH_S = 0.25
+"""How often the control end looks for a new poll, plan or setpoints to publish (s)."""
+HEARTBEAT_S = 1.0
+"""The control loop says it is alive at least this often (s)."""
+LOOP_SILENT_S = 10.0
+"""A control loop not heard from for this long is reported by /healthz and /readyz (s)."""
+COMMAND_TIMEOUT_S = 10.0
+"""How long the API waits for the control process to answer a command (s)."""
+MAX_COMMAND_FRAME = 1 << 20
+"""The largest frame the control end reads (a command is at most the API's body limit, 64 KiB)."""
+REFUSED_FLUSH_S = 1.0
+"""The API sends its counts of refused commands at most this often (s)."""
+NOT_CONNECTED = "the control process is not connected; try again when /readyz answers 200"
+REQUESTS: dict[str, type[BaseModel]] = {kind: cast(type[BaseModel], model) for model, kind in KIND.items()}
+
+
+def frame(payload: bytes) -> bytes:
+    return HEADER.pack(len(payload)) + payload
+
+
+async def read_frame(reader: asyncio.StreamReader, limit: int | None = None) -> bytes | None:
+    """The next frame's payload, or None at the end of the stream. Raises ValueError over ``limit`` bytes."""
+    try:
+        (n,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+        if limit is not None and n > limit:
+            raise ValueError(f"frame of {n} bytes over the limit of {limit}")
+        return await reader.readexactly(n)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+
+
+def clock_offset_s(ctl: Controller) -> float:
+    """The controller's clock minus the wall clock (s): 0 in production, the sim clock's lead in a demo."""
+    return ctl.clock.now() - time.time()
+
+
+# -- the control process's end ------------------------------------------------------------------
+
+
+class ApiLink:
+    """The control process's end: publishes the read model's snapshot, answers commands through the
+    controller's :class:`~sparcs.controller.operations.Operations`."""
+
+    def __init__(self, ctl: Controller, sock: socket.socket):
+        self.ctl, self._sock = ctl, sock
+        self._latest: ControlSnapshot | None = None
+        self._replies: deque[tuple[str, int, dict[str, Any]]] = deque()
+        self._wake = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._seen: tuple[object, ...] = ()
+        self._sent_at = 0.0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def start(self) -> None:
+        reader, self._writer = await asyncio.open_connection(sock=self._sock)
+        self.publish()
+        for coro in (self._send(self._writer), self._receive(reader), self._watch()):
+            self._tasks.append(asyncio.create_task(coro))
+
+    async def ready(self, timeout_s: float) -> bool:
+        """Wait until the API process serves (True), or ``timeout_s`` passed (False)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
+        return self._ready.is_set()
+
+    def publish(self) -> None:
+        """Send the controller's state as it is now (conflated with any snapshot not yet sent)."""
+        self._latest = take_snapshot(self.ctl)
+        self._seen = self._marks()
+        self._wake.set()
+
+    def _marks(self) -> tuple[object, ...]:
+        c = self.ctl
+        return (c.state, c.plan, c.setpoints, c.last_poll_s, c.last_dispatch_s, c.store_ok)
+
+    async def _watch(self) -> None:
+        """Publish after every poll, plan and write; beat while nothing changes."""
+        while True:
+            await asyncio.sleep(WATCH_S)
+            marks = self._marks()
+            if len(marks) != len(self._seen) or any(a is not b for a, b in zip(marks, self._seen, strict=True)):
+                self.publish()
+            elif time.monotonic() - self._sent_at >= HEARTBEAT_S:
+                self._wake.set()
+
+    async def _send(self, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                offset = clock_offset_s(self.ctl)
+                out = []
+                if self._latest is not None:
+                    snap, self._latest = self._latest, None
+                    out.append(pickle.dumps(("snapshot", snap, self.ctl.metrics.render(), offset), protocol=5))
+                elif not self._replies:
+                    out.append(pickle.dumps(("alive", offset)))
+                while self._replies:
+                    out.append(pickle.dumps(self._replies.popleft()))
+                writer.writelines(frame(p) for p in out)
+                self._sent_at = time.monotonic()
+                await writer.drain()  # only this task waits for a slow reader
+        except ConnectionError:
+            log.warning("the API process closed its link")
+
+    async def _receive(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                payload = await read_frame(reader, MAX_COMMAND_FRAME)
+            except ValueError as exc:
+                log.error("API link: %s; link closed", exc)
+                return
+            if payload is None:
+                return
+            try:
+                msg = json.loads(payload)
+                op = msg["op"]
+            except (ValueError, KeyError, TypeError):
+                log.error("API link: a frame that is not a command; ignored")
+                continue
+            if op == "ready":
+                self._ready.set()
+            elif op == "refused":
+                for kind, result, n in msg.get("counts", []):
+                    self.ctl.operations.refused(str(kind), str(result), int(n))
+            else:
+                answer = self._command(op, msg)
+                self.publish()  # the snapshot that shows the command goes out before its answer
+                self._replies.append(("reply", int(msg.get("id", 0)), answer))
+                self._wake.set()
+
+    def _command(self, op: str, msg: dict[str, Any]) -> dict[str, Any]:
+        ops = self.ctl.operations
+        try:
+            who = str(msg["who"])
+            if op == "submit":
+                request = cast(CommandRequest, REQUESTS[msg["kind"]].model_validate(msg["body"]))
+                return {"command": ops.submit(request, who).as_dict()}
+            if op == "cancel":
+                return {"cancelled": ops.cancel(int(msg["command_id"]), who)}
+            if op == "resume":
+                return {"resumed": ops.resume(who)}
+            if op == "dispatch_now":
+                return {"requested": ops.dispatch_now(who)}
+            return {"failed": f"unknown operation '{op}'"}
+        except CommandError as exc:
+            return {"error": {"field": exc.field, "message": exc.message}}
+        except (KeyError, ValueError, TypeError, ValidationError) as exc:
+            log.error("API link: malformed %s: %s", op, exc)
+            return {"failed": f"malformed {op}"}
+        except Exception:  # a bug or a store failure: logged here, the API answers 503
+            log.exception("operator command %s failed", op)
+            return {"failed": f"{op} failed in the control process; see its log"}
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(ConnectionError):
+                await self._writer.wait_closed()
+
+
+# -- the API process's end ----------------------------------------------------------------------
+
+
+EMPTY = ControlSnapshot(
+    taken_s=0.0,
+    state=None,
+    plan=None,
+    commands=(),
+    guard_w={},
+    setpoints={},
+    last_poll_s=None,
+    last_dispatch_s=None,
+    store_ok=True,
+)
+
+
+class PublishedControl:
+    """The API process's :class:`~sparcs.controller.read_model.ControlSource`: the latest snapshot and
+    metrics the control process published, its clock, and whether its loop is heard from."""
+
+    def __init__(self) -> None:
+        self._snap = EMPTY
+        self._metrics = b""
+        self._offset_s = 0.0
+        self._heard = time.monotonic()
+        self.connected = False
+
+    def receive(self, msg: tuple[Any, ...]) -> None:
+        """Take a snapshot or heartbeat from the control process."""
+        if msg[0] == "snapshot":
+            _, self._snap, self._metrics, self._offset_s = msg
+        elif msg[0] == "alive":
+            self._offset_s = msg[1]
+        self._heard = time.monotonic()
+        self.connected = True
+
+    def snapshot(self) -> ControlSnapshot:
+        return self._snap
+
+    def now(self) -> float:
+        return time.time() + self._offset_s
+
+    def metrics_text(self) -> bytes:
+        return self._metrics
+
+    def loop_problems(self) -> list[str]:
+        if not self.connected:
+            return ["control process: not connected"]
+        silent = time.monotonic() - self._heard
+        if silent > LOOP_SILENT_S:
+            return [f"control loop: not heard from for {silent:.0f} s"]
+        return []
+
+
+class RemoteCommands:
+    """The API process's :class:`~sparcs.controller.command_port.CommandPort`: each command goes to the
+    control process and its answer comes back (or :class:`ControlUnavailable` after
+    :data:`COMMAND_TIMEOUT_S`)."""
+
+    def __init__(self, writer: asyncio.StreamWriter):
+        self._writer = writer
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._next = 0
+        self._refused: Counter[tuple[str, str]] = Counter()
+        self._flush: asyncio.TimerHandle | None = None
+        self.connected = True
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        self._writer.write(frame(json.dumps(msg).encode()))
+
+    def serving(self) -> None:
+        """Tell the control process that the API serves."""
+        self._send({"op": "ready"})
+
+    async def _call(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if not self.connected:
+            raise ControlUnavailable(NOT_CONNECTED)
+        self._next += 1
+        msg["id"] = self._next
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[self._next] = fut
+        try:
+            self._send(msg)
+            await self._writer.drain()
+            answer = await asyncio.wait_for(fut, COMMAND_TIMEOUT_S)
+        except TimeoutError:
+            raise ControlUnavailable(
+                f"the control process did not answer within {COMMAND_TIMEOUT_S:g} s; the command may still "
+                "take effect: check GET /api/v1/commands and /api/v1/audit before sending it again"
+            ) from None
+        except ConnectionError:
+            raise ControlUnavailable(NOT_CONNECTED) from None
+        finally:
+            self._pending.pop(msg["id"], None)
+        if "error" in answer:
+            raise CommandError(answer["error"]["field"], answer["error"]["message"])
+        if "failed" in answer:
+            raise ControlUnavailable(answer["failed"])
+        return answer
+
+    def answer(self, call_id: int, payload: dict[str, Any]) -> None:
+        fut = self._pending.get(call_id)
+        if fut is not None and not fut.done():
+            fut.set_result(payload)
+
+    def disconnected(self) -> None:
+        self.connected = False
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ControlUnavailable("the control process went away before it answered"))
+
+    async def submit(self, request: CommandRequest, who: str) -> Command:
+        body = request.model_dump(mode="json")
+        answer = await self._call({"op": "submit", "kind": KIND[type(request)], "body": body, "who": who})
+        return Command(**answer["command"])
+
+    async def cancel(self, command_id: int, who: str) -> list[int] | None:
+        answer = await self._call({"op": "cancel", "command_id": command_id, "who": who})
+        cancelled: list[int] | None = answer["cancelled"]
+        return cancelled
+
+    async def resume(self, who: str) -> list[int]:
+        resumed: list[int] = (await self._call({"op": "resume", "who": who}))["resumed"]
+        return resumed
+
+    async def dispatch_now(self, who: str) -> bool:
+        return bool((await self._call({"op": "dispatch_now", "who": who}))["requested"])
+
+    def refused(self, kind: str, result: str) -> None:
+        """Count a refused command; the counts go to the control process within :data:`REFUSED_FLUSH_S`."""
+        self._refused[(kind, result)] += 1
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(REFUSED_FLUSH_S, self._send_refused)
+
+    def _send_refused(self) -> None:
+        self._flush = None
+        counts = [[k, r, n] for (k, r), n in self._refused.items()]
+        self._refused.clear()
+        if counts and self.connected:
+            self._send({"op": "refused", "counts": counts})
+
+
+async def follow(reader: asyncio.StreamReader, source: PublishedControl, commands: RemoteCommands) -> None:
+    """Apply what the control process sends until it closes the link."""
+    while (payload := await read_frame(reader)) is not None:
+        msg = pickle.loads(payload)
+        if msg[0] == "reply":
+            commands.answer(msg[1], msg[2])
+        else:
+            source.receive(msg)
+    source.connected = False
+    commands.disconnected()

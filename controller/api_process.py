@@ -1,0 +1,135 @@
+"""The operator API in a process of its own, as `sparcs run` serves it (docs/architecture.md "The API
+beside the control loop").
+
+:class:`ApiProcess` starts a child process (niced by ``api.nice``) that serves
+:func:`~sparcs.controller.api.build_app` on the listening socket it is handed: reads from the
+snapshot the control process publishes over the link (:mod:`sparcs.controller.api_link`),
+history, alarms, audit and tokens from its own connection to the store, commands forwarded to the
+control process. So a slow client, a large answer or a burst of requests costs the API process's
+CPU and memory, never the control loop's time. The child stops when the link closes (the control
+process stopped or died).
+
+:func:`server_config` is the one place uvicorn is configured, for the in-process and the separate API alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from sparcs.config.schema import ApiConfig, FleetConfig
+from sparcs.controller.api import build_app
+from sparcs.controller.api_link import PublishedControl, RemoteCommands, follow
+from sparcs.controller.auth import TokenBook
+from sparcs.controller.read_model import ControllerView
+from sparcs.controller.store import Store
+
+log = logging.getLogger("sparcs.api_process")
+
+STOP_TIMEOUT_S = 10.0
+"""How long the API process has to finish its requests after the link closes (s)."""
+
+
+def server_config(app: Any, api: ApiConfig) -> uvicorn.Config:
+    """uvicorn's settings for the operator API: idle kept-alive connections closed after
+    ``api.keep_alive_s``, 503 beyond ``api.max_connections`` connections or requests in progress,
+    no access log, no lifespan events."""
+    return uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        timeout_keep_alive=api.keep_alive_s,  # type: ignore[arg-type]  # uvicorn takes any number of seconds
+        limit_concurrency=api.max_connections,
+        timeout_graceful_shutdown=int(STOP_TIMEOUT_S),
+    )
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:  # the control process stops this one
+        yield
+
+
+async def _serve(cfg: FleetConfig, data_dir: Path, listen: socket.socket, link: socket.socket) -> None:
+    store = Store(cfg.storage.url, data_dir=data_dir)
+    try:
+        reader, writer = await asyncio.open_connection(sock=link)
+        source = PublishedControl()
+        commands = RemoteCommands(writer)
+        view = ControllerView(cfg, store, source)
+        app = build_app(view, commands, TokenBook(store, source.now), cfg.api)
+        server = _Server(server_config(app, cfg.api))
+        serving = asyncio.create_task(server.serve(sockets=[listen]))
+        following = asyncio.create_task(follow(reader, source, commands))
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            commands.serving()
+        await asyncio.wait({serving, following}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True  # the link closed: the control process stopped or died
+        await serving
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+    finally:
+        store.close()
+
+
+def api_main(cfg: FleetConfig, data_dir: Path, listen: socket.socket, link: socket.socket) -> None:
+    """The API process: niced, deaf to Ctrl-C (the control process stops it by closing the link)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(cfg.api.nice)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_serve(cfg, data_dir, listen, link))
+
+
+class ApiProcess:
+    """The control process's handle on its API process."""
+
+    def __init__(self, cfg: FleetConfig, data_dir: Path, listen: socket.socket):
+        self.cfg, self.data_dir, self.listen = cfg, data_dir, listen
+        self.process: multiprocessing.process.BaseProcess | None = None
+
+    def start(self) -> socket.socket:
+        """Start the API process; returns the control process's end of the link."""
+        mine, theirs = socket.socketpair()
+        ctx = multiprocessing.get_context("spawn")
+        self.process = ctx.Process(
+            target=api_main, args=(self.cfg, self.data_dir, self.listen, theirs), name="sparcs-api", daemon=False
+        )
+        self.process.start()
+        theirs.close()
+        return mine
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def exitcode(self) -> int | None:
+        """The exit code of the API process that ended (negative: the signal that ended it), else None."""
+        return None if self.process is None else self.process.exitcode
+
+    async def stop(self) -> None:
+        """Wait for the API process to end (the link is closed first by the caller); terminate it if it does not."""
+        p = self.process
+        if p is None:
+            return
+        await asyncio.to_thread(p.join, STOP_TIMEOUT_S + 5.0)
+        if p.is_alive():
+            log.warning("the API process did not stop; terminating it")
+            p.terminate()
+            await asyncio.to_thread(p.join, 5.0)
+        if p.is_alive():
+            p.kill()
+            await asyncio.to_thread(p.join)
+        self.process = None
