@@ -1,7 +1,8 @@
 """The read routes of the operator API under /api/v1 (any role from viewer up): who the token is, the
 fleet, sites, devices, the plan and its forecast, the caps in force, history, alarms, the audit log
 and the commands in force. Every answer comes from the read model
-(:class:`~sparcs.controller.read_model.ControllerView`); a route only maps its arguments and 404s.
+(:class:`~sparcs.controller.read_model.ControllerView`); a route only maps its arguments and 404s. The
+two large lists (/sites, /devices) come as JSON the read model renders once per snapshot.
 
 Powers in W with the signs of docs/definitions.md "Signs"; timestamps as in docs/definitions.md
 "Time" (ISO 8601 with offset; input without one is refused).
@@ -10,7 +11,7 @@ Powers in W with the signs of docs/definitions.md "Signs"; timestamps as in docs
 # No ``from __future__ import annotations``: FastAPI resolves the dependencies from the live annotations.
 from typing import Annotated, Any, Self
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sparcs.config.schema import AwareDatetime
@@ -48,11 +49,11 @@ async def fleet(_: Viewer, view: View) -> dict[str, Any]:
     return view.fleet()
 
 
-@router.get("/sites")
-async def sites(_: Viewer, view: View) -> list[dict[str, Any]]:
+@router.get("/sites", response_model=list[dict[str, Any]])
+async def sites(_: Viewer, view: View) -> Response:
     """Every site now: ratings, feed-in cap, stage, §14a, guard limit, ``curtailed`` (docs/definitions.md
     "Grid rules"), measurements."""
-    return view.sites()
+    return Response(view.sites_json(), media_type="application/json")
 
 
 @router.get("/sites/{site_id}")
@@ -63,9 +64,10 @@ async def site(site_id: str, _: Viewer, view: View) -> dict[str, Any]:
     return found
 
 
-@router.get("/devices")
-async def devices(_: Viewer, view: View) -> list[dict[str, Any]]:
-    return view.devices()
+@router.get("/devices", response_model=list[dict[str, Any]])
+async def devices(_: Viewer, view: View) -> Response:
+    """Every device: status, values with their quality, the setpoint sent and what it reads back."""
+    return Response(view.devices_json(), media_type="application/json")
 
 
 @router.get("/devices/{device_id}")

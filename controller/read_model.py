@@ -20,8 +20,10 @@ offset (docs/definitions.md "Time"); every value JSON-safe (NaN and infinities a
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -179,6 +181,7 @@ class ControllerView:
         self._devices: dict[str, tuple[SiteConfig, DeviceConfig]] = {d.id: (s, d) for s, d in cfg.devices()}
         self._book = CommandBook(store, cfg)  # holds the snapshot's commands; never stores any
         self._book_of: tuple[Command, ...] | None = None
+        self._rendered: dict[str, tuple[ControlSnapshot, tuple[int, ...], bytes]] = {}
 
     @classmethod
     def of(cls, ctl: Controller) -> ControllerView:
@@ -285,6 +288,26 @@ class ControllerView:
 
     def device_ids(self) -> list[str]:
         return list(self._devices)
+
+    def sites_json(self) -> bytes:
+        """:meth:`sites` as JSON, rendered once per snapshot and set of stage and §14a commands in force
+        (what else it shows depends on neither), so a burst of requests costs one rendering."""
+        snap, _ = self._snap()
+        now = self.now()
+        in_force = tuple(c.id for c in snap.commands if c.kind in ("stage", "para14a") and c.overlaps(now, now + 1.0))
+        return self._render("sites", snap, in_force, self.sites)
+
+    def devices_json(self) -> bytes:
+        """:meth:`devices` as JSON, rendered once per snapshot (it depends on nothing else)."""
+        return self._render("devices", self._snap()[0], (), self.devices)
+
+    def _render(self, what: str, snap: ControlSnapshot, key: tuple[int, ...], make: Callable[[], Any]) -> bytes:
+        held = self._rendered.get(what)
+        if held is not None and held[0] is snap and held[1] == key:
+            return held[2]
+        body = json.dumps(make(), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+        self._rendered[what] = (snap, key, body)
+        return body
 
     def devices(self) -> list[dict[str, Any]]:
         """Every device: status, values with their quality, the setpoint sent and what it reads back."""
