@@ -1,0 +1,422 @@
+"""`sparcs bench load`: does API load delay control? Polls N simulated devices under `sparcs run` while
+clients drive the API, and prints JSON (README.md "Command line"; docs/architecture.md "The API
+beside the control loop").
+
+The bench writes a generated fleet file (``simulation`` section: the simulators run in their own
+process, as in the demo) and starts ``sparcs run`` on it as a user would: control process, API
+process, fleet process. Then three phases of ``phase_s`` each:
+
+- ``unloaded``: no API traffic but the bench's monitor (one GET /api/v1/fleet every
+  :data:`MONITOR_S`, which reads the data age);
+- ``loaded``: ``clients`` closed-loop clients, each on its own kept-alive connection, cycling
+  through GET /api/v1/devices, /api/v1/sites and /api/v1/fleet; and at the same time an open-loop
+  stream of ``fleet_rate`` GET /api/v1/fleet a second;
+- ``stream``: the open-loop stream alone (the goal "/fleet p99 ≤ 50 ms at 200 requests/s").
+
+The clients run in a child process niced like the API (``api.nice``): on a deployment they are
+other machines, here they share the cores with the controller. A stream request's latency counts
+from the moment it was due, so a client that falls behind shows as latency, not as fewer requests.
+
+Per phase, from the control process's metrics (deltas over the phase): polls and the poll cycle's
+p50/p99 (read from the histogram's buckets as Prometheus' ``histogram_quantile`` does) and mean,
+Modbus timeouts (every device is healthy, so every timeout is a false one), failed writes; from
+the alarms, ``write:`` alarms raised in the phase; from the monitor, the largest data age seen.
+The dispatch interval is a day (one plan at start-up), so a solve does not land in one phase and
+not the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import math
+import multiprocessing
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from sparcs.config.schema import ApiConfig
+from sparcs.drivers.bench import BenchError, free_port_range, trim_fleet
+from sparcs.simulators.fleetgen import synthetic_fleet
+
+ROUTES = ("/api/v1/devices", "/api/v1/sites", "/api/v1/fleet")
+STREAM = "fleet_stream"
+MONITOR_S = 0.25
+START_TIMEOUT_S = 600.0
+WARMUP_TIMEOUT_S = 600.0
+DISPATCH_INTERVAL_S = 86_400.0
+REQUEST_TIMEOUT_S = 30.0
+POLL_HISTOGRAM = "sparcs_poll_cycle_duration_seconds"
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (``q`` in 0..1) of ``values``; None when there are none."""
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
+
+
+def bucket_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
+    """The ``q`` quantile from cumulative histogram ``buckets`` (upper bound → count, +Inf included),
+    interpolated linearly inside its bucket as Prometheus' ``histogram_quantile``; None without samples."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]] if bounds else 0.0
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for upper in bounds:
+        count = buckets[upper]
+        if count >= rank:
+            if math.isinf(upper):
+                return lower  # beyond the last finite bucket: its bound, as Prometheus answers
+            return lower + (upper - lower) * (rank - below) / (count - below) if count > below else upper
+        lower, below = upper, count
+    return lower
+
+
+def bench_fleet(devices: int, poll_interval_s: float, seed: int) -> dict[str, Any]:
+    """A generated fleet of ``devices`` devices on free consecutive ports, simulated in real time."""
+    fleet = trim_fleet(synthetic_fleet(devices, seed, port_start=free_port_range(devices)), devices)
+    fleet["simulation"] = {**fleet.get("simulation", {}), "speed": 1.0, "seed": seed}
+    fleet["dispatch"] = {"poll_interval_s": poll_interval_s, "dispatch_interval_s": DISPATCH_INTERVAL_S}
+    return fleet
+
+
+# -- the controller under test --------------------------------------------------------------------
+
+
+class Controlled:
+    """`sparcs run` on a fleet file, as a user starts it; its output goes to files in ``work``."""
+
+    def __init__(self, config: Path, work: Path):
+        self.out, self.err = work / "run.out", work / "run.err"
+        self._files = (self.out.open("w"), self.err.open("w"))
+        cmd = [sys.executable, "-m", "sparcs", "run", "--config", str(config), "--port", "0"]
+        self.proc = subprocess.Popen(
+            [*cmd, "--data-dir", str(work / "data")], stdout=self._files[0], stderr=self._files[1], cwd=work
+        )
+        self.url = ""
+        self.token = ""
+
+    async def started(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            text = self.out.read_text()
+            if "Stop with Ctrl-C." in text:
+                url = re.search(r"SPARCS controller: (http://\S+)/", text)
+                token = re.search(r"demo operator token: (\S+)", text)
+                if url is None or token is None:
+                    raise BenchError(f"sparcs run printed no URL or token: {text[-500:]}")
+                self.url, self.token = url.group(1), token.group(1)
+                return
+            if self.proc.poll() is not None:
+                raise BenchError(f"sparcs run ended with code {self.proc.returncode}: {self.err.read_text()[-800:]}")
+            await asyncio.sleep(0.2)
+        raise BenchError(f"sparcs run did not start within {START_TIMEOUT_S:g} s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for f in self._files:
+            f.close()
+
+
+def scrape(text: str) -> dict[str, Any]:
+    """The figures the bench follows, from the control process's metrics."""
+    out: dict[str, Any] = {"buckets": {}, "count": 0.0, "sum": 0.0, "timeouts": 0.0, "write_failures": 0.0}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == f"{POLL_HISTOGRAM}_bucket":
+                out["buckets"][float(s.labels["le"])] = s.value
+            elif s.name == f"{POLL_HISTOGRAM}_count":
+                out["count"] = s.value
+            elif s.name == f"{POLL_HISTOGRAM}_sum":
+                out["sum"] = s.value
+            elif s.name == "sparcs_modbus_errors_total" and s.labels.get("kind") == "timeout":
+                out["timeouts"] = s.value
+            elif s.name == "sparcs_setpoint_writes_total" and s.labels.get("action") == "failed":
+                out["write_failures"] = s.value
+    return out
+
+
+# -- the clients --------------------------------------------------------------------------------
+
+
+def _summary(latencies_ms: list[float], errors: int, elapsed_s: float) -> dict[str, Any]:
+    def ms(v: float | None) -> float | None:
+        return None if v is None else round(v, 2)
+
+    return {
+        "requests": len(latencies_ms),
+        "rate_rps": round(len(latencies_ms) / elapsed_s, 1) if elapsed_s > 0 else None,
+        "p50_ms": ms(percentile(latencies_ms, 0.5)),
+        "p99_ms": ms(percentile(latencies_ms, 0.99)),
+        "max_ms": ms(max(latencies_ms) if latencies_ms else None),
+        "errors": errors,
+    }
+
+
+async def _drive(base_url: str, token: str, clients: int, rate: float, duration_s: float) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+    latencies: dict[str, list[float]] = defaultdict(list)
+    errors: dict[str, int] = defaultdict(int)
+    t0 = time.monotonic()
+    end = t0 + duration_s
+
+    async def one(client: httpx.AsyncClient, route: str, key: str, due: float) -> None:
+        try:
+            r = await client.get(route)
+            await r.aread()
+            ok = r.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        latencies[key].append((time.monotonic() - due) * 1000.0)
+        if not ok:
+            errors[key] += 1
+
+    async def closed_loop(i: int) -> None:
+        async with httpx.AsyncClient(
+            base_url=base_url, headers=headers, timeout=REQUEST_TIMEOUT_S, limits=httpx.Limits(max_connections=1)
+        ) as client:
+            k = i
+            while time.monotonic() < end:
+                route = ROUTES[k % len(ROUTES)]
+                k += 1
+                await one(client, route, route, time.monotonic())
+
+    async def stream() -> None:
+        if rate <= 0:
+            return
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=REQUEST_TIMEOUT_S, limits=limits) as c:
+            running: set[asyncio.Task[None]] = set()
+            k = 0
+            while (due := t0 + k / rate) < end:
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                task = asyncio.create_task(one(c, "/api/v1/fleet", STREAM, due))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                k += 1
+            if running:
+                await asyncio.gather(*running)
+
+    await asyncio.gather(stream(), *(closed_loop(i) for i in range(clients)))
+    elapsed = time.monotonic() - t0
+    return {key: _summary(values, errors[key], elapsed) for key, values in sorted(latencies.items())}
+
+
+def clients_main(
+    base_url: str, token: str, clients: int, rate: float, duration_s: float, nice: int, out: Connection
+) -> None:
+    """The clients' process: niced like the API, deaf to Ctrl-C; sends its per-route summary."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(nice)
+    out.send(asyncio.run(_drive(base_url, token, clients, rate, duration_s)))
+    out.close()
+
+
+# -- the phases ---------------------------------------------------------------------------------
+
+
+class Phase:
+    """Measures phases against one controller: the metrics before and after, the data age seen, the
+    clients' figures. ``http`` is the monitor's client; the clients use ``base_url`` and ``token``."""
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str, token: str, nice: int):
+        self.http, self.base_url, self.token, self.nice = http, base_url, token, nice
+
+    async def metrics(self) -> dict[str, Any]:
+        r = await self.http.get("/metrics")
+        r.raise_for_status()
+        return scrape(r.text)
+
+    async def monitor(self, until: float) -> list[float]:
+        """The data age GET /api/v1/fleet shows, every :data:`MONITOR_S` until ``until`` (monotonic s)."""
+        ages = []
+        while time.monotonic() < until:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                r = await self.http.get("/api/v1/fleet")
+                age = r.json().get("data_age_s") if r.status_code == 200 else None
+                if age is not None:
+                    ages.append(float(age))
+            await asyncio.sleep(MONITOR_S)
+        return ages
+
+    async def write_alarms(self, since_s: float) -> int:
+        r = await self.http.get("/api/v1/alarms", params={"limit": 1000})
+        r.raise_for_status()
+        raised = [a for a in r.json() if a["source"].startswith("write:")]
+        return sum(1 for a in raised if dt.datetime.fromisoformat(a["raised_at"]).timestamp() >= since_s)
+
+    async def run(self, duration_s: float, *, clients: int, rate: float) -> dict[str, Any]:
+        """One phase of ``duration_s`` with ``clients`` closed-loop clients and a stream of ``rate`` a second."""
+        before = await self.metrics()
+        started_at = time.time()
+        loader: multiprocessing.process.BaseProcess | None = None
+        answer: Connection | None = None
+        if clients or rate:
+            ctx = multiprocessing.get_context("spawn")
+            answer, theirs = ctx.Pipe(duplex=False)
+            loader = ctx.Process(
+                target=clients_main,
+                args=(self.base_url, self.token, clients, rate, duration_s, self.nice, theirs),
+                daemon=True,
+            )
+            loader.start()
+            theirs.close()
+        ages = await self.monitor(time.monotonic() + duration_s)
+        api: dict[str, Any] = {}
+        if loader is not None and answer is not None:
+            if await asyncio.to_thread(answer.poll, REQUEST_TIMEOUT_S + 30.0):
+                api = answer.recv()
+            await asyncio.to_thread(loader.join, 30.0)
+            if loader.is_alive():
+                loader.kill()
+        after = await self.metrics()
+        buckets = {le: after["buckets"].get(le, 0.0) - before["buckets"].get(le, 0.0) for le in after["buckets"]}
+        polls = after["count"] - before["count"]
+
+        def rounded(v: float | None, digits: int = 3) -> float | None:
+            return None if v is None else round(v, digits)
+
+        return {
+            "polls": int(polls),
+            "poll_cycle_p50_s": rounded(bucket_quantile(0.5, buckets)),
+            "poll_cycle_p99_s": rounded(bucket_quantile(0.99, buckets)),
+            "poll_cycle_mean_s": rounded((after["sum"] - before["sum"]) / polls if polls else None),
+            "data_age_max_s": rounded(max(ages) if ages else None, 2),
+            "data_age_samples": len(ages),
+            "modbus_timeouts": int(after["timeouts"] - before["timeouts"]),
+            "write_failures": int(after["write_failures"] - before["write_failures"]),
+            "write_alarms": await self.write_alarms(started_at),
+            "api": api,
+        }
+
+
+async def _warm_up(http: httpx.AsyncClient, poll_interval_s: float) -> None:
+    """Until every device answered, a plan is in force and /readyz says ready; then two more polls."""
+    deadline = time.monotonic() + WARMUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, KeyError, TypeError):
+            ready = (await http.get("/readyz")).status_code == 200
+            now = (await http.get("/api/v1/fleet")).json()["now"]
+            plan = (await http.get("/api/v1/plan")).json()["plan"]
+            if ready and now and now["online"] == now["total"] and plan is not None:
+                await asyncio.sleep(2 * poll_interval_s)
+                return
+        await asyncio.sleep(1.0)
+    raise BenchError(f"the fleet was not online with a plan within {WARMUP_TIMEOUT_S:g} s")
+
+
+async def run_load_bench(
+    devices: int,
+    clients: int = 32,
+    *,
+    poll_interval_s: float = 2.0,
+    phase_s: float = 60.0,
+    fleet_rate: float = 200.0,
+    seed: int = 7,
+) -> dict[str, Any]:
+    """Run the three phases against `sparcs run` on ``devices`` simulated devices; the JSON result."""
+    fleet = bench_fleet(devices, poll_interval_s, seed)
+    nice = ApiConfig().nice
+    with tempfile.TemporaryDirectory(prefix="sparcs-bench-load-") as tmp:
+        work = Path(tmp)
+        path = work / "fleet.yaml"
+        path.write_text(yaml.safe_dump(fleet, sort_keys=False), encoding="utf-8")
+        run = Controlled(path, work)
+        try:
+            await run.started()
+            headers = {"Authorization": f"Bearer {run.token}"}
+            async with httpx.AsyncClient(base_url=run.url, headers=headers, timeout=REQUEST_TIMEOUT_S) as http:
+                await _warm_up(http, poll_interval_s)
+                phase = Phase(http, run.url, run.token, nice)
+                unloaded = await phase.run(phase_s, clients=0, rate=0.0)
+                loaded = await phase.run(phase_s, clients=clients, rate=fleet_rate)
+                stream = await phase.run(phase_s, clients=0, rate=fleet_rate)
+        finally:
+            run.stop()
+    return summarise(
+        devices=devices,
+        sites=len(fleet["sites"]),
+        clients=clients,
+        poll_interval_s=poll_interval_s,
+        phase_s=phase_s,
+        fleet_rate=fleet_rate,
+        nice=nice,
+        phases={"unloaded": unloaded, "loaded": loaded, "stream": stream},
+    )
+
+
+def summarise(
+    *,
+    devices: int,
+    sites: int,
+    clients: int,
+    poll_interval_s: float,
+    phase_s: float,
+    fleet_rate: float,
+    nice: int,
+    phases: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """The bench's JSON: its settings, every phase, the headline figures and whether each goal holds."""
+    unloaded, loaded, stream = phases["unloaded"], phases["loaded"], phases["stream"]
+    p99_u, p99_l = unloaded["poll_cycle_p99_s"], loaded["poll_cycle_p99_s"]
+    ratio = round(p99_l / p99_u, 3) if p99_u and p99_l is not None else None
+    ages = [p["data_age_max_s"] for p in phases.values() if p["data_age_max_s"] is not None]
+    age_max = max(ages) if ages else None
+    timeouts = sum(p["modbus_timeouts"] for p in phases.values())
+    alarms = sum(p["write_alarms"] for p in phases.values())
+    fleet_alone = stream["api"].get(STREAM, {})
+    api = {route: loaded["api"].get(route, _summary([], 0, 0.0)) for route in ROUTES}
+    api[STREAM] = loaded["api"].get(STREAM, _summary([], 0, 0.0))
+    return {
+        "devices": devices,
+        "sites": sites,
+        "clients": clients,
+        "poll_interval_s": poll_interval_s,
+        "dispatch_interval_s": DISPATCH_INTERVAL_S,
+        "phase_s": phase_s,
+        "fleet_rate_rps": fleet_rate,
+        "client_nice": nice,
+        "poll_cycle_p50_s_unloaded": unloaded["poll_cycle_p50_s"],
+        "poll_cycle_p99_s_unloaded": p99_u,
+        "poll_cycle_p50_s_loaded": loaded["poll_cycle_p50_s"],
+        "poll_cycle_p99_s_loaded": p99_l,
+        "poll_cycle_p99_ratio": ratio,
+        "data_age_max_s": age_max,
+        "modbus_timeouts": timeouts,
+        "write_failures": sum(p["write_failures"] for p in phases.values()),
+        "write_alarms": alarms,
+        "api": api,
+        "fleet_alone": fleet_alone,
+        "phases": {name: {k: v for k, v in p.items() if k != "api"} for name, p in phases.items()},
+        "goals": {
+            "poll_p99_loaded_within_1_5x_unloaded": ratio is not None and ratio <= 1.5,
+            "data_age_within_2_poll_intervals": age_max is not None and age_max <= 2 * poll_interval_s,
+            "no_false_modbus_timeouts": timeouts == 0,
+            "no_write_alarms": alarms == 0,
+            "fleet_p99_within_50_ms_at_rate": (fleet_alone.get("p99_ms") or math.inf) <= 50.0,
+        },
+    }
