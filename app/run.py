@@ -74,10 +74,10 @@ async def _start_api(api: ApiProcess, ctl: Controller, on_signal: Callable[[int,
     """Start the API process with Ctrl-C ignored (a disposition it inherits, like the solver's) and link it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        sock = api.start()
+        send, receive = api.start()
     finally:
         signal.signal(signal.SIGINT, on_signal)
-    link = ApiLink(ctl, sock)
+    link = ApiLink(ctl, send, receive)
     await link.start()
     if not await link.ready(API_START_TIMEOUT_S):
         log.warning("the API process has not started serving after %.0f s", API_START_TIMEOUT_S)

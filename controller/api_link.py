@@ -1,5 +1,5 @@
 """The link between the control process and the API process of `sparcs run` (docs/architecture.md
-"The API beside the control loop"): one local stream socket, length-prefixed frames.
+"The API beside the control loop"): two local stream sockets, one each way, length-prefixed frames.
 
 Control → API (pickled; both ends are this program, over a socket pair nobody else holds): the
 :class:`~sparcs.controller.read_model.ControlSnapshot` with the rendered metrics after every poll,
@@ -10,13 +10,15 @@ of commands the API refused.
 The control end (:class:`ApiLink`) never waits for the API process: snapshots are conflated (a
 slow reader gets the latest, never a queue of old ones), the sender alone waits for the socket,
 and a command is answered after the snapshot that shows it, so a client that reads after its
-command was acknowledged sees it.
+command was acknowledged sees it. The API end reads in a thread of its own (:func:`follow`), so a
+new snapshot is taken in however busy the API's event loop is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import pickle
@@ -24,6 +26,7 @@ import socket
 import struct
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
@@ -68,6 +71,16 @@ async def read_frame(reader: asyncio.StreamReader, limit: int | None = None) -> 
         return None
 
 
+def read_frame_blocking(stream: io.BufferedIOBase) -> bytes | None:
+    """The next frame's payload from a blocking stream, or None at its end."""
+    head = stream.read(HEADER.size)
+    if len(head) < HEADER.size:
+        return None
+    (n,) = HEADER.unpack(head)
+    payload = stream.read(n)
+    return payload if len(payload) == n else None
+
+
 def clock_offset_s(ctl: Controller) -> float:
     """The controller's clock minus the wall clock (s): 0 in production, the sim clock's lead in a demo."""
     return ctl.clock.now() - time.time()
@@ -80,8 +93,8 @@ class ApiLink:
     """The control process's end: publishes the read model's snapshot, answers commands through the
     controller's :class:`~sparcs.controller.operations.Operations`."""
 
-    def __init__(self, ctl: Controller, sock: socket.socket):
-        self.ctl, self._sock = ctl, sock
+    def __init__(self, ctl: Controller, send: socket.socket, receive: socket.socket):
+        self.ctl, self._send_sock, self._receive_sock = ctl, send, receive
         self._latest: ControlSnapshot | None = None
         self._replies: deque[tuple[str, int, dict[str, Any]]] = deque()
         self._wake = asyncio.Event()
@@ -89,12 +102,14 @@ class ApiLink:
         self._seen: tuple[object, ...] = ()
         self._sent_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
-        self._writer: asyncio.StreamWriter | None = None
+        self._writers: list[asyncio.StreamWriter] = []
 
     async def start(self) -> None:
-        reader, self._writer = await asyncio.open_connection(sock=self._sock)
+        _, writer = await asyncio.open_connection(sock=self._send_sock)
+        reader, back = await asyncio.open_connection(sock=self._receive_sock)
+        self._writers = [writer, back]
         self.publish()
-        for coro in (self._send(self._writer), self._receive(reader), self._watch()):
+        for coro in (self._send(writer), self._receive(reader), self._watch()):
             self._tasks.append(asyncio.create_task(coro))
 
     async def ready(self, timeout_s: float) -> bool:
@@ -199,10 +214,11 @@ class ApiLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks.clear()
-        if self._writer is not None:
-            self._writer.close()
+        for w in self._writers:
+            w.close()
             with contextlib.suppress(ConnectionError):
-                await self._writer.wait_closed()
+                await w.wait_closed()
+        self._writers.clear()
 
 
 # -- the API process's end ----------------------------------------------------------------------
@@ -347,13 +363,23 @@ class RemoteCommands:
             self._send({"op": "refused", "counts": counts})
 
 
-async def follow(reader: asyncio.StreamReader, source: PublishedControl, commands: RemoteCommands) -> None:
-    """Apply what the control process sends until it closes the link."""
-    while (payload := await read_frame(reader)) is not None:
-        msg = pickle.loads(payload)
-        if msg[0] == "reply":
-            commands.answer(msg[1], msg[2])
-        else:
-            source.receive(msg)
+def follow(
+    sock: socket.socket,
+    source: PublishedControl,
+    answer: Callable[[int, dict[str, Any]], None],
+    closed: Callable[[], None],
+) -> None:
+    """Apply what the control process sends until it closes the link (run in a thread of its own).
+
+    ``answer(call_id, payload)`` hands a command's answer to the event loop (thread-safely); a
+    snapshot is taken in before the answer that follows it. ``closed()`` when the link ends.
+    """
+    with sock.makefile("rb") as stream:
+        while (payload := read_frame_blocking(stream)) is not None:
+            msg = pickle.loads(payload)
+            if msg[0] == "reply":
+                answer(msg[1], msg[2])
+            else:
+                source.receive(msg)
     source.connected = False
-    commands.disconnected()
+    closed()

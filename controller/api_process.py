@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -61,37 +62,49 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def _serve(cfg: FleetConfig, data_dir: Path, listen: socket.socket, link: socket.socket) -> None:
+async def _serve(
+    cfg: FleetConfig, data_dir: Path, listen: socket.socket, down: socket.socket, up: socket.socket
+) -> None:
     store = Store(cfg.storage.url, data_dir=data_dir)
     try:
-        reader, writer = await asyncio.open_connection(sock=link)
+        loop = asyncio.get_running_loop()
+        _, writer = await asyncio.open_connection(sock=up)
         source = PublishedControl()
         commands = RemoteCommands(writer)
         view = ControllerView(cfg, store, source)
         app = build_app(view, commands, TokenBook(store, source.now), cfg.api)
         server = _Server(server_config(app, cfg.api))
+        closed = asyncio.Event()
+
+        def answer(call_id: int, payload: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(commands.answer, call_id, payload)
+
+        def gone() -> None:
+            loop.call_soon_threadsafe(commands.disconnected)
+            loop.call_soon_threadsafe(closed.set)
+
+        threading.Thread(target=follow, args=(down, source, answer, gone), name="api-link", daemon=True).start()
         serving = asyncio.create_task(server.serve(sockets=[listen]))
-        following = asyncio.create_task(follow(reader, source, commands))
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
         if server.started:
             commands.serving()
-        await asyncio.wait({serving, following}, return_when=asyncio.FIRST_COMPLETED)
+        waiting = asyncio.create_task(closed.wait())
+        await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
         server.should_exit = True  # the link closed: the control process stopped or died
         await serving
-        following.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await following
     finally:
         store.close()
 
 
-def api_main(cfg: FleetConfig, data_dir: Path, listen: socket.socket, link: socket.socket) -> None:
-    """The API process: niced, deaf to Ctrl-C (the control process stops it by closing the link)."""
+def api_main(cfg: FleetConfig, data_dir: Path, listen: socket.socket, down: socket.socket, up: socket.socket) -> None:
+    """The API process: niced, deaf to Ctrl-C (the control process stops it by closing the link).
+    ``down`` brings the control process's snapshots and answers, ``up`` takes commands to it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(cfg.api.nice)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(cfg, data_dir, listen, link))
+    asyncio.run(_serve(cfg, data_dir, listen, down, up))
 
 
 class ApiProcess:
@@ -101,16 +114,18 @@ class ApiProcess:
         self.cfg, self.data_dir, self.listen = cfg, data_dir, listen
         self.process: multiprocessing.process.BaseProcess | None = None
 
-    def start(self) -> socket.socket:
-        """Start the API process; returns the control process's end of the link."""
-        mine, theirs = socket.socketpair()
+    def start(self) -> tuple[socket.socket, socket.socket]:
+        """Start the API process; returns the control process's ends of the link: (send, receive)."""
+        send, down = socket.socketpair()
+        receive, up = socket.socketpair()
         ctx = multiprocessing.get_context("spawn")
         self.process = ctx.Process(
-            target=api_main, args=(self.cfg, self.data_dir, self.listen, theirs), name="sparcs-api", daemon=False
+            target=api_main, args=(self.cfg, self.data_dir, self.listen, down, up), name="sparcs-api", daemon=False
         )
         self.process.start()
-        theirs.close()
-        return mine
+        down.close()
+        up.close()
+        return send, receive
 
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
