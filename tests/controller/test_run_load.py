@@ -1,9 +1,10 @@
 """`sparcs run` under API load: many clients pulling the large answers, slow clients holding
-connections, while a hundred simulated devices are polled over TCP. Polling keeps its cadence and
+connections, while four hundred simulated devices are polled over TCP. Polling keeps its cadence and
 the data stays fresh; an operator command sent through the API during the load lands (201, audit
 entry, in force at once) and survives kill -9.
 
-Bounds are judged generously (counts of polls, data age against /readyz's own limit), never tight timing.
+The clients run niced, as the API does: they stand for other machines. Bounds are judged generously
+(counts of polls, gaps between polls and data age against /readyz's own limit), never tight timing.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from sparcs.simulators.fleetgen import synthetic_fleet
 from tests.controller.test_run import Running
 from tests.ports import free_ports
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 POLL_S = 2.0
 LOAD_S = 30.0
-SITES = 40
+SITES = 150
 
 
 def big_fleet_file(tmp_path: Path) -> Path:
@@ -85,7 +86,7 @@ def test_api_load_does_not_delay_polling_and_a_command_sent_under_load_lands(tmp
         r.wait_for(lambda: (n := r.http.get("/api/v1/fleet").json()["now"]) and n["online"] == n["total"], 120)
         ctx = multiprocessing.get_context("spawn")
         answer, theirs = ctx.Pipe(duplex=False)
-        load = ctx.Process(target=clients_main, args=(str(r.http.base_url), r.token, 48, 100.0, LOAD_S, 0, theirs))
+        load = ctx.Process(target=clients_main, args=(str(r.http.base_url), r.token, 48, 100.0, LOAD_S, 10, theirs))
         polls_before = polls(r)
         t0, wall0 = time.monotonic(), time.time()
         load.start()
@@ -116,7 +117,7 @@ def test_api_load_does_not_delay_polling_and_a_command_sent_under_load_lands(tmp
         assert polled >= (elapsed / POLL_S) * 2 / 3, (polled, elapsed)
         times = poll_times(data_dir, wall0)
         gaps = [b - a for a, b in itertools.pairwise(times)]
-        assert max(gaps) <= 2 * POLL_S, gaps  # the control loop polled on time, as its store shows
+        assert max(gaps) <= 3 * POLL_S, gaps  # no gap in the polls /readyz would call stale, as the store shows
         assert max(ages) <= 3 * POLL_S, ages  # and the API never showed data /readyz would call stale
         audit = r.http.get("/api/v1/audit").json()
         assert audit[0]["action"] == "stage" and audit[0]["params"]["command_id"] == cid

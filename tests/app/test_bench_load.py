@@ -1,0 +1,65 @@
+"""`sparcs bench load` at a tiny size: it runs `sparcs run` with its simulators, loads the API, and
+prints the JSON fields the benchmark promises (README.md "Command line"), with figures that fit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sparcs.bench_load import bucket_quantile, percentile
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def test_percentiles_from_samples_and_from_histogram_buckets():
+    assert percentile([], 0.99) is None
+    assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
+    assert percentile([float(i) for i in range(1, 101)], 0.99) == 99.0
+    # 10 polls: 4 at most 0.1 s, 9 at most 0.2 s, all at most 0.5 s
+    buckets = {0.1: 4.0, 0.2: 9.0, 0.5: 10.0, float("inf"): 10.0}
+    assert bucket_quantile(0.5, buckets) == pytest.approx(0.1 + 0.1 * (5 - 4) / 5)
+    assert bucket_quantile(0.99, buckets) == pytest.approx(0.2 + 0.3 * (9.9 - 9) / 1)
+    assert bucket_quantile(0.5, {0.1: 0.0, float("inf"): 0.0}) is None
+    assert bucket_quantile(0.99, {0.1: 1.0, float("inf"): 5.0}) == 0.1  # beyond the last bound: that bound
+
+
+def test_bench_load_prints_its_json(tmp_path):
+    args = ["--devices", "6", "--clients", "2", "--phase-s", "4", "--poll-interval", "1", "--fleet-rate", "20"]
+    done = subprocess.run(
+        [sys.executable, "-m", "sparcs", "bench", "load", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=540,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert got["devices"] == 6 and got["clients"] == 2 and got["poll_interval_s"] == 1.0
+    for key in (
+        "poll_cycle_p50_s_unloaded",
+        "poll_cycle_p99_s_unloaded",
+        "poll_cycle_p50_s_loaded",
+        "poll_cycle_p99_s_loaded",
+        "poll_cycle_p99_ratio",
+        "data_age_max_s",
+    ):
+        assert isinstance(got[key], float) and got[key] >= 0, key
+    assert got["modbus_timeouts"] == 0 and got["write_alarms"] == 0  # six healthy devices, light load
+    for route in ("/api/v1/devices", "/api/v1/sites", "/api/v1/fleet", "fleet_stream"):
+        figures = got["api"][route]
+        assert figures["requests"] > 0 and figures["errors"] == 0, route
+        assert figures["p50_ms"] <= figures["p99_ms"], route
+    assert got["fleet_alone"]["requests"] > 0
+    for phase in ("unloaded", "loaded", "stream"):
+        assert got["phases"][phase]["polls"] >= 1, phase
+    assert set(got["goals"]) == {
+        "poll_p99_loaded_within_1_5x_unloaded",
+        "data_age_within_2_poll_intervals",
+        "no_false_modbus_timeouts",
+        "no_write_alarms",
+        "fleet_p99_within_50_ms_at_rate",
+    }
