@@ -176,8 +176,11 @@ class ApiLink:
             if op == "ready":
                 self._ready.set()
             elif op == "refused":
-                for kind, result, n in msg.get("counts", []):
-                    self.ctl.operations.refused(str(kind), str(result), int(n))
+                try:
+                    for kind, result, n in msg.get("counts", []):
+                        self.ctl.operations.refused(str(kind), str(result), int(n))
+                except (ValueError, TypeError):
+                    log.error("API link: malformed counts of refused commands; ignored")
             else:
                 answer = self._command(op, msg)
                 self.publish()  # the snapshot that shows the command goes out before its answer
