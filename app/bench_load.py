@@ -4,7 +4,8 @@ beside the control loop").
 
 The bench writes a generated fleet file (``simulation`` section: the simulators run in their own
 process, as in the demo) and starts ``sparcs run`` on it as a user would: control process, API
-process, fleet process. Then three phases of ``phase_s`` each:
+process, fleet process. Then ``rounds`` times three phases of ``phase_s`` each, alternating so that
+the machine's own load hits each kind alike:
 
 - ``unloaded``: no API traffic but the bench's monitor (one GET /api/v1/fleet every
   :data:`MONITOR_S`, which reads the data age);
@@ -17,7 +18,8 @@ The clients run in a child process niced like the API (``api.nice``): on a deplo
 other machines, here they share the cores with the controller. A stream request's latency counts
 from the moment it was due, so a client that falls behind shows as latency, not as fewer requests.
 
-Per phase, from the control process's metrics (deltas over the phase): polls and the poll cycle's
+Per kind of phase, from the control process's metrics (deltas over the phases, each from the moment
+its clients run): polls and the poll cycle's
 p50/p99 (read from the histogram's buckets as Prometheus' ``histogram_quantile`` does) and mean,
 Modbus timeouts (every device is healthy, so every timeout is a false one), failed writes; from
 the alarms, ``write:`` alarms raised in the phase; from the monitor, the largest data age seen.
@@ -41,6 +43,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,7 @@ START_TIMEOUT_S = 600.0
 WARMUP_TIMEOUT_S = 600.0
 DISPATCH_INTERVAL_S = 86_400.0
 REQUEST_TIMEOUT_S = 30.0
+CLIENT_START_TIMEOUT_S = 120.0
 POLL_HISTOGRAM = "sparcs_poll_cycle_duration_seconds"
 
 
@@ -177,10 +181,30 @@ def _summary(latencies_ms: list[float], errors: int, elapsed_s: float) -> dict[s
     }
 
 
-async def _drive(base_url: str, token: str, clients: int, rate: float, duration_s: float) -> dict[str, Any]:
+@dataclass
+class Samples:
+    """What the clients saw per route: latencies of the answered requests (ms), and errors."""
+
+    latencies_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    elapsed_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def add(self, other: Samples) -> None:
+        for key, values in other.latencies_ms.items():
+            self.latencies_ms[key].extend(values)
+            self.elapsed_s[key] += other.elapsed_s[key]
+        for key, n in other.errors.items():
+            self.errors[key] += n
+
+    def summary(self) -> dict[str, Any]:
+        keys = sorted(set(self.latencies_ms) | set(self.errors))
+        return {k: _summary(self.latencies_ms[k], self.errors[k], self.elapsed_s[k]) for k in keys}
+
+
+async def _drive(base_url: str, token: str, clients: int, rate: float, duration_s: float) -> Samples:
     headers = {"Authorization": f"Bearer {token}"}
-    latencies: dict[str, list[float]] = defaultdict(list)
-    errors: dict[str, int] = defaultdict(int)
+    got = Samples()
+    latencies, errors = got.latencies_ms, got.errors
     t0 = time.monotonic()
     end = t0 + duration_s
 
@@ -222,16 +246,19 @@ async def _drive(base_url: str, token: str, clients: int, rate: float, duration_
                 await asyncio.gather(*running)
 
     await asyncio.gather(stream(), *(closed_loop(i) for i in range(clients)))
-    elapsed = time.monotonic() - t0
-    return {key: _summary(values, errors[key], elapsed) for key, values in sorted(latencies.items())}
+    for key in set(latencies) | set(errors):
+        got.elapsed_s[key] = duration_s
+    return got
 
 
 def clients_main(
     base_url: str, token: str, clients: int, rate: float, duration_s: float, nice: int, out: Connection
 ) -> None:
-    """The clients' process: niced like the API, deaf to Ctrl-C; sends its per-route summary."""
+    """The clients' process: niced like the API, deaf to Ctrl-C. Sends "go" as it starts its clients,
+    then what they saw (:class:`Samples`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(nice)
+    out.send("go")
     out.send(asyncio.run(_drive(base_url, token, clients, rate, duration_s)))
     out.close()
 
@@ -269,10 +296,9 @@ class Phase:
         raised = [a for a in r.json() if a["source"].startswith("write:")]
         return sum(1 for a in raised if dt.datetime.fromisoformat(a["raised_at"]).timestamp() >= since_s)
 
-    async def run(self, duration_s: float, *, clients: int, rate: float) -> dict[str, Any]:
-        """One phase of ``duration_s`` with ``clients`` closed-loop clients and a stream of ``rate`` a second."""
-        before = await self.metrics()
-        started_at = time.time()
+    async def run(self, duration_s: float, *, clients: int, rate: float) -> Measured:
+        """One phase of ``duration_s`` with ``clients`` closed-loop clients and a stream of ``rate`` a second.
+        The control figures are taken over the ``duration_s`` the clients run, from the moment they start."""
         loader: multiprocessing.process.BaseProcess | None = None
         answer: Connection | None = None
         if clients or rate:
@@ -285,32 +311,73 @@ class Phase:
             )
             loader.start()
             theirs.close()
+            if not await asyncio.to_thread(answer.poll, CLIENT_START_TIMEOUT_S) or answer.recv() != "go":
+                raise BenchError(f"the API clients did not start within {CLIENT_START_TIMEOUT_S:g} s")
+        before = await self.metrics()
+        started_at = time.time()
         ages = await self.monitor(time.monotonic() + duration_s)
-        api: dict[str, Any] = {}
+        after = await self.metrics()
+        alarms = await self.write_alarms(started_at)
+        samples = Samples()
         if loader is not None and answer is not None:
-            if await asyncio.to_thread(answer.poll, REQUEST_TIMEOUT_S + 30.0):
-                api = answer.recv()
+            if not await asyncio.to_thread(answer.poll, REQUEST_TIMEOUT_S + 60.0):
+                raise BenchError("the API clients did not report")
+            samples = answer.recv()
             await asyncio.to_thread(loader.join, 30.0)
             if loader.is_alive():
                 loader.kill()
-        after = await self.metrics()
-        buckets = {le: after["buckets"].get(le, 0.0) - before["buckets"].get(le, 0.0) for le in after["buckets"]}
-        polls = after["count"] - before["count"]
+        return Measured(
+            polls=after["count"] - before["count"],
+            poll_sum_s=after["sum"] - before["sum"],
+            buckets={le: after["buckets"].get(le, 0.0) - before["buckets"].get(le, 0.0) for le in after["buckets"]},
+            ages=ages,
+            timeouts=after["timeouts"] - before["timeouts"],
+            write_failures=after["write_failures"] - before["write_failures"],
+            write_alarms=alarms,
+            samples=samples,
+        )
 
+
+@dataclass
+class Measured:
+    """One phase's (or several like phases') figures: control from the metrics, the monitor's data
+    ages, the alarms raised, the clients' samples."""
+
+    polls: float = 0.0
+    poll_sum_s: float = 0.0
+    buckets: dict[float, float] = field(default_factory=dict)
+    ages: list[float] = field(default_factory=list)
+    timeouts: float = 0.0
+    write_failures: float = 0.0
+    write_alarms: int = 0
+    samples: Samples = field(default_factory=Samples)
+
+    def add(self, other: Measured) -> None:
+        self.polls += other.polls
+        self.poll_sum_s += other.poll_sum_s
+        for le, n in other.buckets.items():
+            self.buckets[le] = self.buckets.get(le, 0.0) + n
+        self.ages += other.ages
+        self.timeouts += other.timeouts
+        self.write_failures += other.write_failures
+        self.write_alarms += other.write_alarms
+        self.samples.add(other.samples)
+
+    def figures(self) -> dict[str, Any]:
         def rounded(v: float | None, digits: int = 3) -> float | None:
             return None if v is None else round(v, digits)
 
         return {
-            "polls": int(polls),
-            "poll_cycle_p50_s": rounded(bucket_quantile(0.5, buckets)),
-            "poll_cycle_p99_s": rounded(bucket_quantile(0.99, buckets)),
-            "poll_cycle_mean_s": rounded((after["sum"] - before["sum"]) / polls if polls else None),
-            "data_age_max_s": rounded(max(ages) if ages else None, 2),
-            "data_age_samples": len(ages),
-            "modbus_timeouts": int(after["timeouts"] - before["timeouts"]),
-            "write_failures": int(after["write_failures"] - before["write_failures"]),
-            "write_alarms": await self.write_alarms(started_at),
-            "api": api,
+            "polls": int(self.polls),
+            "poll_cycle_p50_s": rounded(bucket_quantile(0.5, self.buckets)),
+            "poll_cycle_p99_s": rounded(bucket_quantile(0.99, self.buckets)),
+            "poll_cycle_mean_s": rounded(self.poll_sum_s / self.polls if self.polls else None),
+            "data_age_max_s": rounded(max(self.ages) if self.ages else None, 2),
+            "data_age_samples": len(self.ages),
+            "modbus_timeouts": int(self.timeouts),
+            "write_failures": int(self.write_failures),
+            "write_alarms": self.write_alarms,
+            "api": self.samples.summary(),
         }
 
 
@@ -333,12 +400,13 @@ async def run_load_bench(
     devices: int,
     clients: int = 32,
     *,
-    poll_interval_s: float = 2.0,
-    phase_s: float = 60.0,
+    poll_interval_s: float = 5.0,
+    phase_s: float = 30.0,
+    rounds: int = 3,
     fleet_rate: float = 200.0,
     seed: int = 7,
 ) -> dict[str, Any]:
-    """Run the three phases against `sparcs run` on ``devices`` simulated devices; the JSON result."""
+    """``rounds`` of the three phases against `sparcs run` on ``devices`` simulated devices; the JSON result."""
     fleet = bench_fleet(devices, poll_interval_s, seed)
     nice = ApiConfig().nice
     with tempfile.TemporaryDirectory(prefix="sparcs-bench-load-") as tmp:
@@ -352,9 +420,11 @@ async def run_load_bench(
             async with httpx.AsyncClient(base_url=run.url, headers=headers, timeout=REQUEST_TIMEOUT_S) as http:
                 await _warm_up(http, poll_interval_s)
                 phase = Phase(http, run.url, run.token, nice)
-                unloaded = await phase.run(phase_s, clients=0, rate=0.0)
-                loaded = await phase.run(phase_s, clients=clients, rate=fleet_rate)
-                stream = await phase.run(phase_s, clients=0, rate=fleet_rate)
+                kinds = {"unloaded": (0, 0.0), "loaded": (clients, fleet_rate), "stream": (0, fleet_rate)}
+                measured = {kind: Measured() for kind in kinds}
+                for _ in range(rounds):  # alternating, so that the machine's own load hits every kind alike
+                    for kind, (n, rate) in kinds.items():
+                        measured[kind].add(await phase.run(phase_s, clients=n, rate=rate))
         finally:
             run.stop()
     return summarise(
@@ -363,9 +433,10 @@ async def run_load_bench(
         clients=clients,
         poll_interval_s=poll_interval_s,
         phase_s=phase_s,
+        rounds=rounds,
         fleet_rate=fleet_rate,
         nice=nice,
-        phases={"unloaded": unloaded, "loaded": loaded, "stream": stream},
+        phases={kind: m.figures() for kind, m in measured.items()},
     )
 
 
@@ -376,6 +447,7 @@ def summarise(
     clients: int,
     poll_interval_s: float,
     phase_s: float,
+    rounds: int,
     fleet_rate: float,
     nice: int,
     phases: dict[str, dict[str, Any]],
@@ -398,6 +470,7 @@ def summarise(
         "poll_interval_s": poll_interval_s,
         "dispatch_interval_s": DISPATCH_INTERVAL_S,
         "phase_s": phase_s,
+        "rounds": rounds,
         "fleet_rate_rps": fleet_rate,
         "client_nice": nice,
         "poll_cycle_p50_s_unloaded": unloaded["poll_cycle_p50_s"],

@@ -28,7 +28,8 @@ def test_percentiles_from_samples_and_from_histogram_buckets():
 
 
 def test_bench_load_prints_its_json(tmp_path):
-    args = ["--devices", "6", "--clients", "2", "--phase-s", "4", "--poll-interval", "1", "--fleet-rate", "20"]
+    args = ["--devices", "6", "--clients", "2", "--phase-s", "4", "--rounds", "1", "--poll-interval", "1"]
+    args += ["--fleet-rate", "20"]
     done = subprocess.run(
         [sys.executable, "-m", "sparcs", "bench", "load", *args, "--json"],
         capture_output=True,
