@@ -33,6 +33,7 @@ from sparcs.controller.history import HistoryRecorder
 from sparcs.controller.metrics import Metrics
 from sparcs.controller.operations import Operations
 from sparcs.controller.plan import Plan
+from sparcs.controller.relay_inputs import RelayInputs
 from sparcs.controller.setpoints import ZERO_CAP_MARGIN, SiteFacts, export_guard, site_command, split_to_devices
 from sparcs.controller.state import FleetState, build_state
 from sparcs.controller.store import Store
@@ -145,6 +146,7 @@ class Controller:
         self._dispatch_lock = asyncio.Lock()
         self.on_dispatch_request: Callable[[float], None] | None = None
         self._sites = {s.id: s for s in cfg.sites}
+        self.relays = RelayInputs(cfg.relay_inputs, cfg.dispatch.modbus_timeout_s)
 
     # -- the cycle ------------------------------------------------------------------------------
 
@@ -178,8 +180,11 @@ class Controller:
     async def _poll(self, report: CycleReport) -> None:
         async with self._poll_lock:
             t0 = time.perf_counter()
-            telemetry = await self.poller.poll_once()
+            telemetry, contacts = await asyncio.gather(self.poller.poll_once(), self.relays.read())
             now = self.clock.now()
+            self.relays.apply(contacts, self.operations, self.alarms, now)  # before this cycle's writes
+            if self.commands.lapsed_pool_limits(now):  # the plan made under a pool limit binds until re-planned
+                self.request_dispatch()
             dimmed = {s.id: self.cfg.grid.para14a_limit_w for s in self.cfg.sites if self.commands.para14a(s.id, now)}
             state = build_state(self.cfg, telemetry, now, para14a_limit_w=dimmed)
             self.state = state
@@ -205,8 +210,9 @@ class Controller:
         return None if self.plan is None else self.plan.price_at(now)
 
     def export_cap_w(self, site_id: str, now: float) -> float | None:
-        """The site's export cap at the meter now (W ≥ 0; :func:`sparcs.config.grid_rules.export_cap_w`)."""
-        return export_cap_w(self._sites[site_id], self.price_now(now))
+        """The site's export cap at the meter now (W ≥ 0; :func:`sparcs.config.grid_rules.export_cap_w`),
+        a pool limit in force included."""
+        return export_cap_w(self._sites[site_id], self.price_now(now), self.commands.export_limit_w(site_id, now))
 
     def _guard(self, state: FleetState) -> list[str]:
         acted = []
@@ -324,6 +330,7 @@ class Controller:
         """Close device connections and stop the solver process, after a running dispatch has ended."""
         async with self._dispatch_lock:
             await self.poller.close()
+            self.relays.close()
             await asyncio.to_thread(self.planner.close)
 
     def _store_failed(self, what: str) -> None:
