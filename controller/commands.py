@@ -152,6 +152,11 @@ def _row_to_command(row: dict[str, Any]) -> Command:
     )
 
 
+def _group_of(group: str | None) -> dict[str, str]:
+    """The ``group`` entry of a command's params: only for a command addressed to a group."""
+    return {} if group is None else {"group": group}
+
+
 def _ts(t: dt.datetime) -> float:
     return t.timestamp()
 
@@ -348,13 +353,13 @@ class CommandBook:
     def submit_stage(self, req: StageRequest, who: str, now_s: float) -> Command:
         sites = self._target(req.sites, req.group)
         start_s, exp_s = self._window(req.start, req.expires_at, now_s)
-        params = {"stage": req.stage, "sites": sites, "group": req.group}
+        params = {"stage": req.stage, "sites": sites, **_group_of(req.group)}
         return self._persist("stage", who, now_s, start_s, exp_s, params)
 
     def submit_para14a(self, req: Para14aRequest, who: str, now_s: float) -> Command:
         sites = self._target(req.sites, req.group)
         start_s, exp_s = self._window(req.start, req.expires_at, now_s)
-        return self._persist("para14a", who, now_s, start_s, exp_s, {"sites": sites, "group": req.group})
+        return self._persist("para14a", who, now_s, start_s, exp_s, {"sites": sites, **_group_of(req.group)})
 
     def submit_pool_limit(self, req: PoolLimitRequest, who: str, now_s: float) -> Command:
         """A pool limit replaces the one in force for the same pool (one audit entry for both)."""

@@ -29,6 +29,7 @@ from sparcs.config.grid_rules import export_cap_w
 from sparcs.config.schema import FleetConfig
 from sparcs.controller.alarms import Alarms
 from sparcs.controller.commands import CommandBook
+from sparcs.controller.groups import pool_totals
 from sparcs.controller.history import HistoryRecorder
 from sparcs.controller.metrics import Metrics
 from sparcs.controller.operations import Operations
@@ -308,6 +309,14 @@ class Controller:
             self.metrics.writes.labels(r.action).inc()
         self.alarms.writes(results, now)
         self.metrics.observe_stages({s.id: self.commands.stage(s.id, now) for s in self.cfg.sites})
+        for g in self.commands.groups.all():
+            limit = self.commands.pool_limit(g.id, now)
+            self.metrics.observe_group(
+                g.id,
+                pool_totals(self.cfg, self.state, g.sites),
+                {s: self.commands.stage(s, now) for s in g.sites},
+                None if limit is None else limit.params["limit_pct"],
+            )
         self.metrics.paused.set(1 if self.commands.paused(now) else 0)
         return sum(1 for r in results.values() if r.action not in ("unchanged", "skipped"))
 

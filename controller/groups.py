@@ -11,7 +11,8 @@ export is the sum of its sites' ``export_w`` (gross, W ≥ 0) and its net export
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from sparcs.config.schema import FleetConfig
 from sparcs.controller.state import FleetState
@@ -88,6 +89,10 @@ class PoolTotals:
     soc: float | None
     flex_up_w: float
     flex_down_w: float
+
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def pool_totals(cfg: FleetConfig, state: FleetState | None, site_ids: Iterable[str]) -> PoolTotals:

@@ -23,6 +23,7 @@ const state = {
   failedSince: null,
   deviceSite: "",
   chartSite: "", // "" = the whole fleet
+  sitesGroup: "", // "" = every site in the sites table, else a group's id
   offsetMs: 0, // the controller's clock minus this browser's (a twin or demo may run on a sim clock)
   // Forecasts this tab has seen, per quarter-hour start (ms) and site: [pv_available_w, load_w]. The API keeps only
   // the plan in force, so this is how the chart compares past measurements with what was forecast for them.
@@ -155,6 +156,7 @@ async function refresh() {
       read("/api/v1/alarms?limit=100"),
       read("/api/v1/audit?limit=50"),
       fetch("/readyz", { cache: "no-store" }).then((r) => r.json()),
+      read("/api/v1/groups"),
     ]);
   } catch (err) {
     if (err instanceof AuthError) throw err;
@@ -164,9 +166,9 @@ async function refresh() {
     throw err;
   }
   state.failedSince = null;
-  const [fleet, sites, devices, caps, commands, alarms, audit, ready] = fast;
+  const [fleet, sites, devices, caps, commands, alarms, audit, ready, groups] = fast;
   state.offsetMs = Date.parse(caps.ts) - Date.now();
-  Object.assign(state.data, { fleet, sites, devices, caps, commands, alarms, audit, ready });
+  Object.assign(state.data, { fleet, sites, devices, caps, commands, alarms, audit, ready, groups });
   const now = serverNow();
   if (!state.exampleShown) {
     $("schedule-example").textContent = exampleCsv(now);
@@ -215,6 +217,7 @@ function render(now) {
   setLive(ready.ready ? `live · ${hhmm(now)}` : "data stale", ready.ready ? "good" : "bad");
   renderChart(now);
   renderForecastVsActual(now);
+  renderGroups();
   renderSites();
   renderDevices(now);
   renderAlarms();
@@ -475,14 +478,53 @@ function chip([text, kind]) {
   return el("span", { class: `chip chip-${kind}`, text });
 }
 
+// Groups (GET /api/v1/groups): the table, and the group choices of the stage form and the sites table.
+function renderGroups() {
+  const groups = state.data.groups || [];
+  const names = groups.map((g) => g.id).join("|");
+  if ($("stage-group").dataset.names !== names) {
+    const options = () => groups.map((g) => el("option", { value: g.id, text: `${g.id}${g.name ? ` — ${g.name}` : ""}` }));
+    $("stage-group").replaceChildren(...options());
+    $("stage-group").dataset.names = names;
+    $("sites-group").replaceChildren(el("option", { value: "", text: "all sites" }), ...options());
+    $("sites-group").value = state.sitesGroup;
+  }
+  $("stage-scope-group").disabled = groups.length === 0;
+  $("stage-group").disabled = groups.length === 0;
+  const rows = groups.map((g) => {
+    const limits = [];
+    const stages = [...new Set(Object.values(g.stages).filter((v) => v))];
+    if (stages.length) limits.push(`stage ${stages.join("/")}`);
+    if (Object.values(g.para14a).some((v) => v)) limits.push("§14a");
+    if (g.pool_limit_pct !== null) limits.push(`pool ≤ ${g.pool_limit_pct} % until ${when(g.pool_limit_expires_at, serverNow())}`);
+    return el("tr", { "data-group": g.id, class: "clickable", title: "show this group's sites", onclick: () => showGroup(g.id) },
+      el("td", {}, el("strong", { text: g.id }), el("div", { class: "muted small", text: g.name || "" })),
+      el("td", { text: g.kind }),
+      el("td", { class: "num", text: String(g.sites.length) }),
+      el("td", { class: "num", text: kw(g.now.export_w) }),
+      el("td", { class: "num", text: kw(g.rating_w) }),
+      el("td", { class: "small wrap", text: limits.join(", ") }));
+  });
+  replaceRows($("groups"), rows, "no groups in the fleet file", 6);
+  $("groups-count").textContent = `${groups.length} groups`;
+}
+
+function showGroup(groupId) {
+  state.sitesGroup = groupId;
+  $("sites-group").value = groupId;
+  renderSites();
+}
+
 function renderSites() {
-  const sites = state.data.sites || [];
+  const group = (state.data.groups || []).find((g) => g.id === state.sitesGroup);
+  const sites = (state.data.sites || []).filter((s) => !group || group.sites.includes(s.id));
   const stageSelect = $("stage-sites");
-  if (stageSelect.options.length !== sites.length) {
-    stageSelect.replaceChildren(...sites.map((s) => el("option", { value: s.id, text: `${s.id} — ${s.name}` })));
-    $("device-site").replaceChildren(el("option", { value: "", text: "all" }), ...sites.map((s) => el("option", { value: s.id, text: s.id })));
+  const all = state.data.sites || [];
+  if (stageSelect.options.length !== all.length) {
+    stageSelect.replaceChildren(...all.map((s) => el("option", { value: s.id, text: `${s.id} — ${s.name}` })));
+    $("device-site").replaceChildren(el("option", { value: "", text: "all" }), ...all.map((s) => el("option", { value: s.id, text: s.id })));
     $("device-site").value = state.deviceSite;
-    $("chart-scope").replaceChildren(el("option", { value: "", text: "whole fleet" }), ...sites.map((s) => el("option", { value: s.id, text: `${s.id} — ${s.name}` })));
+    $("chart-scope").replaceChildren(el("option", { value: "", text: "whole fleet" }), ...all.map((s) => el("option", { value: s.id, text: `${s.id} — ${s.name}` })));
     $("chart-scope").value = state.chartSite;
   }
   const rows = sites.map((s) => {
@@ -505,7 +547,7 @@ function renderSites() {
   replaceRows($("sites"), rows, "no sites", 9);
   const stale = sites.filter((s) => s.now?.devices_stale > 0).length;
   const curtailed = sites.filter((s) => s.curtailed).length;
-  $("sites-count").textContent = `${sites.length} sites · ${stale} stale · ${curtailed} curtailed`;
+  $("sites-count").textContent = `${sites.length} sites${group ? ` of ${group.id}` : ""} · ${stale} stale · ${curtailed} curtailed`;
 }
 
 // Drill down from the sites table: the site's chart and its devices.
@@ -609,7 +651,7 @@ function renderCommands() {
     return el("tr", {},
       el("td", { text: String(c.id) }),
       el("td", { text: what }),
-      el("td", { text: c.params.sites ? c.params.sites.join(", ") : c.kind === "schedule" || c.kind === "pause" ? "fleet" : "all" }),
+      el("td", { text: c.params.group ? `group ${c.params.group}` : c.params.sites ? c.params.sites.join(", ") : c.kind === "schedule" || c.kind === "pause" ? "fleet" : "all" }),
       el("td", { text: when(c.start, serverNow()) }),
       el("td", { text: c.expires_at ? when(c.expires_at, serverNow()) : "until resumed" }),
       el("td", { text: c.who }),
@@ -653,13 +695,18 @@ function onStage(ev) {
   ev.preventDefault();
   const stage = $("stage-select").value;
   const minutes = Number($("stage-minutes").value);
-  const chosen = document.querySelector("input[name=stage-scope]:checked").value === "chosen";
+  const scope = document.querySelector("input[name=stage-scope]:checked").value;
+  const chosen = scope === "chosen";
   const sites = [...$("stage-sites").selectedOptions].map((o) => o.value);
+  const group = $("stage-group").value;
   if (chosen && sites.length === 0) return showResult(false, "Choose at least one site, or send the stage to all sites.");
+  if (scope === "group" && !group) return showResult(false, "Choose a group, or send the stage to all sites.");
   const body = { stage, expires_at: new Date(serverNow() + minutes * 60_000).toISOString() };
   if (chosen) body.sites = sites;
+  if (scope === "group") body.group = group;
+  const target = scope === "group" ? `group ${group}` : chosen ? sites.join(", ") : "all sites";
   send("/api/v1/commands/stage", body, (r) =>
-    `Stage ${stage} accepted as command #${r.command.id} for ${chosen ? sites.join(", ") : "all sites"} until ${when(r.command.expires_at, serverNow())}.`);
+    `Stage ${stage} accepted as command #${r.command.id} for ${target} until ${when(r.command.expires_at, serverNow())}.`);
 }
 
 function onSchedule(ev) {
@@ -727,6 +774,10 @@ document.addEventListener("DOMContentLoaded", () => {
     document.querySelector("input[name=stage-scope][value=chosen]").checked = true;
   });
   $("device-site").addEventListener("change", (ev) => filterDevices(ev.target.value));
+  $("stage-group").addEventListener("change", () => {
+    $("stage-scope-group").checked = true;
+  });
+  $("sites-group").addEventListener("change", (ev) => showGroup(ev.target.value));
   $("chart-scope").addEventListener("change", (ev) => setChartScope(ev.target.value));
   $("device-problems").addEventListener("change", () => renderDevices(serverNow()));
   window.addEventListener("resize", () => state.data.fleet && renderChart(serverNow()));
