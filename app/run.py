@@ -21,10 +21,10 @@ import uvicorn
 
 from sparcs.config.schema import FleetConfig
 from sparcs.controller.api import create_app
-from sparcs.controller.pool_server import PoolServer
 from sparcs.controller.auth import create_token
 from sparcs.controller.cycle import Clock, WallClock
 from sparcs.controller.planning import PriceFileError
+from sparcs.controller.pool_server import PoolServer
 from sparcs.controller.scheduler import ControlScheduler
 from sparcs.controller.store import Store
 from sparcs.factory import build_controller
@@ -118,7 +118,9 @@ async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: C
             try:
                 pool_port = await pool.start()
             except (OSError, RuntimeError) as exc:
-                raise RunError(f"pool: cannot listen on {cfg.pool.host}:{cfg.pool.port}: {exc}; change pool.port") from None
+                raise RunError(
+                    f"pool: cannot listen on {cfg.pool.host}:{cfg.pool.port}: {exc}; change pool.port"
+                ) from None
             echo(f"SunSpec pool interface: {cfg.pool.host}:{pool_port}, units {sorted(pool.images)}")
         url = f"http://{host if ':' not in host else f'[{host}]'}:{bound_port}"
         n_dev = sum(len(s.devices) for s in cfg.sites)

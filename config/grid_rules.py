@@ -124,9 +124,7 @@ def negative_price_applies(site: SiteConfig, price_eur_per_mwh: float | None) ->
     return bool(negative_price_series(site.grid.negative_price_rule, _price_or_nan(price_eur_per_mwh))[0, 0])
 
 
-def export_cap_w(
-    site: SiteConfig, price_eur_per_mwh: float | None, pool_limit_w: float | None = None
-) -> float | None:
+def export_cap_w(site: SiteConfig, price_eur_per_mwh: float | None, pool_limit_w: float | None = None) -> float | None:
     """The export cap at the meter now (W ≥ 0): 0 in a negative-price quarter-hour for sites under
     that rule, else the feed-in cap, and never above a pool limit in force (``pool_limit_w``, the
     site's share from :func:`pool_share_w`); None when none applies. The export guard holds it on

@@ -308,6 +308,8 @@ class StorageConfig(Strict):
 
 GroupKind = Literal["grid_area", "feeder", "transformer", "portfolio", "other"]
 RelayAction = Literal["K1", "K2", "K3", "K4", "para14a", "none"]
+FNN_CONTACTS: tuple[RelayAction, ...] = ("K1", "K2", "K3", "K4")
+"""The control box's four relays in input order: stages K1..K4 (docs/definitions.md "Grid rules")."""
 
 
 class GroupConfig(Strict):
@@ -350,7 +352,7 @@ class RelayInputConfig(Strict):
     unit: int = Field(default=1, ge=1, le=247)
     address: int = Field(default=0, ge=0, le=65_535, description="first discrete input of the contacts")
     contacts: list[RelayAction] = Field(
-        default_factory=lambda: ["K1", "K2", "K3", "K4"],
+        default_factory=lambda: list(FNN_CONTACTS),
         min_length=1,
         max_length=16,
         description="action of each contact, in input order from ``address``: K1..K4, para14a, none",

@@ -66,7 +66,8 @@ class StageRequest(_Body):
 
 
 class Para14aRequest(_Body):
-    """§14a EnWG dimming: batteries of the named sites, a group's (or all) charge from the grid with at most the §14a limit."""
+    """§14a EnWG dimming: batteries of the named sites, a group's (or all) charge from the grid with at
+    most the §14a limit."""
 
     sites: list[str] | None = Field(default=None, min_length=1, max_length=10_000)
     group: str | None = Field(default=None, max_length=64, description="a group's sites instead of 'sites'")
@@ -233,7 +234,9 @@ class CommandBook:
     def lapsed_pool_limits(self, now_s: float) -> list[Command]:
         """Pool limits whose revert timer ran out by ``now_s``, each returned once (and forgotten):
         the plan made under them must be made again without them."""
-        done = [c for c in self._commands if c.kind == "pool_limit" and c.expires_s is not None and c.expires_s <= now_s]
+        done = [
+            c for c in self._commands if c.kind == "pool_limit" and c.expires_s is not None and c.expires_s <= now_s
+        ]
         self._commands = [c for c in self._commands if c not in done]
         return done
 

@@ -90,7 +90,6 @@ class PoolTotals:
     flex_up_w: float
     flex_down_w: float
 
-
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

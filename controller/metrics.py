@@ -87,7 +87,10 @@ class Metrics:
             registry=r,
         )
         self.group_stage_sites = Gauge(
-            "sparcs_group_stage_sites", "Sites of a group under each curtailment stage now", ["group", "stage"], registry=r
+            "sparcs_group_stage_sites",
+            "Sites of a group under each curtailment stage now",
+            ["group", "stage"],
+            registry=r,
         )
         self.group_pool_limit = Gauge(
             "sparcs_group_pool_limit_ratio",

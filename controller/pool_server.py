@@ -36,7 +36,7 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sunspec2.device as sd
 from pymodbus.constants import ExcCodes
@@ -86,7 +86,7 @@ def layout() -> tuple[Layout, list[int]]:
 def scale_exponent(max_value: float, bits: int = 15) -> int:
     """The smallest SunSpec scale factor ≥ 0 at which ``max_value`` fits a signed/unsigned field."""
     top = (1 << bits) - 1
-    return 0 if max_value <= top else int(math.ceil(math.log10(max_value / top)))
+    return 0 if max_value <= top else math.ceil(math.log10(max_value / top))
 
 
 def _string(size: int, text: str) -> list[int]:
@@ -125,7 +125,7 @@ class PoolImage:
 
 def _fit(value: float, sf: int, bits: int = 16, signed: bool = False) -> int:
     """``value`` in units of 10^sf, clamped to the field's implemented range."""
-    raw = int(round(value / 10.0**sf))
+    raw = round(value / 10.0**sf)
     top = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 2
     bottom = -top if signed else 0
     return max(bottom, min(top, raw))
@@ -140,15 +140,14 @@ class _Counters:
 
     def total(self, ctl: Controller, site_ids: Sequence[str], key: str) -> float:
         state = ctl.state
-        meters = {s.id: [d.id for d in s.devices if d.kind == "meter"] for s in ctl.cfg.sites if s.id in site_ids}
+        meters = [d.id for s in ctl.cfg.sites if s.id in site_ids for d in s.devices if d.kind == "meter"]
         out = 0.0
-        for sid, devs in meters.items():
-            for dev in devs:
-                t = state.telemetry.get(dev) if state is not None else None
-                r = t.values.get(key) if t is not None and t.status == "online" else None
-                if r is not None and r.quality == "good" and r.value is not None:
-                    self.last[(dev, key)] = max(float(r.value), self.last.get((dev, key), 0.0))
-                out += self.last.get((dev, key), 0.0)
+        for dev in meters:
+            t = state.telemetry.get(dev) if state is not None else None
+            r = t.values.get(key) if t is not None and t.status == "online" else None
+            if r is not None and r.quality == "good" and r.value is not None:
+                self.last[(dev, key)] = max(float(r.value), self.last.get((dev, key), 0.0))
+            out += self.last.get((dev, key), 0.0)
         return out
 
 
@@ -294,7 +293,7 @@ class PoolServer:
             registers[: len(img.registers)] = img.registers
             if result is None:  # pymodbus stores set_values after the hook: keep the image's values
                 first = address - start_addr
-                set_values[:] = registers[first : first + len(set_values)]  # type: ignore[index]
+                cast("list[int]", set_values)[:] = registers[first : first + len(set_values)]
             return result
 
         return on_access

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import cast
 
-from sparcs.config.grid_rules import most_restrictive_stage
+from sparcs.config.grid_rules import Stage, most_restrictive_stage
 from sparcs.config.schema import RelayInputConfig
 from sparcs.controller.alarms import Alarms
-from sparcs.controller.commands import CommandError, RelayRequest
+from sparcs.controller.commands import RelayRequest
 from sparcs.controller.operations import Operations
 from sparcs.drivers.errors import DeviceError
 from sparcs.drivers.io_module import DiscreteInputLink
@@ -48,7 +49,6 @@ class RelayInputs:
     def __init__(self, inputs: list[RelayInputConfig], timeout_s: float):
         self.inputs = inputs
         self._links = {r.id: DiscreteInputLink(r.host, r.port, timeout_s) for r in inputs}
-        self.last_read: dict[str, list[bool]] = {}
 
     async def read(self) -> dict[str, list[bool] | str]:
         """Per input id: the contacts read now, or the error text when the module did not answer."""
@@ -72,21 +72,18 @@ class RelayInputs:
                     source,
                     True,
                     now,
-                    f"relay input {r.id} ({r.host}:{r.port}) does not answer: {got}; the last stage read stays in force",
+                    f"relay input {r.id} ({r.host}:{r.port}) does not answer: {got}; "
+                    "the last stage read stays in force",
                 )
                 continue
             alarms.follow(source, False, now, "")
-            self.last_read[r.id] = got
             want = relay_state(got, list(r.contacts))
             cmd = ops.commands.relay_state(r.id)
             have = RelayState(None, False) if cmd is None else RelayState(cmd.params["stage"], cmd.params["para14a"])
             if want == have:
                 continue
-            req = RelayRequest(source=r.id, group=r.group, stage=want.stage, para14a=want.para14a)  # type: ignore[arg-type]
-            try:
-                ops.submit(req, source)
-            except CommandError as exc:  # the config was validated: a group that vanished is a bug to see
-                alarms.follow(source, True, now, f"relay input {r.id}: {exc}")
+            stage = cast("Stage | None", want.stage)
+            ops.submit(RelayRequest(source=r.id, group=r.group, stage=stage, para14a=want.para14a), source)
 
     def close(self) -> None:
         for link in self._links.values():

@@ -3,7 +3,8 @@
 A scenario file names its Europe/Berlin ``date`` and changes the fleet file's ``simulation`` and
 ``market`` sections for that day; ``groups`` adds groups of sites to the fleet file's, for actions
 addressed to a group (``group`` in a stage, §14a or pool-limit action); operator ``actions`` are
-sent to the controller at their ``at`` time (as the API would); ``faults`` start on the simulated devices at ``at`` and end at ``until``.
+sent to the controller at their ``at`` time (as the API would); ``faults`` start on the simulated
+devices at ``at`` and end at ``until``.
 Every timestamp carries a UTC offset and must lie within the replayed day. Relative CSV paths
 resolve against the scenario file's folder. Unknown keys are errors naming their path.
 

@@ -141,11 +141,19 @@ def iso_in(seconds: float) -> str:
 def test_group_commands_and_reads_in_the_api(api):
     client, ctl, op = api
     a, b, c = (s.id for s in ctl.cfg.sites)
-    r = client.post("/api/v1/commands/stage", json={"stage": "K2", "group": "feeder-a", "expires_at": iso_in(600)}, headers=op)
+    r = client.post(
+        "/api/v1/commands/stage", json={"stage": "K2", "group": "feeder-a", "expires_at": iso_in(600)}, headers=op
+    )
     assert r.status_code == 201 and r.json()["command"]["params"]["sites"] == [a, b]
-    r = client.post("/api/v1/commands/stage", json={"stage": "K2", "group": "nope", "expires_at": iso_in(600)}, headers=op)
+    r = client.post(
+        "/api/v1/commands/stage", json={"stage": "K2", "group": "nope", "expires_at": iso_in(600)}, headers=op
+    )
     assert r.status_code == 422 and "group" in r.text and "nope" in r.text
-    r = client.post("/api/v1/commands/pool-limit", json={"group": "portfolio", "limit_pct": 40, "expires_at": iso_in(300)}, headers=op)
+    r = client.post(
+        "/api/v1/commands/pool-limit",
+        json={"group": "portfolio", "limit_pct": 40, "expires_at": iso_in(300)},
+        headers=op,
+    )
     assert r.status_code == 201
     r = client.post("/api/v1/commands/pool-limit", json={"limit_pct": 140, "expires_at": iso_in(300)}, headers=op)
     assert r.status_code == 422 and "limit_pct" in r.text
@@ -172,7 +180,11 @@ def test_the_group_gauges_sum_the_groups_sites(api):
     from sparcs.controller.state import build_state
 
     ctl.state = build_state(ctl.cfg, tel, 100.0)
-    client.post("/api/v1/commands/pool-limit", json={"group": "feeder-a", "limit_pct": 25, "expires_at": iso_in(300)}, headers=op)
+    client.post(
+        "/api/v1/commands/pool-limit",
+        json={"group": "feeder-a", "limit_pct": 25, "expires_at": iso_in(300)},
+        headers=op,
+    )
     asyncio.run(ctl._write())
     text = ctl.metrics.render().decode()
     assert 'sparcs_group_power_watts{group="feeder-a",quantity="export"} 1500.0' in text

@@ -71,7 +71,7 @@ async def cycle(host: FleetHost, ctl: Controller, seconds: float = 10.0) -> None
 
 
 def group_sites(ctl: Controller) -> list[str]:
-    return [g.sites for g in ctl.cfg.groups if g.id == GROUP][0]
+    return ctl.cfg.group(GROUP).sites
 
 
 def group_export_w(host: FleetHost, ctl: Controller) -> float:
@@ -141,7 +141,7 @@ async def test_a_sunspec_client_limits_the_groups_export_and_the_limit_reverts(r
 
 
 async def test_the_pool_refuses_writes_outside_its_controls_and_values_out_of_range(rig):
-    host, ctl, pool = rig
+    _host, ctl, pool = rig
     d = await sunspec(client, pool.port, POOL_UNIT)
     c = d.models[123][0]
     c.WMaxLimPct.cvalue = 150
@@ -164,7 +164,11 @@ async def test_relay_contacts_k3_k2_none_reach_the_devices_within_two_polls(rig)
         return [a for a in ctl.store.audit_log(limit=50) if a["action"] == "relay"]
 
     start = len(relay_entries())
-    for closed, stage in (([False, False, True, False], "K3"), ([False, True, False, False], "K2"), ([False] * 4, None)):
+    for closed, stage in (
+        ([False, False, True, False], "K3"),
+        ([False, True, False, False], "K2"),
+        ([False] * 4, None),
+    ):
         box.set_contacts(closed)
         for _ in range(2):  # within two polls
             await cycle(host, ctl)

@@ -53,7 +53,9 @@ def fleet_file(directory: Path, n_sites: int = 4) -> Path:
     data["simulation"]["faults"] = [{"device": offline, "mode": "offline"}]
     data["dispatch"] = {"poll_interval_s": 2, "solve_timeout_s": 30}
     data["storage"] = {"telemetry_resolution_s": 10}
-    data["groups"] = [{"id": GROUP, "name": "Feeder 1", "kind": "feeder", "sites": [s["id"] for s in data["sites"][:2]]}]
+    data["groups"] = [
+        {"id": GROUP, "name": "Feeder 1", "kind": "feeder", "sites": [s["id"] for s in data["sites"][:2]]}
+    ]
     path = directory / "fleet.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
