@@ -20,15 +20,17 @@ every read, so a read never lags the fleet state by more than one poll:
 
 Writing ``WMaxLim_Ena`` = 1 (with ``WMaxLimPct`` and ``WMaxLimPct_RvrtTms`` in the same or an
 earlier write) submits a :class:`~sparcs.controller.commands.PoolLimitRequest` through
-:class:`~sparcs.controller.operations.Operations`: stored and audited, it expires with the revert
-timer as a device's limit does (0 s = no timer: the longest command, 31 days); every later write
-while enabled replaces it (and restarts the timer). ``WMaxLim_Ena`` = 0 releases it (an audited
+:class:`~sparcs.controller.operations.Operations`: stored and audited (``who`` = ``pool:`` and the
+client's address), it expires with the revert timer as a device's limit does (0 s = no timer:
+the longest command, 31 days); every later write while enabled replaces it (and restarts the
+timer). ``WMaxLim_Ena`` = 0 releases it (an audited
 cancel). Read-only mode answers every write with exception 1 (illegal function), a write outside
 the writable 123 points with 2 (illegal address), a value out of range with 3 (illegal value).
 """
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import ipaddress
 import logging
@@ -61,6 +63,8 @@ END_MODEL = (0xFFFF, 0x0000)
 WRITABLE_123 = ("WMaxLimPct", "WMaxLimPct_WinTms", "WMaxLimPct_RvrtTms", "WMaxLimPct_RmpTms", "WMaxLim_Ena")
 """The points a client may write; the window and ramp times are kept but not acted on."""
 PCT_SF = -1  # WMaxLimPct and SoC in 0.1 %
+CLIENT: contextvars.ContextVar[str] = contextvars.ContextVar("pool_client", default="unknown")
+"""The address of the client whose request is being handled (the audit's ``who``)."""
 
 
 @dataclass(frozen=True)
@@ -320,7 +324,7 @@ class PoolServer:
         now = self.ctl.clock.now()
         in_force = self.ctl.commands.pool_limit(img.group, now)
         enabled = ena == 1 or (ena is None and in_force is not None)
-        who = "pool" if img.group is None else f"pool:{img.group}"
+        who = f"pool:{CLIENT.get()}"
         ops = self.ctl.operations
         if not enabled:
             if ena == 0:
@@ -339,15 +343,25 @@ class PoolServer:
 
 
 class _AllowListHandler(ServerRequestHandler):
-    """Closes a connection whose peer is not on the allow-list as soon as it is made."""
+    """Closes a connection whose peer is not on the allow-list as soon as it is made; names the peer
+    to the requests it handles (:data:`CLIENT`)."""
+
+    peer = "unknown"
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
-        host = str(peer[0]) if peer else ""
-        if not self.server.allowed(host):
-            log.warning("pool interface: connection from %s refused (not in pool.allow)", host or "unknown")
+        self.peer = str(peer[0]) if peer else "unknown"
+        if not self.server.allowed(self.peer):
+            log.warning("pool interface: connection from %s refused (not in pool.allow)", self.peer)
             transport.abort()
+
+    async def handle_request(self) -> None:
+        token = CLIENT.set(self.peer)
+        try:
+            await super().handle_request()
+        finally:
+            CLIENT.reset(token)
 
 
 class _AllowListServer(ModbusTcpServer):

@@ -60,7 +60,7 @@ class IoModuleSim:
     async def start(self, host: str, auto_port: bool) -> int:
         """Serve on ``host`` (``auto_port``: a free port); returns the public port."""
         # Shared registers, bit-addressed as pymodbus does it: enough registers for every contact.
-        n_regs = self.cfg.address + len(self.contacts) // 16 + 2
+        n_regs = self.cfg.address + len(self.contacts) + 2
         device = SimDevice(
             id=self.cfg.unit,
             simdata=[SimData(0, count=n_regs, datatype=DataType.REGISTERS)],

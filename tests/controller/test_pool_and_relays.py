@@ -120,7 +120,7 @@ async def test_a_sunspec_client_limits_the_groups_export_and_the_limit_reverts(r
     await sunspec(limit)
     audit = ctl.store.audit_log(limit=5)
     entry = next(a for a in audit if a["action"] == "pool_limit")
-    assert entry["who"] == f"pool:{GROUP}" and entry["params"]["limit_pct"] == 50
+    assert entry["who"] == "pool:127.0.0.1" and entry["params"]["limit_pct"] == 50
     assert entry["params"]["group"] == GROUP
     for _ in range(2):  # within two polls
         await cycle(host, ctl)

@@ -78,7 +78,7 @@ async def test_enable_then_disable_is_a_pool_command_and_its_audited_cancel(ctl)
 
         await asyncio.to_thread(write, 30, 600, 1)
         limit = ctl.commands.pool_limit("g", ctl.clock.now())
-        assert limit is not None and limit.params["limit_pct"] == 30 and limit.who == "pool:g"
+        assert limit is not None and limit.params["limit_pct"] == 30 and limit.who == "pool:127.0.0.1"
         assert limit.expires_s == pytest.approx(ctl.clock.now() + 600, abs=5)
         await asyncio.to_thread(write, None, None, 0)
         assert ctl.commands.pool_limit("g", ctl.clock.now()) is None
