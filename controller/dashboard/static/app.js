@@ -506,7 +506,8 @@ function renderGroups() {
       el("td", { class: "small wrap", text: limits.join(", ") }));
   });
   replaceRows($("groups"), rows, "no groups in the fleet file", 6);
-  $("groups-count").textContent = `${groups.length} groups`;
+  $("groups-count").textContent = `(${groups.length})`;
+  $("groups-card").hidden = groups.length === 0;
 }
 
 function showGroup(groupId) {
