@@ -269,8 +269,9 @@ class PoolServer:
         else:
             img.put(123, "WMaxLim_Ena", 1)
             img.put(123, "WMaxLimPct", _fit(limit.params["limit_pct"], PCT_SF))
-            left = 0 if limit.expires_s is None else max(0, math.ceil(limit.expires_s - now))
-            img.put(123, "WMaxLimPct_RvrtTms", min(65_534, left))
+            # the timer the limit was given (as written, or as the API's expiry gave it)
+            timer_s = 0 if limit.expires_s is None else max(0, round(limit.expires_s - limit.created_at))
+            img.put(123, "WMaxLimPct_RvrtTms", timer_s if timer_s <= 65_534 else 0)
         for name in ("WMaxLimPct_WinTms", "WMaxLimPct_RmpTms"):
             img.put(123, name, img.written.get(name, 0))
         img.put(713, "WHAvail", _fit(t.available_wh, wh_sf))

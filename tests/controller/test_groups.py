@@ -103,6 +103,9 @@ def test_relay_states_replace_each_other_and_count_as_stage_and_dimming(book, cf
     book.submit(RelayRequest(source="box", group="feeder-a", stage=None, para14a=True), "relay:box", T0 + 10)
     assert book.stage(a, T0 + 11) is None and book.para14a(a, T0 + 11) and not book.para14a(c, T0 + 11)
     assert len([x for x in book.active(T0 + 11) if x.kind == "relay"]) == 1
+    again = CommandBook(book.store, cfg)
+    again.load(T0 + 20)  # after a restart, before the module is read again: the last state holds
+    assert again.para14a(a, T0 + 20) and again.relay_state("box") is not None
     assert relay_state([False, True, True, False], ["K1", "K2", "K3", "K4"]) == RelayState("K2", False)
     assert relay_state([True, False, True], ["none", "para14a", "K4"]) == RelayState("K4", False)
     assert relay_state([False, True], ["K1", "para14a"]) == RelayState(None, True)
