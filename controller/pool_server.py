@@ -88,8 +88,9 @@ def layout() -> tuple[Layout, list[int]]:
 
 
 def scale_exponent(max_value: float, bits: int = 15) -> int:
-    """The smallest SunSpec scale factor ≥ 0 at which ``max_value`` fits a signed/unsigned field."""
-    top = (1 << bits) - 1
+    """The smallest SunSpec scale factor ≥ 0 at which ``max_value`` fits a field of ``bits`` value
+    bits (15: int16; 16: uint16), its not-implemented value left out."""
+    top = (1 << bits) - 2
     return 0 if max_value <= top else math.ceil(math.log10(max_value / top))
 
 
@@ -223,8 +224,9 @@ class PoolServer:
         img.put(1, "Vr", "1")
         img.put(1, "SN", img.serial)
         img.put(1, "DA", img.unit)
-        w_sf = scale_exponent(max(t.rating_w, t.discharge_w, t.charge_w))
-        wh_sf = scale_exponent(t.capacity_wh if t.capacity_wh else self._capacity_wh(img), bits=16)
+        w_sf = scale_exponent(t.rating_w + max(t.discharge_w, t.charge_w))  # PV and batteries at full power
+        capacity_wh = self._capacity_wh(img)
+        wh_sf = scale_exponent(capacity_wh, bits=16)
         img.put(701, "W_SF", w_sf)
         img.put(701, "TotWh_SF", 0)
         img.put(701, "ACType", 3)  # three phase
@@ -232,7 +234,7 @@ class PoolServer:
         img.put(120, "WRtg_SF", w_sf)
         img.put(120, "WRtg", _fit(t.rating_w, w_sf))
         img.put(120, "WHRtg_SF", wh_sf)
-        img.put(120, "WHRtg", _fit(self._capacity_wh(img), wh_sf))
+        img.put(120, "WHRtg", _fit(capacity_wh, wh_sf))
         img.put(120, "MaxChaRte_SF", w_sf)
         img.put(120, "MaxChaRte", _fit(t.charge_w, w_sf))
         img.put(120, "MaxDisChaRte_SF", w_sf)
@@ -241,7 +243,7 @@ class PoolServer:
         img.put(123, "Conn", 1)
         img.put(713, "WH_SF", wh_sf)
         img.put(713, "Pct_SF", PCT_SF)
-        img.put(713, "WHRtg", _fit(self._capacity_wh(img), wh_sf))
+        img.put(713, "WHRtg", _fit(capacity_wh, wh_sf))
 
     def _capacity_wh(self, img: PoolImage) -> float:
         sites = set(self._sites(img))

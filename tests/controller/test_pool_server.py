@@ -12,12 +12,10 @@ from sunspec2.modbus.modbus import ModbusClientException
 
 from sparcs.config.schema import PoolConfig, validate_config
 from sparcs.controller.cycle import WallClock
-from sparcs.controller.pool_server import PoolServer
+from sparcs.controller.pool_server import PoolServer, scale_exponent
 from sparcs.controller.store import Store
 from sparcs.factory import build_controller
 from tests.controller.conftest import small_fleet_data
-
-pytestmark = pytest.mark.asyncio(loop_scope="function")
 
 
 @pytest_asyncio.fixture
@@ -114,3 +112,9 @@ async def test_a_client_not_on_the_allow_list_is_refused(ctl):
         assert server.allowed("::ffff:192.0.2.10")
     finally:
         await server.stop()
+
+
+def test_scale_factors_make_a_large_pool_fit_its_16_bit_points():
+    assert scale_exponent(32_766) == 0 and scale_exponent(32_767) == 1
+    assert scale_exponent(500_000) == 2  # a 500 kW pool reads in 100 W steps
+    assert scale_exponent(65_534, bits=16) == 0 and scale_exponent(65_535, bits=16) == 1
