@@ -67,6 +67,7 @@ class PoolTotals:
     "Signs"; energies in Wh; ``soc`` capacity-weighted 0..1 over the batteries whose SoC is known.
 
     ``net_export_w``: Σ −grid_w (negative while the pool imports); ``export_w``: Σ max(0, −grid_w);
+    ``load_w``: Σ of the sites' loads (meter balance);
     ``stored_wh``: energy in the batteries; ``available_wh``: stored energy above the batteries'
     ``soc_min``; ``room_wh``: energy the batteries can still take up to ``soc_max``;
     ``charge_w`` / ``discharge_w``: the batteries' rated charge / discharge power; ``sites_known``:
@@ -80,6 +81,7 @@ class PoolTotals:
     export_w: float
     pv_w: float
     battery_w: float
+    load_w: float
     capacity_wh: float
     stored_wh: float
     available_wh: float
@@ -99,7 +101,7 @@ def pool_totals(cfg: FleetConfig, state: FleetState | None, site_ids: Iterable[s
     ids = list(site_ids)
     cfg_sites = {s.id: s for s in cfg.sites}
     known = 0
-    net = gross = pv = bat = cap = stored = avail = room = flex_up = flex_down = 0.0
+    net = gross = pv = bat = load = cap = stored = avail = room = flex_up = flex_down = 0.0
     charge = discharge = 0.0
     for sid in ids:
         site = cfg_sites[sid]
@@ -115,6 +117,7 @@ def pool_totals(cfg: FleetConfig, state: FleetState | None, site_ids: Iterable[s
             gross += max(0.0, -s.grid_w)
         pv += s.pv_w or 0.0
         bat += s.battery_w or 0.0
+        load += s.load_w or 0.0
         flex_up += s.flex_up_w
         flex_down += s.flex_down_w
         if s.soc is not None and s.capacity_wh > 0 and site.battery is not None:
@@ -131,6 +134,7 @@ def pool_totals(cfg: FleetConfig, state: FleetState | None, site_ids: Iterable[s
         export_w=gross,
         pv_w=pv,
         battery_w=bat,
+        load_w=load,
         capacity_wh=cap,
         stored_wh=stored,
         available_wh=avail,

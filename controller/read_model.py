@@ -297,6 +297,28 @@ class ControllerView:
         g = self._ctl.commands.groups.get(group_id)
         return None if g is None else self._group(g)
 
+    def group_history(
+        self, group_id: str, *, start_s: float | None, end_s: float | None, resolution_s: int
+    ) -> dict[str, Any] | None:
+        """A group's history: per bucket the sum over its sites of each site's mean (W; SoC left
+        out), ``sites`` = how many of them had samples in the bucket; None for an unknown group."""
+        g = self._ctl.commands.groups.get(group_id)
+        if g is None:
+            return None
+        fields = [f for f in SITE_HISTORY_FIELDS if f != "soc"]
+        sums: dict[str, dict[str, Any]] = {}
+        out: dict[str, Any] = {}
+        for sid in g.sites:
+            out = self.history(start_s=start_s, end_s=end_s, resolution_s=resolution_s, site=sid)
+            for p in out["points"]:
+                acc = sums.setdefault(p["ts"], {"ts": p["ts"], "sites": 0, **dict.fromkeys(fields)})
+                acc["sites"] += 1
+                for f in fields:
+                    if p[f] is not None:
+                        acc[f] = (acc[f] or 0.0) + p[f]
+        points = [sums[ts] for ts in sorted(sums, key=lambda t: dt.datetime.fromisoformat(t))]
+        return {"group": g.id, "start": out["start"], "end": out["end"], "resolution_s": resolution_s, "points": points}
+
     def _group(self, g: Group) -> dict[str, Any]:
         ctl, now = self._ctl, self.now()
         limit = ctl.commands.pool_limit(g.id, now)

@@ -24,6 +24,7 @@ from sparcs.controller.commands import (
 )
 from sparcs.controller.cycle import WallClock
 from sparcs.controller.relay_inputs import RelayState, relay_state
+from sparcs.controller.state import build_state
 from sparcs.controller.store import Store
 from sparcs.factory import build_controller
 from tests.controller.conftest import site_telemetry, small_fleet_data
@@ -176,12 +177,30 @@ def test_group_commands_and_reads_in_the_api(api):
     assert [e["action"] for e in client.get("/api/v1/audit", headers=op).json()] == ["pool_limit", "stage"]
 
 
+def test_a_groups_history_sums_its_sites_per_bucket(api):
+    client, ctl, op = api
+    a, b, c = ctl.cfg.sites
+    now = ctl.clock.now()
+    tel = {
+        k: v
+        for i, site in enumerate((a, b, c))
+        for k, v in site_telemetry(site, pv=1000.0 * (i + 1), grid=-500.0).items()
+    }
+    state = build_state(ctl.cfg, tel, now - 120)
+    ctl.history.record(state, tel, state.summary())
+    r = client.get("/api/v1/groups/feeder-a/history", params={"resolution_s": 3600}, headers=op)
+    assert r.status_code == 200, r.text
+    (point,) = r.json()["points"]
+    assert point["sites"] == 2 and point["pv_w"] == pytest.approx(3000.0) and point["export_w"] == pytest.approx(1000.0)
+    assert client.get("/api/v1/groups/nope/history", headers=op).status_code == 404
+    r = client.get("/api/v1/groups/feeder-a/history", params={"start": "2026-01-02T00:00:00"}, headers=op)
+    assert r.status_code == 422 and "start" in r.text
+
+
 def test_the_group_gauges_sum_the_groups_sites(api):
     client, ctl, op = api
     a, b, _ = ctl.cfg.sites
     tel = {**site_telemetry(a, grid=-1500.0, pv=3000.0), **site_telemetry(b, grid=500.0, pv=1000.0)}
-    from sparcs.controller.state import build_state
-
     ctl.state = build_state(ctl.cfg, tel, 100.0)
     client.post(
         "/api/v1/commands/pool-limit",

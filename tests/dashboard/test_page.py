@@ -454,10 +454,15 @@ def test_a_stage_for_a_group_from_the_panel_reaches_its_sites_only_and_the_views
     expect(page.locator("#active-commands tr", has_text="stage K3")).to_contain_text(f"group {GROUP}")
     expect(page.locator("#audit tr").first).to_contain_text("stage")
 
-    page.select_option("#sites-group", GROUP)  # the sites table shows the group's sites only
+    with page.expect_request(lambda r: f"/api/v1/groups/{GROUP}/history?" in r.url, timeout=30_000):
+        page.select_option("#sites-group", GROUP)  # the group's sites only, and the group's chart
     expect(page.locator("#sites tr[data-site]")).to_have_count(len(group["sites"]))
     expect(page.locator("#sites-count")).to_contain_text(f"of {GROUP}")
+    expect(page.locator("#chart-title")).to_have_text(f"Group {GROUP}")
+    expect(page.locator("#chart-scope")).to_have_value(f"group:{GROUP}")
+    tab.screenshot("dashboard-group.png")
     page.select_option("#sites-group", "")
+    expect(page.locator("#chart-title")).to_have_text("Fleet")
     expect(page.locator("#sites tr[data-site]")).to_have_count(len(group["sites"]) + len(others))
 
     page.locator("#active-commands tr", has_text="stage K3").get_by_role("button", name="Cancel").click()
