@@ -187,7 +187,8 @@ class Controller:
             if self.commands.lapsed_pool_limits(now):  # the plan made under a pool limit binds until re-planned
                 self.request_dispatch()
             dimmed = {s.id: self.cfg.grid.para14a_limit_w for s in self.cfg.sites if self.commands.para14a(s.id, now)}
-            state = build_state(self.cfg, telemetry, now, para14a_limit_w=dimmed)
+            pooled = {s.id: w for s in self.cfg.sites if (w := self.commands.export_limit_w(s.id, now)) is not None}
+            state = build_state(self.cfg, telemetry, now, para14a_limit_w=dimmed, pool_limit_w=pooled)
             self.state = state
             self.last_poll_s = now
             self.planner.observe(state)

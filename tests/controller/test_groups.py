@@ -24,7 +24,7 @@ from sparcs.controller.commands import (
 )
 from sparcs.controller.cycle import WallClock
 from sparcs.controller.relay_inputs import RelayState, relay_state
-from sparcs.controller.state import build_state
+from sparcs.controller.state import build_state, site_flexibility
 from sparcs.controller.store import Store
 from sparcs.factory import build_controller
 from tests.controller.conftest import site_telemetry, small_fleet_data
@@ -213,3 +213,13 @@ def test_the_group_gauges_sum_the_groups_sites(api):
     assert 'sparcs_group_power_watts{group="feeder-a",quantity="net_export"} 1000.0' in text
     assert 'sparcs_group_pool_limit_ratio{group="feeder-a"} 0.25' in text
     assert 'sparcs_group_pool_limit_ratio{group="portfolio"} 1.0' in text
+
+
+def test_a_pool_limit_bounds_a_sites_up_flexibility_at_its_share():
+    cfg = validate_config(grouped_data())
+    site = cfg.sites[0]
+    kw = dict(pv_w=0.0, battery_w=0.0, grid_w=500.0, soc=site.battery.soc_max)
+    free, _ = site_flexibility(site, battery_controllable=True, pv_controllable=True, **kw)
+    share = pool_share_w(10, site.pv.rating_w)
+    limited, _ = site_flexibility(site, battery_controllable=True, pv_controllable=True, pool_limit_w=share, **kw)
+    assert limited == pytest.approx(min(free, 500.0 + share)) and limited < free
