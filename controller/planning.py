@@ -20,8 +20,16 @@ from sparcs.controller.commands import CommandBook
 from sparcs.controller.plan import Plan
 from sparcs.controller.state import FleetState
 from sparcs.controller.weather import WeatherService
-from sparcs.optimizer.curves import PvGeometry
-from sparcs.optimizer.forecast import learn_load_level, load_forecast, price_forecast, pv_baseline_w
+from sparcs.optimizer.curves import PvGeometry, clearsky_w_per_kwp
+from sparcs.optimizer.forecast import (
+    TYPICAL_CLEARNESS,
+    learn_clearness,
+    learn_load_level,
+    load_forecast,
+    price_forecast,
+    pv_baseline_w,
+)
+from sparcs.optimizer.forecast_quality import ForecastQuality
 from sparcs.optimizer.nowcast import FADE_S, city_ratios, correction, site_ratio, xy_km
 from sparcs.optimizer.problem import (
     DispatchProblem,
@@ -82,6 +90,13 @@ class Measurements:
             load = np.nan if s.load_w is None else s.load_w
             buf.append((state.ts, pv, load, at_limit))
 
+    def period_mean_w(self, kind: str, site_id: str, start_s: float, end_s: float) -> float:
+        """Mean measured PV or load (W) over [start, end); NaN without samples, and for PV if one was held."""
+        rows = [r for r in self.samples[site_id] if start_s <= r[0] < end_s]
+        if not rows or (kind == "pv" and any(r[3] for r in rows)):
+            return float("nan")
+        return float(np.nanmean([r[1] if kind == "pv" else r[2] for r in rows]))
+
     def arrays(self, site_id: str, since_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         rows = [r for r in self.samples[site_id] if r[0] >= since_s]
         if not rows:
@@ -115,6 +130,13 @@ class FleetPlanner:
         x, y = xy_km(np.array([s.location.lat for s in cfg.sites]), np.array([s.location.lon for s in cfg.sites]))
         self.xy_km = {s.id: (float(x[i]), float(y[i])) for i, s in enumerate(cfg.sites)}
         self.pv_forecast_w: dict[str, np.ndarray] = {}
+        self.load_forecast_w: dict[str, np.ndarray] = {}
+        self.quality = ForecastQuality(
+            {
+                "pv": {s.id: s.pv.kwp * 1000.0 for s in cfg.sites},
+                "load": {s.id: s.load.annual_kwh * 1000.0 / 8760.0 for s in cfg.sites},
+            }
+        )
         self.measurements = Measurements([s.id for s in cfg.sites])
         self.prices: tuple[np.ndarray, np.ndarray] | None = None
         self._prices_mtime: float | None = None
@@ -141,6 +163,29 @@ class FleetPlanner:
 
     def observe(self, state: FleetState) -> None:
         self.measurements.observe(state)
+        self.quality.evaluate(state.ts, self.measurements.period_mean_w)
+
+    def _issue_quality(self, sites: list[SiteConfig], now_s: float, grid) -> None:
+        """Keep this plan's PV and load forecasts with persistence and climatology (docs/forecasts.md)."""
+        if not self.quality.due("pv", now_s):
+            return
+        starts, ends, mid = grid
+        pv_persist, pv_clim, load_persist, load_clim = {}, {}, {}, {}
+        for site in sites:
+            geom = self.geometry[site.id]
+            clear = clearsky_w_per_kwp(geom, mid) * site.pv.kwp
+            t, pv, load, held = self.measurements.arrays(site.id, now_s - PV_LEARN_WINDOW_S)
+            k = learn_clearness(geom, site.pv.kwp, t, pv, held) if t.size else None
+            pv_persist[site.id] = clear * (TYPICAL_CLEARNESS if k is None else k)
+            pv_clim[site.id] = clear * TYPICAL_CLEARNESS
+            recent = load[np.isfinite(load)] if t.size else load
+            load_clim[site.id] = load_forecast(site.load.annual_kwh, mid).values
+            load_persist[site.id] = np.full(mid.shape, recent.mean()) if recent.size else load_clim[site.id]
+        pv_fc = {s.id: self.pv_forecast_w[s.id] for s in sites}
+        self.quality.issue("pv", now_s, starts, ends, pv_fc, pv_persist, pv_clim)
+        load_fc = {s.id: self.load_forecast_w[s.id] for s in sites if s.id in self.load_forecast_w}
+        if load_fc:
+            self.quality.issue("load", now_s, starts, ends, load_fc, load_persist, load_clim)
 
     def restore(self, plan: Plan) -> None:
         """Hand a stored plan (after a restart) to the solver worker as its last good plan, so that a
@@ -180,6 +225,7 @@ class FleetPlanner:
         pv_fc = self.pv_forecast_w[site.id]
         level = learn_load_level(site.load.annual_kwh, t, load)
         load_fc = load_forecast(site.load.annual_kwh, mid, level, site.grid.connection_limit_w).values
+        self.load_forecast_w[site.id] = load_fc
         ceiling, dimmed = commands.period_series(site.id, starts, ends)
         return site_problem(
             site, pv_fc, load_fc, soc_now=state.sites[site.id].soc, stage_ceiling_w=ceiling, para14a=dimmed
@@ -196,6 +242,7 @@ class FleetPlanner:
             return None
         self.pv_forecast_w = self.pv_forecasts(planned, now_s, grid[2])
         sites = [self._site(s, state, commands, now_s, grid) for s in planned]
+        self._issue_quality(planned, now_s, grid)
         self.refresh_prices()
         series = self.prices or (None, None)
         prices = price_forecast(grid[2], series[0], series[1], self.cfg.market.flat_price_eur_per_mwh).values

@@ -103,7 +103,9 @@ def forecast_clearness(
     t = np.asarray(t_s, dtype=float)
     run = int(run_s // RUN_EVERY_S)
     city = _UNIT_STD * (2.0 * value_noise(stream_key(seed, "nwp-city", run), t, ERROR_KNOT_S) - 1.0)
-    local = _UNIT_STD * (2.0 * value_noise(stream_key(seed, "nwp-cell", run, f"{cell[0]:.4f},{cell[1]:.4f}"), t, ERROR_KNOT_S) - 1.0)
+    local = _UNIT_STD * (
+        2.0 * value_noise(stream_key(seed, "nwp-cell", run, f"{cell[0]:.4f},{cell[1]:.4f}"), t, ERROR_KNOT_S) - 1.0
+    )
     error = lead_sigma(t - run_s) * (np.sqrt(CITY_SHARE) * city + np.sqrt(1.0 - CITY_SHARE) * local)
     return np.clip(resolved_clearness(weather, seed, t) + error, OVERCAST_CLEARNESS, 1.0)
 
