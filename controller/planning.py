@@ -20,7 +20,7 @@ from sparcs.controller.commands import CommandBook
 from sparcs.controller.plan import Plan
 from sparcs.controller.state import FleetState
 from sparcs.controller.weather import WeatherService
-from sparcs.optimizer.curves import PvGeometry, clearsky_w_per_kwp
+from sparcs.optimizer.curves import PvGeometry, clearsky_w_per_kwp, h0_w_per_annual_kwh
 from sparcs.optimizer.forecast import (
     TYPICAL_CLEARNESS,
     learn_clearness,
@@ -30,6 +30,7 @@ from sparcs.optimizer.forecast import (
     pv_baseline_w,
 )
 from sparcs.optimizer.forecast_quality import ForecastQuality
+from sparcs.optimizer.load_profile import LoadProfile, day_type_and_slot
 from sparcs.optimizer.nowcast import FADE_S, city_ratios, correction, site_ratio, xy_km
 from sparcs.optimizer.problem import (
     DispatchProblem,
@@ -131,6 +132,9 @@ class FleetPlanner:
         self.xy_km = {s.id: (float(x[i]), float(y[i])) for i, s in enumerate(cfg.sites)}
         self.pv_forecast_w: dict[str, np.ndarray] = {}
         self.load_forecast_w: dict[str, np.ndarray] = {}
+        self.load_profiles = {s.id: LoadProfile() for s in cfg.sites}
+        self._mid_slots: tuple[np.ndarray, np.ndarray] | None = None  # of the plan being built
+        self._mid_h0: np.ndarray | None = None
         self.quality = ForecastQuality(
             {
                 "pv": {s.id: s.pv.kwp * 1000.0 for s in cfg.sites},
@@ -164,6 +168,24 @@ class FleetPlanner:
     def observe(self, state: FleetState) -> None:
         self.measurements.observe(state)
         self.quality.evaluate(state.ts, self.measurements.period_mean_w)
+
+    def _learn_load(self, sites: list[SiteConfig], now_s: float) -> None:
+        """Feed each site's load profile the samples it has not seen (one day type/slot lookup per poll time)."""
+        fresh = {}
+        for site in sites:
+            profile = self.load_profiles[site.id]
+            t, _, load, _ = self.measurements.arrays(
+                site.id, -np.inf if profile.last_s is None else profile.last_s + 1e-3
+            )
+            if t.size:
+                fresh[site.id] = (t, load)
+        if not fresh:
+            return
+        times = np.unique(np.concatenate([t for t, _ in fresh.values()]))
+        kind, slot = day_type_and_slot(times)
+        for sid, (t, load) in fresh.items():
+            i = np.searchsorted(times, t)
+            self.load_profiles[sid].learn(t, load, (kind[i], slot[i]))
 
     def _issue_quality(self, sites: list[SiteConfig], now_s: float, grid) -> None:
         """Keep this plan's PV and load forecasts with persistence and climatology (docs/forecasts.md)."""
@@ -224,7 +246,11 @@ class FleetPlanner:
         t, _, load, _ = self.measurements.arrays(site.id, now_s - LOAD_LEARN_WINDOW_S)
         pv_fc = self.pv_forecast_w[site.id]
         level = learn_load_level(site.load.annual_kwh, t, load)
-        load_fc = load_forecast(site.load.annual_kwh, mid, level, site.grid.connection_limit_w).values
+        profile = self.load_profiles[site.id]
+        load_fc = np.minimum(
+            profile.forecast_w(mid, site.load.annual_kwh, level, self._mid_slots, self._mid_h0),
+            site.grid.connection_limit_w,
+        )
         self.load_forecast_w[site.id] = load_fc
         ceiling, dimmed = commands.period_series(site.id, starts, ends)
         return site_problem(
@@ -241,6 +267,8 @@ class FleetPlanner:
         if not planned:
             return None
         self.pv_forecast_w = self.pv_forecasts(planned, now_s, grid[2])
+        self._learn_load(planned, now_s)
+        self._mid_slots, self._mid_h0 = day_type_and_slot(grid[2]), h0_w_per_annual_kwh(grid[2])
         sites = [self._site(s, state, commands, now_s, grid) for s in planned]
         self._issue_quality(planned, now_s, grid)
         self.refresh_prices()

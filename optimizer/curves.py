@@ -158,7 +158,7 @@ def h0_w_per_annual_kwh(t_s: np.ndarray | float) -> np.ndarray:
     """
     t = np.atleast_1d(np.asarray(t_s, dtype=float))
     out = np.empty_like(t)
-    years = pd.to_datetime(t, unit="s", utc=True).year.to_numpy()
+    years = np.floor(t).astype("datetime64[s]").astype("datetime64[Y]").astype(int) + 1970
     for year in np.unique(years):
         mask = years == year
         start = dt.datetime(int(year), 1, 1, tzinfo=dt.UTC).timestamp()
