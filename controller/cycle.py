@@ -311,9 +311,9 @@ class Controller:
                         soc=s.soc,
                         soc_min=site.battery.soc_min,
                         soc_max=site.battery.soc_max,
-                        export_w=-s.grid_w,
+                        grid_w=s.grid_w,
+                        battery_w=s.battery_w,
                         export_cap_w=self.export_cap_w(sid, now),
-                        offset_w=self.schedule_offsets_w.get(sid, 0.0),
                     )
                 export_w = -sum(g for g in grids if g is not None)
                 self.schedule_offsets_w = schedule_feedback(target - export_w, self.schedule_offsets_w, rooms)

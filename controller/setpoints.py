@@ -153,27 +153,29 @@ def battery_room(
     soc: float | None,
     soc_min: float,
     soc_max: float,
-    export_w: float,
+    grid_w: float,
+    battery_w: float | None,
     export_cap_w: float | None,
-    offset_w: float,
 ) -> BatteryRoom:
     """The room the schedule feedback has at one site (see :class:`BatteryRoom`).
 
     ``command_w``: the battery power of the site's command before feedback (+ discharge);
-    ``export_w``: the site's net export now (−grid_w), which includes the feedback ``offset_w`` of
-    the last poll. More discharge is bounded by the battery's power, its SoC and the export cap
-    (× ``SCHEDULE_CAP_MARGIN``); more charge by its power, its SoC and by the export the site has
-    without the offset, so that the feedback never charges from the grid (§14a dimming and grid
-    fees stay untouched).
+    ``grid_w`` and ``battery_w``: the meter and battery power measured now. The site's export
+    without its battery, ``−grid_w − battery_w``, predicts the export at any battery power. More
+    discharge is bounded by the battery's power, its SoC and the export cap (× ``SCHEDULE_CAP_MARGIN``);
+    more charge by its power, its SoC and by that export, so that the feedback never charges from
+    the grid (§14a dimming and grid fees stay untouched). Without a measured battery power: no room.
     """
-    base_export_w = export_w - offset_w
+    if battery_w is None or soc is None:
+        return BatteryRoom(0.0, 0.0)
+    without_battery_w = -grid_w - battery_w
     more = max_discharge_w - command_w
     if export_cap_w is not None:
-        more = min(more, SCHEDULE_CAP_MARGIN * export_cap_w - base_export_w)
-    less = min(command_w + max_charge_w, base_export_w)
-    if soc is None or soc <= soc_min + SOC_EDGE:
+        more = min(more, SCHEDULE_CAP_MARGIN * export_cap_w - without_battery_w - command_w)
+    less = min(command_w + max_charge_w, command_w + without_battery_w)
+    if soc <= soc_min + SOC_EDGE:
         more = 0.0
-    if soc is None or soc >= soc_max - SOC_EDGE:
+    if soc >= soc_max - SOC_EDGE:
         less = 0.0
     return BatteryRoom(max(0.0, more), max(0.0, less))
 

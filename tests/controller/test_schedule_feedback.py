@@ -27,9 +27,9 @@ def room(**kw) -> BatteryRoom:
         soc=0.5,
         soc_min=0.1,
         soc_max=0.9,
-        export_w=1000.0,
+        grid_w=-1000.0,
+        battery_w=0.0,
         export_cap_w=None,
-        offset_w=0.0,
     )
     args.update(kw)
     return battery_room(**args)
@@ -40,10 +40,11 @@ def test_the_room_keeps_caps_soc_bounds_and_never_charges_from_the_grid():
     assert room(export_cap_w=2000.0).more_w == pytest.approx(SCHEDULE_CAP_MARGIN * 2000.0 - 1000.0)
     assert room(soc=0.105) == BatteryRoom(0.0, 1000.0)
     assert room(soc=0.895).less_w == 0.0
-    assert room(soc=None) == BatteryRoom(0.0, 0.0)
-    # the export measured includes last poll's offset: the room is judged without it
-    assert room(export_w=1500.0, offset_w=500.0, export_cap_w=2000.0).more_w == pytest.approx(900.0)
-    assert room(export_w=-400.0).less_w == 0.0  # an importing site is not charged harder
+    assert room(soc=None) == BatteryRoom(0.0, 0.0) == room(battery_w=None)
+    # a battery still ramping toward last poll's command: the export is predicted from what it does now
+    ramping = room(command_w=500.0, grid_w=-1700.0, battery_w=200.0, export_cap_w=3000.0)
+    assert ramping.more_w == pytest.approx(SCHEDULE_CAP_MARGIN * 3000.0 - 1500.0 - 500.0)
+    assert room(grid_w=400.0).less_w == 0.0  # an importing site is not charged harder
 
 
 def test_the_feedback_integrates_the_error_clips_to_the_room_and_splits_by_room():
