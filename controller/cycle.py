@@ -47,6 +47,7 @@ from sparcs.controller.state import FleetState, build_state
 from sparcs.controller.store import Store
 from sparcs.drivers.telemetry import Telemetry
 from sparcs.drivers.writer import Setpoint, WriteResult
+from sparcs.optimizer.forecast_quality import QualityRow
 
 log = logging.getLogger("sparcs.controller")
 
@@ -85,6 +86,7 @@ class Planner(Protocol):
     async def plan(self, state: FleetState, commands: CommandBook, now_s: float) -> Plan | None: ...
     def start(self) -> None: ...
     def close(self) -> None: ...
+    def forecast_quality(self) -> list[QualityRow]: ...
 
 
 @dataclass
@@ -273,6 +275,7 @@ class Controller:
         report.plan_path = plan.path
         self.metrics.dispatch_total.labels(plan.path).inc()
         self.metrics.plan_objective.set(plan.objective_eur)
+        self.metrics.observe_forecast_quality(self.planner.forecast_quality())
         self.alarms.dispatch(plan.path, plan.reason, now)
 
     def site_facts(self, site_id: str, now: float) -> SiteFacts:

@@ -29,7 +29,7 @@ from sparcs.optimizer.forecast import (
     price_forecast,
     pv_baseline_w,
 )
-from sparcs.optimizer.forecast_quality import ForecastQuality
+from sparcs.optimizer.forecast_quality import ForecastQuality, QualityRow
 from sparcs.optimizer.load_profile import LoadProfile, day_type_and_slot
 from sparcs.optimizer.nowcast import FADE_S, city_ratios, correction, site_ratio, xy_km
 from sparcs.optimizer.problem import (
@@ -294,6 +294,10 @@ class FleetPlanner:
             return None
         plan = await asyncio.to_thread(self.worker.plan, problem)
         return Plan.from_dispatch(plan, problem)
+
+    def forecast_quality(self) -> list[QualityRow]:
+        """How the PV and load forecasts fared so far, per kind and lead band (docs/forecasts.md)."""
+        return self.quality.rows()
 
     def start(self) -> None:
         """Start the solver process now (else the first dispatch starts it); blocks for its start-up."""

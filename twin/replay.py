@@ -36,7 +36,6 @@ from sparcs.config.schema import FleetConfig
 from sparcs.controller.commands import CommandError
 from sparcs.controller.cycle import Controller
 from sparcs.controller.operations import Operations
-from sparcs.controller.planning import FleetPlanner
 from sparcs.controller.store import Store
 from sparcs.factory import build_controller
 from sparcs.optimizer.forecast_quality import QualityRow
@@ -214,7 +213,7 @@ async def replay(
             wall_s=time.perf_counter() - t_wall,
             startup_s=startup_s,
             cpu_s=time.process_time() - cpu0,
-            forecast_quality=planner.inner.quality.rows() if isinstance(planner.inner, FleetPlanner) else [],
+            forecast_quality=planner.forecast_quality() if strategy == "optimizer" else [],
         )
     finally:
         if controller is not None:

@@ -36,6 +36,7 @@ from sparcs.controller.plan import Plan
 from sparcs.controller.planning import FleetPlanner
 from sparcs.controller.state import FleetState
 from sparcs.optimizer.baselines import no_control_plan, self_consumption_plan
+from sparcs.optimizer.forecast_quality import QualityRow
 from sparcs.optimizer.problem import DispatchPlan, DispatchProblem, SiteProblem, site_problem
 from sparcs.optimizer.solver import PlanningWorker
 from sparcs.simulators.physics import SiteSignals, site_signals
@@ -84,6 +85,9 @@ class TimedPlanner:
 
     def close(self) -> None:
         self.inner.close()
+
+    def forecast_quality(self) -> list[QualityRow]:
+        return self.inner.forecast_quality()
 
 
 class BaselinePlanner(FleetPlanner):

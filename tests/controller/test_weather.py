@@ -239,3 +239,20 @@ def test_a_cloud_seen_by_the_neighbours_lowers_a_sites_next_hour_forecast():
     cloudy, clear = forecast(0.3), forecast(TYPICAL_CLEARNESS)
     assert cloudy[:4].mean() < 0.6 * clear[:4].mean()  # the next hour
     assert cloudy[-1] / clear[-1] > cloudy[0] / clear[0]  # fading with lead time
+
+
+def test_forecast_quality_reaches_the_metrics():
+    from sparcs.controller.metrics import Metrics
+    from sparcs.optimizer.forecast_quality import QualityRow
+
+    metrics = Metrics()
+    metrics.observe_forecast_quality(
+        [
+            QualityRow("pv", (0, 1), 40, 0.052, {"persistence": 0.21, "climatology": 0.6}),
+            QualityRow("load", (24, 48), 0, None, {"persistence": None, "climatology": None}),
+        ]
+    )
+    text = metrics.render().decode()
+    assert 'sparcs_forecast_nmae_ratio{kind="pv",lead="0-1h"} 0.052' in text
+    assert 'sparcs_forecast_skill_ratio{kind="pv",lead="0-1h",reference="persistence"} 0.21' in text
+    assert 'kind="load"' not in text  # nothing measured yet: no figure rather than a made-up one
