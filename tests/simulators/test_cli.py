@@ -35,8 +35,6 @@ def with_free_ports(data: dict) -> dict:
             for dev in site["devices"]:
                 dev["port"] = fresh.setdefault(dev["port"], free_port())
         data["simulation"]["control_port"] = free_port()
-        for r in data.get("relay_inputs", []):
-            r["port"] = free_port()
     finally:
         for s in held:
             s.close()
@@ -118,21 +116,13 @@ def test_a_device_port_in_use_exits_2_naming_the_device(tmp_path):
 
 @pytest.mark.slow
 def test_json_lists_endpoints_and_sigterm_stops_cleanly(tmp_path):
-    data = synthetic_fleet(4, seed=2, port_start=20000, gateway_every=2)
-    data["relay_inputs"] = [{"id": "box", "port": 1, "unit": 2}]
-    data = with_free_ports(data)
+    data = with_free_ports(synthetic_fleet(4, seed=2, port_start=20000, gateway_every=2))
     proc = subprocess.Popen([*SPARCS, "simulate", "--config", str(write(tmp_path, data)), "--json", "--speed", "60"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         n_devices = sum(len(s["devices"]) for s in data["sites"])
-        lines = [json.loads(proc.stdout.readline()) for _ in range(n_devices + 2)]
-        endpoints, io_module, control = lines[:-2], lines[-2], lines[-1]
-        assert io_module == {
-            "io_module": "box",
-            "host": "127.0.0.1",
-            "port": data["relay_inputs"][0]["port"],
-            "unit": 2,
-        }
+        lines = [json.loads(proc.stdout.readline()) for _ in range(n_devices + 1)]
+        endpoints, control = lines[:-1], lines[-1]
         assert {tuple(sorted(e)) for e in endpoints} == {("host", "id", "kind", "port", "site", "unit")}
         assert {e["kind"] for e in endpoints} == {"pv_inverter", "battery", "meter"}
         assert control == {"control": f"http://127.0.0.1:{data['simulation']['control_port']}"}

@@ -3,16 +3,22 @@ file, contacts and faults set on the control channel, read as discrete inputs ov
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+
 import httpx
 import pytest
 
 from sparcs.config.schema import validate_config
 from sparcs.drivers.errors import DeviceTimeoutError, DeviceUnreachableError, ModbusError
 from sparcs.drivers.io_module import DiscreteInputLink
+from sparcs.simulators.cli import serve_fleet
 from sparcs.simulators.clock import SimClock
 from sparcs.simulators.control import ControlServer
 from sparcs.simulators.fleet import FleetHost
 from tests.controller.conftest import small_fleet_data
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
@@ -50,3 +56,27 @@ async def test_contacts_and_faults_set_on_the_control_channel_are_what_a_modbus_
         link.drop()
         await control.stop()
         await host.stop()
+
+
+async def test_sparcs_simulate_lists_each_io_module_before_the_control_channel():
+    data = small_fleet_data(1)
+    devices = data["sites"][0]["devices"]
+    ports = free_ports(len(devices) + 2)
+    for d, port in zip(devices, ports, strict=False):
+        d["port"] = port
+    data["simulation"]["control_port"] = ports[-1]
+    data["relay_inputs"] = [{"id": "box", "port": ports[-2], "unit": 2}]
+    lines: list[str] = []
+    task = asyncio.create_task(serve_fleet(validate_config(data), as_json=True, stepped=True, out=lines.append))
+    try:
+        for _ in range(200):
+            if lines and "control" in json.loads(lines[-1]):
+                break
+            await asyncio.sleep(0.05)
+        *_, io_line, control = (json.loads(line) for line in lines)
+        assert io_line == {"io_module": "box", "host": "127.0.0.1", "port": ports[-2], "unit": 2}
+        assert "control" in control and len(lines) == len(devices) + 2
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
