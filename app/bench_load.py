@@ -64,6 +64,8 @@ WARMUP_TIMEOUT_S = 600.0
 DISPATCH_INTERVAL_S = 86_400.0
 REQUEST_TIMEOUT_S = 30.0
 CLIENT_START_TIMEOUT_S = 120.0
+DRAIN_S = 10.0
+"""Requests still unanswered this long after a phase are given up and counted as errors (s)."""
 POLL_HISTOGRAM = "sparcs_poll_cycle_duration_seconds"
 
 
@@ -227,7 +229,11 @@ async def _drive(base_url: str, token: str, clients: int, rate: float, duration_
             while time.monotonic() < end:
                 route = ROUTES[k % len(ROUTES)]
                 k += 1
-                await one(client, route, route, time.monotonic())
+                try:
+                    left_s = end + DRAIN_S - time.monotonic()
+                    await asyncio.wait_for(one(client, route, route, time.monotonic()), left_s)
+                except TimeoutError:
+                    errors[route] += 1  # unanswered a grace period after the phase
 
     async def stream() -> None:
         if rate <= 0:
@@ -242,8 +248,11 @@ async def _drive(base_url: str, token: str, clients: int, rate: float, duration_
                 running.add(task)
                 task.add_done_callback(running.discard)
                 k += 1
-            if running:
-                await asyncio.gather(*running)
+            if running:  # what is still unanswered a grace period after the phase counts as an error
+                _, late = await asyncio.wait(running, timeout=DRAIN_S)
+                for task in late:
+                    task.cancel()
+                errors[STREAM] += len(late)
 
     await asyncio.gather(stream(), *(closed_loop(i) for i in range(clients)))
     for key in set(latencies) | set(errors):
@@ -320,7 +329,7 @@ class Phase:
         alarms = await self.write_alarms(started_at)
         samples = Samples()
         if loader is not None and answer is not None:
-            if not await asyncio.to_thread(answer.poll, REQUEST_TIMEOUT_S + 60.0):
+            if not await asyncio.to_thread(answer.poll, DRAIN_S + CLIENT_START_TIMEOUT_S):
                 raise BenchError("the API clients did not report")
             samples = answer.recv()
             await asyncio.to_thread(loader.join, 30.0)
