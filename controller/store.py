@@ -407,13 +407,16 @@ class Store:
             with self.engine.begin() as conn:
                 conn.execute(insert(setpoints), list(rows))
 
-    def setpoint_history(self, device_id: str, start_s: float, end_s: float) -> list[dict[str, Any]]:
-        """The setpoints written to ``device_id`` in [start_s, end_s), oldest first."""
+    def setpoint_history(
+        self, device_id: str, start_s: float, end_s: float, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The setpoints written to ``device_id`` in [start_s, end_s), oldest first (the first ``limit``)."""
         with self.engine.connect() as conn:
             res = conn.execute(
                 select(setpoints)
                 .where(setpoints.c.device_id == device_id, setpoints.c.ts >= start_s, setpoints.c.ts < end_s)
                 .order_by(setpoints.c.ts, setpoints.c.id)
+                .limit(limit)
             )
             return [dict(r._mapping) for r in res]
 
