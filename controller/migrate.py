@@ -100,6 +100,11 @@ def downgrade(engine: Engine, target: str = "-1") -> SchemaState:
         raise MigrationError(newer_message(before))
     if before.current is None:
         raise MigrationError("the store is empty: nothing to downgrade")
+    if before.current == RELEASE_0_1_0 or target == "base":
+        raise MigrationError(
+            f"the store is at revision {before.current}; going below {RELEASE_0_1_0} (the 0.1.0 release's schema) "
+            "would delete every table: restore a backup instead (`sparcs restore`)"
+        )
     with engine.begin() as conn:
         cfg = _config(conn)
         if MigrationContext.configure(conn).get_current_revision() is None:
