@@ -25,9 +25,9 @@ from sparcs.config.schema import FleetConfig
 from sparcs.controller.api import create_app
 from sparcs.controller.auth import create_token
 from sparcs.controller.cycle import Clock, WallClock
+from sparcs.controller.migrate import MigrationError
 from sparcs.controller.planning import PriceFileError
 from sparcs.controller.scheduler import ControlScheduler
-from sparcs.controller.migrate import MigrationError
 from sparcs.controller.store import Store
 from sparcs.factory import build_controller
 

@@ -101,8 +101,16 @@ def restore(engine: Engine, src: Path) -> migrate.SchemaState:
             raise BackupError(f"{src}: not a SQLite store backup: {exc}") from None
     else:
         done = subprocess.run(
-            [pg_tool("pg_restore"), "--clean", "--if-exists", "--no-owner", "--single-transaction",
-             "--dbname", libpq_url(engine), str(src)],
+            [
+                pg_tool("pg_restore"),
+                "--clean",
+                "--if-exists",
+                "--no-owner",
+                "--single-transaction",
+                "--dbname",
+                libpq_url(engine),
+                str(src),
+            ],
             capture_output=True,
             text=True,
         )

@@ -68,7 +68,9 @@ def unpack_plan(packed: PackedPlan) -> Plan:
     per_site = sum(lengths)
     values = np.frombuffer(zlib.decompress(packed.site_data), dtype=np.float32).astype(float)
     if values.size != per_site * len(packed.site_ids):
-        raise ValueError(f"stored plan holds {values.size} values, expected {per_site} for each of {len(packed.site_ids)} sites")
+        raise ValueError(
+            f"stored plan holds {values.size} values, expected {per_site} for each of {len(packed.site_ids)} sites"
+        )
     sites = {}
     for i, sid in enumerate(packed.site_ids):
         chunk = values[i * per_site : (i + 1) * per_site]
@@ -92,4 +94,3 @@ def unpack_plan(packed: PackedPlan) -> Plan:
         export_schedule_w=None if h.get("export_schedule_w") is None else _arr(h["export_schedule_w"]),
         sites=sites,
     )
-

@@ -60,8 +60,9 @@ class Cluster:
         self._run(PG_BIN / "pg_ctl", "-D", self.data, "-m", mode, "-w", "stop", check=False)
 
     def sql(self, statement: str, db: str = "postgres") -> str:
-        done = self._run(PG_BIN / "psql", "-h", "127.0.0.1", "-p", self.port, "-U", "postgres", "-d", db,
-                         "-At", "-c", statement)
+        done = self._run(
+            PG_BIN / "psql", "-h", "127.0.0.1", "-p", self.port, "-U", "postgres", "-d", db, "-At", "-c", statement
+        )
         return done.stdout.strip()
 
     def new_database(self) -> str:

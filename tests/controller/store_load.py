@@ -19,7 +19,13 @@ def main(url: str) -> None:
         n += 1
         ts = float(n)
         tel = [
-            {"ts": ts, "device_id": f"d{i}", "site_id": f"s{i % 5}", "status": "online", "values": {"pv_w": [n, "good"]}}
+            {
+                "ts": ts,
+                "device_id": f"d{i}",
+                "site_id": f"s{i % 5}",
+                "status": "online",
+                "values": {"pv_w": [n, "good"]},
+            }
             for i in range(20)
         ]
         sites = [{"ts": ts, "site_id": f"s{i}", "pv_w": float(n)} for i in range(5)]

@@ -90,8 +90,15 @@ def test_a_failing_store_is_reported_retried_and_caught_up_in_order(tmp_path):
     )
     for t in (1.0, 2.0, 3.0):
         writer.submit(poll_job(t))
-    writer.submit(WriteJob("alarm", 3.0, 1, lambda st: st.raise_alarm(at=3.0, severity="warning", source="x", message="m"),
-                           droppable=False))
+    writer.submit(
+        WriteJob(
+            "alarm",
+            3.0,
+            1,
+            lambda st: st.raise_alarm(at=3.0, severity="warning", source="x", message="m"),
+            droppable=False,
+        )
+    )
     assert not writer.flush(0.5)  # it cannot write
     assert events and set(events) == {"history"}  # the first write is retried, the rest wait in order
     outage = store.alarms(active_only=True)[0]
@@ -115,8 +122,15 @@ def test_an_overflowing_queue_drops_the_oldest_history_as_a_gap_but_keeps_alarms
     writer = StoreWriter(switch, max_rows=5, retry_s=0.05)  # type: ignore[arg-type]
     writer.submit(poll_job(0.0))
     assert not writer.flush(0.3)  # the first is in hand, failing
-    writer.submit(WriteJob("alarm", 1.0, 1, lambda st: st.raise_alarm(at=1.0, severity="warning", source="a", message="m"),
-                           droppable=False))
+    writer.submit(
+        WriteJob(
+            "alarm",
+            1.0,
+            1,
+            lambda st: st.raise_alarm(at=1.0, severity="warning", source="a", message="m"),
+            droppable=False,
+        )
+    )
     for t in range(2, 20):
         writer.submit(poll_job(float(t)))
     switch.broken = False
@@ -170,7 +184,10 @@ def test_the_setpoints_route_bounds_its_limit(tmp_path, small_cfg, limit):
     with TestClient(create_app(ctl)) as client:
         h = {"Authorization": f"Bearer {token}"}
         assert client.get(f"/api/v1/devices/{pv}/setpoints", params={"limit": limit}, headers=h).status_code == 200
-        assert client.get(f"/api/v1/devices/{pv}/setpoints", params={"limit": limit * 100_000}, headers=h).status_code == 422
+        assert (
+            client.get(f"/api/v1/devices/{pv}/setpoints", params={"limit": limit * 100_000}, headers=h).status_code
+            == 422
+        )
     import asyncio
 
     asyncio.run(ctl.close())

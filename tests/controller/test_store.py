@@ -91,12 +91,16 @@ def test_prune_keeps_commands_audit_and_the_last_plan(store_url):
 
 def test_a_plan_is_stored_once_compact_and_read_back(store_url):
     store = Store(store_url)
-    plan = make_plan(0.0, [900.0] * 4, {"a": ([None, 2000.0, 1500.5, None], [1.0, -2.0, 0.0, None]), "b": ([0.0] * 4, [0.0] * 4)})
+    plan = make_plan(
+        0.0, [900.0] * 4, {"a": ([None, 2000.0, 1500.5, None], [1.0, -2.0, 0.0, None]), "b": ([0.0] * 4, [0.0] * 4)}
+    )
     store.add_plan(0.0, plan)
     with store.engine.connect() as conn:
         row = conn.execute(select(plans)).one()
     assert row.site_ids == ["a", "b"] and isinstance(row.site_data, bytes)
-    assert store.last_plan().to_record() == plan.to_record()  # releases (None/NaN) survive; these values are exact in float32
+    assert (
+        store.last_plan().to_record() == plan.to_record()
+    )  # releases (None/NaN) survive; these values are exact in float32
     store.close()
 
 
@@ -107,8 +111,15 @@ def test_setpoints_written_and_read_back_are_kept_per_device(store_url):
         [
             {**row, "ts": 100.0, "device_id": "pv-1", "requested_w": 3000.0, "written_w": 3000.0, "readback_w": 2999.0},
             {**row, "ts": 100.0, "device_id": "pv-2", "requested_w": 1000.0, "written_w": 1000.0, "readback_w": 1000.0},
-            {**row, "ts": 160.0, "device_id": "pv-1", "action": "release", "requested_w": None, "written_w": None,
-             "readback_w": None},
+            {
+                **row,
+                "ts": 160.0,
+                "device_id": "pv-1",
+                "action": "release",
+                "requested_w": None,
+                "written_w": None,
+                "readback_w": None,
+            },
         ]
     )
     got = store.setpoint_history("pv-1", 0.0, 200.0)
@@ -138,8 +149,14 @@ def test_retention_is_per_table_and_gaps_are_kept(store_url):
 def test_the_stores_own_alarm_shows_while_it_fails(store_url):
     store = Store(store_url)
     store.raise_alarm(at=1.0, severity="warning", source="device:a", message="stale")
-    store.outage = {"id": 0, "raised_at": 2.0, "severity": "critical", "source": "store", "message": "fails",
-                    "cleared_at": None}
+    store.outage = {
+        "id": 0,
+        "raised_at": 2.0,
+        "severity": "critical",
+        "source": "store",
+        "message": "fails",
+        "cleared_at": None,
+    }
     assert [a["source"] for a in store.alarms(active_only=True)] == ["store", "device:a"]
     assert len(store.alarms(limit=1)) == 1
     store.outage = None

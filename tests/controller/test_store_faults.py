@@ -124,8 +124,11 @@ def test_a_full_or_read_only_store_for_a_minute_does_not_stop_control(backend, t
         samples = []
         try:
             alarm = r.wait_for(
-                lambda: [a for a in r.http.get("/api/v1/alarms", params={"active_only": True}).json()
-                         if a["source"] == "store"],
+                lambda: [
+                    a
+                    for a in r.http.get("/api/v1/alarms", params={"active_only": True}).json()
+                    if a["source"] == "store"
+                ],
                 30,
             )
             assert "fails" in alarm[0]["message"] and alarm[0]["severity"] == "critical"

@@ -46,7 +46,11 @@ async def main() -> None:
         site = host.config.sites[0].id
         ctl.operations.submit(
             StageRequest.model_validate(
-                {"sites": [site], "stage": "K2", "expires_at": dt.datetime.fromtimestamp(START + 86_400, dt.UTC).isoformat()}
+                {
+                    "sites": [site],
+                    "stage": "K2",
+                    "expires_at": dt.datetime.fromtimestamp(START + 86_400, dt.UTC).isoformat(),
+                }
             ),
             "release-operator",
         )
