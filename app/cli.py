@@ -178,6 +178,21 @@ def restore(
     _store_command(lambda: store_cli.restore(src, data_dir, config))
 
 
+@bench_app.command("store")
+def bench_store(
+    sites: Annotated[int, typer.Option(min=1, max=54, help="demo sites to run (simulated)")] = 54,
+    hours: Annotated[float, typer.Option(min=0.1, max=24.0, help="simulated hours of history")] = 1.0,
+    json_out: Annotated[bool, typer.Option("--json", help="one line of JSON")] = False,
+) -> None:
+    """Bytes of history per site and day, this schema against the 0.1.0 release's (docs/storage.md)."""
+    import json
+
+    from sparcs.twin.store_bench import store_bench
+
+    result = store_bench(sites, hours)
+    typer.echo(json.dumps(result) if json_out else json.dumps(result, indent=2))
+
+
 @app.command("scan")
 def scan(
     endpoint: Annotated[str, typer.Argument(help="HOST:PORT of the device or its gateway")],
