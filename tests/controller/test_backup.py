@@ -89,3 +89,16 @@ def test_db_commands_upgrade_and_downgrade_one_revision(tmp_path):
     down = run(app, ["db", "downgrade", "--data-dir", str(data_dir)])
     assert down.exit_code == 2 and "would delete every table" in down.output  # 0001 is the oldest
     assert "revision 0001" in run(app, ["db", "current", "--data-dir", str(data_dir)]).output
+
+
+def test_run_with_no_migrate_refuses_an_older_store_naming_the_command(tmp_path):
+    import shutil
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    shutil.copyfile(Path(__file__).parent / "data" / "store-0.1.0.db", data_dir / "sparcs.db")
+    config = tmp_path / "fleet.yaml"
+    config.write_text(yaml.safe_dump(small_fleet_data(1)))
+    done = CliRunner().invoke(app, ["run", "--config", str(config), "--data-dir", str(data_dir), "--no-migrate"])
+    assert done.exit_code == 2 and "run `sparcs db upgrade`" in done.output and "Traceback" not in done.output
+    assert "revision 0001" in CliRunner().invoke(app, ["db", "current", "--data-dir", str(data_dir)]).output
