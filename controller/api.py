@@ -31,6 +31,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sparcs.config.schema import ApiConfig
@@ -105,6 +106,17 @@ async def unavailable(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=503, content={"error": str(exc)})
 
 
+async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The store failed this request (full, read-only, locked, unreachable): 503, nothing acknowledged,
+    logged in one line (the store's alarm and /readyz say it too)."""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    log.warning("store failed %s %s: %s", request.method, request.url.path, first)
+    return JSONResponse(
+        status_code=503,
+        content={"error": "the store does not answer or take writes now; nothing was stored: try again later"},
+    )
+
+
 async def last_resort(request: Request, exc: Exception) -> JSONResponse:
     """A bug, not a user error: log it with its traceback, answer cleanly, keep serving."""
     log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -125,6 +137,7 @@ def build_app(view: ControllerView, commands: CommandPort, tokens: TokenBook, ap
     app.add_exception_handler(CommandError, refused)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(ControlUnavailable, unavailable)
+    app.add_exception_handler(SQLAlchemyError, store_unavailable)
     app.add_exception_handler(Exception, last_resort)
     app.add_middleware(RequestLimits, max_body_bytes=api.max_body_kib * 1024, body_timeout_s=api.body_timeout_s)
     for router in (api_probes.router, api_read.router, api_groups.router, api_commands.router, api_tokens.router):

@@ -65,7 +65,7 @@ class _Server(uvicorn.Server):
 async def _serve(
     cfg: FleetConfig, data_dir: Path, listen: socket.socket, down: socket.socket, up: socket.socket
 ) -> None:
-    store = Store(cfg.storage.url, data_dir=data_dir)
+    store = Store(cfg.storage.url, data_dir=data_dir, migrate_schema=False)  # the control process migrated it
     try:
         loop = asyncio.get_running_loop()
         _, writer = await asyncio.open_connection(sock=up)
