@@ -121,6 +121,9 @@ class ControlSnapshot:
     last_poll_s: float | None
     last_dispatch_s: float | None
     store_ok: bool
+    store_outage: dict[str, Any] | None = None
+    """The store's own alarm while it fails (:attr:`Store.outage <sparcs.controller.store.Store.outage>`:
+    held in the control process's memory, since it cannot be stored then)."""
 
 
 def take_snapshot(ctl: Controller) -> ControlSnapshot:
@@ -136,6 +139,7 @@ def take_snapshot(ctl: Controller) -> ControlSnapshot:
         last_poll_s=ctl.last_poll_s,
         last_dispatch_s=ctl.last_dispatch_s,
         store_ok=ctl.store_ok,
+        store_outage=None if ctl.store.outage is None else dict(ctl.store.outage),
     )
 
 
@@ -542,8 +546,12 @@ class ControllerView:
         )
 
     def alarms(self, *, active_only: bool, limit: int) -> list[dict[str, Any]]:
-        """Alarms, newest first (``active_only``: only those not cleared)."""
+        """Alarms, newest first (``active_only``: only those not cleared); while the controller's store
+        fails, its own alarm first (from the snapshot when this view reads another connection)."""
         rows = self.store.alarms(active_only=active_only, limit=limit)
+        outage = self._source.snapshot().store_outage
+        if outage is not None and self.store.outage is None:
+            rows = [outage, *rows][:limit]
         return clean([{**a, "raised_at": iso(a["raised_at"]), "cleared_at": iso(a["cleared_at"])} for a in rows])
 
     def audit(self, *, limit: int, before_id: int | None) -> list[dict[str, Any]]:
