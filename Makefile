@@ -29,8 +29,8 @@ TYPECHECK := build/typecheck/sparcs
 typecheck: $(STAMP)
 	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)
 	ln -s $(CURDIR)/app/*.py $(TYPECHECK)/
-	for p in config controller drivers optimizer simulators twin; do ln -s $(CURDIR)/$$p $(TYPECHECK)/$$p; done
-	$(BIN)/mypy 2>&1 | sed -e 's#^$(TYPECHECK)/\(config\|controller\|drivers\|optimizer\|simulators\|twin\)/#\1/#' \
+	for p in config controller drivers edge optimizer simulators twin; do ln -s $(CURDIR)/$$p $(TYPECHECK)/$$p; done
+	$(BIN)/mypy 2>&1 | sed -e 's#^$(TYPECHECK)/\(config\|controller\|drivers\|edge\|optimizer\|simulators\|twin\)/#\1/#' \
 		-e 's#^$(TYPECHECK)/#app/#'; exit $${PIPESTATUS[0]}
 
 test: lint

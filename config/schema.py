@@ -304,6 +304,44 @@ class StorageConfig(Strict):
     telemetry_resolution_s: int = Field(default=60, ge=1, le=3600)
 
 
+class EdgeConfig(Strict):
+    """One edge gateway: the sites it polls and the broker credential it connects with (docs/edges.md)."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the edge's id and its broker username")
+    sites: list[str] = Field(min_length=1, description="ids of the sites this edge polls")
+    password_file: Path | None = Field(
+        default=None, description="file holding the edge's broker password (one line); default: none"
+    )
+
+
+class BrokerConfig(Strict):
+    """The MQTT broker between edges and the central (docs/edges.md); sites of an edge are polled by it."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8883, ge=1, le=65535)
+    tls: bool = Field(default=True, description="TLS to the broker; off only on a trusted loopback")
+    ca_file: Path | None = Field(default=None, description="CA certificate that signed the broker's certificate")
+    username: str = Field(default="central", description="the central's broker username")
+    password_file: Path | None = Field(default=None, description="file holding the central's broker password")
+    plan_hours: float = Field(
+        default=6.0, gt=0, le=72, description="hours of the plan sent to an edge; it is valid until their end"
+    )
+    max_clock_skew_s: float = Field(
+        default=5.0, gt=0, le=3600, description="an edge clock further off the central's than this is an alarm"
+    )
+    edges: list[EdgeConfig] = Field(default_factory=list)
+
+    def edge_of(self, site_id: str) -> EdgeConfig | None:
+        """The edge that polls ``site_id``, or None when the central polls it directly."""
+        return next((e for e in self.edges if site_id in e.sites), None)
+
+    def edge(self, edge_id: str) -> EdgeConfig:
+        for e in self.edges:
+            if e.id == edge_id:
+                return e
+        raise KeyError(f"unknown edge '{edge_id}'; broker.edges lists the edges")
+
+
 class FleetConfig(Strict):
     """A whole fleet file."""
 
@@ -314,6 +352,7 @@ class FleetConfig(Strict):
     grid: GridRules = GridRules()
     api: ApiConfig = ApiConfig()
     storage: StorageConfig = StorageConfig()
+    broker: BrokerConfig | None = None
 
     @model_validator(mode="after")
     def _unique_and_consistent(self) -> FleetConfig:
@@ -349,6 +388,8 @@ class FleetConfig(Strict):
             ports = {d.port for s in self.sites for d in s.devices}
             if self.simulation.control_port in ports:
                 problems.append(f"simulation.control_port {self.simulation.control_port} is a device port")
+        if self.broker is not None:
+            problems += _broker_problems(self.broker, {s.id for s in self.sites})
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -361,6 +402,24 @@ class FleetConfig(Strict):
 
     def devices(self) -> list[tuple[SiteConfig, DeviceConfig]]:
         return [(s, d) for s in self.sites for d in s.devices]
+
+
+def _broker_problems(broker: BrokerConfig, site_ids: set[str]) -> list[str]:
+    """Edges with unknown or shared sites, and edge ids used twice or as the central's username."""
+    problems = []
+    owner: dict[str, str] = {}
+    seen: set[str] = set()
+    for e in broker.edges:
+        if e.id in seen or e.id == broker.username:
+            problems.append(f"broker.edges: edge id '{e.id}' is used twice or is the central's username")
+        seen.add(e.id)
+        for sid in e.sites:
+            if sid not in site_ids:
+                problems.append(f"broker.edges[{e.id}].sites: unknown site '{sid}'")
+            elif sid in owner:
+                problems.append(f"broker.edges[{e.id}].sites: site '{sid}' is polled by edge '{owner[sid]}' already")
+            owner[sid] = e.id
+    return problems
 
 
 class ConfigError(Exception):
@@ -433,6 +492,11 @@ def load_config(path: str | Path) -> FleetConfig:
     base = path.resolve().parent
     if cfg.market.prices_csv is not None and not cfg.market.prices_csv.is_absolute():
         cfg.market.prices_csv = base / cfg.market.prices_csv
+    if cfg.broker is not None:  # the broker's files, relative to the fleet file
+        b = cfg.broker
+        b.ca_file, b.password_file = (None if f is None else base / f for f in (b.ca_file, b.password_file))
+        for e in b.edges:
+            e.password_file = None if e.password_file is None else base / e.password_file
     if cfg.simulation and cfg.simulation.weather.irradiance_csv is not None:
         csv = cfg.simulation.weather.irradiance_csv
         if not csv.is_absolute():

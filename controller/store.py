@@ -67,6 +67,19 @@ telemetry = Table(
     Index("ix_telemetry_ts", "ts"),
 )
 
+edge_polls = Table(
+    "edge_polls",
+    metadata,
+    # Every poll an edge sent, once: (site, sequence number) is the key, so a resent poll is dropped.
+    Column("site_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("ts", Float, nullable=False),  # the edge's poll time
+    Column("received_at", Float, nullable=False),
+    Column("edge_id", String(64), nullable=False),
+    Column("devices", JSON, nullable=False),  # {device_id: {status, values: {key: [value | None, quality]}}}
+    Index("ix_edge_polls_site_ts", "site_id", "ts"),
+)
+
 fleet = Table(
     "fleet",
     metadata,
@@ -270,6 +283,42 @@ class Store:
             )
             return [dict(r._mapping) for r in res]
 
+    def add_edge_polls(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Store the edge polls among ``rows`` (site_id, seq, ts, received_at, edge_id, devices) not
+        stored before, in one transaction; a (site_id, seq) already stored is skipped. Returns how
+        many were new."""
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            sites = {r["site_id"] for r in rows}
+            lo, hi = min(r["seq"] for r in rows), max(r["seq"] for r in rows)
+            have = {
+                (r.site_id, r.seq)
+                for r in conn.execute(
+                    select(edge_polls.c.site_id, edge_polls.c.seq).where(
+                        edge_polls.c.site_id.in_(sites), edge_polls.c.seq.between(lo, hi)
+                    )
+                )
+            }
+            new: dict[tuple[str, int], dict[str, Any]] = {}
+            for r in rows:
+                key = (r["site_id"], r["seq"])
+                if key not in have:
+                    new.setdefault(key, dict(r))
+            if new:
+                conn.execute(insert(edge_polls), list(new.values()))
+            return len(new)
+
+    def edge_polls(self, site_id: str, start_s: float, end_s: float) -> list[dict[str, Any]]:
+        """The polls of ``site_id``'s edge with ``start_s`` ≤ ts < ``end_s``, by sequence number."""
+        with self.engine.connect() as conn:
+            res = conn.execute(
+                select(edge_polls)
+                .where(edge_polls.c.site_id == site_id, edge_polls.c.ts >= start_s, edge_polls.c.ts < end_s)
+                .order_by(edge_polls.c.seq)
+            )
+            return [dict(r._mapping) for r in res]
+
     # -- plans --------------------------------------------------------------------------------
 
     def add_plan(self, created_at: float, plan: Plan) -> int:
@@ -419,6 +468,7 @@ class Store:
         out: dict[str, int] = {}
         with self.engine.begin() as conn:
             out["telemetry"] = conn.execute(delete(telemetry).where(telemetry.c.ts < cut)).rowcount
+            out["edge_polls"] = conn.execute(delete(edge_polls).where(edge_polls.c.ts < cut)).rowcount
             out["fleet"] = conn.execute(delete(fleet).where(fleet.c.ts < cut)).rowcount
             out["site_history"] = conn.execute(delete(site_history).where(site_history.c.ts < cut)).rowcount
             last = conn.execute(select(func.max(plans.c.id))).scalar()
