@@ -50,17 +50,9 @@ class AckingWriter:
 
     def _keep(self, results: dict[str, WriteResult]) -> dict[str, WriteResult]:
         for dev, r in results.items():
-            old = self.last.get(dev)
-            if old is None or (old.action, old.ok, old.mismatch, old.written_w) != (
-                r.action,
-                r.ok,
-                r.mismatch,
-                r.written_w,
-            ):
-                if r.action != "unchanged":
-                    self.changed = True
             if r.action != "unchanged" or dev not in self.last:
                 self.last[dev] = r
+                self.changed = self.changed or r.action != "unchanged"
         return results
 
 
@@ -217,7 +209,8 @@ class EdgeNode:
             BROKER_ALARM,
             error is not None,
             now,
-            f"edge {self.edge_id}: no broker connection: {error}; the edge follows its stored plan and buffers telemetry",
+            f"edge {self.edge_id}: no broker connection: {error}; "
+            "the edge follows its stored plan and buffers telemetry",
         )
 
     async def _link(self) -> None:
