@@ -86,15 +86,11 @@ class EdgeWorld:
         if not central:
             return None
         t = self.clock.now()
-        if all(e.connected for e in self.edges.values()):
-            await self.until(
-                lambda: all(
-                    self.hub.latest.get(d.id) is not None and self.hub.latest[d.id].read_at >= t
-                    for s in self.hub.sites
-                    for d in s.devices
-                ),
-                what="edge telemetry at the central",
-            )
+        devices = [d for e in self.edges.values() if e.connected for s in e.ctl.cfg.sites for d in s.devices]
+        await self.until(
+            lambda: all(self.hub.latest.get(d.id) is not None and self.hub.latest[d.id].read_at >= t for d in devices),
+            what="edge telemetry at the central",
+        )
         return await self.central.cycle(dispatch=dispatch)
 
     def start_edge(self, edge_id: str) -> EdgeNode:
