@@ -216,6 +216,56 @@ def run(
         raise fail(str(exc)) from None
 
 
+@app.command("edge")
+def edge(
+    config: Annotated[Path, typer.Option("--config", help="fleet YAML file with a broker section")],
+    site: Annotated[list[str] | None, typer.Option("--site", help="a site of this edge (repeat); default: all")] = None,
+    edge_id: Annotated[str | None, typer.Option("--edge", help="edge id in broker.edges; default: the sites'")] = None,
+    data_dir: DataDir = Path("data"),
+) -> None:
+    """An edge gateway: polls its sites' devices, keeps their limits, follows the central's plans (docs/edges.md)."""
+    import asyncio
+    import logging
+    import sys
+
+    from sparcs.edge_run import EdgeRunError, choose_edge, run_edge
+
+    def echo(line: str) -> None:
+        typer.echo(line)
+        sys.stdout.flush()
+
+    cfg = load_or_exit(config)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        chosen = choose_edge(cfg, edge_id, site or [])
+        asyncio.run(run_edge(cfg, chosen, site or [], data_dir, echo))
+    except EdgeRunError as exc:
+        raise fail(str(exc)) from None
+
+
+@bench_app.command("edges")
+def bench_edges(
+    sites: Annotated[int, typer.Option(min=1, max=20_000, help="sites, each behind its own edge")] = 100,
+    light: Annotated[bool, typer.Option("--light", help="synthetic telemetry without Modbus")] = False,
+    poll_interval: Annotated[float, typer.Option(min=1.0, max=60.0, help="edge poll interval, s")] = 10.0,
+    duration: Annotated[float, typer.Option(min=10.0, max=3600.0, help="measured window, s")] = 60.0,
+    workers: Annotated[int, typer.Option(min=1, max=32, help="processes the edges run in")] = 4,
+    json_out: Annotated[bool, typer.Option("--json", help="one line of JSON")] = False,
+) -> None:
+    """N edges, one Mosquitto (TLS, ACL), one central: telemetry age, plan fan-out, central CPU, broker load."""
+    import asyncio
+    import json
+
+    from sparcs.edge.mosquitto import BrokerError
+    from sparcs.edge_bench import run_edge_bench
+
+    try:
+        result = asyncio.run(run_edge_bench(sites, light, poll_interval, duration, workers))
+    except BrokerError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(json.dumps(result) if json_out else json.dumps(result, indent=2))
+
+
 @app.command("twin")
 def twin(
     config: Annotated[Path, typer.Option("--config", help="fleet YAML file")],

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -71,10 +70,9 @@ class EdgeHub:
         self.ages_s: deque[float] = deque(maxlen=AGES_KEPT)  # telemetry age at arrival (central clock − poll time)
         self.received = 0
         self.refused = 0
-        self.plan_sent_at: dict[float, float] = {}  # plan id → when it was published (central clock)
         self._rows: list[dict] = []
         self._plan_key: int | None = None
-        self._plan_id: float | None = None
+        self._plan_id: float | None = None  # the id of the plan in force as published: when it was first
         self._published_cmds: dict[str, tuple] = {}
         self._client: aiomqtt.Client | None = None
         self._dirty = True
@@ -272,7 +270,6 @@ class EdgeHub:
         if plan is not None and (dirty or id(plan) != self._plan_key):
             if id(plan) != self._plan_key:
                 self._plan_key, self._plan_id = id(plan), now
-                self.plan_sent_at[now] = time.perf_counter()
             assert self._plan_id is not None
             for sid in plan.sites:
                 if sid in self.edge_of_site:
@@ -304,6 +301,11 @@ class EdgeHub:
         except aiomqtt.MqttError as exc:
             log.info("plan and commands not published (%s); again after reconnect", exc)
             self._dirty = True
+
+    @property
+    def plan_id(self) -> float | None:
+        """The id the plan in force was published with (the central's clock then), None before."""
+        return self._plan_id
 
     def write_results(self) -> dict[str, WriteResult]:
         """The setpoints the edges acknowledged since the last call, as write results per device."""

@@ -27,6 +27,7 @@ SESSION_EXPIRY_S = 86_400
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 15.0
 KEEPALIVE_S = 10
+PENDING_CALLS_WARN = 100_000
 
 
 class CredentialError(Exception):
@@ -76,7 +77,7 @@ def client(
     broker: BrokerConfig, cred: Credential, *, will: aiomqtt.Will | None = None, tls: ssl.SSLContext | None = None
 ) -> aiomqtt.Client:
     """An MQTT 5 client with a persistent session (clean start off, session kept a day)."""
-    return aiomqtt.Client(
+    c = aiomqtt.Client(
         broker.host,
         broker.port,
         username=cred.username,
@@ -91,6 +92,8 @@ def client(
         timeout=10,
         max_queued_outgoing_messages=None,
     )
+    c.pending_calls_threshold = PENDING_CALLS_WARN  # a plan for every site is published at once
+    return c
 
 
 def refusal(exc: aiomqtt.MqttError) -> str:

@@ -35,6 +35,7 @@ def acl_text(broker: BrokerConfig) -> str:
         "",
         f"user {broker.username}",
         f"topic read {m.ROOT}/#",
+        "topic read $SYS/broker/#",
         *(f"topic write {m.ROOT}/+/{k}" for k in m.TO_EDGE),
     ]
     for e in broker.edges:
@@ -83,9 +84,16 @@ class BrokerFiles:
 
 
 def write_broker_files(
-    folder: Path, broker: BrokerConfig, passwords: dict[str, str], *, port: int, tls: bool = True
+    folder: Path,
+    broker: BrokerConfig,
+    passwords: dict[str, str],
+    *,
+    port: int,
+    tls: bool = True,
+    sys_interval_s: int = 10,
 ) -> BrokerFiles:
-    """Certificates (with ``tls``), password file, ACL and mosquitto.conf for one loopback listener."""
+    """Certificates (with ``tls``), password file, ACL and mosquitto.conf for one loopback listener
+    (``$SYS`` statistics every ``sys_interval_s``)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "acl").write_text(acl_text(broker), encoding="utf-8")
     write_password_file(folder / "passwd", passwords)
@@ -102,6 +110,7 @@ def write_broker_files(
         # The central's queue while it is away: an hour of a 1,000-site fleet at a 10 s poll.
         "max_queued_messages 400000",
         "max_inflight_messages 1000",
+        f"sys_interval {sys_interval_s}",
         "log_dest stderr",
         "log_type error",
         "log_type warning",
