@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck venv clean
+.PHONY: demo demo-edges test lint typecheck venv clean
 
 venv: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/sparcs run --config config/demo.yaml
+
+# The same demo with six sites behind two edges over a local Mosquitto (docs/edges.md "Demo").
+demo-edges: $(STAMP)
+	$(BIN)/python -m sparcs.edge_demo --data-dir data/demo-edges
 
 lint: $(STAMP) typecheck
 	$(BIN)/ruff check .

@@ -76,6 +76,7 @@ class EdgeHub:
         self._published_cmds: dict[str, tuple] = {}
         self._client: aiomqtt.Client | None = None
         self._dirty = True
+        self._started_at = clock.now()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -91,6 +92,7 @@ class EdgeHub:
     def start(self) -> None:
         """Connect (in the running loop); idempotent."""
         if self._task is None:
+            self._started_at = self.clock.now()
             self._task = asyncio.create_task(
                 keep_connected(self._make_client, self._session, on_state=self._on_link, stop=self._stop)
             )
@@ -129,7 +131,7 @@ class EdgeHub:
         self._dirty = True  # publish plan and commands again: they may have changed meanwhile
         try:
             async for msg in client.messages:
-                self.handle(str(msg.topic), bytes(msg.payload), retained=bool(msg.retain))  # type: ignore[arg-type]
+                self.handle(str(msg.topic), bytes(msg.payload), retained=bool(msg.retain))
         finally:
             self._client = None
 
@@ -244,8 +246,10 @@ class EdgeHub:
                 if t is not None and now - t.read_at <= limit:
                     out[d.id] = t
                     continue
+                if t is None and now - self._started_at <= limit:
+                    continue  # not heard of yet since start-up: not read yet, as a direct device before its first poll
                 edge = self.edge_of_site[s.id]
-                since = "never" if t is None else f"for {now - t.read_at:.0f} s"
+                since = "since start-up" if t is None else f"for {now - t.read_at:.0f} s"
                 out[d.id] = Telemetry(
                     device_id=d.id,
                     site_id=s.id,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -250,7 +251,7 @@ def _telemetry(t: Telemetry) -> dict[str, Any]:
     return out
 
 
-def decode(topic: str, payload: bytes, kinds: dict[str, str]) -> Message:
+def decode(topic: str, payload: bytes, kinds: Mapping[str, str]) -> Message:
     """The message ``payload`` on ``topic`` holds. ``kinds``: device id → kind of the central's fleet
     (a telemetry message names devices only). MessageError for anything else."""
     where, ident, kind = parse_topic(topic)

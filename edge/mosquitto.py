@@ -41,8 +41,8 @@ def acl_text(broker: BrokerConfig) -> str:
     for e in broker.edges:
         lines += ["", f"user {e.id}"]
         for sid in e.sites:
-            lines += [f"topic write {m.site_topic(sid, k)}" for k in m.FROM_EDGE]  # type: ignore[arg-type]
-            lines += [f"topic read {m.site_topic(sid, k)}" for k in m.TO_EDGE]  # type: ignore[arg-type]
+            lines += [f"topic write {m.site_topic(sid, k)}" for k in m.FROM_EDGE]
+            lines += [f"topic read {m.site_topic(sid, k)}" for k in m.TO_EDGE]
     return "\n".join(lines) + "\n"
 
 

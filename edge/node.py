@@ -262,7 +262,7 @@ class EdgeNode:
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for msg in client.messages:
             try:
-                decoded = m.decode(str(msg.topic), bytes(msg.payload), {})  # type: ignore[arg-type]
+                decoded = m.decode(str(msg.topic), bytes(msg.payload), {})
             except m.MessageError as exc:
                 log.warning("edge %s: message refused: %s", self.edge_id, exc)
                 continue
@@ -311,8 +311,8 @@ class EdgeNode:
         if stale:
             self.ctl.store.cancel_commands(stale, who="central", at=now, action="cancel", params={"ids": stale})
         for cid, (c, sites) in wanted.items():
-            row = stored.get(cid)
-            if row is not None and row["id"] not in stale:
+            held = stored.get(cid)
+            if held is not None and held["id"] not in stale:
                 continue
             params = {**c.params, "central_id": cid}
             if c.kind != "pause":

@@ -14,6 +14,7 @@ ALLOWED = {
     "optimizer": {"config"},
     "simulators": {"config", "optimizer.curves"},
     "controller": {"config", "drivers", "optimizer"},
+    "edge": {"config", "drivers", "optimizer", "controller"},
     "twin": {"config", "drivers", "optimizer", "simulators", "controller", "factory"},
 }
 

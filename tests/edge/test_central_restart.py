@@ -106,7 +106,9 @@ async def test_the_central_killed_and_restarted_resumes_while_the_edges_go_on(tm
         sites = [s.id for s in cfg.sites]
         await until(lambda: all(n.ctl.plan is not None for n in edges.values()), 90, "the central's plan at the edges")
         expires = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=30)).isoformat()
-        r = central.http.post("/api/v1/commands/stage", json={"stage": "K2", "sites": [sites[0]], "expires_at": expires})
+        r = central.http.post(
+            "/api/v1/commands/stage", json={"stage": "K2", "sites": [sites[0]], "expires_at": expires}
+        )
         assert r.status_code == 201, r.text
         edge1 = edges["edge-1"]
         await until(lambda: edge1.ctl.commands.stage(sites[0], clock.now()) == "K2", 30, "the stage at the edge")
