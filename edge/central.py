@@ -40,6 +40,14 @@ log = logging.getLogger("sparcs.edge.central")
 EDGE_COMMAND_KINDS = ("stage", "para14a", "pause")
 FLUSH_EVERY_S = 0.5
 AGES_KEPT = 200_000
+SKEW_WINDOW = 4
+SKEW_MIN_SAMPLES = 2
+"""Clock skew is judged on the least delayed of an edge's last few live state messages (sent every
+30 s), from the second on: a delay (a busy broker or central) only makes a sample larger, so one
+late message is no skew."""
+START_GRACE_S = 120.0
+"""After start-up an edge device not heard of yet is 'not read yet' (left out, no alarm) this long, at
+least the stale window: a fleet's edges reconnecting to a restarted central take a while."""
 
 
 @dataclass
@@ -64,7 +72,8 @@ class EdgeHub:
         self.acks: dict[str, m.AckMsg] = {}
         self._new_acks: set[str] = set()
         self.online: dict[str, bool] = {}
-        self.skew_s: dict[str, float] = {}
+        self.skew_s: dict[str, float] = {}  # edge → how far its clock is ahead of the central's (s)
+        self._clock_samples: dict[str, deque[float]] = {}
         self.ctl: Controller | None = None
         self.connected = False
         self.ages_s: deque[float] = deque(maxlen=AGES_KEPT)  # telemetry age at arrival (central clock − poll time)
@@ -77,6 +86,7 @@ class EdgeHub:
         self._client: aiomqtt.Client | None = None
         self._dirty = True
         self._started_at = clock.now()
+        self.start_grace_s = START_GRACE_S
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -208,7 +218,11 @@ class EdgeHub:
             f"edge {msg.edge} is offline; its sites follow their stored plans until they expire",
         )
         if msg.online and msg.ts is not None and not retained:  # a live message: its time is the edge's now
-            skew = float(msg.ts) - now
+            window = self._clock_samples.setdefault(msg.edge, deque(maxlen=SKEW_WINDOW))
+            window.append(now - float(msg.ts))  # the central's minus the edge's clock, plus the delay (≥ 0)
+            if len(window) < SKEW_MIN_SAMPLES:
+                return
+            skew = -min(window)  # the least delayed sample: how far the edge's clock is ahead
             self.skew_s[msg.edge] = skew
             limit = self.broker.max_clock_skew_s
             self.ctl.alarms.follow(
@@ -246,8 +260,8 @@ class EdgeHub:
                 if t is not None and now - t.read_at <= limit:
                     out[d.id] = t
                     continue
-                if t is None and now - self._started_at <= limit:
-                    continue  # not heard of yet since start-up: not read yet, as a direct device before its first poll
+                if t is None and now - self._started_at <= max(limit, self.start_grace_s):
+                    continue  # not heard of since start-up: not read yet, as a direct device before its first poll
                 edge = self.edge_of_site[s.id]
                 since = "since start-up" if t is None else f"for {now - t.read_at:.0f} s"
                 out[d.id] = Telemetry(

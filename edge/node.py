@@ -89,11 +89,17 @@ class EdgeNode:
 
     # -- the control cycle --------------------------------------------------------------------
 
-    async def cycle(self) -> CycleReport:
-        """One cycle of the edge's controller (dispatching when a plan arrived), then its telemetry,
-        alarms and acks queued for the central."""
+    async def cycle(self, *, poll: bool = True) -> CycleReport:
+        """One cycle of the edge's controller (taking a plan that arrived), then its telemetry, alarms
+        and acks queued for the central. ``poll=False``: only take what arrived, without polling
+        unless the fleet state is older than a poll interval."""
         self.wake.clear()
-        report = await self.ctl.cycle(dispatch=self.planner.pending)
+        if poll:  # a poll cycle always polls; a plan that arrived is taken right after it
+            report = await self.ctl.cycle()
+            if self.planner.pending:
+                await self.ctl.cycle(dispatch=True)
+        else:
+            report = await self.ctl.cycle(dispatch=True)  # the state is fresh: takes what arrived, no poll
         now = self.ctl.clock.now()
         out: list[tuple[str, bytes]] = []
         if report.poll_s is not None and self.ctl.state is not None:
@@ -159,15 +165,19 @@ class EdgeNode:
             self._acked[sid] = (pid, cmds)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Cycle every ``dispatch.poll_interval_s`` of the controller's clock, and at once when a plan or
-        commands arrive, until ``stop``; the broker link runs alongside."""
+        """Poll every ``dispatch.poll_interval_s`` of the controller's clock, and take a plan or commands
+        at once when they arrive (without an extra poll), until ``stop``; the broker link runs alongside."""
         interval = self.ctl.cfg.dispatch.poll_interval_s
         speed = float(getattr(self.ctl.clock, "speed", 1.0))
         await self.start()
+        next_poll = self.ctl.clock.now()
         while not stop.is_set():
-            t0 = self.ctl.clock.now()
-            await self.cycle()
-            left = (t0 + interval - self.ctl.clock.now()) / speed
+            now = self.ctl.clock.now()
+            if now >= next_poll or self.wake.is_set():
+                await self.cycle(poll=now >= next_poll)
+                if now >= next_poll:
+                    next_poll = max(next_poll + interval, now)
+            left = (next_poll - self.ctl.clock.now()) / speed
             waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wake.wait())}
             await asyncio.wait(waits, timeout=max(0.0, left), return_when=asyncio.FIRST_COMPLETED)
             for w in waits:
