@@ -40,6 +40,9 @@ log = logging.getLogger("sparcs.edge.central")
 EDGE_COMMAND_KINDS = ("stage", "para14a", "pause")
 FLUSH_EVERY_S = 0.5
 AGES_KEPT = 200_000
+PUBLISH_TIMEOUT_S = 60.0
+"""How long a plan or commands message may wait for the broker's acknowledgement (a plan for every
+site goes out at once; the client's default of 10 s is too short for a busy broker)."""
 SKEW_WINDOW = 4
 SKEW_MIN_SAMPLES = 2
 """Clock skew is judged on the least delayed of an edge's last few live state messages (sent every
@@ -312,7 +315,14 @@ class EdgeHub:
         try:
             await asyncio.gather(
                 *(
-                    client.publish(t, p, qos=1, retain=True, properties=None if ttl is None else message_expiry(ttl))
+                    client.publish(
+                        t,
+                        p,
+                        qos=1,
+                        retain=True,
+                        properties=None if ttl is None else message_expiry(ttl),
+                        timeout=PUBLISH_TIMEOUT_S,
+                    )
                     for t, p, ttl in out
                 )
             )

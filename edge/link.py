@@ -28,6 +28,9 @@ RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 15.0
 KEEPALIVE_S = 10
 PENDING_CALLS_WARN = 100_000
+MAX_INFLIGHT = 1000
+"""QoS 1 messages in flight unacknowledged (paho's default is 20): a plan for every site, or an outbox
+after a link loss, goes out without waiting a round trip per 20 messages."""
 
 
 class CredentialError(Exception):
@@ -91,6 +94,7 @@ def client(
         keepalive=KEEPALIVE_S,
         timeout=10,
         max_queued_outgoing_messages=None,
+        max_inflight_messages=MAX_INFLIGHT,
     )
     c.pending_calls_threshold = PENDING_CALLS_WARN  # a plan for every site is published at once
     return c

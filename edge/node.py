@@ -31,6 +31,7 @@ from sparcs.edge.outbox import Outbox
 log = logging.getLogger("sparcs.edge")
 
 SEND_BATCH = 200
+SEND_TIMEOUT_S = 60.0  # a batch of the outbox after a link loss may wait this long for the broker
 BROKER_ALARM = "broker"
 
 
@@ -266,7 +267,7 @@ class EdgeNode:
                 self._queued.clear()
                 await self._queued.wait()
                 continue
-            await asyncio.gather(*(client.publish(p.topic, p.payload, qos=1) for p in batch))
+            await asyncio.gather(*(client.publish(p.topic, p.payload, qos=1, timeout=SEND_TIMEOUT_S) for p in batch))
             await asyncio.to_thread(self.outbox.done, [p.id for p in batch])
 
     async def _receive(self, client: aiomqtt.Client) -> None:

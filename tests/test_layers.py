@@ -15,7 +15,7 @@ ALLOWED = {
     "simulators": {"config", "optimizer.curves"},
     "controller": {"config", "drivers", "optimizer"},
     "edge": {"config", "drivers", "optimizer", "controller"},
-    "twin": {"config", "drivers", "optimizer", "simulators", "controller", "factory"},
+    "twin": {"config", "drivers", "optimizer", "simulators", "controller", "edge", "factory"},
 }
 
 

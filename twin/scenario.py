@@ -64,22 +64,31 @@ class Weather(_Strict):
         return self
 
 
+class BrokerOutage(_Strict):
+    """The broker between the edges and the central stopped for ``duration_s`` of sim time (docs/edges.md)."""
+
+    duration_s: float = Field(gt=0, le=86_400)
+
+
+ACTION_KINDS = ("stage", "para14a", "schedule", "schedule_csv", "broker_outage")
+
+
 class Action(_Strict):
-    """One operator command, sent at ``at``: exactly one of stage, para14a, schedule, schedule_csv."""
+    """One action at ``at``: exactly one of stage, para14a, schedule, schedule_csv (operator commands)
+    or broker_outage (a fleet behind edges only)."""
 
     at: AwareDatetime
     stage: StageRequest | None = None
     para14a: Para14aRequest | None = None
     schedule: ScheduleRequest | None = None
     schedule_csv: Path | None = Field(default=None, description="CSV timestamp,export_kw")
+    broker_outage: BrokerOutage | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Action:
-        given = [k for k in ("stage", "para14a", "schedule", "schedule_csv") if getattr(self, k) is not None]
+        given = [k for k in ACTION_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(
-                f"an action needs exactly one of stage, para14a, schedule, schedule_csv (got {given or 'none'})"
-            )
+            raise ValueError(f"an action needs exactly one of {', '.join(ACTION_KINDS)} (got {given or 'none'})")
         return self
 
 
