@@ -34,7 +34,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _until(cond, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
+async def _until(cond, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while not cond():
         if time.monotonic() > deadline:
