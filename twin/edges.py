@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sparcs.config.schema import FleetConfig
@@ -34,7 +35,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _until(cond, timeout_s: float) -> bool:
+async def _until(cond: Callable[[], bool], timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while not cond():
         if time.monotonic() > deadline:
