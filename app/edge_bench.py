@@ -48,6 +48,7 @@ from sparcs.edge.central import EdgeHub
 from sparcs.edge.link import Credential, client
 from sparcs.edge.mosquitto import Mosquitto, raise_fd_limit, write_broker_files
 from sparcs.factory import build_controller, build_edge
+from sparcs.optimizer.forecast_quality import QualityRow
 from sparcs.optimizer.problem import ObjectiveParts
 
 log = logging.getLogger("sparcs.bench.edges")
@@ -102,6 +103,9 @@ class BenchPlanner:
 
     def close(self) -> None:
         pass
+
+    def forecast_quality(self) -> list[QualityRow]:
+        return []
 
 
 def bench_fleet(n: int, port: int, folder: Path, poll_s: float) -> tuple[dict[str, Any], dict[str, str]]:

@@ -17,6 +17,7 @@ from sparcs.controller.commands import CommandBook
 from sparcs.controller.plan import Plan, PlanTimings, SitePlan
 from sparcs.controller.state import FleetState
 from sparcs.edge.messages import SitePlanMsg
+from sparcs.optimizer.forecast_quality import QualityRow
 from sparcs.optimizer.problem import ObjectiveParts
 
 FOLLOWED_REASON = "followed: the central's plan received over the broker"
@@ -127,3 +128,7 @@ class FollowPlanner:
 
     def close(self) -> None:
         """Nothing to stop."""
+
+    def forecast_quality(self) -> list[QualityRow]:
+        """None: the edge makes no forecasts (the central's planner scores its own)."""
+        return []
