@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 
 from sparcs.config.schema import FleetConfig, validate_config
@@ -135,6 +138,23 @@ async def close_world(world: EdgeWorld) -> None:
     world.central_store.close()
     await world.host.stop()
     world.broker.stop()
+
+
+def require_mosquitto() -> None:
+    """Mosquitto's tools; missing, the test fails under CI (CI=true) and is skipped on a developer's machine."""
+    path = f"{os.environ.get('PATH', '')}:/usr/sbin"
+    if shutil.which("mosquitto", path=path) and shutil.which("mosquitto_passwd", path=path):
+        return
+    message = "mosquitto is not installed: install Debian's 'mosquitto' package (it is listed in .ci/apt-packages)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _broker_tools(request):
+    if request.node.get_closest_marker("slow") is not None:  # the tests with a real broker
+        require_mosquitto()
 
 
 @pytest_asyncio.fixture
