@@ -56,6 +56,11 @@ READY_TIMEOUT_S = 900.0
 FANOUT_TIMEOUT_S = 60.0
 
 
+def _rounded(v: float) -> float | None:
+    """A figure for the JSON: None (null) where nothing was measured."""
+    return None if not math.isfinite(float(v)) else round(float(v), 4)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -336,8 +341,8 @@ async def run_edge_bench(n: int, light: bool, poll_s: float, duration_s: float, 
             "devices_reporting": len(hub.latest),
             "ready_after_s": round(ready_after_s, 1),
             "telemetry_msgs": len(hub.ages_s),
-            "telemetry_age_p50_s": round(float(np.percentile(ages, 50)), 4),
-            "telemetry_age_p99_s": round(float(np.percentile(ages, 99)), 4),
+            "telemetry_age_p50_s": _rounded(np.percentile(ages, 50)),
+            "telemetry_age_p99_s": _rounded(np.percentile(ages, 99)),
             "fanout_s": None if fanout_s is None else round(fanout_s, 4),
             "fanout_acked": acked,
             "central_cores": round((cpu1 - cpu0) / (wall1 - wall0), 4),
