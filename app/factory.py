@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sparcs.config.schema import FleetConfig
 from sparcs.controller.cycle import Clock, Controller, Planner
+from sparcs.controller.device_control import DeviceControl
 from sparcs.controller.metrics import Metrics
 from sparcs.controller.planning import FleetPlanner
 from sparcs.controller.store import Store
@@ -34,7 +35,8 @@ def build_controller(
     if planner is not None and worker is not None:
         raise ValueError("give a planner or a worker for the production planner, not both")
     poller = FleetPoller(cfg.devices(), cfg.dispatch, clock.now)
-    writer = SetpointWriter(poller, cfg.dispatch, clock.now)
+    device_control = DeviceControl(store, cfg, clock.now)
+    writer = SetpointWriter(poller, cfg.dispatch, clock.now, monitor_only=device_control.monitor_only)
     return Controller(
         cfg,
         store,
@@ -42,5 +44,6 @@ def build_controller(
         poller=poller,
         writer=writer,
         planner=planner if planner is not None else FleetPlanner(cfg, worker),
+        device_control=device_control,
         metrics=Metrics(),
     )

@@ -1,6 +1,6 @@
 """`sparcs run`: the controller, its scheduler and the API in one process; with a `simulation` section
 also the simulated fleet (real time, :mod:`sparcs.demo`), so the demo runs on one machine. Stops cleanly
-on Ctrl-C or SIGTERM.
+on Ctrl-C or SIGTERM; reloads the fleet file on SIGHUP (docs/operations.md "Reload").
 
 Against real devices (no `simulation` section) nothing here imports the simulators: :mod:`sparcs.demo`
 is imported only when the config has that section.
@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from sparcs.config.schema import FleetConfig
+from sparcs.config.schema import FleetConfig, LoggingConfig
 from sparcs.controller.api import create_app
+from sparcs.controller.api_server import TlsError, server_config
 from sparcs.controller.auth import create_token
 from sparcs.controller.cycle import Clock, WallClock
 from sparcs.controller.planning import PriceFileError
+from sparcs.controller.reload import Reloader
 from sparcs.controller.scheduler import ControlScheduler
 from sparcs.controller.store import Store
 from sparcs.factory import build_controller
@@ -62,8 +64,22 @@ def demo_token(store: Store) -> str:
     return create_token(store, DEMO_TOKEN_NAME, "operator", time.time())
 
 
-async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: Callable[[str], None]) -> None:
-    """Run until SIGINT or SIGTERM, then stop the scheduler, the API, the devices' connections and the fleet."""
+async def run(
+    cfg: FleetConfig,
+    *,
+    host: str,
+    port: int,
+    data_dir: Path,
+    echo: Callable[[str], None],
+    config_path: Path | None = None,
+    on_logging: Callable[[LoggingConfig], None] | None = None,
+    log_level: str = "warning",
+) -> None:
+    """Run until SIGINT or SIGTERM, then stop the scheduler, the API, the devices' connections and the fleet.
+
+    ``config_path``: the fleet file, reloaded on SIGHUP and POST /api/v1/admin/reload
+    (:mod:`sparcs.controller.reload`; ``on_logging`` applies a changed ``logging`` section);
+    ``log_level``: uvicorn's."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -107,11 +123,24 @@ async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: C
             await asyncio.to_thread(ctl.planner.start)
         finally:
             signal.signal(signal.SIGINT, on_signal)
-        server = uvicorn.Server(uvicorn.Config(create_app(ctl), log_level="warning", lifespan="off", access_log=False))
+        reloader = Reloader(ctl, config_path, on_logging) if config_path is not None else None
+        try:
+            server = uvicorn.Server(server_config(create_app(ctl, reloader), cfg.api, log_level))
+        except TlsError as exc:
+            sock.close()
+            raise RunError(str(exc)) from None
+        if reloader is not None:
+            hup = reloader
+
+            def on_hangup(_sig: int, _frame: object) -> None:
+                loop.call_soon_threadsafe(hup.reload, "signal:SIGHUP")
+
+            signal.signal(signal.SIGHUP, on_hangup)
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
         sched = ControlScheduler(ctl)
         sched.start()
-        url = f"http://{host if ':' not in host else f'[{host}]'}:{bound_port}"
+        scheme = "https" if cfg.api.tls_cert_file is not None else "http"
+        url = f"{scheme}://{host if ':' not in host else f'[{host}]'}:{bound_port}"
         n_dev = sum(len(s.devices) for s in cfg.sites)
         echo(f"SPARCS controller: {url}/  (dashboard; API: {url}/api/v1, docs: {url}/docs, metrics: {url}/metrics)")
         echo(f"fleet: {len(cfg.sites)} sites, {n_dev} devices" + (" (simulated, real time)" if fleet else ""))

@@ -296,6 +296,28 @@ class ApiConfig(Strict):
     port: int = Field(default=8080, ge=1, le=65535)
     max_body_kib: int = Field(default=64, ge=1, le=10_240, description="largest request body taken, KiB")
     body_timeout_s: float = Field(default=10.0, gt=0, le=300, description="time a request has to send its body")
+    # Security of the API (docs/security.md): TLS from certificate files, and failed sign-ins limited
+    # per client address.
+    tls_cert_file: Path | None = Field(default=None, description="PEM certificate (chain) to serve HTTPS with")
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file")
+    signin_max_failures: int = Field(
+        default=10, ge=1, le=10_000, description="failed sign-ins a client address may make per signin_window_s"
+    )
+    signin_window_s: float = Field(default=60.0, gt=0, le=86_400, description="window of signin_max_failures")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: give both (HTTPS) or neither (HTTP)")
+        return self
+
+
+class LoggingConfig(Strict):
+    """The log of the long-running commands (docs/operations.md "Logs"); --log-level and --log-format
+    override it."""
+
+    level: Literal["debug", "info", "warning", "error"] = "warning"
+    format: Literal["text", "json"] = Field(default="text", description="json: one JSON object per line")
 
 
 class StorageConfig(Strict):
@@ -314,6 +336,7 @@ class FleetConfig(Strict):
     grid: GridRules = GridRules()
     api: ApiConfig = ApiConfig()
     storage: StorageConfig = StorageConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
     def _unique_and_consistent(self) -> FleetConfig:
@@ -433,6 +456,10 @@ def load_config(path: str | Path) -> FleetConfig:
     base = path.resolve().parent
     if cfg.market.prices_csv is not None and not cfg.market.prices_csv.is_absolute():
         cfg.market.prices_csv = base / cfg.market.prices_csv
+    for key in ("tls_cert_file", "tls_key_file"):
+        tls_path = getattr(cfg.api, key)
+        if tls_path is not None and not tls_path.is_absolute():
+            setattr(cfg.api, key, base / tls_path)
     if cfg.simulation and cfg.simulation.weather.irradiance_csv is not None:
         csv = cfg.simulation.weather.irradiance_csv
         if not csv.is_absolute():

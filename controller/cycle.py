@@ -29,6 +29,7 @@ from sparcs.config.grid_rules import export_cap_w
 from sparcs.config.schema import FleetConfig
 from sparcs.controller.alarms import Alarms
 from sparcs.controller.commands import CommandBook
+from sparcs.controller.device_control import DeviceControl
 from sparcs.controller.history import HistoryRecorder
 from sparcs.controller.metrics import Metrics
 from sparcs.controller.operations import Operations
@@ -66,6 +67,7 @@ class Poller(Protocol):
 class Writer(Protocol):
     async def apply(self, setpoints: dict[str, Setpoint]) -> dict[str, WriteResult]: ...
     async def refresh_due(self) -> dict[str, WriteResult]: ...
+    async def release(self, device_ids: list[str]) -> dict[str, WriteResult]: ...
 
 
 class Planner(Protocol):
@@ -114,14 +116,18 @@ class Controller:
         poller: Poller,
         writer: Writer,
         planner: Planner,
+        device_control: DeviceControl,
         metrics: Metrics | None = None,
     ):
+        """``device_control``: the run-time control switch of the devices, whose ``monitor_only`` set
+        the writer shares."""
         self.cfg = cfg
         self.store = store
         self.clock = clock
         self.poller = poller
         self.writer = writer
         self.planner = planner
+        self.device_control = device_control
         self.metrics = metrics or Metrics()
         self.commands = CommandBook(store, cfg)
         self.commands.load(clock.now())
@@ -181,7 +187,9 @@ class Controller:
             telemetry = await self.poller.poll_once()
             now = self.clock.now()
             dimmed = {s.id: self.cfg.grid.para14a_limit_w for s in self.cfg.sites if self.commands.para14a(s.id, now)}
-            state = build_state(self.cfg, telemetry, now, para14a_limit_w=dimmed)
+            state = build_state(
+                self.cfg, telemetry, now, para14a_limit_w=dimmed, monitor_only=self.device_control.monitor_only
+            )
             self.state = state
             self.last_poll_s = now
             self.planner.observe(state)
@@ -284,7 +292,7 @@ class Controller:
         out: dict[str, Setpoint] = {}
         for site in self.cfg.sites:
             cmd = site_command(self.site_facts(site.id, now))
-            for dev_id, (pv_limit, bat) in split_to_devices(site, cmd).items():
+            for dev_id, (pv_limit, bat) in split_to_devices(site, cmd, self.device_control.monitor_only).items():
                 t = tel.get(dev_id)
                 if t is None or t.status != "online":
                     continue  # an unreachable device gets no write: it falls back to its installer configuration
@@ -296,6 +304,7 @@ class Controller:
         now = self.clock.now()
         desired = self.desired_setpoints(now)
         results = dict(await self.writer.apply(desired)) if desired else {}
+        results.update(await self._release())
         results.update(await self.writer.refresh_due())
         self.setpoints = desired
         for r in results.values():
@@ -304,6 +313,19 @@ class Controller:
         self.metrics.observe_stages({s.id: self.commands.stage(s.id, now) for s in self.cfg.sites})
         self.metrics.paused.set(1 if self.commands.paused(now) else 0)
         return sum(1 for r in results.values() if r.action not in ("unchanged", "skipped"))
+
+    async def _release(self) -> dict[str, WriteResult]:
+        """Release every device taken out of control that answers (controller/device_control.py)."""
+        tel = self.state.telemetry if self.state else {}
+        owed = sorted(d for d in self.device_control.releasing if d in tel and tel[d].status == "online")
+        if not owed:
+            return {}
+        results = await self.writer.release(owed)
+        for dev_id, r in results.items():
+            if r.ok and r.action in ("release", "limit"):  # "limit": the installer ceiling, below WMax
+                self.device_control.released(dev_id)
+                log.info("device %s released to its installer configuration", dev_id, extra={"device": dev_id})
+        return results
 
     def _observe_poll(self, telemetry: Mapping[str, Telemetry], summary: dict[str, Any]) -> None:
         """Device statuses, value qualities, Modbus errors and fleet totals of this poll, into the metrics."""

@@ -139,12 +139,19 @@ class FleetPlanner:
         level = learn_load_level(site.load.annual_kwh, t, load)
         load_fc = load_forecast(site.load.annual_kwh, mid, level, site.grid.connection_limit_w).values
         ceiling, dimmed = commands.period_series(site.id, starts, ends)
+        if not state.sites[site.id].battery_controlled:
+            site = site.model_copy(update={"battery": None})  # it runs on its own: not offered to the plan
         return site_problem(
             site, pv_fc, load_fc, soc_now=state.sites[site.id].soc, stage_ceiling_w=ceiling, para14a=dimmed
         )
 
     def problem(self, state: FleetState, commands: CommandBook, now_s: float) -> DispatchProblem | None:
-        """The problem of the controllable sites (a site with a stale device leaves the plan); None if none is."""
+        """The problem of the controllable sites; None if none is.
+
+        A site with a stale device leaves the plan, and so does a site whose PV is not controlled (the
+        fleet file's ``control`` or the run-time switch): a plan of it would count on curtailing PV the
+        writer may not limit. A site whose battery is not controlled is planned without it (the
+        battery runs on its own and its flexibility is not offered)."""
         start_s, period_s = period_grid(now_s, self.cfg.dispatch.horizon_h, self.horizon_end_s)
         starts = start_s + np.concatenate([[0.0], np.cumsum(period_s)[:-1]])
         ends = starts + period_s
@@ -152,7 +159,7 @@ class FleetPlanner:
         sites = [
             self._site(s, state, commands, now_s, grid)
             for s in self.cfg.sites
-            if s.id in state.sites and state.sites[s.id].controllable
+            if s.id in state.sites and state.sites[s.id].controllable and state.sites[s.id].pv_controlled
         ]
         if not sites:
             return None

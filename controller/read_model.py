@@ -28,7 +28,7 @@ from sparcs.config.grid_rules import (
     installer_ceiling_w,
     is_curtailing,
 )
-from sparcs.config.schema import SiteConfig
+from sparcs.config.schema import DeviceConfig, SiteConfig
 from sparcs.controller.commands import Command, CommandError
 from sparcs.controller.cycle import Controller
 from sparcs.controller.metrics import Metrics
@@ -208,7 +208,9 @@ class ControllerView:
                 "id": dev.id,
                 "site": site.id,
                 "kind": dev.kind,
-                "control": dev.control,
+                # effective control (fleet file AND run-time switch), and the switch itself
+                "control": ctl.device_control.controlled(dev.id),
+                "control_switch": self._switch(dev),
                 "status": t.status if t else "unknown",
                 "read_at": iso(t.read_at) if t else None,
                 "last_seen": iso(t.last_good_at) if t else None,
@@ -222,6 +224,12 @@ class ControllerView:
                 },
             }
         )
+
+    def _switch(self, dev: DeviceConfig) -> dict[str, Any]:
+        """The device's control switch (controller/device_control.py), its time as ISO 8601."""
+        view = self._ctl.device_control.view(dev)
+        at = view["switched_at"]
+        return {**view, "switched_at": None if at is None else iso(at)}
 
     # -- plan, forecast, caps -------------------------------------------------------------------
 

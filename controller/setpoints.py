@@ -12,6 +12,7 @@ W, signs as in docs/definitions.md "Signs"; caps as in "Caps and violations".
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sparcs.config.schema import SiteConfig
@@ -124,13 +125,16 @@ def site_command(f: SiteFacts) -> SiteCommand:
     return SiteCommand(combine_limits(plan_limit, f.stage_ceiling_w, f.guard_w, uncontrolled), plan_battery)
 
 
-def split_to_devices(site: SiteConfig, cmd: SiteCommand) -> dict[str, tuple[float | None, float | None]]:
+def split_to_devices(
+    site: SiteConfig, cmd: SiteCommand, monitor_only: Collection[str] = frozenset()
+) -> dict[str, tuple[float | None, float | None]]:
     """Per controlled device id: (pv_limit_w, battery_w). The site's PV limit is split by inverter count.
 
-    Monitor-only devices (``control: false``) get nothing; meters are never written.
+    Monitor-only devices (``control: false``, or in ``monitor_only``: switched at run time) get
+    nothing; meters are never written.
     """
-    pvs = [d for d in site.devices if d.kind == "pv_inverter" and d.control]
-    bats = [d for d in site.devices if d.kind == "battery" and d.control]
+    pvs = [d for d in site.devices if d.kind == "pv_inverter" and d.control and d.id not in monitor_only]
+    bats = [d for d in site.devices if d.kind == "battery" and d.control and d.id not in monitor_only]
     out: dict[str, tuple[float | None, float | None]] = {}
     for d in pvs:
         out[d.id] = (None if cmd.pv_limit_w is None else cmd.pv_limit_w / len(pvs), None)

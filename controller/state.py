@@ -18,7 +18,7 @@ counted as up-flexibility: its available power is not measured, so it cannot be 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +78,10 @@ class SiteState:
     controllable: bool
     flex_up_w: float
     flex_down_w: float
+    # Every PV inverter / battery of the site is controlled (the fleet file's ``control`` and the
+    # run-time switch, controller/device_control.py); the planner offers only what is.
+    pv_controlled: bool = True
+    battery_controlled: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -157,8 +161,10 @@ def build_state(
     ts: float,
     *,
     para14a_limit_w: dict[str, float] | None = None,
+    monitor_only: Collection[str] = frozenset(),
 ) -> FleetState:
-    """FleetState from the latest telemetry per device id. ``para14a_limit_w``: sites dimmed now → limit W."""
+    """FleetState from the latest telemetry per device id. ``para14a_limit_w``: sites dimmed now → limit W;
+    ``monitor_only``: devices switched to monitor-only at run time (not controlled, like ``control: false``)."""
     sites: dict[str, SiteState] = {}
     for site in cfg.sites:
         tel = {d.id: telemetry.get(d.id) for d in site.devices}
@@ -178,7 +184,7 @@ def build_state(
         if grid_w is not None and pv_w is not None and battery_w is not None:
             load_w = grid_w + pv_w + battery_w
         controllable = all(device_problem(t) is None for t in tel.values())
-        ctl = {d.id: d.control for d in site.devices}
+        ctl = {d.id: d.control and d.id not in monitor_only for d in site.devices}
         up, down = (0.0, 0.0)
         if controllable:
             up, down = site_flexibility(
@@ -209,5 +215,7 @@ def build_state(
             controllable=controllable,
             flex_up_w=up,
             flex_down_w=down,
+            pv_controlled=all(ctl[d] for d in pv_ids),
+            battery_controlled=all(ctl[d] for d in bat_ids),
         )
     return FleetState(ts=ts, sites=sites, telemetry=dict(telemetry))

@@ -81,8 +81,18 @@ class _Active:
 class SetpointWriter:
     """Writes setpoints over the poller's connections (one link per endpoint, serialised)."""
 
-    def __init__(self, poller: FleetPoller, settings: DispatchConfig, clock: Callable[[], float]):
+    def __init__(
+        self,
+        poller: FleetPoller,
+        settings: DispatchConfig,
+        clock: Callable[[], float],
+        monitor_only: set[str] | None = None,
+    ):
+        """``monitor_only``: ids of devices switched to monitor-only at run time (a live set the
+        controller keeps); like ``control: false`` they get no setpoint and no refresh, only
+        :meth:`release`."""
         self.poller, self.settings, self.clock = poller, settings, clock
+        self.monitor_only: set[str] = monitor_only if monitor_only is not None else set()
         self.active: dict[str, _Active] = {}
         self._sem = asyncio.Semaphore(settings.max_concurrency)
 
@@ -98,29 +108,48 @@ class SetpointWriter:
         due = {
             i: Setpoint(pv_limit_w=a.requested_w) if a.kind == "pv" else Setpoint(battery_w=a.requested_w)
             for i, a in self.active.items()
-            if a.value_w is not None and now - a.written_at >= REFRESH_FRACTION * a.revert_s
+            if a.value_w is not None
+            and now - a.written_at >= REFRESH_FRACTION * a.revert_s
+            and self._controlled(i)
         }
         ids = list(due)
         results = await asyncio.gather(*(self._guarded(i, due[i], force=True) for i in ids))
         return dict(zip(ids, results, strict=True))
 
-    async def _guarded(self, device_id: str, sp: Setpoint, force: bool) -> WriteResult:
+    async def release(self, device_ids: list[str]) -> dict[str, WriteResult]:
+        """Release each device to its installer configuration (PV limit disabled, or the installer
+        ceiling written where it is below WMax; battery back to its own mode), also one that is
+        monitor-only: the controller takes a device out of control this way before it stops writing
+        to it. Never raises for device faults."""
+        results = await asyncio.gather(*(self._guarded(i, Setpoint(), force=True, release=True) for i in device_ids))
+        return dict(zip(device_ids, results, strict=True))
+
+    def _controlled(self, device_id: str) -> bool:
+        try:
+            s = self.poller.state(device_id)
+        except KeyError:
+            return False
+        return s.cfg.control and device_id not in self.monitor_only
+
+    async def _guarded(self, device_id: str, sp: Setpoint, force: bool, release: bool = False) -> WriteResult:
         async with self._sem:
             try:
-                return await self._apply_one(device_id, sp, force)
+                return await self._apply_one(device_id, sp, force, release)
             except (DeviceError, ValueError) as exc:  # ValueError: a value the device's registers cannot hold
                 return WriteResult(device_id, "failed", False, detail=str(exc))
             except Exception as exc:  # fault barrier: one device's surprise must not abort the others' writes
                 log.exception("device %s: unexpected failure while writing", device_id)
                 return WriteResult(device_id, "failed", False, detail=f"unexpected {type(exc).__name__}: {exc}")
 
-    async def _apply_one(self, device_id: str, sp: Setpoint, force: bool) -> WriteResult:
+    async def _apply_one(self, device_id: str, sp: Setpoint, force: bool, release: bool = False) -> WriteResult:
         try:
             s = self.poller.state(device_id)
         except KeyError as exc:
             return WriteResult(device_id, "failed", False, detail=str(exc.args[0]))
-        if not s.cfg.control:
+        if not release and not s.cfg.control:
             return WriteResult(device_id, "skipped", True, detail="monitor only (control: false)")
+        if not release and device_id in self.monitor_only:
+            return WriteResult(device_id, "skipped", True, detail="monitor only (switched at run time)")
         if s.cfg.kind == "meter":
             return WriteResult(device_id, "skipped", True, detail="meters take no setpoints")
         t = s.telemetry

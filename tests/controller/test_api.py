@@ -31,7 +31,9 @@ RULES: list[tuple[str, str, str | None]] = [
     ("GET", r"^/(docs|redoc|openapi\.json|docs/oauth2-redirect)$", None),
     ("GET", r"^/metrics$", "viewer"),  # TestClient is not a loopback client
     ("POST|DELETE", r"^/api/v1/commands", "operator"),
+    ("PUT", r"^/api/v1/devices/[^/]+/control$", "operator"),
     ("GET|POST|DELETE", r"^/api/v1/tokens", "admin"),
+    ("POST", r"^/api/v1/admin/", "admin"),
     ("GET", r"^/api/v1/", "viewer"),
 ]
 
@@ -74,6 +76,8 @@ def body_for(path: str, n: int) -> dict | None:
         "/api/v1/commands/schedule": {"points": [{"start": quarter_now(), "export_w": 1000}]},
         "/api/v1/commands/pause": {},
         "/api/v1/tokens": {"name": f"new-{n}", "role": "viewer"},
+        "/api/v1/tokens/{name}/rotate": {},
+        "/api/v1/devices/{device_id}/control": {"controlled": True},
     }.get(path)
 
 
