@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
 from pydantic import ValidationError
 
 from sparcs.config.schema import ConfigError, FleetConfig, LoggingConfig, load_config

@@ -12,8 +12,9 @@ includes the routers (:mod:`~sparcs.controller.api_probes`, :mod:`~sparcs.contro
 
 Every request first meets :class:`~sparcs.controller.api_headers.SecurityHeaders` (security
 headers, request id) and :class:`~sparcs.controller.api_limits.RequestLimits` (body size and time,
-a token on every write). Failed sign-ins are limited per client address (429, ``Retry-After``). Bearer tokens with roles (:mod:`sparcs.controller.auth`): viewer
-reads, operator also commands, admin also manages tokens. Every command is persisted with its
+a token on every write). Failed sign-ins are limited per client address (429, ``Retry-After``).
+Bearer tokens with roles (:mod:`sparcs.controller.auth`): viewer reads, operator also commands,
+admin also manages tokens and reloads the configuration. Every command is persisted with its
 audit entry before it is acknowledged. Invalid requests get a 422 whose ``fields`` name each
 offending field, and change nothing; a bug answers 503 and is logged, never a traceback.
 

@@ -43,9 +43,14 @@ def check_tls(api: ApiConfig) -> ssl.SSLContext | None:
 def server_config(app: FastAPI, api: ApiConfig, log_level: str = "warning") -> uvicorn.Config:
     """The uvicorn settings of the API: TLS from ``api`` (checked first, TlsError), the process's logging."""
     check_tls(api)
-    tls = {}
-    if api.tls_cert_file is not None and api.tls_key_file is not None:
-        tls = {"ssl_certfile": str(api.tls_cert_file), "ssl_keyfile": str(api.tls_key_file)}
+    tls = api.tls_cert_file is not None and api.tls_key_file is not None
     return uvicorn.Config(
-        app, log_level=log_level, log_config=None, lifespan="off", access_log=False, server_header=False, **tls
+        app,
+        log_level=log_level,
+        log_config=None,
+        lifespan="off",
+        access_log=False,
+        server_header=False,
+        ssl_certfile=str(api.tls_cert_file) if tls else None,
+        ssl_keyfile=str(api.tls_key_file) if tls else None,
     )

@@ -224,7 +224,9 @@ class Reloader:
             "errors": report.errors[:MAX_AUDITED],
         }
         result = "ok" if report.ok else f"refused: {len(report.errors)} error(s); the running configuration stays"
-        self.ctl.store.audit_event(ts=self.ctl.clock.now(), who=who, action="config-reload", params=params, result=result)
+        self.ctl.store.audit_event(
+            ts=self.ctl.clock.now(), who=who, action="config-reload", params=params, result=result
+        )
 
     def _log(self, report: ReloadReport, who: str) -> None:
         for line in report.errors:

@@ -45,9 +45,7 @@ def _iso(ts: float | None) -> str:
     return "never" if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
 
 
-def add_token(
-    name: str, role: str, data_dir: Path, config: Path | None = None, expires_in: str | None = None
-) -> str:
+def add_token(name: str, role: str, data_dir: Path, config: Path | None = None, expires_in: str | None = None) -> str:
     expires_in_s = None if expires_in is None else parse_duration_s(expires_in)
     store = open_store(data_dir, config)
     try:
@@ -84,4 +82,3 @@ def revoke_token(name: str, data_dir: Path, config: Path | None = None) -> None:
             raise ValueError(f"no token named '{name}'; `sparcs token list` shows them")
     finally:
         store.close()
-

@@ -108,9 +108,7 @@ class SetpointWriter:
         due = {
             i: Setpoint(pv_limit_w=a.requested_w) if a.kind == "pv" else Setpoint(battery_w=a.requested_w)
             for i, a in self.active.items()
-            if a.value_w is not None
-            and now - a.written_at >= REFRESH_FRACTION * a.revert_s
-            and self._controlled(i)
+            if a.value_w is not None and now - a.written_at >= REFRESH_FRACTION * a.revert_s and self._controlled(i)
         }
         ids = list(due)
         results = await asyncio.gather(*(self._guarded(i, due[i], force=True) for i in ids))

@@ -110,44 +110,42 @@ def test_token_book_expiry_uses_its_clock(tmp_path, small_cfg):
 
 
 async def test_security_headers_on_every_answer(tmp_path, small_cfg):
-    async with serving(small_cfg, tmp_path) as served:
-        async with httpx.AsyncClient(base_url=served.base_url) as http:
-            for path in ("/healthz", "/api/v1/fleet", "/", "/docs", "/openapi.json"):
-                r = await http.get(path)
-                assert r.headers["x-content-type-options"] == "nosniff", path
-                assert r.headers["referrer-policy"] == "no-referrer", path
-                assert r.headers["x-frame-options"] == "DENY", path
-                assert re.fullmatch(r"[0-9a-f]{16}", r.headers["x-request-id"]), path
-                assert "server" not in r.headers, path
-            api = await http.get("/api/v1/fleet")
-            assert api.status_code == 401 and api.headers["cache-control"] == "no-store"
-            page = await http.get("/")
-            assert "frame-ancestors 'none'" in page.headers["content-security-policy"]  # the dashboard's own kept
-            # A write refused by the request limits (before any route) carries them too.
-            refused = await http.post("/api/v1/commands/pause", json={})
-            assert refused.status_code == 401 and refused.headers["x-frame-options"] == "DENY"
+    async with serving(small_cfg, tmp_path) as served, httpx.AsyncClient(base_url=served.base_url) as http:
+        for path in ("/healthz", "/api/v1/fleet", "/", "/docs", "/openapi.json"):
+            r = await http.get(path)
+            assert r.headers["x-content-type-options"] == "nosniff", path
+            assert r.headers["referrer-policy"] == "no-referrer", path
+            assert r.headers["x-frame-options"] == "DENY", path
+            assert re.fullmatch(r"[0-9a-f]{16}", r.headers["x-request-id"]), path
+            assert "server" not in r.headers, path
+        api = await http.get("/api/v1/fleet")
+        assert api.status_code == 401 and api.headers["cache-control"] == "no-store"
+        page = await http.get("/")
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]  # the dashboard's own kept
+        # A write refused by the request limits (before any route) carries them too.
+        refused = await http.post("/api/v1/commands/pause", json={})
+        assert refused.status_code == 401 and refused.headers["x-frame-options"] == "DENY"
 
 
 async def test_docs_page_and_everything_it_loads_are_served_locally(tmp_path, small_cfg):
-    async with serving(small_cfg, tmp_path) as served:
-        async with httpx.AsyncClient(base_url=served.base_url) as http:
-            page = await http.get("/docs")
-            assert page.status_code == 200 and "swagger-ui" in page.text
-            assert not re.search(r"https?://", page.text), "the docs page names another origin"
-            refs = re.findall(r'(?:src|href)="([^"]+)"', page.text)
-            refs += re.findall(r"url: '([^']+)'", page.text)  # the schema Swagger UI loads
-            assert any(ref.endswith("swagger-ui-bundle.js") for ref in refs)
-            assert any(ref.endswith("swagger-ui.css") for ref in refs)
-            assert "/openapi.json" in refs
-            for ref in refs:
-                assert ref.startswith("/"), ref
-                got = await http.get(ref)
-                assert got.status_code == 200 and len(got.content) > 100, ref
-            js = await http.get("/docs-assets/swagger-ui-bundle.js")
-            assert "javascript" in js.headers["content-type"] and len(js.content) > 500_000
-            csp = page.headers["content-security-policy"]
-            assert "script-src 'self' 'sha256-" in csp and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
-            assert (await http.get("/redoc")).status_code == 404  # no page that would load a CDN
+    async with serving(small_cfg, tmp_path) as served, httpx.AsyncClient(base_url=served.base_url) as http:
+        page = await http.get("/docs")
+        assert page.status_code == 200 and "swagger-ui" in page.text
+        assert not re.search(r"https?://", page.text), "the docs page names another origin"
+        refs = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        refs += re.findall(r"url: '([^']+)'", page.text)  # the schema Swagger UI loads
+        assert any(ref.endswith("swagger-ui-bundle.js") for ref in refs)
+        assert any(ref.endswith("swagger-ui.css") for ref in refs)
+        assert "/openapi.json" in refs
+        for ref in refs:
+            assert ref.startswith("/"), ref
+            got = await http.get(ref)
+            assert got.status_code == 200 and len(got.content) > 100, ref
+        js = await http.get("/docs-assets/swagger-ui-bundle.js")
+        assert "javascript" in js.headers["content-type"] and len(js.content) > 500_000
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self' 'sha256-" in csp and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+        assert (await http.get("/redoc")).status_code == 404  # no page that would load a CDN
 
 
 def self_signed(tmp_path) -> tuple:

@@ -48,7 +48,9 @@ async def test_switch_to_monitor_only_releases_first_then_never_plans_or_writes(
 
                 # Curtailed by a stage: the inverter holds a limit of ours.
                 expires = dt.datetime.fromtimestamp(clock.now() + 3600, dt.UTC)
-                ctl.commands.submit_stage(StageRequest(stage="K2", sites=[site.id], expires_at=expires), "op", clock.now())
+                ctl.commands.submit_stage(
+                    StageRequest(stage="K2", sites=[site.id], expires_at=expires), "op", clock.now()
+                )
                 await step(dispatch=True)
                 for _ in range(3):
                     await step()

@@ -53,7 +53,7 @@ def test_logging_section_and_bad_options():
     data["logging"] = {"level": "info", "format": "json"}
     assert validate_config(data).logging.format == "json"
     data["logging"] = {"level": "chatty"}
-    with pytest.raises(ConfigError, match="logging.level"):
+    with pytest.raises(ConfigError, match=r"logging\.level"):
         validate_config(data)
     out = CliRunner().invoke(app, ["simulate", "--config", str(CONFIG_DIR / "demo.yaml"), "--log-format", "xml"])
     assert out.exit_code == 2 and "--log-format: Input should be 'text' or 'json'" in out.output

@@ -29,7 +29,9 @@ async def test_reload_applies_live_fields_reports_restart_fields_and_refuses_a_b
         admin = create_token(served.store, "root", "admin", 0.0)
         op = create_token(served.store, "op", "operator", 0.0)
         async with httpx.AsyncClient(base_url=served.base_url, headers={"Authorization": f"Bearer {admin}"}) as http:
-            assert (await http.post("/api/v1/admin/reload", headers={"Authorization": f"Bearer {op}"})).status_code == 403
+            assert (
+                await http.post("/api/v1/admin/reload", headers={"Authorization": f"Bearer {op}"})
+            ).status_code == 403
             same = await http.post("/api/v1/admin/reload")
             assert same.status_code == 200 and same.json()["applied"] == [] and same.json()["restart_needed"] == []
 

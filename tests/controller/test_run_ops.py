@@ -96,7 +96,7 @@ def test_json_logs_sighup_and_api_reload_of_a_running_controller(tmp_path):
         assert f"sites[0:{site['id']}].devices[0:{pv['id']}].control" in entry["params"]["applied"]
         dev = r.wait_for(lambda: (d := r.http.get(f"/api/v1/devices/{pv['id']}").json())["control"] is False and d)
         assert dev["control_switch"]["config"] is False
-        r.wait_for(lambda: any('"device": "%s"' % pv["id"] in line and "released" in line for line in r.err))
+        r.wait_for(lambda: any(f'"device": "{pv["id"]}"' in line and "released" in line for line in r.err))
 
         site["pv"]["kwp"] = -3
         path.write_text(yaml.safe_dump(data))
