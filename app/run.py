@@ -133,7 +133,7 @@ async def run(
             hup = reloader
 
             def on_hangup(_sig: int, _frame: object) -> None:
-                loop.call_soon_threadsafe(hup.reload, "signal:SIGHUP")
+                loop.call_soon_threadsafe(hup.reload_on_signal)
 
             signal.signal(signal.SIGHUP, on_hangup)
         server_task = asyncio.create_task(server.serve(sockets=[sock]))

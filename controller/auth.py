@@ -101,13 +101,6 @@ def check_token(store: Store, token: str, now_s: float) -> Principal | Expired |
     return Principal(found.name, found.role)  # type: ignore[arg-type]
 
 
-def authenticate(store: Store, token: str, now_s: float | None = None) -> Principal | None:
-    """The principal a presented token belongs to, or None (unknown, revoked or expired at ``now_s``;
-    default: never expired)."""
-    got = check_token(store, token, -math.inf if now_s is None else now_s)
-    return got if isinstance(got, Principal) else None
-
-
 class TokenBook:
     """The tokens of one store: authenticate a presented token, list, add, rotate and revoke; every
     change is written to the audit log under who made it."""

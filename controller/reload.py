@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
 
 from sparcs.config.register_map import ProfileError, load_register_map
 from sparcs.config.schema import ConfigError, FleetConfig, LoggingConfig, load_config
@@ -202,6 +203,14 @@ class Reloader:
         self._apply([c for c in changes if c.live])
         self._log(report, who)
         return report
+
+    def reload_on_signal(self) -> None:
+        """:meth:`reload` for SIGHUP: its outcome goes to the log; a store that cannot take the
+        audit entry is one ERROR line (nothing applied), not a traceback."""
+        try:
+            self.reload("signal:SIGHUP")
+        except SQLAlchemyError as exc:
+            log.error("reload not done: its audit entry could not be stored (%s); nothing changed", exc)
 
     def _apply(self, changes: list[Change]) -> None:
         """Set each value on the running model. The new file as a whole is valid, so the values are

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 from typer.testing import CliRunner
 
 from sparcs.cli import app
-from sparcs.controller.auth import authenticate, sha256_hex
+from sparcs.controller.auth import check_token, sha256_hex
 from sparcs.controller.store import Store
 
 runner = CliRunner()
@@ -22,7 +24,7 @@ def test_token_add_list_revoke(tmp_path):
     rows = store.list_tokens()
     assert [(r.name, r.role) for r in rows] == [("alice", "operator")]
     assert rows[0].token_sha256 == sha256_hex(token) and token not in rows[0].token_sha256
-    assert authenticate(store, token).role == "operator"
+    assert check_token(store, token, time.time()).role == "operator"
 
     listed = runner.invoke(app, ["token", "list", "--data-dir", data])
     assert listed.exit_code == 0 and listed.output.startswith("alice\toperator\t") and token not in listed.output
@@ -33,7 +35,7 @@ def test_token_add_list_revoke(tmp_path):
     assert bad.exit_code == 2 and "role 'root' is not one of viewer, operator, admin" in bad.output
 
     assert runner.invoke(app, ["token", "revoke", "alice", "--data-dir", data]).exit_code == 0
-    assert authenticate(store, token) is None
+    assert check_token(store, token, time.time()) is None
     gone = runner.invoke(app, ["token", "revoke", "alice", "--data-dir", data])
     assert gone.exit_code == 2 and "no token named 'alice'" in gone.output
     store.close()
@@ -54,8 +56,8 @@ def test_cli_token_changes_are_audited_as_cli_user_with_expiry_and_rotation(tmp_
     assert rotated.exit_code == 0, rotated.output
     second = rotated.output.strip()
     store = Store(data_dir=tmp_path / "d")
-    assert second != first and authenticate(store, first) is None
-    assert authenticate(store, second).name == "bob"
+    assert second != first and check_token(store, first, time.time()) is None
+    assert check_token(store, second, time.time()).name == "bob"
     assert runner.invoke(app, ["token", "list", "--data-dir", data]).output.strip().endswith("never")
     assert runner.invoke(app, ["token", "revoke", "bob", "--data-dir", data]).exit_code == 0
 
