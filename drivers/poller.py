@@ -128,7 +128,7 @@ class FleetPoller:
             self._failed(s, self.clock(), str(exc), attempted=True)
             return
         except Exception as exc:  # fault barrier: a device answering nonsense must not stop the fleet's poll
-            log.exception("device %s: unexpected failure while polling", s.cfg.id)
+            log.exception("device %s: unexpected failure while polling", s.cfg.id, extra={"device": s.cfg.id})
             self._failed(s, self.clock(), f"unexpected {type(exc).__name__}: {exc}", attempted=True)
             return
         t = self.clock()

@@ -136,7 +136,7 @@ class SetpointWriter:
             except (DeviceError, ValueError) as exc:  # ValueError: a value the device's registers cannot hold
                 return WriteResult(device_id, "failed", False, detail=str(exc))
             except Exception as exc:  # fault barrier: one device's surprise must not abort the others' writes
-                log.exception("device %s: unexpected failure while writing", device_id)
+                log.exception("device %s: unexpected failure while writing", device_id, extra={"device": device_id})
                 return WriteResult(device_id, "failed", False, detail=f"unexpected {type(exc).__name__}: {exc}")
 
     async def _apply_one(self, device_id: str, sp: Setpoint, force: bool, release: bool = False) -> WriteResult:
