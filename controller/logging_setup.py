@@ -1,6 +1,7 @@
 """The log of the long-running commands (`sparcs run`, `simulate`, `twin`): level and format.
 
-``text``: ``time level logger: message`` and the structured fields in brackets. ``json``: one JSON
+``text``: ``time level logger: message`` and the structured fields in brackets; times are ISO 8601
+in UTC with their offset. ``json``: one JSON
 object per line (python-json-logger) with ``time``, ``level``, ``logger``, ``message`` and the
 structured fields. The structured fields, where a record has them: ``device`` and ``site`` (passed
 as ``extra={"device": ...}``) and ``request`` (the id of the API request being served, also sent
@@ -11,6 +12,7 @@ docs/operations.md "Logs".
 from __future__ import annotations
 
 import contextvars
+import datetime as dt
 import logging
 import sys
 from typing import Literal
@@ -37,11 +39,19 @@ class ContextFields(logging.Filter):
         return True
 
 
+def utc_iso(created_s: float) -> str:
+    """A record's time as ISO 8601 in UTC with its offset, to the millisecond."""
+    return dt.datetime.fromtimestamp(created_s, dt.UTC).isoformat(timespec="milliseconds")
+
+
 class TextFormatter(logging.Formatter):
-    """``time level logger: message [device=… site=… request=…]``."""
+    """``time level logger: message [device=… site=… request=…]``; time as :func:`utc_iso`."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return utc_iso(record.created)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -52,9 +62,9 @@ class TextFormatter(logging.Formatter):
 def formatter(fmt: LogFormat) -> logging.Formatter:
     if fmt == "json":
         return JsonFormatter(
-            "%(asctime)s %(levelname)s %(name)s %(message)s",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            timestamp=False,
+            "%(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp="time",  # ISO 8601 in UTC with offset
         )
     return TextFormatter()
 

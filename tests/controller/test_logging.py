@@ -3,6 +3,7 @@ options checked before anything starts, and the ``logging`` section of the fleet
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 
@@ -37,6 +38,7 @@ def test_text_and_json_formats_carry_device_site_and_request(capsys, restore_roo
     text = capsys.readouterr().err.splitlines()
     assert len(text) == 2
     assert text[0].endswith("INFO sparcs.test: written [device=pv-1 site=s-1]")
+    assert dt.datetime.fromisoformat(text[0].split()[0]).utcoffset() == dt.timedelta(0)
     assert text[1].endswith("WARNING sparcs.test: in a request [request=abc123]")
 
     configure_logging("debug", "json")  # a reload changes level and format in place: still one handler
@@ -45,7 +47,9 @@ def test_text_and_json_formats_carry_device_site_and_request(capsys, restore_roo
     (line,) = capsys.readouterr().err.splitlines()
     rec = json.loads(line)
     assert rec["level"] == "DEBUG" and rec["logger"] == "sparcs.test" and rec["message"] == "now shown"
-    assert rec["site"] == "s-2" and "time" in rec
+    assert rec["site"] == "s-2"
+    assert dt.datetime.fromisoformat(rec["time"]).utcoffset() == dt.timedelta(0)
+    assert {"time", "level", "logger", "message"} <= rec.keys()
 
 
 def test_logging_section_and_bad_options():

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.controller.test_run import SPARCS, fleet_file
+from tests.controller.test_run import SPARCS, Running, fleet_file
 from tests.ports import free_ports
 
 pytestmark = pytest.mark.slow
@@ -128,3 +128,34 @@ def test_json_logs_sighup_and_api_reload_of_a_running_controller(tmp_path):
     finally:
         r.close()
     assert r.proc.returncode == 0
+
+
+def test_control_switch_survives_a_restart_of_sparcs_run(tmp_path):
+    path = fleet_file(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    pv = next(d["id"] for d in data["sites"][0]["devices"] if d["kind"] == "pv_inverter")
+    r = Running(path, tmp_path / "data")
+    try:
+        r.wait_for(lambda: r.http.get("/readyz").status_code == 200)
+        put = r.http.put(f"/api/v1/devices/{pv}/control", json={"controlled": False})
+        assert put.status_code == 200, put.text
+        r.wait_for(lambda: r.http.get(f"/api/v1/devices/{pv}").json()["control_switch"]["releasing"] is False)
+        r.proc.send_signal(signal.SIGTERM)
+        assert r.proc.wait(timeout=60) == 0
+    finally:
+        r.close()
+    again = Running(path, tmp_path / "data")
+    try:
+        dev = again.wait_for(lambda: again.http.get(f"/api/v1/devices/{pv}").json())
+        assert dev["control"] is False
+        assert dev["control_switch"]["switch"] == "monitor-only"
+        assert dev["control_switch"]["switched_by"] == "demo-operator"
+        site = data["sites"][0]["id"]
+
+        def planned_without_it():  # the first plan may be the one restored from the store
+            plan = again.http.get("/api/v1/plan").json()["plan"]
+            return plan is not None and site not in plan["sites"] and len(plan["sites"]) > 0
+
+        assert again.wait_for(planned_without_it)  # not planned as controllable after the restart
+    finally:
+        again.close()
