@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import threading
-import time
 
 import httpx
 import pytest
@@ -20,7 +19,7 @@ from tests.ports import free_ports
 pytestmark = pytest.mark.slow
 
 
-class Operated:
+class Operated(Running):
     """One `sparcs run --log-format json --log-level info`; its stderr collected line by line."""
 
     def __init__(self, config, data_dir):
@@ -51,15 +50,6 @@ class Operated:
     def _read_err(self) -> None:
         for line in self.proc.stderr:
             self.err.append(line.rstrip("\n"))
-
-    def wait_for(self, what, timeout_s: float = 60.0):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            got = what()
-            if got:
-                return got
-            time.sleep(0.2)
-        raise AssertionError(f"timed out waiting; log: {self.err[-20:]}")
 
     def reloads(self) -> list[dict]:
         return [a for a in self.http.get("/api/v1/audit").json() if a["action"] == "config-reload"]
