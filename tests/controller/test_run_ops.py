@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 class Operated(Running):
     """One `sparcs run --log-format json --log-level info`; its stderr collected line by line."""
 
-    def __init__(self, config, data_dir):
+    def __init__(self, config, data_dir):  # not Running's: more options, and stderr read as it comes
         self.port = free_ports(1)[0]
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
