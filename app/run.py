@@ -21,7 +21,7 @@ import uvicorn
 
 from sparcs.config.schema import FleetConfig, LoggingConfig
 from sparcs.controller.api import create_app
-from sparcs.controller.api_server import TlsError, server_config
+from sparcs.controller.api_server import TlsError, check_tls, server_config
 from sparcs.controller.auth import create_token
 from sparcs.controller.cycle import Clock, WallClock
 from sparcs.controller.planning import PriceFileError
@@ -92,6 +92,10 @@ async def run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
 
+    try:
+        check_tls(cfg.api)  # before anything starts: a wrong certificate path is one line
+    except TlsError as exc:
+        raise RunError(str(exc)) from None
     store = Store(cfg.storage.url, data_dir=data_dir)
     fleet: DemoFleet | None = None
     sched: ControlScheduler | None = None

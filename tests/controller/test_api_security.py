@@ -189,3 +189,27 @@ def test_tls_files_that_cannot_be_used_are_one_line_naming_the_field(tmp_path, s
         check_tls(ApiConfig(tls_cert_file=cert, tls_key_file=cert))  # a certificate is no key
     with pytest.raises(ValueError, match="tls_cert_file and tls_key_file go together"):
         ApiConfig(tls_cert_file=cert)
+
+
+def test_sparcs_run_with_a_missing_certificate_exits_2_with_one_line(tmp_path):
+    import sys
+
+    import yaml
+
+    from tests.controller.conftest import small_fleet_data
+
+    data = small_fleet_data(1)
+    data["api"] = {"tls_cert_file": "tls/cert.pem", "tls_key_file": "tls/key.pem"}  # relative to the file
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(data))
+    res = subprocess.run(
+        [sys.executable, "-m", "sparcs", "run", "--config", str(path), "--data-dir", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip() == (
+        f"api.tls_cert_file: {tmp_path / 'tls' / 'cert.pem'} is not a readable file; give the PEM file's path"
+    )
+    assert "Traceback" not in res.stderr
