@@ -46,7 +46,10 @@ FaultMode = Literal[
 def _aware(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("timestamp needs a UTC offset, e.g. 2026-06-21T12:00:00+02:00")
-    return value.astimezone(dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-12:00 lies past the calendar's end in UTC
+        raise ValueError("timestamp lies outside the years 1..9999 in UTC") from None
 
 
 AwareDatetime = Annotated[dt.datetime, AfterValidator(_aware)]

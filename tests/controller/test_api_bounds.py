@@ -1,8 +1,11 @@
-"""No input yields a server error: every query and path parameter of every route, with extreme values,
-over real HTTP; and the paging cursor of the audit log that used to answer 503."""
+"""No input yields a server error: every query and path parameter of every route, and every field of
+every request body, with extreme values, over real HTTP; and the paging cursor of the audit log that
+used to answer 503."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import urllib.parse
 
 import httpx
@@ -33,6 +36,8 @@ EXTREMES = [
     "true",
     "9999-12-31T23:59:59+00:00",
     "0001-01-01T00:00:00+00:00",
+    "9999-12-31T23:59:59-12:00",  # past the calendar's end once in UTC
+    "0001-01-01T00:00:00+14:00",
     "2026-13-45T99:99:99",
     "2026-06-21T12:00:00",
 ]
@@ -102,3 +107,81 @@ async def test_audit_cursor_of_2_63_is_422_naming_the_field(tmp_path, small_cfg)
             assert r.json()["fields"][0]["field"] == "before_id"
             ok = await http.get("/api/v1/audit", params={"before_id": 2**63 - 1})
             assert ok.status_code == 200
+
+
+def iso_in(seconds: float) -> str:
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)).isoformat()
+
+
+BODY_EXTREMES = [
+    2**63,
+    -(2**63) - 1,
+    10**400,
+    -1,
+    0,
+    1e308,
+    float("nan"),
+    float("inf"),
+    "x" * 8000,
+    "ünïcødé ☃ 𝄞",
+    "",
+    None,
+    [],
+    {},
+    True,
+    "9999-12-31T23:59:59-12:00",
+    "0001-01-01T00:00:00+14:00",
+    "2026-06-21T12:00:00",
+]
+
+
+def bodies(small_cfg) -> dict[tuple[str, str], dict]:
+    quarter = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    quarter = quarter.replace(minute=quarter.minute - quarter.minute % 15).isoformat()
+    return {
+        ("POST", "/api/v1/commands/stage"): {
+            "stage": "K4",
+            "sites": [small_cfg.sites[0].id],
+            "expires_at": iso_in(600),
+        },
+        ("POST", "/api/v1/commands/para14a"): {"expires_at": iso_in(600)},
+        ("POST", "/api/v1/commands/schedule"): {"points": [{"start": quarter, "export_w": 1000}]},
+        ("POST", "/api/v1/commands/pause"): {"reason": "test"},
+        ("POST", "/api/v1/tokens"): {"name": "walk", "role": "viewer", "expires_in_s": 3600},
+        ("POST", "/api/v1/tokens/root/rotate"): {"expires_in_s": 3600},
+        ("PUT", f"/api/v1/devices/{small_cfg.sites[0].devices[0].id}/control"): {"controlled": True},
+    }
+
+
+def variants(body: dict):
+    """``body`` with one field (top level, or of its first list item) replaced by each extreme value."""
+    for key, value in body.items():
+        for extreme in BODY_EXTREMES:
+            yield key, {**body, key: extreme}
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            for sub in value[0]:
+                for extreme in BODY_EXTREMES:
+                    yield f"{key}[0].{sub}", {**body, key: [{**value[0], sub: extreme}]}
+
+
+async def test_every_field_of_every_body_with_extreme_values_is_never_a_5xx(tmp_path, small_cfg):
+    async with serving(small_cfg, tmp_path) as served:
+        admin = create_token(served.store, "root", "admin", 0.0)
+        headers = {"Authorization": f"Bearer {admin}", "Content-Type": "application/json"}
+        async with httpx.AsyncClient(base_url=served.base_url, headers=headers, timeout=30) as http:
+            schema = (await http.get("/openapi.json")).json()
+            with_body = {
+                (m.upper(), p) for p, ops in schema["paths"].items() for m, op in ops.items() if "requestBody" in op
+            }
+            cases = bodies(small_cfg)
+            assert len(with_body) == len(cases), (with_body, set(cases))  # a new route with a body joins here
+            sent = 0
+            for (method, path), body in cases.items():
+                for field, variant in variants(body):
+                    text = json.dumps(variant)  # NaN and Infinity as Python's json writes them
+                    r = await http.request(method, path, content=text)
+                    sent += 1
+                    assert r.status_code < 500, (method, path, field, text[:80], r.status_code, r.text)
+                    if variant.get("name") == "walk" and r.status_code == 201:
+                        await http.delete("/api/v1/tokens/walk")
+            assert sent > 150
