@@ -233,6 +233,7 @@ class Controller:
                 self.guard_w[sid] = after
                 if before is None or after < before:
                     acted.append(sid)
+                    log.info("export guard: site %s PV limited to %.0f W", sid, after, extra={"site": sid})
         if acted:
             self.metrics.guard_actions.inc(len(acted))
         return acted
