@@ -91,6 +91,16 @@ async def run(
     # signal after its shutdown, this handler (not Python's default) receives it.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
+    reloader: Reloader | None = None
+
+    def on_hangup(_sig: int, _frame: object) -> None:
+        """SIGHUP reloads the fleet file once the controller runs (before that it is only logged)."""
+        if reloader is None:
+            log.warning("SIGHUP ignored: the controller is still starting, or was not started from a file")
+        else:
+            loop.call_soon_threadsafe(reloader.reload_on_signal)
+
+    signal.signal(signal.SIGHUP, on_hangup)
 
     try:
         check_tls(cfg.api)  # before anything starts: a wrong certificate path is one line
@@ -133,13 +143,6 @@ async def run(
         except TlsError as exc:
             sock.close()
             raise RunError(str(exc)) from None
-        if reloader is not None:
-            hup = reloader
-
-            def on_hangup(_sig: int, _frame: object) -> None:
-                loop.call_soon_threadsafe(hup.reload_on_signal)
-
-            signal.signal(signal.SIGHUP, on_hangup)
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
         sched = ControlScheduler(ctl)
         sched.start()
