@@ -35,12 +35,7 @@ log = logging.getLogger("sparcs.reload")
 LIVE_FIELDS = frozenset(
     {
         "sites.name",
-        "sites.location.lat",
-        "sites.location.lon",
-        "sites.location.altitude_m",
         "sites.pv.kwp",
-        "sites.pv.tilt_deg",
-        "sites.pv.azimuth_deg",
         "sites.pv.inverter_w",
         "sites.pv.installer_limit_pct",
         "sites.battery.capacity_kwh",
