@@ -25,6 +25,7 @@ from sparcs.controller.api_server import TlsError, check_tls, server_config
 from sparcs.controller.auth import create_token
 from sparcs.controller.cycle import Clock, WallClock
 from sparcs.controller.planning import PriceFileError
+from sparcs.controller.pool_server import PoolServer
 from sparcs.controller.reload import Reloader
 from sparcs.controller.scheduler import ControlScheduler
 from sparcs.controller.store import Store
@@ -111,6 +112,7 @@ async def run(
     sched: ControlScheduler | None = None
     ctl = None
     server_task: asyncio.Task[None] | None = None
+    pool: PoolServer | None = None
     try:
         clock: Clock
         if cfg.simulation is not None:
@@ -146,6 +148,15 @@ async def run(
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
         sched = ControlScheduler(ctl)
         sched.start()
+        if cfg.pool is not None:  # the SunSpec pool interface (docs/interfaces.md)
+            pool = PoolServer(ctl, cfg.pool)
+            try:
+                pool_port = await pool.start()
+            except (OSError, RuntimeError) as exc:
+                raise RunError(
+                    f"pool: cannot listen on {cfg.pool.host}:{cfg.pool.port}: {exc}; change pool.port"
+                ) from None
+            echo(f"SunSpec pool interface: {cfg.pool.host}:{pool_port}, units {sorted(pool.images)}")
         scheme = "https" if cfg.api.tls_cert_file is not None else "http"
         url = f"{scheme}://{host if ':' not in host else f'[{host}]'}:{bound_port}"
         n_dev = sum(len(s.devices) for s in cfg.sites)
@@ -164,6 +175,8 @@ async def run(
         server.should_exit = True
         await server_task
     finally:
+        if pool is not None:
+            await pool.stop()
         if sched is not None:
             await sched.stop()
         if server_task is not None and not server_task.done():

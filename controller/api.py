@@ -34,7 +34,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sparcs.controller import api_admin, api_commands, api_control, api_probes, api_read, api_tokens
+from sparcs.controller import api_admin, api_commands, api_control, api_groups, api_probes, api_read, api_tokens
 from sparcs.controller.api_docs import mount_docs
 from sparcs.controller.api_headers import SecurityHeaders
 from sparcs.controller.api_limits import RequestLimits
@@ -131,7 +131,7 @@ def create_app(ctl: Controller, reloader: Reloader | None = None) -> FastAPI:
     api = ctl.cfg.api
     app.add_middleware(RequestLimits, max_body_bytes=api.max_body_kib * 1024, body_timeout_s=api.body_timeout_s)
     app.add_middleware(SecurityHeaders)  # outermost: also on the answers RequestLimits gives
-    routers = (api_probes, api_read, api_control, api_commands, api_tokens, api_admin)
+    routers = (api_probes, api_read, api_groups, api_control, api_commands, api_tokens, api_admin)
     for module in routers:
         app.include_router(module.router)
     mount_docs(app)

@@ -10,7 +10,9 @@ import urllib.parse
 
 import httpx
 
+from sparcs.config.schema import validate_config
 from sparcs.controller.auth import create_token
+from tests.controller.conftest import small_fleet_data
 from tests.controller.serving import serving
 
 EXTREMES = [
@@ -62,7 +64,15 @@ def fill(path: str, values: dict[str, str]) -> str:
     return path
 
 
-async def test_every_parameter_of_every_route_with_extreme_values_is_never_a_5xx(tmp_path, small_cfg):
+def grouped_cfg():
+    """The small fleet with one group, so the group routes get past their 404."""
+    data = small_fleet_data()
+    data["groups"] = [{"id": "g1", "sites": [s["id"] for s in data["sites"]]}]
+    return validate_config(data)
+
+
+async def test_every_parameter_of_every_route_with_extreme_values_is_never_a_5xx(tmp_path):
+    small_cfg = grouped_cfg()
     async with serving(small_cfg, tmp_path) as served:
         admin = create_token(served.store, "root", "admin", 0.0)
         valid = {
@@ -70,6 +80,7 @@ async def test_every_parameter_of_every_route_with_extreme_values_is_never_a_5xx
             "device_id": small_cfg.sites[0].devices[0].id,
             "command_id": "1",
             "name": "root",
+            "group_id": "g1",
         }
         headers = {"Authorization": f"Bearer {admin}"}
         async with httpx.AsyncClient(base_url=served.base_url, headers=headers, timeout=30) as http:
@@ -145,6 +156,7 @@ def bodies(small_cfg) -> dict[tuple[str, str], dict]:
             "expires_at": iso_in(600),
         },
         ("POST", "/api/v1/commands/para14a"): {"expires_at": iso_in(600)},
+        ("POST", "/api/v1/commands/pool-limit"): {"group": "g1", "limit_pct": 50, "expires_at": iso_in(600)},
         ("POST", "/api/v1/commands/schedule"): {"points": [{"start": quarter, "export_w": 1000}]},
         ("POST", "/api/v1/commands/pause"): {"reason": "test"},
         ("POST", "/api/v1/tokens"): {"name": "walk", "role": "viewer", "expires_in_s": 3600},
@@ -164,7 +176,8 @@ def variants(body: dict):
                     yield f"{key}[0].{sub}", {**body, key: [{**value[0], sub: extreme}]}
 
 
-async def test_every_field_of_every_body_with_extreme_values_is_never_a_5xx(tmp_path, small_cfg):
+async def test_every_field_of_every_body_with_extreme_values_is_never_a_5xx(tmp_path):
+    small_cfg = grouped_cfg()
     async with serving(small_cfg, tmp_path) as served:
         admin = create_token(served.store, "root", "admin", 0.0)
         headers = {"Authorization": f"Bearer {admin}", "Content-Type": "application/json"}
