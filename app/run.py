@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from sparcs.config.schema import FleetConfig, LoggingConfig
 from sparcs.controller.api import create_app
 from sparcs.controller.api_server import TlsError, check_tls, server_config
 from sparcs.controller.auth import create_token
 from sparcs.controller.cycle import Clock, WallClock
+from sparcs.controller.migrate import MigrationError
 from sparcs.controller.planning import PriceFileError
 from sparcs.controller.pool_server import PoolServer
 from sparcs.controller.reload import Reloader
@@ -75,9 +78,11 @@ async def run(
     config_path: Path | None = None,
     on_logging: Callable[[LoggingConfig], None] | None = None,
     log_level: str = "warning",
+    migrate_schema: bool = True,
 ) -> None:
     """Run until SIGINT or SIGTERM, then stop the scheduler, the API, the devices' connections and the fleet.
 
+    An older store is upgraded first (``migrate_schema``), else refused naming `sparcs db upgrade`.
     ``config_path``: the fleet file, reloaded on SIGHUP and POST /api/v1/admin/reload
     (:mod:`sparcs.controller.reload`; ``on_logging`` applies a changed ``logging`` section);
     ``log_level``: uvicorn's."""
@@ -107,7 +112,13 @@ async def run(
         check_tls(cfg.api)  # before anything starts: a wrong certificate path is one line
     except TlsError as exc:
         raise RunError(str(exc)) from None
-    store = Store(cfg.storage.url, data_dir=data_dir)
+    try:
+        store = Store(cfg.storage.url, data_dir=data_dir, migrate_schema=migrate_schema)
+    except MigrationError as exc:
+        raise RunError(f"store: {exc}") from None
+    except SQLAlchemyError as exc:
+        where = make_url(cfg.storage.url).render_as_string(hide_password=True) if cfg.storage.url else data_dir
+        raise RunError(f"store: cannot open {where}: {str(exc).splitlines()[0]}") from None
     fleet: DemoFleet | None = None
     sched: ControlScheduler | None = None
     ctl = None
