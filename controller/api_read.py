@@ -99,11 +99,11 @@ async def device(device_id: Annotated[str, PathParam(max_length=64)], _: Viewer,
 
 @router.get("/devices/{device_id}/setpoints")
 async def device_setpoints(
-    device_id: str,
+    device_id: Annotated[str, PathParam(max_length=64)],
     _: Viewer,
     view: View,
-    start: Annotated[AwareDatetime | None, Query(description="default: one hour before end")] = None,
-    end: Annotated[AwareDatetime | None, Query(description="default: now")] = None,
+    start: Annotated[Instant | None, Query(description="default: one hour before end")] = None,
+    end: Annotated[Instant | None, Query(description="default: now")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> dict[str, Any]:
     """The setpoints written to one device between ``start`` and ``end`` (oldest first, at most

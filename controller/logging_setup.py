@@ -70,16 +70,14 @@ def formatter(fmt: LogFormat) -> logging.Formatter:
 
 
 def configure_logging(level: LogLevel, fmt: LogFormat) -> None:
-    """One handler on the root logger, to stderr, at ``level`` in ``fmt``; safe to call again (a
-    reload changes level and format in place)."""
+    """One handler on the root logger, to the stderr of now, at ``level`` in ``fmt``; safe to call
+    again (a reload changes level and format: the handler is replaced, never doubled)."""
     root = logging.getLogger()
-    handler = next((h for h in root.handlers if getattr(h, "sparcs", False)), None)
-    if handler is None:
-        for h in list(root.handlers):
-            root.removeHandler(h)
-        handler = logging.StreamHandler(sys.stderr)
-        handler.sparcs = True  # type: ignore[attr-defined]
-        handler.addFilter(ContextFields())
-        root.addHandler(handler)
+    for h in list(root.handlers):
+        root.removeHandler(h)  # ours from an earlier call, or a default one: one handler only
+    handler = logging.StreamHandler(sys.stderr)
+    handler.sparcs = True  # type: ignore[attr-defined]
+    handler.addFilter(ContextFields())
     handler.setFormatter(formatter(fmt))
+    root.addHandler(handler)
     root.setLevel(level.upper())
