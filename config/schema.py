@@ -23,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
@@ -155,15 +156,28 @@ class DeviceConfig(Strict):
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description="a registered device protocol: sunspec, profile, or one a plug-in registers (docs/devices.md)",
     )
-    profile: str | None = Field(default=None, description="name of a register map in config/profiles/")
+    profile: str | None = Field(
+        default=None, description="name of a register map in the fleet's profiles_dir or config/profiles/"
+    )
     control: bool = Field(default=True, description="false = monitor only: read, never write")
     invert_sign: bool = Field(default=False, description="the device reports power with the opposite sign")
+    accept_no_fail_safe: bool = Field(
+        default=False,
+        description="write setpoints although the device has no revert timer or watchdog: a limit then stays "
+        "in force if the controller stops (docs/devices.md \"Fail-safes\"); without it such a device is monitor-only",
+    )
+    _profile_dirs: tuple[Path, ...] = PrivateAttr(default=())
 
     @model_validator(mode="after")
     def _profile_named(self) -> DeviceConfig:
         if self.protocol == "profile" and not self.profile:
             raise ValueError("protocol 'profile' needs 'profile': the name of a file in config/profiles/")
         return self
+
+    @property
+    def profile_dirs(self) -> tuple[Path, ...]:
+        """Where the device's profile is looked up first (the fleet's ``profiles_dir``); then config/profiles/."""
+        return self._profile_dirs
 
     @property
     def endpoint(self) -> tuple[str, int]:
@@ -314,9 +328,15 @@ class FleetConfig(Strict):
     grid: GridRules = GridRules()
     api: ApiConfig = ApiConfig()
     storage: StorageConfig = StorageConfig()
+    profiles_dir: Path | None = Field(
+        default=None,
+        description="a folder of your own vendor profiles (YAML), looked up before config/profiles/; "
+        "relative to the fleet file",
+    )
 
     @model_validator(mode="after")
     def _unique_and_consistent(self) -> FleetConfig:
+        self.set_profiles_dir(self.profiles_dir)
         problems: list[str] = []
         for what, ids in (
             ("site id", [s.id for s in self.sites]),
@@ -352,6 +372,14 @@ class FleetConfig(Strict):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def set_profiles_dir(self, folder: Path | None) -> None:
+        """Use ``folder`` as the fleet's profiles folder, for every device's profile lookup."""
+        if folder != self.profiles_dir:
+            self.profiles_dir = folder
+        for s in self.sites:
+            for d in s.devices:
+                d._profile_dirs = () if folder is None else (folder,)
 
     def site(self, site_id: str) -> SiteConfig:
         for s in self.sites:
@@ -431,6 +459,8 @@ def load_config(path: str | Path) -> FleetConfig:
         raise ConfigError(str(path), [f"(file): not valid YAML: {exc}"]) from None
     cfg = validate_config(data, str(path))
     base = path.resolve().parent
+    if cfg.profiles_dir is not None and not cfg.profiles_dir.is_absolute():
+        cfg.set_profiles_dir(base / cfg.profiles_dir)
     if cfg.market.prices_csv is not None and not cfg.market.prices_csv.is_absolute():
         cfg.market.prices_csv = base / cfg.market.prices_csv
     if cfg.simulation and cfg.simulation.weather.irradiance_csv is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from sparcs.config.register_map import FailSafe
 from sparcs.config.schema import DeviceConfig
 from sparcs.drivers import sunspec_control
 from sparcs.drivers.device import UNKNOWN, InForce, LinkFor, SetpointKind, WritePlan, pv_limit_in_telemetry
@@ -15,6 +16,11 @@ from sparcs.drivers.sunspec_map import PollPlan, decode_models, poll_plan, to_ra
 from sparcs.drivers.telemetry import Reading
 
 STATIC_EVERY_POLLS = 60  # nameplate and settings (WMax) change rarely; re-read them this often
+SUNSPEC_FAIL_SAFE = FailSafe(
+    kind="revert_timer",
+    note="SunSpec revert timers: 123 WMaxLimPct_RvrtTms and Conn_RvrtTms, 124 InOutWRte_RvrtTms, "
+    "704 WMaxLimPctRvrtTms and WSetRvrtTms",
+)
 
 
 class SunSpecDevice:
@@ -77,6 +83,14 @@ class SunSpecDevice:
         return to_raw_si(self.kind, self.models, self.invert_sign)
 
     # --- the Device interface beyond polling ----------------------------------------------------
+
+    fail_safe = SUNSPEC_FAIL_SAFE
+    """Every SunSpec control model this driver writes carries a revert timer, written with each setpoint."""
+
+    @property
+    def can_stop_pv(self) -> bool:
+        """A PV inverter with model 123 stops at 0 W with ``Conn`` = 0 (with its own revert timer)."""
+        return self.kind == "pv_inverter" and self.map is not None and self.map.find(123) is not None
 
     def model_ids(self) -> list[int]:
         return self.map.ids if self.map is not None else []

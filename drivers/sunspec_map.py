@@ -27,7 +27,7 @@ POINTS: dict[int, tuple[str, ...]] = {
     120: ("WRtg", "WHRtg", "MaxChaRte", "MaxDisChaRte"),
     121: ("WMax",),
     702: ("WMaxRtg", "WMax", "WChaRteMax", "WDisChaRteMax"),
-    123: ("WMaxLimPct", "WMaxLim_Ena", "WMaxLimPct_RvrtTms"),
+    123: ("Conn", "WMaxLimPct", "WMaxLim_Ena", "WMaxLimPct_RvrtTms"),
     704: ("WMaxLimPctEna", "WMaxLimPct", "WSetEna", "WSetMod", "WSet"),
     124: ("WChaMax", "StorCtl_Mod", "ChaState", "OutWRte", "InWRte", "InOutWRte_RvrtTms"),
     713: ("WHRtg", "SoC"),
@@ -91,9 +91,12 @@ def wmax_of(models: dict[int, dict]) -> float | None:
 
 
 def limit_in_force_w(models: dict[int, dict], wmax_w: float | None) -> float | None:
-    """The controller limit the device applies now (W), or None when no limit is enabled."""
+    """The controller limit the device applies now (W), or None when no limit is enabled (0 W while 123
+    ``Conn`` = 0: the inverter is disconnected)."""
     if 123 in models:
         c = models[123]
+        if c.get("Conn") == 0:
+            return 0.0
         if c.get("WMaxLim_Ena") == 1 and c.get("WMaxLimPct") is not None and wmax_w is not None:
             return c["WMaxLimPct"] / 100.0 * wmax_w
         return None

@@ -9,7 +9,14 @@ Rules (docs/definitions.md "Revert timers and safe defaults", "Reference bases";
 - a device turns a setpoint into a :class:`drivers.device.WritePlan`: its register writes and one
   read-back that serves both the check and the setpoint in force; a written register the
   read-back does not reach is checked by a read of its own;
-- ``refresh_due`` rewrites a setpoint once 40 % of its timer has passed (before half);
+- ``refresh_due`` rewrites a setpoint once 40 % of its timer has passed (before half); the timer is
+  the device's fail-safe (docs/devices.md "Fail-safes"): ``revert_timeout_s`` for a revert timer,
+  the watchdog's interval for a watchdog, whose heartbeat each setpoint write carries;
+- a device whose fail-safe is ``none`` is monitor-only unless its config sets
+  ``accept_no_fail_safe``: a limit written there would stay in force if the controller stopped;
+- 0 W (stage K1, a 0 W cap) is a stop where the device has one (:func:`drivers.device.can_stop_pv`:
+  SunSpec 123 ``Conn`` = 0); elsewhere the limit is held at the floor and the result names the
+  shortfall in W (``shortfall_w``: the W the device may produce above the request);
 - a command already in force (the latest poll confirms it) and not yet due is not rewritten;
 - ``Setpoint(None)`` releases explicitly: the limit is disabled (the device returns to its
   installer configuration) unless the site's installer ceiling is below the device's WMax, in
@@ -27,13 +34,14 @@ from typing import Literal
 
 from sparcs.config.grid_rules import installer_ceiling_w
 from sparcs.config.schema import DispatchConfig
-from sparcs.drivers.device import UNKNOWN, SetpointKind, WritePlan
+from sparcs.drivers.device import UNKNOWN, SetpointKind, WritePlan, can_stop_pv, fail_safe_of
 from sparcs.drivers.errors import DeviceError
 from sparcs.drivers.poller import DeviceState, FleetPoller
 
 log = logging.getLogger(__name__)
 
 REFRESH_FRACTION = 0.4  # rewrite when this share of the revert timer has passed
+HEARTBEAT_DEADLINE = 0.75  # a watchdog's heartbeat is rewritten before this share of its interval
 MATCH_TOLERANCE = 0.01  # read-back W may differ by 1 % of the base (register resolution)
 
 Action = Literal["limit", "release", "battery", "unchanged", "skipped", "failed"]
@@ -65,6 +73,7 @@ class WriteResult:
     mismatch: bool = False
     detail: str = ""
     written_at: float | None = None
+    shortfall_w: float | None = None  # W the device may produce above the request (its floor above 0 W)
 
 
 @dataclass
@@ -76,6 +85,7 @@ class _Active:
     value_w: float | None  # what was written after clamping (None = released)
     written_at: float
     revert_s: float
+    shortfall_w: float | None = None
 
 
 class SetpointWriter:
@@ -123,6 +133,8 @@ class SetpointWriter:
             return WriteResult(device_id, "skipped", True, detail="monitor only (control: false)")
         if s.cfg.kind == "meter":
             return WriteResult(device_id, "skipped", True, detail="meters take no setpoints")
+        if fail_safe_of(s.driver).kind == "none" and not s.cfg.accept_no_fail_safe:
+            return WriteResult(device_id, "skipped", True, detail=no_fail_safe_detail(device_id))
         t = s.telemetry
         if t is None or t.status == "stale" or t.last_good_at is None:
             return WriteResult(device_id, "failed", False, detail="device not read yet or stale: nothing written")
@@ -137,7 +149,9 @@ class SetpointWriter:
                 requested_w=value,
                 written_w=a.value_w,
                 written_at=a.written_at,
-                detail="in force and read back; timer not yet due",
+                detail="in force and read back; timer not yet due"
+                + (f"; {a.shortfall_w:.0f} W above the request (the device's floor)" if a.shortfall_w else ""),
+                shortfall_w=a.shortfall_w,
             )
         if kind == "pv":
             return await self._write_pv(s, value)
@@ -182,10 +196,20 @@ class SetpointWriter:
             )
         floor, ceiling = self._pv_range(s, wmax)
         release = limit_w is None and ceiling >= wmax * (1 - 1e-6)
+        if limit_w is not None and limit_w <= 0.0 and can_stop_pv(s.driver):
+            floor = 0.0  # a stop: exactly 0 W
         target = None if release else min(max(limit_w if limit_w is not None else ceiling, floor), ceiling)
         clamped = target is not None and limit_w is not None and abs(target - limit_w) > 1e-6
+        shortfall = target - max(limit_w, 0.0) if target is not None and limit_w is not None else 0.0
         plan = await s.driver.pv_limit_writes(target, wmax, self.settings.revert_timeout_s)
-        return await self._execute(s, "pv", plan, limit_w, target, clamped)
+        result = await self._execute(s, "pv", plan, limit_w, target, clamped)
+        if shortfall > 1e-6:
+            result.shortfall_w = self.active[s.cfg.id].shortfall_w = shortfall
+            result.detail = (
+                f"{result.detail}; the device cannot go below {target:.0f} W: {shortfall:.0f} W above the "
+                f"{max(limit_w or 0.0, 0.0):.0f} W asked for"
+            )
+        return result
 
     # --- battery -------------------------------------------------------------------------------
 
@@ -210,6 +234,13 @@ class SetpointWriter:
         return await self._execute(s, "battery", plan, power_w, target, clamped)
 
     # --- common --------------------------------------------------------------------------------
+
+    def _timer_s(self, s: DeviceState) -> float:
+        """The fail-safe timer a setpoint on ``s`` runs against: the watchdog's interval, else the revert timer."""
+        fs = fail_safe_of(s.driver)
+        if fs.kind == "watchdog" and fs.interval_s is not None:
+            return fs.interval_s
+        return float(self.settings.revert_timeout_s)
 
     async def _execute(
         self,
@@ -239,7 +270,7 @@ class SetpointWriter:
                     f"{[got[i] for i in bad]} instead of {[w.values[i] for i in bad]}"
                 )
         action: Action = "release" if target is None else ("limit" if kind == "pv" else "battery")
-        self.active[s.cfg.id] = _Active(kind, requested, target, now, float(self.settings.revert_timeout_s))
+        self.active[s.cfg.id] = _Active(kind, requested, target, now, self._timer_s(s))
         detail = "; ".join(mismatches) or ("clamped to the device's range" if clamped else "written and read back")
         return WriteResult(
             s.cfg.id,
@@ -253,3 +284,20 @@ class SetpointWriter:
             detail=detail,
             written_at=now,
         )
+
+
+def no_fail_safe_detail(device_id: str) -> str:
+    """Why a device without a fail-safe gets no setpoints, and what to write to control it anyway."""
+    return (
+        f"monitor only: device {device_id} has no revert timer or watchdog, so a limit would stay in force "
+        f"if the controller stopped; to control it anyway set 'accept_no_fail_safe: true' on device {device_id}"
+    )
+
+
+def max_poll_interval_s(watchdog_s: float) -> float:
+    """The longest poll interval (s) at which the writer refreshes a watchdog of ``watchdog_s`` in time.
+
+    A heartbeat is rewritten at the first cycle after ``REFRESH_FRACTION`` of the interval; that cycle
+    must come before ``HEARTBEAT_DEADLINE`` of it, since devices act on a missed heartbeat at any
+    moment after the interval (and report it late)."""
+    return (HEARTBEAT_DEADLINE - REFRESH_FRACTION) * watchdog_s

@@ -54,7 +54,8 @@ FLEET = {
         _site("v3", 5.0, [_dev("v3-pv", "pv_inverter", 2021), _dev("v3-m", "meter", 2022)]),
         # profile devices: an SMA inverter (unit 3, as SMA ships it) with a SunSpec meter, a Huawei one
         _site("sma", 5.0, [_dev("sma-pv", "pv_inverter", 2031, 3, "sma_sunny_boy"), _dev("sma-m", "meter", 2032)]),
-        _site("hw", 6.0, [_dev("hw-pv", "pv_inverter", 2041, 1, "huawei_sun2000")]),
+        # Huawei's derating has no fail-safe: this fleet accepts the risk, so the writer controls it
+        _site("hw", 6.0, [_dev("hw-pv", "pv_inverter", 2041, 1, "huawei_sun2000") | {"accept_no_fail_safe": True}]),
         # a site whose devices will ignore writes
         _site("ig", 5.0, [_dev("ig-pv", "pv_inverter", 2051), _dev("ig-bat", "battery", 2052)], battery=True),
     ],
