@@ -36,24 +36,18 @@ def load_or_exit(path: Path) -> FleetConfig:
 
 @app.command("check-config")
 def check_config(file: Annotated[Path, typer.Argument(help="fleet YAML file")]) -> None:
-    """Validate a fleet file, and the vendor profiles it names, listing every error with its path."""
-    from sparcs.config.register_map import ProfileError, load_register_map
-    from sparcs.drivers.device import check_protocol
+    """Validate a fleet file and its devices (protocols, vendor profiles and their kinds, fail-safes).
+
+    Every error names its path; a device without a fail-safe is reported as monitor-only, with what
+    to write to control it anyway (docs/devices.md "Fail-safes")."""
+    from sparcs.drivers.checks import check_devices
 
     cfg = load_or_exit(file)
-    problems = []
-    for i, site in enumerate(cfg.sites):
-        for j, dev in enumerate(site.devices):
-            unknown = check_protocol(dev.protocol, f"sites[{i}:{site.id}].devices[{j}:{dev.id}].protocol")
-            if unknown is not None:
-                problems.append(f"{file}: {unknown}")
-            if dev.profile is not None:
-                try:
-                    load_register_map(dev.profile)
-                except ProfileError as exc:
-                    problems.append(f"{file}: sites[{i}:{site.id}].devices[{j}:{dev.id}].profile: {exc}")
-    if problems:
-        raise fail(problems)
+    report = check_devices(cfg)
+    if report.problems:
+        raise fail([f"{file}: {line}" for line in report.problems])
+    for note in report.notes:
+        typer.echo(f"{file}: {note}")
     n_dev = sum(len(s.devices) for s in cfg.sites)
     typer.echo(f"{file}: OK ({len(cfg.sites)} sites, {n_dev} devices)")
 

@@ -26,6 +26,7 @@ from sparcs.controller.cycle import Clock, WallClock
 from sparcs.controller.planning import PriceFileError
 from sparcs.controller.scheduler import ControlScheduler
 from sparcs.controller.store import Store
+from sparcs.drivers.checks import check_devices
 from sparcs.factory import build_controller
 
 if TYPE_CHECKING:
@@ -82,6 +83,11 @@ async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: C
     ctl = None
     server_task: asyncio.Task[None] | None = None
     try:
+        devices = check_devices(cfg)  # a wrong-kind profile is a line naming the device, not a traceback
+        if devices.problems:
+            raise RunError("\n".join(devices.problems))
+        for note in devices.notes:
+            echo(note)
         clock: Clock
         if cfg.simulation is not None:
             from sparcs.demo import start_demo_fleet  # the simulators: only for the demo

@@ -32,7 +32,10 @@ class ProfileDevice:
 
     def __init__(self, link: Link, unit: int, kind: str, profile: Profile, invert_sign: bool = False):
         if profile.kind != kind:
-            raise ProfileError(f"profile '{profile.name}' describes a {profile.kind}, not a {kind}")
+            raise ProfileError(
+                f"profile '{profile.name}' describes a {profile.kind}, not a {kind}; "
+                f"name a {kind} profile, or correct the device's kind"
+            )
         self.link, self.unit, self.kind, self.profile, self.invert_sign = link, unit, kind, profile, invert_sign
         self.blocks = profile.blocks()
         self._beats = 0
