@@ -21,6 +21,7 @@ SUNSPEC_FAIL_SAFE = FailSafe(
     note="SunSpec revert timers: 123 WMaxLimPct_RvrtTms and Conn_RvrtTms, 124 InOutWRte_RvrtTms, "
     "704 WMaxLimPctRvrtTms and WSetRvrtTms",
 )
+METER_FAIL_SAFE = FailSafe(kind="none", note="a meter takes no setpoints")
 
 
 class SunSpecDevice:
@@ -84,8 +85,10 @@ class SunSpecDevice:
 
     # --- the Device interface beyond polling ----------------------------------------------------
 
-    fail_safe = SUNSPEC_FAIL_SAFE
-    """Every SunSpec control model this driver writes carries a revert timer, written with each setpoint."""
+    @property
+    def fail_safe(self) -> FailSafe:
+        """Every SunSpec control model this driver writes carries a revert timer, written with each setpoint."""
+        return METER_FAIL_SAFE if self.kind == "meter" else SUNSPEC_FAIL_SAFE
 
     @property
     def can_stop_pv(self) -> bool:
