@@ -102,20 +102,27 @@ def scan(
     json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     profile: Annotated[str | None, typer.Option(help="read with a vendor profile instead of SunSpec")] = None,
     timeout: Annotated[float, typer.Option(help="reply timeout in seconds")] = 2.0,
+    snippet: Annotated[
+        str | None, typer.Option("--snippet", help="print the fleet-file entry of the device, with this id")
+    ] = None,
 ) -> None:
-    """SunSpec discovery and one read of a device: models and decoded points with units."""
+    """SunSpec discovery at every base address (40000, 0, 50000) and one read of a device: what each
+    base gave, the models and decoded points with units; --snippet prints its fleet-file entry."""
     import asyncio
     import json
 
     from sparcs.drivers.errors import DeviceError
     from sparcs.drivers.profiles import ProfileError
-    from sparcs.drivers.scan import format_scan, parse_endpoint, run_scan
+    from sparcs.drivers.scan import config_snippet, format_scan, parse_endpoint, run_scan
 
     try:
         host, port = parse_endpoint(endpoint)
         report = asyncio.run(run_scan(host, port, unit, timeout, profile))
     except (ValueError, DeviceError, ProfileError) as exc:
         raise fail(f"{endpoint} unit {unit}: {exc}") from None
+    if snippet is not None:
+        typer.echo(config_snippet(report, snippet), nl=False)
+        return
     typer.echo(json.dumps(report) if json_out else format_scan(report))
 
 
