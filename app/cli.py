@@ -134,6 +134,9 @@ def bench_poll(
     concurrency: Annotated[int | None, typer.Option(help="endpoints polled at once (default 256)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the generated fleet")] = 7,
     json_out: Annotated[bool, typer.Option("--json", help="one line of JSON")] = False,
+    latency_ms: Annotated[
+        float, typer.Option("--latency-ms", min=0.0, max=5000.0, help="reply delay of every device (field latency)")
+    ] = 0.0,
 ) -> None:
     """Poll N simulated devices (served by a child process) beside a bare pymodbus loop; print JSON."""
     import asyncio
@@ -144,7 +147,7 @@ def bench_poll(
 
     try:
         fleet = synthetic_fleet(devices, seed, port_start=free_port_range(devices))
-        result = asyncio.run(run_poll_bench(fleet, devices, cycles, silent, concurrency, seed))
+        result = asyncio.run(run_poll_bench(fleet, devices, cycles, silent, concurrency, seed, latency_ms))
     except BenchError as exc:
         raise fail(str(exc)) from None
     typer.echo(json.dumps(result) if json_out else json.dumps(result, indent=2))
