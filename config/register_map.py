@@ -157,14 +157,15 @@ class RegisterMap(_Strict):
             raise ValueError("\n".join(problems))
         return self
 
-
     def _fail_safe_problems(self) -> list[str]:
         fs = self.fail_safe
         out = []
         if fs.kind == "revert_timer" and "revert_timer_s" not in self.registers:
             out.append("fail_safe.kind: 'revert_timer' needs a revert_timer_s register")
         if fs.kind != "revert_timer" and "revert_timer_s" in self.registers:
-            out.append(f"fail_safe.kind: the map has a revert_timer_s register; declare 'revert_timer', not '{fs.kind}'")
+            out.append(
+                f"fail_safe.kind: the map has a revert_timer_s register; declare 'revert_timer', not '{fs.kind}'"
+            )
         if fs.kind == "watchdog":
             if fs.interval_s is None:
                 out.append("fail_safe.interval_s: a watchdog needs its interval in seconds")

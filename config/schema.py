@@ -164,7 +164,7 @@ class DeviceConfig(Strict):
     accept_no_fail_safe: bool = Field(
         default=False,
         description="write setpoints although the device has no revert timer or watchdog: a limit then stays "
-        "in force if the controller stops (docs/devices.md \"Fail-safes\"); without it such a device is monitor-only",
+        'in force if the controller stops (docs/devices.md "Fail-safes"); without it such a device is monitor-only',
     )
     _profile_dirs: tuple[Path, ...] = PrivateAttr(default=())
 
@@ -210,9 +210,13 @@ class SiteConfig(Strict):
 class DeviceVariant(Strict):
     """How a simulated device presents itself on the wire."""
 
-    models: Literal["classic", "der", "float"] = Field(
+    models: Literal["classic", "der", "float", "802"] = Field(
         default="classic",
-        description="classic = 10x/120/121/122/123(/124); der = 701/702/704(/713); float = 11x instead of 10x",
+        description="classic = 10x/120/121/122/123(/124); der = 701/702/704(/713); float = 11x instead of 10x; "
+        "802 = a battery serving only the SunSpec 2 battery model 802 (no inverter or control model)",
+    )
+    mppt_strings: int = Field(
+        default=0, ge=0, le=8, description="PV inverters: serve model 160 (MPPT) with this many strings; 0 = none"
     )
     base_address: Literal[0, 40000, 50000] = 40000
     common_len: Literal[65, 66] = 66

@@ -69,7 +69,10 @@ def add_latency(fleet: dict[str, Any], latency_ms: float, silent: list[str]) -> 
     back: fault ``slow``), as devices behind DSL routers and dongles do in the field."""
     sim = fleet.setdefault("simulation", {})
     late = [d["id"] for s in fleet["sites"] for d in s["devices"] if d["id"] not in set(silent)]
-    sim["faults"] = [*sim.get("faults", []), *({"device": i, "mode": "slow", "delay_s": latency_ms / 1000.0} for i in late)]
+    sim["faults"] = [
+        *sim.get("faults", []),
+        *({"device": i, "mode": "slow", "delay_s": latency_ms / 1000.0} for i in late),
+    ]
 
 
 def free_port_range(count: int, start: int = 10000, stop: int = 32000) -> int:

@@ -9,6 +9,7 @@ and the note says what to write; a watchdog the poll interval cannot refresh in 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from sparcs.config.register_map import ProfileError
@@ -44,7 +45,7 @@ def check_devices(cfg: FleetConfig) -> DeviceReport:
                 out.problems.append(unknown)
                 continue
             try:
-                device = build_device(dev, lambda dev=dev: _unconnected(dev), f"{path}.protocol")
+                device = build_device(dev, functools.partial(_unconnected, dev), f"{path}.protocol")
             except ProfileError as exc:
                 out.problems.append(f"{path}.profile: {exc}")
                 continue

@@ -40,7 +40,9 @@ async def run_scan(host: str, port: int, unit: int, timeout_s: float = 2.0, prof
         bases = [{"address": p.address, "result": p.result, "detail": p.detail} for p in probes]
         base = next((p.address for p in probes if p.result == "sunspec"), None)
         if base is None:
-            raise NotSunSpecError("not a SunSpec device (" + "; ".join(f"{p.address}: {p.detail}" for p in probes) + ")")
+            raise NotSunSpecError(
+                "not a SunSpec device (" + "; ".join(f"{p.address}: {p.detail}" for p in probes) + ")"
+            )
         found = await discover(link.reader(unit), base)
         models: list[dict[str, Any]] = []
         for loc in found.models:

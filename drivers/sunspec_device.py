@@ -22,6 +22,7 @@ SUNSPEC_FAIL_SAFE = FailSafe(
     "704 WMaxLimPctRvrtTms and WSetRvrtTms",
 )
 METER_FAIL_SAFE = FailSafe(kind="none", note="a meter takes no setpoints")
+NO_CONTROL_FAIL_SAFE = FailSafe(kind="none", note="no SunSpec control model (124 or 704): monitor only")
 
 
 class SunSpecDevice:
@@ -87,8 +88,13 @@ class SunSpecDevice:
 
     @property
     def fail_safe(self) -> FailSafe:
-        """Every SunSpec control model this driver writes carries a revert timer, written with each setpoint."""
-        return METER_FAIL_SAFE if self.kind == "meter" else SUNSPEC_FAIL_SAFE
+        """Every SunSpec control model this driver writes carries a revert timer, written with each setpoint;
+        a discovered battery without one (an 802 bank on its own) takes no setpoints at all."""
+        if self.kind == "meter":
+            return METER_FAIL_SAFE
+        if self.kind == "battery" and self.map is not None and self.map.find(124, 704) is None:
+            return NO_CONTROL_FAIL_SAFE
+        return SUNSPEC_FAIL_SAFE
 
     @property
     def can_stop_pv(self) -> bool:

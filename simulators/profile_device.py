@@ -204,8 +204,11 @@ class ProfileSimDevice:
         return {"grid_w": s.grid_w, "import_wh": s.import_wh, "export_wh": s.export_wh}
 
     def _released_si(self, key: str) -> float:
-        """What a control register reads while released: the map's release value, else 0."""
-        reg = self.map.registers[key]
+        """What a control register reads while released: the map's release value, else 0 (also for a
+        map without the register: nothing publishes it then)."""
+        reg = self.map.registers.get(key)
+        if reg is None:
+            return 0.0
         for step in self.map.battery_release:
             if step.key == key:
                 raw = decode(reg.type, words_of(step.value, reg.size))
@@ -341,10 +344,10 @@ class ProfileSimDevice:
         if watchdog_s is not None:
             c.wset_rvrt_s = watchdog_s
             changed.add("wset_rvrt_s")
-        if "battery_mode" in decoded:
-            if any(s.key == "battery_mode" and s.value == decoded["battery_mode"][1] for s in self.map.battery_release):
-                c.wset_ena = 0
-                changed.add("wset_ena")
+        mode = decoded.get("battery_mode")
+        if mode is not None and any(s.key == "battery_mode" and s.value == mode[1] for s in self.map.battery_release):
+            c.wset_ena = 0
+            changed.add("wset_ena")
         if "battery_setpoint_w" in decoded:
             watts, unsigned = decoded["battery_setpoint_w"]
             released = any(s.key == "battery_setpoint_w" and s.value == unsigned for s in self.map.battery_release)
