@@ -28,7 +28,12 @@ from pydantic import (
     model_validator,
 )
 
-DeviceKind = Literal["pv_inverter", "battery", "meter"]
+DeviceKind = Literal["pv_inverter", "battery", "meter", "hybrid"]
+"""``hybrid``: one device (one unit id) with a PV and a battery role, e.g. a hybrid inverter."""
+PV_KINDS = ("pv_inverter", "hybrid")
+"""Device kinds that take PV limits."""
+BATTERY_KINDS = ("battery", "hybrid")
+"""Device kinds that take battery setpoints."""
 FaultMode = Literal[
     "offline",  # port closed: connections are refused
     "no_reply",  # requests are swallowed: the client times out
@@ -202,8 +207,8 @@ class SiteConfig(Strict):
         kinds = [d.kind for d in self.devices]
         if kinds.count("meter") > 1:
             raise ValueError("a site has at most one meter at its grid connection point")
-        if "battery" in kinds and self.battery is None:
-            raise ValueError("a battery device needs the site's 'battery' section (capacity, power limits)")
+        if any(k in BATTERY_KINDS for k in kinds) and self.battery is None:
+            raise ValueError("a battery or hybrid device needs the site's 'battery' section (capacity, power limits)")
         return self
 
 

@@ -99,7 +99,7 @@ class SunSpecDevice:
     @property
     def can_stop_pv(self) -> bool:
         """A PV inverter with model 123 stops at 0 W with ``Conn`` = 0 (with its own revert timer)."""
-        return self.kind == "pv_inverter" and self.map is not None and self.map.find(123) is not None
+        return self.kind in ("pv_inverter", "hybrid") and self.map is not None and self.map.find(123) is not None
 
     def model_ids(self) -> list[int]:
         return self.map.ids if self.map is not None else []

@@ -3,7 +3,10 @@
 An inverter on 103 + 123 and one on 701 + 704 produce the same keys. A PV inverter with model 160
 adds its DC power per MPPT string (``mppt_<i>_dc_w``, from 1) and their sum ``dc_w``; a battery
 that serves only the SunSpec 2 battery model 802 is read from it alone (``W`` > 0 discharging,
-``SoC``, ``WHRtg``, the charge and discharge rates), and takes no setpoints (no control model). Which models a device
+``SoC``, ``WHRtg``, the charge and discharge rates), and takes no setpoints (no control model).
+A hybrid inverter (one unit id, a PV and a battery role) polls its inverter measurement, its PV
+control (123/704), its storage control (124) and the battery bank (802, else 713): ``battery_w``
+is 802's DC power (> 0 discharging), ``pv_w`` the AC output less it (AC out = PV + discharge). Which models a device
 needs is fixed here: ``PollPlan`` names the models read every poll (measurements, controls in
 force, storage state) and the static ones read at discovery (nameplate, settings, capacity).
 """
@@ -75,6 +78,12 @@ def poll_plan(kind: str, found: SunSpecMap) -> PollPlan:
         inverter = need(INVERTER_MODELS, "inverter measurement")
         extra = tuple(m for m in (found.find(*PV_CONTROL_MODELS), found.find(MPPT_MODEL)) if m is not None)
         return PollPlan((inverter, *extra), static)
+    if kind == "hybrid":
+        inverter = need(INVERTER_MODELS, "inverter measurement")
+        bank = need((802, 713), "battery bank")
+        found_ids = (found.find(*PV_CONTROL_MODELS), found.find(124), bank, found.find(MPPT_MODEL))
+        dynamic = (inverter, *(m for m in found_ids if m is not None))
+        return PollPlan(dynamic, tuple(m for m in static if m not in dynamic))
     storage = need(STORAGE_MODELS, "storage")
     static = tuple(m for m in static if m.model_id != storage.model_id)
     if storage.model_id == 802 and found.find(*INVERTER_MODELS) is None:
@@ -163,6 +172,15 @@ def to_raw_si(kind: str, models: dict[int, dict], invert_sign: bool = False) -> 
             pv["dc_w"] = sum(v for v in strings if v is not None) if strings and None not in strings else None
         return pv
     s124, s713, s802 = models.get(124, {}), models.get(713, {}), models.get(802, {})
+    if kind == "hybrid":  # the bank's DC power is the battery role; PV is the AC output less it
+        bat_w = s802.get("W")
+        pv_w = None if w is None or bat_w is None else sign * (w - bat_w)
+        pv_part = {"pv_w": pv_w, "wmax_w": wmax}
+        if 123 in models or 704 in models:  # without a control model the limit in force is unknown
+            pv_part["pv_limit_w"] = limit_in_force_w(models, wmax)
+        w = bat_w
+    else:
+        pv_part = {}
     if not inv and s802:  # an 802 bank on its own: its DC power and state
         w = s802.get("W")
         common |= {"operating_state": s802.get("State"), "alarms": s802.get("Evt1")}
@@ -177,4 +195,5 @@ def to_raw_si(kind: str, models: dict[int, dict], invert_sign: bool = False) -> 
             m120.get("MaxDisChaRte"), m702.get("WDisChaRteMax"), s802.get("WDisChaRteMax"), wchamax
         ),
         **common,
+        **pv_part,
     }

@@ -34,7 +34,9 @@ BATTERY_KEYS = (
     "alarms",
 )
 METER_KEYS = ("grid_w", "import_wh", "export_wh", "operating_state", "alarms")
-KEYS_BY_KIND = {"pv_inverter": PV_KEYS, "battery": BATTERY_KEYS, "meter": METER_KEYS}
+HYBRID_KEYS = (*PV_KEYS[:3], *BATTERY_KEYS)
+"""A hybrid inverter: its PV role (``pv_w``, ``pv_limit_w``, ``wmax_w``) and its battery role."""
+KEYS_BY_KIND = {"pv_inverter": PV_KEYS, "battery": BATTERY_KEYS, "meter": METER_KEYS, "hybrid": HYBRID_KEYS}
 
 # Values that describe a measurement at the read time; a frozen device makes them all bad.
 MEASURED_KEYS = frozenset({"pv_w", "battery_w", "grid_w", "soc", "energy_wh", "import_wh", "export_wh"})
@@ -43,6 +45,7 @@ COUNTER_RULES = {
     "pv_inverter": (("energy_wh", "pv_w", 1),),
     "battery": (("energy_wh", "battery_w", 1),),  # 103/701 count AC energy out: grows while discharging
     "meter": (("import_wh", "grid_w", 1), ("export_wh", "grid_w", -1)),
+    "hybrid": (),  # its AC counter grows with PV and discharge together: no one power to check it by
 }
 POWER_MARGIN = 1.5  # |power| beyond 1.5 × the rating is not physical
 FROZEN_MIN_WH = 10.0  # a counter must have been expected to grow by this much before "flat" means frozen

@@ -45,6 +45,12 @@ HEARTBEAT_DEADLINE = 0.75  # a watchdog's heartbeat is rewritten before this sha
 MATCH_TOLERANCE = 0.01  # read-back W may differ by 1 % of the base (register resolution)
 
 Action = Literal["limit", "release", "battery", "unchanged", "skipped", "failed"]
+ROLES: dict[str, tuple[SetpointKind, ...]] = {
+    "pv_inverter": ("pv",),
+    "battery": ("battery",),
+    "hybrid": ("pv", "battery"),
+}
+"""The setpoints a device kind takes: a hybrid both, its PV limit first."""
 
 
 @dataclass
@@ -74,6 +80,7 @@ class WriteResult:
     detail: str = ""
     written_at: float | None = None
     shortfall_w: float | None = None  # W the device may produce above the request (its floor above 0 W)
+    battery: WriteResult | None = None  # a hybrid's battery role; the fields above are then its PV role's
 
 
 @dataclass
@@ -93,7 +100,7 @@ class SetpointWriter:
 
     def __init__(self, poller: FleetPoller, settings: DispatchConfig, clock: Callable[[], float]):
         self.poller, self.settings, self.clock = poller, settings, clock
-        self.active: dict[str, _Active] = {}
+        self.active: dict[tuple[str, SetpointKind], _Active] = {}  # (device id, role) → setpoint in force
         self._sem = asyncio.Semaphore(settings.max_concurrency)
 
     async def apply(self, setpoints: dict[str, Setpoint]) -> dict[str, WriteResult]:
@@ -105,26 +112,32 @@ class SetpointWriter:
     async def refresh_due(self) -> dict[str, WriteResult]:
         """Rewrite every setpoint whose revert timer is 40 % gone (releases have no timer)."""
         now = self.clock()
-        due = {
-            i: Setpoint(pv_limit_w=a.requested_w) if a.kind == "pv" else Setpoint(battery_w=a.requested_w)
-            for i, a in self.active.items()
-            if a.value_w is not None and now - a.written_at >= REFRESH_FRACTION * a.revert_s
-        }
+        due: dict[str, tuple[Setpoint, list[SetpointKind]]] = {}
+        for (i, kind), a in self.active.items():
+            if a.value_w is not None and now - a.written_at >= REFRESH_FRACTION * a.revert_s:
+                sp, roles = due.setdefault(i, (Setpoint(), []))
+                setattr(sp, "pv_limit_w" if kind == "pv" else "battery_w", a.requested_w)
+                roles.append(kind)
         ids = list(due)
-        results = await asyncio.gather(*(self._guarded(i, due[i], force=True) for i in ids))
+        results = await asyncio.gather(*(self._guarded(i, due[i][0], force=True, roles=due[i][1]) for i in ids))
         return dict(zip(ids, results, strict=True))
 
-    async def _guarded(self, device_id: str, sp: Setpoint, force: bool) -> WriteResult:
+    async def _guarded(
+        self, device_id: str, sp: Setpoint, force: bool, roles: list[SetpointKind] | None = None
+    ) -> WriteResult:
         async with self._sem:
             try:
-                return await self._apply_one(device_id, sp, force)
+                return await self._apply_one(device_id, sp, force, roles)
             except (DeviceError, ValueError) as exc:  # ValueError: a value the device's registers cannot hold
                 return WriteResult(device_id, "failed", False, detail=str(exc))
             except Exception as exc:  # fault barrier: one device's surprise must not abort the others' writes
                 log.exception("device %s: unexpected failure while writing", device_id)
                 return WriteResult(device_id, "failed", False, detail=f"unexpected {type(exc).__name__}: {exc}")
 
-    async def _apply_one(self, device_id: str, sp: Setpoint, force: bool) -> WriteResult:
+    async def _apply_one(
+        self, device_id: str, sp: Setpoint, force: bool, roles: list[SetpointKind] | None = None
+    ) -> WriteResult:
+        """The device's write: each of its roles (``roles``: only these, for a refresh), a hybrid's merged."""
         try:
             s = self.poller.state(device_id)
         except KeyError as exc:
@@ -138,10 +151,24 @@ class SetpointWriter:
         t = s.telemetry
         if t is None or t.status == "stale" or t.last_good_at is None:
             return WriteResult(device_id, "failed", False, detail="device not read yet or stale: nothing written")
-        kind: SetpointKind = "pv" if s.cfg.kind == "pv_inverter" else "battery"
-        value = sp.pv_limit_w if kind == "pv" else sp.battery_w
+        results = [
+            await self._apply_role(s, kind, sp.pv_limit_w if kind == "pv" else sp.battery_w, force)
+            for kind in ROLES.get(s.cfg.kind, ())
+            if roles is None or kind in roles
+        ]
+        return results[0] if len(results) == 1 else merged(results[0], results[1])
+
+    async def _apply_role(self, s: DeviceState, kind: SetpointKind, value: float | None, force: bool) -> WriteResult:
+        """One role's write; its device error fails that role only (a hybrid's other role is still written)."""
+        try:
+            return await self._write_role(s, kind, value, force)
+        except (DeviceError, ValueError) as exc:
+            return WriteResult(s.cfg.id, "failed", False, requested_w=value, detail=str(exc))
+
+    async def _write_role(self, s: DeviceState, kind: SetpointKind, value: float | None, force: bool) -> WriteResult:
+        device_id = s.cfg.id
         if not force and self._unchanged(device_id, s, kind, value):
-            a = self.active[device_id]
+            a = self.active[(device_id, kind)]
             return WriteResult(
                 device_id,
                 "unchanged",
@@ -159,7 +186,7 @@ class SetpointWriter:
 
     def _unchanged(self, device_id: str, s: DeviceState, kind: SetpointKind, requested: float | None) -> bool:
         """True when the same command is in force (confirmed by the latest poll) and its timer is not due."""
-        a = self.active.get(device_id)
+        a = self.active.get((device_id, kind))
         if a is None or a.kind != kind or a.requested_w != requested:
             return False
         if a.value_w is not None and self.clock() - a.written_at >= REFRESH_FRACTION * a.revert_s:
@@ -204,7 +231,7 @@ class SetpointWriter:
         plan = await s.driver.pv_limit_writes(target, wmax, self.settings.revert_timeout_s)
         result = await self._execute(s, "pv", plan, limit_w, target, clamped)
         if shortfall > 1e-6:
-            result.shortfall_w = self.active[s.cfg.id].shortfall_w = shortfall
+            result.shortfall_w = self.active[(s.cfg.id, "pv")].shortfall_w = shortfall
             result.detail = (
                 f"{result.detail}; the device cannot go below {target:.0f} W: {shortfall:.0f} W above the "
                 f"{max(limit_w or 0.0, 0.0):.0f} W asked for"
@@ -270,7 +297,7 @@ class SetpointWriter:
                     f"{[got[i] for i in bad]} instead of {[w.values[i] for i in bad]}"
                 )
         action: Action = "release" if target is None else ("limit" if kind == "pv" else "battery")
-        self.active[s.cfg.id] = _Active(kind, requested, target, now, self._timer_s(s))
+        self.active[(s.cfg.id, kind)] = _Active(kind, requested, target, now, self._timer_s(s))
         detail = "; ".join(mismatches) or ("clamped to the device's range" if clamped else "written and read back")
         return WriteResult(
             s.cfg.id,
@@ -301,3 +328,18 @@ def max_poll_interval_s(watchdog_s: float) -> float:
     must come before ``HEARTBEAT_DEADLINE`` of it, since devices act on a missed heartbeat at any
     moment after the interval (and report it late)."""
     return (HEARTBEAT_DEADLINE - REFRESH_FRACTION) * watchdog_s
+
+
+def merged(pv: WriteResult, battery: WriteResult) -> WriteResult:
+    """One result for a hybrid's two roles: the PV role's figures, the battery role's result beside
+    them; ``ok`` only if both are, ``action`` the first that did something (a failure first)."""
+    acts = [pv.action, battery.action]
+    action: Action = next(
+        (a for a in ("failed", "limit", "release", "battery") if a in acts),
+        "unchanged" if "unchanged" in acts else "skipped",
+    )
+    out = WriteResult(**{**pv.__dict__, "action": action, "battery": battery})
+    out.ok = pv.ok and battery.ok
+    out.mismatch = pv.mismatch or battery.mismatch
+    out.detail = f"pv: {pv.detail}; battery: {battery.detail}"
+    return out

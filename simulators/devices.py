@@ -56,6 +56,8 @@ def model_ids(kind: str, variant: DeviceVariant) -> list[int]:
     if kind == "pv_inverter":
         pv = [1, 701, 702, 704] if variant.models == "der" else [1, inverter, 120, 121, 122, 123]
         return [*pv, 160] if variant.mppt_strings else pv
+    if kind == "hybrid":  # PV and battery behind one unit id: 123 limits the PV, 124 sets the battery
+        return [1, inverter, 120, 121, 123, 124, 802, *([160] if variant.mppt_strings else [])]
     if variant.models == "802":
         return [1, 802]
     return [1, 701, 702, 704, 713] if variant.models == "der" else [1, inverter, 120, 121, 124, 713]
@@ -129,6 +131,10 @@ class SunSpecSimDevice(ABC):
     def _unit(self) -> PvUnit | BatteryUnit | None:
         """The site unit whose ``controls`` the writable points set (None: nothing is writable)."""
         return None
+
+    def _unit_for(self, model_id: int) -> PvUnit | BatteryUnit | None:
+        """The unit the writable points of ``model_id`` set: :meth:`_unit`, unless a face has two (hybrid)."""
+        return self._unit()
 
     @abstractmethod
     def truth(self) -> dict[str, float | None]:
@@ -230,9 +236,9 @@ class SunSpecSimDevice(ABC):
                 self.image.set(p, self._raw(p, value))
         if fault_mode == "garbage" or self._sf_garbled:
             self._garble_sfs(fault_mode == "garbage")
-        unit = self._unit()
-        if unit is not None:
-            for (mid, name), w in self.writable.items():
+        for (mid, name), w in self.writable.items():
+            unit = self._unit_for(mid)
+            if unit is not None:
                 self.put(mid, name, getattr(unit.controls, w.field))
 
     def _slot(self, mid: int, name: str) -> tuple[Point, int, float | None, int, int] | None:
@@ -252,6 +258,7 @@ class SunSpecSimDevice(ABC):
     def write(self, address: int, values: list[int], now: float) -> ExcCodes | None:
         """Validate and apply a write of ``values`` at ``address``; all or nothing."""
         touched: dict[Point, Writable] = {}
+        # every point of one write belongs to one model, so to one unit
         for i in range(len(values)):
             p = self._point_at.get(address + i)
             w = self.writable.get((p.model_id, p.name)) if p is not None else None
@@ -273,8 +280,9 @@ class SunSpecSimDevice(ABC):
             changes[w.field] = round(value) if w.integer else value
         if now > self.site.t:
             self.site.advance(now)
-        unit = self._unit()
-        if unit is None:
+        units = {id(u): u for u in (self._unit_for(p.model_id) for p in touched)}
+        unit = next(iter(units.values()), None)
+        if unit is None or len(units) > 1:
             return ExcCodes.ILLEGAL_ADDRESS
         for name, value in changes.items():
             setattr(unit.controls, name, value)
@@ -764,10 +772,49 @@ def meter_truth(s: SiteSim) -> dict[str, float | None]:
     }
 
 
+class HybridDevice(BatteryDevice, PvInverterDevice):
+    """A hybrid inverter: a PV inverter's 121/123 (and 160) and a battery's 120/124/802 behind one unit
+    id; 103 ``W`` is their AC sum (PV + discharge), 802 ``W`` the battery's DC power (> 0 discharging).
+    Both faces' ``__init__`` run (each finds its unit of the site by the device id)."""
+
+    kind = "hybrid"
+
+    def _rating(self) -> float:
+        return self.pv.rating_w
+
+    def _setup(self) -> None:
+        BatteryDevice._setup(self)
+        battery_points = self.writable
+        PvInverterDevice._setup(self)  # the AC nameplate is the PV inverter's; 121 WMax its WMax
+        self.writable = {**battery_points, **self.writable}
+
+    def _unit(self) -> BatteryUnit:  # type: ignore[override]  # both faces' units: see _unit_for
+        return self.bat
+
+    def _unit_for(self, model_id: int) -> PvUnit | BatteryUnit:
+        return self.pv if model_id in (121, 122, 123, 160) else self.bat
+
+    def _live(self) -> list[tuple[int, str, float | int | str | None]]:
+        u, b = self.pv, self.bat
+        ac_models = (*INVERTER_MODELS, 701)
+        out = [x for x in PvInverterDevice._live(self) if x[0] not in ac_models]
+        out += [x for x in BatteryDevice._live(self) if x[0] not in ac_models]
+        on = bool(u.controls.conn)
+        state = (4, 3) if on and abs(u.pv_w + b.battery_w) > 1.0 else (8, 7)
+        out += self._ac(u.pv_w + b.battery_w, u.energy_wh + b.discharged_wh, b.charged_wh, *state, on)
+        return out
+
+    def truth(self) -> dict[str, float | None]:
+        bat = battery_truth(self.bat, self.site.t)
+        bat["battery_revert_s"] = bat.pop("revert_s")
+        return pv_truth(self.pv, self.site.t) | bat
+
+
 DEVICE_CLASSES: dict[str, type[SunSpecSimDevice]] = {
     "pv_inverter": PvInverterDevice,
     "battery": BatteryDevice,
     "meter": MeterDevice,
+    "hybrid": HybridDevice,
 }
 
 

@@ -74,7 +74,7 @@ async def test_missed_heartbeat_releases_the_limit_late_as_field_watchdogs_do(fl
     await step_and_poll(host, poller)
     r = (await writer.apply({"wd-pv": Setpoint(pv_limit_w=2000.0)}))["wd-pv"]
     assert r.ok and r.action == "limit", r
-    assert writer.active["wd-pv"].revert_s == 60.0  # refreshed against the watchdog, not the revert timer
+    assert writer.active[("wd-pv", "pv")].revert_s == 60.0  # refreshed against the watchdog, not the revert timer
     await step_and_poll(host, poller, 30)
     beats = await writer.refresh_due()  # 30 s > 40 % of 60 s: the heartbeat is due
     assert beats["wd-pv"].ok, beats

@@ -541,6 +541,10 @@ function setVsRead(set, read) {
   return `${set === null ? "released" : kw(set)} / ${kw(read)}`;
 }
 
+// A hybrid inverter has both roles (docs/devices.md "Hybrid inverters").
+const hasPv = (d) => d.kind === "pv_inverter" || d.kind === "hybrid";
+const hasBattery = (d) => d.kind === "battery" || d.kind === "hybrid";
+
 // What the device does when the controller stops writing (docs/devices.md "Fail-safes").
 function failSafeText(d) {
   const fs = d.fail_safe;
@@ -569,9 +573,9 @@ function renderDevices(now) {
       el("td", { title: d.fail_safe ? d.fail_safe.note : "", text: failSafeText(d) }),
       el("td", {}, qualityChip(d.values)),
       el("td", { title: when(d.last_seen, serverNow()), text: ago(d.last_seen, now) }),
-      el("td", { class: "num", text: d.kind === "pv_inverter" ? kw(d.actual.pv_w) : "" }),
-      el("td", { class: "num", text: d.kind === "pv_inverter" ? setVsRead(sp ? sp.pv_limit_w : undefined, d.actual.pv_limit_w) : "" }),
-      el("td", { class: "num", text: d.kind === "battery" ? setVsRead(sp ? sp.battery_w : undefined, d.actual.battery_w) : "" }),
+      el("td", { class: "num", text: hasPv(d) ? kw(d.actual.pv_w) : "" }),
+      el("td", { class: "num", text: hasPv(d) ? setVsRead(sp ? sp.pv_limit_w : undefined, d.actual.pv_limit_w) : "" }),
+      el("td", { class: "num", text: hasBattery(d) ? setVsRead(sp ? sp.battery_w : undefined, d.actual.battery_w) : "" }),
       el("td", { class: "small error-text wrap", text: d.error || "" }));
   });
   replaceRows($("devices"), rows, "no devices match", 11);
