@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -90,3 +92,24 @@ def test_a_watchdog_the_poll_interval_cannot_refresh_is_an_error(tmp_path: Path)
     )
     code, _out, err = _check(tmp_path, _fleet([kostal], dispatch={"poll_interval_s": 10}))
     assert code == 0, err
+
+
+def test_start_refuses_a_wrong_kind_profile_with_the_same_line_not_a_traceback(tmp_path: Path) -> None:
+    devices = [
+        {"id": "s1-pv", "kind": "pv_inverter", "port": 1},
+        {"id": "s1-bat", "kind": "battery", "port": 2, "protocol": "profile", "profile": "sma_sunny_boy"},
+    ]
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(_fleet(devices)))
+    run = subprocess.run(
+        [sys.executable, "-m", "sparcs", "run", "--config", str(path), "--data-dir", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip() == (
+        "sites[0:s1].devices[1:s1-bat].profile: profile 'sma_sunny_boy' describes a pv_inverter, not a battery; "
+        "name a battery profile, or correct the device's kind"
+    )
