@@ -124,6 +124,7 @@ class Device(Protocol):
     # Optional members, read through fail_safe_of() and can_stop_pv() (absent: no fail-safe, no stop):
     #   fail_safe: config.register_map.FailSafe  (revert_timer, watchdog with interval_s, or none)
     #   can_stop_pv: bool  (pv_limit_writes(0.0, ...) stops the inverter at 0 W)
+    #   revert_left_s(kind) -> float | None  (what the device's own revert timer had left at the latest poll)
 
 
 NO_FAIL_SAFE = FailSafe(kind="none", note="the device declares no fail-safe")
@@ -143,6 +144,15 @@ def can_stop_pv(device: Device) -> bool:
     a vendor's own stop). An optional member of :class:`Device` (``can_stop_pv``); absent = False: the
     writer then holds the device at its floor and reports the shortfall."""
     return bool(getattr(device, "can_stop_pv", False))
+
+
+def revert_left_of(device: Device, kind: SetpointKind) -> float | None:
+    """Seconds the device's own revert timer for ``kind`` had left at its latest poll (SunSpec 704
+    ``WMaxLimPctRvrtRem`` / ``WSetRvrtRem``), or None where the device does not say. An optional member
+    of :class:`Device` (``revert_left_s(kind)``)."""
+    fn = getattr(device, "revert_left_s", None)
+    left = fn(kind) if callable(fn) else None
+    return float(left) if isinstance(left, int | float) else None
 
 
 LinkFor = Callable[[], Link]

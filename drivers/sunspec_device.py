@@ -96,6 +96,12 @@ class SunSpecDevice:
             return NO_CONTROL_FAIL_SAFE
         return SUNSPEC_FAIL_SAFE
 
+    def revert_left_s(self, kind: SetpointKind) -> float | None:
+        """The seconds 704's own revert timer had left at the latest poll (``…RvrtRem``); None without 704."""
+        c = self.models.get(704)
+        v = c.get("WMaxLimPctRvrtRem" if kind == "pv" else "WSetRvrtRem") if c else None
+        return float(v) if isinstance(v, int | float) else None
+
     @property
     def can_stop_pv(self) -> bool:
         """A PV inverter with model 123 stops at 0 W with ``Conn`` = 0 (with its own revert timer)."""

@@ -36,7 +36,7 @@ POINTS: dict[int, tuple[str, ...]] = {
     121: ("WMax",),
     702: ("WMaxRtg", "WMax", "WChaRteMax", "WDisChaRteMax"),
     123: ("Conn", "WMaxLimPct", "WMaxLim_Ena", "WMaxLimPct_RvrtTms"),
-    704: ("WMaxLimPctEna", "WMaxLimPct", "WSetEna", "WSetMod", "WSet"),
+    704: ("WMaxLimPctEna", "WMaxLimPct", "WSetEna", "WSetMod", "WSet", "WMaxLimPctRvrtRem", "WSetRvrtRem"),
     124: ("WChaMax", "StorCtl_Mod", "ChaState", "OutWRte", "InWRte", "InOutWRte_RvrtTms"),
     713: ("WHRtg", "SoC"),
     802: ("W", "SoC", "WHRtg", "WChaRteMax", "WDisChaRteMax", "State", "Evt1"),

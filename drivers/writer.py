@@ -9,7 +9,8 @@ Rules (docs/definitions.md "Revert timers and safe defaults", "Reference bases";
 - a device turns a setpoint into a :class:`drivers.device.WritePlan`: its register writes and one
   read-back that serves both the check and the setpoint in force; a written register the
   read-back does not reach is checked by a read of its own;
-- ``refresh_due`` rewrites a setpoint once 40 % of its timer has passed (before half); the timer is
+- ``refresh_due`` rewrites a setpoint once 40 % of its timer has passed (before half), on our clock
+  or on the device's own where it reports what its timer has left (SunSpec 704); the timer is
   the device's fail-safe (docs/devices.md "Fail-safes"): ``revert_timeout_s`` for a revert timer,
   the watchdog's interval for a watchdog, whose heartbeat each setpoint write carries;
 - a device whose fail-safe is ``none`` is monitor-only unless its config sets
@@ -34,7 +35,7 @@ from typing import Literal
 
 from sparcs.config.grid_rules import installer_ceiling_w
 from sparcs.config.schema import DispatchConfig
-from sparcs.drivers.device import UNKNOWN, SetpointKind, WritePlan, can_stop_pv, fail_safe_of
+from sparcs.drivers.device import UNKNOWN, SetpointKind, WritePlan, can_stop_pv, fail_safe_of, revert_left_of
 from sparcs.drivers.errors import DeviceError
 from sparcs.drivers.poller import DeviceState, FleetPoller
 
@@ -114,13 +115,24 @@ class SetpointWriter:
         now = self.clock()
         due: dict[str, tuple[Setpoint, list[SetpointKind]]] = {}
         for (i, kind), a in self.active.items():
-            if a.value_w is not None and now - a.written_at >= REFRESH_FRACTION * a.revert_s:
+            if a.value_w is not None and self._due(i, kind, a, now):
                 sp, roles = due.setdefault(i, (Setpoint(), []))
                 setattr(sp, "pv_limit_w" if kind == "pv" else "battery_w", a.requested_w)
                 roles.append(kind)
         ids = list(due)
         results = await asyncio.gather(*(self._guarded(i, due[i][0], force=True, roles=due[i][1]) for i in ids))
         return dict(zip(ids, results, strict=True))
+
+    def _due(self, device_id: str, kind: SetpointKind, a: _Active, now: float) -> bool:
+        """40 % of the timer gone on our clock, or on the device's own: where a device reports what its
+        timer has left (704 ``…RvrtRem``) in a poll after our write, that counts down from the poll."""
+        if now - a.written_at >= REFRESH_FRACTION * a.revert_s:
+            return True
+        s = self.poller.devices.get(device_id)
+        if s is None or s.last_good_at is None or s.last_good_at <= a.written_at:
+            return False  # no poll since the write: the device's figure is of an earlier setpoint
+        left = revert_left_of(s.driver, kind)
+        return left is not None and left - (now - s.last_good_at) <= (1.0 - REFRESH_FRACTION) * a.revert_s
 
     async def _guarded(
         self, device_id: str, sp: Setpoint, force: bool, roles: list[SetpointKind] | None = None
@@ -189,7 +201,7 @@ class SetpointWriter:
         a = self.active.get((device_id, kind))
         if a is None or a.kind != kind or a.requested_w != requested:
             return False
-        if a.value_w is not None and self.clock() - a.written_at >= REFRESH_FRACTION * a.revert_s:
+        if a.value_w is not None and self._due(device_id, kind, a, self.clock()):
             return False
         vals = s.telemetry.values if s.telemetry else {}
         seen = s.driver.in_force(kind, vals)

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from sparcs.config.schema import DispatchConfig, FaultSpec
+from sparcs.drivers.sunspec_codec import encode_point, model_def
+from sparcs.drivers.sunspec_device import SunSpecDevice
 from sparcs.drivers.writer import Setpoint, SetpointWriter
 from tests.drivers.conftest import good, step_and_poll
 
@@ -166,3 +168,28 @@ async def test_a_device_that_never_answered_is_not_online_and_gets_no_writes(fle
     assert tel["der-pv"].status == "stale" and tel["der-pv"].last_good_at is None
     r = (await writer.apply({"der-pv": Setpoint(pv_limit_w=1000.0)}))["der-pv"]
     assert r.action == "failed" and "not read yet" in r.detail, r
+
+
+async def test_a_timer_the_device_reports_shorter_is_refreshed_on_the_devices_count(fleet, poller) -> None:
+    """704 reports what its revert timer has left: when another client shortened it to 20 s, the
+    refresh follows the device's count down, not the 60 s the writer wrote."""
+    host, clock = fleet
+    writer = SetpointWriter(poller, SETTINGS, clock.now)
+    await step_and_poll(host, poller)
+    r = (await writer.apply({"der-pv": Setpoint(pv_limit_w=3000.0)}))["der-pv"]
+    assert r.ok and r.action == "limit", r
+    assert await writer.refresh_due() == {}  # the poll before the write says nothing about this timer
+    d = poller.state("der-pv").driver
+    assert isinstance(d, SunSpecDevice) and d.map is not None
+    loc = d.map.find(704)
+    assert loc is not None
+    p = model_def(704).point("WMaxLimPctRvrtTms")
+    await d.write(loc.addr + p.offset, encode_point(p, 20))  # an installer's app shortens the timer
+    await step_and_poll(host, poller, 5)
+    assert host.truth("der-pv")["revert_s"] == pytest.approx(15.0, abs=1)
+    refreshed = await writer.refresh_due()  # 5 s of 60 on our clock, 15 s of 20 left on the device's
+    assert refreshed["der-pv"].ok, refreshed
+    assert host.truth("der-pv")["revert_s"] == pytest.approx(60.0, abs=1)
+    await host.step(30)
+    assert host.truth("der-pv")["limit_w"] == pytest.approx(3000.0, abs=10)  # did not lapse at 20 s
+    assert (await writer.apply({"der-pv": Setpoint(pv_limit_w=None)}))["der-pv"].ok
