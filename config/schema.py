@@ -171,6 +171,13 @@ class DeviceConfig(Strict):
         description="write setpoints although the device has no revert timer or watchdog: a limit then stays "
         'in force if the controller stops (docs/devices.md "Fail-safes"); without it such a device is monitor-only',
     )
+    watchdog_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        description="the watchdog interval set on this device, where it differs from its profile's "
+        "fail_safe.interval_s (SMA and KOSTAL timeouts are set by the installer)",
+    )
     _profile_dirs: tuple[Path, ...] = PrivateAttr(default=())
 
     @model_validator(mode="after")

@@ -55,6 +55,10 @@ def check_devices(cfg: FleetConfig) -> DeviceReport:
             if dev.kind == "meter":
                 continue
             fs = fail_safe_of(device)
+            if dev.watchdog_s is not None and fs.kind != "watchdog":
+                out.problems.append(
+                    f"{path}.watchdog_s: device {dev.id}'s fail-safe is '{fs.kind}', not a watchdog; remove watchdog_s"
+                )
             if fs.kind == "none" and dev.control and not dev.accept_no_fail_safe:
                 out.notes.append(
                     f"{path}: monitor-only: device {dev.id} has no fail-safe (no revert timer or watchdog), so a "

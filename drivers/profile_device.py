@@ -30,7 +30,15 @@ class ProfileDevice:
 
     protocol = "profile"
 
-    def __init__(self, link: Link, unit: int, kind: str, profile: Profile, invert_sign: bool = False):
+    def __init__(
+        self,
+        link: Link,
+        unit: int,
+        kind: str,
+        profile: Profile,
+        invert_sign: bool = False,
+        watchdog_s: float | None = None,
+    ):
         if profile.kind != kind:
             raise ProfileError(
                 f"profile '{profile.name}' describes a {profile.kind}, not a {kind}; "
@@ -39,28 +47,41 @@ class ProfileDevice:
         self.link, self.unit, self.kind, self.profile, self.invert_sign = link, unit, kind, profile, invert_sign
         self.blocks = profile.blocks()
         self._beats = 0
+        fs = profile.fail_safe
+        self._fail_safe = (
+            fs.model_copy(update={"interval_s": watchdog_s}) if watchdog_s and fs.kind == "watchdog" else fs
+        )
 
     @classmethod
     def from_name(
-        cls, link: Link, unit: int, kind: str, name: str, invert_sign: bool = False, first: Sequence[Path] = ()
+        cls,
+        link: Link,
+        unit: int,
+        kind: str,
+        name: str,
+        invert_sign: bool = False,
+        first: Sequence[Path] = (),
+        watchdog_s: float | None = None,
     ) -> ProfileDevice:
-        return cls(link, unit, kind, load_profile(name, first=first), invert_sign)
+        return cls(link, unit, kind, load_profile(name, first=first), invert_sign, watchdog_s)
 
     @classmethod
     def from_config(cls, cfg: DeviceConfig, link_for: LinkFor) -> ProfileDevice:
         """The registry's factory (protocol ``profile``); ProfileError when the profile cannot be used."""
         assert cfg.profile is not None  # the schema requires it
-        return cls.from_name(link_for(), cfg.unit, cfg.kind, cfg.profile, cfg.invert_sign, cfg.profile_dirs)
+        return cls.from_name(
+            link_for(), cfg.unit, cfg.kind, cfg.profile, cfg.invert_sign, cfg.profile_dirs, cfg.watchdog_s
+        )
 
     @property
     def fail_safe(self) -> FailSafe:
-        """The fail-safe the profile declares."""
-        return self.profile.fail_safe
+        """The fail-safe the profile declares (a watchdog's interval as the device's config sets it)."""
+        return self._fail_safe
 
     def _fail_safe_writes(self, revert_s: int) -> list[RegisterWrite]:
         """Before a setpoint: the revert timer, or the watchdog's heartbeat (a counter, so every beat
         is a new value); nothing when the heartbeat is the setpoint register itself, or there is none."""
-        fs = self.profile.fail_safe
+        fs = self._fail_safe
         if fs.kind == "revert_timer":
             return [self._write("revert_timer_s", float(revert_s))]
         if fs.kind == "watchdog" and fs.heartbeat == "heartbeat":

@@ -168,8 +168,9 @@ class ProfileSimDevice:
     def _fail_safe_s(self, decoded: dict[str, tuple[float, int]]) -> float | None:
         """The timer a write restarts on a watchdog device (the interval, fired late), else None."""
         fs = self.map.fail_safe
-        if fs.kind == "watchdog" and fs.heartbeat in decoded and fs.interval_s is not None:
-            return fs.interval_s * (1.0 + WATCHDOG_LATE)
+        interval = self.config.watchdog_s or fs.interval_s  # the interval set on this device, else the map's
+        if fs.kind == "watchdog" and fs.heartbeat in decoded and interval is not None:
+            return interval * (1.0 + WATCHDOG_LATE)
         return None
 
     def _kind_values(self) -> dict[str, float | None]:

@@ -113,3 +113,22 @@ def test_start_refuses_a_wrong_kind_profile_with_the_same_line_not_a_traceback(t
         "sites[0:s1].devices[1:s1-bat].profile: profile 'sma_sunny_boy' describes a pv_inverter, not a battery; "
         "name a battery profile, or correct the device's kind"
     )
+
+
+def test_a_devices_own_watchdog_interval_is_checked_against_the_poll_interval(tmp_path: Path) -> None:
+    sma = {
+        "id": "s1-pv",
+        "kind": "pv_inverter",
+        "port": 1,
+        "unit": 3,
+        "protocol": "profile",
+        "profile": "sma_sunny_boy",
+    }
+    code, _out, err = _check(tmp_path, _fleet([sma | {"watchdog_s": 20}], dispatch={"poll_interval_s": 10}))
+    assert code == 2 and err[0].endswith(
+        "its watchdog falls back after 20 s without a heartbeat; dispatch.poll_interval_s 10 s cannot refresh it "
+        "in time: set it to at most 7 s"
+    )
+    hw = {"id": "s1-pv", "kind": "pv_inverter", "port": 1, "protocol": "profile", "profile": "huawei_sun2000"}
+    code, _out, err = _check(tmp_path, _fleet([hw | {"watchdog_s": 60}]))
+    assert code == 2 and "watchdog_s: device s1-pv's fail-safe is 'none', not a watchdog" in err[0]

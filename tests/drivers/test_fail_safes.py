@@ -50,6 +50,14 @@ FLEET = {
             battery=True,
         ),
         _site("hw", [_dev("hw-pv", "pv_inverter", 6, "huawei_sun2000")]),
+        _site(  # the installer set this KOSTAL's fallback to 30 s, not the profile's 60 s
+            "k30",
+            [
+                _dev("k30-pv", "pv_inverter", 8),
+                _dev("k30-bat", "battery", 9, "kostal_plenticore_battery", 71) | {"watchdog_s": 30},
+            ],
+            battery=True,
+        ),
         _site("der", [_dev("der-pv", "pv_inverter", 7)]),
     ],
     "simulation": {"seed": 5, "weather": {"cloudiness": 0.0}, "variants": {"der-pv": {"models": "der"}}},
@@ -193,3 +201,15 @@ async def test_a_timer_the_device_reports_shorter_is_refreshed_on_the_devices_co
     await host.step(30)
     assert host.truth("der-pv")["limit_w"] == pytest.approx(3000.0, abs=10)  # did not lapse at 20 s
     assert (await writer.apply({"der-pv": Setpoint(pv_limit_w=None)}))["der-pv"].ok
+
+
+async def test_the_watchdog_interval_set_on_the_device_is_the_one_both_sides_use(fleet, poller) -> None:
+    host, clock = fleet
+    writer = SetpointWriter(poller, SETTINGS, clock.now)
+    await step_and_poll(host, poller)
+    r = (await writer.apply({"k30-bat": Setpoint(battery_w=800.0)}))["k30-bat"]
+    assert r.ok and writer.active[("k30-bat", "battery")].revert_s == 30.0, r  # refreshed every 12 s
+    await host.step(35)
+    assert host.truth("k30-bat")["commanded_w"] == pytest.approx(800.0)  # 30 s, fired late
+    await host.step(10)
+    assert host.truth("k30-bat")["commanded_w"] is None  # 45 s without a heartbeat: fallen back
