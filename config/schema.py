@@ -314,6 +314,34 @@ class MarketConfig(Strict):
     flat_price_eur_per_mwh: float = Field(default=80.0, ge=-500, le=4000)
 
 
+class WeatherSourceConfig(Strict):
+    """Where the PV forecast's weather comes from (docs/forecasts.md)."""
+
+    provider: Literal["none", "open-meteo", "csv"] = Field(
+        default="none", description="none: clear sky × typical clearness, corrected by the fleet's measurements"
+    )
+    url: str = Field(default="https://api.open-meteo.com/v1/forecast", description="Open-Meteo forecast endpoint")
+    csv: Path | None = Field(default=None, description="CSV timestamp,ghi_w_m2,temp_air_c[,dni_w_m2,dhi_w_m2,...]")
+    refresh_s: float = Field(default=900.0, ge=60, le=86_400, description="how often the forecast is fetched again")
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    cell_deg: float = Field(default=0.05, gt=0, le=1, description="sites share a forecast point on this grid")
+
+    @model_validator(mode="after")
+    def _csv_named(self) -> WeatherSourceConfig:
+        if self.provider == "csv" and self.csv is None:
+            raise ValueError("provider csv needs the file: set forecast.weather.csv")
+        return self
+
+
+class ForecastConfig(Strict):
+    """Forecasts of PV and load that the plan rests on."""
+
+    weather: WeatherSourceConfig = WeatherSourceConfig()
+    nowcast_radius_km: float = Field(
+        default=3.0, gt=0, le=50, description="neighbours within this distance share clouds"
+    )
+
+
 class GridRules(Strict):
     """Fleet-wide grid-operator rules."""
 
@@ -341,6 +369,7 @@ class FleetConfig(Strict):
     simulation: SimulationConfig | None = None
     dispatch: DispatchConfig = DispatchConfig()
     market: MarketConfig = MarketConfig()
+    forecast: ForecastConfig = ForecastConfig()
     grid: GridRules = GridRules()
     api: ApiConfig = ApiConfig()
     storage: StorageConfig = StorageConfig()
@@ -479,6 +508,9 @@ def load_config(path: str | Path) -> FleetConfig:
         cfg.set_profiles_dir(base / cfg.profiles_dir)
     if cfg.market.prices_csv is not None and not cfg.market.prices_csv.is_absolute():
         cfg.market.prices_csv = base / cfg.market.prices_csv
+    weather_csv = cfg.forecast.weather.csv
+    if weather_csv is not None and not weather_csv.is_absolute():
+        cfg.forecast.weather.csv = base / weather_csv
     if cfg.simulation and cfg.simulation.weather.irradiance_csv is not None:
         csv = cfg.simulation.weather.irradiance_csv
         if not csv.is_absolute():

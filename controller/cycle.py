@@ -33,11 +33,21 @@ from sparcs.controller.history import HistoryRecorder
 from sparcs.controller.metrics import Metrics
 from sparcs.controller.operations import Operations
 from sparcs.controller.plan import Plan
-from sparcs.controller.setpoints import ZERO_CAP_MARGIN, SiteFacts, export_guard, site_command, split_to_devices
+from sparcs.controller.setpoints import (
+    ZERO_CAP_MARGIN,
+    SiteCommand,
+    SiteFacts,
+    battery_room,
+    export_guard,
+    schedule_feedback,
+    site_command,
+    split_to_devices,
+)
 from sparcs.controller.state import FleetState, build_state
 from sparcs.controller.store import Store
 from sparcs.drivers.telemetry import Telemetry
 from sparcs.drivers.writer import Setpoint, WriteResult
+from sparcs.optimizer.forecast_quality import QualityRow
 
 log = logging.getLogger("sparcs.controller")
 
@@ -76,6 +86,7 @@ class Planner(Protocol):
     async def plan(self, state: FleetState, commands: CommandBook, now_s: float) -> Plan | None: ...
     def start(self) -> None: ...
     def close(self) -> None: ...
+    def forecast_quality(self) -> list[QualityRow]: ...
 
 
 @dataclass
@@ -145,6 +156,8 @@ class Controller:
         self._dispatch_lock = asyncio.Lock()
         self.on_dispatch_request: Callable[[float], None] | None = None
         self._sites = {s.id: s for s in cfg.sites}
+        self.schedule_offsets_w: dict[str, float] = {}  # the schedule feedback's battery offsets (W)
+        self._feedback_ts: float | None = None  # the poll the offsets were last updated on
 
     # -- the cycle ------------------------------------------------------------------------------
 
@@ -262,6 +275,7 @@ class Controller:
         report.plan_path = plan.path
         self.metrics.dispatch_total.labels(plan.path).inc()
         self.metrics.plan_objective.set(plan.objective_eur)
+        self.metrics.observe_forecast_quality(self.planner.forecast_quality())
         self.alarms.dispatch(plan.path, plan.reason, now)
 
     def site_facts(self, site_id: str, now: float) -> SiteFacts:
@@ -277,13 +291,51 @@ class Controller:
             pv_rating_w=self._sites[site_id].pv.rating_w,
         )
 
+    def _follow_schedule(self, now: float, commands: dict[str, SiteCommand]) -> dict[str, SiteCommand]:
+        """The site commands with the schedule feedback's battery offsets (updated once per poll)."""
+        target = self.commands.schedule_export_w(now)
+        state = self.state
+        if target is None or state is None or self.commands.paused(now):
+            self.schedule_offsets_w = {}
+            return commands
+        if state.ts != self._feedback_ts:
+            self._feedback_ts = state.ts
+            grids = [s.grid_w for s in state.sites.values()]
+            if all(g is not None for g in grids):
+                rooms = {}
+                for sid, cmd in commands.items():
+                    site, s = self._sites[sid], state.sites.get(sid)
+                    if cmd.battery_w is None or site.battery is None or s is None or s.grid_w is None:
+                        continue
+                    rooms[sid] = battery_room(
+                        command_w=cmd.battery_w,
+                        max_discharge_w=site.battery.max_discharge_w,
+                        max_charge_w=site.battery.max_charge_w,
+                        soc=s.soc,
+                        soc_min=site.battery.soc_min,
+                        soc_max=site.battery.soc_max,
+                        grid_w=s.grid_w,
+                        battery_w=s.battery_w,
+                        export_cap_w=self.export_cap_w(sid, now),
+                    )
+                export_w = -sum(g for g in grids if g is not None)
+                self.schedule_offsets_w = schedule_feedback(target - export_w, self.schedule_offsets_w, rooms)
+        return {
+            sid: cmd
+            if sid not in self.schedule_offsets_w or cmd.battery_w is None
+            else SiteCommand(cmd.pv_limit_w, cmd.battery_w + self.schedule_offsets_w[sid])
+            for sid, cmd in commands.items()
+        }
+
     def desired_setpoints(self, now: float) -> dict[str, Setpoint]:
         """Per controlled device that answers: the setpoint of its site's command
-        (:func:`~sparcs.controller.setpoints.site_command`), split over the site's devices."""
+        (:func:`~sparcs.controller.setpoints.site_command`, with the schedule feedback), split over the
+        site's devices."""
         tel = self.state.telemetry if self.state else {}
         out: dict[str, Setpoint] = {}
+        commands = self._follow_schedule(now, {s.id: site_command(self.site_facts(s.id, now)) for s in self.cfg.sites})
         for site in self.cfg.sites:
-            cmd = site_command(self.site_facts(site.id, now))
+            cmd = commands[site.id]
             for dev_id, (pv_limit, bat) in split_to_devices(site, cmd).items():
                 t = tel.get(dev_id)
                 if t is None or t.status != "online":

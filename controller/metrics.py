@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from sparcs.config.grid_rules import STAGE_OUTPUT
+from sparcs.optimizer.forecast_quality import QualityRow
 
 QUALITIES = ("good", "missing", "bad")
 STATUSES = ("online", "stale")
@@ -79,6 +80,18 @@ class Metrics:
             "sparcs_store_ok", "1 while the history store takes writes, 0 after one failed", registry=r
         )
         self.store_ok.set(1)
+        self.forecast_nmae = Gauge(
+            "sparcs_forecast_nmae_ratio",
+            "Forecast mean absolute error over the norm (PV: kWp; load: mean load), by kind and lead band",
+            ["kind", "lead"],
+            registry=r,
+        )
+        self.forecast_skill = Gauge(
+            "sparcs_forecast_skill_ratio",
+            "1 - MAE(forecast) / MAE(reference), by kind, lead band and reference (persistence, climatology)",
+            ["kind", "lead", "reference"],
+            registry=r,
+        )
 
     def observe_poll(
         self,
@@ -101,6 +114,16 @@ class Metrics:
         soc = fleet.get("soc")
         if soc is not None:
             self.soc.set(soc)
+
+    def observe_forecast_quality(self, rows: list[QualityRow]) -> None:
+        """Normalised MAE and skill per forecast kind and lead band (docs/forecasts.md)."""
+        for row in rows:
+            band = f"{row.band_h[0]:g}-{row.band_h[1]:g}h"
+            if row.nmae is not None:
+                self.forecast_nmae.labels(row.kind, band).set(row.nmae)
+            for reference, skill in row.skill.items():
+                if skill is not None:
+                    self.forecast_skill.labels(row.kind, band, reference).set(skill)
 
     def observe_stages(self, stage_by_site: Mapping[str, str | None]) -> None:
         tally = Tally(v for v in stage_by_site.values() if v is not None)
