@@ -11,9 +11,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+import yaml
 
 from sparcs.config.schema import DispatchConfig, FaultSpec
-from sparcs.drivers.scan import format_scan, run_scan
+from sparcs.drivers.scan import config_snippet, format_scan, run_scan
 from sparcs.drivers.writer import Setpoint, SetpointWriter
 from tests.drivers.conftest import good, step_and_poll
 
@@ -160,6 +161,16 @@ async def test_scan_with_a_profile_lists_registers(fleet) -> None:
     assert points["pv_w"]["address"] == 30775 and points["pv_w"]["units"] == "W" and points["pv_w"]["access"] == "R"
     assert points["pv_limit_pct"] == {"value": 100.0, "units": "%", "address": 40016, "access": "RW"}
     assert "pv_limit_pct" in format_scan(report)
+    (entry,) = yaml.safe_load(config_snippet(report, "roof-pv"))
+    assert entry == {
+        "id": "roof-pv",
+        "kind": "pv_inverter",
+        "host": ep.host,
+        "port": ep.port,
+        "unit": 3,
+        "protocol": "profile",
+        "profile": "sma_sunny_boy",
+    }
 
 
 async def test_writes_ignored_by_the_device_are_reported_as_mismatch(fleet, poller) -> None:
