@@ -24,6 +24,7 @@ from sparcs.controller.api import create_app
 from sparcs.controller.auth import create_token
 from sparcs.controller.cycle import Clock, WallClock
 from sparcs.controller.planning import PriceFileError
+from sparcs.controller.pool_server import PoolServer
 from sparcs.controller.scheduler import ControlScheduler
 from sparcs.controller.store import Store
 from sparcs.drivers.checks import check_devices
@@ -82,6 +83,7 @@ async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: C
     sched: ControlScheduler | None = None
     ctl = None
     server_task: asyncio.Task[None] | None = None
+    pool: PoolServer | None = None
     try:
         devices = check_devices(cfg)  # a wrong-kind profile is a line naming the device, not a traceback
         if devices.problems:
@@ -117,6 +119,15 @@ async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: C
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
         sched = ControlScheduler(ctl)
         sched.start()
+        if cfg.pool is not None:  # the SunSpec pool interface (docs/interfaces.md)
+            pool = PoolServer(ctl, cfg.pool)
+            try:
+                pool_port = await pool.start()
+            except (OSError, RuntimeError) as exc:
+                raise RunError(
+                    f"pool: cannot listen on {cfg.pool.host}:{cfg.pool.port}: {exc}; change pool.port"
+                ) from None
+            echo(f"SunSpec pool interface: {cfg.pool.host}:{pool_port}, units {sorted(pool.images)}")
         url = f"http://{host if ':' not in host else f'[{host}]'}:{bound_port}"
         n_dev = sum(len(s.devices) for s in cfg.sites)
         echo(f"SPARCS controller: {url}/  (dashboard; API: {url}/api/v1, docs: {url}/docs, metrics: {url}/metrics)")
@@ -134,6 +145,8 @@ async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: C
         server.should_exit = True
         await server_task
     finally:
+        if pool is not None:
+            await pool.stop()
         if sched is not None:
             await sched.stop()
         if server_task is not None and not server_task.done():

@@ -362,6 +362,83 @@ class StorageConfig(Strict):
     telemetry_resolution_s: int = Field(default=60, ge=1, le=3600)
 
 
+# --- groups, the SunSpec pool interface, control-box relay inputs (docs/interfaces.md) -------------
+
+GroupKind = Literal["grid_area", "feeder", "transformer", "portfolio", "other"]
+RelayAction = Literal["K1", "K2", "K3", "K4", "para14a", "none"]
+FNN_CONTACTS: tuple[RelayAction, ...] = ("K1", "K2", "K3", "K4")
+"""The control box's four relays in input order: stages K1..K4 (docs/definitions.md "Grid rules")."""
+
+
+class GroupConfig(Strict):
+    """A named group of sites (a grid area, feeder, transformer station or a direct marketer's
+    portfolio); a site may belong to several. Commands, reads, metrics and the pool interface can
+    address it by ``id``."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str | None = None
+    kind: GroupKind = "other"
+    sites: list[str] = Field(min_length=1, max_length=10_000)
+    pool_unit: int | None = Field(
+        default=None, ge=1, le=247, description="serve the group as a SunSpec device on this unit id of the pool"
+    )
+
+
+class PoolConfig(Strict):
+    """The SunSpec pool interface: the fleet (unit ``fleet_unit``) and each group with a
+    ``pool_unit`` served as one SunSpec device on Modbus TCP."""
+
+    host: str = Field(default="127.0.0.1", description="bind address")
+    port: int = Field(default=1502, ge=0, le=65535, description="TCP port; 0 = a free port")
+    fleet_unit: int | None = Field(default=1, ge=1, le=247, description="unit id of the whole fleet; null = not served")
+    allow: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="client addresses allowed to connect; others are refused",
+    )
+    read_only: bool = Field(default=False, description="refuse every write (Modbus exception 1)")
+    manufacturer: str = "SPARCS"
+    serial: str = "pool"
+
+
+class RelayInputConfig(Strict):
+    """A control box's relay contacts (FNN Steuerbox, ripple-control receiver) read as discrete
+    inputs of a Modbus I/O module; each contact maps to a stage, §14a dimming or no limit."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    unit: int = Field(default=1, ge=1, le=247)
+    address: int = Field(default=0, ge=0, le=65_535, description="first discrete input of the contacts")
+    contacts: list[RelayAction] = Field(
+        default_factory=lambda: list(FNN_CONTACTS),
+        min_length=1,
+        max_length=16,
+        description="action of each contact, in input order from ``address``: K1..K4, para14a, none",
+    )
+    group: str | None = Field(default=None, description="the group it acts on; null = the whole fleet")
+
+
+def external_problems(
+    groups: list[GroupConfig], pool: PoolConfig | None, relay_inputs: list[RelayInputConfig], site_ids: set[str]
+) -> list[str]:
+    """One line per group, pool or relay-input reference that does not resolve or id used twice."""
+    out: list[str] = []
+    group_ids = [g.id for g in groups]
+    for what, ids in (("group id", group_ids), ("relay input id", [r.id for r in relay_inputs])):
+        out += [f"{what} '{i}' is used twice; ids must be unique" for i in sorted({i for i in ids if ids.count(i) > 1})]
+    for g in groups:
+        out += [f"groups[{g.id}].sites: unknown site '{s}'" for s in g.sites if s not in site_ids]
+        if len(set(g.sites)) != len(g.sites):
+            out.append(f"groups[{g.id}].sites: a site is listed twice")
+    for r in relay_inputs:
+        if r.group is not None and r.group not in group_ids:
+            out.append(f"relay_inputs[{r.id}].group: unknown group '{r.group}'")
+    units = [u for u in [pool.fleet_unit if pool else None] + [g.pool_unit for g in groups] if u]
+    if len(set(units)) != len(units):
+        out.append("pool: a unit id is used twice (pool.fleet_unit and groups[].pool_unit must differ)")
+    return out
+
+
 class FleetConfig(Strict):
     """A whole fleet file."""
 
@@ -373,6 +450,9 @@ class FleetConfig(Strict):
     grid: GridRules = GridRules()
     api: ApiConfig = ApiConfig()
     storage: StorageConfig = StorageConfig()
+    groups: list[GroupConfig] = Field(default_factory=list, description="named groups of sites")
+    pool: PoolConfig | None = Field(default=None, description="the SunSpec pool interface; null = off")
+    relay_inputs: list[RelayInputConfig] = Field(default_factory=list, description="control-box relay contacts")
     profiles_dir: Path | None = Field(
         default=None,
         description="a folder of your own vendor profiles (YAML), looked up before config/profiles/; "
@@ -414,6 +494,7 @@ class FleetConfig(Strict):
             ports = {d.port for s in self.sites for d in s.devices}
             if self.simulation.control_port in ports:
                 problems.append(f"simulation.control_port {self.simulation.control_port} is a device port")
+        problems += external_problems(self.groups, self.pool, self.relay_inputs, {s.id for s in self.sites})
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -434,6 +515,12 @@ class FleetConfig(Strict):
 
     def devices(self) -> list[tuple[SiteConfig, DeviceConfig]]:
         return [(s, d) for s in self.sites for d in s.devices]
+
+    def group(self, group_id: str) -> GroupConfig:
+        for g in self.groups:
+            if g.id == group_id:
+                return g
+        raise KeyError(f"unknown group '{group_id}'")
 
 
 class ConfigError(Exception):

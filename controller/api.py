@@ -29,7 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sparcs.controller import api_commands, api_probes, api_read, api_tokens
+from sparcs.controller import api_commands, api_groups, api_probes, api_read, api_tokens
 from sparcs.controller.api_limits import RequestLimits
 from sparcs.controller.auth import TokenBook
 from sparcs.controller.commands import CommandError
@@ -116,7 +116,7 @@ def create_app(ctl: Controller) -> FastAPI:
     app.add_exception_handler(Exception, last_resort)
     api = ctl.cfg.api
     app.add_middleware(RequestLimits, max_body_bytes=api.max_body_kib * 1024, body_timeout_s=api.body_timeout_s)
-    for router in (api_probes.router, api_read.router, api_commands.router, api_tokens.router):
+    for router in (api_probes.router, api_read.router, api_groups.router, api_commands.router, api_tokens.router):
         app.include_router(router)
     from sparcs.controller.dashboard import mount_dashboard  # the operator page at / (owned by controller/dashboard/)
 

@@ -29,10 +29,12 @@ from sparcs.config.grid_rules import export_cap_w
 from sparcs.config.schema import FleetConfig
 from sparcs.controller.alarms import Alarms
 from sparcs.controller.commands import CommandBook
+from sparcs.controller.groups import pool_totals
 from sparcs.controller.history import HistoryRecorder
 from sparcs.controller.metrics import Metrics
 from sparcs.controller.operations import Operations
 from sparcs.controller.plan import Plan
+from sparcs.controller.relay_inputs import RelayInputs
 from sparcs.controller.setpoints import (
     ZERO_CAP_MARGIN,
     SiteCommand,
@@ -156,6 +158,7 @@ class Controller:
         self._dispatch_lock = asyncio.Lock()
         self.on_dispatch_request: Callable[[float], None] | None = None
         self._sites = {s.id: s for s in cfg.sites}
+        self.relays = RelayInputs(cfg.relay_inputs, cfg.dispatch.modbus_timeout_s)
         self.schedule_offsets_w: dict[str, float] = {}  # the schedule feedback's battery offsets (W)
         self._feedback_ts: float | None = None  # the poll the offsets were last updated on
 
@@ -191,10 +194,14 @@ class Controller:
     async def _poll(self, report: CycleReport) -> None:
         async with self._poll_lock:
             t0 = time.perf_counter()
-            telemetry = await self.poller.poll_once()
+            telemetry, contacts = await asyncio.gather(self.poller.poll_once(), self.relays.read())
             now = self.clock.now()
+            self.relays.apply(contacts, self.operations, self.alarms, now)  # before this cycle's writes
+            if self.commands.lapsed_pool_limits(now):  # the plan made under a pool limit binds until re-planned
+                self.request_dispatch()
             dimmed = {s.id: self.cfg.grid.para14a_limit_w for s in self.cfg.sites if self.commands.para14a(s.id, now)}
-            state = build_state(self.cfg, telemetry, now, para14a_limit_w=dimmed)
+            pooled = {s.id: w for s in self.cfg.sites if (w := self.commands.export_limit_w(s.id, now)) is not None}
+            state = build_state(self.cfg, telemetry, now, para14a_limit_w=dimmed, pool_limit_w=pooled)
             self.state = state
             self.last_poll_s = now
             self.planner.observe(state)
@@ -218,8 +225,9 @@ class Controller:
         return None if self.plan is None else self.plan.price_at(now)
 
     def export_cap_w(self, site_id: str, now: float) -> float | None:
-        """The site's export cap at the meter now (W ≥ 0; :func:`sparcs.config.grid_rules.export_cap_w`)."""
-        return export_cap_w(self._sites[site_id], self.price_now(now))
+        """The site's export cap at the meter now (W ≥ 0; :func:`sparcs.config.grid_rules.export_cap_w`),
+        a pool limit in force included."""
+        return export_cap_w(self._sites[site_id], self.price_now(now), self.commands.export_limit_w(site_id, now))
 
     def _guard(self, state: FleetState) -> list[str]:
         acted = []
@@ -354,6 +362,14 @@ class Controller:
             self.metrics.writes.labels(r.action).inc()
         self.alarms.writes(results, now)
         self.metrics.observe_stages({s.id: self.commands.stage(s.id, now) for s in self.cfg.sites})
+        for g in self.commands.groups.all():
+            limit = self.commands.pool_limit(g.id, now)
+            self.metrics.observe_group(
+                g.id,
+                pool_totals(self.cfg, self.state, g.sites),
+                {s: self.commands.stage(s, now) for s in g.sites},
+                None if limit is None else limit.params["limit_pct"],
+            )
         self.metrics.paused.set(1 if self.commands.paused(now) else 0)
         return sum(1 for r in results.values() if r.action not in ("unchanged", "skipped"))
 
@@ -376,6 +392,7 @@ class Controller:
         """Close device connections and stop the solver process, after a running dispatch has ended."""
         async with self._dispatch_lock:
             await self.poller.close()
+            self.relays.close()
             await asyncio.to_thread(self.planner.close)
 
     def _store_failed(self, what: str) -> None:

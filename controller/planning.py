@@ -253,9 +253,15 @@ class FleetPlanner:
         )
         self.load_forecast_w[site.id] = load_fc
         ceiling, dimmed = commands.period_series(site.id, starts, ends)
-        return site_problem(
+        sp = site_problem(
             site, pv_fc, load_fc, soc_now=state.sites[site.id].soc, stage_ceiling_w=ceiling, para14a=dimmed
         )
+        # A pool limit over the horizon holds for the whole plan (never looser); a re-plan after it
+        # ends releases it (config/grid_rules.py pool_share_w).
+        pool_w = commands.export_limit_w(site.id, float(starts[0]), float(ends[-1]))
+        if pool_w is not None:
+            sp.feed_in_cap_w = pool_w if sp.feed_in_cap_w is None else min(sp.feed_in_cap_w, pool_w)
+        return sp
 
     def problem(self, state: FleetState, commands: CommandBook, now_s: float) -> DispatchProblem | None:
         """The problem of the controllable sites (a site with a stale device leaves the plan); None if none is."""

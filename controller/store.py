@@ -305,9 +305,18 @@ class Store:
         expires_s: float | None,
         params: dict[str, Any],
         audit_result: str,
+        supersedes: Iterable[int] = (),
     ) -> int:
-        """Persist a command and its audit entry in one durable transaction; returns the command id."""
+        """Persist a command and its audit entry in one durable transaction; returns the command id.
+        ``supersedes``: commands the new one replaces, ended (cancelled by ``who``) in the same transaction."""
         with self.engine.begin() as conn:
+            ended = list(supersedes)
+            if ended:
+                conn.execute(
+                    update(commands)
+                    .where(commands.c.id.in_(ended), commands.c.cancelled_at.is_(None))
+                    .values(cancelled_at=created_at, cancelled_by=who)
+                )
             res = conn.execute(
                 insert(commands).values(
                     kind=kind, who=who, created_at=created_at, start_s=start_s, expires_s=expires_s, params=params

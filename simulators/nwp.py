@@ -14,7 +14,7 @@ simulators' own weather (:mod:`sparcs.simulators.weather`) the way such a model 
   grows linearly from ``SIGMA_AT_0`` to ``SIGMA_AT_48H``; a new draw per run. It is shared by the
   whole city (``CITY_SHARE`` of it) plus a part per grid cell, so neighbouring sites are wrong
   together, as they are under one model's grid.
-- **Calibration**: PV from this forecast has a mean absolute error of about 6 % of installed
+- **Calibration**: PV from this forecast has a mean absolute error of about 5.5–7 % of installed
   capacity over daylight periods of 0–48 h at the shipped weather (``cloudiness`` 0.3–0.5),
   within the 5–7 % that good operational PV forecasts reach (docs/forecasts.md;
   ``tests/simulators/test_nwp.py`` measures it).
@@ -46,8 +46,8 @@ HORIZON_S = 54 * 3600.0
 PERIOD_S = 900.0
 ERROR_KNOT_S = 3 * 3600.0
 """Knot spacing of the forecast error (s): a weather model is wrong by hours-long stretches."""
-SIGMA_AT_0 = 0.03
-SIGMA_AT_48H = 0.12
+SIGMA_AT_0 = 0.02
+SIGMA_AT_48H = 0.08
 """Standard deviation of the clearness error at lead 0 and 48 h (fraction of clear sky)."""
 CITY_SHARE = 0.8
 """Share of the error common to the whole city (the rest differs per grid cell)."""

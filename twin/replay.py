@@ -132,6 +132,8 @@ def _send(operations: Operations, i: int, a: Action) -> None:
             operations.submit(a.stage, WHO)
         elif a.para14a is not None:
             operations.submit(a.para14a, WHO)
+        elif a.pool_limit is not None:
+            operations.submit(a.pool_limit, WHO)
         else:
             req = schedule_request(a)
             if req is not None:
