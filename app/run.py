@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from sparcs.config.schema import FleetConfig
 from sparcs.controller.api import create_app
 from sparcs.controller.auth import create_token
 from sparcs.controller.cycle import Clock, WallClock
+from sparcs.controller.migrate import MigrationError
 from sparcs.controller.planning import PriceFileError
 from sparcs.controller.pool_server import PoolServer
 from sparcs.controller.scheduler import ControlScheduler
@@ -64,8 +67,18 @@ def demo_token(store: Store) -> str:
     return create_token(store, DEMO_TOKEN_NAME, "operator", time.time())
 
 
-async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: Callable[[str], None]) -> None:
-    """Run until SIGINT or SIGTERM, then stop the scheduler, the API, the devices' connections and the fleet."""
+async def run(
+    cfg: FleetConfig,
+    *,
+    host: str,
+    port: int,
+    data_dir: Path,
+    echo: Callable[[str], None],
+    migrate_schema: bool = True,
+) -> None:
+    """Run until SIGINT or SIGTERM, then stop the scheduler, the API, the devices' connections and the fleet.
+
+    An older store is upgraded first (``migrate_schema``), else refused naming `sparcs db upgrade`."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -78,7 +91,13 @@ async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: C
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
 
-    store = Store(cfg.storage.url, data_dir=data_dir)
+    try:
+        store = Store(cfg.storage.url, data_dir=data_dir, migrate_schema=migrate_schema)
+    except MigrationError as exc:
+        raise RunError(f"store: {exc}") from None
+    except SQLAlchemyError as exc:
+        where = make_url(cfg.storage.url).render_as_string(hide_password=True) if cfg.storage.url else data_dir
+        raise RunError(f"store: cannot open {where}: {str(exc).splitlines()[0]}") from None
     fleet: DemoFleet | None = None
     sched: ControlScheduler | None = None
     ctl = None

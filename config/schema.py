@@ -356,10 +356,33 @@ class ApiConfig(Strict):
     body_timeout_s: float = Field(default=10.0, gt=0, le=300, description="time a request has to send its body")
 
 
+class TableRetention(Strict):
+    """Days each history table keeps its rows; unset: ``storage.retention_days`` (docs/storage.md "Retention")."""
+
+    telemetry: int | None = Field(default=None, ge=1, le=3650, description="device readings")
+    fleet: int | None = Field(default=None, ge=1, le=3650, description="fleet totals")
+    site_history: int | None = Field(default=None, ge=1, le=3650, description="site totals")
+    plans: int | None = Field(default=None, ge=1, le=3650, description="plans (the latest is always kept)")
+    setpoints: int | None = Field(default=None, ge=1, le=3650, description="setpoints written and read back")
+    alarms: int | None = Field(default=None, ge=1, le=3650, description="cleared alarms")
+    history_gaps: int | None = Field(default=None, ge=1, le=3650, description="spans not stored")
+
+
 class StorageConfig(Strict):
-    url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in the data directory")
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db; default: SQLite in the data directory",
+    )
     retention_days: int = Field(default=90, ge=1, le=3650)
+    retention: TableRetention = TableRetention()
     telemetry_resolution_s: int = Field(default=60, ge=1, le=3600)
+    write_queue: int = Field(
+        default=100_000,
+        ge=100,
+        le=10_000_000,
+        description="history rows held in memory while the store fails; beyond it the oldest are dropped as a gap",
+    )
+    write_retry_s: float = Field(default=5.0, gt=0, le=600, description="seconds between tries of a failed write")
 
 
 # --- groups, the SunSpec pool interface, control-box relay inputs (docs/interfaces.md) -------------

@@ -23,8 +23,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from sparcs.config.grid_rules import export_cap_w
 from sparcs.config.schema import FleetConfig
 from sparcs.controller.alarms import Alarms
@@ -139,9 +137,11 @@ class Controller:
         self.commands = CommandBook(store, cfg)
         self.commands.load(clock.now())
         self.operations = Operations(self.commands, store, clock.now, self.metrics, self.request_dispatch)
-        self.alarms = Alarms(store, on_store_error=self._store_failed)
-        self.store_ok = True  # False from a failed history, plan or alarm write until a history write works
-        self.history = HistoryRecorder(store, cfg.storage)
+        self.store_ok = True  # False from a failed history, plan or alarm write until the store takes writes again
+        self.history = HistoryRecorder(
+            store, cfg.storage, on_failure=self._store_failed, on_recovery=self._store_worked, clock=clock.now
+        )
+        self.alarms = Alarms(store, on_store_error=self._store_failed, writer=self.history.writer)
         self.plan: Plan | None = store.last_plan()
         if self.plan is not None:
             planner.restore(self.plan)
@@ -210,13 +210,9 @@ class Controller:
             summary = state.summary()
             self.alarms.devices(telemetry, now)
             self._observe_poll(telemetry, summary)
-            try:
-                self.history.record(state, telemetry, summary)
-            except SQLAlchemyError:  # control goes on without history; the log, /readyz and the metrics say so
-                log.exception("history of this poll not stored")
-                self._store_failed("history")
-            else:
-                self._store_worked()
+            # Queued for the store's writer thread: a failing store is reported from there (the log,
+            # the store's alarm, /readyz and the metrics) while control goes on from memory.
+            self.history.record(state, telemetry, summary)
             report.online, report.stale = summary["online"], summary["stale"]
             report.poll_s = time.perf_counter() - t0
 
@@ -274,11 +270,7 @@ class Controller:
         if plan is None:
             return
         self.plan = plan
-        try:
-            self.store.add_plan(now, plan)
-        except SQLAlchemyError:  # the plan is in force from memory; only its record is missing
-            log.exception("plan not stored")
-            self._store_failed("plan")
+        self.history.record_plan(now, plan)  # in force from memory; its record goes through the writer
         report.dispatched = True
         report.plan_path = plan.path
         self.metrics.dispatch_total.labels(plan.path).inc()
@@ -358,6 +350,7 @@ class Controller:
         results = dict(await self.writer.apply(desired)) if desired else {}
         results.update(await self.writer.refresh_due())
         self.setpoints = desired
+        self.history.record_writes(results, now)
         for r in results.values():
             self.metrics.writes.labels(r.action).inc()
         self.alarms.writes(results, now)
@@ -389,13 +382,16 @@ class Controller:
         self.metrics.observe_poll(statuses=statuses, qualities=qualities, errors=errors, fleet=summary)
 
     async def close(self) -> None:
-        """Close device connections and stop the solver process, after a running dispatch has ended."""
+        """Close device connections and stop the solver process, after a running dispatch has ended;
+        then store what the history writer still holds."""
         async with self._dispatch_lock:
             await self.poller.close()
             self.relays.close()
             await asyncio.to_thread(self.planner.close)
+            await asyncio.to_thread(self.history.close)
 
     def _store_failed(self, what: str) -> None:
+        """A store write failed (called from the writer thread, or the poll loop for an alarm change)."""
         self.store_ok = False
         self.metrics.store_errors.labels(what).inc()
         self.metrics.store_ok.set(0)

@@ -407,6 +407,28 @@ class ControllerView:
             }
         )
 
+    def setpoints(
+        self, device_id: str, *, start_s: float | None, end_s: float | None, limit: int
+    ) -> dict[str, Any] | None:
+        """The setpoints written to ``device_id`` in [start, end) (default: the hour before now), oldest
+        first, at most ``limit``; None for an unknown device. Raises
+        :class:`~sparcs.controller.commands.CommandError` naming the query field at fault."""
+        if device_id not in set(self.device_ids()):
+            return None
+        end = self.now() if end_s is None else end_s
+        start = end - 3600.0 if start_s is None else start_s
+        if start >= end:
+            raise CommandError("start", "must be before end")
+        rows = self._ctl.store.setpoint_history(device_id, start, end, limit)
+        return clean(
+            {
+                "device": device_id,
+                "start": iso(start),
+                "end": iso(end),
+                "setpoints": [{**{k: v for k, v in r.items() if k != "id"}, "ts": iso(r["ts"])} for r in rows],
+            }
+        )
+
     def alarms(self, *, active_only: bool, limit: int) -> list[dict[str, Any]]:
         """Alarms, newest first (``active_only``: only those not cleared)."""
         rows = self._ctl.store.alarms(active_only=active_only, limit=limit)
