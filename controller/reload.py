@@ -25,10 +25,9 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
-from sparcs.config.register_map import ProfileError, load_register_map
 from sparcs.config.schema import ConfigError, FleetConfig, LoggingConfig, load_config
 from sparcs.controller.cycle import Controller
-from sparcs.drivers.device import check_protocol
+from sparcs.drivers.checks import check_devices
 
 log = logging.getLogger("sparcs.reload")
 
@@ -121,23 +120,13 @@ class ReloadReport:
 
 
 def config_problems(path: Path) -> tuple[FleetConfig | None, list[str]]:
-    """The fleet file and every problem `sparcs check-config` reports, one ``FILE: path: message`` line each."""
+    """The fleet file and every problem `sparcs check-config` reports (:func:`~sparcs.drivers.checks.check_devices`),
+    one ``FILE: path: message`` line each."""
     try:
         cfg = load_config(path)
     except ConfigError as exc:
         return None, [f"{exc.source}: {line}" for line in exc.errors]
-    problems = []
-    for i, site in enumerate(cfg.sites):
-        for j, dev in enumerate(site.devices):
-            where = f"sites[{i}:{site.id}].devices[{j}:{dev.id}]"
-            unknown = check_protocol(dev.protocol, f"{where}.protocol")
-            if unknown is not None:
-                problems.append(f"{path}: {unknown}")
-            if dev.profile is not None:
-                try:
-                    load_register_map(dev.profile)
-                except ProfileError as exc:
-                    problems.append(f"{path}: {where}.profile: {exc}")
+    problems = [f"{path}: {line}" for line in check_devices(cfg).problems]
     return (None, problems) if problems else (cfg, [])
 
 

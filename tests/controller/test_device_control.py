@@ -69,7 +69,7 @@ async def test_switch_to_monitor_only_releases_first_then_never_plans_or_writes(
                 assert (await http.put("/api/v1/devices/nope/control", json={"controlled": False})).status_code == 404
 
                 await step()
-                released = ctl.writer.active[pv]
+                released = ctl.writer.active[(pv, "pv")]
                 assert released.requested_w is None and released.value_w is None  # a release, written
                 assert ctl.device_control.releasing == set()
                 await step()  # the inverter ramps back to its installer configuration
@@ -91,7 +91,7 @@ async def test_switch_to_monitor_only_releases_first_then_never_plans_or_writes(
                 assert ctl.state.sites[site.id].pv_controlled is False
                 assert pv not in ctl.setpoints
                 assert host.truth(pv)["limit_w"] is None
-                assert ctl.writer.active[pv] == writes_before[pv]  # the release, nothing after it
+                assert ctl.writer.active[(pv, "pv")] == writes_before[(pv, "pv")]  # the release, nothing after it
 
                 audit = (await http.get("/api/v1/audit")).json()
                 entry = next(a for a in audit if a["action"] == "device-control")
