@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparcs.config.grid_rules import export_ceiling_series, negative_price_series
+from sparcs.config.grid_rules import export_ceiling_series
+from sparcs.config.tariffs import export_price_eur_per_kwh
 from sparcs.optimizer.problem import DispatchProblem, SiteProblem
 
 CAP_PLAN_SHARE = 0.97
@@ -46,9 +47,9 @@ class FleetArrays:
     energy_now_wh: np.ndarray  # (N,)
     energy_min_wh: np.ndarray  # (N, T) at the end of each period, relaxed to what is reachable from now
     energy_max_wh: np.ndarray
-    import_eur_per_kwh: np.ndarray  # (N,)
+    import_eur_per_kwh: np.ndarray  # (N, T) gross tariff per period
     export_eur_per_kwh: np.ndarray  # (N, T): remuneration, or the day-ahead price when directly marketed
-    terminal_eur_per_kwh: np.ndarray  # (N,) value of a stored kWh left at the end
+    terminal_eur_per_kwh: np.ndarray  # (N,) value of a stored kWh left at the end: mean import price × η_d
     schedule_w: np.ndarray  # (T,) NaN where no schedule
     schedule_eur_per_kwh: float
     throughput_eur_per_kwh: float
@@ -60,7 +61,7 @@ class FleetArrays:
         One meter cannot import and export at once; above the import price (a directly marketed
         site in a price spike) an LP would do both. Capped, it is indifferent there instead.
         """
-        return np.minimum(self.export_eur_per_kwh, self.import_eur_per_kwh[:, None])
+        return np.minimum(self.export_eur_per_kwh, self.import_eur_per_kwh)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -138,11 +139,10 @@ def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
     e_min = np.minimum((soc_min * capacity)[:, None], e_up)
     e_max = np.maximum((soc_max * capacity)[:, None], e_down)
 
-    imp_price = np.array([s.import_eur_per_kwh for s in sites])
+    imp_price = np.stack([np.asarray(s.import_eur_per_kwh, dtype=float) for s in sites])
     dm = np.array([s.direct_marketing for s in sites])
-    fixed = np.array([s.export_eur_per_kwh for s in sites])
-    exp_price = np.where(dm[:, None], problem.price_eur_per_mwh[None, :] / 1000.0, fixed[:, None])
-    exp_price[negative_price_series(rule, price)] = 0.0  # the rule: no remuneration in such quarter-hours
+    fixed = np.stack([np.asarray(s.export_eur_per_kwh, dtype=float) for s in sites])
+    exp_price = export_price_eur_per_kwh(dm, fixed, rule, price)
     sched = problem.export_schedule_w if problem.export_schedule_w is not None else np.full(t, np.nan)
     w = problem.weights
     return FleetArrays(
@@ -165,7 +165,7 @@ def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
         energy_max_wh=e_max,
         import_eur_per_kwh=imp_price,
         export_eur_per_kwh=exp_price,
-        terminal_eur_per_kwh=imp_price * eta_d * has_bat,
+        terminal_eur_per_kwh=imp_price.mean(1) * eta_d * has_bat,
         schedule_w=sched,
         schedule_eur_per_kwh=w.schedule_penalty_eur_per_kwh,
         throughput_eur_per_kwh=w.battery_throughput_eur_per_kwh,

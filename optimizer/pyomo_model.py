@@ -90,7 +90,7 @@ def build_model(fa: FleetArrays) -> pyo.ConcreteModel:
     )
 
     energy_cost = sum(
-        float(kwh[t]) * (fa.import_eur_per_kwh[s] * m.imp[s, t] - exp_price[s, t] * m.exp[s, t])
+        float(kwh[t]) * (fa.import_eur_per_kwh[s, t] * m.imp[s, t] - exp_price[s, t] * m.exp[s, t])
         for s in range(n)
         for t in range(nt)
     )

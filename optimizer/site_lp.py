@@ -172,7 +172,7 @@ def build_chunk(
     upper = np.full_like(cost, np.inf)
     o_pv, o_imp, o_exp, o_ch, o_dis, o_e = (k * nt for k in range(6))
     cost[o_pv : o_pv + nt] = -fa.curtailment_eur_per_kwh * kwh
-    cost[o_imp : o_imp + nt] = np.repeat(fa.import_eur_per_kwh[sites], t) * kwh
+    cost[o_imp : o_imp + nt] = fa.import_eur_per_kwh[sites].ravel() * kwh
     cost[o_exp : o_exp + nt] = -lp_export_eur_per_kwh[sites].ravel() * kwh
     cost[o_ch : o_ch + nt] = fa.throughput_eur_per_kwh * kwh
     last = np.arange(n) * t + (t - 1)
@@ -296,7 +296,7 @@ def solve_pv_only_sites(
     pv_max = fa.pv_max_w[sites]
     lo = -load
     hi = np.maximum(np.minimum(pv_max - load, fa.export_max_w[sites]), lo)
-    imp_price = fa.import_eur_per_kwh[sites][:, None]
+    imp_price = fa.import_eur_per_kwh[sites]
     exp_price = fa.lp_export_eur_per_kwh()[sites]
     target = np.full(load.shape, np.nan) if target_export_w is None else target_export_w
     tracked = np.isfinite(target)
