@@ -19,7 +19,7 @@ from sparcs.drivers.writer import WriteResult
 
 log = logging.getLogger("sparcs.alarms")
 
-FOLLOWED_PREFIXES = ("device:", "write:")
+FOLLOWED_PREFIXES = ("device:", "write:", "prices:")
 """Sources whose open alarms are taken over from the store at start-up."""
 
 
