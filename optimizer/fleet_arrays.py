@@ -138,6 +138,10 @@ def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
     e_down = e_now[:, None] - np.cumsum(discharge_reach / eta_d[:, None] * dt_h, 1)
     e_min = np.minimum((soc_min * capacity)[:, None], e_up)
     e_max = np.maximum((soc_max * capacity)[:, None], e_down)
+    # A required end state pins the last period's energy, as far as it can be reached from now.
+    for i, b in enumerate(bats):
+        if b is not None and b.soc_end is not None:
+            e_min[i, -1] = e_max[i, -1] = float(np.clip(b.soc_end * b.capacity_wh, e_down[i, -1], e_up[i, -1]))
 
     imp_price = np.stack([np.asarray(s.import_eur_per_kwh, dtype=float) for s in sites])
     dm = np.array([s.direct_marketing for s in sites])

@@ -64,7 +64,10 @@ def period_grid(now_s: float, horizon_h: int = 24, until_s: float | None = None)
 
 @dataclass(frozen=True)
 class BatteryProblem:
-    """A site's battery as the planner sees it. Energies Wh, powers W (AC side), SoC fractions."""
+    """A site's battery as the planner sees it. Energies Wh, powers W (AC side), SoC fractions.
+
+    ``soc_end``: where the battery must be at the end of the plan (None = free, valued by the
+    objective's terminal value)."""
 
     capacity_wh: float
     max_charge_w: float
@@ -74,6 +77,7 @@ class BatteryProblem:
     soc_min: float
     soc_max: float
     soc_now: float
+    soc_end: float | None = None
 
     def __post_init__(self) -> None:
         if self.capacity_wh <= 0 or self.max_charge_w < 0 or self.max_discharge_w < 0:
@@ -84,6 +88,8 @@ class BatteryProblem:
             raise ValueError(f"battery soc_min ({self.soc_min}) must be below soc_max ({self.soc_max}), both in 0..1")
         if not 0 <= self.soc_now <= 1:
             raise ValueError(f"battery soc_now ({self.soc_now}) must lie in 0..1")
+        if self.soc_end is not None and not self.soc_min <= self.soc_end <= self.soc_max:
+            raise ValueError(f"battery soc_end ({self.soc_end}) must lie within soc_min..soc_max")
 
 
 @dataclass(frozen=True)
