@@ -117,7 +117,10 @@ def solve_model(fa: FleetArrays, time_limit_s: float = 60.0) -> ModelResult:
     # Interior point without crossover for large plans; dual simplex on small ones (an aggregate of
     # a few plants, up to SIMPLEX_MAX_CELLS), where it is faster.
     small = fa.shape[0] * fa.shape[1] <= SIMPLEX_MAX_CELLS
-    opt.highs_options = {"solver": "simplex"} if small else {"solver": "ipm", "run_crossover": "off"}
+    # Costs are EUR per W and period (about 1e-4): HiGHS's default dual feasibility tolerance (1e-7)
+    # would let the simplex stop up to ~0.1 % of a cost away from the optimum; 1e-10 does not.
+    simplex = {"solver": "simplex", "dual_feasibility_tolerance": 1e-10}
+    opt.highs_options = simplex if small else {"solver": "ipm", "run_crossover": "off"}
     res = opt.solve(m)
     if res.termination_condition != TerminationCondition.optimal:
         raise SolveError(f"HiGHS returned {res.termination_condition.name} for the fleet model")
