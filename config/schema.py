@@ -453,9 +453,9 @@ class FleetConfig(Strict):
     @model_validator(mode="after")
     def _unique_and_consistent(self) -> FleetConfig:
         problems: list[str] = []
-        for i, s in enumerate(self.sites):
+        for k, s in enumerate(self.sites):
             if isinstance(s.tariff, str) and s.tariff not in self.tariffs:
-                problems.append(f"sites[{i}:{s.id}].tariff: unknown tariff '{s.tariff}'; define it under tariffs")
+                problems.append(f"sites[{k}:{s.id}].tariff: unknown tariff '{s.tariff}'; define it under tariffs")
         for name, t in self.tariffs.items():
             op = t.import_.grid_operator
             if op is not None and op not in self.grid_operators:

@@ -61,9 +61,11 @@ class SiteTariff:
 
 def inline_tariff(t: Tariff) -> TariffConfig:
     """A site's inline fixed tariff as a :class:`TariffConfig` (direct marketing = market export)."""
-    return TariffConfig(
-        import_=ImportTariff(kind="fixed", eur_per_kwh=t.import_eur_per_kwh),
-        export=ExportTariff(kind="market" if t.direct_marketing else "fixed", eur_per_kwh=t.export_eur_per_kwh),
+    return TariffConfig.model_validate(
+        {
+            "import": ImportTariff(kind="fixed", eur_per_kwh=t.import_eur_per_kwh),
+            "export": ExportTariff(kind="market" if t.direct_marketing else "fixed", eur_per_kwh=t.export_eur_per_kwh),
+        }
     )
 
 

@@ -128,9 +128,7 @@ def parse_entsoe_xml(body: bytes) -> dict[float, float]:
                 raise PriceFileError(f"ENTSO-E resolution {_text(period, 'resolution')} is not a multiple of PT15M")
             step = int(m.group(1)) * 60
             points = sorted(
-                (int(_text(p, "position")), float(_text(p, "price.amount")))
-                for p in period
-                if _local(p.tag) == "Point"
+                (int(_text(p, "position")), float(_text(p, "price.amount"))) for p in period if _local(p.tag) == "Point"
             )
             slots = round((end - start) / step)
             by_pos = dict(points)

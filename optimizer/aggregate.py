@@ -26,7 +26,6 @@ from sparcs.optimizer.fleet_arrays import FleetArrays
 from sparcs.optimizer.problem import DispatchProblem
 from sparcs.optimizer.site_lp import SiteSolution
 
-
 TARIFF_SHAPE_EUR_PER_KWH = 0.02
 """Import tariffs whose deviations from their own mean agree to this step in every period share a
 plant (a fixed tariff, one dynamic tariff with different fees, one grid operator's windows)."""

@@ -19,6 +19,7 @@ docs/definitions.md "Signs". Parsing and planning are pure; the CLI reads the fi
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from typing import Annotated, Any
 
 import numpy as np
@@ -102,7 +103,7 @@ class SiteInput(_Strict):
         if bad:
             raise ValueError("; ".join(bad))
         t = [p.timestamp() for p in self.periods]
-        for i, (a, b) in enumerate(zip(t, t[1:], strict=False)):
+        for i, (a, b) in enumerate(itertools.pairwise(t)):
             if b - a != QUARTER_S:
                 raise ValueError(f"periods[{i + 1}] is not one quarter-hour after periods[{i}]")
         if t[0] % QUARTER_S:

@@ -329,7 +329,9 @@ def apply_scenario(cfg: FleetConfig, scenario: Scenario | None) -> FleetConfig:
     out.dispatch.dispatch_interval_s = c.dispatch_interval_s
     if scenario is None:
         return out
+    out = _with_tariffs(out, scenario)
     sim = out.simulation
+    assert sim is not None  # set above, kept by _with_tariffs
     if scenario.seed is not None:
         sim.seed = scenario.seed
     w = scenario.weather
@@ -342,9 +344,6 @@ def apply_scenario(cfg: FleetConfig, scenario: Scenario | None) -> FleetConfig:
         sim.load_noise = w.load_noise
     if scenario.prices_csv is not None:
         out.market.prices_csv = scenario.prices_csv
-    out = _with_tariffs(out, scenario)
-    sim = out.simulation
-    assert sim is not None  # set above
     all_ids = [d.id for s in out.sites for d in s.devices]
     known = set(all_ids)
     faults = list(sim.faults)

@@ -82,7 +82,7 @@ class FakeEntsoe:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            def do_GET(self) -> None:
                 q = {k: v[0] for k, v in parse_qs(urlparse(self.path).query).items()}
                 fake.requests.append(q)
                 if fake.status != 200 or q.get("securityToken") != TOKEN:
@@ -117,7 +117,10 @@ class FakeEntsoe:
 def merge(docs: list[bytes]) -> bytes:
     """One document holding the TimeSeries of several (the platform answers a range in one document)."""
     head, _, _ = docs[0].partition(b"<TimeSeries>")
-    series = [b"<TimeSeries>" + d.partition(b"<TimeSeries>")[2].partition(b"</TimeSeries>")[0] + b"</TimeSeries>" for d in docs]
+    series = [
+        b"<TimeSeries>" + d.partition(b"<TimeSeries>")[2].partition(b"</TimeSeries>")[0] + b"</TimeSeries>"
+        for d in docs
+    ]
     return head + b"".join(series) + b"</Publication_MarketDocument>"
 
 
