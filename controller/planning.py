@@ -73,13 +73,33 @@ class Measurements:
         return a[:, 0], a[:, 1], a[:, 2], np.array([r[3] for r in rows], dtype=bool)
 
 
-def site_prices(tariff: SiteTariff, starts_s: np.ndarray, day_ahead_eur_per_mwh: np.ndarray) -> SitePrices:
+TERMINAL_WINDOW_S = 86_400.0
+"""Stored energy left at a plan's end is valued at the mean import price of the 24 hours ending there."""
+
+
+def site_prices(
+    tariff: SiteTariff,
+    starts_s: np.ndarray,
+    day_ahead_eur_per_mwh: np.ndarray,
+    window_starts_s: np.ndarray | None = None,
+    window_day_ahead_eur_per_mwh: np.ndarray | None = None,
+) -> SitePrices:
     """A site's tariff over the plan periods starting at ``starts_s`` (config/tariffs.py); the
-    negative-price rule is applied by the optimizer from the problem's day-ahead prices."""
+    negative-price rule is applied by the optimizer from the problem's day-ahead prices.
+
+    The terminal value is the mean import price over the quarter-hours ``window_starts_s`` (those
+    with a known price), so that a plan late in the day values what it leaves in the battery as a
+    plan in the morning does, and as the twin's score does; without a window, the plan's mean."""
+    terminal = None
+    if window_starts_s is not None and window_day_ahead_eur_per_mwh is not None:
+        window = import_price_eur_per_kwh(tariff, window_starts_s, window_day_ahead_eur_per_mwh)
+        if np.isfinite(window).any():
+            terminal = float(np.nanmean(window))
     return SitePrices(
         import_price_eur_per_kwh(tariff, starts_s, day_ahead_eur_per_mwh),
         tariff.export.eur_per_kwh,
         tariff.market_export,
+        terminal,
     )
 
 
@@ -173,11 +193,14 @@ class FleetPlanner:
                 self.price_note = f"day-ahead prices known until {until.isoformat()}: the plan ends there"
         # With no price now the rules plan; its cost is scored without the day-ahead part.
         tariff_prices = np.nan_to_num(prices, nan=0.0) if self._no_price_now else prices
+        end_s = float(starts[-1] + period_s[-1])
+        window = np.arange(end_s - TERMINAL_WINDOW_S, end_s, 900.0)
+        window_prices = self.prices.prices(window + 450.0)
         self._site_prices = {}
         for s in planned:
-            p = site_prices(self.tariffs[s.id], starts, tariff_prices)
+            p = site_prices(self.tariffs[s.id], starts, tariff_prices, window, window_prices)
             if self._no_price_now and p.direct_marketing:
-                p = SitePrices(p.import_eur_per_kwh, 0.0, False)
+                p = SitePrices(p.import_eur_per_kwh, 0.0, False, p.terminal_eur_per_kwh)
             self._site_prices[s.id] = p
         ends = starts + period_s
         grid = (starts, ends, starts + period_s / 2)

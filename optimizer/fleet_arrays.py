@@ -26,6 +26,14 @@ and the load of a minute can dip below that mean; the margin keeps such minutes 
 keeps the plan below the export guard's target (98 %), so the guard does not fight the plan."""
 
 
+TERMINAL_TIE_BREAK = 1.0 - 1e-5
+"""The LPs value stored energy at the end at this share of ``terminal_eur_per_kwh`` (the score at all
+of it). At a flat tariff a kWh kept to the end is worth exactly the import it saves (price × η_d
+per stored kWh, 1/η_d stored kWh per kWh discharged): the LP is indifferent between importing now
+and discharging, and which tied vertex the simplex returns would depend on its tolerances. The
+shade breaks the tie toward using the battery, as self-consumption does."""
+
+
 @dataclass
 class FleetArrays:
     """Bounds, forecasts and prices of a fleet, shaped ``(N, T)`` unless noted."""
@@ -99,6 +107,15 @@ def feed_in_caps_w(sites: Sequence[SiteProblem]) -> np.ndarray:
     return np.array([np.inf if s.feed_in_cap_w is None else s.feed_in_cap_w for s in sites])
 
 
+def terminal_price_eur_per_kwh(sites: Sequence[SiteProblem], import_eur_per_kwh: np.ndarray) -> np.ndarray:
+    """``(N,)``: the import price a stored kWh left at the end is worth: the site's own
+    ``terminal_eur_per_kwh``, else its mean import price over the plan (docs/definitions.md "Economics")."""
+    mean = import_eur_per_kwh.mean(1)
+    return np.array(
+        [m if s.terminal_eur_per_kwh is None else s.terminal_eur_per_kwh for s, m in zip(sites, mean, strict=True)]
+    )
+
+
 def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
     """Stack a :class:`DispatchProblem` into :class:`FleetArrays`."""
     sites = problem.sites
@@ -169,7 +186,7 @@ def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
         energy_max_wh=e_max,
         import_eur_per_kwh=imp_price,
         export_eur_per_kwh=exp_price,
-        terminal_eur_per_kwh=imp_price.mean(1) * eta_d * has_bat,
+        terminal_eur_per_kwh=terminal_price_eur_per_kwh(sites, imp_price) * eta_d * has_bat,
         schedule_w=sched,
         schedule_eur_per_kwh=w.schedule_penalty_eur_per_kwh,
         throughput_eur_per_kwh=w.battery_throughput_eur_per_kwh,

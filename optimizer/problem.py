@@ -100,6 +100,7 @@ class SitePrices:
     import_eur_per_kwh: float | np.ndarray
     export_eur_per_kwh: float | np.ndarray
     direct_marketing: bool = False
+    terminal_eur_per_kwh: float | None = None
 
 
 @dataclass
@@ -115,6 +116,8 @@ class SiteProblem:
     ``import_eur_per_kwh``: the gross import tariff, one for all periods or one per period
     (config/tariffs.py: dynamic, §14a module 3); ``export_eur_per_kwh``: the remuneration likewise,
     replaced by the day-ahead price where ``direct_marketing``. Both are stored per period.
+    ``terminal_eur_per_kwh``: the import price a kWh left in the battery at the end is valued at
+    (× η_discharge); None = the mean import price over the plan.
     """
 
     site_id: str
@@ -132,6 +135,7 @@ class SiteProblem:
     negative_price_rule: bool = False
     stage_ceiling_w: np.ndarray | None = None
     para14a: np.ndarray | None = None
+    terminal_eur_per_kwh: float | None = None
 
     def __post_init__(self) -> None:
         self.pv_available_w = np.asarray(self.pv_available_w, dtype=float)
@@ -215,6 +219,7 @@ def site_problem(
         import_eur_per_kwh=prices.import_eur_per_kwh,
         export_eur_per_kwh=prices.export_eur_per_kwh,
         direct_marketing=prices.direct_marketing,
+        terminal_eur_per_kwh=prices.terminal_eur_per_kwh,
         feed_in_cap_w=feed_in_cap_w(site),
         connection_limit_w=site.grid.connection_limit_w,
         negative_price_rule=site.grid.negative_price_rule,

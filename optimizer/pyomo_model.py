@@ -21,7 +21,7 @@ import pyomo.environ as pyo
 from pyomo.contrib.appsi.base import TerminationCondition
 from pyomo.contrib.appsi.solvers import Highs
 
-from sparcs.optimizer.fleet_arrays import FleetArrays
+from sparcs.optimizer.fleet_arrays import TERMINAL_TIE_BREAK, FleetArrays
 from sparcs.optimizer.site_lp import SiteSolution, SolveError
 
 SIMPLEX_MAX_CELLS = 5_000
@@ -101,7 +101,7 @@ def build_model(fa: FleetArrays) -> pyo.ConcreteModel:
     )
     throughput = sum(float(kwh[t]) * fa.throughput_eur_per_kwh * m.ch[s, t] for s in bat for t in range(nt))
     schedule = sum(float(kwh[t]) * fa.schedule_eur_per_kwh * (m.dp[t] + m.dm[t]) for t in sched)
-    terminal = sum(fa.terminal_eur_per_kwh[s] / 1000.0 * m.e[s, nt - 1] for s in bat)
+    terminal = sum(TERMINAL_TIE_BREAK * fa.terminal_eur_per_kwh[s] / 1000.0 * m.e[s, nt - 1] for s in bat)
     m.obj = pyo.Objective(expr=energy_cost + curtail + throughput + schedule - terminal, sense=pyo.minimize)
     return m
 

@@ -28,7 +28,7 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from sparcs.optimizer.fleet_arrays import FleetArrays
+from sparcs.optimizer.fleet_arrays import TERMINAL_TIE_BREAK, FleetArrays
 
 
 @dataclass
@@ -54,6 +54,9 @@ def _highs(time_limit_s: float) -> highspy.Highs:
     # the default dual edge weights.
     h.setOptionValue("presolve", "off")
     h.setOptionValue("simplex_dual_edge_weight_strategy", 1)
+    # Costs are EUR per W and period (~1e-4): the default dual feasibility tolerance (1e-7) stops
+    # short of the optimum by more than the terminal value's tie-break (fleet_arrays.TERMINAL_TIE_BREAK).
+    h.setOptionValue("dual_feasibility_tolerance", 1e-10)
     h.setOptionValue("time_limit", float(time_limit_s))
     return h
 
@@ -176,7 +179,7 @@ def build_chunk(
     cost[o_exp : o_exp + nt] = -lp_export_eur_per_kwh[sites].ravel() * kwh
     cost[o_ch : o_ch + nt] = fa.throughput_eur_per_kwh * kwh
     last = np.arange(n) * t + (t - 1)
-    cost[o_e + last] = -fa.terminal_eur_per_kwh[sites] / 1000.0
+    cost[o_e + last] = -TERMINAL_TIE_BREAK * fa.terminal_eur_per_kwh[sites] / 1000.0
     cost[6 * nt :] = track_eur_per_kwh * np.tile(fa.dt_h[tr_t], 2) / 1000.0
 
     # §14a: without PV surplus the charge bound is the limit; with surplus a row ch − pv ≤ limit − load.
