@@ -126,3 +126,29 @@ async def test_without_a_price_for_now_a_site_that_needs_one_is_planned_by_the_r
     finally:
         planner.close()
         store.close()
+
+
+def test_energy_left_at_the_end_is_valued_at_the_mean_import_price_of_the_day_the_plan_ends(tmp_path):
+    day = dt.datetime(2026, 6, 21, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    prices = tmp_path / "prices.csv"
+    rows = ["timestamp,eur_per_mwh"]
+    rows += [f"{(day + dt.timedelta(minutes=15 * i)).isoformat()},{40 + 200 * (i >= 68)}" for i in range(96)]
+    prices.write_text("\n".join(rows) + "\n")
+    data = small_fleet_data(1)
+    data["market"] = {"prices_csv": str(prices)}
+    data["tariffs"] = {"dyn": {"import": {"kind": "dynamic", "fees_eur_per_kwh": 0.15, "vat": 0.0}}}
+    data["sites"][0]["tariff"] = "dyn"
+    cfg = validate_config(data)
+    end = (day + dt.timedelta(days=1)).timestamp()
+    evening = (day + dt.timedelta(hours=18)).timestamp()
+    planner = FleetPlanner(cfg, horizon_end_s=end)
+    store = Store(data_dir=tmp_path / "d")
+    try:
+        state = build_state(cfg, site_telemetry(cfg.sites[0]), evening)
+        problem = planner.problem(state, CommandBook(store, cfg), evening)
+        site = problem.sites[0]
+        assert site.import_eur_per_kwh == pytest.approx(0.24 + 0.15)  # the dear evening that remains
+        assert site.terminal_eur_per_kwh == pytest.approx((68 * 0.04 + 28 * 0.24) / 96 + 0.15)  # the day's mean
+    finally:
+        planner.close()
+        store.close()
