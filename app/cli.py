@@ -7,6 +7,7 @@ stderr and exit with status 2; they never print a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -99,6 +100,97 @@ def token_revoke(name: str, data_dir: DataDir = Path("data"), config: TokenConfi
     except ValueError as exc:
         raise fail(str(exc)) from None
     typer.echo(f"revoked '{name}'")
+
+
+db_app = typer.Typer(no_args_is_help=True, help="The store's schema: current revision, upgrade, downgrade.")
+app.add_typer(db_app, name="db")
+StoreConfig = Annotated[Path | None, typer.Option("--config", help="fleet file whose storage.url to use")]
+
+
+def _store_command(action: Callable[[], str]) -> None:
+    """Run a store maintenance action; expected failures are one line on stderr, exit status 2."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sparcs.controller.backup import BackupError
+    from sparcs.controller.migrate import MigrationError
+
+    try:
+        typer.echo(action())
+    except (MigrationError, BackupError, ConfigError) as exc:
+        raise fail(str(exc)) from None
+    except SQLAlchemyError as exc:
+        raise fail(f"store: {str(exc).splitlines()[0]}") from None
+
+
+@db_app.command("current")
+def db_current(data_dir: DataDir = Path("data"), config: StoreConfig = None) -> None:
+    """The store's schema revision and this program's newest."""
+    from sparcs.controller import store_cli
+
+    _store_command(lambda: store_cli.db_current(data_dir, config))
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="target revision")] = "head",
+    data_dir: DataDir = Path("data"),
+    config: StoreConfig = None,
+) -> None:
+    """Upgrade the store's schema (default: to this program's newest); `sparcs run` does it on start."""
+    from sparcs.controller import store_cli
+
+    _store_command(lambda: store_cli.db_upgrade(data_dir, config, revision))
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="target revision; default one back")] = "-1",
+    data_dir: DataDir = Path("data"),
+    config: StoreConfig = None,
+) -> None:
+    """Downgrade the store's schema one revision (before going back to the previous release)."""
+    from sparcs.controller import store_cli
+
+    _store_command(lambda: store_cli.db_downgrade(data_dir, config, revision))
+
+
+@app.command("backup")
+def backup(
+    dest: Annotated[Path, typer.Argument(help="backup file to write (SQLite file, or pg_dump archive)")],
+    data_dir: DataDir = Path("data"),
+    config: StoreConfig = None,
+) -> None:
+    """Back the store up, safe while the controller runs (SQLite online backup; pg_dump)."""
+    from sparcs.controller import store_cli
+
+    _store_command(lambda: store_cli.backup(dest, data_dir, config))
+
+
+@app.command("restore")
+def restore(
+    src: Annotated[Path, typer.Argument(help="a file `sparcs backup` wrote")],
+    data_dir: DataDir = Path("data"),
+    config: StoreConfig = None,
+) -> None:
+    """Replace the store with a backup; stop the controller first."""
+    from sparcs.controller import store_cli
+
+    _store_command(lambda: store_cli.restore(src, data_dir, config))
+
+
+@bench_app.command("store")
+def bench_store(
+    sites: Annotated[int, typer.Option(min=1, max=54, help="demo sites to run (simulated)")] = 54,
+    hours: Annotated[float, typer.Option(min=0.1, max=24.0, help="simulated hours of history")] = 1.0,
+    json_out: Annotated[bool, typer.Option("--json", help="one line of JSON")] = False,
+) -> None:
+    """Bytes of history per site and day, this schema against the 0.1.0 release's (docs/storage.md)."""
+    import json
+
+    from sparcs.twin.store_bench import store_bench
+
+    result = store_bench(sites, hours)
+    typer.echo(json.dumps(result) if json_out else json.dumps(result, indent=2))
 
 
 @app.command("scan")
@@ -219,6 +311,9 @@ def run(
     host: Annotated[str | None, typer.Option("--host", help="API address; default: api.host")] = None,
     port: Annotated[int | None, typer.Option("--port", help="API port; default: api.port")] = None,
     data_dir: DataDir = Path("data"),
+    no_migrate: Annotated[
+        bool, typer.Option("--no-migrate", help="refuse an older store instead of upgrading it (`sparcs db upgrade`)")
+    ] = False,
 ) -> None:
     """The controller and its API; with a `simulation` section also the simulated fleet (the demo)."""
     import asyncio
@@ -242,6 +337,7 @@ def run(
                 port=cfg.api.port if port is None else port,
                 data_dir=data_dir,
                 echo=echo,
+                migrate_schema=not no_migrate,
             )
         )
     except RunError as exc:

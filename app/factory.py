@@ -13,6 +13,7 @@ from sparcs.controller.metrics import Metrics
 from sparcs.controller.planning import FleetPlanner
 from sparcs.controller.prices import PriceSource
 from sparcs.controller.store import Store
+from sparcs.controller.weather import weather_service
 from sparcs.drivers.poller import FleetPoller
 from sparcs.drivers.writer import SetpointWriter
 from sparcs.optimizer.solver import PlanningWorker
@@ -30,7 +31,8 @@ def build_controller(
 
     ``planner``: the planner to use; default the production planner
     (:class:`~sparcs.controller.planning.FleetPlanner` with ``worker``, whose solver process starts on
-    the first dispatch unless started before). Give one of the two, not both.
+    the first dispatch unless started before, and the weather forecast ``cfg.forecast`` names).
+    Give one of the two, not both.
     """
     if planner is not None and worker is not None:
         raise ValueError("give a planner or a worker for the production planner, not both")
@@ -43,7 +45,9 @@ def build_controller(
         clock,
         poller=poller,
         writer=writer,
-        planner=planner if planner is not None else FleetPlanner(cfg, worker, prices=prices),
+        planner=planner
+        if planner is not None
+        else FleetPlanner(cfg, worker, weather=weather_service(cfg), prices=prices),
         metrics=Metrics(),
         prices=prices,
     )

@@ -18,12 +18,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from sparcs.config.schema import FleetConfig
 from sparcs.controller.api import create_app
 from sparcs.controller.auth import create_token
 from sparcs.controller.cycle import Clock, WallClock
+from sparcs.controller.migrate import MigrationError
 from sparcs.controller.planning import PriceFileError
+from sparcs.controller.pool_server import PoolServer
 from sparcs.controller.scheduler import ControlScheduler
 from sparcs.controller.store import Store
 from sparcs.factory import build_controller
@@ -62,8 +66,18 @@ def demo_token(store: Store) -> str:
     return create_token(store, DEMO_TOKEN_NAME, "operator", time.time())
 
 
-async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: Callable[[str], None]) -> None:
-    """Run until SIGINT or SIGTERM, then stop the scheduler, the API, the devices' connections and the fleet."""
+async def run(
+    cfg: FleetConfig,
+    *,
+    host: str,
+    port: int,
+    data_dir: Path,
+    echo: Callable[[str], None],
+    migrate_schema: bool = True,
+) -> None:
+    """Run until SIGINT or SIGTERM, then stop the scheduler, the API, the devices' connections and the fleet.
+
+    An older store is upgraded first (``migrate_schema``), else refused naming `sparcs db upgrade`."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -76,11 +90,18 @@ async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: C
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
 
-    store = Store(cfg.storage.url, data_dir=data_dir)
+    try:
+        store = Store(cfg.storage.url, data_dir=data_dir, migrate_schema=migrate_schema)
+    except MigrationError as exc:
+        raise RunError(f"store: {exc}") from None
+    except SQLAlchemyError as exc:
+        where = make_url(cfg.storage.url).render_as_string(hide_password=True) if cfg.storage.url else data_dir
+        raise RunError(f"store: cannot open {where}: {str(exc).splitlines()[0]}") from None
     fleet: DemoFleet | None = None
     sched: ControlScheduler | None = None
     ctl = None
     server_task: asyncio.Task[None] | None = None
+    pool: PoolServer | None = None
     try:
         clock: Clock
         if cfg.simulation is not None:
@@ -111,6 +132,15 @@ async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: C
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
         sched = ControlScheduler(ctl)
         sched.start()
+        if cfg.pool is not None:  # the SunSpec pool interface (docs/interfaces.md)
+            pool = PoolServer(ctl, cfg.pool)
+            try:
+                pool_port = await pool.start()
+            except (OSError, RuntimeError) as exc:
+                raise RunError(
+                    f"pool: cannot listen on {cfg.pool.host}:{cfg.pool.port}: {exc}; change pool.port"
+                ) from None
+            echo(f"SunSpec pool interface: {cfg.pool.host}:{pool_port}, units {sorted(pool.images)}")
         url = f"http://{host if ':' not in host else f'[{host}]'}:{bound_port}"
         n_dev = sum(len(s.devices) for s in cfg.sites)
         echo(f"SPARCS controller: {url}/  (dashboard; API: {url}/api/v1, docs: {url}/docs, metrics: {url}/metrics)")
@@ -128,6 +158,8 @@ async def run(cfg: FleetConfig, *, host: str, port: int, data_dir: Path, echo: C
         server.should_exit = True
         await server_task
     finally:
+        if pool is not None:
+            await pool.stop()
         if sched is not None:
             await sched.stop()
         if server_task is not None and not server_task.done():

@@ -124,14 +124,25 @@ def negative_price_applies(site: SiteConfig, price_eur_per_mwh: float | None) ->
     return bool(negative_price_series(site.grid.negative_price_rule, _price_or_nan(price_eur_per_mwh))[0, 0])
 
 
-def export_cap_w(site: SiteConfig, price_eur_per_mwh: float | None) -> float | None:
+def export_cap_w(site: SiteConfig, price_eur_per_mwh: float | None, pool_limit_w: float | None = None) -> float | None:
     """The export cap at the meter now (W ≥ 0): 0 in a negative-price quarter-hour for sites under
-    that rule, else the feed-in cap; None when neither applies. The export guard holds it on every
-    poll; a violation is a meter sample above it + 1 % of it (docs/definitions.md "Caps and
+    that rule, else the feed-in cap, and never above a pool limit in force (``pool_limit_w``, the
+    site's share from :func:`pool_share_w`); None when none applies. The export guard holds it on
+    every poll; a violation is a meter sample above it + 1 % of it (docs/definitions.md "Caps and
     violations")."""
     rule, price = site.grid.negative_price_rule, _price_or_nan(price_eur_per_mwh)
     cap = float(export_cap_series(_cap_or_inf(site), rule, price)[0, 0])
+    if pool_limit_w is not None:
+        cap = min(cap, max(0.0, pool_limit_w))
     return None if math.isinf(cap) else cap
+
+
+def pool_share_w(limit_pct: float, rating_w: float) -> float:
+    """A site's export limit at its meter (W ≥ 0) while its pool (the fleet or a group, see
+    docs/interfaces.md) is limited to ``limit_pct`` % of the pool's rating: the same share of the
+    site's own PV rating (``pv.rating_w``). The pool's rating is the sum of its sites' PV ratings, so
+    the pool's export, the sum of its sites' ``export_w``, stays within ``limit_pct`` % of it."""
+    return max(0.0, min(100.0, limit_pct)) / 100.0 * rating_w
 
 
 def export_ceiling_w(site: SiteConfig, price_eur_per_mwh: float | None) -> float:

@@ -415,6 +415,34 @@ class MarketConfig(Strict):
         return self.prices_csv is not None or self.prices_url is not None or self.entsoe is not None
 
 
+class WeatherSourceConfig(Strict):
+    """Where the PV forecast's weather comes from (docs/forecasts.md)."""
+
+    provider: Literal["none", "open-meteo", "csv"] = Field(
+        default="none", description="none: clear sky × typical clearness, corrected by the fleet's measurements"
+    )
+    url: str = Field(default="https://api.open-meteo.com/v1/forecast", description="Open-Meteo forecast endpoint")
+    csv: Path | None = Field(default=None, description="CSV timestamp,ghi_w_m2,temp_air_c[,dni_w_m2,dhi_w_m2,...]")
+    refresh_s: float = Field(default=900.0, ge=60, le=86_400, description="how often the forecast is fetched again")
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    cell_deg: float = Field(default=0.05, gt=0, le=1, description="sites share a forecast point on this grid")
+
+    @model_validator(mode="after")
+    def _csv_named(self) -> WeatherSourceConfig:
+        if self.provider == "csv" and self.csv is None:
+            raise ValueError("provider csv needs the file: set forecast.weather.csv")
+        return self
+
+
+class ForecastConfig(Strict):
+    """Forecasts of PV and load that the plan rests on."""
+
+    weather: WeatherSourceConfig = WeatherSourceConfig()
+    nowcast_radius_km: float = Field(
+        default=3.0, gt=0, le=50, description="neighbours within this distance share clouds"
+    )
+
+
 class GridRules(Strict):
     """Fleet-wide grid-operator rules."""
 
@@ -429,10 +457,110 @@ class ApiConfig(Strict):
     body_timeout_s: float = Field(default=10.0, gt=0, le=300, description="time a request has to send its body")
 
 
+class TableRetention(Strict):
+    """Days each history table keeps its rows; unset: ``storage.retention_days`` (docs/storage.md "Retention")."""
+
+    telemetry: int | None = Field(default=None, ge=1, le=3650, description="device readings")
+    fleet: int | None = Field(default=None, ge=1, le=3650, description="fleet totals")
+    site_history: int | None = Field(default=None, ge=1, le=3650, description="site totals")
+    plans: int | None = Field(default=None, ge=1, le=3650, description="plans (the latest is always kept)")
+    setpoints: int | None = Field(default=None, ge=1, le=3650, description="setpoints written and read back")
+    alarms: int | None = Field(default=None, ge=1, le=3650, description="cleared alarms")
+    history_gaps: int | None = Field(default=None, ge=1, le=3650, description="spans not stored")
+
+
 class StorageConfig(Strict):
-    url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in the data directory")
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db; default: SQLite in the data directory",
+    )
     retention_days: int = Field(default=90, ge=1, le=3650)
+    retention: TableRetention = TableRetention()
     telemetry_resolution_s: int = Field(default=60, ge=1, le=3600)
+    write_queue: int = Field(
+        default=100_000,
+        ge=100,
+        le=10_000_000,
+        description="history rows held in memory while the store fails; beyond it the oldest are dropped as a gap",
+    )
+    write_retry_s: float = Field(default=5.0, gt=0, le=600, description="seconds between tries of a failed write")
+
+
+# --- groups, the SunSpec pool interface, control-box relay inputs (docs/interfaces.md) -------------
+
+GroupKind = Literal["grid_area", "feeder", "transformer", "portfolio", "other"]
+RelayAction = Literal["K1", "K2", "K3", "K4", "para14a", "none"]
+FNN_CONTACTS: tuple[RelayAction, ...] = ("K1", "K2", "K3", "K4")
+"""The control box's four relays in input order: stages K1..K4 (docs/definitions.md "Grid rules")."""
+
+
+class GroupConfig(Strict):
+    """A named group of sites (a grid area, feeder, transformer station or a direct marketer's
+    portfolio); a site may belong to several. Commands, reads, metrics and the pool interface can
+    address it by ``id``."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str | None = None
+    kind: GroupKind = "other"
+    sites: list[str] = Field(min_length=1, max_length=10_000)
+    pool_unit: int | None = Field(
+        default=None, ge=1, le=247, description="serve the group as a SunSpec device on this unit id of the pool"
+    )
+
+
+class PoolConfig(Strict):
+    """The SunSpec pool interface: the fleet (unit ``fleet_unit``) and each group with a
+    ``pool_unit`` served as one SunSpec device on Modbus TCP."""
+
+    host: str = Field(default="127.0.0.1", description="bind address")
+    port: int = Field(default=1502, ge=0, le=65535, description="TCP port; 0 = a free port")
+    fleet_unit: int | None = Field(default=1, ge=1, le=247, description="unit id of the whole fleet; null = not served")
+    allow: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="client addresses allowed to connect; others are refused",
+    )
+    read_only: bool = Field(default=False, description="refuse every write (Modbus exception 1)")
+    manufacturer: str = "SPARCS"
+    serial: str = "pool"
+
+
+class RelayInputConfig(Strict):
+    """A control box's relay contacts (FNN Steuerbox, ripple-control receiver) read as discrete
+    inputs of a Modbus I/O module; each contact maps to a stage, §14a dimming or no limit."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    unit: int = Field(default=1, ge=1, le=247)
+    address: int = Field(default=0, ge=0, le=65_535, description="first discrete input of the contacts")
+    contacts: list[RelayAction] = Field(
+        default_factory=lambda: list(FNN_CONTACTS),
+        min_length=1,
+        max_length=16,
+        description="action of each contact, in input order from ``address``: K1..K4, para14a, none",
+    )
+    group: str | None = Field(default=None, description="the group it acts on; null = the whole fleet")
+
+
+def external_problems(
+    groups: list[GroupConfig], pool: PoolConfig | None, relay_inputs: list[RelayInputConfig], site_ids: set[str]
+) -> list[str]:
+    """One line per group, pool or relay-input reference that does not resolve or id used twice."""
+    out: list[str] = []
+    group_ids = [g.id for g in groups]
+    for what, ids in (("group id", group_ids), ("relay input id", [r.id for r in relay_inputs])):
+        out += [f"{what} '{i}' is used twice; ids must be unique" for i in sorted({i for i in ids if ids.count(i) > 1})]
+    for g in groups:
+        out += [f"groups[{g.id}].sites: unknown site '{s}'" for s in g.sites if s not in site_ids]
+        if len(set(g.sites)) != len(g.sites):
+            out.append(f"groups[{g.id}].sites: a site is listed twice")
+    for r in relay_inputs:
+        if r.group is not None and r.group not in group_ids:
+            out.append(f"relay_inputs[{r.id}].group: unknown group '{r.group}'")
+    units = [u for u in [pool.fleet_unit if pool else None] + [g.pool_unit for g in groups] if u]
+    if len(set(units)) != len(units):
+        out.append("pool: a unit id is used twice (pool.fleet_unit and groups[].pool_unit must differ)")
+    return out
 
 
 class FleetConfig(Strict):
@@ -442,6 +570,7 @@ class FleetConfig(Strict):
     simulation: SimulationConfig | None = None
     dispatch: DispatchConfig = DispatchConfig()
     market: MarketConfig = MarketConfig()
+    forecast: ForecastConfig = ForecastConfig()
     grid: GridRules = GridRules()
     api: ApiConfig = ApiConfig()
     storage: StorageConfig = StorageConfig()
@@ -449,6 +578,9 @@ class FleetConfig(Strict):
     grid_operators: dict[str, GridOperatorFees] = Field(
         default_factory=dict, description="grid fees per grid operator (§14a module 3 windows)"
     )
+    groups: list[GroupConfig] = Field(default_factory=list, description="named groups of sites")
+    pool: PoolConfig | None = Field(default=None, description="the SunSpec pool interface; null = off")
+    relay_inputs: list[RelayInputConfig] = Field(default_factory=list, description="control-box relay contacts")
 
     @model_validator(mode="after")
     def _unique_and_consistent(self) -> FleetConfig:
@@ -491,6 +623,7 @@ class FleetConfig(Strict):
             ports = {d.port for s in self.sites for d in s.devices}
             if self.simulation.control_port in ports:
                 problems.append(f"simulation.control_port {self.simulation.control_port} is a device port")
+        problems += external_problems(self.groups, self.pool, self.relay_inputs, {s.id for s in self.sites})
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -503,6 +636,12 @@ class FleetConfig(Strict):
 
     def devices(self) -> list[tuple[SiteConfig, DeviceConfig]]:
         return [(s, d) for s in self.sites for d in s.devices]
+
+    def group(self, group_id: str) -> GroupConfig:
+        for g in self.groups:
+            if g.id == group_id:
+                return g
+        raise KeyError(f"unknown group '{group_id}'")
 
 
 class ConfigError(Exception):
@@ -575,6 +714,9 @@ def load_config(path: str | Path) -> FleetConfig:
     base = path.resolve().parent
     if cfg.market.prices_csv is not None and not cfg.market.prices_csv.is_absolute():
         cfg.market.prices_csv = base / cfg.market.prices_csv
+    weather_csv = cfg.forecast.weather.csv
+    if weather_csv is not None and not weather_csv.is_absolute():
+        cfg.forecast.weather.csv = base / weather_csv
     if cfg.simulation and cfg.simulation.weather.irradiance_csv is not None:
         csv = cfg.simulation.weather.irradiance_csv
         if not csv.is_absolute():

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from sparcs.controller.history import StoreWriter, WriteJob
 from sparcs.controller.state import device_problem
 from sparcs.controller.store import Store
 from sparcs.drivers.telemetry import Telemetry
@@ -19,24 +20,41 @@ from sparcs.drivers.writer import WriteResult
 
 log = logging.getLogger("sparcs.alarms")
 
-FOLLOWED_PREFIXES = ("device:", "write:", "prices:")
+FOLLOWED_PREFIXES = ("device:", "write:", "relay:", "prices:")
 """Sources whose open alarms are taken over from the store at start-up."""
 
 
 class Alarms:
     """The open condition alarms of one controller, mirrored in the store."""
 
-    def __init__(self, store: Store, on_store_error: Callable[[str], None] = lambda what: None):
-        """``on_store_error`` is told of every alarm change the store did not take."""
+    def __init__(
+        self,
+        store: Store,
+        on_store_error: Callable[[str], None] = lambda what: None,
+        writer: StoreWriter | None = None,
+    ):
+        """``on_store_error`` is told of every alarm change the store did not take. With ``writer``
+        the changes go through the history's writer thread (in order, tried until stored), so a slow
+        store never holds up the poll that raises them; without, they are written at once."""
         self.store = store
         self._store_error = on_store_error
+        self._writer = writer
         self.open = {a["source"] for a in store.alarms(active_only=True) if a["source"].startswith(FOLLOWED_PREFIXES)}
 
     def follow(self, source: str, active: bool, now: float, message: str, severity: str = "warning") -> None:
         """Raise the alarm of ``source`` when its condition starts, clear it when the condition ends.
 
         What is open changes only once the store has taken the change: while the store fails, the
-        raise or clear is tried again at the next call, so no change is forgotten."""
+        raise or clear is tried again at the next call, so no change is forgotten (through the writer
+        it is kept and tried again there)."""
+        if self._writer is not None:
+            if active and source not in self.open:
+                self.open.add(source)
+                self._queue(lambda st: st.raise_alarm(at=now, severity=severity, source=source, message=message), now)
+            elif not active and source in self.open:
+                self.open.discard(source)
+                self._queue(lambda st: st.clear_alarms(source, now), now)
+            return
         try:
             if active and source not in self.open:
                 self.store.raise_alarm(at=now, severity=severity, source=source, message=message)
@@ -74,16 +92,18 @@ class Alarms:
     def dispatch(self, path: str, reason: str, now: float) -> None:
         """Every plan not from the optimizer raises a warning; an optimal plan clears them."""
         if path == "optimal":
-            self.store.clear_alarms("dispatch", now)
+            self._queue(lambda st: st.clear_alarms("dispatch", now), now)
         else:
-            self.store.raise_alarm(
-                at=now,
-                severity="warning",
-                source="dispatch",
-                message=f"plan from {path}: {reason or 'no reason given'}",
-            )
+            message = f"plan from {path}: {reason or 'no reason given'}"
+            self._queue(lambda st: st.raise_alarm(at=now, severity="warning", source="dispatch", message=message), now)
 
     def planning_failed(self, exc: Exception, now: float) -> None:
-        self.store.raise_alarm(
-            at=now, severity="critical", source="dispatch", message=f"planning failed: {exc}; last plan kept"
-        )
+        message = f"planning failed: {exc}; last plan kept"
+        self._queue(lambda st: st.raise_alarm(at=now, severity="critical", source="dispatch", message=message), now)
+
+    def _queue(self, change: Callable[[Store], object], now: float) -> None:
+        """Through the writer when there is one (never dropped), else at once."""
+        if self._writer is None:
+            change(self.store)
+        else:
+            self._writer.submit(WriteJob("alarm", now, 1, change, droppable=False))

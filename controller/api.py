@@ -27,9 +27,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sparcs.controller import api_commands, api_probes, api_read, api_tokens
+from sparcs.controller import api_commands, api_groups, api_probes, api_read, api_tokens
 from sparcs.controller.api_limits import RequestLimits
 from sparcs.controller.auth import TokenBook
 from sparcs.controller.commands import CommandError
@@ -94,6 +95,17 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=exc.status_code, content={"error": exc.detail}, headers=exc.headers)
 
 
+async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The store failed this request (full, read-only, locked, unreachable): 503, nothing acknowledged,
+    logged in one line (the store's alarm and /readyz say it too)."""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    log.warning("store failed %s %s: %s", request.method, request.url.path, first)
+    return JSONResponse(
+        status_code=503,
+        content={"error": "the store does not answer or take writes now; nothing was stored: try again later"},
+    )
+
+
 async def last_resort(request: Request, exc: Exception) -> JSONResponse:
     """A bug, not a user error: log it with its traceback, answer cleanly, keep serving."""
     log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -113,10 +125,11 @@ def create_app(ctl: Controller) -> FastAPI:
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(CommandError, refused)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(SQLAlchemyError, store_unavailable)
     app.add_exception_handler(Exception, last_resort)
     api = ctl.cfg.api
     app.add_middleware(RequestLimits, max_body_bytes=api.max_body_kib * 1024, body_timeout_s=api.body_timeout_s)
-    for router in (api_probes.router, api_read.router, api_commands.router, api_tokens.router):
+    for router in (api_probes.router, api_read.router, api_groups.router, api_commands.router, api_tokens.router):
         app.include_router(router)
     from sparcs.controller.dashboard import mount_dashboard  # the operator page at / (owned by controller/dashboard/)
 

@@ -1,5 +1,6 @@
 """The command routes of the operator API under /api/v1/commands (operator or admin): stages, §14a
-dimming, the fleet export schedule, pause and resume, dispatch now, cancel.
+dimming (for all sites, the named ones or a ``group``), a pool limit on the export of the fleet or a
+group, the fleet export schedule, pause and resume, dispatch now, cancel.
 
 Every command goes through :class:`~sparcs.controller.operations.Operations`, the one command path:
 it is stored with its audit entry before it is acknowledged (docs/definitions.md "Operator
@@ -13,7 +14,14 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
 
 from sparcs.controller.api_deps import Operator, Ops
-from sparcs.controller.commands import Command, Para14aRequest, PauseRequest, ScheduleRequest, StageRequest
+from sparcs.controller.commands import (
+    Command,
+    Para14aRequest,
+    PauseRequest,
+    PoolLimitRequest,
+    ScheduleRequest,
+    StageRequest,
+)
 from sparcs.controller.read_model import command_view
 
 router = APIRouter(prefix="/api/v1/commands", tags=["commands"])
@@ -25,13 +33,21 @@ def accepted(c: Command) -> JSONResponse:
 
 @router.post("/stage", status_code=201)
 async def stage(body: StageRequest, p: Operator, ops: Ops) -> JSONResponse:
-    """Curtailment stage K1–K4 for all or the named sites until ``expires_at``; the most restrictive wins."""
+    """Curtailment stage K1–K4 for all sites, the named ones or a group's until ``expires_at``; the most
+    restrictive wins per site."""
     return accepted(ops.submit(body, p.name))
 
 
 @router.post("/para14a", status_code=201)
 async def para14a(body: Para14aRequest, p: Operator, ops: Ops) -> JSONResponse:
-    """§14a EnWG dimming of grid charging for all or the named sites until ``expires_at``."""
+    """§14a EnWG dimming of grid charging for all sites, the named ones or a group's until ``expires_at``."""
+    return accepted(ops.submit(body, p.name))
+
+
+@router.post("/pool-limit", status_code=201)
+async def pool_limit(body: PoolLimitRequest, p: Operator, ops: Ops) -> JSONResponse:
+    """Export of the fleet or a group at most ``limit_pct`` % of its rating until ``expires_at``, as the
+    SunSpec pool interface's WMaxLimPct does; replaces the pool's earlier limit."""
     return accepted(ops.submit(body, p.name))
 
 

@@ -76,6 +76,25 @@ async def device(device_id: str, _: Viewer, view: View) -> dict[str, Any]:
     return found
 
 
+@router.get("/devices/{device_id}/setpoints")
+async def device_setpoints(
+    device_id: str,
+    _: Viewer,
+    view: View,
+    start: Annotated[AwareDatetime | None, Query(description="default: one hour before end")] = None,
+    end: Annotated[AwareDatetime | None, Query(description="default: now")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict[str, Any]:
+    """The setpoints written to one device between ``start`` and ``end`` (oldest first, at most
+    ``limit``): action, requested, written (after clamping) and read-back W, and whether it was in force."""
+    found = view.setpoints(
+        device_id, start_s=start.timestamp() if start else None, end_s=end.timestamp() if end else None, limit=limit
+    )
+    if found is None:
+        raise HTTPException(404, f"unknown device '{device_id}'; GET /api/v1/devices lists them")
+    return found
+
+
 @router.get("/plan")
 async def plan(_: Viewer, view: View) -> dict[str, Any]:
     """The plan in force: per site per quarter-hour PV limit, battery, meter power and SoC."""

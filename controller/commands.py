@@ -9,7 +9,15 @@ is in force at any time:
 - §14a: a site's battery may charge from the grid with at most ``grid.para14a_limit_w``;
 - export schedule: quarter-hourly fleet export values (W ≥ 0 at the meters); a newer schedule
   replaces an older one for the quarter-hours it covers;
-- pause: stops the optimizer only; stages, caps and the export guard stay enforced.
+- pause: stops the optimizer only; stages, caps and the export guard stay enforced;
+- pool limit: the export of a pool (the fleet or a group) at most ``limit_pct`` % of its rating,
+  as a per-site export limit (``grid_rules.pool_share_w``) the export guard and the plan hold; a
+  newer pool limit for the same pool replaces the older one, as a device's register would;
+- relay: the stage (or §14a dimming, or nothing) a control box's contacts show for the fleet or a
+  group; in force until the contacts change, when the newer relay command replaces it.
+
+Stages and §14a dimming address all sites, the named ``sites`` or a ``group`` (its sites are
+resolved and stored with the command, the legal record of what was ordered).
 
 Times are Unix seconds (UTC) inside; timestamps in requests must carry an offset.
 """
@@ -24,8 +32,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from sparcs.config.grid_rules import QUARTER_S, Stage, most_restrictive_stage, stage_ceiling_w
+from sparcs.config.grid_rules import QUARTER_S, Stage, most_restrictive_stage, pool_share_w, stage_ceiling_w
 from sparcs.config.schema import AwareDatetime, FleetConfig
+from sparcs.controller.groups import Groups
 from sparcs.controller.store import Store
 
 MAX_COMMAND_S = 31 * 86_400.0  # a stage or schedule further out than a month is a typo, not a plan
@@ -46,20 +55,43 @@ class _Body(BaseModel):
 
 
 class StageRequest(_Body):
-    """Curtailment stage for all sites (``sites`` omitted) or the named ones, from ``start`` until ``expires_at``."""
+    """Curtailment stage for all sites (``sites`` and ``group`` omitted), the named ones or a group's,
+    from ``start`` until ``expires_at``."""
 
     stage: Stage = Field(description="K1 = 0 %, K2 = 30 %, K3 = 60 %, K4 = 100 % of the PV rating")
     sites: list[str] | None = Field(default=None, min_length=1, max_length=10_000, description="omit for all sites")
+    group: str | None = Field(default=None, max_length=64, description="a group's sites instead of 'sites'")
     start: AwareDatetime | None = Field(default=None, description="default: now")
     expires_at: AwareDatetime
 
 
 class Para14aRequest(_Body):
-    """§14a EnWG dimming: batteries of the named sites (or all) charge from the grid with at most the §14a limit."""
+    """§14a EnWG dimming: batteries of the named sites, a group's (or all) charge from the grid with at
+    most the §14a limit."""
 
     sites: list[str] | None = Field(default=None, min_length=1, max_length=10_000)
+    group: str | None = Field(default=None, max_length=64, description="a group's sites instead of 'sites'")
     start: AwareDatetime | None = None
     expires_at: AwareDatetime
+
+
+class PoolLimitRequest(_Body):
+    """Export of a pool (the fleet, or ``group``) at most ``limit_pct`` % of its rating until
+    ``expires_at``; each site holds the same share of its own PV rating at its meter."""
+
+    group: str | None = Field(default=None, max_length=64, description="omit for the whole fleet")
+    limit_pct: float = Field(ge=0, le=100, description="% of the pool's rating (sum of its sites' PV ratings)")
+    expires_at: AwareDatetime
+
+
+class RelayRequest(_Body):
+    """What a control box's contacts show now for the fleet or ``group``: a stage, §14a dimming, or
+    neither (no limit). Replaces the previous state of the same ``source``; no expiry."""
+
+    source: str = Field(max_length=64, description="the relay input's id")
+    group: str | None = Field(default=None, max_length=64)
+    stage: Stage | None = None
+    para14a: bool = False
 
 
 class SchedulePoint(_Body):
@@ -77,7 +109,7 @@ class PauseRequest(_Body):
     reason: str | None = Field(default=None, max_length=500)
 
 
-CommandRequest = StageRequest | Para14aRequest | ScheduleRequest | PauseRequest
+CommandRequest = StageRequest | Para14aRequest | ScheduleRequest | PauseRequest | PoolLimitRequest | RelayRequest
 
 
 @dataclass(frozen=True)
@@ -121,6 +153,11 @@ def _row_to_command(row: dict[str, Any]) -> Command:
     )
 
 
+def _group_of(group: str | None) -> dict[str, str]:
+    """The ``group`` entry of a command's params: only for a command addressed to a group."""
+    return {} if group is None else {"group": group}
+
+
 def _ts(t: dt.datetime) -> float:
     return t.timestamp()
 
@@ -131,6 +168,7 @@ class CommandBook:
     def __init__(self, store: Store, cfg: FleetConfig):
         self.store = store
         self.cfg = cfg
+        self.groups = Groups(cfg)
         self._site_ids = {s.id for s in cfg.sites}
         self._rating_w = {s.id: s.pv.rating_w for s in cfg.sites}
         self._commands: list[Command] = []
@@ -151,7 +189,10 @@ class CommandBook:
         return most_restrictive_stage(
             c.params["stage"]
             for c in self._commands
-            if c.kind == "stage" and c.overlaps(t0, t1) and c.covers_site(site_id)
+            if c.kind in ("stage", "relay")
+            and c.params.get("stage") is not None
+            and c.overlaps(t0, t1)
+            and c.covers_site(site_id)
         )
 
     def stage_ceiling_w(self, site_id: str, t0: float, t1: float | None = None) -> float | None:
@@ -161,7 +202,47 @@ class CommandBook:
 
     def para14a(self, site_id: str, t0: float, t1: float | None = None) -> bool:
         t1 = t0 + 1.0 if t1 is None else t1
-        return any(c.kind == "para14a" and c.overlaps(t0, t1) and c.covers_site(site_id) for c in self._commands)
+        return any(
+            (c.kind == "para14a" or (c.kind == "relay" and c.params.get("para14a")))
+            and c.overlaps(t0, t1)
+            and c.covers_site(site_id)
+            for c in self._commands
+        )
+
+    def export_limit_w(self, site_id: str, t0: float, t1: float | None = None) -> float | None:
+        """The most restrictive pool limit overlapping [t0, t1) as the site's export limit at its
+        meter (W ≥ 0, :func:`~sparcs.config.grid_rules.pool_share_w`), or None without one."""
+        t1 = t0 + 1.0 if t1 is None else t1
+        limits = [
+            pool_share_w(c.params["limit_pct"], self._rating_w[site_id])
+            for c in self._commands
+            if c.kind == "pool_limit" and c.overlaps(t0, t1) and c.covers_site(site_id)
+        ]
+        return min(limits) if limits else None
+
+    def pool_limit(self, group: str | None, now_s: float) -> Command | None:
+        """The pool limit of the fleet (None) or a group in force at ``now_s``, if any."""
+        return next(
+            (
+                c
+                for c in reversed(self._commands)
+                if c.kind == "pool_limit" and c.params.get("group") == group and c.overlaps(now_s, now_s + 1.0)
+            ),
+            None,
+        )
+
+    def lapsed_pool_limits(self, now_s: float) -> list[Command]:
+        """Pool limits whose revert timer ran out by ``now_s``, each returned once (and forgotten):
+        the plan made under them must be made again without them."""
+        done = [
+            c for c in self._commands if c.kind == "pool_limit" and c.expires_s is not None and c.expires_s <= now_s
+        ]
+        self._commands = [c for c in self._commands if c not in done]
+        return done
+
+    def relay_state(self, source: str) -> Command | None:
+        """The relay command of ``source`` in force (it has no expiry), if any."""
+        return next((c for c in reversed(self._commands) if c.kind == "relay" and c.params["source"] == source), None)
 
     def schedule_export_w(self, t: float) -> float | None:
         """The fleet export the operator asked for at ``t`` (W ≥ 0), from the newest covering schedule."""
@@ -209,6 +290,16 @@ class CommandBook:
             raise CommandError("expires_at", "is more than 31 days ahead; send a nearer expiry and renew it")
         return start_s, exp_s
 
+    def _target(self, sites: list[str] | None, group: str | None) -> list[str] | None:
+        """The sites a command addresses: the named ones, a group's, or None for all."""
+        if group is None:
+            return self._check_sites(sites)
+        if sites is not None:
+            raise CommandError("group", "give 'sites' or 'group', not both")
+        if self.groups.get(group) is None:
+            raise CommandError("group", f"unknown group '{group}'; GET /api/v1/groups lists the group ids")
+        return list(self.groups.sites(group))
+
     def _check_sites(self, sites: list[str] | None) -> list[str] | None:
         if sites is None:
             return None
@@ -222,12 +313,29 @@ class CommandBook:
         return list(sites)
 
     def _persist(
-        self, kind: str, who: str, now_s: float, start_s: float, expires_s: float | None, params: dict
+        self,
+        kind: str,
+        who: str,
+        now_s: float,
+        start_s: float,
+        expires_s: float | None,
+        params: dict,
+        supersedes: list[int] | None = None,
     ) -> Command:
+        """Store a command with its audit entry; ``supersedes``: commands it ends in the same transaction."""
         cid = self.store.add_command(
-            kind=kind, who=who, created_at=now_s, start_s=start_s, expires_s=expires_s, params=params, audit_result="ok"
+            kind=kind,
+            who=who,
+            created_at=now_s,
+            start_s=start_s,
+            expires_s=expires_s,
+            params=params,
+            audit_result="ok",
+            supersedes=supersedes or [],
         )
         cmd = Command(cid, kind, who, now_s, start_s, expires_s, params)
+        ended = set(supersedes or [])
+        self._commands = [c for c in self._commands if c.id not in ended]
         self._commands.append(cmd)
         return cmd
 
@@ -239,17 +347,46 @@ class CommandBook:
             return self.submit_para14a(req, who, now_s)
         if isinstance(req, ScheduleRequest):
             return self.submit_schedule(req, who, now_s)
+        if isinstance(req, PoolLimitRequest):
+            return self.submit_pool_limit(req, who, now_s)
+        if isinstance(req, RelayRequest):
+            return self.submit_relay(req, who, now_s)
         return self.submit_pause(req, who, now_s)
 
     def submit_stage(self, req: StageRequest, who: str, now_s: float) -> Command:
-        sites = self._check_sites(req.sites)
+        sites = self._target(req.sites, req.group)
         start_s, exp_s = self._window(req.start, req.expires_at, now_s)
-        return self._persist("stage", who, now_s, start_s, exp_s, {"stage": req.stage, "sites": sites})
+        params = {"stage": req.stage, "sites": sites, **_group_of(req.group)}
+        return self._persist("stage", who, now_s, start_s, exp_s, params)
 
     def submit_para14a(self, req: Para14aRequest, who: str, now_s: float) -> Command:
-        sites = self._check_sites(req.sites)
+        sites = self._target(req.sites, req.group)
         start_s, exp_s = self._window(req.start, req.expires_at, now_s)
-        return self._persist("para14a", who, now_s, start_s, exp_s, {"sites": sites})
+        return self._persist("para14a", who, now_s, start_s, exp_s, {"sites": sites, **_group_of(req.group)})
+
+    def submit_pool_limit(self, req: PoolLimitRequest, who: str, now_s: float) -> Command:
+        """A pool limit replaces the one in force for the same pool (one audit entry for both)."""
+        sites = self._target(None, req.group)
+        _, exp_s = self._window(None, req.expires_at, now_s)
+        before = self.pool_limit(req.group, now_s)
+        params = {"limit_pct": req.limit_pct, "group": req.group, "sites": sites}
+        replaced = [before.id] if before is not None else []
+        return self._persist("pool_limit", who, now_s, now_s, exp_s, {**params, "supersedes": replaced}, replaced)
+
+    def submit_relay(self, req: RelayRequest, who: str, now_s: float) -> Command:
+        """A relay state replaces the previous state of the same source (one audit entry for both)."""
+        sites = self._target(None, req.group)
+        before = self.relay_state(req.source)
+        replaced = [before.id] if before is not None else []
+        params = {
+            "source": req.source,
+            "group": req.group,
+            "stage": req.stage,
+            "para14a": req.para14a,
+            "sites": sites,
+            "supersedes": replaced,
+        }
+        return self._persist("relay", who, now_s, now_s, None, params, replaced)
 
     def submit_schedule(self, req: ScheduleRequest, who: str, now_s: float) -> Command:
         points: list[tuple[float, float]] = []

@@ -23,22 +23,32 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from sparcs.config.grid_rules import export_cap_w
 from sparcs.config.schema import FleetConfig
 from sparcs.controller.alarms import Alarms
 from sparcs.controller.commands import CommandBook
+from sparcs.controller.groups import pool_totals
 from sparcs.controller.history import HistoryRecorder
 from sparcs.controller.metrics import Metrics
 from sparcs.controller.operations import Operations
 from sparcs.controller.plan import Plan
 from sparcs.controller.prices import PriceSource
-from sparcs.controller.setpoints import ZERO_CAP_MARGIN, SiteFacts, export_guard, site_command, split_to_devices
+from sparcs.controller.relay_inputs import RelayInputs
+from sparcs.controller.setpoints import (
+    ZERO_CAP_MARGIN,
+    SiteCommand,
+    SiteFacts,
+    battery_room,
+    export_guard,
+    schedule_feedback,
+    site_command,
+    split_to_devices,
+)
 from sparcs.controller.state import FleetState, build_state
 from sparcs.controller.store import Store
 from sparcs.drivers.telemetry import Telemetry
 from sparcs.drivers.writer import Setpoint, WriteResult
+from sparcs.optimizer.forecast_quality import QualityRow
 
 log = logging.getLogger("sparcs.controller")
 
@@ -77,6 +87,7 @@ class Planner(Protocol):
     async def plan(self, state: FleetState, commands: CommandBook, now_s: float) -> Plan | None: ...
     def start(self) -> None: ...
     def close(self) -> None: ...
+    def forecast_quality(self) -> list[QualityRow]: ...
 
 
 @dataclass
@@ -129,9 +140,11 @@ class Controller:
         self.commands = CommandBook(store, cfg)
         self.commands.load(clock.now())
         self.operations = Operations(self.commands, store, clock.now, self.metrics, self.request_dispatch)
-        self.alarms = Alarms(store, on_store_error=self._store_failed)
-        self.store_ok = True  # False from a failed history, plan or alarm write until a history write works
-        self.history = HistoryRecorder(store, cfg.storage)
+        self.store_ok = True  # False from a failed history, plan or alarm write until the store takes writes again
+        self.history = HistoryRecorder(
+            store, cfg.storage, on_failure=self._store_failed, on_recovery=self._store_worked, clock=clock.now
+        )
+        self.alarms = Alarms(store, on_store_error=self._store_failed, writer=self.history.writer)
         self.plan: Plan | None = store.last_plan()
         if self.plan is not None:
             planner.restore(self.plan)
@@ -148,6 +161,9 @@ class Controller:
         self._dispatch_lock = asyncio.Lock()
         self.on_dispatch_request: Callable[[float], None] | None = None
         self._sites = {s.id: s for s in cfg.sites}
+        self.relays = RelayInputs(cfg.relay_inputs, cfg.dispatch.modbus_timeout_s)
+        self.schedule_offsets_w: dict[str, float] = {}  # the schedule feedback's battery offsets (W)
+        self._feedback_ts: float | None = None  # the poll the offsets were last updated on
 
     # -- the cycle ------------------------------------------------------------------------------
 
@@ -181,10 +197,14 @@ class Controller:
     async def _poll(self, report: CycleReport) -> None:
         async with self._poll_lock:
             t0 = time.perf_counter()
-            telemetry = await self.poller.poll_once()
+            telemetry, contacts = await asyncio.gather(self.poller.poll_once(), self.relays.read())
             now = self.clock.now()
+            self.relays.apply(contacts, self.operations, self.alarms, now)  # before this cycle's writes
+            if self.commands.lapsed_pool_limits(now):  # the plan made under a pool limit binds until re-planned
+                self.request_dispatch()
             dimmed = {s.id: self.cfg.grid.para14a_limit_w for s in self.cfg.sites if self.commands.para14a(s.id, now)}
-            state = build_state(self.cfg, telemetry, now, para14a_limit_w=dimmed)
+            pooled = {s.id: w for s in self.cfg.sites if (w := self.commands.export_limit_w(s.id, now)) is not None}
+            state = build_state(self.cfg, telemetry, now, para14a_limit_w=dimmed, pool_limit_w=pooled)
             self.state = state
             self.last_poll_s = now
             self.planner.observe(state)
@@ -194,13 +214,9 @@ class Controller:
             self.alarms.devices(telemetry, now)
             await self._follow_prices(now)
             self._observe_poll(telemetry, summary)
-            try:
-                self.history.record(state, telemetry, summary)
-            except SQLAlchemyError:  # control goes on without history; the log, /readyz and the metrics say so
-                log.exception("history of this poll not stored")
-                self._store_failed("history")
-            else:
-                self._store_worked()
+            # Queued for the store's writer thread: a failing store is reported from there (the log,
+            # the store's alarm, /readyz and the metrics) while control goes on from memory.
+            self.history.record(state, telemetry, summary)
             report.online, report.stale = summary["online"], summary["stale"]
             report.poll_s = time.perf_counter() - t0
 
@@ -220,8 +236,9 @@ class Controller:
             self.alarms.follow(a.source, a.active, now, a.message)
 
     def export_cap_w(self, site_id: str, now: float) -> float | None:
-        """The site's export cap at the meter now (W ≥ 0; :func:`sparcs.config.grid_rules.export_cap_w`)."""
-        return export_cap_w(self._sites[site_id], self.price_now(now))
+        """The site's export cap at the meter now (W ≥ 0; :func:`sparcs.config.grid_rules.export_cap_w`),
+        a pool limit in force included."""
+        return export_cap_w(self._sites[site_id], self.price_now(now), self.commands.export_limit_w(site_id, now))
 
     def _guard(self, state: FleetState) -> list[str]:
         acted = []
@@ -268,15 +285,12 @@ class Controller:
         if plan is None:
             return
         self.plan = plan
-        try:
-            self.store.add_plan(now, plan)
-        except SQLAlchemyError:  # the plan is in force from memory; only its record is missing
-            log.exception("plan not stored")
-            self._store_failed("plan")
+        self.history.record_plan(now, plan)  # in force from memory; its record goes through the writer
         report.dispatched = True
         report.plan_path = plan.path
         self.metrics.dispatch_total.labels(plan.path).inc()
         self.metrics.plan_objective.set(plan.objective_eur)
+        self.metrics.observe_forecast_quality(self.planner.forecast_quality())
         self.alarms.dispatch(plan.path, plan.reason, now)
 
     def site_facts(self, site_id: str, now: float) -> SiteFacts:
@@ -292,13 +306,51 @@ class Controller:
             pv_rating_w=self._sites[site_id].pv.rating_w,
         )
 
+    def _follow_schedule(self, now: float, commands: dict[str, SiteCommand]) -> dict[str, SiteCommand]:
+        """The site commands with the schedule feedback's battery offsets (updated once per poll)."""
+        target = self.commands.schedule_export_w(now)
+        state = self.state
+        if target is None or state is None or self.commands.paused(now):
+            self.schedule_offsets_w = {}
+            return commands
+        if state.ts != self._feedback_ts:
+            self._feedback_ts = state.ts
+            grids = [s.grid_w for s in state.sites.values()]
+            if all(g is not None for g in grids):
+                rooms = {}
+                for sid, cmd in commands.items():
+                    site, s = self._sites[sid], state.sites.get(sid)
+                    if cmd.battery_w is None or site.battery is None or s is None or s.grid_w is None:
+                        continue
+                    rooms[sid] = battery_room(
+                        command_w=cmd.battery_w,
+                        max_discharge_w=site.battery.max_discharge_w,
+                        max_charge_w=site.battery.max_charge_w,
+                        soc=s.soc,
+                        soc_min=site.battery.soc_min,
+                        soc_max=site.battery.soc_max,
+                        grid_w=s.grid_w,
+                        battery_w=s.battery_w,
+                        export_cap_w=self.export_cap_w(sid, now),
+                    )
+                export_w = -sum(g for g in grids if g is not None)
+                self.schedule_offsets_w = schedule_feedback(target - export_w, self.schedule_offsets_w, rooms)
+        return {
+            sid: cmd
+            if sid not in self.schedule_offsets_w or cmd.battery_w is None
+            else SiteCommand(cmd.pv_limit_w, cmd.battery_w + self.schedule_offsets_w[sid])
+            for sid, cmd in commands.items()
+        }
+
     def desired_setpoints(self, now: float) -> dict[str, Setpoint]:
         """Per controlled device that answers: the setpoint of its site's command
-        (:func:`~sparcs.controller.setpoints.site_command`), split over the site's devices."""
+        (:func:`~sparcs.controller.setpoints.site_command`, with the schedule feedback), split over the
+        site's devices."""
         tel = self.state.telemetry if self.state else {}
         out: dict[str, Setpoint] = {}
+        commands = self._follow_schedule(now, {s.id: site_command(self.site_facts(s.id, now)) for s in self.cfg.sites})
         for site in self.cfg.sites:
-            cmd = site_command(self.site_facts(site.id, now))
+            cmd = commands[site.id]
             for dev_id, (pv_limit, bat) in split_to_devices(site, cmd).items():
                 t = tel.get(dev_id)
                 if t is None or t.status != "online":
@@ -313,10 +365,19 @@ class Controller:
         results = dict(await self.writer.apply(desired)) if desired else {}
         results.update(await self.writer.refresh_due())
         self.setpoints = desired
+        self.history.record_writes(results, now)
         for r in results.values():
             self.metrics.writes.labels(r.action).inc()
         self.alarms.writes(results, now)
         self.metrics.observe_stages({s.id: self.commands.stage(s.id, now) for s in self.cfg.sites})
+        for g in self.commands.groups.all():
+            limit = self.commands.pool_limit(g.id, now)
+            self.metrics.observe_group(
+                g.id,
+                pool_totals(self.cfg, self.state, g.sites),
+                {s: self.commands.stage(s, now) for s in g.sites},
+                None if limit is None else limit.params["limit_pct"],
+            )
         self.metrics.paused.set(1 if self.commands.paused(now) else 0)
         return sum(1 for r in results.values() if r.action not in ("unchanged", "skipped"))
 
@@ -336,12 +397,16 @@ class Controller:
         self.metrics.observe_poll(statuses=statuses, qualities=qualities, errors=errors, fleet=summary)
 
     async def close(self) -> None:
-        """Close device connections and stop the solver process, after a running dispatch has ended."""
+        """Close device connections and stop the solver process, after a running dispatch has ended;
+        then store what the history writer still holds."""
         async with self._dispatch_lock:
             await self.poller.close()
+            self.relays.close()
             await asyncio.to_thread(self.planner.close)
+            await asyncio.to_thread(self.history.close)
 
     def _store_failed(self, what: str) -> None:
+        """A store write failed (called from the writer thread, or the poll loop for an alarm change)."""
         self.store_ok = False
         self.metrics.store_errors.labels(what).inc()
         self.metrics.store_ok.set(0)

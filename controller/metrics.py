@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from sparcs.config.grid_rules import STAGE_OUTPUT
+from sparcs.controller.groups import PoolTotals
+from sparcs.optimizer.forecast_quality import QualityRow
 
 QUALITIES = ("good", "missing", "bad")
 STATUSES = ("online", "stale")
@@ -79,6 +81,36 @@ class Metrics:
             "sparcs_store_ok", "1 while the history store takes writes, 0 after one failed", registry=r
         )
         self.store_ok.set(1)
+        self.group_power = Gauge(
+            "sparcs_group_power_watts",
+            "Group power now: export (>= 0, sum over its sites), net_export (sum of -grid), pv, battery (+discharge)",
+            ["group", "quantity"],
+            registry=r,
+        )
+        self.group_stage_sites = Gauge(
+            "sparcs_group_stage_sites",
+            "Sites of a group under each curtailment stage now",
+            ["group", "stage"],
+            registry=r,
+        )
+        self.group_pool_limit = Gauge(
+            "sparcs_group_pool_limit_ratio",
+            "Pool limit in force on a group's export as a fraction of its rating (1 = none)",
+            ["group"],
+            registry=r,
+        )
+        self.forecast_nmae = Gauge(
+            "sparcs_forecast_nmae_ratio",
+            "Forecast mean absolute error over the norm (PV: kWp; load: mean load), by kind and lead band",
+            ["kind", "lead"],
+            registry=r,
+        )
+        self.forecast_skill = Gauge(
+            "sparcs_forecast_skill_ratio",
+            "1 - MAE(forecast) / MAE(reference), by kind, lead band and reference (persistence, climatology)",
+            ["kind", "lead", "reference"],
+            registry=r,
+        )
 
     def observe_poll(
         self,
@@ -102,10 +134,36 @@ class Metrics:
         if soc is not None:
             self.soc.set(soc)
 
+    def observe_forecast_quality(self, rows: list[QualityRow]) -> None:
+        """Normalised MAE and skill per forecast kind and lead band (docs/forecasts.md)."""
+        for row in rows:
+            band = f"{row.band_h[0]:g}-{row.band_h[1]:g}h"
+            if row.nmae is not None:
+                self.forecast_nmae.labels(row.kind, band).set(row.nmae)
+            for reference, skill in row.skill.items():
+                if skill is not None:
+                    self.forecast_skill.labels(row.kind, band, reference).set(skill)
+
     def observe_stages(self, stage_by_site: Mapping[str, str | None]) -> None:
         tally = Tally(v for v in stage_by_site.values() if v is not None)
         for stage in STAGE_OUTPUT:
             self.stage_sites.labels(stage).set(tally.get(stage, 0))
+
+    def observe_group(
+        self, group: str, totals: PoolTotals, stage_by_site: Mapping[str, str | None], limit_pct: float | None
+    ) -> None:
+        """One group's gauges (W with the signs of docs/definitions.md "Signs")."""
+        for q, v in (
+            ("export", totals.export_w),
+            ("net_export", totals.net_export_w),
+            ("pv", totals.pv_w),
+            ("battery", totals.battery_w),
+        ):
+            self.group_power.labels(group, q).set(v)
+        tally = Tally(v for v in stage_by_site.values() if v is not None)
+        for stage in STAGE_OUTPUT:
+            self.group_stage_sites.labels(group, stage).set(tally.get(stage, 0))
+        self.group_pool_limit.labels(group).set(1.0 if limit_pct is None else limit_pct / 100.0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

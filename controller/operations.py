@@ -1,5 +1,5 @@
 """The one path operator commands take into a running controller, whoever sends them: the API, the
-twin's scenario actions, and every other outside interface.
+twin's scenario actions, the SunSpec pool interface and the control-box relay inputs.
 
 Each accepted command is stored with its audit entry before it is acknowledged (by the
 :class:`~sparcs.controller.commands.CommandBook`), counted in the metrics, and followed by a re-plan
@@ -18,13 +18,22 @@ from sparcs.controller.commands import (
     CommandRequest,
     Para14aRequest,
     PauseRequest,
+    PoolLimitRequest,
+    RelayRequest,
     ScheduleRequest,
     StageRequest,
 )
 from sparcs.controller.metrics import Metrics
 from sparcs.controller.store import Store
 
-KIND = {StageRequest: "stage", Para14aRequest: "para14a", ScheduleRequest: "schedule", PauseRequest: "pause"}
+KIND = {
+    StageRequest: "stage",
+    Para14aRequest: "para14a",
+    ScheduleRequest: "schedule",
+    PauseRequest: "pause",
+    PoolLimitRequest: "pool_limit",
+    RelayRequest: "relay",
+}
 
 
 class Operations:
@@ -59,6 +68,14 @@ class Operations:
         done = self.commands.cancel([command_id], who, self.clock())
         self._accepted("cancel")
         return done
+
+    def release_pool_limit(self, group: str | None, who: str) -> list[int]:
+        """End the pool limit of the fleet (None) or a group in force, as an audited cancel; returns
+        the ids cancelled (empty when none was in force: nothing is stored)."""
+        cmd = self.commands.pool_limit(group, self.clock())
+        if cmd is None:
+            return []
+        return self.cancel(cmd.id, who) or []
 
     def resume(self, who: str) -> list[int]:
         """Cancel every pause; returns the ids cancelled (empty when not paused)."""

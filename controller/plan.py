@@ -1,6 +1,7 @@
 """The plan in force: what the controller planned for every site and period, and the forecasts it
 was planned with. One typed record shared by the cycle, the setpoints, the store and the API; it is
-turned into JSON only at the store and API edges (:meth:`Plan.to_record` / :meth:`Plan.from_record`).
+turned into JSON only at the API edge (:meth:`Plan.to_record` / :meth:`Plan.from_record`) and packed at
+the store's (:mod:`sparcs.controller.plan_codec`).
 
 Per site and period (docs/definitions.md "Signs", "Units"): ``pv_limit_w`` the PV limit to write
 (W; NaN where the plan does not curtail: the inverters are released to their installer
@@ -163,7 +164,7 @@ class Plan:
     # -- the JSON form (store and API) -----------------------------------------------------------------
 
     def to_record(self) -> dict[str, Any]:
-        """The JSON-able record: numbers, null where NaN (the form stored and served at /api/v1/plan)."""
+        """The JSON-able record: numbers, null where NaN (the form served at /api/v1/plan; the 0.1.0 store's)."""
         p = self.parts
         return {
             "start_s": self.start_s,

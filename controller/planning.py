@@ -24,9 +24,19 @@ from sparcs.controller.commands import CommandBook
 from sparcs.controller.plan import Plan
 from sparcs.controller.prices import PriceFileError, PriceSource, read_prices_csv
 from sparcs.controller.state import FleetState
+from sparcs.controller.weather import WeatherService
 from sparcs.optimizer.baselines import self_consumption_plan
-from sparcs.optimizer.curves import PvGeometry
-from sparcs.optimizer.forecast import learn_clearness, learn_load_level, load_forecast, pv_forecast
+from sparcs.optimizer.curves import PvGeometry, clearsky_w_per_kwp, h0_w_per_annual_kwh
+from sparcs.optimizer.forecast import (
+    TYPICAL_CLEARNESS,
+    learn_clearness,
+    learn_load_level,
+    load_forecast,
+    pv_baseline_w,
+)
+from sparcs.optimizer.forecast_quality import ForecastQuality, QualityRow
+from sparcs.optimizer.load_profile import LoadProfile, day_type_and_slot
+from sparcs.optimizer.nowcast import FADE_S, city_ratios, correction, site_ratio, xy_km
 from sparcs.optimizer.problem import (
     DispatchProblem,
     SitePrices,
@@ -41,10 +51,14 @@ __all__ = ["FleetPlanner", "Measurements", "PriceFileError", "read_prices_csv", 
 log = logging.getLogger("sparcs.planning")
 
 SAMPLE_EVERY_S = 60.0  # measurements kept for learning: one per site and minute
-PV_LEARN_WINDOW_S = 3600.0  # clearness from the last hour
+PV_LEARN_WINDOW_S = 3600.0  # the nowcast from the last hour
 LOAD_LEARN_WINDOW_S = 86_400.0  # load level from the last day
 AT_LIMIT_SHARE = 0.95
 """PV at this share of its limit or more is held by the limit: its sample tells nothing of the clearness."""
+CLIMATOLOGY_FADE_S = 3 * 3600.0
+"""Nowcast fade where no weather forecast covers a period: the measurement is then all there is."""
+MIN_BASELINE_W_PER_KWP = 50.0
+"""Below this baseline output (dawn, dusk) ratios are noise and are not learnt from."""
 
 
 class Measurements:
@@ -63,6 +77,13 @@ class Measurements:
             pv = np.nan if s.pv_w is None else s.pv_w
             load = np.nan if s.load_w is None else s.load_w
             buf.append((state.ts, pv, load, at_limit))
+
+    def period_mean_w(self, kind: str, site_id: str, start_s: float, end_s: float) -> float:
+        """Mean measured PV or load (W) over [start, end); NaN without samples, and for PV if one was held."""
+        rows = [r for r in self.samples[site_id] if start_s <= r[0] < end_s]
+        if not rows or (kind == "pv" and any(r[3] for r in rows)):
+            return float("nan")
+        return float(np.nanmean([r[1] if kind == "pv" else r[2] for r in rows]))
 
     def arrays(self, site_id: str, since_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         rows = [r for r in self.samples[site_id] if r[0] >= since_s]
@@ -111,15 +132,35 @@ class FleetPlanner:
         cfg: FleetConfig,
         worker: PlanningWorker | None = None,
         horizon_end_s: float | None = None,
+        weather: WeatherService | None = None,
         prices: PriceSource | None = None,
     ):
         """``horizon_end_s`` (Unix s, a quarter-hour boundary): plans end there at the latest, instead of
-        ``dispatch.horizon_h`` ahead (the twin ends them with the day it scores). ``prices``: the price
-        source (shared with the controller); default one of its own. A broken price file raises
-        PriceFileError here (start-up); later the prices read before stay in use."""
+        ``dispatch.horizon_h`` ahead (the twin ends them with the day it scores). ``weather``: the
+        weather forecast the PV forecast rests on (None: clear sky × typical clearness). ``prices``:
+        the price source (shared with the controller); default one of its own. A broken price file
+        raises PriceFileError here (start-up); later the prices read before stay in use."""
         self.cfg = cfg
         self.worker = worker or PlanningWorker()
         self.horizon_end_s = horizon_end_s
+        self.weather = weather
+        self.geometry = {
+            s.id: PvGeometry(s.location.lat, s.location.lon, s.location.altitude_m, s.pv.tilt_deg, s.pv.azimuth_deg)
+            for s in cfg.sites
+        }
+        x, y = xy_km(np.array([s.location.lat for s in cfg.sites]), np.array([s.location.lon for s in cfg.sites]))
+        self.xy_km = {s.id: (float(x[i]), float(y[i])) for i, s in enumerate(cfg.sites)}
+        self.pv_forecast_w: dict[str, np.ndarray] = {}
+        self.load_forecast_w: dict[str, np.ndarray] = {}
+        self.load_profiles = {s.id: LoadProfile() for s in cfg.sites}
+        self._mid_slots: tuple[np.ndarray, np.ndarray] | None = None  # of the plan being built
+        self._mid_h0: np.ndarray | None = None
+        self.quality = ForecastQuality(
+            {
+                "pv": {s.id: s.pv.kwp * 1000.0 for s in cfg.sites},
+                "load": {s.id: s.load.annual_kwh * 1000.0 / 8760.0 for s in cfg.sites},
+            }
+        )
         self.measurements = Measurements([s.id for s in cfg.sites])
         self.prices = prices or PriceSource(cfg.market)
         try:
@@ -133,6 +174,47 @@ class FleetPlanner:
 
     def observe(self, state: FleetState) -> None:
         self.measurements.observe(state)
+        self.quality.evaluate(state.ts, self.measurements.period_mean_w)
+
+    def _learn_load(self, sites: list[SiteConfig], now_s: float) -> None:
+        """Feed each site's load profile the samples it has not seen (one day type/slot lookup per poll time)."""
+        fresh = {}
+        for site in sites:
+            profile = self.load_profiles[site.id]
+            t, _, load, _ = self.measurements.arrays(
+                site.id, -np.inf if profile.last_s is None else profile.last_s + 1e-3
+            )
+            if t.size:
+                fresh[site.id] = (t, load)
+        if not fresh:
+            return
+        times = np.unique(np.concatenate([t for t, _ in fresh.values()]))
+        kind, slot = day_type_and_slot(times)
+        for sid, (t, load) in fresh.items():
+            i = np.searchsorted(times, t)
+            self.load_profiles[sid].learn(t, load, (kind[i], slot[i]))
+
+    def _issue_quality(self, sites: list[SiteConfig], now_s: float, grid) -> None:
+        """Keep this plan's PV and load forecasts with persistence and climatology (docs/forecasts.md)."""
+        if not self.quality.due("pv", now_s):
+            return
+        starts, ends, mid = grid
+        pv_persist, pv_clim, load_persist, load_clim = {}, {}, {}, {}
+        for site in sites:
+            geom = self.geometry[site.id]
+            clear = clearsky_w_per_kwp(geom, mid) * site.pv.kwp
+            t, pv, load, held = self.measurements.arrays(site.id, now_s - PV_LEARN_WINDOW_S)
+            k = learn_clearness(geom, site.pv.kwp, t, pv, held) if t.size else None
+            pv_persist[site.id] = clear * (TYPICAL_CLEARNESS if k is None else k)
+            pv_clim[site.id] = clear * TYPICAL_CLEARNESS
+            recent = load[np.isfinite(load)] if t.size else load
+            load_clim[site.id] = load_forecast(site.load.annual_kwh, mid).values
+            load_persist[site.id] = np.full(mid.shape, recent.mean()) if recent.size else load_clim[site.id]
+        pv_fc = {s.id: self.pv_forecast_w[s.id] for s in sites}
+        self.quality.issue("pv", now_s, starts, ends, pv_fc, pv_persist, pv_clim)
+        load_fc = {s.id: self.load_forecast_w[s.id] for s in sites if s.id in self.load_forecast_w}
+        if load_fc:
+            self.quality.issue("load", now_s, starts, ends, load_fc, load_persist, load_clim)
 
     def restore(self, plan: Plan) -> None:
         """Hand a stored plan (after a restart) to the solver worker as its last good plan, so that a
@@ -140,19 +222,45 @@ class FleetPlanner:
         if plan.optimal:
             self.worker.last_good = plan.to_dispatch({s.id: installer_ceiling_w(s) for s in self.cfg.sites})
 
+    def _baseline(self, site: SiteConfig, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The site's PV baseline (W) at ``t_s`` and the mask of times a weather forecast covers."""
+        got = self.weather.at(site.location.lat, site.location.lon, t_s) if self.weather is not None else None
+        weather, covered = got if got is not None else (None, np.zeros(np.shape(t_s), dtype=bool))
+        return pv_baseline_w(self.geometry[site.id], site.pv.kwp, t_s, weather, covered), covered
+
+    def pv_forecasts(self, sites: list[SiteConfig], now_s: float, mid_s: np.ndarray) -> dict[str, np.ndarray]:
+        """PV forecast (W) per site at the period midpoints: baseline × the city-wide nowcast (docs/forecasts.md)."""
+        ratios = np.full(len(sites), np.nan)
+        samples = np.zeros(len(sites))
+        for i, site in enumerate(sites):
+            t, pv, _, held = self.measurements.arrays(site.id, now_s - PV_LEARN_WINDOW_S)
+            if t.size:
+                base, _ = self._baseline(site, t)
+                usable = ~held & (base >= MIN_BASELINE_W_PER_KWP * site.pv.kwp)
+                ratios[i], samples[i] = site_ratio(pv, base, usable)
+        x = np.array([self.xy_km[s.id][0] for s in sites])
+        y = np.array([self.xy_km[s.id][1] for s in sites])
+        nowcast = city_ratios(x, y, ratios, samples, self.cfg.forecast.nowcast_radius_km)
+        out = {}
+        lead = mid_s - now_s
+        for i, site in enumerate(sites):
+            base, covered = self._baseline(site, mid_s)
+            out[site.id] = base * correction(nowcast[i], lead, np.where(covered, FADE_S, CLIMATOLOGY_FADE_S))
+        return out
+
     def _site(self, site: SiteConfig, state: FleetState, commands: CommandBook, now_s: float, grid) -> SiteProblem:
         starts, ends, mid = grid
-        t, pv, load, curtailed = self.measurements.arrays(site.id, now_s - LOAD_LEARN_WINDOW_S)
-        recent = t >= now_s - PV_LEARN_WINDOW_S
-        geom = PvGeometry(
-            site.location.lat, site.location.lon, site.location.altitude_m, site.pv.tilt_deg, site.pv.azimuth_deg
-        )
-        k = learn_clearness(geom, site.pv.kwp, t[recent], pv[recent], curtailed[recent]) if recent.any() else None
-        pv_fc = pv_forecast(geom, site.pv.kwp, now_s, mid, k).values
+        t, _, load, _ = self.measurements.arrays(site.id, now_s - LOAD_LEARN_WINDOW_S)
+        pv_fc = self.pv_forecast_w[site.id]
         level = learn_load_level(site.load.annual_kwh, t, load)
-        load_fc = load_forecast(site.load.annual_kwh, mid, level, site.grid.connection_limit_w).values
+        profile = self.load_profiles[site.id]
+        load_fc = np.minimum(
+            profile.forecast_w(mid, site.load.annual_kwh, level, self._mid_slots, self._mid_h0),
+            site.grid.connection_limit_w,
+        )
+        self.load_forecast_w[site.id] = load_fc
         ceiling, dimmed = commands.period_series(site.id, starts, ends)
-        return site_problem(
+        sp = site_problem(
             site,
             pv_fc,
             load_fc,
@@ -161,6 +269,12 @@ class FleetPlanner:
             para14a=dimmed,
             prices=self.site_prices(site.id),
         )
+        # A pool limit over the horizon holds for the whole plan (never looser); a re-plan after it
+        # ends releases it (config/grid_rules.py pool_share_w).
+        pool_w = commands.export_limit_w(site.id, float(starts[0]), float(ends[-1]))
+        if pool_w is not None:
+            sp.feed_in_cap_w = pool_w if sp.feed_in_cap_w is None else min(sp.feed_in_cap_w, pool_w)
+        return sp
 
     def site_prices(self, site_id: str) -> SitePrices:
         """The tariff of ``site_id`` over the periods of the problem being built."""
@@ -204,7 +318,11 @@ class FleetPlanner:
             self._site_prices[s.id] = p
         ends = starts + period_s
         grid = (starts, ends, starts + period_s / 2)
+        self.pv_forecast_w = self.pv_forecasts(planned, now_s, grid[2])
+        self._learn_load(planned, now_s)
+        self._mid_slots, self._mid_h0 = day_type_and_slot(grid[2]), h0_w_per_annual_kwh(grid[2])
         sites = [self._site(s, state, commands, now_s, grid) for s in planned]
+        self._issue_quality(planned, now_s, grid)
         schedule = commands.schedule_series(starts)
         return DispatchProblem(
             start_s=start_s,
@@ -220,6 +338,8 @@ class FleetPlanner:
         """Plan in the solver process (bounded; it falls back by itself) without blocking the event loop."""
         if self.prices.due(now_s) and self.cfg.market.prices_csv is None:
             await asyncio.to_thread(self.prices.refresh, now_s)  # a URL or ENTSO-E: network I/O
+        if self.weather is not None:
+            await self.weather.ensure(now_s)
         problem = self.problem(state, commands, now_s)
         if problem is None:
             return None
@@ -230,6 +350,10 @@ class FleetPlanner:
             if self.price_note:
                 plan = dataclasses.replace(plan, reason=f"{plan.reason}; {self.price_note}".lstrip("; "))
         return Plan.from_dispatch(plan, problem)
+
+    def forecast_quality(self) -> list[QualityRow]:
+        """How the PV and load forecasts fared so far, per kind and lead band (docs/forecasts.md)."""
+        return self.quality.rows()
 
     def start(self) -> None:
         """Start the solver process now (else the first dispatch starts it); blocks for its start-up."""

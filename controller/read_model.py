@@ -31,6 +31,7 @@ from sparcs.config.grid_rules import (
 from sparcs.config.schema import SiteConfig
 from sparcs.controller.commands import Command, CommandError
 from sparcs.controller.cycle import Controller
+from sparcs.controller.groups import Group, pool_totals
 from sparcs.controller.metrics import Metrics
 
 STALE_POLLS = 3
@@ -268,7 +269,8 @@ class ControllerView:
                 {
                     "site": s.id,
                     "feed_in_cap_w": feed_in_cap_w(s),
-                    "export_cap_now_w": export_cap_w(s, price),
+                    "export_cap_now_w": export_cap_w(s, price, ctl.commands.export_limit_w(s.id, now)),
+                    "pool_limit_w": ctl.commands.export_limit_w(s.id, now),
                     "export_ceiling_now_w": export_ceiling_w(s, price),
                     "connection_limit_w": s.grid.connection_limit_w,
                     "installer_ceiling_w": installer_ceiling_w(s),
@@ -284,6 +286,60 @@ class ControllerView:
     def commands(self) -> list[dict[str, Any]]:
         """Commands in force or waiting to start."""
         return [command_view(c) for c in self._ctl.commands.active(self.now())]
+
+    # -- groups (controller/groups.py, docs/interfaces.md) --------------------------------------
+
+    def groups(self) -> list[dict[str, Any]]:
+        """Every group with its totals now, stages and the pool limit in force."""
+        return [self._group(g) for g in self._ctl.commands.groups.all()]
+
+    def group(self, group_id: str) -> dict[str, Any] | None:
+        g = self._ctl.commands.groups.get(group_id)
+        return None if g is None else self._group(g)
+
+    def group_history(
+        self, group_id: str, *, start_s: float | None, end_s: float | None, resolution_s: int
+    ) -> dict[str, Any] | None:
+        """A group's history: per bucket the sum over its sites of each site's mean (W; SoC left
+        out), ``sites`` = how many of them had samples in the bucket; None for an unknown group."""
+        g = self._ctl.commands.groups.get(group_id)
+        if g is None:
+            return None
+        fields = [f for f in SITE_HISTORY_FIELDS if f != "soc"]
+        sums: dict[str, dict[str, Any]] = {}
+        out: dict[str, Any] = {}
+        for sid in g.sites:
+            out = self.history(start_s=start_s, end_s=end_s, resolution_s=resolution_s, site=sid)
+            for p in out["points"]:
+                acc = sums.setdefault(p["ts"], {"ts": p["ts"], "sites": 0, **dict.fromkeys(fields)})
+                acc["sites"] += 1
+                for f in fields:
+                    if p[f] is not None:
+                        acc[f] = (acc[f] or 0.0) + p[f]
+        points = [sums[ts] for ts in sorted(sums, key=lambda t: dt.datetime.fromisoformat(t))]
+        return {"group": g.id, "start": out["start"], "end": out["end"], "resolution_s": resolution_s, "points": points}
+
+    def _group(self, g: Group) -> dict[str, Any]:
+        ctl, now = self._ctl, self.now()
+        limit = ctl.commands.pool_limit(g.id, now)
+        mine = [c for c in ctl.commands.active(now) if c.params.get("group") == g.id]
+        return clean(
+            {
+                "id": g.id,
+                "name": g.name,
+                "kind": g.kind,
+                "sites": list(g.sites),
+                "rating_w": g.rating_w,
+                "pool_unit": g.pool_unit,
+                "now": pool_totals(ctl.cfg, ctl.state, g.sites).as_dict(),
+                "stages": {s: ctl.commands.stage(s, now) for s in g.sites},
+                "para14a": {s: ctl.commands.para14a(s, now) for s in g.sites},
+                "pool_limit_pct": None if limit is None else limit.params["limit_pct"],
+                "pool_limit_expires_at": None if limit is None else iso(limit.expires_s),
+                "relay_inputs": [r.id for r in ctl.cfg.relay_inputs if r.group == g.id],
+                "commands": [command_view(c) for c in mine],
+            }
+        )
 
     # -- the store: history, alarms, audit ------------------------------------------------------
 
@@ -333,6 +389,28 @@ class ControllerView:
                 "end": iso(end),
                 "resolution_s": resolution_s,
                 "points": bucket(rows, resolution_s, keys),
+            }
+        )
+
+    def setpoints(
+        self, device_id: str, *, start_s: float | None, end_s: float | None, limit: int
+    ) -> dict[str, Any] | None:
+        """The setpoints written to ``device_id`` in [start, end) (default: the hour before now), oldest
+        first, at most ``limit``; None for an unknown device. Raises
+        :class:`~sparcs.controller.commands.CommandError` naming the query field at fault."""
+        if device_id not in set(self.device_ids()):
+            return None
+        end = self.now() if end_s is None else end_s
+        start = end - 3600.0 if start_s is None else start_s
+        if start >= end:
+            raise CommandError("start", "must be before end")
+        rows = self._ctl.store.setpoint_history(device_id, start, end, limit)
+        return clean(
+            {
+                "device": device_id,
+                "start": iso(start),
+                "end": iso(end),
+                "setpoints": [{**{k: v for k, v in r.items() if k != "id"}, "ts": iso(r["ts"])} for r in rows],
             }
         )
 

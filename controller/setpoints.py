@@ -5,7 +5,9 @@ current period (unless control is paused or the site is uncontrollable; at a 0 W
 ``ZERO_CAP_MARGIN``), the active curtailment stage's ceiling, the export guard's limit, and for an
 uncontrollable site its export cap now. ``None`` everywhere means "no command": the writer releases
 the device to its installer configuration. The battery follows the plan's ``battery_w``
-(+ discharge, − charge) or is released to its own self-consumption mode.
+(+ discharge, − charge) or is released to its own self-consumption mode; while the operator's
+export schedule is in force, :func:`schedule_feedback` moves the planned batteries on every poll
+so that the fleet follows it between plans.
 
 W, signs as in docs/definitions.md "Signs"; caps as in "Caps and violations".
 """
@@ -122,6 +124,78 @@ def site_command(f: SiteFacts) -> SiteCommand:
             plan_limit = max(0.0, plan_limit - ZERO_CAP_MARGIN * f.pv_rating_w)
     uncontrolled = None if f.controllable else f.export_cap_w
     return SiteCommand(combine_limits(plan_limit, f.stage_ceiling_w, f.guard_w, uncontrolled), plan_battery)
+
+
+SCHEDULE_GAIN = 0.5
+"""Share of the fleet's schedule error the feedback corrects per poll: an integrator that stays stable
+with the one poll of delay between a write and its measurement."""
+SCHEDULE_CAP_MARGIN = 0.95
+"""The feedback discharges a site's battery at most until its export reaches this share of its cap,
+below the guard's trigger, so that it never makes the guard curtail PV."""
+SOC_EDGE = 0.01
+"""A battery within this SoC of its bound takes no feedback in that direction."""
+
+
+@dataclass(frozen=True)
+class BatteryRoom:
+    """How far one site's battery may move from its command now (W ≥ 0 each): ``more_w`` toward
+    discharge (more export), ``less_w`` toward charge (less export)."""
+
+    more_w: float
+    less_w: float
+
+
+def battery_room(
+    *,
+    command_w: float,
+    max_discharge_w: float,
+    max_charge_w: float,
+    soc: float | None,
+    soc_min: float,
+    soc_max: float,
+    grid_w: float,
+    battery_w: float | None,
+    export_cap_w: float | None,
+) -> BatteryRoom:
+    """The room the schedule feedback has at one site (see :class:`BatteryRoom`).
+
+    ``command_w``: the battery power of the site's command before feedback (+ discharge);
+    ``grid_w`` and ``battery_w``: the meter and battery power measured now. The site's export
+    without its battery, ``−grid_w − battery_w``, predicts the export at any battery power. More
+    discharge is bounded by the battery's power, its SoC and the export cap (× ``SCHEDULE_CAP_MARGIN``);
+    more charge by its power, its SoC and by that export, so that the feedback never charges from
+    the grid (§14a dimming and grid fees stay untouched). Without a measured battery power: no room.
+    """
+    if battery_w is None or soc is None:
+        return BatteryRoom(0.0, 0.0)
+    without_battery_w = -grid_w - battery_w
+    more = max_discharge_w - command_w
+    if export_cap_w is not None:
+        more = min(more, SCHEDULE_CAP_MARGIN * export_cap_w - without_battery_w - command_w)
+    less = min(command_w + max_charge_w, command_w + without_battery_w)
+    if soc <= soc_min + SOC_EDGE:
+        more = 0.0
+    if soc >= soc_max - SOC_EDGE:
+        less = 0.0
+    return BatteryRoom(max(0.0, more), max(0.0, less))
+
+
+def schedule_feedback(error_w: float, offsets_w: dict[str, float], rooms: dict[str, BatteryRoom]) -> dict[str, float]:
+    """Battery offsets per site (W, + more discharge) that follow the operator's export schedule.
+
+    ``error_w`` = schedule − measured fleet net export (W). The fleet offset integrates it
+    (last offset + ``SCHEDULE_GAIN`` × error), clipped to the fleet's room, and is split over the
+    sites in proportion to their room in that direction. Sites without room get no offset.
+    """
+    total = sum(offsets_w.get(sid, 0.0) for sid in rooms) + SCHEDULE_GAIN * error_w
+    up = sum(r.more_w for r in rooms.values())
+    down = sum(r.less_w for r in rooms.values())
+    total = min(max(total, -down), up)
+    if total > 0:
+        return {sid: total * r.more_w / up for sid, r in rooms.items() if r.more_w > 0}
+    if total < 0:
+        return {sid: total * r.less_w / down for sid, r in rooms.items() if r.less_w > 0}
+    return {}
 
 
 def split_to_devices(site: SiteConfig, cmd: SiteCommand) -> dict[str, tuple[float | None, float | None]]:

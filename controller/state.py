@@ -129,8 +129,10 @@ def site_flexibility(
     battery_controllable: bool,
     pv_controllable: bool,
     dimmed_charge_w: float | None = None,
+    pool_limit_w: float | None = None,
 ) -> tuple[float, float]:
-    """(up, down) flexibility in W for the next hour; see the module docstring. Pure."""
+    """(up, down) flexibility in W for the next hour; see the module docstring. ``pool_limit_w``: the
+    site's share of a pool limit in force (W ≥ 0), below the export ceiling. Pure."""
     up = down = 0.0
     bat = site.battery
     if bat is not None and battery_controllable and soc is not None and battery_w is not None:
@@ -146,7 +148,10 @@ def site_flexibility(
         down += max(0.0, pv_w)
     if grid_w is not None:
         conn = site.grid.connection_limit_w
-        up = min(up, max(0.0, grid_w + export_ceiling_w(site, None)))
+        ceiling = export_ceiling_w(site, None)
+        if pool_limit_w is not None:
+            ceiling = min(ceiling, pool_limit_w)
+        up = min(up, max(0.0, grid_w + ceiling))
         down = min(down, max(0.0, conn - grid_w))
     return up, down
 
@@ -157,8 +162,10 @@ def build_state(
     ts: float,
     *,
     para14a_limit_w: dict[str, float] | None = None,
+    pool_limit_w: dict[str, float] | None = None,
 ) -> FleetState:
-    """FleetState from the latest telemetry per device id. ``para14a_limit_w``: sites dimmed now → limit W."""
+    """FleetState from the latest telemetry per device id. ``para14a_limit_w``: sites dimmed now → limit W;
+    ``pool_limit_w``: sites under a pool limit now → their export limit W (``grid_rules.pool_share_w``)."""
     sites: dict[str, SiteState] = {}
     for site in cfg.sites:
         tel = {d.id: telemetry.get(d.id) for d in site.devices}
@@ -190,6 +197,7 @@ def build_state(
                 battery_controllable=bool(bat_ids) and all(ctl[d] for d in bat_ids),
                 pv_controllable=bool(pv_ids) and all(ctl[d] for d in pv_ids),
                 dimmed_charge_w=(para14a_limit_w or {}).get(site.id),
+                pool_limit_w=(pool_limit_w or {}).get(site.id),
             )
         sites[site.id] = SiteState(
             site_id=site.id,

@@ -1,8 +1,10 @@
 """The history store: telemetry, fleet aggregates, plans, operator commands, audit log, alarms, API tokens.
 
-SQLAlchemy Core on a SQLite file in the data directory by default; ``storage.url`` switches to any
-SQLAlchemy URL (PostgreSQL in production at scale). The schema is created on start and its version
-recorded in ``schema_version`` so Alembic migrations can take over from version 1.
+SQLAlchemy Core on a SQLite file in the data directory by default; ``storage.url`` switches to
+PostgreSQL (``postgresql+psycopg://user:password@host/db``, psycopg 3); both are tested with the same
+suite. The schema is created and upgraded by Alembic migrations (:mod:`sparcs.controller.migrate`,
+docs/storage.md "Migrations"); ``schema_version`` keeps the release's version number beside them.
+History writes go through one writer thread (:mod:`sparcs.controller.history`), never the poll loop.
 
 SQLite runs in WAL mode with ``synchronous=FULL``: a command is committed (and fsynced) before the
 API acknowledges it, so nothing acknowledged is lost even after kill -9.
@@ -13,18 +15,20 @@ import, ``battery_w`` > 0 discharge, ``export_w`` ≥ 0).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Engine,
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -34,14 +38,21 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import CursorResult
+from sqlalchemy.exc import SQLAlchemyError
 
+from sparcs.controller import migrate
+from sparcs.controller.migrate import MigrationError
 from sparcs.controller.plan import Plan
+from sparcs.controller.plan_codec import PackedPlan, pack_plan, unpack_plan
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""The release's schema number kept in ``schema_version`` (Alembic revision 0002)."""
 DB_FILE = "sparcs.db"
 DEFAULT_DATA_DIR = Path("data")  # relative to the working directory, like the demo's other files
 
@@ -112,8 +123,42 @@ plans = Table(
     Column("path", String(32), nullable=False),
     Column("reason", Text),
     Column("objective_eur", Float),
-    Column("data", JSON, nullable=False),
+    # The compact form of :mod:`sparcs.controller.plan_codec`: header, site ids, packed site series.
+    Column("header", JSON, nullable=False),
+    Column("site_ids", JSON, nullable=False),
+    Column("site_data", LargeBinary, nullable=False),
 )
+
+setpoints = Table(
+    "setpoints",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False),  # when written (or tried)
+    Column("device_id", String(64), nullable=False),
+    Column("action", String(16), nullable=False),  # limit, release, battery, failed
+    Column("ok", Boolean, nullable=False),  # written and read back as intended
+    Column("requested_w", Float),  # what the controller asked for; None = release
+    Column("written_w", Float),  # after clamping to the device's range; None = release
+    Column("readback_w", Float),  # what the device reported back after the write
+    Column("clamped", Boolean, nullable=False),
+    Column("mismatch", Boolean, nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("ix_setpoints_device_ts", "device_id", "ts"),
+    Index("ix_setpoints_ts", "ts"),
+)
+
+history_gaps = Table(
+    "history_gaps",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("start_s", Float, nullable=False, index=True),
+    Column("end_s", Float, nullable=False),
+    Column("writes_lost", Integer, nullable=False),  # queued writes dropped (polls, plans, setpoint batches)
+    Column("reason", Text, nullable=False),
+)
+
+HISTORY_TABLES = ("telemetry", "fleet", "site_history", "plans", "setpoints", "alarms", "history_gaps")
+"""The tables retention prunes (commands, audit and tokens are kept: the legal record)."""
 
 commands = Table(
     "commands",
@@ -175,6 +220,17 @@ def default_url(data_dir: Path) -> str:
     return f"sqlite:///{Path(data_dir).resolve() / DB_FILE}"
 
 
+def make_engine(url: str) -> Engine:
+    """The engine of a store URL: SQLite with the pragmas below, or PostgreSQL through psycopg 3
+    (a plain ``postgresql://`` URL is taken as psycopg's); no schema work."""
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -195,26 +251,47 @@ class TokenRow:
 class Store:
     """All persistent state of the controller, behind small methods; one instance per process."""
 
-    def __init__(self, url: str | None = None, *, data_dir: Path | None = None):
+    def __init__(self, url: str | None = None, *, data_dir: Path | None = None, migrate_schema: bool = True):
+        """Open (and create) the store. An older schema is upgraded when ``migrate_schema`` (SQLite: a
+        copy of the file is kept beside it first), else refused with :class:`MigrationError` naming the
+        command to run; a newer one (from a later release) is always refused."""
         if url is None:
             if data_dir is None:
                 raise ValueError("Store needs a storage.url or a data directory")
             Path(data_dir).mkdir(parents=True, exist_ok=True)
             url = default_url(Path(data_dir))
         self.url = url
-        self.engine: Engine = create_engine(url, future=True)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            have = conn.execute(select(func.max(schema_version.c.version))).scalar()
-            if have is None:
-                conn.execute(insert(schema_version).values(version=SCHEMA_VERSION, applied_at=0.0))
-            elif have > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"database {url} has schema version {have}, newer than this program ({SCHEMA_VERSION}); "
-                    "upgrade sparcs"
-                )
+        self.engine: Engine = make_engine(url)
+        self.outage: dict[str, Any] | None = None  # the store's own alarm while it fails (set by the writer)
+        try:
+            self._open_schema(migrate_schema)
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    @property
+    def display_url(self) -> str:
+        """The URL without its password (for messages and logs)."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def _open_schema(self, migrate_schema: bool) -> None:
+        s = migrate.state(self.engine)
+        if not s.known:
+            raise MigrationError(f"{self.display_url}: {migrate.newer_message(s)}")
+        if s.up_to_date:
+            return
+        if s.current is not None and not migrate_schema:
+            raise MigrationError(
+                f"{self.display_url}: the store is at schema revision {s.current}, this program needs {s.head}; "
+                "run `sparcs db upgrade` with the same --data-dir/--config (a backup first: `sparcs backup DEST`), "
+                "or start without --no-migrate"
+            )
+        if s.current is not None and self.engine.dialect.name == "sqlite":
+            from sparcs.controller.backup import sqlite_backup
+
+            db = Path(self.engine.url.database or "")
+            sqlite_backup(self.engine, db.with_name(f"{db.name}.before-{s.head}"))
+        migrate.upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -222,6 +299,29 @@ class Store:
     def version(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.max(schema_version.c.version))).scalar() or 0)
+
+    def integrity_problems(self) -> list[str]:
+        """What a consistency check finds wrong (empty when sound): SQLite's ``integrity_check``; on
+        PostgreSQL every table scanned and, where the ``amcheck`` extension is allowed, every B-tree index checked."""
+        with self.engine.begin() as conn:
+            if self.engine.dialect.name == "sqlite":
+                rows = [r[0] for r in conn.exec_driver_sql("PRAGMA integrity_check")]
+                return [] if rows == ["ok"] else rows
+            for table in inspect(conn).get_table_names():
+                conn.execute(text(f'SELECT count(*) FROM "{table}"'))
+        with self.engine.begin() as conn:
+            try:
+                conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS amcheck")
+            except SQLAlchemyError:
+                return []  # not allowed here: the scans above are the check
+            indexes = conn.exec_driver_sql(
+                "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am a ON a.oid = c.relam "
+                "WHERE n.nspname = 'public' AND a.amname = 'btree'"
+            ).scalars()
+            for name in list(indexes):
+                conn.exec_driver_sql(f"SELECT bt_index_check('{name}'::regclass, true)")
+        return []
 
     # -- telemetry and fleet aggregates -------------------------------------------------------
 
@@ -273,7 +373,8 @@ class Store:
     # -- plans --------------------------------------------------------------------------------
 
     def add_plan(self, created_at: float, plan: Plan) -> int:
-        """Store a plan in its JSON form (:meth:`Plan.to_record`); returns its id."""
+        """Store a plan in its compact form (:mod:`sparcs.controller.plan_codec`); returns its id."""
+        packed = pack_plan(plan)
         with self.engine.begin() as conn:
             res = conn.execute(
                 insert(plans).values(
@@ -282,7 +383,9 @@ class Store:
                     path=plan.path,
                     reason=plan.reason,
                     objective_eur=plan.objective_eur,
-                    data=plan.to_record(),
+                    header=packed.header,
+                    site_ids=packed.site_ids,
+                    site_data=packed.site_data,
                 )
             )
             return _inserted_id(res)
@@ -290,8 +393,50 @@ class Store:
     def last_plan(self) -> Plan | None:
         """The plan stored last, or None."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(plans.c.data).order_by(plans.c.id.desc()).limit(1)).first()
-            return Plan.from_record(row.data) if row else None
+            row = conn.execute(
+                select(plans.c.header, plans.c.site_ids, plans.c.site_data).order_by(plans.c.id.desc()).limit(1)
+            ).first()
+            return unpack_plan(PackedPlan(row.header, row.site_ids, row.site_data)) if row else None
+
+    # -- setpoints written and read back ------------------------------------------------------
+
+    def add_setpoints(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Record setpoint writes: ts, device_id, action, ok, requested_w, written_w, readback_w,
+        clamped, mismatch, detail (W; battery + discharge)."""
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(insert(setpoints), list(rows))
+
+    def setpoint_history(
+        self, device_id: str, start_s: float, end_s: float, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The setpoints written to ``device_id`` in [start_s, end_s), oldest first (the first ``limit``)."""
+        with self.engine.connect() as conn:
+            res = conn.execute(
+                select(setpoints)
+                .where(setpoints.c.device_id == device_id, setpoints.c.ts >= start_s, setpoints.c.ts < end_s)
+                .order_by(setpoints.c.ts, setpoints.c.id)
+                .limit(limit)
+            )
+            return [dict(r._mapping) for r in res]
+
+    # -- gaps in the history --------------------------------------------------------------------
+
+    def add_gap(self, *, start_s: float, end_s: float, writes_lost: int, reason: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(history_gaps).values(start_s=start_s, end_s=end_s, writes_lost=writes_lost, reason=reason)
+            )
+
+    def gaps(self, start_s: float = 0.0, end_s: float = float("inf")) -> list[dict[str, Any]]:
+        """Spans whose history was not stored, overlapping [start_s, end_s), oldest first."""
+        with self.engine.connect() as conn:
+            res = conn.execute(
+                select(history_gaps)
+                .where(history_gaps.c.end_s >= start_s, history_gaps.c.start_s < end_s)
+                .order_by(history_gaps.c.start_s)
+            )
+            return [dict(r._mapping) for r in res]
 
     # -- operator commands and the audit log --------------------------------------------------
 
@@ -305,9 +450,18 @@ class Store:
         expires_s: float | None,
         params: dict[str, Any],
         audit_result: str,
+        supersedes: Iterable[int] = (),
     ) -> int:
-        """Persist a command and its audit entry in one durable transaction; returns the command id."""
+        """Persist a command and its audit entry in one durable transaction; returns the command id.
+        ``supersedes``: commands the new one replaces, ended (cancelled by ``who``) in the same transaction."""
         with self.engine.begin() as conn:
+            ended = list(supersedes)
+            if ended:
+                conn.execute(
+                    update(commands)
+                    .where(commands.c.id.in_(ended), commands.c.cancelled_at.is_(None))
+                    .values(cancelled_at=created_at, cancelled_by=who)
+                )
             res = conn.execute(
                 insert(commands).values(
                     kind=kind, who=who, created_at=created_at, start_s=start_s, expires_s=expires_s, params=params
@@ -383,11 +537,15 @@ class Store:
             return res.rowcount
 
     def alarms(self, *, active_only: bool = False, limit: int = 200) -> list[dict[str, Any]]:
+        """Alarms, newest first; while the store fails its own alarm (:attr:`outage`, not storable
+        then) comes first, and it is stored with its clearing time once the store works again."""
         q = select(alarms).order_by(alarms.c.id.desc()).limit(limit)
         if active_only:
             q = q.where(alarms.c.cleared_at.is_(None))
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+            rows = [dict(r._mapping) for r in conn.execute(q)]
+        outage = self.outage
+        return ([dict(outage), *rows] if outage is not None else rows)[:limit]
 
     # -- API tokens ---------------------------------------------------------------------------
 
@@ -410,20 +568,30 @@ class Store:
 
     # -- retention ----------------------------------------------------------------------------
 
-    def prune(self, now_s: float, retention_days: int) -> dict[str, int]:
-        """Delete telemetry, aggregates, plans (all but the latest) and cleared alarms past retention.
+    def prune(
+        self, now_s: float, retention_days: int, per_table: Mapping[str, int | None] | None = None
+    ) -> dict[str, int]:
+        """Delete history past retention: ``retention_days``, or ``per_table[table]`` where given, for
+        each of :data:`HISTORY_TABLES`; plans keep the latest, alarms only go once cleared. Returns
+        the rows deleted per table.
 
         Commands and the audit log are kept: they are the legal record of what operators ordered.
         """
-        cut = now_s - retention_days * 86_400.0
+        days = {t: (per_table or {}).get(t) or retention_days for t in HISTORY_TABLES}
+
+        def cut(table: str) -> float:
+            return now_s - days[table] * 86_400.0
+
         out: dict[str, int] = {}
         with self.engine.begin() as conn:
-            out["telemetry"] = conn.execute(delete(telemetry).where(telemetry.c.ts < cut)).rowcount
-            out["fleet"] = conn.execute(delete(fleet).where(fleet.c.ts < cut)).rowcount
-            out["site_history"] = conn.execute(delete(site_history).where(site_history.c.ts < cut)).rowcount
+            for table, col in ((telemetry, "ts"), (fleet, "ts"), (site_history, "ts"), (setpoints, "ts")):
+                out[table.name] = conn.execute(delete(table).where(table.c[col] < cut(table.name))).rowcount
             last = conn.execute(select(func.max(plans.c.id))).scalar()
             out["plans"] = conn.execute(
-                delete(plans).where(plans.c.created_at < cut, plans.c.id != (last or -1))
+                delete(plans).where(plans.c.created_at < cut("plans"), plans.c.id != (last or -1))
             ).rowcount
-            out["alarms"] = conn.execute(delete(alarms).where(alarms.c.cleared_at < cut)).rowcount
+            out["alarms"] = conn.execute(delete(alarms).where(alarms.c.cleared_at < cut("alarms"))).rowcount
+            out["history_gaps"] = conn.execute(
+                delete(history_gaps).where(history_gaps.c.end_s < cut("history_gaps"))
+            ).rowcount
         return out

@@ -74,12 +74,32 @@ def _sky_day(lat: float, lon: float, altitude_m: float, day_index: int) -> pd.Da
     return pd.concat([solpos[["apparent_zenith", "azimuth"]], clear[["dni", "ghi", "dhi"]]], axis=1)
 
 
+def sky_minutes(geom: PvGeometry, day_index: int) -> pd.DataFrame:
+    """Sun position (degrees) and clear-sky GHI/DNI/DHI (W/m²) at each minute of one UTC day (1441 rows)."""
+    g = geom.rounded()
+    return _sky_day(round(g.lat, 1), round(g.lon, 1), g.altitude_m, day_index)
+
+
+def clearsky_irradiance_w_m2(geom: PvGeometry, t_s: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clear-sky (GHI, DNI, DHI) in W/m² at Unix times ``t_s`` at the array's place; 0 at night."""
+    t = np.atleast_1d(np.asarray(t_s, dtype=float))
+    out = np.zeros((3, t.size))
+    days = np.floor(t / DAY_S).astype(np.int64)
+    for day in np.unique(days):
+        mask = days == day
+        sky = sky_minutes(geom, int(day))
+        minute = (t[mask] - day * DAY_S) / 60.0
+        for row, column in enumerate(("ghi", "dni", "dhi")):
+            out[row, mask] = np.interp(minute, np.arange(len(sky)), np.nan_to_num(sky[column].to_numpy()))
+    return out[0], out[1], out[2]
+
+
 @lru_cache(maxsize=4096)
 def _clearsky_day(geom: PvGeometry, day_index: int) -> np.ndarray:
     """AC W per kWp at each minute of one UTC day (1441 samples, both midnights included)."""
     import pvlib
 
-    sky = _sky_day(round(geom.lat, 1), round(geom.lon, 1), geom.altitude_m, day_index)
+    sky = sky_minutes(geom, day_index)
     poa = pvlib.irradiance.get_total_irradiance(
         surface_tilt=geom.tilt_deg,
         surface_azimuth=geom.azimuth_deg,
@@ -138,7 +158,7 @@ def h0_w_per_annual_kwh(t_s: np.ndarray | float) -> np.ndarray:
     """
     t = np.atleast_1d(np.asarray(t_s, dtype=float))
     out = np.empty_like(t)
-    years = pd.to_datetime(t, unit="s", utc=True).year.to_numpy()
+    years = np.floor(t).astype("datetime64[s]").astype("datetime64[Y]").astype(int) + 1970
     for year in np.unique(years):
         mask = years == year
         start = dt.datetime(int(year), 1, 1, tzinfo=dt.UTC).timestamp()

@@ -4,9 +4,11 @@ Pure functions and small classes; the controller supplies the measurements (Unix
 period grid. Every forecast is a :class:`Forecast` that reports its mean absolute error against
 what was measured later.
 
-- PV: clear sky per kWp (optimizer.curves) × kWp × a clearness factor. The factor is learnt from
-  recent measurements (measured / clear-sky energy over a recent window, daylight only, excluding
-  samples the controller marks as curtailed) and decays toward a typical value over the horizon.
+- PV: a baseline — the weather forecast through pvlib (:mod:`sparcs.optimizer.pv_power`) where
+  one covers the period, else clear sky per kWp × kWp × a typical clearness — corrected by the
+  city-wide nowcast (:mod:`sparcs.optimizer.nowcast`): the fleet's recent measurements over the
+  baseline, from the site and its neighbours, fading with lead time. (``pv_forecast``, clear sky ×
+  a clearness learnt from the site alone, is the reference the forecast quality is judged against.)
 - Load: BDEW H0 × annual kWh × a level factor learnt from the last day of measurements as the
   median of hourly ratios, shrunk toward 1 and clipped, so one unusual hour (a cloudy afternoon's
   kettle-and-oven peak, a holiday) barely moves it.
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparcs.optimizer.curves import PvGeometry, clearsky_w_per_kwp, h0_w_per_annual_kwh
+from sparcs.optimizer.pv_power import Irradiance, pv_ac_w
 
 TYPICAL_CLEARNESS = 0.75
 """Mean ratio of real to clear-sky PV output at mid-latitudes over a year, fraction."""
@@ -88,6 +91,23 @@ def pv_forecast(
     lead = np.maximum(t - now_s, 0.0)
     k = typical + (k_now - typical) * np.exp(-lead / decay_s)
     return Forecast(t, clearsky_w_per_kwp(geom, t) * kwp * k)
+
+
+def pv_baseline_w(
+    geom: PvGeometry,
+    kwp: float,
+    t_s: np.ndarray,
+    weather: Irradiance | None = None,
+    covered: np.ndarray | None = None,
+    typical: float = TYPICAL_CLEARNESS,
+) -> np.ndarray:
+    """PV output (W) before the nowcast: the weather forecast through pvlib where it covers ``t_s``,
+    clear sky × ``typical`` clearness (climatology) where it does not."""
+    t = np.asarray(t_s, dtype=float)
+    out = clearsky_w_per_kwp(geom, t) * kwp * typical
+    if weather is not None and covered is not None and covered.any():
+        out[covered] = pv_ac_w(geom, kwp, weather)[covered]
+    return out
 
 
 def learn_load_level(annual_kwh: float, measured_t_s: np.ndarray, measured_w: np.ndarray, shrink: float = 0.5) -> float:

@@ -70,6 +70,9 @@ async def serve_fleet(
                 out(json.dumps(asdict(ep)))
             else:
                 out(f"{ep.id:<24} {ep.site:<16} {ep.kind:<12} {ep.host}:{ep.port} unit {ep.unit}")
+        for r in host.config.relay_inputs:  # the simulated control-box I/O modules
+            io = {"io_module": r.id, "host": r.host, "port": r.port, "unit": r.unit}
+            out(json.dumps(io) if as_json else f"{r.id:<24} {'':<16} {'io_module':<12} {r.host}:{r.port} unit {r.unit}")
         out(json.dumps({"control": url}) if as_json else f"control: {url}")
         await stop.wait()
     finally:

@@ -2,7 +2,9 @@
 
 Endpoints (JSON): ``GET /clock``; ``POST /clock/step`` ``{"seconds": s}`` (stepped clocks only);
 ``GET /devices`` (the endpoints); ``GET /truth/{device}``; ``GET /sites/{site}/truth``;
-``GET /faults``; ``POST /faults`` (a :class:`config.schema.FaultSpec`); ``DELETE /faults/{device}``.
+``GET /faults``; ``POST /faults`` (a :class:`config.schema.FaultSpec`); ``DELETE /faults/{device}``;
+the relay I/O modules: ``GET /io/{id}``, ``POST /io/{id}/contacts`` ``{"closed": [bool, ...]}``,
+``POST /io/{id}/fault`` ``{"mode": "offline" | "no_reply" | "exception" | null}``.
 Unknown devices answer 404, invalid bodies 422, stepping a free-running clock 409 — each with a
 ``detail`` that says what to do.
 """
@@ -21,6 +23,15 @@ from pydantic import BaseModel, Field
 
 from sparcs.config.schema import FaultSpec
 from sparcs.simulators.fleet import FleetHost
+from sparcs.simulators.io_module import IoFault, IoModuleSim
+
+
+class ContactsRequest(BaseModel):
+    closed: list[bool] = Field(min_length=1, max_length=16, description="every contact in input order, True = closed")
+
+
+class IoFaultRequest(BaseModel):
+    mode: IoFault | None = Field(description="null clears the fault")
 
 
 class StepRequest(BaseModel):
@@ -87,6 +98,30 @@ def control_app(host: FleetHost) -> FastAPI:
         known(device)
         host.clear_fault(device)
         return {"device": device, "cleared": True}
+
+    def io(io_id: str) -> IoModuleSim:
+        if io_id not in host.io_modules:
+            raise HTTPException(404, f"unknown io module '{io_id}'; the fleet file's relay_inputs name them")
+        return host.io_modules[io_id]
+
+    @app.get("/io/{io_id}")
+    async def io_state(io_id: str) -> dict:
+        return io(io_id).state()
+
+    @app.post("/io/{io_id}/contacts")
+    async def set_contacts(io_id: str, req: ContactsRequest) -> dict:
+        module = io(io_id)
+        try:
+            module.set_contacts(req.closed)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return module.state()
+
+    @app.post("/io/{io_id}/fault")
+    async def io_fault(io_id: str, req: IoFaultRequest) -> dict:
+        module = io(io_id)
+        module.set_fault(req.mode)
+        return module.state()
 
     return app
 

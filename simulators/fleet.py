@@ -16,6 +16,9 @@ faults (``offline``, ``no_reply``, ``slow``) in the proxy; ``reboot`` resets the
 controls to the installer configuration once and makes it unavailable (like ``offline``) for
 ``duration_s`` sim seconds.
 
+The fleet file's ``relay_inputs`` are served too: one simulated I/O module each
+(:class:`simulators.io_module.IoModuleSim`, contacts and faults set at run time).
+
 The clock either runs free (real time × ``speed``; a background task advances the physics every
 ``min(1, max(0.1, 5 / speed))`` wall seconds) or is stepped with :meth:`FleetHost.step`.
 """
@@ -40,6 +43,7 @@ from sparcs.config.register_map import PROFILE_DIR, RegisterMap, load_register_m
 from sparcs.config.schema import DeviceConfig, DeviceVariant, FaultSpec, FleetConfig, SimulationConfig
 from sparcs.simulators.clock import SimClock
 from sparcs.simulators.devices import SunSpecSimDevice, make_device
+from sparcs.simulators.io_module import IoModuleSim
 from sparcs.simulators.profile_device import ProfileSimDevice
 from sparcs.simulators.proxy import FORWARD, FaultProxy, FrameAction
 from sparcs.simulators.site import MAX_SUBSTEP_S, SiteSim
@@ -144,6 +148,7 @@ class FleetHost:
         self._faults: dict[str, list[_Fault]] = {}
         for spec in self.sim.faults:
             self._faults.setdefault(spec.device, []).append(self._fault(spec, -math.inf))
+        self.io_modules = {r.id: IoModuleSim(r) for r in self.config.relay_inputs}
         self._ticker: asyncio.Task | None = None
         self._started = False
 
@@ -180,6 +185,13 @@ class FleetHost:
                     ) from None
                 for d in port.devices.values():
                     ports[d.id] = port.proxy.port
+            for r in self.config.relay_inputs:
+                try:
+                    r.port = await self.io_modules[r.id].start(r.host, self.auto_ports)
+                except OSError as exc:
+                    raise EndpointError(
+                        f"io module {r.id}: cannot listen on {r.host}:{r.port}: {exc.strerror}; change its port"
+                    ) from None
         except BaseException:
             await self.stop()
             raise
@@ -198,6 +210,8 @@ class FleetHost:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
+        for io in self.io_modules.values():
+            await io.stop()
         for port in self._ports.values():
             if port.proxy is not None:
                 await port.proxy.stop()

@@ -38,6 +38,7 @@ from sparcs.controller.cycle import Controller
 from sparcs.controller.operations import Operations
 from sparcs.controller.store import Store
 from sparcs.factory import build_controller
+from sparcs.optimizer.forecast_quality import QualityRow
 from sparcs.simulators.clock import SimClock
 from sparcs.twin.fleet_process import FleetProcess, Sample
 from sparcs.twin.scenario import Action, Scenario, ScenarioError, cadence, schedule_request
@@ -121,6 +122,7 @@ class StrategyRun:
     wall_s: float
     startup_s: float
     cpu_s: float  # CPU time of the controller's process (the fleet and the solver run in their own)
+    forecast_quality: list[QualityRow]  # the planner's forecasts scored against the replayed day
 
 
 def _send(operations: Operations, i: int, a: Action) -> None:
@@ -130,6 +132,8 @@ def _send(operations: Operations, i: int, a: Action) -> None:
             operations.submit(a.stage, WHO)
         elif a.para14a is not None:
             operations.submit(a.para14a, WHO)
+        elif a.pool_limit is not None:
+            operations.submit(a.pool_limit, WHO)
         else:
             req = schedule_request(a)
             if req is not None:
@@ -211,6 +215,7 @@ async def replay(
             wall_s=time.perf_counter() - t_wall,
             startup_s=startup_s,
             cpu_s=time.process_time() - cpu0,
+            forecast_quality=planner.forecast_quality() if strategy == "optimizer" else [],
         )
     finally:
         if controller is not None:

@@ -1,8 +1,10 @@
 """Twin scenarios: the YAML that says what a replayed day looks like (weather, prices, commands, faults).
 
 A scenario file names its Europe/Berlin ``date`` and changes the fleet file's ``simulation`` and
-``market`` sections for that day; operator ``actions`` are sent to the controller at their ``at``
-time (as the API would); ``faults`` start on the simulated devices at ``at`` and end at ``until``.
+``market`` sections for that day; ``groups`` adds groups of sites to the fleet file's, for actions
+addressed to a group (``group`` in a stage, §14a or pool-limit action); operator ``actions`` are
+sent to the controller at their ``at`` time (as the API would); ``faults`` start on the simulated
+devices at ``at`` and end at ``until``.
 Every timestamp carries a UTC offset and must lie within the replayed day. Relative CSV paths
 resolve against the scenario file's folder. Unknown keys are errors naming their path.
 
@@ -37,11 +39,19 @@ from sparcs.config.schema import (
     FaultSpec,
     FleetConfig,
     GridOperatorFees,
+    GroupConfig,
     SimulationConfig,
     TariffConfig,
     error_lines,
+    external_problems,
 )
-from sparcs.controller.commands import Para14aRequest, SchedulePoint, ScheduleRequest, StageRequest
+from sparcs.controller.commands import (
+    Para14aRequest,
+    PoolLimitRequest,
+    SchedulePoint,
+    ScheduleRequest,
+    StageRequest,
+)
 from sparcs.optimizer.curves import BERLIN
 from sparcs.simulators.weather import stream_key
 
@@ -73,22 +83,24 @@ class Weather(_Strict):
         return self
 
 
+ACTION_KINDS = ("stage", "para14a", "pool_limit", "schedule", "schedule_csv")
+
+
 class Action(_Strict):
-    """One operator command, sent at ``at``: exactly one of stage, para14a, schedule, schedule_csv."""
+    """One operator command, sent at ``at``: exactly one of stage, para14a, pool_limit, schedule, schedule_csv."""
 
     at: AwareDatetime
     stage: StageRequest | None = None
     para14a: Para14aRequest | None = None
+    pool_limit: PoolLimitRequest | None = None
     schedule: ScheduleRequest | None = None
     schedule_csv: Path | None = Field(default=None, description="CSV timestamp,export_kw")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Action:
-        given = [k for k in ("stage", "para14a", "schedule", "schedule_csv") if getattr(self, k) is not None]
+        given = [k for k in ACTION_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(
-                f"an action needs exactly one of stage, para14a, schedule, schedule_csv (got {given or 'none'})"
-            )
+            raise ValueError(f"an action needs exactly one of {', '.join(ACTION_KINDS)} (got {given or 'none'})")
         return self
 
 
@@ -130,6 +142,7 @@ class Scenario(_Strict):
     site_tariffs: dict[str, str] = Field(
         default_factory=dict, description="site id (or '*' for every site) -> the name of a tariff it is on this day"
     )
+    groups: list[GroupConfig] = Field(default_factory=list, description="groups added to the fleet file's")
     actions: list[Action] = Field(default_factory=list)
     faults: list[Fault] = Field(default_factory=list)
     poll_interval_s: float | None = Field(
@@ -222,7 +235,7 @@ def _times(s: Scenario) -> list[tuple[str, dt.datetime]]:
     out: list[tuple[str, dt.datetime]] = []
     for i, a in enumerate(s.actions):
         out.append((f"actions[{i}].at", a.at))
-        for name in ("stage", "para14a"):
+        for name in ("stage", "para14a", "pool_limit"):
             req = getattr(a, name)
             if req is not None:
                 out.append((f"actions[{i}].{name}.expires_at", req.expires_at))
@@ -355,6 +368,11 @@ def apply_scenario(cfg: FleetConfig, scenario: Scenario | None) -> FleetConfig:
                 problems.append(f"faults[{i}].devices[{j}]: unknown device '{dev}' in this fleet")
                 continue
             faults.append(FaultSpec(device=dev, mode=f.mode, start=f.at, end=f.until, delay_s=f.delay_s))
+    if scenario.groups:
+        groups = out.groups + scenario.groups
+        problems += external_problems(groups, out.pool, out.relay_inputs, {s.id for s in out.sites})
+        if not problems:
+            out.groups = groups
     if problems:
         raise ScenarioError("scenario", problems)
     sim.faults = faults

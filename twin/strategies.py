@@ -2,8 +2,9 @@
 
 Strategies differ only in the planner (controller.cycle's ``Planner`` protocol):
 
-- ``optimizer``: the production planner (:class:`controller.planning.FleetPlanner`: learnt
-  forecasts, the LP in the bounded solver process, caps);
+- ``optimizer``: the production planner (:class:`controller.planning.FleetPlanner`: forecasts
+  from the simulated weather prediction (:mod:`twin.weather`) and the fleet's measurements, the
+  LP in the bounded solver process, caps);
 - ``self-consumption`` and ``none``: the optimizer package's baselines
   (:mod:`optimizer.baselines`) on the same problem the production planner builds;
 - ``perfect-foresight``: the production planner fed the simulators' true PV potential and load
@@ -35,9 +36,11 @@ from sparcs.controller.plan import Plan
 from sparcs.controller.planning import FleetPlanner
 from sparcs.controller.state import FleetState
 from sparcs.optimizer.baselines import no_control_plan, self_consumption_plan
+from sparcs.optimizer.forecast_quality import QualityRow
 from sparcs.optimizer.problem import DispatchPlan, DispatchProblem, SiteProblem, site_problem
 from sparcs.optimizer.solver import PlanningWorker
 from sparcs.simulators.physics import SiteSignals, site_signals
+from sparcs.twin.weather import simulated_weather
 
 STRATEGIES = ("optimizer", "self-consumption", "none", "perfect-foresight")
 SOLVING = {"optimizer", "perfect-foresight"}
@@ -82,6 +85,9 @@ class TimedPlanner:
 
     def close(self) -> None:
         self.inner.close()
+
+    def forecast_quality(self) -> list[QualityRow]:
+        return self.inner.forecast_quality()
 
 
 class BaselinePlanner(FleetPlanner):
@@ -138,7 +144,7 @@ def make_planner(
     """The timed planner of ``strategy`` (one of :data:`STRATEGIES`) for the fleet ``cfg``; plans end at
     ``horizon_end_s`` (Unix s) at the latest (see the module docstring)."""
     if strategy == "optimizer":
-        inner: Planner = FleetPlanner(cfg, worker, horizon_end_s)
+        inner: Planner = FleetPlanner(cfg, worker, horizon_end_s, weather=simulated_weather(cfg))
     elif strategy == "perfect-foresight":
         inner = PerfectForesightPlanner(cfg, worker, horizon_end_s)
     elif strategy == "self-consumption":

@@ -85,3 +85,28 @@ def site_telemetry(site, *, pv=3000.0, bat=-1000.0, grid=-1500.0, soc=0.5, statu
 @pytest.fixture
 def small_cfg() -> FleetConfig:
     return validate_config(small_fleet_data())
+
+
+# -- the store on both backends (SQLite file, throwaway PostgreSQL cluster: tests/pgcluster.py) ------
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    from tests import pgcluster
+
+    why = pgcluster.missing()
+    if why is not None:
+        pytest.skip(why)
+    cluster = pgcluster.Cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    """A URL of an empty store: a SQLite file in ``tmp_path``, or a fresh database on the test cluster."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'sparcs.db'}"
+    return request.getfixturevalue("pg_cluster").new_database()

@@ -73,6 +73,7 @@ def body_for(path: str, n: int) -> dict | None:
         "/api/v1/commands/para14a": {"expires_at": iso_in(600)},
         "/api/v1/commands/schedule": {"points": [{"start": quarter_now(), "export_w": 1000}]},
         "/api/v1/commands/pause": {},
+        "/api/v1/commands/pool-limit": {"limit_pct": 50, "expires_at": iso_in(600)},
         "/api/v1/tokens": {"name": f"new-{n}", "role": "viewer"},
     }.get(path)
 

@@ -226,7 +226,7 @@ def test_a_price_url_is_fetched_again_when_due_and_its_new_prices_are_used(tmp_p
 
 
 class Idle:
-    """Poller, writer and planner stand-ins: the cycle's price parts need none of them."""
+    """Poller and writer stand-ins: the cycle's price parts need neither."""
 
     async def poll_once(self):
         return {}
@@ -243,6 +243,10 @@ class Idle:
     async def refresh_due(self):
         return {}
 
+
+class IdlePlanner:
+    """A planner stand-in that never plans."""
+
     def observe(self, state) -> None:
         pass
 
@@ -253,6 +257,9 @@ class Idle:
         return None
 
     def start(self) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 
@@ -272,7 +279,7 @@ async def test_the_negative_price_rule_holds_with_no_plan_in_force(entsoe, tmp_p
     cfg = fleet(entsoe.url)
     store = Store(data_dir=tmp_path)
     idle = Idle()
-    ctl = Controller(cfg, store, At(at(12, 30)), poller=idle, writer=idle, planner=idle)
+    ctl = Controller(cfg, store, At(at(12, 30)), poller=idle, writer=idle, planner=IdlePlanner())
     try:
         await ctl._follow_prices(at(12, 30))
         assert ctl.plan is None
@@ -284,6 +291,7 @@ async def test_the_negative_price_rule_holds_with_no_plan_in_force(entsoe, tmp_p
         state = build_state(cfg, telemetry, at(12, 30))
         assert ctl._guard(state) == [rule_site.id]  # the guard acts on the 0 W cap
     finally:
+        await ctl.close()
         store.close()
 
 
@@ -291,15 +299,18 @@ async def test_missing_prices_raise_and_clear_their_alarms_in_the_store(entsoe, 
     cfg = fleet(entsoe.url, refresh_interval_s=60)
     store = Store(data_dir=tmp_path)
     idle = Idle()
-    ctl = Controller(cfg, store, WallClock(), poller=idle, writer=idle, planner=idle)
+    ctl = Controller(cfg, store, WallClock(), poller=idle, writer=idle, planner=IdlePlanner())
     try:
         await ctl._follow_prices(at(15))
+        ctl.history.writer.flush()
         active = {a["source"]: a["message"] for a in store.alarms(active_only=True)}
         assert "prices:now" in active and "prices:tomorrow" in active
         assert "2026-03-19" in active["prices:tomorrow"] and "96 quarter-hours" in active["prices:tomorrow"]
         entsoe.days[TODAY] = a44(TODAY, day_prices(70.0))
         entsoe.days[TOMORROW] = a44(TOMORROW, day_prices(60.0))
         await ctl._follow_prices(at(15, 2))
+        ctl.history.writer.flush()
         assert not [a for a in store.alarms(active_only=True) if a["source"].startswith("prices:")]
     finally:
+        await ctl.close()
         store.close()

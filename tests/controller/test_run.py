@@ -135,7 +135,10 @@ def test_restart_after_kill_9_brings_back_commands_and_the_last_plan(tmp_path):
         assert sorted(c["id"] for c in active) == ids
         assert again.http.get("/api/v1/fleet").json()["paused"] is True
         back = again.http.get("/api/v1/plan").json()["plan"]
-        assert back["start"] == plan["start"] and back["sites"] == plan["sites"]
+        assert back["start"] == plan["start"] and back["sites"].keys() == plan["sites"].keys()
+        for sid, series in plan["sites"].items():  # the stored plan keeps float32 (docs/storage.md "Plans")
+            for key, values in series.items():
+                assert back["sites"][sid][key] == pytest.approx(values, rel=1e-6, abs=1e-3), (sid, key)
         caps = {c["site"]: c for c in again.http.get("/api/v1/caps").json()["sites"]}
         assert caps[sites[0]]["stage"] == "K1" and caps[sites[1]]["stage"] == "K3"
         assert all(c["para14a_limit_w"] is not None for c in caps.values())

@@ -28,6 +28,7 @@ ARTIFACTS = REPO / "test-artifacts"
 SPARCS = [sys.executable, "-m", "sparcs"]
 SIM_START = "2026-06-21T10:00:00+00:00"  # 12:00 in Leipzig
 OFFLINE_DEVICE_SITE = 2  # index of the site whose PV inverter is offline
+GROUP = "feeder-1"  # a group of the first two sites
 T = TypeVar("T")
 
 
@@ -52,6 +53,9 @@ def fleet_file(directory: Path, n_sites: int = 4) -> Path:
     data["simulation"]["faults"] = [{"device": offline, "mode": "offline"}]
     data["dispatch"] = {"poll_interval_s": 2, "solve_timeout_s": 30}
     data["storage"] = {"telemetry_resolution_s": 10}
+    data["groups"] = [
+        {"id": GROUP, "name": "Feeder 1", "kind": "feeder", "sites": [s["id"] for s in data["sites"][:2]]}
+    ]
     path = directory / "fleet.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Route, expect, sync_playwright
 
-from tests.dashboard.live import ARTIFACTS, LiveController, require_tool, wait_for
+from tests.dashboard.live import ARTIFACTS, GROUP, LiveController, require_tool, wait_for
 
 pytestmark = pytest.mark.slow
 CHROMIUM_ARGS = [
@@ -434,3 +434,37 @@ def test_the_page_is_served_with_a_strict_content_security_policy(live):
     for asset in ("app.js", "chart.js", "format.js", "schedule.js", "style.css"):
         assert httpx.get(f"{live.url}/dashboard/{asset}").status_code == 200, asset
     assert "http" not in json.dumps([line for line in r.text.splitlines() if "src=" in line or "href=" in line])
+
+
+def test_a_stage_for_a_group_from_the_panel_reaches_its_sites_only_and_the_views_follow_the_group(tab, live):
+    page = tab.sign_in(live.operator_token)
+    group = live.get(f"/api/v1/groups/{GROUP}")
+    others = [s["id"] for s in live.get("/api/v1/sites") if s["id"] not in group["sites"]]
+    expect(page.locator(f"#groups tr[data-group='{GROUP}']")).to_contain_text("feeder")
+    page.select_option("#stage-select", "K3")
+    page.select_option("#stage-group", GROUP)  # choosing a group switches the scope to "group"
+    page.click("#stage-send")
+    expect(page.locator("#cmd-result")).to_contain_text("Stage K3 accepted as command")
+    expect(page.locator("#cmd-result")).to_contain_text(f"group {GROUP}")
+    stage = next(c for c in live.get("/api/v1/commands") if c["kind"] == "stage")
+    assert stage["params"] == {"stage": "K3", "sites": group["sites"], "group": GROUP}
+    caps = {c["site"]: c["stage"] for c in live.get("/api/v1/caps")["sites"]}
+    assert all(caps[s] == "K3" for s in group["sites"]) and all(caps[s] is None for s in others)
+    expect(page.locator(f"#groups tr[data-group='{GROUP}']")).to_contain_text("stage K3")
+    expect(page.locator("#active-commands tr", has_text="stage K3")).to_contain_text(f"group {GROUP}")
+    expect(page.locator("#audit tr").first).to_contain_text("stage")
+
+    with page.expect_request(lambda r: f"/api/v1/groups/{GROUP}/history?" in r.url, timeout=30_000):
+        page.select_option("#sites-group", GROUP)  # the group's sites only, and the group's chart
+    expect(page.locator("#sites tr[data-site]")).to_have_count(len(group["sites"]))
+    expect(page.locator("#sites-count")).to_contain_text(f"of {GROUP}")
+    expect(page.locator("#chart-title")).to_have_text(f"Group {GROUP}")
+    expect(page.locator("#chart-scope")).to_have_value(f"group:{GROUP}")
+    tab.screenshot("dashboard-group.png")
+    page.select_option("#sites-group", "")
+    expect(page.locator("#chart-title")).to_have_text("Fleet")
+    expect(page.locator("#sites tr[data-site]")).to_have_count(len(group["sites"]) + len(others))
+
+    page.locator("#active-commands tr", has_text="stage K3").get_by_role("button", name="Cancel").click()
+    expect(page.locator("#cmd-result")).to_contain_text(f"Command #{stage['id']} cancelled")
+    assert tab.errors == []

@@ -22,7 +22,9 @@ const state = {
   generation: 0,
   failedSince: null,
   deviceSite: "",
-  chartSite: "", // "" = the whole fleet
+  chartSite: "", // "" = the whole fleet (or the group in chartGroup)
+  chartGroup: "", // a group's id: the chart shows the sum of its sites
+  sitesGroup: "", // "" = every site in the sites table, else a group's id
   offsetMs: 0, // the controller's clock minus this browser's (a twin or demo may run on a sim clock)
   // Forecasts this tab has seen, per quarter-hour start (ms) and site: [pv_available_w, load_w]. The API keeps only
   // the plan in force, so this is how the chart compares past measurements with what was forecast for them.
@@ -155,6 +157,7 @@ async function refresh() {
       read("/api/v1/alarms?limit=100"),
       read("/api/v1/audit?limit=50"),
       fetch("/readyz", { cache: "no-store" }).then((r) => r.json()),
+      read("/api/v1/groups"),
     ]);
   } catch (err) {
     if (err instanceof AuthError) throw err;
@@ -164,23 +167,27 @@ async function refresh() {
     throw err;
   }
   state.failedSince = null;
-  const [fleet, sites, devices, caps, commands, alarms, audit, ready] = fast;
+  const [fleet, sites, devices, caps, commands, alarms, audit, ready, groups] = fast;
   state.offsetMs = Date.parse(caps.ts) - Date.now();
-  Object.assign(state.data, { fleet, sites, devices, caps, commands, alarms, audit, ready });
+  Object.assign(state.data, { fleet, sites, devices, caps, commands, alarms, audit, ready, groups });
   const now = serverNow();
   if (!state.exampleShown) {
     $("schedule-example").textContent = exampleCsv(now);
     state.exampleShown = true;
   }
   const dispatch = fleet.last_dispatch;
-  const slowKey = `${dispatch}|${state.chartSite}`;
+  const slowKey = `${dispatch}|${state.chartSite}|${state.chartGroup}`;
   if (now - state.slow.at > SLOW_MS || slowKey !== state.slow.key) {
     const start = new Date(now - 12 * HOUR_MS).toISOString();
     const end = new Date(now).toISOString();
     const scope = state.chartSite ? `&site=${encodeURIComponent(state.chartSite)}` : "";
+    const span = `start=${encodeURIComponent(start)}&end=${encodeURIComponent(end)}&resolution_s=60`;
+    const historyPath = state.chartGroup
+      ? `/api/v1/groups/${encodeURIComponent(state.chartGroup)}/history?${span}`
+      : `/api/v1/history?${span}${scope}`;
     try {
       const [history, plan, forecast] = await Promise.all([
-        read(`/api/v1/history?start=${encodeURIComponent(start)}&end=${encodeURIComponent(end)}&resolution_s=60${scope}`),
+        read(historyPath),
         read("/api/v1/plan"),
         read("/api/v1/forecast"),
       ]);
@@ -215,6 +222,7 @@ function render(now) {
   setLive(ready.ready ? `live · ${hhmm(now)}` : "data stale", ready.ready ? "good" : "bad");
   renderChart(now);
   renderForecastVsActual(now);
+  renderGroups();
   renderSites();
   renderDevices(now);
   renderAlarms();
@@ -306,9 +314,16 @@ function periodStarts(startS, periodS) {
 // Plan and forecast as fleet series, [ms, W] pairs at period starts (values hold for the period).
 // The per-site records the chart shows: all of them, or the chosen site's (none if it is not in the plan).
 function inScope(sites) {
-  if (!state.chartSite) return sites || {};
-  const one = (sites || {})[state.chartSite];
-  return one ? { [state.chartSite]: one } : {};
+  const ids = scopeSites();
+  if (!ids) return sites || {};
+  return Object.fromEntries(Object.entries(sites || {}).filter(([sid]) => ids.includes(sid)));
+}
+
+// The site ids the chart shows: one site, a group's sites, or null for the whole fleet.
+function scopeSites() {
+  if (state.chartSite) return [state.chartSite];
+  if (state.chartGroup) return (state.data.groups || []).find((g) => g.id === state.chartGroup)?.sites || [];
+  return null;
 }
 
 function planSeries() {
@@ -323,7 +338,7 @@ function planSeries() {
     res.battery = zip(sumSites(sites, "battery_w", n));
     // a site's export is its meter's export; the fleet's is the plan's (export of one site is not offset by another)
     const siteExport = sumSites(sites, "grid_w", n).map((g) => (g === null ? null : Math.max(0, -g)));
-    res.export = zip(state.chartSite ? siteExport : plan.export_w);
+    res.export = zip(scopeSites() ? siteExport : plan.export_w);
   }
   if (forecast) {
     const starts = periodStarts(Date.parse(forecast.start) / 1000, forecast.period_s);
@@ -376,7 +391,8 @@ function scheduleSeries() {
 // planned quarter-hour from /forecast. The API applies the grid rules (docs/definitions.md "Grid rules"); the page
 // only adds up what it serves, and leaves out a period it serves no value for.
 function ceilingSeries(t0) {
-  const caps = (state.data.caps?.sites || []).filter((s) => !state.chartSite || s.site === state.chartSite);
+  const ids = scopeSites();
+  const caps = (state.data.caps?.sites || []).filter((s) => !ids || ids.includes(s.site));
   if (!caps.length) return null;
   const points = [[t0, caps.reduce((sum, s) => sum + s.export_ceiling_now_w, 0)]];
   const fc = state.data.forecast;
@@ -395,7 +411,8 @@ function commandBands() {
   for (const c of state.data.commands || []) {
     const from = Date.parse(c.start);
     const to = c.expires_at ? Date.parse(c.expires_at) : Infinity;
-    const scope = c.params.sites ? `${c.params.sites.length} site${c.params.sites.length > 1 ? "s" : ""}` : "all sites";
+    const n = c.params.sites?.length;
+    const scope = c.params.group ? `group ${c.params.group}` : n ? `${n} site${n > 1 ? "s" : ""}` : "all sites";
     if (c.kind === "stage") bands.push({ from, to, kind: "stage", label: `${c.params.stage} · ${scope}` });
     else if (c.kind === "para14a") bands.push({ from, to, kind: "para14a", label: `§14a · ${scope}` });
     else if (c.kind === "pause") bands.push({ from, to, kind: "pause", label: "paused" });
@@ -420,7 +437,7 @@ function renderChart(now) {
     "battery-plan": plan.battery || [],
     export: past("export_w"),
     "export-plan": plan.export || [],
-    schedule: state.chartSite ? [] : scheduleSeries(), // the schedule is the fleet's
+    schedule: scopeSites() ? [] : scheduleSeries(), // the schedule is the fleet's
   };
   const planned = new Set(["pv-plan", "pv-fc", "load-fc", "battery-plan", "export-plan"]);
   const series = SERIES.map((s) => ({ ...s, step: s.step || planned.has(s.id), points: points[s.id] }));
@@ -435,7 +452,12 @@ function renderChart(now) {
 }
 
 function renderForecastVsActual(now) {
-  const n = state.chartSite ? state.data.sites?.find((s) => s.id === state.chartSite)?.now : state.data.fleet?.now;
+  const group = state.chartGroup && state.data.groups?.find((g) => g.id === state.chartGroup);
+  const n = state.chartSite
+    ? state.data.sites?.find((s) => s.id === state.chartSite)?.now
+    : group
+      ? group.now
+      : state.data.fleet?.now;
   const plan = planSeries();
   const at = (pts) => {
     const hit = (pts || []).find(([t]) => t <= now && now < t + QUARTER_MS);
@@ -475,15 +497,65 @@ function chip([text, kind]) {
   return el("span", { class: `chip chip-${kind}`, text });
 }
 
-function renderSites() {
+// Groups (GET /api/v1/groups): the table, and the group choices of the stage form and the sites table.
+function renderGroups() {
+  const groups = state.data.groups || [];
+  const names = groups.map((g) => g.id).join("|");
   const sites = state.data.sites || [];
+  const scopes = `${names}/${sites.map((s) => s.id).join("|")}`;
+  if ($("chart-scope").dataset.scopes !== scopes) {
+    $("chart-scope").replaceChildren(
+      el("option", { value: "", text: "whole fleet" }),
+      ...groups.map((g) => el("option", { value: `group:${g.id}`, text: `group ${g.id}` })),
+      ...sites.map((s) => el("option", { value: s.id, text: `${s.id} — ${s.name}` })));
+    $("chart-scope").dataset.scopes = scopes;
+    $("chart-scope").value = state.chartGroup ? `group:${state.chartGroup}` : state.chartSite;
+  }
+  if ($("stage-group").dataset.names !== names) {
+    const options = () => groups.map((g) => el("option", { value: g.id, text: `${g.id}${g.name ? ` — ${g.name}` : ""}` }));
+    $("stage-group").replaceChildren(...options());
+    $("stage-group").dataset.names = names;
+    $("sites-group").replaceChildren(el("option", { value: "", text: "all sites" }), ...options());
+    $("sites-group").value = state.sitesGroup;
+  }
+  $("stage-scope-group").disabled = groups.length === 0;
+  $("stage-group").disabled = groups.length === 0;
+  const rows = groups.map((g) => {
+    const limits = [];
+    const stages = [...new Set(Object.values(g.stages).filter((v) => v))];
+    if (stages.length) limits.push(`stage ${stages.join("/")}`);
+    if (Object.values(g.para14a).some((v) => v)) limits.push("§14a");
+    if (g.pool_limit_pct !== null) limits.push(`pool ≤ ${g.pool_limit_pct} % until ${when(g.pool_limit_expires_at, serverNow())}`);
+    return el("tr", { "data-group": g.id, class: "clickable", title: "show this group's sites", onclick: () => showGroup(g.id) },
+      el("td", {}, el("strong", { text: g.id }), el("div", { class: "muted small", text: g.name || "" })),
+      el("td", { text: g.kind }),
+      el("td", { class: "num", text: String(g.sites.length) }),
+      el("td", { class: "num", text: kw(g.now.export_w) }),
+      el("td", { class: "num", text: kw(g.rating_w) }),
+      el("td", { class: "small wrap", text: limits.join(", ") }));
+  });
+  replaceRows($("groups"), rows, "no groups in the fleet file", 6);
+  $("groups-count").textContent = `(${groups.length})`;
+  $("groups-card").hidden = groups.length === 0;
+}
+
+// Drill down from the groups table (or the sites card's group choice): the group's sites and chart.
+function showGroup(groupId) {
+  state.sitesGroup = groupId;
+  $("sites-group").value = groupId;
+  renderSites();
+  setChartScope(groupId ? `group:${groupId}` : "");
+}
+
+function renderSites() {
+  const group = (state.data.groups || []).find((g) => g.id === state.sitesGroup);
+  const sites = (state.data.sites || []).filter((s) => !group || group.sites.includes(s.id));
   const stageSelect = $("stage-sites");
-  if (stageSelect.options.length !== sites.length) {
-    stageSelect.replaceChildren(...sites.map((s) => el("option", { value: s.id, text: `${s.id} — ${s.name}` })));
-    $("device-site").replaceChildren(el("option", { value: "", text: "all" }), ...sites.map((s) => el("option", { value: s.id, text: s.id })));
+  const all = state.data.sites || [];
+  if (stageSelect.options.length !== all.length) {
+    stageSelect.replaceChildren(...all.map((s) => el("option", { value: s.id, text: `${s.id} — ${s.name}` })));
+    $("device-site").replaceChildren(el("option", { value: "", text: "all" }), ...all.map((s) => el("option", { value: s.id, text: s.id })));
     $("device-site").value = state.deviceSite;
-    $("chart-scope").replaceChildren(el("option", { value: "", text: "whole fleet" }), ...sites.map((s) => el("option", { value: s.id, text: `${s.id} — ${s.name}` })));
-    $("chart-scope").value = state.chartSite;
   }
   const rows = sites.map((s) => {
     const n = s.now || {};
@@ -505,7 +577,7 @@ function renderSites() {
   replaceRows($("sites"), rows, "no sites", 9);
   const stale = sites.filter((s) => s.now?.devices_stale > 0).length;
   const curtailed = sites.filter((s) => s.curtailed).length;
-  $("sites-count").textContent = `${sites.length} sites · ${stale} stale · ${curtailed} curtailed`;
+  $("sites-count").textContent = `${sites.length} sites${group ? ` of ${group.id}` : ""} · ${stale} stale · ${curtailed} curtailed`;
 }
 
 // Drill down from the sites table: the site's chart and its devices.
@@ -514,10 +586,13 @@ function showSite(siteId) {
   filterDevices(siteId);
 }
 
-function setChartScope(siteId) {
-  state.chartSite = siteId;
-  $("chart-scope").value = siteId;
-  $("chart-title").textContent = siteId ? `Site ${siteId}` : "Fleet";
+// ``value``: "" (the fleet), a site id, or "group:ID".
+function setChartScope(value) {
+  const group = value.startsWith("group:") ? value.slice("group:".length) : "";
+  state.chartGroup = group;
+  state.chartSite = group ? "" : value;
+  $("chart-scope").value = value;
+  $("chart-title").textContent = group ? `Group ${group}` : value ? `Site ${value}` : "Fleet";
   tick();
 }
 
@@ -609,7 +684,7 @@ function renderCommands() {
     return el("tr", {},
       el("td", { text: String(c.id) }),
       el("td", { text: what }),
-      el("td", { text: c.params.sites ? c.params.sites.join(", ") : c.kind === "schedule" || c.kind === "pause" ? "fleet" : "all" }),
+      el("td", { class: "scope", text: c.params.group ? `group ${c.params.group}` : c.params.sites ? c.params.sites.join(", ") : c.kind === "schedule" || c.kind === "pause" ? "fleet" : "all" }),
       el("td", { text: when(c.start, serverNow()) }),
       el("td", { text: c.expires_at ? when(c.expires_at, serverNow()) : "until resumed" }),
       el("td", { text: c.who }),
@@ -653,13 +728,18 @@ function onStage(ev) {
   ev.preventDefault();
   const stage = $("stage-select").value;
   const minutes = Number($("stage-minutes").value);
-  const chosen = document.querySelector("input[name=stage-scope]:checked").value === "chosen";
+  const scope = document.querySelector("input[name=stage-scope]:checked").value;
+  const chosen = scope === "chosen";
   const sites = [...$("stage-sites").selectedOptions].map((o) => o.value);
+  const group = $("stage-group").value;
   if (chosen && sites.length === 0) return showResult(false, "Choose at least one site, or send the stage to all sites.");
+  if (scope === "group" && !group) return showResult(false, "Choose a group, or send the stage to all sites.");
   const body = { stage, expires_at: new Date(serverNow() + minutes * 60_000).toISOString() };
   if (chosen) body.sites = sites;
+  if (scope === "group") body.group = group;
+  const target = scope === "group" ? `group ${group}` : chosen ? sites.join(", ") : "all sites";
   send("/api/v1/commands/stage", body, (r) =>
-    `Stage ${stage} accepted as command #${r.command.id} for ${chosen ? sites.join(", ") : "all sites"} until ${when(r.command.expires_at, serverNow())}.`);
+    `Stage ${stage} accepted as command #${r.command.id} for ${target} until ${when(r.command.expires_at, serverNow())}.`);
 }
 
 function onSchedule(ev) {
@@ -727,6 +807,10 @@ document.addEventListener("DOMContentLoaded", () => {
     document.querySelector("input[name=stage-scope][value=chosen]").checked = true;
   });
   $("device-site").addEventListener("change", (ev) => filterDevices(ev.target.value));
+  $("stage-group").addEventListener("change", () => {
+    $("stage-scope-group").checked = true;
+  });
+  $("sites-group").addEventListener("change", (ev) => showGroup(ev.target.value));
   $("chart-scope").addEventListener("change", (ev) => setChartScope(ev.target.value));
   $("device-problems").addEventListener("change", () => renderDevices(serverNow()));
   window.addEventListener("resize", () => state.data.fleet && renderChart(serverNow()));
