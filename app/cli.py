@@ -37,24 +37,18 @@ def load_or_exit(path: Path) -> FleetConfig:
 
 @app.command("check-config")
 def check_config(file: Annotated[Path, typer.Argument(help="fleet YAML file")]) -> None:
-    """Validate a fleet file, and the vendor profiles it names, listing every error with its path."""
-    from sparcs.config.register_map import ProfileError, load_register_map
-    from sparcs.drivers.device import check_protocol
+    """Validate a fleet file and its devices (protocols, vendor profiles and their kinds, fail-safes).
+
+    Every error names its path; a device without a fail-safe is reported as monitor-only, with what
+    to write to control it anyway (docs/devices.md "Fail-safes")."""
+    from sparcs.drivers.checks import check_devices
 
     cfg = load_or_exit(file)
-    problems = []
-    for i, site in enumerate(cfg.sites):
-        for j, dev in enumerate(site.devices):
-            unknown = check_protocol(dev.protocol, f"sites[{i}:{site.id}].devices[{j}:{dev.id}].protocol")
-            if unknown is not None:
-                problems.append(f"{file}: {unknown}")
-            if dev.profile is not None:
-                try:
-                    load_register_map(dev.profile)
-                except ProfileError as exc:
-                    problems.append(f"{file}: sites[{i}:{site.id}].devices[{j}:{dev.id}].profile: {exc}")
-    if problems:
-        raise fail(problems)
+    report = check_devices(cfg)
+    if report.problems:
+        raise fail([f"{file}: {line}" for line in report.problems])
+    for note in report.notes:
+        typer.echo(f"{file}: {note}")
     n_dev = sum(len(s.devices) for s in cfg.sites)
     typer.echo(f"{file}: OK ({len(cfg.sites)} sites, {n_dev} devices)")
 
@@ -200,20 +194,27 @@ def scan(
     json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     profile: Annotated[str | None, typer.Option(help="read with a vendor profile instead of SunSpec")] = None,
     timeout: Annotated[float, typer.Option(help="reply timeout in seconds")] = 2.0,
+    snippet: Annotated[
+        str | None, typer.Option("--snippet", help="print the fleet-file entry of the device, with this id")
+    ] = None,
 ) -> None:
-    """SunSpec discovery and one read of a device: models and decoded points with units."""
+    """SunSpec discovery at every base address (40000, 0, 50000) and one read of a device: what each
+    base gave, the models and decoded points with units; --snippet prints its fleet-file entry."""
     import asyncio
     import json
 
     from sparcs.drivers.errors import DeviceError
     from sparcs.drivers.profiles import ProfileError
-    from sparcs.drivers.scan import format_scan, parse_endpoint, run_scan
+    from sparcs.drivers.scan import config_snippet, format_scan, parse_endpoint, run_scan
 
     try:
         host, port = parse_endpoint(endpoint)
         report = asyncio.run(run_scan(host, port, unit, timeout, profile))
     except (ValueError, DeviceError, ProfileError) as exc:
         raise fail(f"{endpoint} unit {unit}: {exc}") from None
+    if snippet is not None:
+        typer.echo(config_snippet(report, snippet), nl=False)
+        return
     typer.echo(json.dumps(report) if json_out else format_scan(report))
 
 
@@ -225,6 +226,9 @@ def bench_poll(
     concurrency: Annotated[int | None, typer.Option(help="endpoints polled at once (default 256)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the generated fleet")] = 7,
     json_out: Annotated[bool, typer.Option("--json", help="one line of JSON")] = False,
+    latency_ms: Annotated[
+        float, typer.Option("--latency-ms", min=0.0, max=5000.0, help="reply delay of every device (field latency)")
+    ] = 0.0,
 ) -> None:
     """Poll N simulated devices (served by a child process) beside a bare pymodbus loop; print JSON."""
     import asyncio
@@ -235,7 +239,7 @@ def bench_poll(
 
     try:
         fleet = synthetic_fleet(devices, seed, port_start=free_port_range(devices))
-        result = asyncio.run(run_poll_bench(fleet, devices, cycles, silent, concurrency, seed))
+        result = asyncio.run(run_poll_bench(fleet, devices, cycles, silent, concurrency, seed, latency_ms))
     except BenchError as exc:
         raise fail(str(exc)) from None
     typer.echo(json.dumps(result) if json_out else json.dumps(result, indent=2))

@@ -30,6 +30,7 @@ from sparcs.controller.planning import PriceFileError
 from sparcs.controller.pool_server import PoolServer
 from sparcs.controller.scheduler import ControlScheduler
 from sparcs.controller.store import Store
+from sparcs.drivers.checks import check_devices
 from sparcs.factory import build_controller
 
 if TYPE_CHECKING:
@@ -103,6 +104,11 @@ async def run(
     server_task: asyncio.Task[None] | None = None
     pool: PoolServer | None = None
     try:
+        devices = check_devices(cfg)  # a wrong-kind profile is a line naming the device, not a traceback
+        if devices.problems:
+            raise RunError("\n".join(devices.problems))
+        for note in devices.notes:
+            echo(note)
         clock: Clock
         if cfg.simulation is not None:
             from sparcs.demo import start_demo_fleet  # the simulators: only for the demo

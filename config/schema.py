@@ -23,11 +23,17 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
 
-DeviceKind = Literal["pv_inverter", "battery", "meter"]
+DeviceKind = Literal["pv_inverter", "battery", "meter", "hybrid"]
+"""``hybrid``: one device (one unit id) with a PV and a battery role, e.g. a hybrid inverter."""
+PV_KINDS = ("pv_inverter", "hybrid")
+"""Device kinds that take PV limits."""
+BATTERY_KINDS = ("battery", "hybrid")
+"""Device kinds that take battery setpoints."""
 FaultMode = Literal[
     "offline",  # port closed: connections are refused
     "no_reply",  # requests are swallowed: the client times out
@@ -253,15 +259,35 @@ class DeviceConfig(Strict):
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description="a registered device protocol: sunspec, profile, or one a plug-in registers (docs/devices.md)",
     )
-    profile: str | None = Field(default=None, description="name of a register map in config/profiles/")
+    profile: str | None = Field(
+        default=None, description="name of a register map in the fleet's profiles_dir or config/profiles/"
+    )
     control: bool = Field(default=True, description="false = monitor only: read, never write")
     invert_sign: bool = Field(default=False, description="the device reports power with the opposite sign")
+    accept_no_fail_safe: bool = Field(
+        default=False,
+        description="write setpoints although the device has no revert timer or watchdog: a limit then stays "
+        'in force if the controller stops (docs/devices.md "Fail-safes"); without it such a device is monitor-only',
+    )
+    watchdog_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        description="the watchdog interval set on this device, where it differs from its profile's "
+        "fail_safe.interval_s (SMA and KOSTAL timeouts are set by the installer)",
+    )
+    _profile_dirs: tuple[Path, ...] = PrivateAttr(default=())
 
     @model_validator(mode="after")
     def _profile_named(self) -> DeviceConfig:
         if self.protocol == "profile" and not self.profile:
             raise ValueError("protocol 'profile' needs 'profile': the name of a file in config/profiles/")
         return self
+
+    @property
+    def profile_dirs(self) -> tuple[Path, ...]:
+        """Where the device's profile is looked up first (the fleet's ``profiles_dir``); then config/profiles/."""
+        return self._profile_dirs
 
     @property
     def endpoint(self) -> tuple[str, int]:
@@ -288,17 +314,21 @@ class SiteConfig(Strict):
         kinds = [d.kind for d in self.devices]
         if kinds.count("meter") > 1:
             raise ValueError("a site has at most one meter at its grid connection point")
-        if "battery" in kinds and self.battery is None:
-            raise ValueError("a battery device needs the site's 'battery' section (capacity, power limits)")
+        if any(k in BATTERY_KINDS for k in kinds) and self.battery is None:
+            raise ValueError("a battery or hybrid device needs the site's 'battery' section (capacity, power limits)")
         return self
 
 
 class DeviceVariant(Strict):
     """How a simulated device presents itself on the wire."""
 
-    models: Literal["classic", "der", "float"] = Field(
+    models: Literal["classic", "der", "float", "802"] = Field(
         default="classic",
-        description="classic = 10x/120/121/122/123(/124); der = 701/702/704(/713); float = 11x instead of 10x",
+        description="classic = 10x/120/121/122/123(/124); der = 701/702/704(/713); float = 11x instead of 10x; "
+        "802 = a battery serving only the SunSpec 2 battery model 802 (no inverter or control model)",
+    )
+    mppt_strings: int = Field(
+        default=0, ge=0, le=8, description="PV inverters: serve model 160 (MPPT) with this many strings; 0 = none"
     )
     base_address: Literal[0, 40000, 50000] = 40000
     common_len: Literal[65, 66] = 66
@@ -581,9 +611,15 @@ class FleetConfig(Strict):
     groups: list[GroupConfig] = Field(default_factory=list, description="named groups of sites")
     pool: PoolConfig | None = Field(default=None, description="the SunSpec pool interface; null = off")
     relay_inputs: list[RelayInputConfig] = Field(default_factory=list, description="control-box relay contacts")
+    profiles_dir: Path | None = Field(
+        default=None,
+        description="a folder of your own vendor profiles (YAML), looked up before config/profiles/; "
+        "relative to the fleet file",
+    )
 
     @model_validator(mode="after")
     def _unique_and_consistent(self) -> FleetConfig:
+        self.set_profiles_dir(self.profiles_dir)
         problems: list[str] = []
         for k, s in enumerate(self.sites):
             if isinstance(s.tariff, str) and s.tariff not in self.tariffs:
@@ -627,6 +663,14 @@ class FleetConfig(Strict):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def set_profiles_dir(self, folder: Path | None) -> None:
+        """Use ``folder`` as the fleet's profiles folder, for every device's profile lookup."""
+        if folder != self.profiles_dir:
+            self.profiles_dir = folder
+        for s in self.sites:
+            for d in s.devices:
+                d._profile_dirs = () if folder is None else (folder,)
 
     def site(self, site_id: str) -> SiteConfig:
         for s in self.sites:
@@ -712,6 +756,8 @@ def load_config(path: str | Path) -> FleetConfig:
         raise ConfigError(str(path), [f"(file): not valid YAML: {exc}"]) from None
     cfg = validate_config(data, str(path))
     base = path.resolve().parent
+    if cfg.profiles_dir is not None and not cfg.profiles_dir.is_absolute():
+        cfg.set_profiles_dir(base / cfg.profiles_dir)
     if cfg.market.prices_csv is not None and not cfg.market.prices_csv.is_absolute():
         cfg.market.prices_csv = base / cfg.market.prices_csv
     weather_csv = cfg.forecast.weather.csv

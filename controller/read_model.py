@@ -33,6 +33,7 @@ from sparcs.controller.commands import Command, CommandError
 from sparcs.controller.cycle import Controller
 from sparcs.controller.groups import Group, pool_totals
 from sparcs.controller.metrics import Metrics
+from sparcs.drivers.device import fail_safe_of
 
 STALE_POLLS = 3
 """Data older than this many poll intervals is stale (and /readyz fails)."""
@@ -210,6 +211,8 @@ class ControllerView:
                 "site": site.id,
                 "kind": dev.kind,
                 "control": dev.control,
+                "fail_safe": self._fail_safe(dev_id),
+                "accept_no_fail_safe": dev.accept_no_fail_safe,
                 "status": t.status if t else "unknown",
                 "read_at": iso(t.read_at) if t else None,
                 "last_seen": iso(t.last_good_at) if t else None,
@@ -223,6 +226,18 @@ class ControllerView:
                 },
             }
         )
+
+    def _fail_safe(self, dev_id: str) -> dict[str, Any] | None:
+        """What the device does when the controller stops writing (docs/devices.md "Fail-safes"), as its
+        driver declares it: kind (revert_timer, watchdog, none), the watchdog's interval_s, a note."""
+        try:
+            driver = getattr(self._ctl.poller.state(dev_id), "driver", None)
+        except KeyError:
+            return None
+        if driver is None:
+            return None
+        fs = fail_safe_of(driver)
+        return {"kind": fs.kind, "interval_s": fs.interval_s, "note": fs.note}
 
     # -- plan, forecast, caps -------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sparcs.config.schema import SiteConfig
+from sparcs.config.schema import BATTERY_KINDS, PV_KINDS, SiteConfig
 from sparcs.controller.plan import PlannedSetpoint
 
 GUARD_TARGET = 0.98  # the guard steers the meter to 98 % of the cap, leaving room for noise between polls
@@ -201,13 +201,14 @@ def schedule_feedback(error_w: float, offsets_w: dict[str, float], rooms: dict[s
 def split_to_devices(site: SiteConfig, cmd: SiteCommand) -> dict[str, tuple[float | None, float | None]]:
     """Per controlled device id: (pv_limit_w, battery_w). The site's PV limit is split by inverter count.
 
-    Monitor-only devices (``control: false``) get nothing; meters are never written.
+    Monitor-only devices (``control: false``) get nothing; meters are never written. A hybrid takes
+    its share of both: the PV limit among the PV roles, the battery power among the battery roles.
     """
-    pvs = [d for d in site.devices if d.kind == "pv_inverter" and d.control]
-    bats = [d for d in site.devices if d.kind == "battery" and d.control]
+    pvs = [d for d in site.devices if d.kind in PV_KINDS and d.control]
+    bats = [d for d in site.devices if d.kind in BATTERY_KINDS and d.control]
     out: dict[str, tuple[float | None, float | None]] = {}
     for d in pvs:
         out[d.id] = (None if cmd.pv_limit_w is None else cmd.pv_limit_w / len(pvs), None)
     for d in bats:
-        out[d.id] = (None, None if cmd.battery_w is None else cmd.battery_w / len(bats))
+        out[d.id] = (out.get(d.id, (None, None))[0], None if cmd.battery_w is None else cmd.battery_w / len(bats))
     return out

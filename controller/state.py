@@ -23,11 +23,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sparcs.config.grid_rules import export_ceiling_w, feed_in_cap_w
-from sparcs.config.schema import FleetConfig, SiteConfig
+from sparcs.config.schema import BATTERY_KINDS, PV_KINDS, FleetConfig, SiteConfig
 from sparcs.drivers.telemetry import Telemetry
 
 FLEX_HORIZON_S = 3600.0
-REQUIRED_VALUES = {"pv_inverter": ("pv_w",), "battery": ("battery_w", "soc"), "meter": ("grid_w",)}
+REQUIRED_VALUES = {
+    "pv_inverter": ("pv_w",),
+    "battery": ("battery_w", "soc"),
+    "meter": ("grid_w",),
+    "hybrid": ("pv_w", "battery_w", "soc"),
+}
 """The values without which a device cannot take part in control: the guard needs the meter and the
 PV output, the plan the battery's power and state of charge."""
 
@@ -172,8 +177,8 @@ def build_state(
         kinds = {d.id: d.kind for d in site.devices}
         online = sum(1 for t in tel.values() if t is not None and t.status == "online")
         stale = sum(1 for t in tel.values() if t is not None and t.status == "stale")
-        pv_ids = [d for d, k in kinds.items() if k == "pv_inverter"]
-        bat_ids = [d for d, k in kinds.items() if k == "battery"]
+        pv_ids = [d for d, k in kinds.items() if k in PV_KINDS]  # a hybrid counts in both roles
+        bat_ids = [d for d, k in kinds.items() if k in BATTERY_KINDS]
         meter_ids = [d for d, k in kinds.items() if k == "meter"]
         pv_w = _sum_known([good(tel[d], "pv_w") for d in pv_ids]) if pv_ids else 0.0
         battery_w = _sum_known([good(tel[d], "battery_w") for d in bat_ids]) if bat_ids else 0.0
