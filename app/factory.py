@@ -11,6 +11,7 @@ from sparcs.config.schema import FleetConfig
 from sparcs.controller.cycle import Clock, Controller, Planner
 from sparcs.controller.metrics import Metrics
 from sparcs.controller.planning import FleetPlanner
+from sparcs.controller.prices import PriceSource
 from sparcs.controller.store import Store
 from sparcs.controller.weather import weather_service
 from sparcs.drivers.poller import FleetPoller
@@ -37,12 +38,16 @@ def build_controller(
         raise ValueError("give a planner or a worker for the production planner, not both")
     poller = FleetPoller(cfg.devices(), cfg.dispatch, clock.now)
     writer = SetpointWriter(poller, cfg.dispatch, clock.now)
+    prices = PriceSource(cfg.market)  # one source for the planner and the export guard
     return Controller(
         cfg,
         store,
         clock,
         poller=poller,
         writer=writer,
-        planner=planner if planner is not None else FleetPlanner(cfg, worker, weather=weather_service(cfg)),
+        planner=planner
+        if planner is not None
+        else FleetPlanner(cfg, worker, weather=weather_service(cfg), prices=prices),
         metrics=Metrics(),
+        prices=prices,
     )
