@@ -306,6 +306,38 @@ def setup_logging(cfg: FleetConfig, level: str | None, fmt: str | None) -> Calla
     return apply
 
 
+@app.command("plan")
+def plan_command(
+    problem: Annotated[Path, typer.Option("--problem", help="JSON file of sites to plan (docs/plan.md)")],
+    json_out: Annotated[bool, typer.Option("--json", help="the plan as JSON")] = False,
+) -> None:
+    """Plan sites described in a JSON file, without devices; print the plan and its scored cost."""
+    import json
+
+    from sparcs.optimizer.plan_file import PlanFileError, parse, plan_file
+
+    try:
+        data = json.loads(problem.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise fail(f"{problem}: (file): cannot read: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise fail(f"{problem}: (file): not valid JSON: {exc}") from None
+    try:
+        result = plan_file(parse(data))
+    except PlanFileError as exc:
+        raise fail([f"{problem}: {line}" for line in exc.errors]) from None
+    if json_out:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"cost {result['cost_eur']:.4f} EUR (objective {result['objective_eur']:.4f} EUR, {result['method']})")
+    for s in result["sites"]:
+        typer.echo(f"site {s['id']}: cost {s['cost_eur']:.4f} EUR")
+        typer.echo("  period                     grid_w  battery_w       pv_w     soc")
+        for k, t in enumerate(s["periods"]):
+            soc = "" if s["soc"] is None else f"{s['soc'][k]:7.4f}"
+            typer.echo(f"  {t}  {s['grid_w'][k]:9.1f}  {s['battery_w'][k]:9.1f}  {s['pv_w'][k]:9.1f}  {soc}")
+
+
 @app.command("simulate")
 def simulate(
     config: Annotated[Path, typer.Option("--config", help="fleet YAML file")],

@@ -12,6 +12,7 @@ from sparcs.controller.cycle import Clock, Controller, Planner
 from sparcs.controller.device_control import DeviceControl
 from sparcs.controller.metrics import Metrics
 from sparcs.controller.planning import FleetPlanner
+from sparcs.controller.prices import PriceSource
 from sparcs.controller.store import Store
 from sparcs.controller.weather import weather_service
 from sparcs.drivers.poller import FleetPoller
@@ -39,13 +40,17 @@ def build_controller(
     poller = FleetPoller(cfg.devices(), cfg.dispatch, clock.now)
     device_control = DeviceControl(store, cfg, clock.now)
     writer = SetpointWriter(poller, cfg.dispatch, clock.now, monitor_only=device_control.monitor_only)
+    prices = PriceSource(cfg.market)  # one source for the planner and the export guard
     return Controller(
         cfg,
         store,
         clock,
         poller=poller,
         writer=writer,
-        planner=planner if planner is not None else FleetPlanner(cfg, worker, weather=weather_service(cfg)),
+        planner=planner
+        if planner is not None
+        else FleetPlanner(cfg, worker, weather=weather_service(cfg), prices=prices),
         device_control=device_control,
         metrics=Metrics(),
+        prices=prices,
     )

@@ -20,7 +20,7 @@ from sparcs.drivers.writer import WriteResult
 
 log = logging.getLogger("sparcs.alarms")
 
-FOLLOWED_PREFIXES = ("device:", "write:", "relay:")
+FOLLOWED_PREFIXES = ("device:", "write:", "relay:", "prices:")
 """Sources whose open alarms are taken over from the store at start-up."""
 
 

@@ -33,6 +33,7 @@ from sparcs.controller.history import HistoryRecorder
 from sparcs.controller.metrics import Metrics
 from sparcs.controller.operations import Operations
 from sparcs.controller.plan import Plan
+from sparcs.controller.prices import PriceSource
 from sparcs.controller.relay_inputs import RelayInputs
 from sparcs.controller.setpoints import (
     ZERO_CAP_MARGIN,
@@ -129,10 +130,12 @@ class Controller:
         planner: Planner,
         device_control: DeviceControl,
         metrics: Metrics | None = None,
+        prices: PriceSource | None = None,
     ):
         """``device_control``: the run-time control switch of the devices, whose ``monitor_only`` set
         the writer shares."""
         self.cfg = cfg
+        self.prices = prices or PriceSource(cfg.market)  # the prices in force (export guard, alarms)
         self.store = store
         self.clock = clock
         self.poller = poller
@@ -222,6 +225,7 @@ class Controller:
                 report.guarded_sites = self._guard(state)
             summary = state.summary()
             self.alarms.devices(telemetry, now)
+            await self._follow_prices(now)
             self._observe_poll(telemetry, summary)
             # Queued for the store's writer thread: a failing store is reported from there (the log,
             # the store's alarm, /readyz and the metrics) while control goes on from memory.
@@ -230,8 +234,19 @@ class Controller:
             report.poll_s = time.perf_counter() - t0
 
     def price_now(self, now: float) -> float | None:
-        """Day-ahead price (EUR/MWh) of the current period in the plan in force, or None."""
-        return None if self.plan is None else self.plan.price_at(now)
+        """Day-ahead price (EUR/MWh) of the current quarter-hour from the price source, or None: the
+        prices in force, not the plan's, so the negative-price rule holds with no plan in force."""
+        return self.prices.price_at(now)
+
+    async def _follow_prices(self, now: float) -> None:
+        """Refresh the price source when due (network I/O off the event loop) and follow its alarms."""
+        if self.prices.due(now):
+            if self.cfg.market.prices_csv is None:
+                await asyncio.to_thread(self.prices.refresh, now)
+            else:
+                self.prices.refresh(now)
+        for a in self.prices.alarms(now):
+            self.alarms.follow(a.source, a.active, now, a.message)
 
     def export_cap_w(self, site_id: str, now: float) -> float | None:
         """The site's export cap at the meter now (W ≥ 0; :func:`sparcs.config.grid_rules.export_cap_w`),
