@@ -16,6 +16,7 @@ import pytest
 from sparcs.config.schema import validate_config
 from sparcs.config.tariffs import BERLIN
 from sparcs.controller.cycle import Controller, WallClock
+from sparcs.controller.device_control import DeviceControl
 from sparcs.controller.prices import PriceSource, parse_entsoe_xml
 from sparcs.controller.state import build_state
 from sparcs.controller.store import Store
@@ -279,7 +280,16 @@ async def test_the_negative_price_rule_holds_with_no_plan_in_force(entsoe, tmp_p
     cfg = fleet(entsoe.url)
     store = Store(data_dir=tmp_path)
     idle = Idle()
-    ctl = Controller(cfg, store, At(at(12, 30)), poller=idle, writer=idle, planner=IdlePlanner())
+    clock = At(at(12, 30))
+    ctl = Controller(
+        cfg,
+        store,
+        clock,
+        poller=idle,
+        writer=idle,
+        planner=IdlePlanner(),
+        device_control=DeviceControl(store, cfg, clock.now),
+    )
     try:
         await ctl._follow_prices(at(12, 30))
         assert ctl.plan is None
@@ -299,7 +309,16 @@ async def test_missing_prices_raise_and_clear_their_alarms_in_the_store(entsoe, 
     cfg = fleet(entsoe.url, refresh_interval_s=60)
     store = Store(data_dir=tmp_path)
     idle = Idle()
-    ctl = Controller(cfg, store, WallClock(), poller=idle, writer=idle, planner=IdlePlanner())
+    clock = WallClock()
+    ctl = Controller(
+        cfg,
+        store,
+        clock,
+        poller=idle,
+        writer=idle,
+        planner=IdlePlanner(),
+        device_control=DeviceControl(store, cfg, clock.now),
+    )
     try:
         await ctl._follow_prices(at(15))
         ctl.history.writer.flush()
