@@ -15,8 +15,10 @@ from pathlib import Path
 
 from sparcs.config.schema import FleetConfig
 from sparcs.controller.cycle import Clock, Controller, Planner, Poller, Writer
+from sparcs.controller.device_control import DeviceControl
 from sparcs.controller.metrics import Metrics
 from sparcs.controller.planning import FleetPlanner
+from sparcs.controller.prices import PriceSource
 from sparcs.controller.store import Store
 from sparcs.controller.weather import weather_service
 from sparcs.drivers.poller import FleetPoller
@@ -50,8 +52,10 @@ def build_controller(
     edge_sites = {sid for e in cfg.broker.edges for sid in e.sites} if cfg.broker is not None else set()
     direct = [(s, d) for s, d in cfg.devices() if s.id not in edge_sites]
     modbus = FleetPoller(direct, cfg.dispatch, clock.now)
+    device_control = DeviceControl(store, cfg, clock.now)
     poller: Poller = modbus
-    writer: Writer = SetpointWriter(modbus, cfg.dispatch, clock.now)
+    writer: Writer = SetpointWriter(modbus, cfg.dispatch, clock.now, monitor_only=device_control.monitor_only)
+    prices = PriceSource(cfg.market)  # one source for the planner and the export guard
     hub = None
     if cfg.broker is not None and edge_sites:
         b = cfg.broker
@@ -66,8 +70,12 @@ def build_controller(
         clock,
         poller=poller,
         writer=writer,
-        planner=planner if planner is not None else FleetPlanner(cfg, worker, weather=weather_service(cfg)),
+        planner=planner
+        if planner is not None
+        else FleetPlanner(cfg, worker, weather=weather_service(cfg), prices=prices),
+        device_control=device_control,
         metrics=Metrics(),
+        prices=prices,
     )
     if hub is not None:
         hub.attach(ctl)
@@ -93,7 +101,17 @@ def build_edge(
     local = cfg.model_copy(update={"sites": [s for s in cfg.sites if s.id in chosen]})
     cred = Credential(edge.id, read_password(edge.password_file, f"broker.edges[{edge.id}].password_file"), edge.id)
     modbus = FleetPoller(local.devices(), local.dispatch, clock.now)
-    writer = AckingWriter(SetpointWriter(modbus, local.dispatch, clock.now))
+    device_control = DeviceControl(store, local, clock.now)
+    writer = AckingWriter(SetpointWriter(modbus, local.dispatch, clock.now, monitor_only=device_control.monitor_only))
     planner = FollowPlanner()
-    ctl = Controller(local, store, clock, poller=modbus, writer=writer, planner=planner, metrics=Metrics())
+    ctl = Controller(
+        local,
+        store,
+        clock,
+        poller=modbus,
+        writer=writer,
+        planner=planner,
+        device_control=device_control,
+        metrics=Metrics(),
+    )
     return EdgeNode(ctl, planner, writer, Outbox(data_dir / DB_FILE), cfg.broker, edge.id, cred)

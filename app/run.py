@@ -1,6 +1,6 @@
 """`sparcs run`: the controller, its scheduler and the API in one process; with a `simulation` section
 also the simulated fleet (real time, :mod:`sparcs.demo`), so the demo runs on one machine. Stops cleanly
-on Ctrl-C or SIGTERM.
+on Ctrl-C or SIGTERM; reloads the fleet file on SIGHUP (docs/operations.md "Reload").
 
 Against real devices (no `simulation` section) nothing here imports the simulators: :mod:`sparcs.demo`
 is imported only when the config has that section.
@@ -21,15 +21,18 @@ import uvicorn
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from sparcs.config.schema import FleetConfig
+from sparcs.config.schema import FleetConfig, LoggingConfig
 from sparcs.controller.api import create_app
+from sparcs.controller.api_server import TlsError, check_tls, server_config
 from sparcs.controller.auth import create_token
 from sparcs.controller.cycle import Clock, WallClock
 from sparcs.controller.migrate import MigrationError
 from sparcs.controller.planning import PriceFileError
 from sparcs.controller.pool_server import PoolServer
+from sparcs.controller.reload import Reloader
 from sparcs.controller.scheduler import ControlScheduler
 from sparcs.controller.store import Store
+from sparcs.drivers.checks import check_devices
 from sparcs.factory import build_controller
 
 if TYPE_CHECKING:
@@ -73,11 +76,17 @@ async def run(
     port: int,
     data_dir: Path,
     echo: Callable[[str], None],
+    config_path: Path | None = None,
+    on_logging: Callable[[LoggingConfig], None] | None = None,
+    log_level: str = "warning",
     migrate_schema: bool = True,
 ) -> None:
     """Run until SIGINT or SIGTERM, then stop the scheduler, the API, the devices' connections and the fleet.
 
-    An older store is upgraded first (``migrate_schema``), else refused naming `sparcs db upgrade`."""
+    An older store is upgraded first (``migrate_schema``), else refused naming `sparcs db upgrade`.
+    ``config_path``: the fleet file, reloaded on SIGHUP and POST /api/v1/admin/reload
+    (:mod:`sparcs.controller.reload`; ``on_logging`` applies a changed ``logging`` section);
+    ``log_level``: uvicorn's."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -89,7 +98,21 @@ async def run(
     # signal after its shutdown, this handler (not Python's default) receives it.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
+    reloader: Reloader | None = None
 
+    def on_hangup(_sig: int, _frame: object) -> None:
+        """SIGHUP reloads the fleet file once the controller runs (before that it is only logged)."""
+        if reloader is None:
+            log.warning("SIGHUP ignored: the controller is still starting, or was not started from a file")
+        else:
+            loop.call_soon_threadsafe(reloader.reload_on_signal)
+
+    signal.signal(signal.SIGHUP, on_hangup)
+
+    try:
+        check_tls(cfg.api)  # before anything starts: a wrong certificate path is one line
+    except TlsError as exc:
+        raise RunError(str(exc)) from None
     try:
         store = Store(cfg.storage.url, data_dir=data_dir, migrate_schema=migrate_schema)
     except MigrationError as exc:
@@ -103,6 +126,11 @@ async def run(
     server_task: asyncio.Task[None] | None = None
     pool: PoolServer | None = None
     try:
+        devices = check_devices(cfg)  # a wrong-kind profile is a line naming the device, not a traceback
+        if devices.problems:
+            raise RunError("\n".join(devices.problems))
+        for note in devices.notes:
+            echo(note)
         clock: Clock
         if cfg.simulation is not None:
             from sparcs.demo import start_demo_fleet  # the simulators: only for the demo
@@ -128,7 +156,12 @@ async def run(
             await asyncio.to_thread(ctl.planner.start)
         finally:
             signal.signal(signal.SIGINT, on_signal)
-        server = uvicorn.Server(uvicorn.Config(create_app(ctl), log_level="warning", lifespan="off", access_log=False))
+        reloader = Reloader(ctl, config_path, on_logging) if config_path is not None else None
+        try:
+            server = uvicorn.Server(server_config(create_app(ctl, reloader), cfg.api, log_level))
+        except TlsError as exc:
+            sock.close()
+            raise RunError(str(exc)) from None
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
         sched = ControlScheduler(ctl)
         sched.start()
@@ -141,7 +174,8 @@ async def run(
                     f"pool: cannot listen on {cfg.pool.host}:{cfg.pool.port}: {exc}; change pool.port"
                 ) from None
             echo(f"SunSpec pool interface: {cfg.pool.host}:{pool_port}, units {sorted(pool.images)}")
-        url = f"http://{host if ':' not in host else f'[{host}]'}:{bound_port}"
+        scheme = "https" if cfg.api.tls_cert_file is not None else "http"
+        url = f"{scheme}://{host if ':' not in host else f'[{host}]'}:{bound_port}"
         n_dev = sum(len(s.devices) for s in cfg.sites)
         echo(f"SPARCS controller: {url}/  (dashboard; API: {url}/api/v1, docs: {url}/docs, metrics: {url}/metrics)")
         echo(f"fleet: {len(cfg.sites)} sites, {n_dev} devices" + (" (simulated, real time)" if fleet else ""))

@@ -28,11 +28,12 @@ from sparcs.config.grid_rules import (
     installer_ceiling_w,
     is_curtailing,
 )
-from sparcs.config.schema import SiteConfig
+from sparcs.config.schema import DeviceConfig, SiteConfig
 from sparcs.controller.commands import Command, CommandError
 from sparcs.controller.cycle import Controller
 from sparcs.controller.groups import Group, pool_totals
 from sparcs.controller.metrics import Metrics
+from sparcs.drivers.device import fail_safe_of
 
 STALE_POLLS = 3
 """Data older than this many poll intervals is stale (and /readyz fails)."""
@@ -209,7 +210,11 @@ class ControllerView:
                 "id": dev.id,
                 "site": site.id,
                 "kind": dev.kind,
-                "control": dev.control,
+                # effective control (fleet file AND run-time switch), and the switch itself
+                "control": ctl.device_control.controlled(dev.id),
+                "control_switch": self._switch(dev),
+                "fail_safe": self._fail_safe(dev_id),
+                "accept_no_fail_safe": dev.accept_no_fail_safe,
                 "status": t.status if t else "unknown",
                 "read_at": iso(t.read_at) if t else None,
                 "last_seen": iso(t.last_good_at) if t else None,
@@ -223,6 +228,24 @@ class ControllerView:
                 },
             }
         )
+
+    def _switch(self, dev: DeviceConfig) -> dict[str, Any]:
+        """The device's control switch (controller/device_control.py), its time as ISO 8601."""
+        view = self._ctl.device_control.view(dev)
+        at = view["switched_at"]
+        return {**view, "switched_at": None if at is None else iso(at)}
+
+    def _fail_safe(self, dev_id: str) -> dict[str, Any] | None:
+        """What the device does when the controller stops writing (docs/devices.md "Fail-safes"), as its
+        driver declares it: kind (revert_timer, watchdog, none), the watchdog's interval_s, a note."""
+        try:
+            driver = getattr(self._ctl.poller.state(dev_id), "driver", None)
+        except KeyError:
+            return None
+        if driver is None:
+            return None
+        fs = fail_safe_of(driver)
+        return {"kind": fs.kind, "interval_s": fs.interval_s, "note": fs.note}
 
     # -- plan, forecast, caps -------------------------------------------------------------------
 

@@ -51,8 +51,8 @@ from sparcs.controller.migrate import MigrationError
 from sparcs.controller.plan import Plan
 from sparcs.controller.plan_codec import PackedPlan, pack_plan, unpack_plan
 
-SCHEMA_VERSION = 3
-"""The release's schema number kept in ``schema_version`` (Alembic revision 0003)."""
+SCHEMA_VERSION = 4
+"""The release's schema number kept in ``schema_version`` (Alembic revision 0004)."""
 DB_FILE = "sparcs.db"
 DEFAULT_DATA_DIR = Path("data")  # relative to the working directory, like the demo's other files
 
@@ -218,6 +218,18 @@ tokens = Table(
     Column("role", String(16), nullable=False),
     Column("token_sha256", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("expires_at", Float),  # None: never expires
+)
+
+# The run-time control switch per device (controller/device_control.py): a row only for a device an
+# operator switched; effective control = the fleet file's ``control`` AND ``controlled`` here.
+device_control = Table(
+    "device_control",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("controlled", Integer, nullable=False),  # 1 controlled, 0 monitor-only
+    Column("changed_at", Float, nullable=False),
+    Column("changed_by", String(64), nullable=False),
 )
 
 
@@ -259,6 +271,17 @@ class TokenRow:
     role: str
     token_sha256: str
     created_at: float
+    expires_at: float | None = None  # Unix s; None: never
+
+
+@dataclass(frozen=True)
+class DeviceControlRow:
+    """A device's run-time control switch: ``controlled`` False is monitor-only, set by ``changed_by``."""
+
+    device_id: str
+    controlled: bool
+    changed_at: float
+    changed_by: str
 
 
 class Store:
@@ -598,22 +621,63 @@ class Store:
 
     # -- API tokens ---------------------------------------------------------------------------
 
-    def add_token(self, name: str, role: str, token_sha256: str, at: float) -> None:
+    def add_token(self, name: str, role: str, token_sha256: str, at: float, expires_at: float | None = None) -> None:
         with self.engine.begin() as conn:
             existing = conn.execute(select(tokens.c.id).where(tokens.c.name == name)).first()
             if existing:
                 raise ValueError(f"a token named '{name}' exists already; revoke it or choose another name")
-            conn.execute(insert(tokens).values(name=name, role=role, token_sha256=token_sha256, created_at=at))
+            conn.execute(
+                insert(tokens).values(
+                    name=name, role=role, token_sha256=token_sha256, created_at=at, expires_at=expires_at
+                )
+            )
 
     def list_tokens(self) -> list[TokenRow]:
         with self.engine.connect() as conn:
             res = conn.execute(select(tokens).order_by(tokens.c.name))
-            return [TokenRow(r.name, r.role, r.token_sha256, r.created_at) for r in res]
+            return [TokenRow(r.name, r.role, r.token_sha256, r.created_at, r.expires_at) for r in res]
+
+    def rotate_token(self, name: str, token_sha256: str, at: float, expires_at: float | None) -> bool:
+        """Replace the secret (and expiry) of the token ``name``, keeping its role; False for an unknown name."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(tokens)
+                .where(tokens.c.name == name)
+                .values(token_sha256=token_sha256, created_at=at, expires_at=expires_at)
+            )
+            return res.rowcount > 0
 
     def revoke_token(self, name: str) -> bool:
         """Revoking deletes the row, so the name can be reused; returns False for an unknown name."""
         with self.engine.begin() as conn:
             return conn.execute(delete(tokens).where(tokens.c.name == name)).rowcount > 0
+
+    # -- run-time control switch per device ---------------------------------------------------
+
+    def set_device_control(self, device_id: str, controlled: bool, *, who: str, at: float) -> None:
+        """Record a device's control switch and its audit entry in one durable transaction."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(device_control).where(device_control.c.device_id == device_id))
+            conn.execute(
+                insert(device_control).values(
+                    device_id=device_id, controlled=int(controlled), changed_at=at, changed_by=who
+                )
+            )
+            conn.execute(
+                insert(audit).values(
+                    ts=at,
+                    who=who,
+                    action="device-control",
+                    params={"device": device_id, "controlled": controlled},
+                    result="ok",
+                )
+            )
+
+    def device_controls(self) -> list[DeviceControlRow]:
+        """Every device's recorded control switch."""
+        with self.engine.connect() as conn:
+            res = conn.execute(select(device_control).order_by(device_control.c.device_id))
+            return [DeviceControlRow(r.device_id, bool(r.controlled), r.changed_at, r.changed_by) for r in res]
 
     # -- retention ----------------------------------------------------------------------------
 

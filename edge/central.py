@@ -404,6 +404,13 @@ class EdgeWriter:
         """The edges write their devices themselves, from the plan: nothing to do per setpoint."""
         return {}
 
+    async def release(self, device_ids: list[str]) -> dict[str, WriteResult]:
+        """Device switches are not carried to edges in protocol v1: reported as not done, so it is alarmed."""
+        return {
+            d: WriteResult(d, "failed", False, detail="behind an edge: protocol v1 carries no device switch")
+            for d in device_ids
+        }
+
     async def refresh_due(self) -> dict[str, WriteResult]:
         """Called on every cycle: publish what changed, and report the setpoints the edges acknowledged."""
         self.hub.start()

@@ -49,6 +49,9 @@ class AckingWriter:
     async def refresh_due(self) -> dict[str, WriteResult]:
         return self._keep(await self.inner.refresh_due())
 
+    async def release(self, device_ids: list[str]) -> dict[str, WriteResult]:
+        return self._keep(await self.inner.release(device_ids))
+
     def _keep(self, results: dict[str, WriteResult]) -> dict[str, WriteResult]:
         for dev, r in results.items():
             if r.action != "unchanged" or dev not in self.last:

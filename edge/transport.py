@@ -46,3 +46,9 @@ class MixedWriter:
     async def refresh_due(self) -> dict[str, WriteResult]:
         a, b = await asyncio.gather(self.direct.refresh_due(), self.edge.refresh_due())
         return {**a, **b}
+
+    async def release(self, device_ids: list[str]) -> dict[str, WriteResult]:
+        mine = [d for d in device_ids if d not in self.edge_devices]
+        theirs = [d for d in device_ids if d in self.edge_devices]
+        a, b = await asyncio.gather(self.direct.release(mine), self.edge.release(theirs))
+        return {**a, **b}

@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import MetaData, create_engine, insert, select, text
+from sqlalchemy import MetaData, create_engine, insert, inspect, select, text
 
 from sparcs.config.schema import validate_config
 from sparcs.controller import migrate
@@ -121,7 +121,13 @@ def test_one_revision_down_and_up_again_keeps_the_plans(store_url):
     plan = store.last_plan()
     store.close()
     engine = make_engine(store_url)
-    assert migrate.downgrade(engine).current == "0002"  # one revision down: the edge polls' table goes
+    assert migrate.downgrade(engine).current == "0003"  # one revision down: the edge polls' table goes
+    assert migrate.downgrade(engine).current == "0002"  # one down: token expiry and device switches go
+    schema = inspect(engine)
+    assert "device_control" not in schema.get_table_names()
+    assert "expires_at" not in {c["name"] for c in schema.get_columns("tokens")}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT max(version) FROM schema_version")).scalar() == 2
     assert migrate.downgrade(engine).current == migrate.RELEASE_0_1_0
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM plans WHERE data IS NOT NULL")).scalar() == 2

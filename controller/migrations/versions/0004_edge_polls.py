@@ -1,8 +1,8 @@
 """Every poll an edge sent, once (docs/edges.md "Link loss"): ``edge_polls`` keyed by site and
 sequence number, so a poll resent after a lost acknowledgement is no duplicate.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import time
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
@@ -31,10 +31,10 @@ def upgrade() -> None:
         sa.Column("devices", sa.JSON, nullable=False),
     )
     op.create_index("ix_edge_polls_site_ts", "edge_polls", ["site_id", "ts"])
-    op.bulk_insert(_version, [{"version": 3, "applied_at": time.time()}])
+    op.bulk_insert(_version, [{"version": 4, "applied_at": time.time()}])
 
 
 def downgrade() -> None:
-    op.execute(sa.delete(_version).where(_version.c.version == 3))
+    op.execute(sa.delete(_version).where(_version.c.version == 4))
     op.drop_index("ix_edge_polls_site_ts", table_name="edge_polls")
     op.drop_table("edge_polls")
