@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck venv clean
+.PHONY: demo demo-edges test lint typecheck venv clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/sparcs run --config config/demo.yaml
 
+# The same demo with six sites behind two edges over a local Mosquitto (docs/edges.md "Demo").
+demo-edges: $(STAMP)
+	$(BIN)/python -m sparcs.edge_demo --data-dir data/demo-edges
+
 lint: $(STAMP) typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -29,8 +33,8 @@ TYPECHECK := build/typecheck/sparcs
 typecheck: $(STAMP)
 	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)
 	ln -s $(CURDIR)/app/*.py $(TYPECHECK)/
-	for p in config controller drivers optimizer simulators twin; do ln -s $(CURDIR)/$$p $(TYPECHECK)/$$p; done
-	$(BIN)/mypy 2>&1 | sed -e 's#^$(TYPECHECK)/\(config\|controller\|drivers\|optimizer\|simulators\|twin\)/#\1/#' \
+	for p in config controller drivers edge optimizer simulators twin; do ln -s $(CURDIR)/$$p $(TYPECHECK)/$$p; done
+	$(BIN)/mypy 2>&1 | sed -e 's#^$(TYPECHECK)/\(config\|controller\|drivers\|edge\|optimizer\|simulators\|twin\)/#\1/#' \
 		-e 's#^$(TYPECHECK)/#app/#'; exit $${PIPESTATUS[0]}
 
 test: lint

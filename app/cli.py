@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
-from sparcs.config.schema import ConfigError, FleetConfig, load_config
+from sparcs.config.schema import ConfigError, FleetConfig, LoggingConfig, load_config
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="SPARCS swarm-plant controller")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON.")
@@ -37,32 +38,29 @@ def load_or_exit(path: Path) -> FleetConfig:
 
 @app.command("check-config")
 def check_config(file: Annotated[Path, typer.Argument(help="fleet YAML file")]) -> None:
-    """Validate a fleet file, and the vendor profiles it names, listing every error with its path."""
-    from sparcs.config.register_map import ProfileError, load_register_map
-    from sparcs.drivers.device import check_protocol
+    """Validate a fleet file and its devices (protocols, vendor profiles and their kinds, fail-safes).
+
+    Every error names its path; a device without a fail-safe is reported as monitor-only, with what
+    to write to control it anyway (docs/devices.md "Fail-safes")."""
+    from sparcs.drivers.checks import check_devices
 
     cfg = load_or_exit(file)
-    problems = []
-    for i, site in enumerate(cfg.sites):
-        for j, dev in enumerate(site.devices):
-            unknown = check_protocol(dev.protocol, f"sites[{i}:{site.id}].devices[{j}:{dev.id}].protocol")
-            if unknown is not None:
-                problems.append(f"{file}: {unknown}")
-            if dev.profile is not None:
-                try:
-                    load_register_map(dev.profile)
-                except ProfileError as exc:
-                    problems.append(f"{file}: sites[{i}:{site.id}].devices[{j}:{dev.id}].profile: {exc}")
-    if problems:
-        raise fail(problems)
+    report = check_devices(cfg)
+    if report.problems:
+        raise fail([f"{file}: {line}" for line in report.problems])
+    for note in report.notes:
+        typer.echo(f"{file}: {note}")
     n_dev = sum(len(s.devices) for s in cfg.sites)
     typer.echo(f"{file}: OK ({len(cfg.sites)} sites, {n_dev} devices)")
 
 
-token_app = typer.Typer(no_args_is_help=True, help="API tokens: add (printed once), list, revoke.")
+token_app = typer.Typer(no_args_is_help=True, help="API tokens: add and rotate (printed once), list, revoke.")
 app.add_typer(token_app, name="token")
 DataDir = Annotated[Path, typer.Option("--data-dir", help="where the SQLite store lives")]
 TokenConfig = Annotated[Path | None, typer.Option("--config", help="fleet file whose storage.url to use")]
+ExpiresIn = Annotated[
+    str | None, typer.Option("--expires-in", help="valid for this long, e.g. 90d, 12h, 30m; default: no expiry")
+]
 
 
 @token_app.command("add")
@@ -71,19 +69,36 @@ def token_add(
     role: Annotated[str, typer.Option("--role", help="viewer, operator or admin")] = "viewer",
     data_dir: DataDir = Path("data"),
     config: TokenConfig = None,
+    expires_in: ExpiresIn = None,
 ) -> None:
-    """Create an API token; it is printed once, only its hash is stored."""
+    """Create an API token; it is printed once, only its hash is stored; audited as cli:<user>."""
     from sparcs.controller.tokens import add_token
 
     try:
-        typer.echo(add_token(name, role, data_dir, config))
+        typer.echo(add_token(name, role, data_dir, config, expires_in))
+    except (ValueError, ConfigError) as exc:
+        raise fail(str(exc)) from None
+
+
+@token_app.command("rotate")
+def token_rotate(
+    name: Annotated[str, typer.Argument(help="the token to give a new secret (same role)")],
+    data_dir: DataDir = Path("data"),
+    config: TokenConfig = None,
+    expires_in: ExpiresIn = None,
+) -> None:
+    """Replace a token's secret (the old one stops working at once); the new one is printed once."""
+    from sparcs.controller.tokens import rotate_token
+
+    try:
+        typer.echo(rotate_token(name, data_dir, config, expires_in))
     except (ValueError, ConfigError) as exc:
         raise fail(str(exc)) from None
 
 
 @token_app.command("list")
 def token_list(data_dir: DataDir = Path("data"), config: TokenConfig = None) -> None:
-    """List token names and roles (never the tokens)."""
+    """List token names, roles, creation and expiry (never the tokens)."""
     from sparcs.controller.tokens import list_tokens
 
     for line in list_tokens(data_dir, config):
@@ -92,7 +107,7 @@ def token_list(data_dir: DataDir = Path("data"), config: TokenConfig = None) -> 
 
 @token_app.command("revoke")
 def token_revoke(name: str, data_dir: DataDir = Path("data"), config: TokenConfig = None) -> None:
-    """Revoke a token by name."""
+    """Revoke a token by name; audited as cli:<user>."""
     from sparcs.controller.tokens import revoke_token
 
     try:
@@ -200,20 +215,27 @@ def scan(
     json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     profile: Annotated[str | None, typer.Option(help="read with a vendor profile instead of SunSpec")] = None,
     timeout: Annotated[float, typer.Option(help="reply timeout in seconds")] = 2.0,
+    snippet: Annotated[
+        str | None, typer.Option("--snippet", help="print the fleet-file entry of the device, with this id")
+    ] = None,
 ) -> None:
-    """SunSpec discovery and one read of a device: models and decoded points with units."""
+    """SunSpec discovery at every base address (40000, 0, 50000) and one read of a device: what each
+    base gave, the models and decoded points with units; --snippet prints its fleet-file entry."""
     import asyncio
     import json
 
     from sparcs.drivers.errors import DeviceError
     from sparcs.drivers.profiles import ProfileError
-    from sparcs.drivers.scan import format_scan, parse_endpoint, run_scan
+    from sparcs.drivers.scan import config_snippet, format_scan, parse_endpoint, run_scan
 
     try:
         host, port = parse_endpoint(endpoint)
         report = asyncio.run(run_scan(host, port, unit, timeout, profile))
     except (ValueError, DeviceError, ProfileError) as exc:
         raise fail(f"{endpoint} unit {unit}: {exc}") from None
+    if snippet is not None:
+        typer.echo(config_snippet(report, snippet), nl=False)
+        return
     typer.echo(json.dumps(report) if json_out else format_scan(report))
 
 
@@ -225,6 +247,9 @@ def bench_poll(
     concurrency: Annotated[int | None, typer.Option(help="endpoints polled at once (default 256)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the generated fleet")] = 7,
     json_out: Annotated[bool, typer.Option("--json", help="one line of JSON")] = False,
+    latency_ms: Annotated[
+        float, typer.Option("--latency-ms", min=0.0, max=5000.0, help="reply delay of every device (field latency)")
+    ] = 0.0,
 ) -> None:
     """Poll N simulated devices (served by a child process) beside a bare pymodbus loop; print JSON."""
     import asyncio
@@ -235,7 +260,7 @@ def bench_poll(
 
     try:
         fleet = synthetic_fleet(devices, seed, port_start=free_port_range(devices))
-        result = asyncio.run(run_poll_bench(fleet, devices, cycles, silent, concurrency, seed))
+        result = asyncio.run(run_poll_bench(fleet, devices, cycles, silent, concurrency, seed, latency_ms))
     except BenchError as exc:
         raise fail(str(exc)) from None
     typer.echo(json.dumps(result) if json_out else json.dumps(result, indent=2))
@@ -291,17 +316,77 @@ def bench_load(
     typer.echo(json.dumps(result) if json_out else json.dumps(result, indent=2))
 
 
+LogLevel = Annotated[
+    str | None, typer.Option("--log-level", help="debug, info, warning or error; default: the file's logging.level")
+]
+LogFormat = Annotated[
+    str | None, typer.Option("--log-format", help="text or json (one object per line); default: logging.format")
+]
+
+
+def setup_logging(cfg: FleetConfig, level: str | None, fmt: str | None) -> Callable[[LoggingConfig], None]:
+    """Configure the log from the options, else the file's ``logging`` section (exit 2 naming a bad
+    value); returns what a reload calls with a changed section (the options keep winning)."""
+    from sparcs.controller.logging_setup import configure_logging
+
+    try:
+        chosen = LoggingConfig(level=level or cfg.logging.level, format=fmt or cfg.logging.format)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise fail([f"--log-{e['loc'][0]}: {e['msg']}" for e in exc.errors(include_url=False)]) from None
+
+    def apply(section: LoggingConfig) -> None:
+        configure_logging(level or section.level, fmt or section.format)  # type: ignore[arg-type]
+
+    configure_logging(chosen.level, chosen.format)
+    return apply
+
+
+@app.command("plan")
+def plan_command(
+    problem: Annotated[Path, typer.Option("--problem", help="JSON file of sites to plan (docs/plan.md)")],
+    json_out: Annotated[bool, typer.Option("--json", help="the plan as JSON")] = False,
+) -> None:
+    """Plan sites described in a JSON file, without devices; print the plan and its scored cost."""
+    import json
+
+    from sparcs.optimizer.plan_file import PlanFileError, parse, plan_file
+
+    try:
+        data = json.loads(problem.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise fail(f"{problem}: (file): cannot read: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise fail(f"{problem}: (file): not valid JSON: {exc}") from None
+    try:
+        result = plan_file(parse(data))
+    except PlanFileError as exc:
+        raise fail([f"{problem}: {line}" for line in exc.errors]) from None
+    if json_out:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"cost {result['cost_eur']:.4f} EUR (objective {result['objective_eur']:.4f} EUR, {result['method']})")
+    for s in result["sites"]:
+        typer.echo(f"site {s['id']}: cost {s['cost_eur']:.4f} EUR")
+        typer.echo("  period                     grid_w  battery_w       pv_w     soc")
+        for k, t in enumerate(s["periods"]):
+            soc = "" if s["soc"] is None else f"{s['soc'][k]:7.4f}"
+            typer.echo(f"  {t}  {s['grid_w'][k]:9.1f}  {s['battery_w'][k]:9.1f}  {s['pv_w'][k]:9.1f}  {soc}")
+
+
 @app.command("simulate")
 def simulate(
     config: Annotated[Path, typer.Option("--config", help="fleet YAML file")],
     speed: Annotated[float | None, typer.Option(help="sim seconds per wall second (default: the file's)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
     stepped: Annotated[bool, typer.Option(help="hold the clock; step it with POST /clock/step")] = False,
+    log_level: LogLevel = None,
+    log_format: LogFormat = None,
 ) -> None:
     """Run the simulated fleet: print every endpoint and the control channel; stop with Ctrl-C."""
     from sparcs.simulators.cli import SimulateError, run_simulate
 
     cfg = load_or_exit(config)
+    setup_logging(cfg, log_level, log_format)
     try:
         run_simulate(cfg, speed=speed, as_json=json_out, stepped=stepped)
     except SimulateError as exc:
@@ -314,13 +399,15 @@ def run(
     host: Annotated[str | None, typer.Option("--host", help="API address; default: api.host")] = None,
     port: Annotated[int | None, typer.Option("--port", help="API port; default: api.port")] = None,
     data_dir: DataDir = Path("data"),
+    log_level: LogLevel = None,
+    log_format: LogFormat = None,
     no_migrate: Annotated[
         bool, typer.Option("--no-migrate", help="refuse an older store instead of upgrading it (`sparcs db upgrade`)")
     ] = False,
 ) -> None:
-    """The controller and its API; with a `simulation` section also the simulated fleet (the demo)."""
+    """The controller and its API; with a `simulation` section also the simulated fleet (the demo).
+    SIGHUP reloads the fleet file."""
     import asyncio
-    import logging
     import sys
 
     from sparcs.run import RunError
@@ -331,7 +418,7 @@ def run(
         sys.stdout.flush()  # the URL and token must show at once, also through a pipe
 
     cfg = load_or_exit(config)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    on_logging = setup_logging(cfg, log_level, log_format)
     try:
         asyncio.run(
             serve(
@@ -340,11 +427,65 @@ def run(
                 port=cfg.api.port if port is None else port,
                 data_dir=data_dir,
                 echo=echo,
+                config_path=config,
+                on_logging=on_logging,
+                log_level=log_level or cfg.logging.level,
+                log_format=log_format or cfg.logging.format,
                 migrate_schema=not no_migrate,
             )
         )
     except RunError as exc:
         raise fail(str(exc)) from None
+
+
+@app.command("edge")
+def edge(
+    config: Annotated[Path, typer.Option("--config", help="fleet YAML file with a broker section")],
+    site: Annotated[list[str] | None, typer.Option("--site", help="a site of this edge (repeat); default: all")] = None,
+    edge_id: Annotated[str | None, typer.Option("--edge", help="edge id in broker.edges; default: the sites'")] = None,
+    data_dir: DataDir = Path("data"),
+) -> None:
+    """An edge gateway: polls its sites' devices, keeps their limits, follows the central's plans (docs/edges.md)."""
+    import asyncio
+    import logging
+    import sys
+
+    from sparcs.edge_run import EdgeRunError, choose_edge, run_edge
+
+    def echo(line: str) -> None:
+        typer.echo(line)
+        sys.stdout.flush()
+
+    cfg = load_or_exit(config)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        chosen = choose_edge(cfg, edge_id, site or [])
+        asyncio.run(run_edge(cfg, chosen, site or [], data_dir, echo))
+    except EdgeRunError as exc:
+        raise fail(str(exc)) from None
+
+
+@bench_app.command("edges")
+def bench_edges(
+    sites: Annotated[int, typer.Option(min=1, max=20_000, help="sites, each behind its own edge")] = 100,
+    light: Annotated[bool, typer.Option("--light", help="synthetic telemetry without Modbus")] = False,
+    poll_interval: Annotated[float, typer.Option(min=1.0, max=60.0, help="edge poll interval, s")] = 10.0,
+    duration: Annotated[float, typer.Option(min=10.0, max=3600.0, help="measured window, s")] = 60.0,
+    workers: Annotated[int, typer.Option(min=1, max=32, help="processes the edges run in")] = 4,
+    json_out: Annotated[bool, typer.Option("--json", help="one line of JSON")] = False,
+) -> None:
+    """N edges, one Mosquitto (TLS, ACL), one central: telemetry age, plan fan-out, central CPU, broker load."""
+    import asyncio
+    import json
+
+    from sparcs.edge.mosquitto import BrokerError
+    from sparcs.edge_bench import run_edge_bench
+
+    try:
+        result = asyncio.run(run_edge_bench(sites, light, poll_interval, duration, workers))
+    except BrokerError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(json.dumps(result) if json_out else json.dumps(result, indent=2))
 
 
 @app.command("twin")
@@ -359,11 +500,14 @@ def twin(
     out: Annotated[Path, typer.Option("--out", help="folder for report.json, plots, summary.md")] = Path("twin-out"),
     jobs: Annotated[int, typer.Option("--jobs", min=1, max=8, help="strategies replayed at once")] = 1,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    log_level: LogLevel = None,
+    log_format: LogFormat = None,
 ) -> None:
     """Replay a day against the simulated fleet on a stepped clock, once per strategy; write KPIs and plots."""
     from sparcs.twin.run import TwinError, parse_day, run_twin
 
     cfg = load_or_exit(config)
+    setup_logging(cfg, log_level, log_format)
     try:
         run_twin(cfg, parse_day(date), scenario, strategy or [], out, jobs=jobs, progress=progress)
     except TwinError as exc:

@@ -4,7 +4,8 @@ this one publishes and forwards commands to it; with a `simulation` section also
 in a third process (real time, :mod:`sparcs.demo`), so the demo runs on one machine. A slow client,
 a large answer or a burst of API requests never delays polling, the export guard or the writer
 (docs/architecture.md "The API beside the control loop"); an API process that ends is started again
-while control goes on. Stops cleanly on Ctrl-C or SIGTERM.
+while control goes on. Stops cleanly on Ctrl-C or SIGTERM; reloads the fleet file on SIGHUP
+(docs/operations.md "Reload").
 
 Against real devices (no `simulation` section) nothing here imports the simulators: :mod:`sparcs.demo`
 is imported only when the config has that section.
@@ -25,16 +26,19 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from sparcs.config.schema import FleetConfig
+from sparcs.config.schema import FleetConfig, LoggingConfig
 from sparcs.controller.api_link import ApiLink
 from sparcs.controller.api_process import ApiProcess
+from sparcs.controller.api_server import TlsError, check_tls
 from sparcs.controller.auth import create_token
 from sparcs.controller.cycle import Clock, Controller, WallClock
 from sparcs.controller.migrate import MigrationError
 from sparcs.controller.planning import PriceFileError
 from sparcs.controller.pool_server import PoolServer
+from sparcs.controller.reload import Reloader
 from sparcs.controller.scheduler import ControlScheduler
 from sparcs.controller.store import Store
+from sparcs.drivers.checks import check_devices
 from sparcs.factory import build_controller
 
 if TYPE_CHECKING:
@@ -75,14 +79,16 @@ def demo_token(store: Store) -> str:
     return create_token(store, DEMO_TOKEN_NAME, "operator", time.time())
 
 
-async def _start_api(api: ApiProcess, ctl: Controller, on_signal: Callable[[int, object], None]) -> ApiLink:
+async def _start_api(
+    api: ApiProcess, ctl: Controller, reloader: Reloader | None, on_signal: Callable[[int, object], None]
+) -> ApiLink:
     """Start the API process with Ctrl-C ignored (a disposition it inherits, like the solver's) and link it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         send, receive = api.start()
     finally:
         signal.signal(signal.SIGINT, on_signal)
-    link = ApiLink(ctl, send, receive)
+    link = ApiLink(ctl, send, receive, reloader)
     await link.start()
     if not await link.ready(API_START_TIMEOUT_S):
         log.warning("the API process has not started serving after %.0f s", API_START_TIMEOUT_S)
@@ -96,11 +102,18 @@ async def run(
     port: int,
     data_dir: Path,
     echo: Callable[[str], None],
+    config_path: Path | None = None,
+    on_logging: Callable[[LoggingConfig], None] | None = None,
+    log_level: str = "warning",
+    log_format: str = "text",
     migrate_schema: bool = True,
 ) -> None:
     """Run until SIGINT or SIGTERM, then stop the scheduler, the API, the devices' connections and the fleet.
 
-    An older store is upgraded first (``migrate_schema``), else refused naming `sparcs db upgrade`."""
+    An older store is upgraded first (``migrate_schema``), else refused naming `sparcs db upgrade`.
+    ``config_path``: the fleet file, reloaded on SIGHUP and POST /api/v1/admin/reload
+    (:mod:`sparcs.controller.reload`; ``on_logging`` applies a changed ``logging`` section);
+    ``log_level``, ``log_format``: the API process's log (uvicorn's records included)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -110,7 +123,28 @@ async def run(
     # From the start, Ctrl-C and SIGTERM only ask to stop; the clean-up below always runs.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
+    reloader: Reloader | None = None
 
+    def on_hangup(_sig: int, _frame: object) -> None:
+        """SIGHUP reloads the fleet file once the controller runs (before that it is only logged)."""
+        if reloader is None:
+            log.warning("SIGHUP ignored: the controller is still starting, or was not started from a file")
+        else:
+            loop.call_soon_threadsafe(reload_on_signal)
+
+    def reload_on_signal() -> None:
+        """Reload, then send the running configuration to the API process (it holds a copy)."""
+        if reloader is not None:
+            reloader.reload_on_signal()
+        if link is not None:
+            link.reloaded()
+
+    signal.signal(signal.SIGHUP, on_hangup)
+
+    try:
+        check_tls(cfg.api)  # before anything starts: a wrong certificate path is one line
+    except TlsError as exc:
+        raise RunError(str(exc)) from None
     try:
         store = Store(cfg.storage.url, data_dir=data_dir, migrate_schema=migrate_schema)
     except MigrationError as exc:
@@ -126,6 +160,11 @@ async def run(
     sock: socket.socket | None = None
     pool: PoolServer | None = None
     try:
+        devices = check_devices(cfg)  # a wrong-kind profile is a line naming the device, not a traceback
+        if devices.problems:
+            raise RunError("\n".join(devices.problems))
+        for note in devices.notes:
+            echo(note)
         clock: Clock
         if cfg.simulation is not None:
             from sparcs.demo import start_demo_fleet  # the simulators: only for the demo
@@ -154,8 +193,9 @@ async def run(
             await asyncio.to_thread(ctl.planner.start)
         finally:
             signal.signal(signal.SIGINT, on_signal)
-        api = ApiProcess(cfg, data_dir, sock)
-        link = await _start_api(api, ctl, on_signal)
+        reloader = Reloader(ctl, config_path, on_logging) if config_path is not None else None
+        api = ApiProcess(cfg, data_dir, sock, log_level, log_format)
+        link = await _start_api(api, ctl, reloader, on_signal)
         sched = ControlScheduler(ctl)
         sched.start()
         if cfg.pool is not None:  # the SunSpec pool interface (docs/interfaces.md)
@@ -167,7 +207,8 @@ async def run(
                     f"pool: cannot listen on {cfg.pool.host}:{cfg.pool.port}: {exc}; change pool.port"
                 ) from None
             echo(f"SunSpec pool interface: {cfg.pool.host}:{pool_port}, units {sorted(pool.images)}")
-        url = f"http://{host if ':' not in host else f'[{host}]'}:{bound_port}"
+        scheme = "https" if cfg.api.tls_cert_file is not None else "http"
+        url = f"{scheme}://{host if ':' not in host else f'[{host}]'}:{bound_port}"
         n_dev = sum(len(s.devices) for s in cfg.sites)
         echo(f"SPARCS controller: {url}/  (dashboard; API: {url}/api/v1, docs: {url}/docs, metrics: {url}/metrics)")
         echo(f"fleet: {len(cfg.sites)} sites, {n_dev} devices" + (" (simulated, real time)" if fleet else ""))
@@ -184,7 +225,7 @@ async def run(
             if not stop.is_set() and not api.alive():  # control goes on; the API comes back
                 log.error("the API process ended (exit code %s); starting it again", api.exitcode())
                 await link.close()
-                link = await _start_api(api, ctl, on_signal)
+                link = await _start_api(api, ctl, reloader, on_signal)
     finally:
         if pool is not None:
             await pool.stop()

@@ -13,6 +13,7 @@ one side cannot hide behind the same bug on the other).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -47,8 +48,10 @@ KEY_UNITS: dict[str, tuple[str, ...]] = {
     "pv_limit_w": ("W", "kW"),
     "battery_setpoint_w": ("W", "kW"),
     "revert_timer_s": ("s",),
+    "heartbeat": ("",),
+    "battery_mode": ("",),
 }
-CONTROL_KEYS = ("pv_limit_pct", "pv_limit_w", "battery_setpoint_w", "revert_timer_s")
+CONTROL_KEYS = ("pv_limit_pct", "pv_limit_w", "battery_setpoint_w", "revert_timer_s", "heartbeat", "battery_mode")
 StateName = Literal["producing", "limited", "standby", "off"]
 
 
@@ -84,6 +87,29 @@ class WriteStep(_Strict):
     value: int = Field(description="raw register value")
 
 
+FailSafeKind = Literal["revert_timer", "watchdog", "none"]
+
+
+class FailSafe(_Strict):
+    """What the device does on its own when the controller stops writing (docs/devices.md "Fail-safes").
+
+    - ``revert_timer``: the map's ``revert_timer_s`` register is written before every setpoint; the
+      device drops the setpoint when that many seconds have passed without a new write;
+    - ``watchdog``: the device drops the setpoint when its ``heartbeat`` register has not been written
+      for ``interval_s`` (devices report and act on a missed heartbeat late: a 60 s watchdog may fire
+      at ~80 s, so the writer refreshes well within the interval, never near it);
+    - ``none``: a setpoint stays in force until the next write, also if the controller dies; such a
+      device is monitor-only unless its fleet entry sets ``accept_no_fail_safe``.
+    """
+
+    kind: FailSafeKind
+    interval_s: float | None = Field(
+        default=None, gt=0, le=86_400, description="watchdog: seconds without a heartbeat before the device falls back"
+    )
+    heartbeat: str | None = Field(default=None, description="watchdog: the key of the heartbeat register")
+    note: str = Field(default="", description="what the vendor's documentation says the device does")
+
+
 class RegisterMap(_Strict):
     """A vendor register map for one device kind."""
 
@@ -103,6 +129,10 @@ class RegisterMap(_Strict):
     battery_release: list[WriteStep] = Field(
         default_factory=list, description="writes that hand the battery back to its own control"
     )
+    battery_enable: list[WriteStep] = Field(
+        default_factory=list, description="writes before every battery setpoint that put the device under our control"
+    )
+    fail_safe: FailSafe = Field(description="what the device does when the controller stops writing")
 
     @model_validator(mode="after")
     def _consistent(self) -> RegisterMap:
@@ -116,15 +146,36 @@ class RegisterMap(_Strict):
                 problems.append(f"registers.{key}.access: a control register must be 'rw'")
             if key in CONTROL_KEYS and reg.table != "holding":
                 problems.append(f"registers.{key}.table: a control register must be a holding register")
-        for field_name in ("pv_limit_release", "battery_release"):
+        for field_name in ("pv_limit_release", "battery_release", "battery_enable"):
             for i, step in enumerate(getattr(self, field_name)):
                 if step.key not in self.registers:
                     problems.append(f"{field_name}[{i}].key: '{step.key}' is not in registers")
         if self.state_codes and "operating_state" not in self.registers:
             problems.append("state_codes: the map has no operating_state register")
+        problems += self._fail_safe_problems()
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _fail_safe_problems(self) -> list[str]:
+        fs = self.fail_safe
+        out = []
+        if fs.kind == "revert_timer" and "revert_timer_s" not in self.registers:
+            out.append("fail_safe.kind: 'revert_timer' needs a revert_timer_s register")
+        if fs.kind != "revert_timer" and "revert_timer_s" in self.registers:
+            out.append(
+                f"fail_safe.kind: the map has a revert_timer_s register; declare 'revert_timer', not '{fs.kind}'"
+            )
+        if fs.kind == "watchdog":
+            if fs.interval_s is None:
+                out.append("fail_safe.interval_s: a watchdog needs its interval in seconds")
+            if fs.heartbeat is None or fs.heartbeat not in self.registers:
+                out.append("fail_safe.heartbeat: a watchdog needs the key of its heartbeat register in registers")
+        elif fs.interval_s is not None or fs.heartbeat is not None:
+            out.append("fail_safe: interval_s and heartbeat belong to kind 'watchdog' only")
+        if "heartbeat" in self.registers and fs.heartbeat != "heartbeat":
+            out.append("registers.heartbeat: name it as fail_safe.heartbeat (kind 'watchdog')")
+        return out
 
 
 MapT = TypeVar("MapT", bound=RegisterMap)
@@ -149,10 +200,19 @@ def load_register_map_file(path: Path, cls: type[MapT] = RegisterMap) -> MapT:  
         raise ProfileError("\n".join(lines)) from None
 
 
-def load_register_map(name: str, directory: Path = PROFILE_DIR, cls: type[MapT] = RegisterMap) -> MapT:  # type: ignore[assignment]
-    """The map ``name`` (a file ``<name>.yaml`` in ``directory``, default config/profiles/) as ``cls``."""
-    path = directory / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in directory.glob("*.yaml"))
-        raise ProfileError(f"profile '{name}' not found in {directory}; known profiles: {', '.join(known) or 'none'}")
-    return load_register_map_file(path, cls)
+def load_register_map(
+    name: str,
+    directory: Path = PROFILE_DIR,
+    cls: type[MapT] = RegisterMap,  # type: ignore[assignment]
+    first: Sequence[Path] = (),
+) -> MapT:
+    """The map ``name`` (a file ``<name>.yaml``) as ``cls``: from the folders ``first`` (a fleet's
+    ``profiles_dir``) in order, else from ``directory`` (default config/profiles/)."""
+    folders = [*first, directory]
+    for folder in folders:
+        path = folder / f"{name}.yaml"
+        if path.is_file():
+            return load_register_map_file(path, cls)
+    known = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
+    where = " or ".join(str(f) for f in folders)
+    raise ProfileError(f"profile '{name}' not found in {where}; known profiles: {', '.join(known) or 'none'}")

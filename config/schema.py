@@ -23,11 +23,17 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
 
-DeviceKind = Literal["pv_inverter", "battery", "meter"]
+DeviceKind = Literal["pv_inverter", "battery", "meter", "hybrid"]
+"""``hybrid``: one device (one unit id) with a PV and a battery role, e.g. a hybrid inverter."""
+PV_KINDS = ("pv_inverter", "hybrid")
+"""Device kinds that take PV limits."""
+BATTERY_KINDS = ("battery", "hybrid")
+"""Device kinds that take battery setpoints."""
 FaultMode = Literal[
     "offline",  # port closed: connections are refused
     "no_reply",  # requests are swallowed: the client times out
@@ -46,7 +52,10 @@ FaultMode = Literal[
 def _aware(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("timestamp needs a UTC offset, e.g. 2026-06-21T12:00:00+02:00")
-    return value.astimezone(dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-12:00 lies past the calendar's end in UTC
+        raise ValueError("timestamp lies outside the years 1..9999 in UTC") from None
 
 
 AwareDatetime = Annotated[dt.datetime, AfterValidator(_aware)]
@@ -139,6 +148,104 @@ class Tariff(Strict):
     )
 
 
+# -- tariffs (docs/tariffs.md) ---------------------------------------------------------------------
+# A site's tariff is inline (the fixed ``Tariff`` above) or the name of one in the fleet's ``tariffs``
+# section; §14a module 3 grid fees are a schedule per grid operator in ``grid_operators``. The
+# maths lives in config/tariffs.py.
+
+LocalTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")]
+"""A wall-clock time of day in Europe/Berlin, ``HH:MM`` (``24:00`` = the end of the day)."""
+
+
+class GridFeeWindow(Strict):
+    """One time window of a §14a module 3 grid fee: from ``start`` to ``end`` local time (Europe/Berlin;
+    ``end`` before ``start`` wraps over midnight), in the calendar quarters listed, at ``eur_per_kwh``
+    (net of VAT)."""
+
+    start: LocalTime
+    end: LocalTime
+    eur_per_kwh: float = Field(ge=0, le=2)
+    quarters: list[Literal[1, 2, 3, 4]] = Field(default=[1, 2, 3, 4], min_length=1)
+    name: str = Field(default="", description="e.g. NT (low) or HT (high)")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> GridFeeWindow:
+        if self.start == self.end or (self.start == "00:00" and self.end == "24:00"):
+            raise ValueError("a window from start to end must not be empty or the whole day; use standard_eur_per_kwh")
+        return self
+
+
+class GridOperatorFees(Strict):
+    """A grid operator's per-kWh grid fee (net of VAT): the standard fee, and the §14a module 3 windows
+    in which it differs. Windows of one quarter must not overlap."""
+
+    standard_eur_per_kwh: float = Field(ge=0, le=2)
+    windows: list[GridFeeWindow] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> GridOperatorFees:
+        for q in (1, 2, 3, 4):
+            taken = [0] * 1440
+            for w in self.windows:
+                if q not in w.quarters:
+                    continue
+                a, b = _minute(w.start), _minute(w.end)
+                for m in range(a, b) if a < b else [*range(a, 1440), *range(0, b)]:
+                    if taken[m]:
+                        raise ValueError(f"windows overlap at {m // 60:02d}:{m % 60:02d} in quarter {q}")
+                    taken[m] = 1
+        return self
+
+
+def _minute(hhmm: str) -> int:
+    """Minutes since midnight of a :data:`LocalTime`."""
+    h, m = hhmm.split(":")
+    return int(h) * 60 + int(m)
+
+
+class ImportTariff(Strict):
+    """What a kWh imported costs, EUR/kWh gross (VAT included).
+
+    ``fixed``: ``eur_per_kwh`` all-in; with ``grid_operator`` its module 3 windows shift it by
+    (window fee − standard fee) × (1 + VAT). ``dynamic``: (day-ahead price / 1000 + ``fees_eur_per_kwh``
+    + the grid fee of the quarter-hour) × (1 + ``vat``), the grid fee the operator's (standard outside
+    its windows) or none without ``grid_operator`` (then ``fees_eur_per_kwh`` includes it)."""
+
+    kind: Literal["fixed", "dynamic"] = "fixed"
+    eur_per_kwh: float | None = Field(default=None, ge=0, le=10, description="fixed: the all-in price")
+    fees_eur_per_kwh: float = Field(
+        default=0.0, ge=0, le=2, description="dynamic: supplier margin, levies, taxes per kWh, net of VAT"
+    )
+    vat: float = Field(default=0.19, ge=0, le=1, description="VAT as a fraction (0.19 = 19 %)")
+    grid_operator: str | None = Field(default=None, description="a name in the fleet's grid_operators section")
+
+    @model_validator(mode="after")
+    def _priced(self) -> ImportTariff:
+        if self.kind == "fixed" and self.eur_per_kwh is None:
+            raise ValueError("a fixed import tariff needs eur_per_kwh")
+        if self.kind == "dynamic" and self.eur_per_kwh is not None:
+            raise ValueError("a dynamic import tariff takes fees_eur_per_kwh and vat, not eur_per_kwh")
+        return self
+
+
+class ExportTariff(Strict):
+    """What a kWh exported earns, EUR/kWh: ``fixed`` = the feed-in remuneration ``eur_per_kwh``;
+    ``market`` = direct marketing at the day-ahead price (/ 1000). Either way nothing in a
+    negative-price quarter-hour for a site under the negative-price rule."""
+
+    kind: Literal["fixed", "market"] = "fixed"
+    eur_per_kwh: float = Field(default=0.08, ge=-1, le=10, description="fixed: the remuneration")
+
+
+class TariffConfig(Strict):
+    """A named tariff: import and export (see :class:`ImportTariff`, :class:`ExportTariff`)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    import_: ImportTariff = Field(alias="import")
+    export: ExportTariff = ExportTariff()
+
+
 class DeviceConfig(Strict):
     """One device of a site: its endpoint, unit id and the protocol that reads and writes it.
 
@@ -155,15 +262,35 @@ class DeviceConfig(Strict):
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description="a registered device protocol: sunspec, profile, or one a plug-in registers (docs/devices.md)",
     )
-    profile: str | None = Field(default=None, description="name of a register map in config/profiles/")
+    profile: str | None = Field(
+        default=None, description="name of a register map in the fleet's profiles_dir or config/profiles/"
+    )
     control: bool = Field(default=True, description="false = monitor only: read, never write")
     invert_sign: bool = Field(default=False, description="the device reports power with the opposite sign")
+    accept_no_fail_safe: bool = Field(
+        default=False,
+        description="write setpoints although the device has no revert timer or watchdog: a limit then stays "
+        'in force if the controller stops (docs/devices.md "Fail-safes"); without it such a device is monitor-only',
+    )
+    watchdog_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        description="the watchdog interval set on this device, where it differs from its profile's "
+        "fail_safe.interval_s (SMA and KOSTAL timeouts are set by the installer)",
+    )
+    _profile_dirs: tuple[Path, ...] = PrivateAttr(default=())
 
     @model_validator(mode="after")
     def _profile_named(self) -> DeviceConfig:
         if self.protocol == "profile" and not self.profile:
             raise ValueError("protocol 'profile' needs 'profile': the name of a file in config/profiles/")
         return self
+
+    @property
+    def profile_dirs(self) -> tuple[Path, ...]:
+        """Where the device's profile is looked up first (the fleet's ``profiles_dir``); then config/profiles/."""
+        return self._profile_dirs
 
     @property
     def endpoint(self) -> tuple[str, int]:
@@ -180,7 +307,9 @@ class SiteConfig(Strict):
     battery: BatteryConfig | None = None
     load: LoadConfig = LoadConfig()
     grid: GridConnection = GridConnection()
-    tariff: Tariff = Tariff()
+    tariff: Tariff | str = Field(
+        default=Tariff(), description="a fixed tariff inline, or the name of one in the fleet's tariffs section"
+    )
     devices: list[DeviceConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -188,17 +317,21 @@ class SiteConfig(Strict):
         kinds = [d.kind for d in self.devices]
         if kinds.count("meter") > 1:
             raise ValueError("a site has at most one meter at its grid connection point")
-        if "battery" in kinds and self.battery is None:
-            raise ValueError("a battery device needs the site's 'battery' section (capacity, power limits)")
+        if any(k in BATTERY_KINDS for k in kinds) and self.battery is None:
+            raise ValueError("a battery or hybrid device needs the site's 'battery' section (capacity, power limits)")
         return self
 
 
 class DeviceVariant(Strict):
     """How a simulated device presents itself on the wire."""
 
-    models: Literal["classic", "der", "float"] = Field(
+    models: Literal["classic", "der", "float", "802"] = Field(
         default="classic",
-        description="classic = 10x/120/121/122/123(/124); der = 701/702/704(/713); float = 11x instead of 10x",
+        description="classic = 10x/120/121/122/123(/124); der = 701/702/704(/713); float = 11x instead of 10x; "
+        "802 = a battery serving only the SunSpec 2 battery model 802 (no inverter or control model)",
+    )
+    mppt_strings: int = Field(
+        default=0, ge=0, le=8, description="PV inverters: serve model 160 (MPPT) with this many strings; 0 = none"
     )
     base_address: Literal[0, 40000, 50000] = 40000
     common_len: Literal[65, 66] = 66
@@ -277,11 +410,42 @@ class DispatchConfig(Strict):
     schedule_penalty_eur_per_kwh: float = Field(default=1.0, ge=0)
 
 
+class EntsoeConfig(Strict):
+    """The ENTSO-E transparency platform's REST API (day-ahead prices, documentType A44)."""
+
+    token: str = Field(min_length=1, description="the platform's security token")
+    bidding_zone: str = Field(default="10Y1001A1001A82H", description="EIC of the bidding zone (DE-LU)")
+    url: str = Field(default="https://web-api.tp.entsoe.eu/api")
+    timeout_s: float = Field(default=20.0, gt=0, le=120)
+
+
 class MarketConfig(Strict):
-    """Day-ahead prices (EUR/MWh, quarter-hourly); a flat price when no series is loaded."""
+    """Day-ahead prices (EUR/MWh, quarter-hourly) from one source: a CSV file (``prices_csv``), a CSV at
+    a URL (``prices_url``) or ENTSO-E (``entsoe``); a flat price only when no source is configured.
+    Periods a configured source has no price for are never filled with a flat price (docs/tariffs.md)."""
 
     prices_csv: Path | None = Field(default=None, description="CSV with columns timestamp,eur_per_mwh")
+    prices_url: str | None = Field(default=None, description="http(s) URL of such a CSV, fetched again when due")
+    entsoe: EntsoeConfig | None = None
+    refresh_interval_s: float = Field(default=900.0, ge=10, le=86_400, description="how often a URL is fetched")
+    tomorrow_expected_by: LocalTime = Field(
+        default="14:00", description="Europe/Berlin time by which tomorrow's prices must be known, else an alarm"
+    )
     flat_price_eur_per_mwh: float = Field(default=80.0, ge=-500, le=4000)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> MarketConfig:
+        given = [k for k in ("prices_csv", "prices_url", "entsoe") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one price source, not {' and '.join(given)}")
+        if self.prices_url is not None and not self.prices_url.startswith(("http://", "https://")):
+            raise ValueError("prices_url must start with http:// or https://")
+        return self
+
+    @property
+    def has_source(self) -> bool:
+        """True when a day-ahead series is configured (then the flat price is never used)."""
+        return self.prices_csv is not None or self.prices_url is not None or self.entsoe is not None
 
 
 class WeatherSourceConfig(Strict):
@@ -336,6 +500,28 @@ class ApiConfig(Strict):
     nice: int = Field(
         default=10, ge=0, le=19, description="niceness of the API process: the control process is served first"
     )
+    # Security of the API (docs/security.md): TLS from certificate files, and failed sign-ins limited
+    # per client address.
+    tls_cert_file: Path | None = Field(default=None, description="PEM certificate (chain) to serve HTTPS with")
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file")
+    signin_max_failures: int = Field(
+        default=10, ge=1, le=10_000, description="failed sign-ins a client address may make per signin_window_s"
+    )
+    signin_window_s: float = Field(default=60.0, gt=0, le=86_400, description="window of signin_max_failures")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: give both (HTTPS) or neither (HTTP)")
+        return self
+
+
+class LoggingConfig(Strict):
+    """The log of the long-running commands (docs/operations.md "Logs"); --log-level and --log-format
+    override it."""
+
+    level: Literal["debug", "info", "warning", "error"] = "warning"
+    format: Literal["text", "json"] = Field(default="text", description="json: one JSON object per line")
 
 
 class TableRetention(Strict):
@@ -365,6 +551,44 @@ class StorageConfig(Strict):
         description="history rows held in memory while the store fails; beyond it the oldest are dropped as a gap",
     )
     write_retry_s: float = Field(default=5.0, gt=0, le=600, description="seconds between tries of a failed write")
+
+
+class EdgeConfig(Strict):
+    """One edge gateway: the sites it polls and the broker credential it connects with (docs/edges.md)."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the edge's id and its broker username")
+    sites: list[str] = Field(min_length=1, description="ids of the sites this edge polls")
+    password_file: Path | None = Field(
+        default=None, description="file holding the edge's broker password (one line); default: none"
+    )
+
+
+class BrokerConfig(Strict):
+    """The MQTT broker between edges and the central (docs/edges.md); sites of an edge are polled by it."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8883, ge=1, le=65535)
+    tls: bool = Field(default=True, description="TLS to the broker; off only on a trusted loopback")
+    ca_file: Path | None = Field(default=None, description="CA certificate that signed the broker's certificate")
+    username: str = Field(default="central", description="the central's broker username")
+    password_file: Path | None = Field(default=None, description="file holding the central's broker password")
+    plan_hours: float = Field(
+        default=6.0, gt=0, le=72, description="hours of the plan sent to an edge; it is valid until their end"
+    )
+    max_clock_skew_s: float = Field(
+        default=5.0, gt=0, le=3600, description="an edge clock further off the central's than this is an alarm"
+    )
+    edges: list[EdgeConfig] = Field(default_factory=list)
+
+    def edge_of(self, site_id: str) -> EdgeConfig | None:
+        """The edge that polls ``site_id``, or None when the central polls it directly."""
+        return next((e for e in self.edges if site_id in e.sites), None)
+
+    def edge(self, edge_id: str) -> EdgeConfig:
+        for e in self.edges:
+            if e.id == edge_id:
+                return e
+        raise KeyError(f"unknown edge '{edge_id}'; broker.edges lists the edges")
 
 
 # --- groups, the SunSpec pool interface, control-box relay inputs (docs/interfaces.md) -------------
@@ -455,13 +679,32 @@ class FleetConfig(Strict):
     grid: GridRules = GridRules()
     api: ApiConfig = ApiConfig()
     storage: StorageConfig = StorageConfig()
+    broker: BrokerConfig | None = None
+    tariffs: dict[str, TariffConfig] = Field(default_factory=dict, description="named tariffs sites refer to")
+    grid_operators: dict[str, GridOperatorFees] = Field(
+        default_factory=dict, description="grid fees per grid operator (§14a module 3 windows)"
+    )
     groups: list[GroupConfig] = Field(default_factory=list, description="named groups of sites")
     pool: PoolConfig | None = Field(default=None, description="the SunSpec pool interface; null = off")
     relay_inputs: list[RelayInputConfig] = Field(default_factory=list, description="control-box relay contacts")
+    profiles_dir: Path | None = Field(
+        default=None,
+        description="a folder of your own vendor profiles (YAML), looked up before config/profiles/; "
+        "relative to the fleet file",
+    )
+    logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
     def _unique_and_consistent(self) -> FleetConfig:
+        self.set_profiles_dir(self.profiles_dir)
         problems: list[str] = []
+        for k, s in enumerate(self.sites):
+            if isinstance(s.tariff, str) and s.tariff not in self.tariffs:
+                problems.append(f"sites[{k}:{s.id}].tariff: unknown tariff '{s.tariff}'; define it under tariffs")
+        for name, t in self.tariffs.items():
+            op = t.import_.grid_operator
+            if op is not None and op not in self.grid_operators:
+                problems.append(f"tariffs.{name}.import.grid_operator: unknown grid operator '{op}'")
         for what, ids in (
             ("site id", [s.id for s in self.sites]),
             ("device id", [d.id for s in self.sites for d in s.devices]),
@@ -493,10 +736,20 @@ class FleetConfig(Strict):
             ports = {d.port for s in self.sites for d in s.devices}
             if self.simulation.control_port in ports:
                 problems.append(f"simulation.control_port {self.simulation.control_port} is a device port")
+        if self.broker is not None:
+            problems += _broker_problems(self.broker, {s.id for s in self.sites})
         problems += external_problems(self.groups, self.pool, self.relay_inputs, {s.id for s in self.sites})
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def set_profiles_dir(self, folder: Path | None) -> None:
+        """Use ``folder`` as the fleet's profiles folder, for every device's profile lookup."""
+        if folder != self.profiles_dir:
+            self.profiles_dir = folder
+        for s in self.sites:
+            for d in s.devices:
+                d._profile_dirs = () if folder is None else (folder,)
 
     def site(self, site_id: str) -> SiteConfig:
         for s in self.sites:
@@ -512,6 +765,24 @@ class FleetConfig(Strict):
             if g.id == group_id:
                 return g
         raise KeyError(f"unknown group '{group_id}'")
+
+
+def _broker_problems(broker: BrokerConfig, site_ids: set[str]) -> list[str]:
+    """Edges with unknown or shared sites, and edge ids used twice or as the central's username."""
+    problems = []
+    owner: dict[str, str] = {}
+    seen: set[str] = set()
+    for e in broker.edges:
+        if e.id in seen or e.id == broker.username:
+            problems.append(f"broker.edges: edge id '{e.id}' is used twice or is the central's username")
+        seen.add(e.id)
+        for sid in e.sites:
+            if sid not in site_ids:
+                problems.append(f"broker.edges[{e.id}].sites: unknown site '{sid}'")
+            elif sid in owner:
+                problems.append(f"broker.edges[{e.id}].sites: site '{sid}' is polled by edge '{owner[sid]}' already")
+            owner[sid] = e.id
+    return problems
 
 
 class ConfigError(Exception):
@@ -582,8 +853,19 @@ def load_config(path: str | Path) -> FleetConfig:
         raise ConfigError(str(path), [f"(file): not valid YAML: {exc}"]) from None
     cfg = validate_config(data, str(path))
     base = path.resolve().parent
+    if cfg.profiles_dir is not None and not cfg.profiles_dir.is_absolute():
+        cfg.set_profiles_dir(base / cfg.profiles_dir)
     if cfg.market.prices_csv is not None and not cfg.market.prices_csv.is_absolute():
         cfg.market.prices_csv = base / cfg.market.prices_csv
+    if cfg.broker is not None:  # the broker's files, relative to the fleet file
+        b = cfg.broker
+        b.ca_file, b.password_file = (None if f is None else base / f for f in (b.ca_file, b.password_file))
+        for e in b.edges:
+            e.password_file = None if e.password_file is None else base / e.password_file
+    for key in ("tls_cert_file", "tls_key_file"):
+        tls_path = getattr(cfg.api, key)
+        if tls_path is not None and not tls_path.is_absolute():
+            setattr(cfg.api, key, base / tls_path)
     weather_csv = cfg.forecast.weather.csv
     if weather_csv is not None and not weather_csv.is_absolute():
         cfg.forecast.weather.csv = base / weather_csv

@@ -20,7 +20,7 @@ from sparcs.drivers.writer import WriteResult
 
 log = logging.getLogger("sparcs.alarms")
 
-FOLLOWED_PREFIXES = ("device:", "write:", "relay:")
+FOLLOWED_PREFIXES = ("device:", "write:", "relay:", "prices:")
 """Sources whose open alarms are taken over from the store at start-up."""
 
 
@@ -79,12 +79,13 @@ class Alarms:
             )
 
     def writes(self, results: Mapping[str, WriteResult], now: float) -> None:
-        """A setpoint that could not be written, or reads back differently, is an alarm until it is in
-        force: a later result of ``unchanged`` (in force and read back) or ``skipped`` clears it."""
+        """A setpoint that could not be written, reads back differently, or that the device can only
+        approach (``shortfall_w``: K1's 0 W held at a floor) is an alarm until it is in force: a later
+        result of ``unchanged`` (in force and read back) or ``skipped`` clears it."""
         for dev_id, r in results.items():
             self.follow(
                 f"write:{dev_id}",
-                r.action == "failed" or r.mismatch,
+                r.action == "failed" or r.mismatch or bool(r.shortfall_w),
                 now,
                 f"setpoint for {dev_id} not in force: {r.detail or 'it reads back differently'}",
             )

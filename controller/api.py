@@ -1,4 +1,4 @@
-"""The operator API: FastAPI under /api/v1 (OpenAPI docs at /docs), plus /healthz, /readyz, /metrics.
+"""The operator API: FastAPI under /api/v1 (OpenAPI docs at /docs, from local files), plus /healthz, /readyz, /metrics.
 
 :func:`build_app` builds the app over a read model
 (:class:`~sparcs.controller.read_model.ControllerView`), a way into the command path
@@ -6,14 +6,17 @@
 (:class:`~sparcs.controller.auth.TokenBook`), which it puts on ``app.state``, where the providers
 of :mod:`~sparcs.controller.api_deps` hand them to the routes; installs the error handlers; and
 includes the routers (:mod:`~sparcs.controller.api_probes`, :mod:`~sparcs.controller.api_read`,
-:mod:`~sparcs.controller.api_commands`, :mod:`~sparcs.controller.api_tokens`) and the dashboard.
-:func:`create_app` is that app over a controller in this process; `sparcs run` serves the same app
-from a process of its own over the snapshot the control process publishes
-(:mod:`~sparcs.controller.api_process`).
+:mod:`~sparcs.controller.api_control`, :mod:`~sparcs.controller.api_commands`,
+:mod:`~sparcs.controller.api_tokens`, :mod:`~sparcs.controller.api_admin`), the docs
+(:mod:`~sparcs.controller.api_docs`) and the dashboard. :func:`create_app` is that app over a
+controller in this process; `sparcs run` serves the same app from a process of its own over the
+snapshot the control process publishes (:mod:`~sparcs.controller.api_process`).
 
-Every request first meets :class:`~sparcs.controller.api_limits.RequestLimits` (body size and
-time, a token on every write). Bearer tokens with roles (:mod:`sparcs.controller.auth`): viewer
-reads, operator also commands, admin also manages tokens. Every command is persisted with its
+Every request first meets :class:`~sparcs.controller.api_headers.SecurityHeaders` (security
+headers, request id) and :class:`~sparcs.controller.api_limits.RequestLimits` (body size and time,
+a token on every write). Failed sign-ins are limited per client address (429, ``Retry-After``).
+Bearer tokens with roles (:mod:`sparcs.controller.auth`): viewer reads, operator also commands,
+admin also manages tokens and reloads the configuration. Every command is persisted with its
 audit entry before it is acknowledged. Invalid requests get a 422 whose ``fields`` name each
 offending field, and change nothing; a bug answers 503 and is logged, never a traceback; so does
 a command the control process does not answer in time.
@@ -26,6 +29,7 @@ offset; input timestamps must carry an offset (docs/definitions.md "Time").
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -35,13 +39,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sparcs.config.schema import ApiConfig
-from sparcs.controller import api_commands, api_groups, api_probes, api_read, api_tokens
+from sparcs.controller import api_admin, api_commands, api_control, api_groups, api_probes, api_read, api_tokens
+from sparcs.controller.api_docs import mount_docs
+from sparcs.controller.api_headers import SecurityHeaders
 from sparcs.controller.api_limits import RequestLimits
-from sparcs.controller.auth import TokenBook
+from sparcs.controller.auth import SignInLimiter, TokenBook
 from sparcs.controller.command_port import CommandPort, ControlUnavailable, LocalCommands
 from sparcs.controller.commands import CommandError
 from sparcs.controller.cycle import Controller
 from sparcs.controller.read_model import ControllerView
+from sparcs.controller.reload import Reloader
 
 log = logging.getLogger("sparcs.api")
 
@@ -96,7 +103,7 @@ async def refused(request: Request, exc: Exception) -> JSONResponse:
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     """An HTTP error as ``{"error": ...}``; refused commands (401, 403) are counted."""
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code in (401, 403):
+    if exc.status_code in (401, 403, 429):
         count_command(request, "denied")
     return JSONResponse(status_code=exc.status_code, content={"error": exc.detail}, headers=exc.headers)
 
@@ -124,15 +131,19 @@ async def last_resort(request: Request, exc: Exception) -> JSONResponse:
 
 
 def build_app(view: ControllerView, commands: CommandPort, tokens: TokenBook, api: ApiConfig) -> FastAPI:
-    """The API over a read model, a command port and a token book, with ``api``'s request limits."""
+    """The API over a read model, a command port and a token book, with ``api``'s request limits and
+    sign-in limit (this app's own: failed sign-ins are counted where they are served)."""
     app = FastAPI(
         title="SPARCS operator API",
         version="1",
         description="Swarm-plant controller: fleet state, plans, history, alarms, audit log and operator commands.",
+        docs_url=None,  # served from local files by api_docs
+        redoc_url=None,
     )
     app.state.view = view
     app.state.operations = commands
     app.state.tokens = tokens
+    app.state.signins = SignInLimiter(api.signin_max_failures, api.signin_window_s, time.monotonic)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(CommandError, refused)
     app.add_exception_handler(StarletteHTTPException, http_error)
@@ -140,16 +151,20 @@ def build_app(view: ControllerView, commands: CommandPort, tokens: TokenBook, ap
     app.add_exception_handler(SQLAlchemyError, store_unavailable)
     app.add_exception_handler(Exception, last_resort)
     app.add_middleware(RequestLimits, max_body_bytes=api.max_body_kib * 1024, body_timeout_s=api.body_timeout_s)
-    for router in (api_probes.router, api_read.router, api_groups.router, api_commands.router, api_tokens.router):
-        app.include_router(router)
+    app.add_middleware(SecurityHeaders)  # outermost: also on the answers RequestLimits gives
+    routers = (api_probes, api_read, api_groups, api_control, api_commands, api_tokens, api_admin)
+    for module in routers:
+        app.include_router(module.router)
+    mount_docs(app)
     from sparcs.controller.dashboard import mount_dashboard  # the operator page at / (owned by controller/dashboard/)
 
     mount_dashboard(app)
     return app
 
 
-def create_app(ctl: Controller) -> FastAPI:
-    """The API of a controller in this process: reads through its read model, commands through its operations."""
+def create_app(ctl: Controller, reloader: Reloader | None = None) -> FastAPI:
+    """The API of a controller in this process: reads through its read model, commands through its
+    operations; ``reloader``: the fleet file's reload (POST /api/v1/admin/reload), None when there is no file."""
     return build_app(
-        ControllerView.of(ctl), LocalCommands(ctl.operations), TokenBook(ctl.store, ctl.clock.now), ctl.cfg.api
+        ControllerView.of(ctl), LocalCommands(ctl, reloader), TokenBook(ctl.store, ctl.clock.now), ctl.cfg.api
     )

@@ -9,9 +9,10 @@ commands"). A command that cannot be applied is a 422 naming the request field.
 """
 
 # No ``from __future__ import annotations``: FastAPI resolves the dependencies from the live annotations.
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
 from sparcs.controller.api_deps import Operator, Ops
@@ -79,7 +80,7 @@ async def dispatch_now(p: Operator, ops: Ops) -> JSONResponse:
 
 
 @router.delete("/{command_id}")
-async def cancel(command_id: int, p: Operator, ops: Ops) -> dict[str, Any]:
+async def cancel(command_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)], p: Operator, ops: Ops) -> dict[str, Any]:
     """Cancel an active command; the next active one applies."""
     done = await ops.cancel(command_id, p.name)
     if done is None:

@@ -5,8 +5,8 @@ token book, and the principal a bearer token names with the role a route needs.
 the controller's :class:`~sparcs.controller.operations.Operations` and one
 :class:`~sparcs.controller.auth.TokenBook` on ``app.state``; the providers here hand them to the
 routes. Roles (:mod:`sparcs.controller.auth`): viewer reads, operator also commands, admin also
-manages tokens. A missing, unknown or revoked token is a 401; a token whose role is too low a 403
-that names the role needed.
+manages tokens. A missing, unknown, revoked or expired token is a 401; a token whose role is too low
+a 403 that names the role needed; a client address with too many failed sign-ins a 429.
 """
 
 # No ``from __future__ import annotations``: FastAPI resolves the dependencies from the live
@@ -18,7 +18,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from sparcs.controller.api_limits import MISSING_TOKEN
-from sparcs.controller.auth import Principal, Role, TokenBook
+from sparcs.controller.auth import Principal, Role, SignInLimiter, TokenBook
 from sparcs.controller.command_port import CommandPort
 from sparcs.controller.read_model import ControllerView
 
@@ -49,18 +49,37 @@ Tokens = Annotated[TokenBook, Depends(get_tokens)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def authenticated(tokens: TokenBook, creds: HTTPAuthorizationCredentials | None) -> Principal:
-    """The principal of the presented bearer token; 401 without one or for an unknown or revoked one."""
+def get_signins(request: Request) -> SignInLimiter:
+    """The failed sign-ins per client address of this app."""
+    limiter: SignInLimiter = request.app.state.signins
+    return limiter
+
+
+def client_address(request: Request) -> str:
+    """The client's address as the connection shows it (no proxy header is trusted)."""
+    return request.client.host if request.client else "unknown"
+
+
+def authenticated(request: Request, creds: HTTPAuthorizationCredentials | None) -> Principal:
+    """The principal of the presented bearer token; 401 without one, for an unknown, revoked or
+    expired one (which says so); 429 with Retry-After while the client address has failed to sign in
+    ``api.signin_max_failures`` times within ``api.signin_window_s``."""
     if creds is None:
+        raise HTTPException(401, MISSING_TOKEN, headers={"WWW-Authenticate": "Bearer"})
+    limiter, client = get_signins(request), client_address(request)
+    wait_s = limiter.retry_after_s(client)
+    if wait_s is not None:
         raise HTTPException(
-            401,
-            MISSING_TOKEN,
-            headers={"WWW-Authenticate": "Bearer"},
+            429,
+            f"too many failed sign-ins from {client}; try again in {wait_s} s",
+            headers={"Retry-After": str(wait_s)},
         )
-    p = tokens.authenticate(creds.credentials)
-    if p is None:
-        raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
-    return p
+    got = get_tokens(request).check(creds.credentials)
+    if isinstance(got, Principal):
+        return got
+    limiter.failed(client)
+    detail = "unknown or revoked token" if got is None else got.message
+    raise HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 def authorized(p: Principal, role: Role) -> Principal:
@@ -70,9 +89,9 @@ def authorized(p: Principal, role: Role) -> Principal:
     return p
 
 
-def principal(tokens: Tokens, creds: Credentials) -> Principal:
+def principal(request: Request, creds: Credentials) -> Principal:
     """Who sent the request (any role)."""
-    return authenticated(tokens, creds)
+    return authenticated(request, creds)
 
 
 def need(role: Role) -> Callable[[Principal], Principal]:

@@ -9,10 +9,13 @@ these routes only read, through the read model.
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
-from sparcs.config.schema import AwareDatetime
 from sparcs.controller.api_deps import View, Viewer
+from sparcs.controller.api_read import Instant
+
+GroupId = Annotated[str, PathParam(max_length=64)]
 
 router = APIRouter(prefix="/api/v1/groups", tags=["groups"])
 
@@ -28,14 +31,14 @@ class GroupHistoryQuery(BaseModel):
     """A group's history, averaged per site into buckets of ``resolution_s`` and summed over its sites."""
 
     model_config = ConfigDict(extra="forbid")
-    start: AwareDatetime | None = Field(default=None, description="default: one hour before end")
-    end: AwareDatetime | None = Field(default=None, description="default: now")
+    start: Instant | None = Field(default=None, description="default: one hour before end")
+    end: Instant | None = Field(default=None, description="default: now")
     resolution_s: int = Field(default=60, ge=1, le=86_400)
 
 
 @router.get("/{group_id}/history")
 async def group_history(
-    group_id: str, q: Annotated[GroupHistoryQuery, Query()], _: Viewer, view: View
+    group_id: GroupId, q: Annotated[GroupHistoryQuery, Query()], _: Viewer, view: View
 ) -> dict[str, Any]:
     """Per bucket the sum over the group's sites of pv_w, battery_w, grid_w, load_w, export_w and the
     flexibility (W, signs of docs/definitions.md "Signs"), and how many sites reported."""
@@ -51,7 +54,7 @@ async def group_history(
 
 
 @router.get("/{group_id}")
-async def group(group_id: str, _: Viewer, view: View) -> dict[str, Any]:
+async def group(group_id: GroupId, _: Viewer, view: View) -> dict[str, Any]:
     found = view.group(group_id)
     if found is None:
         raise HTTPException(404, f"unknown group '{group_id}'; GET /api/v1/groups lists them")

@@ -4,8 +4,9 @@
 Control → API (pickled; both ends are this program, over a socket pair nobody else holds): the
 :class:`~sparcs.controller.read_model.ControlSnapshot` with the rendered metrics after every poll,
 dispatch and command; a heartbeat every :data:`HEARTBEAT_S` while nothing else is sent; the answer
-to each command. API → control (JSON, checked again on arrival): operator commands, and the counts
-of commands the API refused.
+to each command; after a reload of the fleet file (by the API or SIGHUP), the running configuration,
+ahead of the next snapshot. API → control (JSON, checked again on arrival): operator commands, a
+device's control switch, a reload, and the counts of commands the API refused.
 
 The control end (:class:`ApiLink`) never waits for the API process: snapshots are conflated (a
 slow reader gets the latest, never a queue of old ones), the sender alone waits for the socket,
@@ -31,11 +32,15 @@ from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 
-from sparcs.controller.command_port import ControlUnavailable
+from sparcs.config.schema import FleetConfig
+from sparcs.controller.command_port import ControlUnavailable, switch_control
 from sparcs.controller.commands import Command, CommandError, CommandRequest
 from sparcs.controller.cycle import Controller
+from sparcs.controller.device_control import UnknownDevice
+from sparcs.controller.logging_setup import request_id
 from sparcs.controller.operations import KIND
 from sparcs.controller.read_model import ControlSnapshot, take_snapshot
+from sparcs.controller.reload import Reloader
 
 log = logging.getLogger("sparcs.api_link")
 
@@ -91,10 +96,12 @@ def clock_offset_s(ctl: Controller) -> float:
 
 class ApiLink:
     """The control process's end: publishes the read model's snapshot, answers commands through the
-    controller's :class:`~sparcs.controller.operations.Operations`."""
+    controller's :class:`~sparcs.controller.operations.Operations`, its device switches and its
+    ``reloader`` (None: not started from a file)."""
 
-    def __init__(self, ctl: Controller, send: socket.socket, receive: socket.socket):
-        self.ctl, self._send_sock, self._receive_sock = ctl, send, receive
+    def __init__(self, ctl: Controller, send: socket.socket, receive: socket.socket, reloader: Reloader | None = None):
+        self.ctl, self._send_sock, self._receive_sock, self._reloader = ctl, send, receive, reloader
+        self._config_due = False
         self._latest: ControlSnapshot | None = None
         self._replies: deque[tuple[str, int, dict[str, Any]]] = deque()
         self._wake = asyncio.Event()
@@ -124,6 +131,11 @@ class ApiLink:
         self._seen = self._marks()
         self._wake.set()
 
+    def reloaded(self) -> None:
+        """The fleet file was reloaded: send the running configuration ahead of the next snapshot."""
+        self._config_due = True
+        self.publish()
+
     def _marks(self) -> tuple[object, ...]:
         c = self.ctl
         return (c.state, c.plan, c.setpoints, c.last_poll_s, c.last_dispatch_s, c.store_ok)
@@ -145,6 +157,9 @@ class ApiLink:
                 self._wake.clear()
                 offset = clock_offset_s(self.ctl)
                 out = []
+                if self._config_due:
+                    self._config_due = False
+                    out.append(pickle.dumps(("config", self.ctl.cfg), protocol=5))
                 if self._latest is not None:
                     snap, self._latest = self._latest, None
                     out.append(pickle.dumps(("snapshot", snap, self.ctl.metrics.render(), offset), protocol=5))
@@ -188,6 +203,15 @@ class ApiLink:
                 self._wake.set()
 
     def _command(self, op: str, msg: dict[str, Any]) -> dict[str, Any]:
+        """Do one operation; what it logs carries the id of the API request that sent it."""
+        rid = msg.get("request")
+        token = request_id.set(rid if isinstance(rid, str) else None)
+        try:
+            return self._operate(op, msg)
+        finally:
+            request_id.reset(token)
+
+    def _operate(self, op: str, msg: dict[str, Any]) -> dict[str, Any]:
         ops = self.ctl.operations
         try:
             who = str(msg["who"])
@@ -200,6 +224,18 @@ class ApiLink:
                 return {"resumed": ops.resume(who)}
             if op == "dispatch_now":
                 return {"requested": ops.dispatch_now(who)}
+            if op == "switch_control":
+                device_id = str(msg["device_id"])
+                try:
+                    return {"control": switch_control(self.ctl, device_id, bool(msg["controlled"]), who)}
+                except UnknownDevice:
+                    return {"unknown_device": device_id}
+            if op == "reload":
+                if self._reloader is None:
+                    return {"report": None}
+                report = self._reloader.reload(who)
+                self._config_due = True  # the config goes out ahead of the snapshot that precedes the answer
+                return {"report": report.as_dict()}
             return {"failed": f"unknown operation '{op}'"}
         except CommandError as exc:
             return {"error": {"field": exc.field, "message": exc.message}}
@@ -303,6 +339,7 @@ class RemoteCommands:
             raise ControlUnavailable(NOT_CONNECTED)
         self._next += 1
         msg["id"] = self._next
+        msg["request"] = request_id.get()  # the control process logs under the API request's id
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[self._next] = fut
         try:
@@ -322,6 +359,8 @@ class RemoteCommands:
             raise CommandError(answer["error"]["field"], answer["error"]["message"])
         if "failed" in answer:
             raise ControlUnavailable(answer["failed"])
+        if "unknown_device" in answer:
+            raise UnknownDevice(answer["unknown_device"])
         return answer
 
     def answer(self, call_id: int, payload: dict[str, Any]) -> None:
@@ -352,6 +391,15 @@ class RemoteCommands:
     async def dispatch_now(self, who: str) -> bool:
         return bool((await self._call({"op": "dispatch_now", "who": who}))["requested"])
 
+    async def switch_control(self, device_id: str, controlled: bool, who: str) -> dict[str, Any]:
+        msg = {"op": "switch_control", "device_id": device_id, "controlled": controlled, "who": who}
+        control: dict[str, Any] = (await self._call(msg))["control"]
+        return control
+
+    async def reload(self, who: str) -> dict[str, Any] | None:
+        report: dict[str, Any] | None = (await self._call({"op": "reload", "who": who}))["report"]
+        return report
+
     def refused(self, kind: str, result: str) -> None:
         """Count a refused command; the counts go to the control process within :data:`REFUSED_FLUSH_S`."""
         self._refused[(kind, result)] += 1
@@ -371,17 +419,22 @@ def follow(
     source: PublishedControl,
     answer: Callable[[int, dict[str, Any]], None],
     closed: Callable[[], None],
+    configure: Callable[[FleetConfig], None],
 ) -> None:
     """Apply what the control process sends until it closes the link (run in a thread of its own).
 
     ``answer(call_id, payload)`` hands a command's answer to the event loop (thread-safely); a
-    snapshot is taken in before the answer that follows it. ``closed()`` when the link ends.
+    snapshot is taken in before the answer that follows it. ``configure(cfg)`` hands a reloaded
+    configuration on (thread-safely too, before the answers that follow it). ``closed()`` when the
+    link ends.
     """
     with sock.makefile("rb") as stream:
         while (payload := read_frame_blocking(stream)) is not None:
             msg = pickle.loads(payload)
             if msg[0] == "reply":
                 answer(msg[1], msg[2])
+            elif msg[0] == "config":
+                configure(msg[1])
             else:
                 source.receive(msg)
     source.connected = False

@@ -6,7 +6,7 @@ loopback clients, else a viewer token is needed)."""
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from sparcs.controller.api_deps import Tokens, View, authenticated, authorized, bearer
+from sparcs.controller.api_deps import View, authenticated, authorized, bearer
 from sparcs.controller.metrics import CONTENT_TYPE
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -33,9 +33,9 @@ async def readyz(view: View) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(request: Request, view: View, tokens: Tokens) -> Response:
+async def metrics(request: Request, view: View) -> Response:
     """Prometheus metrics: open to loopback clients, else a viewer token is needed."""
     client = request.client.host if request.client else ""
     if client not in LOOPBACK:
-        authorized(authenticated(tokens, await bearer(request)), "viewer")
+        authorized(authenticated(request, await bearer(request)), "viewer")
     return Response(view.metrics_text(), media_type=CONTENT_TYPE)

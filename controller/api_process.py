@@ -7,9 +7,8 @@ snapshot the control process publishes over the link (:mod:`sparcs.controller.ap
 history, alarms, audit and tokens from its own connection to the store, commands forwarded to the
 control process. So a slow client, a large answer or a burst of requests costs the API process's
 CPU and memory, never the control loop's time. The child stops when the link closes (the control
-process stopped or died).
-
-:func:`server_config` is the one place uvicorn is configured, for the in-process and the separate API alike.
+process stopped or died). uvicorn is configured by :func:`~sparcs.controller.api_server.server_config`
+(TLS, log, connection bounds), as for an API in the control process.
 """
 
 from __future__ import annotations
@@ -28,32 +27,16 @@ from typing import Any
 
 import uvicorn
 
-from sparcs.config.schema import ApiConfig, FleetConfig
+from sparcs.config.schema import FleetConfig
 from sparcs.controller.api import build_app
 from sparcs.controller.api_link import PublishedControl, RemoteCommands, follow
+from sparcs.controller.api_server import STOP_TIMEOUT_S, server_config
 from sparcs.controller.auth import TokenBook
+from sparcs.controller.logging_setup import configure_logging
 from sparcs.controller.read_model import ControllerView
 from sparcs.controller.store import Store
 
 log = logging.getLogger("sparcs.api_process")
-
-STOP_TIMEOUT_S = 10.0
-"""How long the API process has to finish its requests after the link closes (s)."""
-
-
-def server_config(app: Any, api: ApiConfig) -> uvicorn.Config:
-    """uvicorn's settings for the operator API: idle kept-alive connections closed after
-    ``api.keep_alive_s``, 503 beyond ``api.max_connections`` connections or requests in progress,
-    no access log, no lifespan events."""
-    return uvicorn.Config(
-        app,
-        log_level="warning",
-        lifespan="off",
-        access_log=False,
-        timeout_keep_alive=api.keep_alive_s,  # type: ignore[arg-type]  # uvicorn takes any number of seconds
-        limit_concurrency=api.max_connections,
-        timeout_graceful_shutdown=int(STOP_TIMEOUT_S),
-    )
 
 
 class _Server(uvicorn.Server):
@@ -63,7 +46,7 @@ class _Server(uvicorn.Server):
 
 
 async def _serve(
-    cfg: FleetConfig, data_dir: Path, listen: socket.socket, down: socket.socket, up: socket.socket
+    cfg: FleetConfig, data_dir: Path, listen: socket.socket, down: socket.socket, up: socket.socket, log_level: str
 ) -> None:
     store = Store(cfg.storage.url, data_dir=data_dir, migrate_schema=False)  # the control process migrated it
     try:
@@ -73,17 +56,22 @@ async def _serve(
         commands = RemoteCommands(writer)
         view = ControllerView(cfg, store, source)
         app = build_app(view, commands, TokenBook(store, source.now), cfg.api)
-        server = _Server(server_config(app, cfg.api))
+        server = _Server(server_config(app, cfg.api, log_level))
         closed = asyncio.Event()
 
         def answer(call_id: int, payload: dict[str, Any]) -> None:
             loop.call_soon_threadsafe(commands.answer, call_id, payload)
 
+        def configure(new: FleetConfig) -> None:  # a reload in the control process
+            loop.call_soon_threadsafe(view.reconfigure, new)
+
         def gone() -> None:
             loop.call_soon_threadsafe(commands.disconnected)
             loop.call_soon_threadsafe(closed.set)
 
-        threading.Thread(target=follow, args=(down, source, answer, gone), name="api-link", daemon=True).start()
+        threading.Thread(
+            target=follow, args=(down, source, answer, gone, configure), name="api-link", daemon=True
+        ).start()
         serving = asyncio.create_task(server.serve(sockets=[listen]))
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
@@ -98,20 +86,38 @@ async def _serve(
         store.close()
 
 
-def api_main(cfg: FleetConfig, data_dir: Path, listen: socket.socket, down: socket.socket, up: socket.socket) -> None:
-    """The API process: niced, deaf to Ctrl-C (the control process stops it by closing the link).
-    ``down`` brings the control process's snapshots and answers, ``up`` takes commands to it."""
+def api_main(
+    cfg: FleetConfig,
+    data_dir: Path,
+    listen: socket.socket,
+    down: socket.socket,
+    up: socket.socket,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """The API process: niced, deaf to Ctrl-C and SIGHUP (the control process stops it by closing
+    the link, and reloads for it). ``down`` brings the control process's snapshots and answers,
+    ``up`` takes commands to it; its log has the control process's level and format."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     os.nice(cfg.api.nice)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(cfg, data_dir, listen, down, up))
+    configure_logging(log_level, log_format)  # type: ignore[arg-type]  # checked by the command line
+    asyncio.run(_serve(cfg, data_dir, listen, down, up, log_level))
 
 
 class ApiProcess:
     """The control process's handle on its API process."""
 
-    def __init__(self, cfg: FleetConfig, data_dir: Path, listen: socket.socket):
+    def __init__(
+        self,
+        cfg: FleetConfig,
+        data_dir: Path,
+        listen: socket.socket,
+        log_level: str = "warning",
+        log_format: str = "text",
+    ):
         self.cfg, self.data_dir, self.listen = cfg, data_dir, listen
+        self.log_level, self.log_format = log_level, log_format
         self.process: multiprocessing.process.BaseProcess | None = None
 
     def start(self) -> tuple[socket.socket, socket.socket]:
@@ -120,7 +126,10 @@ class ApiProcess:
         receive, up = socket.socketpair()
         ctx = multiprocessing.get_context("spawn")
         self.process = ctx.Process(
-            target=api_main, args=(self.cfg, self.data_dir, self.listen, down, up), name="sparcs-api", daemon=False
+            target=api_main,
+            args=(self.cfg, self.data_dir, self.listen, down, up, self.log_level, self.log_format),
+            name="sparcs-api",
+            daemon=False,
         )
         self.process.start()
         down.close()

@@ -9,10 +9,12 @@ Powers in W with the signs of docs/definitions.md "Signs"; timestamps as in docs
 """
 
 # No ``from __future__ import annotations``: FastAPI resolves the dependencies from the live annotations.
+import datetime as dt
 from typing import Annotated, Any, Self
 
 from fastapi import APIRouter, HTTPException, Query, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi import Path as PathParam
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from sparcs.config.schema import AwareDatetime
 from sparcs.controller.api_deps import View, Viewer
@@ -20,15 +22,34 @@ from sparcs.controller.api_deps import View, Viewer
 router = APIRouter(prefix="/api/v1", tags=["read"])
 
 
+# Every parameter is bounded, so no input reaches the store or the arithmetic outside its range (a
+# paging cursor past SQLite's 64-bit integers, a year before 1970): out of range is a 422 naming it.
+MAX_ID = 2**63 - 1
+"""The largest row id the store holds (SQLite's and PostgreSQL's 64-bit integers)."""
+EARLIEST = dt.datetime(1970, 1, 2, tzinfo=dt.UTC)
+LATEST = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
+Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", max_length=64)]
+"""A site or device id, as the fleet file allows them."""
+
+
+def _in_span(value: dt.datetime) -> dt.datetime:
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError(f"must lie between {EARLIEST.date()} and {LATEST.date()}")
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_in_span)]
+
+
 class HistoryQuery(BaseModel):
     """History of the fleet (default), one site or one device, averaged into buckets of ``resolution_s``."""
 
     model_config = ConfigDict(extra="forbid")
-    start: AwareDatetime | None = Field(default=None, description="default: one hour before end")
-    end: AwareDatetime | None = Field(default=None, description="default: now")
+    start: Instant | None = Field(default=None, description="default: one hour before end")
+    end: Instant | None = Field(default=None, description="default: now")
     resolution_s: int = Field(default=60, ge=1, le=86_400)
-    site: str | None = None
-    device: str | None = None
+    site: Ident | None = None
+    device: Ident | None = None
 
     @model_validator(mode="after")
     def _one_scope(self) -> Self:
@@ -57,7 +78,7 @@ async def sites(_: Viewer, view: View) -> Response:
 
 
 @router.get("/sites/{site_id}")
-async def site(site_id: str, _: Viewer, view: View) -> dict[str, Any]:
+async def site(site_id: Annotated[str, PathParam(max_length=64)], _: Viewer, view: View) -> dict[str, Any]:
     found = view.site(site_id)
     if found is None:
         raise HTTPException(404, f"unknown site '{site_id}'; GET /api/v1/sites lists them")
@@ -71,7 +92,7 @@ async def devices(_: Viewer, view: View) -> Response:
 
 
 @router.get("/devices/{device_id}")
-async def device(device_id: str, _: Viewer, view: View) -> dict[str, Any]:
+async def device(device_id: Annotated[str, PathParam(max_length=64)], _: Viewer, view: View) -> dict[str, Any]:
     found = view.device(device_id)
     if found is None:
         raise HTTPException(404, f"unknown device '{device_id}'; GET /api/v1/devices lists them")
@@ -80,11 +101,11 @@ async def device(device_id: str, _: Viewer, view: View) -> dict[str, Any]:
 
 @router.get("/devices/{device_id}/setpoints")
 async def device_setpoints(
-    device_id: str,
+    device_id: Annotated[str, PathParam(max_length=64)],
     _: Viewer,
     view: View,
-    start: Annotated[AwareDatetime | None, Query(description="default: one hour before end")] = None,
-    end: Annotated[AwareDatetime | None, Query(description="default: now")] = None,
+    start: Annotated[Instant | None, Query(description="default: one hour before end")] = None,
+    end: Annotated[Instant | None, Query(description="default: now")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> dict[str, Any]:
     """The setpoints written to one device between ``start`` and ``end`` (oldest first, at most
@@ -143,7 +164,7 @@ async def audit(
     _: Viewer,
     view: View,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> list[dict[str, Any]]:
     """Every operator and admin action: who, when, what, result; newest first."""
     return view.audit(limit=limit, before_id=before_id)

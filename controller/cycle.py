@@ -27,11 +27,13 @@ from sparcs.config.grid_rules import export_cap_w
 from sparcs.config.schema import FleetConfig
 from sparcs.controller.alarms import Alarms
 from sparcs.controller.commands import CommandBook
+from sparcs.controller.device_control import DeviceControl
 from sparcs.controller.groups import pool_totals
 from sparcs.controller.history import HistoryRecorder
 from sparcs.controller.metrics import Metrics
 from sparcs.controller.operations import Operations
 from sparcs.controller.plan import Plan
+from sparcs.controller.prices import PriceSource
 from sparcs.controller.relay_inputs import RelayInputs
 from sparcs.controller.setpoints import (
     ZERO_CAP_MARGIN,
@@ -76,6 +78,7 @@ class Poller(Protocol):
 class Writer(Protocol):
     async def apply(self, setpoints: dict[str, Setpoint]) -> dict[str, WriteResult]: ...
     async def refresh_due(self) -> dict[str, WriteResult]: ...
+    async def release(self, device_ids: list[str]) -> dict[str, WriteResult]: ...
 
 
 class Planner(Protocol):
@@ -125,14 +128,20 @@ class Controller:
         poller: Poller,
         writer: Writer,
         planner: Planner,
+        device_control: DeviceControl,
         metrics: Metrics | None = None,
+        prices: PriceSource | None = None,
     ):
+        """``device_control``: the run-time control switch of the devices, whose ``monitor_only`` set
+        the writer shares."""
         self.cfg = cfg
+        self.prices = prices or PriceSource(cfg.market)  # the prices in force (export guard, alarms)
         self.store = store
         self.clock = clock
         self.poller = poller
         self.writer = writer
         self.planner = planner
+        self.device_control = device_control
         self.metrics = metrics or Metrics()
         self.commands = CommandBook(store, cfg)
         self.commands.load(clock.now())
@@ -201,7 +210,14 @@ class Controller:
                 self.request_dispatch()
             dimmed = {s.id: self.cfg.grid.para14a_limit_w for s in self.cfg.sites if self.commands.para14a(s.id, now)}
             pooled = {s.id: w for s in self.cfg.sites if (w := self.commands.export_limit_w(s.id, now)) is not None}
-            state = build_state(self.cfg, telemetry, now, para14a_limit_w=dimmed, pool_limit_w=pooled)
+            state = build_state(
+                self.cfg,
+                telemetry,
+                now,
+                para14a_limit_w=dimmed,
+                pool_limit_w=pooled,
+                monitor_only=self.device_control.monitor_only,
+            )
             self.state = state
             self.last_poll_s = now
             self.planner.observe(state)
@@ -209,6 +225,7 @@ class Controller:
                 report.guarded_sites = self._guard(state)
             summary = state.summary()
             self.alarms.devices(telemetry, now)
+            await self._follow_prices(now)
             self._observe_poll(telemetry, summary)
             # Queued for the store's writer thread: a failing store is reported from there (the log,
             # the store's alarm, /readyz and the metrics) while control goes on from memory.
@@ -217,8 +234,19 @@ class Controller:
             report.poll_s = time.perf_counter() - t0
 
     def price_now(self, now: float) -> float | None:
-        """Day-ahead price (EUR/MWh) of the current period in the plan in force, or None."""
-        return None if self.plan is None else self.plan.price_at(now)
+        """Day-ahead price (EUR/MWh) of the current quarter-hour from the price source, or None: the
+        prices in force, not the plan's, so the negative-price rule holds with no plan in force."""
+        return self.prices.price_at(now)
+
+    async def _follow_prices(self, now: float) -> None:
+        """Refresh the price source when due (network I/O off the event loop) and follow its alarms."""
+        if self.prices.due(now):
+            if self.cfg.market.prices_csv is None:
+                await asyncio.to_thread(self.prices.refresh, now)
+            else:
+                self.prices.refresh(now)
+        for a in self.prices.alarms(now):
+            self.alarms.follow(a.source, a.active, now, a.message)
 
     def export_cap_w(self, site_id: str, now: float) -> float | None:
         """The site's export cap at the meter now (W ≥ 0; :func:`sparcs.config.grid_rules.export_cap_w`),
@@ -242,6 +270,7 @@ class Controller:
                 self.guard_w[sid] = after
                 if before is None or after < before:
                     acted.append(sid)
+                    log.info("export guard: site %s PV limited to %.0f W", sid, after, extra={"site": sid})
         if acted:
             self.metrics.guard_actions.inc(len(acted))
         return acted
@@ -307,6 +336,8 @@ class Controller:
                     site, s = self._sites[sid], state.sites.get(sid)
                     if cmd.battery_w is None or site.battery is None or s is None or s.grid_w is None:
                         continue
+                    if not s.battery_controlled:
+                        continue  # monitor-only: the writer will not move it
                     rooms[sid] = battery_room(
                         command_w=cmd.battery_w,
                         max_discharge_w=site.battery.max_discharge_w,
@@ -336,7 +367,7 @@ class Controller:
         commands = self._follow_schedule(now, {s.id: site_command(self.site_facts(s.id, now)) for s in self.cfg.sites})
         for site in self.cfg.sites:
             cmd = commands[site.id]
-            for dev_id, (pv_limit, bat) in split_to_devices(site, cmd).items():
+            for dev_id, (pv_limit, bat) in split_to_devices(site, cmd, self.device_control.monitor_only).items():
                 t = tel.get(dev_id)
                 if t is None or t.status != "online":
                     continue  # an unreachable device gets no write: it falls back to its installer configuration
@@ -348,6 +379,7 @@ class Controller:
         now = self.clock.now()
         desired = self.desired_setpoints(now)
         results = dict(await self.writer.apply(desired)) if desired else {}
+        results.update(await self._release())
         results.update(await self.writer.refresh_due())
         self.setpoints = desired
         self.history.record_writes(results, now)
@@ -365,6 +397,19 @@ class Controller:
             )
         self.metrics.paused.set(1 if self.commands.paused(now) else 0)
         return sum(1 for r in results.values() if r.action not in ("unchanged", "skipped"))
+
+    async def _release(self) -> dict[str, WriteResult]:
+        """Release every device taken out of control that answers (controller/device_control.py)."""
+        tel = self.state.telemetry if self.state else {}
+        owed = sorted(d for d in self.device_control.releasing if d in tel and tel[d].status == "online")
+        if not owed:
+            return {}
+        results = await self.writer.release(owed)
+        for dev_id, r in results.items():
+            if r.ok and r.action in ("release", "limit"):  # "limit": the installer ceiling, below WMax
+                self.device_control.released(dev_id)
+                log.info("device %s released to its installer configuration", dev_id, extra={"device": dev_id})
+        return results
 
     def _observe_poll(self, telemetry: Mapping[str, Telemetry], summary: dict[str, Any]) -> None:
         """Device statuses, value qualities, Modbus errors and fleet totals of this poll, into the metrics."""

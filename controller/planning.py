@@ -1,32 +1,37 @@
 """From fleet state to the plan in force: forecasts + commands → DispatchProblem → bounded solve → :class:`Plan`.
 
-W, Unix s, EUR; signs as in docs/definitions.md "Signs".
+W, Unix s, EUR; signs as in docs/definitions.md "Signs". Prices come from the price source
+(:mod:`sparcs.controller.prices`) and each site's tariff (:mod:`sparcs.config.tariffs`); where a
+configured source has no day-ahead price and a site depends on it (dynamic import, market export,
+the negative-price rule), the plan ends where the prices end, and with no price for the current
+quarter-hour the sites are planned by the rules (docs/tariffs.md "Missing prices").
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
+import dataclasses
 import datetime as dt
 import logging
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 
 from sparcs.config.grid_rules import installer_ceiling_w
 from sparcs.config.schema import FleetConfig, SiteConfig
+from sparcs.config.tariffs import BERLIN, SiteTariff, import_price_eur_per_kwh, site_tariff
 from sparcs.controller.commands import CommandBook
 from sparcs.controller.plan import Plan
+from sparcs.controller.prices import PriceFileError, PriceSource, read_prices_csv
 from sparcs.controller.state import FleetState
 from sparcs.controller.weather import WeatherService
+from sparcs.optimizer.baselines import self_consumption_plan
 from sparcs.optimizer.curves import PvGeometry, clearsky_w_per_kwp, h0_w_per_annual_kwh
 from sparcs.optimizer.forecast import (
     TYPICAL_CLEARNESS,
     learn_clearness,
     learn_load_level,
     load_forecast,
-    price_forecast,
     pv_baseline_w,
 )
 from sparcs.optimizer.forecast_quality import ForecastQuality, QualityRow
@@ -34,11 +39,14 @@ from sparcs.optimizer.load_profile import LoadProfile, day_type_and_slot
 from sparcs.optimizer.nowcast import FADE_S, city_ratios, correction, site_ratio, xy_km
 from sparcs.optimizer.problem import (
     DispatchProblem,
+    SitePrices,
     SiteProblem,
     period_grid,
     site_problem,
 )
 from sparcs.optimizer.solver import PlanningWorker
+
+__all__ = ["FleetPlanner", "Measurements", "PriceFileError", "read_prices_csv", "site_prices"]
 
 log = logging.getLogger("sparcs.planning")
 
@@ -51,27 +59,6 @@ CLIMATOLOGY_FADE_S = 3 * 3600.0
 """Nowcast fade where no weather forecast covers a period: the measurement is then all there is."""
 MIN_BASELINE_W_PER_KWP = 50.0
 """Below this baseline output (dawn, dusk) ratios are noise and are not learnt from."""
-
-
-class PriceFileError(ValueError):
-    pass
-
-
-def read_prices_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Day-ahead prices: CSV with columns timestamp (with offset), eur_per_mwh → (Unix s, EUR/MWh)."""
-    ts, vals = [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        for n, row in enumerate(csv.DictReader(f), start=2):
-            try:
-                t = dt.datetime.fromisoformat(row["timestamp"])
-                v = float(row["eur_per_mwh"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise PriceFileError(f"{path}:{n}: needs columns timestamp,eur_per_mwh ({exc})") from None
-            if t.tzinfo is None:
-                raise PriceFileError(f"{path}:{n}: timestamp {row['timestamp']} needs a UTC offset")
-            ts.append(t.timestamp())
-            vals.append(v)
-    return np.array(ts), np.array(vals)
 
 
 class Measurements:
@@ -107,6 +94,36 @@ class Measurements:
         return a[:, 0], a[:, 1], a[:, 2], np.array([r[3] for r in rows], dtype=bool)
 
 
+TERMINAL_WINDOW_S = 86_400.0
+"""Stored energy left at a plan's end is valued at the mean import price of the 24 hours ending there."""
+
+
+def site_prices(
+    tariff: SiteTariff,
+    starts_s: np.ndarray,
+    day_ahead_eur_per_mwh: np.ndarray,
+    window_starts_s: np.ndarray | None = None,
+    window_day_ahead_eur_per_mwh: np.ndarray | None = None,
+) -> SitePrices:
+    """A site's tariff over the plan periods starting at ``starts_s`` (config/tariffs.py); the
+    negative-price rule is applied by the optimizer from the problem's day-ahead prices.
+
+    The terminal value is the mean import price over the quarter-hours ``window_starts_s`` (those
+    with a known price), so that a plan late in the day values what it leaves in the battery as a
+    plan in the morning does, and as the twin's score does; without a window, the plan's mean."""
+    terminal = None
+    if window_starts_s is not None and window_day_ahead_eur_per_mwh is not None:
+        window = import_price_eur_per_kwh(tariff, window_starts_s, window_day_ahead_eur_per_mwh)
+        if np.isfinite(window).any():
+            terminal = float(np.nanmean(window))
+    return SitePrices(
+        import_price_eur_per_kwh(tariff, starts_s, day_ahead_eur_per_mwh),
+        tariff.export.eur_per_kwh,
+        tariff.market_export,
+        terminal,
+    )
+
+
 class FleetPlanner:
     """Builds the dispatch problem of the controllable sites and solves it in the bounded solver process."""
 
@@ -116,10 +133,13 @@ class FleetPlanner:
         worker: PlanningWorker | None = None,
         horizon_end_s: float | None = None,
         weather: WeatherService | None = None,
+        prices: PriceSource | None = None,
     ):
         """``horizon_end_s`` (Unix s, a quarter-hour boundary): plans end there at the latest, instead of
         ``dispatch.horizon_h`` ahead (the twin ends them with the day it scores). ``weather``: the
-        weather forecast the PV forecast rests on (None: clear sky × typical clearness)."""
+        weather forecast the PV forecast rests on (None: clear sky × typical clearness). ``prices``:
+        the price source (shared with the controller); default one of its own. A broken price file
+        raises PriceFileError here (start-up); later the prices read before stay in use."""
         self.cfg = cfg
         self.worker = worker or PlanningWorker()
         self.horizon_end_s = horizon_end_s
@@ -142,28 +162,15 @@ class FleetPlanner:
             }
         )
         self.measurements = Measurements([s.id for s in cfg.sites])
-        self.prices: tuple[np.ndarray, np.ndarray] | None = None
-        self._prices_mtime: float | None = None
-        self.refresh_prices(strict=True)
-
-    def refresh_prices(self, *, strict: bool = False) -> None:
-        """(Re)read ``market.prices_csv`` when it changed, so a daily price file is picked up while running.
-
-        ``strict``: a broken file raises PriceFileError (start-up); later it is logged and the prices
-        read before stay in use.
-        """
-        path = self.cfg.market.prices_csv
-        if path is None:
-            return
+        self.prices = prices or PriceSource(cfg.market)
         try:
-            mtime = path.stat().st_mtime
-            if mtime == self._prices_mtime:
-                return
-            self.prices, self._prices_mtime = read_prices_csv(path), mtime
-        except (OSError, PriceFileError) as exc:
-            if strict:
-                raise PriceFileError(f"market.prices_csv: {exc}") from None
-            log.warning("market.prices_csv not reloaded, the prices read before stay in use: %s", exc)
+            self.prices.load_file()
+        except PriceFileError as exc:
+            raise PriceFileError(f"market.prices_csv: {exc}") from None
+        self.tariffs = {s.id: site_tariff(cfg, s) for s in cfg.sites}
+        self._site_prices: dict[str, SitePrices] = {}
+        self._no_price_now = False
+        self.price_note = ""  # what the last problem's prices lacked, for the plan's reason
 
     def observe(self, state: FleetState) -> None:
         self.measurements.observe(state)
@@ -253,8 +260,16 @@ class FleetPlanner:
         )
         self.load_forecast_w[site.id] = load_fc
         ceiling, dimmed = commands.period_series(site.id, starts, ends)
+        if not state.sites[site.id].battery_controlled:
+            site = site.model_copy(update={"battery": None})  # it runs on its own: not offered to the plan
         sp = site_problem(
-            site, pv_fc, load_fc, soc_now=state.sites[site.id].soc, stage_ceiling_w=ceiling, para14a=dimmed
+            site,
+            pv_fc,
+            load_fc,
+            soc_now=state.sites[site.id].soc,
+            stage_ceiling_w=ceiling,
+            para14a=dimmed,
+            prices=self.site_prices(site.id),
         )
         # A pool limit over the horizon holds for the whole plan (never looser); a re-plan after it
         # ends releases it (config/grid_rules.py pool_share_w).
@@ -263,23 +278,62 @@ class FleetPlanner:
             sp.feed_in_cap_w = pool_w if sp.feed_in_cap_w is None else min(sp.feed_in_cap_w, pool_w)
         return sp
 
+    def site_prices(self, site_id: str) -> SitePrices:
+        """The tariff of ``site_id`` over the periods of the problem being built."""
+        return self._site_prices[site_id]
+
+    def _depends_on_day_ahead(self, site: SiteConfig) -> bool:
+        return self.tariffs[site.id].needs_day_ahead or site.grid.negative_price_rule
+
     def problem(self, state: FleetState, commands: CommandBook, now_s: float) -> DispatchProblem | None:
-        """The problem of the controllable sites (a site with a stale device leaves the plan); None if none is."""
+        """The problem of the controllable sites; None if none is.
+
+        A site with a stale device leaves the plan, and so does a site whose PV is not controlled (the
+        fleet file's ``control`` or the run-time switch): a plan of it would count on curtailing PV the
+        writer may not limit. A site whose battery is not controlled is planned without it (the
+        battery runs on its own and its flexibility is not offered)."""
         start_s, period_s = period_grid(now_s, self.cfg.dispatch.horizon_h, self.horizon_end_s)
-        starts = start_s + np.concatenate([[0.0], np.cumsum(period_s)[:-1]])
-        ends = starts + period_s
-        grid = (starts, ends, starts + period_s / 2)
-        planned = [s for s in self.cfg.sites if s.id in state.sites and state.sites[s.id].controllable]
+        planned = [
+            s
+            for s in self.cfg.sites
+            if s.id in state.sites and state.sites[s.id].controllable and state.sites[s.id].pv_controlled
+        ]
         if not planned:
             return None
+        if self.cfg.market.prices_csv is not None:
+            self.prices.refresh(now_s)  # a file: a cheap check of its modification time
+        starts = start_s + np.concatenate([[0.0], np.cumsum(period_s)[:-1]])
+        prices = self.prices.prices(starts + period_s / 2)
+        self._no_price_now = False
+        self.price_note = ""
+        if any(self._depends_on_day_ahead(s) for s in planned) and np.isnan(prices).any():
+            unknown = np.isnan(prices)
+            if unknown[0]:
+                self._no_price_now = True
+                self.price_note = f"no day-ahead price for the current quarter-hour from {self.prices.source}"
+            else:
+                keep = int(np.argmax(unknown))
+                period_s, prices, starts = period_s[:keep], prices[:keep], starts[:keep]
+                until = dt.datetime.fromtimestamp(float(starts[-1] + period_s[-1]), BERLIN)
+                self.price_note = f"day-ahead prices known until {until.isoformat()}: the plan ends there"
+        # With no price now the rules plan; its cost is scored without the day-ahead part.
+        tariff_prices = np.nan_to_num(prices, nan=0.0) if self._no_price_now else prices
+        end_s = float(starts[-1] + period_s[-1])
+        window = np.arange(end_s - TERMINAL_WINDOW_S, end_s, 900.0)
+        window_prices = self.prices.prices(window + 450.0)
+        self._site_prices = {}
+        for s in planned:
+            p = site_prices(self.tariffs[s.id], starts, tariff_prices, window, window_prices)
+            if self._no_price_now and p.direct_marketing:
+                p = SitePrices(p.import_eur_per_kwh, 0.0, False, p.terminal_eur_per_kwh)
+            self._site_prices[s.id] = p
+        ends = starts + period_s
+        grid = (starts, ends, starts + period_s / 2)
         self.pv_forecast_w = self.pv_forecasts(planned, now_s, grid[2])
         self._learn_load(planned, now_s)
         self._mid_slots, self._mid_h0 = day_type_and_slot(grid[2]), h0_w_per_annual_kwh(grid[2])
         sites = [self._site(s, state, commands, now_s, grid) for s in planned]
         self._issue_quality(planned, now_s, grid)
-        self.refresh_prices()
-        series = self.prices or (None, None)
-        prices = price_forecast(grid[2], series[0], series[1], self.cfg.market.flat_price_eur_per_mwh).values
         schedule = commands.schedule_series(starts)
         return DispatchProblem(
             start_s=start_s,
@@ -293,12 +347,19 @@ class FleetPlanner:
 
     async def plan(self, state: FleetState, commands: CommandBook, now_s: float) -> Plan | None:
         """Plan in the solver process (bounded; it falls back by itself) without blocking the event loop."""
+        if self.prices.due(now_s) and self.cfg.market.prices_csv is None:
+            await asyncio.to_thread(self.prices.refresh, now_s)  # a URL or ENTSO-E: network I/O
         if self.weather is not None:
             await self.weather.ensure(now_s)
         problem = self.problem(state, commands, now_s)
         if problem is None:
             return None
-        plan = await asyncio.to_thread(self.worker.plan, problem)
+        if self._no_price_now:
+            plan = self_consumption_plan(problem, "fallback_rules", f"{self.price_note}: planned by the rules")
+        else:
+            plan = await asyncio.to_thread(self.worker.plan, problem)
+            if self.price_note:
+                plan = dataclasses.replace(plan, reason=f"{plan.reason}; {self.price_note}".lstrip("; "))
         return Plan.from_dispatch(plan, problem)
 
     def forecast_quality(self) -> list[QualityRow]:

@@ -24,25 +24,29 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from sparcs.config.grid_rules import (
+    QUARTER_S,
     export_cap_w,
     export_ceiling_w,
     feed_in_cap_w,
     installer_ceiling_w,
     is_curtailing,
 )
+from sparcs.config.register_map import FailSafe
 from sparcs.config.schema import DeviceConfig, FleetConfig, SiteConfig
 from sparcs.controller.commands import Command, CommandBook, CommandError
 from sparcs.controller.cycle import Controller
+from sparcs.controller.device_control import Switches
 from sparcs.controller.groups import Group, pool_totals
 from sparcs.controller.plan import Plan
 from sparcs.controller.state import FleetState
 from sparcs.controller.store import Store
+from sparcs.drivers.device import fail_safe_of
 from sparcs.drivers.writer import Setpoint
 
 STALE_POLLS = 3
@@ -124,6 +128,13 @@ class ControlSnapshot:
     store_outage: dict[str, Any] | None = None
     """The store's own alarm while it fails (:attr:`Store.outage <sparcs.controller.store.Store.outage>`:
     held in the control process's memory, since it cannot be stored then)."""
+    switches: Switches = field(default_factory=Switches)
+    """Every device's run-time control switch (:mod:`sparcs.controller.device_control`), copied."""
+    fail_safes: dict[str, FailSafe] = field(default_factory=dict)
+    """The fail-safe each device's driver declares, by device id (only devices with a driver)."""
+    prices: tuple[tuple[float, float | None], ...] = ()
+    """(start, EUR/MWh or None) of the quarter-hour of ``taken_s`` and the next, from the price
+    source (:meth:`Controller.price_now <sparcs.controller.cycle.Controller.price_now>`)."""
 
 
 def take_snapshot(ctl: Controller) -> ControlSnapshot:
@@ -140,7 +151,23 @@ def take_snapshot(ctl: Controller) -> ControlSnapshot:
         last_dispatch_s=ctl.last_dispatch_s,
         store_ok=ctl.store_ok,
         store_outage=None if ctl.store.outage is None else dict(ctl.store.outage),
+        switches=ctl.device_control.switches(),
+        fail_safes=_fail_safes(ctl),
+        prices=tuple((q, ctl.price_now(q)) for q in (now - now % QUARTER_S, now - now % QUARTER_S + QUARTER_S)),
     )
+
+
+def _fail_safes(ctl: Controller) -> dict[str, FailSafe]:
+    """The fail-safe of every device whose driver the poller holds (docs/devices.md "Fail-safes")."""
+    out: dict[str, FailSafe] = {}
+    for _site, dev in ctl.cfg.devices():
+        try:
+            driver = getattr(ctl.poller.state(dev.id), "driver", None)
+        except KeyError:
+            continue
+        if driver is not None:
+            out[dev.id] = fail_safe_of(driver)
+    return out
 
 
 class ControlSource(Protocol):
@@ -181,10 +208,17 @@ class ControllerView:
     """
 
     def __init__(self, cfg: FleetConfig, store: Store, source: ControlSource):
-        self.cfg, self.store, self._source = cfg, store, source
+        self.store, self._source = store, source
+        self.reconfigure(cfg)
+
+    def reconfigure(self, cfg: FleetConfig) -> None:
+        """Read with ``cfg`` from now on: the running configuration after a reload, as the control
+        process sends it to the API process (in-process the view holds the controller's own, which a
+        reload changes in place)."""
+        self.cfg = cfg
         self._sites = {s.id: s for s in cfg.sites}
         self._devices: dict[str, tuple[SiteConfig, DeviceConfig]] = {d.id: (s, d) for s, d in cfg.devices()}
-        self._book = CommandBook(store, cfg)  # holds the snapshot's commands; never stores any
+        self._book = CommandBook(self.store, cfg)  # holds the snapshot's commands; never stores any
         self._book_of: tuple[Command, ...] | None = None
         self._rendered: dict[str, tuple[ControlSnapshot, tuple[int, ...], bytes]] = {}
 
@@ -335,7 +369,11 @@ class ControllerView:
             "id": dev.id,
             "site": site.id,
             "kind": dev.kind,
-            "control": dev.control,
+            # effective control (fleet file AND run-time switch), and the switch itself
+            "control": snap.switches.controlled(dev),
+            "control_switch": self._switch(snap, dev),
+            "fail_safe": self._fail_safe(snap, dev_id),
+            "accept_no_fail_safe": dev.accept_no_fail_safe,
             "status": t.status if t else "unknown",
             "read_at": iso(t.read_at) if t else None,
             "last_seen": iso(t.last_good_at) if t else None,
@@ -348,6 +386,21 @@ class ControllerView:
                 "battery_w": values.get("battery_w", {}).get("value"),
             },
         }
+
+    @staticmethod
+    def _switch(snap: ControlSnapshot, dev: DeviceConfig) -> dict[str, Any]:
+        """The device's control switch (controller/device_control.py), its time as ISO 8601."""
+        view = snap.switches.view(dev)
+        at = view["switched_at"]
+        return {**view, "switched_at": None if at is None else iso(at)}
+
+    @staticmethod
+    def _fail_safe(snap: ControlSnapshot, dev_id: str) -> dict[str, Any] | None:
+        """What the device does when the controller stops writing (docs/devices.md "Fail-safes"), as its
+        driver declares it: kind (revert_timer, watchdog, none), the watchdog's interval_s, a note;
+        None while no driver is known."""
+        fs = snap.fail_safes.get(dev_id)
+        return None if fs is None else {"kind": fs.kind, "interval_s": fs.interval_s, "note": fs.note}
 
     # -- plan, forecast, caps -------------------------------------------------------------------
 
@@ -380,17 +433,16 @@ class ControllerView:
         )
 
     def price_now(self, now: float) -> float | None:
-        """Day-ahead price (EUR/MWh) of the current period of the plan in force, or None (as
-        :meth:`Controller.price_now <sparcs.controller.cycle.Controller.price_now>`: the plan's price)."""
-        plan = self._source.snapshot().plan
-        return None if plan is None else plan.price_at(now)
+        """Day-ahead price (EUR/MWh) of the quarter-hour of ``now`` from the prices in force (the
+        controller's price source, not the plan's), or None when unknown."""
+        return next((p for start, p in self._source.snapshot().prices if start <= now < start + QUARTER_S), None)
 
     def caps(self) -> dict[str, Any]:
         """The limits in force now per site (W): feed-in cap, export cap and export ceiling now,
         connection, installer ceiling, stage, §14a, guard; with the price they hold at."""
         snap, book = self._snap()
         now = self.now()
-        price = None if snap.plan is None else snap.plan.price_at(now)
+        price = self.price_now(now)
         out = []
         for s in self.cfg.sites:
             out.append(

@@ -14,9 +14,10 @@ W, signs as in docs/definitions.md "Signs"; caps as in "Caps and violations".
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
-from sparcs.config.schema import SiteConfig
+from sparcs.config.schema import BATTERY_KINDS, PV_KINDS, SiteConfig
 from sparcs.controller.plan import PlannedSetpoint
 
 GUARD_TARGET = 0.98  # the guard steers the meter to 98 % of the cap, leaving room for noise between polls
@@ -198,16 +199,20 @@ def schedule_feedback(error_w: float, offsets_w: dict[str, float], rooms: dict[s
     return {}
 
 
-def split_to_devices(site: SiteConfig, cmd: SiteCommand) -> dict[str, tuple[float | None, float | None]]:
+def split_to_devices(
+    site: SiteConfig, cmd: SiteCommand, monitor_only: Collection[str] = frozenset()
+) -> dict[str, tuple[float | None, float | None]]:
     """Per controlled device id: (pv_limit_w, battery_w). The site's PV limit is split by inverter count.
 
-    Monitor-only devices (``control: false``) get nothing; meters are never written.
+    Monitor-only devices (``control: false``, or in ``monitor_only``: switched at run time) get
+    nothing; meters are never written. A hybrid takes its share of both: the PV limit among the PV
+    roles, the battery power among the battery roles.
     """
-    pvs = [d for d in site.devices if d.kind == "pv_inverter" and d.control]
-    bats = [d for d in site.devices if d.kind == "battery" and d.control]
+    pvs = [d for d in site.devices if d.kind in PV_KINDS and d.control and d.id not in monitor_only]
+    bats = [d for d in site.devices if d.kind in BATTERY_KINDS and d.control and d.id not in monitor_only]
     out: dict[str, tuple[float | None, float | None]] = {}
     for d in pvs:
         out[d.id] = (None if cmd.pv_limit_w is None else cmd.pv_limit_w / len(pvs), None)
     for d in bats:
-        out[d.id] = (None, None if cmd.battery_w is None else cmd.battery_w / len(bats))
+        out[d.id] = (out.get(d.id, (None, None))[0], None if cmd.battery_w is None else cmd.battery_w / len(bats))
     return out

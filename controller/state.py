@@ -18,16 +18,21 @@ counted as up-flexibility: its available power is not measured, so it cannot be 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sparcs.config.grid_rules import export_ceiling_w, feed_in_cap_w
-from sparcs.config.schema import FleetConfig, SiteConfig
+from sparcs.config.schema import BATTERY_KINDS, PV_KINDS, FleetConfig, SiteConfig
 from sparcs.drivers.telemetry import Telemetry
 
 FLEX_HORIZON_S = 3600.0
-REQUIRED_VALUES = {"pv_inverter": ("pv_w",), "battery": ("battery_w", "soc"), "meter": ("grid_w",)}
+REQUIRED_VALUES = {
+    "pv_inverter": ("pv_w",),
+    "battery": ("battery_w", "soc"),
+    "meter": ("grid_w",),
+    "hybrid": ("pv_w", "battery_w", "soc"),
+}
 """The values without which a device cannot take part in control: the guard needs the meter and the
 PV output, the plan the battery's power and state of charge."""
 
@@ -78,6 +83,10 @@ class SiteState:
     controllable: bool
     flex_up_w: float
     flex_down_w: float
+    # Every PV inverter / battery of the site is controlled (the fleet file's ``control`` and the
+    # run-time switch, controller/device_control.py); the planner offers only what is.
+    pv_controlled: bool = True
+    battery_controlled: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -163,17 +172,19 @@ def build_state(
     *,
     para14a_limit_w: dict[str, float] | None = None,
     pool_limit_w: dict[str, float] | None = None,
+    monitor_only: Collection[str] = frozenset(),
 ) -> FleetState:
     """FleetState from the latest telemetry per device id. ``para14a_limit_w``: sites dimmed now → limit W;
-    ``pool_limit_w``: sites under a pool limit now → their export limit W (``grid_rules.pool_share_w``)."""
+    ``pool_limit_w``: sites under a pool limit now → their export limit W (``grid_rules.pool_share_w``);
+    ``monitor_only``: devices switched to monitor-only at run time (not controlled, like ``control: false``)."""
     sites: dict[str, SiteState] = {}
     for site in cfg.sites:
         tel = {d.id: telemetry.get(d.id) for d in site.devices}
         kinds = {d.id: d.kind for d in site.devices}
         online = sum(1 for t in tel.values() if t is not None and t.status == "online")
         stale = sum(1 for t in tel.values() if t is not None and t.status == "stale")
-        pv_ids = [d for d, k in kinds.items() if k == "pv_inverter"]
-        bat_ids = [d for d, k in kinds.items() if k == "battery"]
+        pv_ids = [d for d, k in kinds.items() if k in PV_KINDS]  # a hybrid counts in both roles
+        bat_ids = [d for d, k in kinds.items() if k in BATTERY_KINDS]
         meter_ids = [d for d, k in kinds.items() if k == "meter"]
         pv_w = _sum_known([good(tel[d], "pv_w") for d in pv_ids]) if pv_ids else 0.0
         battery_w = _sum_known([good(tel[d], "battery_w") for d in bat_ids]) if bat_ids else 0.0
@@ -185,7 +196,7 @@ def build_state(
         if grid_w is not None and pv_w is not None and battery_w is not None:
             load_w = grid_w + pv_w + battery_w
         controllable = all(device_problem(t) is None for t in tel.values())
-        ctl = {d.id: d.control for d in site.devices}
+        ctl = {d.id: d.control and d.id not in monitor_only for d in site.devices}
         up, down = (0.0, 0.0)
         if controllable:
             up, down = site_flexibility(
@@ -217,5 +228,7 @@ def build_state(
             controllable=controllable,
             flex_up_w=up,
             flex_down_w=down,
+            pv_controlled=all(ctl[d] for d in pv_ids),
+            battery_controlled=all(ctl[d] for d in bat_ids),
         )
     return FleetState(ts=ts, sites=sites, telemetry=dict(telemetry))

@@ -51,8 +51,8 @@ from sparcs.controller.migrate import MigrationError
 from sparcs.controller.plan import Plan
 from sparcs.controller.plan_codec import PackedPlan, pack_plan, unpack_plan
 
-SCHEMA_VERSION = 2
-"""The release's schema number kept in ``schema_version`` (Alembic revision 0002)."""
+SCHEMA_VERSION = 4
+"""The release's schema number kept in ``schema_version`` (Alembic revision 0004)."""
 DB_FILE = "sparcs.db"
 DEFAULT_DATA_DIR = Path("data")  # relative to the working directory, like the demo's other files
 
@@ -76,6 +76,19 @@ telemetry = Table(
     Column("values", JSON, nullable=False),  # {key: [value | None, quality]}
     Index("ix_telemetry_device_ts", "device_id", "ts"),
     Index("ix_telemetry_ts", "ts"),
+)
+
+edge_polls = Table(
+    "edge_polls",
+    metadata,
+    # Every poll an edge sent, once: (site, sequence number) is the key, so a resent poll is dropped.
+    Column("site_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("ts", Float, nullable=False),  # the edge's poll time
+    Column("received_at", Float, nullable=False),
+    Column("edge_id", String(64), nullable=False),
+    Column("devices", JSON, nullable=False),  # {device_id: {status, values: {key: [value | None, quality]}}}
+    Index("ix_edge_polls_site_ts", "site_id", "ts"),
 )
 
 fleet = Table(
@@ -205,6 +218,18 @@ tokens = Table(
     Column("role", String(16), nullable=False),
     Column("token_sha256", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("expires_at", Float),  # None: never expires
+)
+
+# The run-time control switch per device (controller/device_control.py): a row only for a device an
+# operator switched; effective control = the fleet file's ``control`` AND ``controlled`` here.
+device_control = Table(
+    "device_control",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("controlled", Integer, nullable=False),  # 1 controlled, 0 monitor-only
+    Column("changed_at", Float, nullable=False),
+    Column("changed_by", String(64), nullable=False),
 )
 
 
@@ -246,6 +271,17 @@ class TokenRow:
     role: str
     token_sha256: str
     created_at: float
+    expires_at: float | None = None  # Unix s; None: never
+
+
+@dataclass(frozen=True)
+class DeviceControlRow:
+    """A device's run-time control switch: ``controlled`` False is monitor-only, set by ``changed_by``."""
+
+    device_id: str
+    controlled: bool
+    changed_at: float
+    changed_by: str
 
 
 class Store:
@@ -367,6 +403,42 @@ class Store:
                 select(site_history)
                 .where(site_history.c.site_id == site_id, site_history.c.ts >= start_s, site_history.c.ts < end_s)
                 .order_by(site_history.c.ts)
+            )
+            return [dict(r._mapping) for r in res]
+
+    def add_edge_polls(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Store the edge polls among ``rows`` (site_id, seq, ts, received_at, edge_id, devices) not
+        stored before, in one transaction; a (site_id, seq) already stored is skipped. Returns how
+        many were new."""
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            sites = {r["site_id"] for r in rows}
+            lo, hi = min(r["seq"] for r in rows), max(r["seq"] for r in rows)
+            have = {
+                (r.site_id, r.seq)
+                for r in conn.execute(
+                    select(edge_polls.c.site_id, edge_polls.c.seq).where(
+                        edge_polls.c.site_id.in_(sites), edge_polls.c.seq.between(lo, hi)
+                    )
+                )
+            }
+            new: dict[tuple[str, int], dict[str, Any]] = {}
+            for r in rows:
+                key = (r["site_id"], r["seq"])
+                if key not in have:
+                    new.setdefault(key, dict(r))
+            if new:
+                conn.execute(insert(edge_polls), list(new.values()))
+            return len(new)
+
+    def edge_polls(self, site_id: str, start_s: float, end_s: float) -> list[dict[str, Any]]:
+        """The polls of ``site_id``'s edge with ``start_s`` ≤ ts < ``end_s``, by sequence number."""
+        with self.engine.connect() as conn:
+            res = conn.execute(
+                select(edge_polls)
+                .where(edge_polls.c.site_id == site_id, edge_polls.c.ts >= start_s, edge_polls.c.ts < end_s)
+                .order_by(edge_polls.c.seq)
             )
             return [dict(r._mapping) for r in res]
 
@@ -549,22 +621,63 @@ class Store:
 
     # -- API tokens ---------------------------------------------------------------------------
 
-    def add_token(self, name: str, role: str, token_sha256: str, at: float) -> None:
+    def add_token(self, name: str, role: str, token_sha256: str, at: float, expires_at: float | None = None) -> None:
         with self.engine.begin() as conn:
             existing = conn.execute(select(tokens.c.id).where(tokens.c.name == name)).first()
             if existing:
                 raise ValueError(f"a token named '{name}' exists already; revoke it or choose another name")
-            conn.execute(insert(tokens).values(name=name, role=role, token_sha256=token_sha256, created_at=at))
+            conn.execute(
+                insert(tokens).values(
+                    name=name, role=role, token_sha256=token_sha256, created_at=at, expires_at=expires_at
+                )
+            )
 
     def list_tokens(self) -> list[TokenRow]:
         with self.engine.connect() as conn:
             res = conn.execute(select(tokens).order_by(tokens.c.name))
-            return [TokenRow(r.name, r.role, r.token_sha256, r.created_at) for r in res]
+            return [TokenRow(r.name, r.role, r.token_sha256, r.created_at, r.expires_at) for r in res]
+
+    def rotate_token(self, name: str, token_sha256: str, at: float, expires_at: float | None) -> bool:
+        """Replace the secret (and expiry) of the token ``name``, keeping its role; False for an unknown name."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(tokens)
+                .where(tokens.c.name == name)
+                .values(token_sha256=token_sha256, created_at=at, expires_at=expires_at)
+            )
+            return res.rowcount > 0
 
     def revoke_token(self, name: str) -> bool:
         """Revoking deletes the row, so the name can be reused; returns False for an unknown name."""
         with self.engine.begin() as conn:
             return conn.execute(delete(tokens).where(tokens.c.name == name)).rowcount > 0
+
+    # -- run-time control switch per device ---------------------------------------------------
+
+    def set_device_control(self, device_id: str, controlled: bool, *, who: str, at: float) -> None:
+        """Record a device's control switch and its audit entry in one durable transaction."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(device_control).where(device_control.c.device_id == device_id))
+            conn.execute(
+                insert(device_control).values(
+                    device_id=device_id, controlled=int(controlled), changed_at=at, changed_by=who
+                )
+            )
+            conn.execute(
+                insert(audit).values(
+                    ts=at,
+                    who=who,
+                    action="device-control",
+                    params={"device": device_id, "controlled": controlled},
+                    result="ok",
+                )
+            )
+
+    def device_controls(self) -> list[DeviceControlRow]:
+        """Every device's recorded control switch."""
+        with self.engine.connect() as conn:
+            res = conn.execute(select(device_control).order_by(device_control.c.device_id))
+            return [DeviceControlRow(r.device_id, bool(r.controlled), r.changed_at, r.changed_by) for r in res]
 
     # -- retention ----------------------------------------------------------------------------
 
@@ -586,6 +699,8 @@ class Store:
         with self.engine.begin() as conn:
             for table, col in ((telemetry, "ts"), (fleet, "ts"), (site_history, "ts"), (setpoints, "ts")):
                 out[table.name] = conn.execute(delete(table).where(table.c[col] < cut(table.name))).rowcount
+            # the edges' polls are telemetry: kept as long
+            out["edge_polls"] = conn.execute(delete(edge_polls).where(edge_polls.c.ts < cut("telemetry"))).rowcount
             last = conn.execute(select(func.max(plans.c.id))).scalar()
             out["plans"] = conn.execute(
                 delete(plans).where(plans.c.created_at < cut("plans"), plans.c.id != (last or -1))

@@ -64,6 +64,17 @@ def add_silent(fleet: dict[str, Any], fraction: float, seed: int) -> list[str]:
     return silent
 
 
+def add_latency(fleet: dict[str, Any], latency_ms: float, silent: list[str]) -> None:
+    """Every answering device replies ``latency_ms`` late (the simulators' fault proxy holds each reply
+    back: fault ``slow``), as devices behind DSL routers and dongles do in the field."""
+    sim = fleet.setdefault("simulation", {})
+    late = [d["id"] for s in fleet["sites"] for d in s["devices"] if d["id"] not in set(silent)]
+    sim["faults"] = [
+        *sim.get("faults", []),
+        *({"device": i, "mode": "slow", "delay_s": latency_ms / 1000.0} for i in late),
+    ]
+
+
 def free_port_range(count: int, start: int = 10000, stop: int = 32000) -> int:
     """A first port such that ``count`` consecutive loopback ports are free right now.
 
@@ -253,12 +264,17 @@ async def run_poll_bench(
     silent_fraction: float = 0.0,
     concurrency: int | None = None,
     seed: int = 7,
+    latency_ms: float = 0.0,
 ) -> dict[str, Any]:
-    """Trim ``fleet`` (a generated fleet config dict) to ``n_devices``, serve it in a child process, measure."""
+    """Trim ``fleet`` (a generated fleet config dict) to ``n_devices``, serve it in a child process, measure.
+
+    ``latency_ms``: every reply of an answering device comes that late, for both loops alike."""
     raise_open_file_limit()
     fleet = trim_fleet(fleet, n_devices)
     fleet.setdefault("simulation", {})["speed"] = 1.0
     silent = add_silent(fleet, silent_fraction, seed) if silent_fraction > 0 else []
+    if latency_ms > 0:
+        add_latency(fleet, latency_ms, silent)
     cfg = validate_config(fleet, "generated bench fleet")
     settings = cfg.dispatch.model_copy(update={"max_concurrency": concurrency or cfg.dispatch.max_concurrency})
     with tempfile.TemporaryDirectory(prefix="sparcs-bench-") as tmp:
@@ -267,6 +283,6 @@ async def run_poll_bench(
         sim = SimulatorProcess(path, n_devices)
         try:
             await sim.start()
-            return await measure(cfg, sim.endpoints, cycles, settings, silent)
+            return await measure(cfg, sim.endpoints, cycles, settings, silent) | {"latency_ms": latency_ms}
         finally:
             sim.stop()

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from sparcs.config.register_map import FailSafe
 from sparcs.config.schema import ConfigError, DeviceConfig
 from sparcs.drivers.link import Link
 from sparcs.drivers.telemetry import Reading
@@ -119,6 +120,39 @@ class Device(Protocol):
     async def read(self, addr: int, count: int) -> list[int]:
         """Read holding registers (the writer checks a written register the read-back did not reach)."""
         ...
+
+    # Optional members, read through fail_safe_of() and can_stop_pv() (absent: no fail-safe, no stop):
+    #   fail_safe: config.register_map.FailSafe  (revert_timer, watchdog with interval_s, or none)
+    #   can_stop_pv: bool  (pv_limit_writes(0.0, ...) stops the inverter at 0 W)
+    #   revert_left_s(kind) -> float | None  (what the device's own revert timer had left at the latest poll)
+
+
+NO_FAIL_SAFE = FailSafe(kind="none", note="the device declares no fail-safe")
+
+
+def fail_safe_of(device: Device) -> FailSafe:
+    """What ``device`` does when the controller stops writing (docs/devices.md "Fail-safes").
+
+    An optional member of :class:`Device` (``fail_safe``); a device without it counts as having
+    none, so it is monitor-only unless its config accepts that (``accept_no_fail_safe``)."""
+    fs = getattr(device, "fail_safe", None)
+    return fs if isinstance(fs, FailSafe) else NO_FAIL_SAFE
+
+
+def can_stop_pv(device: Device) -> bool:
+    """True when ``pv_limit_writes(0.0, ...)`` stops the inverter at exactly 0 W (SunSpec 123 ``Conn`` = 0,
+    a vendor's own stop). An optional member of :class:`Device` (``can_stop_pv``); absent = False: the
+    writer then holds the device at its floor and reports the shortfall."""
+    return bool(getattr(device, "can_stop_pv", False))
+
+
+def revert_left_of(device: Device, kind: SetpointKind) -> float | None:
+    """Seconds the device's own revert timer for ``kind`` had left at its latest poll (SunSpec 704
+    ``WMaxLimPctRvrtRem`` / ``WSetRvrtRem``), or None where the device does not say. An optional member
+    of :class:`Device` (``revert_left_s(kind)``)."""
+    fn = getattr(device, "revert_left_s", None)
+    left = fn(kind) if callable(fn) else None
+    return float(left) if isinstance(left, int | float) else None
 
 
 LinkFor = Callable[[], Link]

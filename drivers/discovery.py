@@ -2,7 +2,7 @@
 
 Discovery reads through a ``ReadFn`` (address, count) → registers, so the same walk serves the
 poller's shared connections and the ``scan`` command. Candidates are tried in pysunspec2's order
-(40000, 0, 50000); a Modbus exception or a wrong marker at one candidate moves on to the next.
+(40000, 0, 50000); a Modbus exception, a wrong marker or no reply at one candidate moves on to the next.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sparcs.drivers.errors import DeviceError, ModbusError
+from sparcs.drivers.errors import DeviceError, DeviceTimeoutError, ModbusError
 
 ReadFn = Callable[[int, int], Awaitable[list[int]]]
 """Read ``count`` holding registers from protocol address ``addr``; raises DeviceError subclasses."""
@@ -55,24 +55,48 @@ class NotSunSpecError(DeviceError):
     """No SunSpec marker at any candidate base address."""
 
 
+@dataclass(frozen=True)
+class BaseProbe:
+    """What one candidate base address gave: ``result`` is ``sunspec``, ``no_marker``, ``exception``
+    or ``timeout``; ``detail`` says what was read or why nothing was."""
+
+    address: int
+    result: str
+    detail: str
+
+
+async def probe_base(read: ReadFn, base: int) -> BaseProbe:
+    """Read the two registers at ``base``: SunS, something else, an exception reply, or no reply.
+
+    A lost or refused connection is not a property of one candidate: it propagates."""
+    try:
+        regs = await read(base, 2)
+    except ModbusError as exc:
+        return BaseProbe(base, "exception", str(exc))
+    except DeviceTimeoutError as exc:  # some devices stay silent at addresses they do not map
+        return BaseProbe(base, "timeout", str(exc))
+    if tuple(regs[:2]) == SUNS:
+        return BaseProbe(base, "sunspec", "SunS marker")
+    return BaseProbe(base, "no_marker", f"no SunS marker (read {regs[0]:#06x} {regs[1]:#06x})")
+
+
 async def find_base(read: ReadFn) -> int:
-    """The first candidate base address holding "SunS"."""
+    """The first candidate base address holding "SunS"; an exception reply or a timeout at one
+    candidate moves on to the next."""
     tried = []
     for base in BASE_ADDRESSES:
-        try:
-            regs = await read(base, 2)
-        except ModbusError as exc:  # an exception reply only rules out this candidate
-            tried.append(f"{base}: {exc}")
-            continue
-        if tuple(regs[:2]) == SUNS:
+        probe = await probe_base(read, base)
+        if probe.result == "sunspec":
             return base
-        tried.append(f"{base}: no SunS marker")
-    raise NotSunSpecError("not a SunSpec device (" + "; ".join(tried) + ")")
+        tried.append(probe)
+    if all(p.result == "timeout" for p in tried):
+        raise DeviceTimeoutError(tried[0].detail)
+    raise NotSunSpecError("not a SunSpec device (" + "; ".join(f"{p.address}: {p.detail}" for p in tried) + ")")
 
 
-async def discover(read: ReadFn) -> SunSpecMap:
-    """Find the base address and list every model up to the end marker."""
-    base = await find_base(read)
+async def discover(read: ReadFn, base: int | None = None) -> SunSpecMap:
+    """Find the base address (unless given) and list every model up to the end marker."""
+    base = await find_base(read) if base is None else base
     found = SunSpecMap(base=base)
     addr = base + 2
     for _ in range(MAX_MODELS):

@@ -5,7 +5,8 @@ polled one after another over it, so a silent unit costs its neighbours at most 
 Endpoints are polled concurrently up to ``max_concurrency``; a failing device backs off
 exponentially (it is skipped, not waited for: 0, 1, 3, 7, … polls) but is probed again at least every
 ``dispatch.max_backoff_s``, so a device that answers again is online with that poll; it turns stale
-after ``stale_after_polls`` failed polls. A value that could not be read is missing, never the
+after ``stale_after_polls`` failed polls, or at once while it never answered (a device not read
+yet is never online and gets no writes). A value that could not be read is missing, never the
 previous one reused.
 """
 
@@ -128,7 +129,7 @@ class FleetPoller:
             self._failed(s, self.clock(), str(exc), attempted=True)
             return
         except Exception as exc:  # fault barrier: a device answering nonsense must not stop the fleet's poll
-            log.exception("device %s: unexpected failure while polling", s.cfg.id)
+            log.exception("device %s: unexpected failure while polling", s.cfg.id, extra={"device": s.cfg.id})
             self._failed(s, self.clock(), f"unexpected {type(exc).__name__}: {exc}", attempted=True)
             return
         t = self.clock()
@@ -178,7 +179,8 @@ class FleetPoller:
         if attempted:
             s.attempt_failures += 1
             s.next_attempt_at = now + self._backoff_s(s.attempt_failures)
-        stale = s.failed_polls >= self.settings.stale_after_polls
+        # A device that never answered is not online: nothing it reports is known yet.
+        stale = s.failed_polls >= self.settings.stale_after_polls or s.last_good_at is None
         if stale:
             s.driver.forget()  # it may come back changed (restart, firmware update): discover again
         s.watches.clear()

@@ -1,16 +1,19 @@
 """A device read and written through a vendor register map (config/profiles/) instead of SunSpec.
 
-Writes (docs/definitions.md "Revert timers and safe defaults"): a limit writes the profile's
-``revert_timer_s`` first when it has one, then ``pv_limit_w`` (else ``pv_limit_pct`` of WMax) or
-``battery_setpoint_w``; a release writes the profile's release steps. The read-back is the
+Writes (docs/definitions.md "Revert timers and safe defaults", docs/devices.md "Fail-safes"): a
+limit writes the profile's fail-safe first (``revert_timer_s`` for a revert timer; the next value of
+a counter into a watchdog's ``heartbeat`` register), then ``pv_limit_w`` (else ``pv_limit_pct`` of
+WMax) or ``battery_setpoint_w``; a release writes the profile's release steps. The read-back is the
 profile's own ``read_all``: its requests cover every register it declares, so they check every
 written one and report the setpoint in force.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
+from sparcs.config.register_map import FailSafe
 from sparcs.config.schema import DeviceConfig
 from sparcs.drivers.device import UNKNOWN, InForce, LinkFor, RegisterWrite, SetpointKind, WritePlan
 from sparcs.drivers.device import pv_limit_in_telemetry as _pv_limit_in_telemetry
@@ -27,21 +30,64 @@ class ProfileDevice:
 
     protocol = "profile"
 
-    def __init__(self, link: Link, unit: int, kind: str, profile: Profile, invert_sign: bool = False):
+    def __init__(
+        self,
+        link: Link,
+        unit: int,
+        kind: str,
+        profile: Profile,
+        invert_sign: bool = False,
+        watchdog_s: float | None = None,
+    ):
         if profile.kind != kind:
-            raise ProfileError(f"profile '{profile.name}' describes a {profile.kind}, not a {kind}")
+            raise ProfileError(
+                f"profile '{profile.name}' describes a {profile.kind}, not a {kind}; "
+                f"name a {kind} profile, or correct the device's kind"
+            )
         self.link, self.unit, self.kind, self.profile, self.invert_sign = link, unit, kind, profile, invert_sign
         self.blocks = profile.blocks()
+        self._beats = 0
+        fs = profile.fail_safe
+        self._fail_safe = (
+            fs.model_copy(update={"interval_s": watchdog_s}) if watchdog_s and fs.kind == "watchdog" else fs
+        )
 
     @classmethod
-    def from_name(cls, link: Link, unit: int, kind: str, name: str, invert_sign: bool = False) -> ProfileDevice:
-        return cls(link, unit, kind, load_profile(name), invert_sign)
+    def from_name(
+        cls,
+        link: Link,
+        unit: int,
+        kind: str,
+        name: str,
+        invert_sign: bool = False,
+        first: Sequence[Path] = (),
+        watchdog_s: float | None = None,
+    ) -> ProfileDevice:
+        return cls(link, unit, kind, load_profile(name, first=first), invert_sign, watchdog_s)
 
     @classmethod
     def from_config(cls, cfg: DeviceConfig, link_for: LinkFor) -> ProfileDevice:
         """The registry's factory (protocol ``profile``); ProfileError when the profile cannot be used."""
         assert cfg.profile is not None  # the schema requires it
-        return cls.from_name(link_for(), cfg.unit, cfg.kind, cfg.profile, cfg.invert_sign)
+        return cls.from_name(
+            link_for(), cfg.unit, cfg.kind, cfg.profile, cfg.invert_sign, cfg.profile_dirs, cfg.watchdog_s
+        )
+
+    @property
+    def fail_safe(self) -> FailSafe:
+        """The fail-safe the profile declares (a watchdog's interval as the device's config sets it)."""
+        return self._fail_safe
+
+    def _fail_safe_writes(self, revert_s: int) -> list[RegisterWrite]:
+        """Before a setpoint: the revert timer, or the watchdog's heartbeat (a counter, so every beat
+        is a new value); nothing when the heartbeat is the setpoint register itself, or there is none."""
+        fs = self._fail_safe
+        if fs.kind == "revert_timer":
+            return [self._write("revert_timer_s", float(revert_s))]
+        if fs.kind == "watchdog" and fs.heartbeat == "heartbeat":
+            self._beats = self._beats % 0xFFFF + 1
+            return [self._raw_write("heartbeat", self._beats)]
+        return []
 
     async def read_all(self) -> dict[str, float | None]:
         """Every register of the profile in SI, by key."""
@@ -114,8 +160,7 @@ class ProfileDevice:
         if target_w is None:
             writes += [self._raw_write(step.key, step.value) for step in p.pv_limit_release]
         else:
-            if "revert_timer_s" in p.registers:
-                writes.append(self._write("revert_timer_s", float(revert_s)))
+            writes += self._fail_safe_writes(revert_s)
             if "pv_limit_w" in p.registers:
                 writes.append(self._write("pv_limit_w", target_w))
             elif "pv_limit_pct" in p.registers:
@@ -138,8 +183,8 @@ class ProfileDevice:
         else:
             if "battery_setpoint_w" not in p.registers:
                 raise DeviceError(f"profile '{p.name}' has no battery_setpoint_w register")
-            if "revert_timer_s" in p.registers:
-                writes.append(self._write("revert_timer_s", float(revert_s)))
+            writes += self._fail_safe_writes(revert_s)
+            writes += [self._raw_write(step.key, step.value) for step in p.battery_enable]
             writes.append(self._write("battery_setpoint_w", target_w))
 
         async def readback() -> tuple[dict[int, int], float | None]:

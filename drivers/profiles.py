@@ -9,6 +9,7 @@ serve the same maps); this module adds the codec and read planning the drivers u
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 
 from sparcs.config.register_map import (
@@ -96,6 +97,6 @@ def load_profile_file(path: Path) -> Profile:
     return load_register_map_file(path, Profile)
 
 
-def load_profile(name: str, directory: Path = PROFILE_DIR) -> Profile:
-    """The profile ``name`` (a file ``<name>.yaml`` in config/profiles/)."""
-    return load_register_map(name, directory, Profile)
+def load_profile(name: str, directory: Path = PROFILE_DIR, first: Sequence[Path] = ()) -> Profile:
+    """The profile ``name`` (a file ``<name>.yaml`` in the folders ``first``, else in config/profiles/)."""
+    return load_register_map(name, directory, Profile, first)

@@ -210,6 +210,50 @@ def decode(
     return out
 
 
+@cache
+def repeating_group(model_id: int) -> tuple[int, ModelDef] | None:
+    """A model's repeating group (160's ``module``: one per MPPT string) as (offset of the first
+    instance from the ID register, the layout of one instance); None for a model without one."""
+    group = sd.get_model_def(model_id)["group"]
+    fixed = sum(int(p["size"]) for p in group["points"])
+    for sub in group.get("groups", []):
+        if "count" not in sub:
+            continue
+        points: dict[str, PointDef] = {}
+        offset = 0
+        for p in sub["points"]:
+            points[p["name"]] = PointDef(
+                p["name"], offset, int(p["size"]), p["type"], p.get("sf"), p.get("units"), p.get("access", "R"), {}
+            )
+            offset += int(p["size"])
+        return fixed, ModelDef(model_id, sub["name"], offset, points)
+    return None
+
+
+def decode_repeating(model_id: int, regs: Sequence[int], names: Iterable[str]) -> list[dict[str, Value]]:
+    """The instances of the model's repeating group in ``regs`` (from the ID register; as many as the
+    block holds whole), each ``{point: value × 10^SF}``; scale factors are the model's fixed points."""
+    found = repeating_group(model_id)
+    if found is None:
+        return []
+    start, inst = found
+    sfs = model_def(model_id).points
+    out: list[dict[str, Value]] = []
+    at = start
+    while at + inst.length <= len(regs):
+        entry: dict[str, Value] = {}
+        for name in names:
+            p = inst.point(name)
+            v = raw_value(regs, p, at)
+            if isinstance(p.sf, str) and isinstance(v, int | float):
+                e = raw_value(regs, sfs[p.sf]) if p.sf in sfs else None
+                v = v * 10.0**e if isinstance(e, int) and -10 <= e <= 10 else None
+            entry[name] = v
+        out.append(entry)
+        at += inst.length
+    return out
+
+
 def encode_point(p: PointDef, raw: int) -> list[int]:
     """Registers for writing the raw integer ``raw`` into point ``p`` (big-endian, MSW first)."""
     if p.type in ("float32", "float64", "string"):

@@ -7,6 +7,9 @@ Rules (docs/definitions.md "Reference bases", "Revert timers and safe defaults")
   (scale factor ``InOutWRte_SF``); ``StorCtl_Mod`` 2 discharges, 1 charges, 3 holds (both rates 0);
 - 704: ``WSet`` in W (``WSet_SF``), with ``WSetMod`` 1 and ``WSetEna`` 1;
 - a release writes only the enable (mode) point;
+- 0 W on 123 is a stop: ``Conn_RvrtTms`` then ``Conn`` = 0 (the inverter disconnects; its timer
+  reconnects it); while the latest poll shows ``Conn`` = 0, a limit or a release first writes
+  ``Conn`` = 1;
 - the scale factors come from the control model's registers of the latest poll when the device
   polls that model, else from one read first; one read of the control model after the writes
   checks every written register and decodes the setpoint in force.
@@ -30,17 +33,27 @@ async def pv_limit_plan(d: SunSpecDevice, target_w: float | None, wmax_w: float,
     """The writes of a PV limit of ``target_w`` (None: release) on the device's 123 or 704."""
     loc = control(d, 123, 704)
     if loc.model_id == 123:
+        reconnect = point_writes(loc, [("Conn", 1)]) if d.models.get(123, {}).get("Conn") == 0 else ()
         if target_w is None:
-            writes = point_writes(loc, [("WMaxLim_Ena", 0)])
+            writes = reconnect + point_writes(loc, [("WMaxLim_Ena", 0)])
+        elif target_w <= 0.0:
+            writes = point_writes(loc, [("Conn_RvrtTms", revert_s), ("Conn", 0)])
         else:
             pct = pct_raw(target_w, wmax_w, scale_factor(loc, await control_regs(d, loc), "WMaxLimPct_SF"))
-            writes = point_writes(loc, [("WMaxLimPct", pct), ("WMaxLimPct_RvrtTms", revert_s), ("WMaxLim_Ena", 1)])
+            points = [("WMaxLimPct", pct), ("WMaxLimPct_RvrtTms", revert_s), ("WMaxLim_Ena", 1)]
+            writes = reconnect + point_writes(loc, points)
     elif target_w is None:
         writes = point_writes(loc, [("WMaxLimPctEna", 0)])
     else:
         pct = pct_raw(target_w, wmax_w, scale_factor(loc, await control_regs(d, loc), "WMaxLimPct_SF"))
         writes = point_writes(loc, [("WMaxLimPct", pct), ("WMaxLimPctRvrtTms", revert_s), ("WMaxLimPctEna", 1)])
-    return WritePlan(writes, control_readback(d, loc, lambda got: limit_from_control(loc.model_id, got, wmax_w)))
+
+    def in_force(got: list[int]) -> float | None:
+        if loc.model_id == 123:  # what the read-back saw of Conn decides the next write's reconnect
+            d.models.setdefault(123, {})["Conn"] = decode(123, got, ("Conn",))["Conn"]
+        return limit_from_control(loc.model_id, got, wmax_w)
+
+    return WritePlan(writes, control_readback(d, loc, in_force))
 
 
 async def battery_plan(d: SunSpecDevice, target_w: float | None, revert_s: int) -> WritePlan:
@@ -126,9 +139,11 @@ def discharge_base_w(models: Models) -> float | None:
 
 
 def limit_from_control(model_id: int, regs: list[int], wmax_w: float) -> float | None:
-    """The PV limit in force (W) in a 123 or 704 block, or None when released."""
+    """The PV limit in force (W) in a 123 or 704 block (0 W while 123 ``Conn`` = 0), or None when released."""
     if model_id == 123:
-        c = decode(123, regs, ("WMaxLimPct", "WMaxLim_Ena"))
+        c = decode(123, regs, ("Conn", "WMaxLimPct", "WMaxLim_Ena"))
+        if c["Conn"] == 0:
+            return 0.0
         pct = number(c["WMaxLimPct"])
         return pct / 100.0 * wmax_w if c["WMaxLim_Ena"] == 1 and pct is not None else None
     c = decode(704, regs, ("WMaxLimPctEna", "WMaxLimPct"))

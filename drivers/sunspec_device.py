@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from sparcs.config.register_map import FailSafe
 from sparcs.config.schema import DeviceConfig
 from sparcs.drivers import sunspec_control
 from sparcs.drivers.device import UNKNOWN, InForce, LinkFor, SetpointKind, WritePlan, pv_limit_in_telemetry
@@ -15,6 +16,13 @@ from sparcs.drivers.sunspec_map import PollPlan, decode_models, poll_plan, to_ra
 from sparcs.drivers.telemetry import Reading
 
 STATIC_EVERY_POLLS = 60  # nameplate and settings (WMax) change rarely; re-read them this often
+SUNSPEC_FAIL_SAFE = FailSafe(
+    kind="revert_timer",
+    note="SunSpec revert timers: 123 WMaxLimPct_RvrtTms and Conn_RvrtTms, 124 InOutWRte_RvrtTms, "
+    "704 WMaxLimPctRvrtTms and WSetRvrtTms",
+)
+METER_FAIL_SAFE = FailSafe(kind="none", note="a meter takes no setpoints")
+NO_CONTROL_FAIL_SAFE = FailSafe(kind="none", note="no SunSpec control model (124 or 704): monitor only")
 
 
 class SunSpecDevice:
@@ -77,6 +85,27 @@ class SunSpecDevice:
         return to_raw_si(self.kind, self.models, self.invert_sign)
 
     # --- the Device interface beyond polling ----------------------------------------------------
+
+    @property
+    def fail_safe(self) -> FailSafe:
+        """Every SunSpec control model this driver writes carries a revert timer, written with each setpoint;
+        a discovered battery without one (an 802 bank on its own) takes no setpoints at all."""
+        if self.kind == "meter":
+            return METER_FAIL_SAFE
+        if self.kind == "battery" and self.map is not None and self.map.find(124, 704) is None:
+            return NO_CONTROL_FAIL_SAFE
+        return SUNSPEC_FAIL_SAFE
+
+    def revert_left_s(self, kind: SetpointKind) -> float | None:
+        """The seconds 704's own revert timer had left at the latest poll (``…RvrtRem``); None without 704."""
+        c = self.models.get(704)
+        v = c.get("WMaxLimPctRvrtRem" if kind == "pv" else "WSetRvrtRem") if c else None
+        return float(v) if isinstance(v, int | float) else None
+
+    @property
+    def can_stop_pv(self) -> bool:
+        """A PV inverter with model 123 stops at 0 W with ``Conn`` = 0 (with its own revert timer)."""
+        return self.kind in ("pv_inverter", "hybrid") and self.map is not None and self.map.find(123) is not None
 
     def model_ids(self) -> list[int]:
         return self.map.ids if self.map is not None else []

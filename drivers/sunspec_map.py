@@ -1,6 +1,12 @@
 """Map decoded SunSpec models onto the telemetry shape.
 
-An inverter on 103 + 123 and one on 701 + 704 produce the same keys. Which models a device
+An inverter on 103 + 123 and one on 701 + 704 produce the same keys. A PV inverter with model 160
+adds its DC power per MPPT string (``mppt_<i>_dc_w``, from 1) and their sum ``dc_w``; a battery
+that serves only the SunSpec 2 battery model 802 is read from it alone (``W`` > 0 discharging,
+``SoC``, ``WHRtg``, the charge and discharge rates), and takes no setpoints (no control model).
+A hybrid inverter (one unit id, a PV and a battery role) polls its inverter measurement, its PV
+control (123/704), its storage control (124) and the battery bank (802, else 713): ``battery_w``
+is 802's DC power (> 0 discharging), ``pv_w`` the AC output less it (AC out = PV + discharge). Which models a device
 needs is fixed here: ``PollPlan`` names the models read every poll (measurements, controls in
 force, storage state) and the static ones read at discovery (nameplate, settings, capacity).
 """
@@ -11,13 +17,15 @@ from dataclasses import dataclass
 
 from sparcs.drivers.discovery import ModelLocation, SunSpecMap
 from sparcs.drivers.errors import DeviceError
-from sparcs.drivers.sunspec_codec import decode
+from sparcs.drivers.sunspec_codec import decode, decode_repeating
 
 INVERTER_MODELS = (103, 102, 101, 113, 112, 111, 701)
 METER_MODELS = (203, 204, 202, 201, 213, 214, 212, 211)
-STORAGE_MODELS = (124, 713)
+STORAGE_MODELS = (124, 713, 802)
 PV_CONTROL_MODELS = (123, 704)
-STATIC_MODELS = (120, 121, 702, 713)
+STATIC_MODELS = (120, 121, 702, 713, 802)
+MPPT_MODEL = 160
+MODULE_POINTS = ("DCW",)
 
 # The points each model contributes; decoding only these keeps a poll cheap.
 POINTS: dict[int, tuple[str, ...]] = {
@@ -27,15 +35,23 @@ POINTS: dict[int, tuple[str, ...]] = {
     120: ("WRtg", "WHRtg", "MaxChaRte", "MaxDisChaRte"),
     121: ("WMax",),
     702: ("WMaxRtg", "WMax", "WChaRteMax", "WDisChaRteMax"),
-    123: ("WMaxLimPct", "WMaxLim_Ena", "WMaxLimPct_RvrtTms"),
-    704: ("WMaxLimPctEna", "WMaxLimPct", "WSetEna", "WSetMod", "WSet"),
+    123: ("Conn", "WMaxLimPct", "WMaxLim_Ena", "WMaxLimPct_RvrtTms"),
+    704: ("WMaxLimPctEna", "WMaxLimPct", "WSetEna", "WSetMod", "WSet", "WMaxLimPctRvrtRem", "WSetRvrtRem"),
     124: ("WChaMax", "StorCtl_Mod", "ChaState", "OutWRte", "InWRte", "InOutWRte_RvrtTms"),
     713: ("WHRtg", "SoC"),
+    802: ("W", "SoC", "WHRtg", "WChaRteMax", "WDisChaRteMax", "State", "Evt1"),
+    160: ("N",),
 }
 
 # Read once at discovery: only what does not change while the device runs. A dynamic point of a
 # model read statically (713 SoC beside 124) would otherwise be a stale value passed on as good.
-STATIC_POINTS: dict[int, tuple[str, ...]] = {120: POINTS[120], 121: POINTS[121], 702: POINTS[702], 713: ("WHRtg",)}
+STATIC_POINTS: dict[int, tuple[str, ...]] = {
+    120: POINTS[120],
+    121: POINTS[121],
+    702: POINTS[702],
+    713: ("WHRtg",),
+    802: ("WHRtg", "WChaRteMax", "WDisChaRteMax"),
+}
 
 
 @dataclass(frozen=True)
@@ -58,19 +74,31 @@ def poll_plan(kind: str, found: SunSpecMap) -> PollPlan:
     static = tuple(m for m in found.models if m.model_id in STATIC_MODELS)
     if kind == "meter":
         return PollPlan((need(METER_MODELS, "meter"),), ())
-    inverter = need(INVERTER_MODELS, "inverter measurement")
     if kind == "pv_inverter":
-        ctl = found.find(*PV_CONTROL_MODELS)
-        return PollPlan((inverter,) if ctl is None else (inverter, ctl), static)
+        inverter = need(INVERTER_MODELS, "inverter measurement")
+        extra = tuple(m for m in (found.find(*PV_CONTROL_MODELS), found.find(MPPT_MODEL)) if m is not None)
+        return PollPlan((inverter, *extra), static)
+    if kind == "hybrid":
+        inverter = need(INVERTER_MODELS, "inverter measurement")
+        bank = need((802, 713), "battery bank")
+        found_ids = (found.find(*PV_CONTROL_MODELS), found.find(124), bank, found.find(MPPT_MODEL))
+        dynamic = (inverter, *(m for m in found_ids if m is not None))
+        return PollPlan(dynamic, tuple(m for m in static if m not in dynamic))
     storage = need(STORAGE_MODELS, "storage")
     static = tuple(m for m in static if m.model_id != storage.model_id)
+    if storage.model_id == 802 and found.find(*INVERTER_MODELS) is None:
+        return PollPlan((storage,), static)  # a SunSpec 2 battery bank on its own: 802 has the power too
+    inverter = need(INVERTER_MODELS, "inverter measurement")
     return PollPlan((inverter, storage), static)
 
 
 def decode_models(blocks: dict[int, list[int]], static: bool = False) -> dict[int, dict]:
     """Decode each block (model id → registers from its ID register) to the points the mapping uses."""
     points = STATIC_POINTS if static else POINTS
-    return {mid: decode(mid, regs, points[mid]) for mid, regs in blocks.items() if mid in points}
+    out: dict[int, dict] = {mid: decode(mid, regs, points[mid]) for mid, regs in blocks.items() if mid in points}
+    if MPPT_MODEL in out:
+        out[MPPT_MODEL]["modules"] = decode_repeating(MPPT_MODEL, blocks[MPPT_MODEL], MODULE_POINTS)
+    return out
 
 
 def _first(*values: float | None) -> float | None:
@@ -91,9 +119,12 @@ def wmax_of(models: dict[int, dict]) -> float | None:
 
 
 def limit_in_force_w(models: dict[int, dict], wmax_w: float | None) -> float | None:
-    """The controller limit the device applies now (W), or None when no limit is enabled."""
+    """The controller limit the device applies now (W), or None when no limit is enabled (0 W while 123
+    ``Conn`` = 0: the inverter is disconnected)."""
     if 123 in models:
         c = models[123]
+        if c.get("Conn") == 0:
+            return 0.0
         if c.get("WMaxLim_Ena") == 1 and c.get("WMaxLimPct") is not None and wmax_w is not None:
             return c["WMaxLimPct"] / 100.0 * wmax_w
         return None
@@ -135,15 +166,34 @@ def to_raw_si(kind: str, models: dict[int, dict], invert_sign: bool = False) -> 
         pv = {"pv_w": None if w is None else sign * w, "wmax_w": wmax, **common}
         if 123 in models or 704 in models:  # without a control model the limit in force is unknown
             pv["pv_limit_w"] = limit_in_force_w(models, wmax)
+        if MPPT_MODEL in models:
+            strings = [m.get("DCW") for m in models[MPPT_MODEL].get("modules", [])]
+            pv |= {f"mppt_{i}_dc_w": v for i, v in enumerate(strings, start=1)}
+            pv["dc_w"] = sum(v for v in strings if v is not None) if strings and None not in strings else None
         return pv
-    s124, s713 = models.get(124, {}), models.get(713, {})
-    wchamax = _first(s124.get("WChaMax"), m120.get("MaxChaRte"), m702.get("WChaRteMax"))
+    s124, s713, s802 = models.get(124, {}), models.get(713, {}), models.get(802, {})
+    if kind == "hybrid":  # the bank's DC power is the battery role; PV is the AC output less it
+        bat_w = s802.get("W")
+        pv_w = None if w is None or bat_w is None else sign * (w - bat_w)
+        pv_part = {"pv_w": pv_w, "wmax_w": wmax}
+        if 123 in models or 704 in models:  # without a control model the limit in force is unknown
+            pv_part["pv_limit_w"] = limit_in_force_w(models, wmax)
+        w = bat_w
+    else:
+        pv_part = {}
+    if not inv and s802:  # an 802 bank on its own: its DC power and state
+        w = s802.get("W")
+        common |= {"operating_state": s802.get("State"), "alarms": s802.get("Evt1")}
+    wchamax = _first(s124.get("WChaMax"), m120.get("MaxChaRte"), m702.get("WChaRteMax"), s802.get("WChaRteMax"))
     return {
-        # 103/701 W is AC output: positive = generation = discharge, our battery_w sign.
+        # 103/701 W is AC output: positive = generation = discharge, our battery_w sign (802 W alike).
         "battery_w": None if w is None else sign * w,
-        "soc": _pct(_first(s124.get("ChaState"), s713.get("SoC"))),
-        "capacity_wh": _first(m120.get("WHRtg"), s713.get("WHRtg")),
+        "soc": _pct(_first(s124.get("ChaState"), s713.get("SoC"), s802.get("SoC"))),
+        "capacity_wh": _first(m120.get("WHRtg"), s713.get("WHRtg"), s802.get("WHRtg")),
         "max_charge_w": wchamax,
-        "max_discharge_w": _first(m120.get("MaxDisChaRte"), m702.get("WDisChaRteMax"), wchamax),
+        "max_discharge_w": _first(
+            m120.get("MaxDisChaRte"), m702.get("WDisChaRteMax"), s802.get("WDisChaRteMax"), wchamax
+        ),
         **common,
+        **pv_part,
     }

@@ -10,6 +10,7 @@ Signs and units follow docs/definitions.md "Signs" and "Units": SI (W, Wh, s), S
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,6 +19,9 @@ Quality = Literal["good", "missing", "bad"]
 Status = Literal["online", "stale"]
 
 PV_KEYS = ("pv_w", "pv_limit_w", "wmax_w", "rating_w", "energy_wh", "operating_state", "alarms")
+STRING_KEY = re.compile(r"^(dc_w|mppt_[0-9]+_dc_w)$")
+"""DC power of one MPPT string and their sum (SunSpec 160), W ≥ 0: judged beside the fixed keys,
+present only for devices that report them."""
 BATTERY_KEYS = (
     "battery_w",
     "soc",
@@ -30,7 +34,9 @@ BATTERY_KEYS = (
     "alarms",
 )
 METER_KEYS = ("grid_w", "import_wh", "export_wh", "operating_state", "alarms")
-KEYS_BY_KIND = {"pv_inverter": PV_KEYS, "battery": BATTERY_KEYS, "meter": METER_KEYS}
+HYBRID_KEYS = (*PV_KEYS[:3], *BATTERY_KEYS)
+"""A hybrid inverter: its PV role (``pv_w``, ``pv_limit_w``, ``wmax_w``) and its battery role."""
+KEYS_BY_KIND = {"pv_inverter": PV_KEYS, "battery": BATTERY_KEYS, "meter": METER_KEYS, "hybrid": HYBRID_KEYS}
 
 # Values that describe a measurement at the read time; a frozen device makes them all bad.
 MEASURED_KEYS = frozenset({"pv_w", "battery_w", "grid_w", "soc", "energy_wh", "import_wh", "export_wh"})
@@ -39,6 +45,7 @@ COUNTER_RULES = {
     "pv_inverter": (("energy_wh", "pv_w", 1),),
     "battery": (("energy_wh", "battery_w", 1),),  # 103/701 count AC energy out: grows while discharging
     "meter": (("import_wh", "grid_w", 1), ("export_wh", "grid_w", -1)),
+    "hybrid": (),  # its AC counter grows with PV and discharge together: no one power to check it by
 }
 POWER_MARGIN = 1.5  # |power| beyond 1.5 × the rating is not physical
 FROZEN_MIN_WH = 10.0  # a counter must have been expected to grow by this much before "flat" means frozen
@@ -111,6 +118,11 @@ def judge(kind: str, raw: dict[str, float | None], bounds: Bounds) -> dict[str, 
             out[key] = MISSING
             continue
         out[key] = Reading(float(v), "good" if _plausible(key, float(v), rating, bounds) else "bad")
+    for key in sorted(k for k in raw if STRING_KEY.match(k)):
+        v = raw[key]
+        out[key] = (
+            MISSING if v is None else Reading(float(v), "good" if _plausible("dc_w", v, rating, bounds) else "bad")
+        )
     return out
 
 
@@ -118,6 +130,8 @@ def _plausible(key: str, v: float, rating_w: float, b: Bounds) -> bool:
     if key == "pv_w":
         # Inverters draw a little at night; far below zero or beyond the rating is not physical.
         return -0.1 * rating_w <= v <= POWER_MARGIN * rating_w
+    if key == "dc_w":  # DC input (SunSpec 160 strings): never negative, at most the margin over the rating
+        return 0 <= v <= POWER_MARGIN * rating_w
     if key in ("pv_limit_w", "wmax_w", "rating_w"):
         return 0 <= v <= POWER_MARGIN * max(rating_w, b.pv_rating_w, b.battery_power_w)
     if key == "battery_w":

@@ -9,7 +9,15 @@ Rules (docs/definitions.md "Revert timers and safe defaults", "Reference bases";
 - a device turns a setpoint into a :class:`drivers.device.WritePlan`: its register writes and one
   read-back that serves both the check and the setpoint in force; a written register the
   read-back does not reach is checked by a read of its own;
-- ``refresh_due`` rewrites a setpoint once 40 % of its timer has passed (before half);
+- ``refresh_due`` rewrites a setpoint once 40 % of its timer has passed (before half), on our clock
+  or on the device's own where it reports what its timer has left (SunSpec 704); the timer is
+  the device's fail-safe (docs/devices.md "Fail-safes"): ``revert_timeout_s`` for a revert timer,
+  the watchdog's interval for a watchdog, whose heartbeat each setpoint write carries;
+- a device whose fail-safe is ``none`` is monitor-only unless its config sets
+  ``accept_no_fail_safe``: a limit written there would stay in force if the controller stopped;
+- 0 W (stage K1, a 0 W cap) is a stop where the device has one (:func:`drivers.device.can_stop_pv`:
+  SunSpec 123 ``Conn`` = 0); elsewhere the limit is held at the floor and the result names the
+  shortfall in W (``shortfall_w``: the W the device may produce above the request);
 - a command already in force (the latest poll confirms it) and not yet due is not rewritten;
 - ``Setpoint(None)`` releases explicitly: the limit is disabled (the device returns to its
   installer configuration) unless the site's installer ceiling is below the device's WMax, in
@@ -27,16 +35,23 @@ from typing import Literal
 
 from sparcs.config.grid_rules import installer_ceiling_w
 from sparcs.config.schema import DispatchConfig
-from sparcs.drivers.device import UNKNOWN, SetpointKind, WritePlan
+from sparcs.drivers.device import UNKNOWN, SetpointKind, WritePlan, can_stop_pv, fail_safe_of, revert_left_of
 from sparcs.drivers.errors import DeviceError
 from sparcs.drivers.poller import DeviceState, FleetPoller
 
 log = logging.getLogger(__name__)
 
 REFRESH_FRACTION = 0.4  # rewrite when this share of the revert timer has passed
+HEARTBEAT_DEADLINE = 0.75  # a watchdog's heartbeat is rewritten before this share of its interval
 MATCH_TOLERANCE = 0.01  # read-back W may differ by 1 % of the base (register resolution)
 
 Action = Literal["limit", "release", "battery", "unchanged", "skipped", "failed"]
+ROLES: dict[str, tuple[SetpointKind, ...]] = {
+    "pv_inverter": ("pv",),
+    "battery": ("battery",),
+    "hybrid": ("pv", "battery"),
+}
+"""The setpoints a device kind takes: a hybrid both, its PV limit first."""
 
 
 @dataclass
@@ -65,6 +80,8 @@ class WriteResult:
     mismatch: bool = False
     detail: str = ""
     written_at: float | None = None
+    shortfall_w: float | None = None  # W the device may produce above the request (its floor above 0 W)
+    battery: WriteResult | None = None  # a hybrid's battery role; the fields above are then its PV role's
 
 
 @dataclass
@@ -76,14 +93,25 @@ class _Active:
     value_w: float | None  # what was written after clamping (None = released)
     written_at: float
     revert_s: float
+    shortfall_w: float | None = None
 
 
 class SetpointWriter:
     """Writes setpoints over the poller's connections (one link per endpoint, serialised)."""
 
-    def __init__(self, poller: FleetPoller, settings: DispatchConfig, clock: Callable[[], float]):
+    def __init__(
+        self,
+        poller: FleetPoller,
+        settings: DispatchConfig,
+        clock: Callable[[], float],
+        monitor_only: set[str] | None = None,
+    ):
+        """``monitor_only``: ids of devices switched to monitor-only at run time (a live set the
+        controller keeps); like ``control: false`` they get no setpoint and no refresh, only
+        :meth:`release`."""
         self.poller, self.settings, self.clock = poller, settings, clock
-        self.active: dict[str, _Active] = {}
+        self.monitor_only: set[str] = monitor_only if monitor_only is not None else set()
+        self.active: dict[tuple[str, SetpointKind], _Active] = {}  # (device id, role) → setpoint in force
         self._sem = asyncio.Semaphore(settings.max_concurrency)
 
     async def apply(self, setpoints: dict[str, Setpoint]) -> dict[str, WriteResult]:
@@ -95,41 +123,102 @@ class SetpointWriter:
     async def refresh_due(self) -> dict[str, WriteResult]:
         """Rewrite every setpoint whose revert timer is 40 % gone (releases have no timer)."""
         now = self.clock()
-        due = {
-            i: Setpoint(pv_limit_w=a.requested_w) if a.kind == "pv" else Setpoint(battery_w=a.requested_w)
-            for i, a in self.active.items()
-            if a.value_w is not None and now - a.written_at >= REFRESH_FRACTION * a.revert_s
-        }
+        due: dict[str, tuple[Setpoint, list[SetpointKind]]] = {}
+        for (i, kind), a in self.active.items():
+            if a.value_w is not None and self._controlled(i) and self._due(i, kind, a, now):
+                sp, roles = due.setdefault(i, (Setpoint(), []))
+                setattr(sp, "pv_limit_w" if kind == "pv" else "battery_w", a.requested_w)
+                roles.append(kind)
         ids = list(due)
-        results = await asyncio.gather(*(self._guarded(i, due[i], force=True) for i in ids))
+        results = await asyncio.gather(*(self._guarded(i, due[i][0], force=True, roles=due[i][1]) for i in ids))
         return dict(zip(ids, results, strict=True))
 
-    async def _guarded(self, device_id: str, sp: Setpoint, force: bool) -> WriteResult:
+    async def release(self, device_ids: list[str]) -> dict[str, WriteResult]:
+        """Release each device to its installer configuration (PV limit disabled, or the installer
+        ceiling written where it is below WMax; battery back to its own mode), also one that is
+        monitor-only: the controller takes a device out of control this way before it stops writing
+        to it. Never raises for device faults."""
+        results = await asyncio.gather(*(self._guarded(i, Setpoint(), force=True, release=True) for i in device_ids))
+        return dict(zip(device_ids, results, strict=True))
+
+    def _controlled(self, device_id: str) -> bool:
+        try:
+            s = self.poller.state(device_id)
+        except KeyError:
+            return False
+        return s.cfg.control and device_id not in self.monitor_only
+
+    def _due(self, device_id: str, kind: SetpointKind, a: _Active, now: float) -> bool:
+        """40 % of the timer gone on our clock, or on the device's own: where a device reports what its
+        timer has left (704 ``…RvrtRem``) in a poll after our write, that counts down from the poll."""
+        if now - a.written_at >= REFRESH_FRACTION * a.revert_s:
+            return True
+        s = self.poller.devices.get(device_id)
+        if s is None or s.last_good_at is None or s.last_good_at <= a.written_at:
+            return False  # no poll since the write: the device's figure is of an earlier setpoint
+        left = revert_left_of(s.driver, kind)
+        return left is not None and left - (now - s.last_good_at) <= (1.0 - REFRESH_FRACTION) * a.revert_s
+
+    async def _guarded(
+        self,
+        device_id: str,
+        sp: Setpoint,
+        force: bool,
+        roles: list[SetpointKind] | None = None,
+        release: bool = False,
+    ) -> WriteResult:
         async with self._sem:
             try:
-                return await self._apply_one(device_id, sp, force)
+                return await self._apply_one(device_id, sp, force, roles, release)
             except (DeviceError, ValueError) as exc:  # ValueError: a value the device's registers cannot hold
                 return WriteResult(device_id, "failed", False, detail=str(exc))
             except Exception as exc:  # fault barrier: one device's surprise must not abort the others' writes
-                log.exception("device %s: unexpected failure while writing", device_id)
+                log.exception("device %s: unexpected failure while writing", device_id, extra={"device": device_id})
                 return WriteResult(device_id, "failed", False, detail=f"unexpected {type(exc).__name__}: {exc}")
 
-    async def _apply_one(self, device_id: str, sp: Setpoint, force: bool) -> WriteResult:
+    async def _apply_one(
+        self,
+        device_id: str,
+        sp: Setpoint,
+        force: bool,
+        roles: list[SetpointKind] | None = None,
+        release: bool = False,
+    ) -> WriteResult:
+        """The device's write: each of its roles (``roles``: only these, for a refresh), a hybrid's merged.
+        ``release``: the controller takes the device out of control; written also to a monitor-only one."""
         try:
             s = self.poller.state(device_id)
         except KeyError as exc:
             return WriteResult(device_id, "failed", False, detail=str(exc.args[0]))
-        if not s.cfg.control:
+        if not release and not s.cfg.control:
             return WriteResult(device_id, "skipped", True, detail="monitor only (control: false)")
+        if not release and device_id in self.monitor_only:
+            return WriteResult(device_id, "skipped", True, detail="monitor only (switched at run time)")
         if s.cfg.kind == "meter":
             return WriteResult(device_id, "skipped", True, detail="meters take no setpoints")
+        if not release and fail_safe_of(s.driver).kind == "none" and not s.cfg.accept_no_fail_safe:
+            return WriteResult(device_id, "skipped", True, detail=no_fail_safe_detail(device_id))
         t = s.telemetry
         if t is None or t.status == "stale" or t.last_good_at is None:
             return WriteResult(device_id, "failed", False, detail="device not read yet or stale: nothing written")
-        kind: SetpointKind = "pv" if s.cfg.kind == "pv_inverter" else "battery"
-        value = sp.pv_limit_w if kind == "pv" else sp.battery_w
+        results = [
+            await self._apply_role(s, kind, sp.pv_limit_w if kind == "pv" else sp.battery_w, force)
+            for kind in ROLES.get(s.cfg.kind, ())
+            if roles is None or kind in roles
+        ]
+        return results[0] if len(results) == 1 else merged(results[0], results[1])
+
+    async def _apply_role(self, s: DeviceState, kind: SetpointKind, value: float | None, force: bool) -> WriteResult:
+        """One role's write; its device error fails that role only (a hybrid's other role is still written)."""
+        try:
+            return await self._write_role(s, kind, value, force)
+        except (DeviceError, ValueError) as exc:
+            return WriteResult(s.cfg.id, "failed", False, requested_w=value, detail=str(exc))
+
+    async def _write_role(self, s: DeviceState, kind: SetpointKind, value: float | None, force: bool) -> WriteResult:
+        device_id = s.cfg.id
         if not force and self._unchanged(device_id, s, kind, value):
-            a = self.active[device_id]
+            a = self.active[(device_id, kind)]
             return WriteResult(
                 device_id,
                 "unchanged",
@@ -137,7 +226,9 @@ class SetpointWriter:
                 requested_w=value,
                 written_w=a.value_w,
                 written_at=a.written_at,
-                detail="in force and read back; timer not yet due",
+                detail="in force and read back; timer not yet due"
+                + (f"; {a.shortfall_w:.0f} W above the request (the device's floor)" if a.shortfall_w else ""),
+                shortfall_w=a.shortfall_w,
             )
         if kind == "pv":
             return await self._write_pv(s, value)
@@ -145,10 +236,10 @@ class SetpointWriter:
 
     def _unchanged(self, device_id: str, s: DeviceState, kind: SetpointKind, requested: float | None) -> bool:
         """True when the same command is in force (confirmed by the latest poll) and its timer is not due."""
-        a = self.active.get(device_id)
+        a = self.active.get((device_id, kind))
         if a is None or a.kind != kind or a.requested_w != requested:
             return False
-        if a.value_w is not None and self.clock() - a.written_at >= REFRESH_FRACTION * a.revert_s:
+        if a.value_w is not None and self._due(device_id, kind, a, self.clock()):
             return False
         vals = s.telemetry.values if s.telemetry else {}
         seen = s.driver.in_force(kind, vals)
@@ -182,10 +273,20 @@ class SetpointWriter:
             )
         floor, ceiling = self._pv_range(s, wmax)
         release = limit_w is None and ceiling >= wmax * (1 - 1e-6)
+        if limit_w is not None and limit_w <= 0.0 and can_stop_pv(s.driver):
+            floor = 0.0  # a stop: exactly 0 W
         target = None if release else min(max(limit_w if limit_w is not None else ceiling, floor), ceiling)
         clamped = target is not None and limit_w is not None and abs(target - limit_w) > 1e-6
+        shortfall = target - max(limit_w, 0.0) if target is not None and limit_w is not None else 0.0
         plan = await s.driver.pv_limit_writes(target, wmax, self.settings.revert_timeout_s)
-        return await self._execute(s, "pv", plan, limit_w, target, clamped)
+        result = await self._execute(s, "pv", plan, limit_w, target, clamped)
+        if shortfall > 1e-6:
+            result.shortfall_w = self.active[(s.cfg.id, "pv")].shortfall_w = shortfall
+            result.detail = (
+                f"{result.detail}; the device cannot go below {target:.0f} W: {shortfall:.0f} W above the "
+                f"{max(limit_w or 0.0, 0.0):.0f} W asked for"
+            )
+        return result
 
     # --- battery -------------------------------------------------------------------------------
 
@@ -210,6 +311,13 @@ class SetpointWriter:
         return await self._execute(s, "battery", plan, power_w, target, clamped)
 
     # --- common --------------------------------------------------------------------------------
+
+    def _timer_s(self, s: DeviceState) -> float:
+        """The fail-safe timer a setpoint on ``s`` runs against: the watchdog's interval, else the revert timer."""
+        fs = fail_safe_of(s.driver)
+        if fs.kind == "watchdog" and fs.interval_s is not None:
+            return fs.interval_s
+        return float(self.settings.revert_timeout_s)
 
     async def _execute(
         self,
@@ -239,7 +347,7 @@ class SetpointWriter:
                     f"{[got[i] for i in bad]} instead of {[w.values[i] for i in bad]}"
                 )
         action: Action = "release" if target is None else ("limit" if kind == "pv" else "battery")
-        self.active[s.cfg.id] = _Active(kind, requested, target, now, float(self.settings.revert_timeout_s))
+        self.active[(s.cfg.id, kind)] = _Active(kind, requested, target, now, self._timer_s(s))
         detail = "; ".join(mismatches) or ("clamped to the device's range" if clamped else "written and read back")
         return WriteResult(
             s.cfg.id,
@@ -253,3 +361,35 @@ class SetpointWriter:
             detail=detail,
             written_at=now,
         )
+
+
+def no_fail_safe_detail(device_id: str) -> str:
+    """Why a device without a fail-safe gets no setpoints, and what to write to control it anyway."""
+    return (
+        f"monitor only: device {device_id} has no revert timer or watchdog, so a limit would stay in force "
+        f"if the controller stopped; to control it anyway set 'accept_no_fail_safe: true' on device {device_id}"
+    )
+
+
+def max_poll_interval_s(watchdog_s: float) -> float:
+    """The longest poll interval (s) at which the writer refreshes a watchdog of ``watchdog_s`` in time.
+
+    A heartbeat is rewritten at the first cycle after ``REFRESH_FRACTION`` of the interval; that cycle
+    must come before ``HEARTBEAT_DEADLINE`` of it, since devices act on a missed heartbeat at any
+    moment after the interval (and report it late)."""
+    return (HEARTBEAT_DEADLINE - REFRESH_FRACTION) * watchdog_s
+
+
+def merged(pv: WriteResult, battery: WriteResult) -> WriteResult:
+    """One result for a hybrid's two roles: the PV role's figures, the battery role's result beside
+    them; ``ok`` only if both are, ``action`` the first that did something (a failure first)."""
+    acts = [pv.action, battery.action]
+    action: Action = next(
+        (a for a in ("failed", "limit", "release", "battery") if a in acts),
+        "unchanged" if "unchanged" in acts else "skipped",
+    )
+    out = WriteResult(**{**pv.__dict__, "action": action, "battery": battery})
+    out.ok = pv.ok and battery.ok
+    out.mismatch = pv.mismatch or battery.mismatch
+    out.detail = f"pv: {pv.detail}; battery: {battery.detail}"
+    return out

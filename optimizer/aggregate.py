@@ -1,7 +1,8 @@
 """Fleet aggregation for the hierarchical planner: sites → a few virtual plants → per-site targets.
 
 Sites are grouped so that a group's members are near scaled copies of each other: same discrete
-rules (battery or not, feed-in cap regime, negative-price rule, direct marketing), then split
+rules (battery or not, feed-in cap regime, negative-price rule, direct marketing, the shape of the
+import tariff over the day: fixed, dynamic, a grid operator's §14a module 3 windows), then split
 along the continuous ratio that shapes their dispatch most (battery energy per kWp, else load per
 kWp). A virtual plant sums its members' bounds (stages and §14a enter through them); prices are
 weighted means. Stages and §14a are not part of the key: they enter through the summed bounds, and
@@ -25,10 +26,22 @@ from sparcs.optimizer.fleet_arrays import FleetArrays
 from sparcs.optimizer.problem import DispatchProblem
 from sparcs.optimizer.site_lp import SiteSolution
 
+TARIFF_SHAPE_EUR_PER_KWH = 0.02
+"""Import tariffs whose deviations from their own mean agree to this step in every period share a
+plant (a fixed tariff, one dynamic tariff with different fees, one grid operator's windows)."""
+
+
+def tariff_shapes(fa: FleetArrays) -> np.ndarray:
+    """A label per site for the shape of its import tariff over the periods (see :data:`TARIFF_SHAPE_EUR_PER_KWH`)."""
+    imp = fa.import_eur_per_kwh
+    steps = np.round((imp - imp.mean(1, keepdims=True)) / TARIFF_SHAPE_EUR_PER_KWH).astype(np.int64)
+    return np.unique(steps, axis=0, return_inverse=True)[1].ravel()
+
 
 def cluster_sites(problem: DispatchProblem, fa: FleetArrays, k: int) -> np.ndarray:
     """A virtual-plant label ``0..K-1`` per site, with about ``k`` plants in all."""
     groups: dict[tuple, list[int]] = defaultdict(list)
+    shapes = tariff_shapes(fa)
     for i, s in enumerate(problem.sites):
         cap_ratio = None if s.feed_in_cap_w is None else round(s.feed_in_cap_w / (s.kwp * 1000.0), 2)
         key = (
@@ -36,6 +49,7 @@ def cluster_sites(problem: DispatchProblem, fa: FleetArrays, k: int) -> np.ndarr
             cap_ratio,
             s.negative_price_rule,
             s.direct_marketing,
+            int(shapes[i]),
         )
         groups[key].append(i)
     n = len(problem.sites)
@@ -82,7 +96,6 @@ def aggregate(fa: FleetArrays, labels: np.ndarray) -> FleetArrays:
         return out
 
     cap = fa.capacity_wh
-    energy_weight = np.maximum(fa.load_w.sum(1), 1e-9)
     return FleetArrays(
         dt_h=fa.dt_h,
         pv_max_w=total(fa.pv_max_w),
@@ -101,7 +114,7 @@ def aggregate(fa: FleetArrays, labels: np.ndarray) -> FleetArrays:
         energy_now_wh=total(fa.energy_now_wh),
         energy_min_wh=total(fa.energy_min_wh),
         energy_max_wh=total(fa.energy_max_wh),
-        import_eur_per_kwh=_weighted(fa.import_eur_per_kwh, energy_weight, labels, k),
+        import_eur_per_kwh=_weighted(fa.import_eur_per_kwh, fa.load_w, labels, k),
         export_eur_per_kwh=_weighted(fa.export_eur_per_kwh, fa.pv_max_w, labels, k),
         terminal_eur_per_kwh=_weighted(fa.terminal_eur_per_kwh, cap, labels, k),
         schedule_w=fa.schedule_w,

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparcs.config.grid_rules import export_ceiling_series, negative_price_series
+from sparcs.config.grid_rules import export_ceiling_series
+from sparcs.config.tariffs import export_price_eur_per_kwh
 from sparcs.optimizer.problem import DispatchProblem, SiteProblem
 
 CAP_PLAN_SHARE = 0.97
@@ -23,6 +24,14 @@ CAP_PLAN_SHARE = 0.97
 A plan meets the forecast quarter-hour mean, but its setpoints run open loop until the next poll
 and the load of a minute can dip below that mean; the margin keeps such minutes under the cap, and
 keeps the plan below the export guard's target (98 %), so the guard does not fight the plan."""
+
+
+TERMINAL_TIE_BREAK = 1.0 - 1e-5
+"""The LPs value stored energy at the end at this share of ``terminal_eur_per_kwh`` (the score at all
+of it). At a flat tariff a kWh kept to the end is worth exactly the import it saves (price × η_d
+per stored kWh, 1/η_d stored kWh per kWh discharged): the LP is indifferent between importing now
+and discharging, and which tied vertex the simplex returns would depend on its tolerances. The
+shade breaks the tie toward using the battery, as self-consumption does."""
 
 
 @dataclass
@@ -46,9 +55,9 @@ class FleetArrays:
     energy_now_wh: np.ndarray  # (N,)
     energy_min_wh: np.ndarray  # (N, T) at the end of each period, relaxed to what is reachable from now
     energy_max_wh: np.ndarray
-    import_eur_per_kwh: np.ndarray  # (N,)
+    import_eur_per_kwh: np.ndarray  # (N, T) gross tariff per period
     export_eur_per_kwh: np.ndarray  # (N, T): remuneration, or the day-ahead price when directly marketed
-    terminal_eur_per_kwh: np.ndarray  # (N,) value of a stored kWh left at the end
+    terminal_eur_per_kwh: np.ndarray  # (N,) value of a stored kWh left at the end: mean import price × η_d
     schedule_w: np.ndarray  # (T,) NaN where no schedule
     schedule_eur_per_kwh: float
     throughput_eur_per_kwh: float
@@ -60,7 +69,7 @@ class FleetArrays:
         One meter cannot import and export at once; above the import price (a directly marketed
         site in a price spike) an LP would do both. Capped, it is indifferent there instead.
         """
-        return np.minimum(self.export_eur_per_kwh, self.import_eur_per_kwh[:, None])
+        return np.minimum(self.export_eur_per_kwh, self.import_eur_per_kwh)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -96,6 +105,15 @@ def _per_period(values: np.ndarray | None) -> np.ndarray:
 def feed_in_caps_w(sites: Sequence[SiteProblem]) -> np.ndarray:
     """Each site's feed-in cap at the meter, ``(N,)`` in W; ``inf`` where it has none."""
     return np.array([np.inf if s.feed_in_cap_w is None else s.feed_in_cap_w for s in sites])
+
+
+def terminal_price_eur_per_kwh(sites: Sequence[SiteProblem], import_eur_per_kwh: np.ndarray) -> np.ndarray:
+    """``(N,)``: the import price a stored kWh left at the end is worth: the site's own
+    ``terminal_eur_per_kwh``, else its mean import price over the plan (docs/definitions.md "Economics")."""
+    mean = import_eur_per_kwh.mean(1)
+    return np.array(
+        [m if s.terminal_eur_per_kwh is None else s.terminal_eur_per_kwh for s, m in zip(sites, mean, strict=True)]
+    )
 
 
 def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
@@ -137,12 +155,15 @@ def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
     e_down = e_now[:, None] - np.cumsum(discharge_reach / eta_d[:, None] * dt_h, 1)
     e_min = np.minimum((soc_min * capacity)[:, None], e_up)
     e_max = np.maximum((soc_max * capacity)[:, None], e_down)
+    # A required end state pins the last period's energy, as far as it can be reached from now.
+    for i, b in enumerate(bats):
+        if b is not None and b.soc_end is not None:
+            e_min[i, -1] = e_max[i, -1] = float(np.clip(b.soc_end * b.capacity_wh, e_down[i, -1], e_up[i, -1]))
 
-    imp_price = np.array([s.import_eur_per_kwh for s in sites])
+    imp_price = np.stack([np.asarray(s.import_eur_per_kwh, dtype=float) for s in sites])
     dm = np.array([s.direct_marketing for s in sites])
-    fixed = np.array([s.export_eur_per_kwh for s in sites])
-    exp_price = np.where(dm[:, None], problem.price_eur_per_mwh[None, :] / 1000.0, fixed[:, None])
-    exp_price[negative_price_series(rule, price)] = 0.0  # the rule: no remuneration in such quarter-hours
+    fixed = np.stack([np.asarray(s.export_eur_per_kwh, dtype=float) for s in sites])
+    exp_price = export_price_eur_per_kwh(dm, fixed, rule, price)
     sched = problem.export_schedule_w if problem.export_schedule_w is not None else np.full(t, np.nan)
     w = problem.weights
     return FleetArrays(
@@ -165,7 +186,7 @@ def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
         energy_max_wh=e_max,
         import_eur_per_kwh=imp_price,
         export_eur_per_kwh=exp_price,
-        terminal_eur_per_kwh=imp_price * eta_d * has_bat,
+        terminal_eur_per_kwh=terminal_price_eur_per_kwh(sites, imp_price) * eta_d * has_bat,
         schedule_w=sched,
         schedule_eur_per_kwh=w.schedule_penalty_eur_per_kwh,
         throughput_eur_per_kwh=w.battery_throughput_eur_per_kwh,

@@ -64,7 +64,10 @@ def period_grid(now_s: float, horizon_h: int = 24, until_s: float | None = None)
 
 @dataclass(frozen=True)
 class BatteryProblem:
-    """A site's battery as the planner sees it. Energies Wh, powers W (AC side), SoC fractions."""
+    """A site's battery as the planner sees it. Energies Wh, powers W (AC side), SoC fractions.
+
+    ``soc_end``: where the battery must be at the end of the plan (None = free, valued by the
+    objective's terminal value)."""
 
     capacity_wh: float
     max_charge_w: float
@@ -74,6 +77,7 @@ class BatteryProblem:
     soc_min: float
     soc_max: float
     soc_now: float
+    soc_end: float | None = None
 
     def __post_init__(self) -> None:
         if self.capacity_wh <= 0 or self.max_charge_w < 0 or self.max_discharge_w < 0:
@@ -84,6 +88,19 @@ class BatteryProblem:
             raise ValueError(f"battery soc_min ({self.soc_min}) must be below soc_max ({self.soc_max}), both in 0..1")
         if not 0 <= self.soc_now <= 1:
             raise ValueError(f"battery soc_now ({self.soc_now}) must lie in 0..1")
+        if self.soc_end is not None and not self.soc_min <= self.soc_end <= self.soc_max:
+            raise ValueError(f"battery soc_end ({self.soc_end}) must lie within soc_min..soc_max")
+
+
+@dataclass(frozen=True)
+class SitePrices:
+    """A site's tariff for one plan: gross import price and fixed remuneration (EUR/kWh, one value or one
+    per period), and whether export earns the day-ahead price instead (direct marketing)."""
+
+    import_eur_per_kwh: float | np.ndarray
+    export_eur_per_kwh: float | np.ndarray
+    direct_marketing: bool = False
+    terminal_eur_per_kwh: float | None = None
 
 
 @dataclass
@@ -96,6 +113,11 @@ class SiteProblem:
     the meter (None = no cap); ``stage_ceiling_w``: PV output ceiling of an active curtailment
     stage per period (``grid_rules.stage_ceiling_w``; NaN = none); ``para14a``: §14a dimming of
     grid charging active per period. Both default to nothing in force in any period.
+    ``import_eur_per_kwh``: the gross import tariff, one for all periods or one per period
+    (config/tariffs.py: dynamic, §14a module 3); ``export_eur_per_kwh``: the remuneration likewise,
+    replaced by the day-ahead price where ``direct_marketing``. Both are stored per period.
+    ``terminal_eur_per_kwh``: the import price a kWh left in the battery at the end is valued at
+    (× η_discharge); None = the mean import price over the plan.
     """
 
     site_id: str
@@ -105,14 +127,15 @@ class SiteProblem:
     pv_ceiling_w: float
     kwp: float
     battery: BatteryProblem | None = None
-    import_eur_per_kwh: float = 0.32
-    export_eur_per_kwh: float = 0.08
+    import_eur_per_kwh: float | np.ndarray = 0.32
+    export_eur_per_kwh: float | np.ndarray = 0.08
     direct_marketing: bool = False
     feed_in_cap_w: float | None = None
     connection_limit_w: float = 30_000.0
     negative_price_rule: bool = False
     stage_ceiling_w: np.ndarray | None = None
     para14a: np.ndarray | None = None
+    terminal_eur_per_kwh: float | None = None
 
     def __post_init__(self) -> None:
         self.pv_available_w = np.asarray(self.pv_available_w, dtype=float)
@@ -120,6 +143,11 @@ class SiteProblem:
         n = self.pv_available_w.shape[0]
         if self.pv_available_w.shape != (n,) or self.load_w.shape != (n,):
             raise ValueError(f"site {self.site_id}: pv_available_w and load_w must be 1-D arrays of equal length")
+        for name in ("import_eur_per_kwh", "export_eur_per_kwh"):
+            price = np.broadcast_to(np.asarray(getattr(self, name), dtype=float), (n,)).copy()
+            if not np.all(np.isfinite(price)):
+                raise ValueError(f"site {self.site_id}: {name} must be known (finite) in every period")
+            setattr(self, name, price)
         if self.stage_ceiling_w is None:
             self.stage_ceiling_w = np.full(n, np.nan)
         if self.para14a is None:
@@ -156,8 +184,17 @@ def site_problem(
     soc_now: float | None = None,
     stage_ceiling_w: np.ndarray | None = None,
     para14a: np.ndarray | None = None,
+    prices: SitePrices | None = None,
 ) -> SiteProblem:
-    """A :class:`SiteProblem` from a site's configuration and its forecasts (SoC now: measured, else initial)."""
+    """A :class:`SiteProblem` from a site's configuration and its forecasts (SoC now: measured, else initial).
+
+    ``prices``: the site's tariff per period (config/tariffs.py); without them the site's tariff must
+    be its inline fixed one."""
+    if prices is None:
+        if isinstance(site.tariff, str):
+            raise ValueError(f"site {site.id}: tariff '{site.tariff}' needs its prices per period")
+        t = site.tariff
+        prices = SitePrices(t.import_eur_per_kwh, t.export_eur_per_kwh, t.direct_marketing)
     battery = None
     if site.battery is not None:
         b = site.battery
@@ -179,9 +216,10 @@ def site_problem(
         pv_ceiling_w=installer_ceiling_w(site),
         kwp=site.pv.kwp,
         battery=battery,
-        import_eur_per_kwh=site.tariff.import_eur_per_kwh,
-        export_eur_per_kwh=site.tariff.export_eur_per_kwh,
-        direct_marketing=site.tariff.direct_marketing,
+        import_eur_per_kwh=prices.import_eur_per_kwh,
+        export_eur_per_kwh=prices.export_eur_per_kwh,
+        direct_marketing=prices.direct_marketing,
+        terminal_eur_per_kwh=prices.terminal_eur_per_kwh,
         feed_in_cap_w=feed_in_cap_w(site),
         connection_limit_w=site.grid.connection_limit_w,
         negative_price_rule=site.grid.negative_price_rule,
@@ -195,7 +233,8 @@ class DispatchProblem:
     """The whole fleet for one plan.
 
     ``period_s``: length of each period in s (the first is the rest of the current quarter-hour);
-    ``price_eur_per_mwh``: day-ahead price per period; ``export_schedule_w``: the operator's fleet
+    ``price_eur_per_mwh``: day-ahead price per period (NaN = unknown: then no site may depend on it,
+    and the negative-price rule does not apply); ``export_schedule_w``: the operator's fleet
     export target per period (W, net export at the meters; NaN = no schedule in that period), or
     None; ``para14a_limit_w``: the §14a ceiling on grid charging while dimming is active.
     """
@@ -214,8 +253,8 @@ class DispatchProblem:
         n = self.period_s.shape[0]
         if n == 0 or np.any(self.period_s <= 0):
             raise ValueError("period_s needs at least one period, each longer than 0 s")
-        if self.price_eur_per_mwh.shape != (n,) or not np.all(np.isfinite(self.price_eur_per_mwh)):
-            raise ValueError(f"price_eur_per_mwh needs one finite price per period ({n})")
+        if self.price_eur_per_mwh.shape != (n,):
+            raise ValueError(f"price_eur_per_mwh needs one price per period ({n}); NaN where unknown")
         if self.export_schedule_w is not None:
             self.export_schedule_w = np.asarray(self.export_schedule_w, dtype=float)
             if self.export_schedule_w.shape != (n,):
@@ -225,6 +264,8 @@ class DispatchProblem:
         for s in self.sites:
             if s.periods != n:
                 raise ValueError(f"site {s.site_id}: forecasts have {s.periods} periods, the plan has {n}")
+            if s.direct_marketing and not np.all(np.isfinite(self.price_eur_per_mwh)):
+                raise ValueError(f"site {s.site_id} is directly marketed: it needs a day-ahead price in every period")
 
     @property
     def periods(self) -> int:

@@ -21,7 +21,7 @@ import pyomo.environ as pyo
 from pyomo.contrib.appsi.base import TerminationCondition
 from pyomo.contrib.appsi.solvers import Highs
 
-from sparcs.optimizer.fleet_arrays import FleetArrays
+from sparcs.optimizer.fleet_arrays import TERMINAL_TIE_BREAK, FleetArrays
 from sparcs.optimizer.site_lp import SiteSolution, SolveError
 
 SIMPLEX_MAX_CELLS = 5_000
@@ -90,7 +90,7 @@ def build_model(fa: FleetArrays) -> pyo.ConcreteModel:
     )
 
     energy_cost = sum(
-        float(kwh[t]) * (fa.import_eur_per_kwh[s] * m.imp[s, t] - exp_price[s, t] * m.exp[s, t])
+        float(kwh[t]) * (fa.import_eur_per_kwh[s, t] * m.imp[s, t] - exp_price[s, t] * m.exp[s, t])
         for s in range(n)
         for t in range(nt)
     )
@@ -101,7 +101,7 @@ def build_model(fa: FleetArrays) -> pyo.ConcreteModel:
     )
     throughput = sum(float(kwh[t]) * fa.throughput_eur_per_kwh * m.ch[s, t] for s in bat for t in range(nt))
     schedule = sum(float(kwh[t]) * fa.schedule_eur_per_kwh * (m.dp[t] + m.dm[t]) for t in sched)
-    terminal = sum(fa.terminal_eur_per_kwh[s] / 1000.0 * m.e[s, nt - 1] for s in bat)
+    terminal = sum(TERMINAL_TIE_BREAK * fa.terminal_eur_per_kwh[s] / 1000.0 * m.e[s, nt - 1] for s in bat)
     m.obj = pyo.Objective(expr=energy_cost + curtail + throughput + schedule - terminal, sense=pyo.minimize)
     return m
 
@@ -117,7 +117,10 @@ def solve_model(fa: FleetArrays, time_limit_s: float = 60.0) -> ModelResult:
     # Interior point without crossover for large plans; dual simplex on small ones (an aggregate of
     # a few plants, up to SIMPLEX_MAX_CELLS), where it is faster.
     small = fa.shape[0] * fa.shape[1] <= SIMPLEX_MAX_CELLS
-    opt.highs_options = {"solver": "simplex"} if small else {"solver": "ipm", "run_crossover": "off"}
+    # Costs are EUR per W and period (about 1e-4): HiGHS's default dual feasibility tolerance (1e-7)
+    # would let the simplex stop up to ~0.1 % of a cost away from the optimum; 1e-10 does not.
+    simplex = {"solver": "simplex", "dual_feasibility_tolerance": 1e-10}
+    opt.highs_options = simplex if small else {"solver": "ipm", "run_crossover": "off"}
     res = opt.solve(m)
     if res.termination_condition != TerminationCondition.optimal:
         raise SolveError(f"HiGHS returned {res.termination_condition.name} for the fleet model")

@@ -25,7 +25,7 @@ def score(fa: FleetArrays, sp: Setpoints) -> ObjectiveParts:
     kwh = fa.dt_h[None, :] / 1000.0
     imp = np.maximum(sp.grid_w, 0.0)
     exp = np.maximum(-sp.grid_w, 0.0)
-    energy = float(np.sum(kwh * (fa.import_eur_per_kwh[:, None] * imp - fa.export_eur_per_kwh * exp)))
+    energy = float(np.sum(kwh * (fa.import_eur_per_kwh * imp - fa.export_eur_per_kwh * exp)))
     sched = np.isfinite(fa.schedule_w)
     deviation = np.abs(fleet_export_w(sp) - np.where(sched, fa.schedule_w, 0.0))
     schedule = float(np.sum(fa.dt_h[sched] / 1000.0 * deviation[sched])) * fa.schedule_eur_per_kwh

@@ -28,7 +28,7 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from sparcs.optimizer.fleet_arrays import FleetArrays
+from sparcs.optimizer.fleet_arrays import TERMINAL_TIE_BREAK, FleetArrays
 
 
 @dataclass
@@ -54,6 +54,9 @@ def _highs(time_limit_s: float) -> highspy.Highs:
     # the default dual edge weights.
     h.setOptionValue("presolve", "off")
     h.setOptionValue("simplex_dual_edge_weight_strategy", 1)
+    # Costs are EUR per W and period (~1e-4): the default dual feasibility tolerance (1e-7) stops
+    # short of the optimum by more than the terminal value's tie-break (fleet_arrays.TERMINAL_TIE_BREAK).
+    h.setOptionValue("dual_feasibility_tolerance", 1e-10)
     h.setOptionValue("time_limit", float(time_limit_s))
     return h
 
@@ -172,11 +175,11 @@ def build_chunk(
     upper = np.full_like(cost, np.inf)
     o_pv, o_imp, o_exp, o_ch, o_dis, o_e = (k * nt for k in range(6))
     cost[o_pv : o_pv + nt] = -fa.curtailment_eur_per_kwh * kwh
-    cost[o_imp : o_imp + nt] = np.repeat(fa.import_eur_per_kwh[sites], t) * kwh
+    cost[o_imp : o_imp + nt] = fa.import_eur_per_kwh[sites].ravel() * kwh
     cost[o_exp : o_exp + nt] = -lp_export_eur_per_kwh[sites].ravel() * kwh
     cost[o_ch : o_ch + nt] = fa.throughput_eur_per_kwh * kwh
     last = np.arange(n) * t + (t - 1)
-    cost[o_e + last] = -fa.terminal_eur_per_kwh[sites] / 1000.0
+    cost[o_e + last] = -TERMINAL_TIE_BREAK * fa.terminal_eur_per_kwh[sites] / 1000.0
     cost[6 * nt :] = track_eur_per_kwh * np.tile(fa.dt_h[tr_t], 2) / 1000.0
 
     # §14a: without PV surplus the charge bound is the limit; with surplus a row ch − pv ≤ limit − load.
@@ -296,7 +299,7 @@ def solve_pv_only_sites(
     pv_max = fa.pv_max_w[sites]
     lo = -load
     hi = np.maximum(np.minimum(pv_max - load, fa.export_max_w[sites]), lo)
-    imp_price = fa.import_eur_per_kwh[sites][:, None]
+    imp_price = fa.import_eur_per_kwh[sites]
     exp_price = fa.lp_export_eur_per_kwh()[sites]
     target = np.full(load.shape, np.nan) if target_export_w is None else target_export_w
     tracked = np.isfinite(target)

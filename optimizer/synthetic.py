@@ -1,7 +1,8 @@
 """Seeded, realistic synthetic fleets for the dispatch benchmark and tests.
 
 Sites around Leipzig with varied PV sizes and geometries (from :mod:`optimizer.curves`), about
-two thirds with a battery, a mix of feed-in cap regimes, tariffs and direct marketing; a summer
+two thirds with a battery, a mix of feed-in cap regimes, tariffs (fixed, or dynamic: day-ahead +
+fees + VAT, some under one of two grid operators' §14a module 3 windows) and direct marketing; a summer
 day-ahead price curve with a negative midday dip; a fleet export schedule at midday and in the
 evening; a curtailment stage and §14a dimming on some sites for some hours.
 """
@@ -13,7 +14,8 @@ import datetime as dt
 import numpy as np
 
 from sparcs.config.grid_rules import QUARTER_S, stage_ceiling_w
-from sparcs.config.schema import DispatchConfig
+from sparcs.config.schema import DispatchConfig, ExportTariff, GridFeeWindow, GridOperatorFees, ImportTariff
+from sparcs.config.tariffs import SiteTariff, import_price_eur_per_kwh
 from sparcs.optimizer.curves import BERLIN, PvGeometry, clearsky_w_per_kwp, h0_w_per_annual_kwh
 from sparcs.optimizer.problem import BatteryProblem, DispatchProblem, SiteProblem
 
@@ -29,6 +31,36 @@ def day_ahead_curve(t_s: np.ndarray) -> np.ndarray:
     evening = 90.0 * np.exp(-(((hour - 19.5) / 2.0) ** 2))
     midday = -130.0 * np.exp(-(((hour - 13.0) / 2.2) ** 2))
     return 85.0 + morning + evening + midday
+
+
+GRID_OPERATORS = (
+    GridOperatorFees(
+        standard_eur_per_kwh=0.09,
+        windows=[
+            GridFeeWindow(start="00:00", end="06:00", eur_per_kwh=0.03, name="NT"),
+            GridFeeWindow(start="17:00", end="20:00", eur_per_kwh=0.16, name="HT"),
+        ],
+    ),
+    GridOperatorFees(
+        standard_eur_per_kwh=0.08,
+        windows=[
+            GridFeeWindow(start="22:00", end="05:00", eur_per_kwh=0.02, name="NT"),
+            GridFeeWindow(start="16:00", end="19:00", eur_per_kwh=0.14, name="HT"),
+        ],
+    ),
+)
+"""Two grid operators' module 3 windows for the synthetic fleet's dynamic tariffs (net of VAT)."""
+
+
+def synthetic_import_price(rng: np.random.Generator, t_s: np.ndarray, price_eur_per_mwh: np.ndarray) -> np.ndarray:
+    """One site's import tariff per period: fixed (half the sites), else dynamic, a third of those
+    without module 3 windows and a third under each of :data:`GRID_OPERATORS`."""
+    if rng.random() < 0.5:
+        return np.full(t_s.shape, round(float(rng.uniform(0.28, 0.40)), 3))
+    op = int(rng.integers(0, 3))
+    fees = None if op == 0 else GRID_OPERATORS[op - 1]
+    imp = ImportTariff(kind="dynamic", fees_eur_per_kwh=round(float(rng.uniform(0.10, 0.16)), 3))
+    return import_price_eur_per_kwh(SiteTariff("synthetic", imp, ExportTariff(), fees), t_s, price_eur_per_mwh)
 
 
 def synthetic_problem(n_sites: int, seed: int = 7, periods: int = 96) -> DispatchProblem:
@@ -78,7 +110,7 @@ def synthetic_problem(n_sites: int, seed: int = 7, periods: int = 96) -> Dispatc
                 pv_ceiling_w=rating,
                 kwp=kwp,
                 battery=battery,
-                import_eur_per_kwh=round(float(rng.uniform(0.28, 0.40)), 3),
+                import_eur_per_kwh=synthetic_import_price(rng, t_s, price),
                 export_eur_per_kwh=round(float(rng.uniform(0.06, 0.12)), 3),
                 direct_marketing=bool(rng.random() < 0.1),
                 feed_in_cap_w=None if cap_pct is None else cap_pct / 100.0 * kwp * 1000.0,

@@ -135,7 +135,11 @@ class ControlServer:
     """Serves :func:`control_app` with uvicorn inside the running event loop."""
 
     def __init__(self, host: FleetHost, bind: str = "127.0.0.1", port: int | None = None) -> None:
-        config = uvicorn.Config(control_app(host), host=bind, port=port or 0, log_level="warning", lifespan="off")
+        # log_config=None: its records go through the process's log (sparcs.controller.logging_setup
+        # configures it), not a format of uvicorn's own.
+        config = uvicorn.Config(
+            control_app(host), host=bind, port=port or 0, log_level="warning", lifespan="off", log_config=None
+        )
         self._server = _Server(config)
         self._task: asyncio.Task | None = None
         self.bind = bind

@@ -16,8 +16,9 @@ for ``phases`` 1/2/3): PV ``classic`` 1/10x/120/121/122/123, ``float`` 1/11x/120
 ``der`` 1/701/702/704; battery ``classic`` 1/10x/120/121/124/713, ``float`` 1/11x/120/121/124/713,
 ``der`` 1/701/702/704/713 (power set with 704 ``WSet``); meter 1 and ``meter_model`` (201 single
 phase, 202 split phase, 203 wye, 204 delta; one layout, the phases a meter lacks read as not
-implemented) in every variant. Per-phase currents and powers split the total evenly over the
-device's phases.
+implemented) in every variant. ``802``: a battery serving only 1 and 802 (SunSpec 2 battery model,
+no setpoints); ``mppt_strings`` N adds model 160 with N strings to a PV inverter. Per-phase
+currents and powers split the total evenly over the device's phases.
 """
 
 from __future__ import annotations
@@ -53,7 +54,12 @@ def model_ids(kind: str, variant: DeviceVariant) -> list[int]:
         return [1, variant.meter_model]
     inverter = (110 if variant.models == "float" else 100) + variant.phases
     if kind == "pv_inverter":
-        return [1, 701, 702, 704] if variant.models == "der" else [1, inverter, 120, 121, 122, 123]
+        pv = [1, 701, 702, 704] if variant.models == "der" else [1, inverter, 120, 121, 122, 123]
+        return [*pv, 160] if variant.mppt_strings else pv
+    if kind == "hybrid":  # PV and battery behind one unit id: 123 limits the PV, 124 sets the battery
+        return [1, inverter, 120, 121, 123, 124, 802, *([160] if variant.mppt_strings else [])]
+    if variant.models == "802":
+        return [1, 802]
     return [1, 701, 702, 704, 713] if variant.models == "der" else [1, inverter, 120, 121, 124, 713]
 
 
@@ -95,14 +101,15 @@ class SunSpecSimDevice(ABC):
         self.site = site
         self.variant = variant
         self.models = model_ids(self.kind, variant)
-        self.image = build_image(self.models, variant.base_address, variant.common_len)
+        self.strings = variant.mppt_strings if 160 in self.models else 0
+        self.image = build_image(self.models, variant.base_address, variant.common_len, self.strings)
         self.sf: dict[tuple[int, str], int] = {}
         self.writable: dict[tuple[int, str], Writable] = {}
         self._rendered: tuple[int, str | None] | None = None
         self._live_sfs: list[tuple[int, str]] | None = None
         self._sf_garbled = False
         self._slots: dict[tuple[int, str], tuple[Point, int, float | None, int, int] | None] = {}
-        self._point_at = point_at_address((tuple(self.models), variant.base_address, variant.common_len))
+        self._point_at = point_at_address((tuple(self.models), variant.base_address, variant.common_len, self.strings))
         self._setup()
         self._put_common(site.site)
         for (mid, name), value in self.sf.items():
@@ -124,6 +131,10 @@ class SunSpecSimDevice(ABC):
     def _unit(self) -> PvUnit | BatteryUnit | None:
         """The site unit whose ``controls`` the writable points set (None: nothing is writable)."""
         return None
+
+    def _unit_for(self, model_id: int) -> PvUnit | BatteryUnit | None:
+        """The unit the writable points of ``model_id`` set: :meth:`_unit`, unless a face has two (hybrid)."""
+        return self._unit()
 
     @abstractmethod
     def truth(self) -> dict[str, float | None]:
@@ -225,9 +236,9 @@ class SunSpecSimDevice(ABC):
                 self.image.set(p, self._raw(p, value))
         if fault_mode == "garbage" or self._sf_garbled:
             self._garble_sfs(fault_mode == "garbage")
-        unit = self._unit()
-        if unit is not None:
-            for (mid, name), w in self.writable.items():
+        for (mid, name), w in self.writable.items():
+            unit = self._unit_for(mid)
+            if unit is not None:
                 self.put(mid, name, getattr(unit.controls, w.field))
 
     def _slot(self, mid: int, name: str) -> tuple[Point, int, float | None, int, int] | None:
@@ -247,6 +258,7 @@ class SunSpecSimDevice(ABC):
     def write(self, address: int, values: list[int], now: float) -> ExcCodes | None:
         """Validate and apply a write of ``values`` at ``address``; all or nothing."""
         touched: dict[Point, Writable] = {}
+        # every point of one write belongs to one model, so to one unit
         for i in range(len(values)):
             p = self._point_at.get(address + i)
             w = self.writable.get((p.model_id, p.name)) if p is not None else None
@@ -268,8 +280,9 @@ class SunSpecSimDevice(ABC):
             changes[w.field] = round(value) if w.integer else value
         if now > self.site.t:
             self.site.advance(now)
-        unit = self._unit()
-        if unit is None:
+        units = {id(u): u for u in (self._unit_for(p.model_id) for p in touched)}
+        unit = next(iter(units.values()), None)
+        if unit is None or len(units) > 1:
             return ExcCodes.ILLEGAL_ADDRESS
         for name, value in changes.items():
             setattr(unit.controls, name, value)
@@ -423,6 +436,10 @@ class PvInverterDevice(InverterFace):
         self.sf.update(
             {
                 (122, "WAval_SF"): pick_sf(rating, 65534),
+                (160, "DCA_SF"): -2,
+                (160, "DCV_SF"): -1,
+                (160, "DCW_SF"): pick_sf(rating, 65534),
+                (160, "DCWH_SF"): 0,
                 (123, "WMaxLimPct_SF"): -1,
                 (123, "OutPFSet_SF"): -3,
                 (704, "WMaxLimPct_SF"): -1,
@@ -451,6 +468,11 @@ class PvInverterDevice(InverterFace):
                 (123, "WMaxLim_Ena"): Writable("lim_ena", **flag),
             }
         self._nameplate(4, rating)
+        self.put(160, "N", self.strings)
+        self.put(160, "Evt", 0)
+        for i in range(1, self.strings + 1):
+            self.put(160, f"module.{i}.ID", i)
+            self.put(160, f"module.{i}.IDStr", f"string {i}")
         self.put(123, "OutPFSet", 1.0)
         self.put(123, "OutPFSet_Ena", 0)
         self.put(123, "VArPct_Ena", 0)
@@ -484,6 +506,16 @@ class PvInverterDevice(InverterFace):
             (122, "Tms", now - SUNSPEC_EPOCH_S),
             (122, "TmSrc", "RTC"),
         ]
+        for i in range(1, self.strings + 1):  # model 160: the DC side split evenly over the strings
+            dc_w = u.pv_w / 0.97 / self.strings
+            out += [
+                (160, f"module.{i}.DCW", dc_w),
+                (160, f"module.{i}.DCV", 600.0),
+                (160, f"module.{i}.DCA", dc_w / 600.0),
+                (160, f"module.{i}.DCWH", u.energy_wh / 0.97 / self.strings),
+                (160, f"module.{i}.Tms", now - SUNSPEC_EPOCH_S),
+                (160, f"module.{i}.DCSt", 4 if on and u.available_w >= 1.0 else 2),
+            ]
         throt = 0.0 if u.available_w < 1.0 else 100.0 * (1.0 - u.pv_w / u.available_w)
         remaining = u.revert_s(now)
         out += [
@@ -528,6 +560,16 @@ class BatteryDevice(InverterFace):
                 (713, "Pct_SF"): -1,
                 (704, "WSet_SF"): 0,
                 (704, "WSetPct_SF"): -1,
+                (802, "AHRtg_SF"): pick_sf(cap_wh / 400.0, 65534),
+                (802, "WHRtg_SF"): pick_sf(cap_wh, 65534),
+                (802, "WChaDisChaMax_SF"): pick_sf(rating, 65534),
+                (802, "SoC_SF"): -1,
+                (802, "SoH_SF"): -1,
+                (802, "V_SF"): -1,
+                (802, "CellV_SF"): -3,
+                (802, "A_SF"): -1,
+                (802, "AMax_SF"): -1,
+                (802, "W_SF"): pick_sf(rating),
             }
         )
         flag = _Range(lo=0.0, hi=1.0, integer=True)
@@ -564,6 +606,18 @@ class BatteryDevice(InverterFace):
         self.put(702, "WDisChaRteMax", b.max_discharge_w)
         self.put(713, "WHRtg", cap_wh)
         self.put(713, "SoH", 100.0)
+        self.put(802, "AHRtg", cap_wh / 400.0)  # a 400 V bank
+        self.put(802, "WHRtg", cap_wh)
+        self.put(802, "WChaRteMax", b.max_charge_w)
+        self.put(802, "WDisChaRteMax", b.max_discharge_w)
+        self.put(802, "SoCMax", b.cell.soc_max * 100.0)
+        self.put(802, "SoCMin", b.cell.soc_min * 100.0)
+        self.put(802, "SoH", 100.0)
+        self.put(802, "LocRemCtl", 1)  # LOCAL: the bank runs its own control
+        self.put(802, "Typ", 4)  # LI_ION
+        self.put(802, "AlmRst", 0)
+        self.put(802, "SetOp", 1)
+        self.put(802, "SetInvState", 3)
 
     def _unit(self) -> BatteryUnit:
         return self.bat
@@ -594,6 +648,17 @@ class BatteryDevice(InverterFace):
             (713, "WHAvail", avail_wh),
             (713, "Sta", 0),
             (704, "WSetRvrtRem", 0 if remaining is None else math.ceil(remaining)),
+            # 802: DC side of the bank, W > 0 discharging (the telemetry's sign)
+            (802, "W", b.battery_w),
+            (802, "V", 400.0),
+            (802, "A", b.battery_w / 400.0),
+            (802, "SoC", soc_pct),
+            (802, "ChaSt", self._charge_state()),
+            (802, "State", 3),  # CONNECTED
+            (802, "Evt1", 0),
+            (802, "Evt2", 0),
+            (802, "EvtVnd1", 0),
+            (802, "EvtVnd2", 0),
         ]
         return out
 
@@ -707,10 +772,49 @@ def meter_truth(s: SiteSim) -> dict[str, float | None]:
     }
 
 
+class HybridDevice(BatteryDevice, PvInverterDevice):
+    """A hybrid inverter: a PV inverter's 121/123 (and 160) and a battery's 120/124/802 behind one unit
+    id; 103 ``W`` is their AC sum (PV + discharge), 802 ``W`` the battery's DC power (> 0 discharging).
+    Both faces' ``__init__`` run (each finds its unit of the site by the device id)."""
+
+    kind = "hybrid"
+
+    def _rating(self) -> float:
+        return self.pv.rating_w
+
+    def _setup(self) -> None:
+        BatteryDevice._setup(self)
+        battery_points = self.writable
+        PvInverterDevice._setup(self)  # the AC nameplate is the PV inverter's; 121 WMax its WMax
+        self.writable = {**battery_points, **self.writable}
+
+    def _unit(self) -> BatteryUnit:  # type: ignore[override]  # both faces' units: see _unit_for
+        return self.bat
+
+    def _unit_for(self, model_id: int) -> PvUnit | BatteryUnit:
+        return self.pv if model_id in (121, 122, 123, 160) else self.bat
+
+    def _live(self) -> list[tuple[int, str, float | int | str | None]]:
+        u, b = self.pv, self.bat
+        ac_models = (*INVERTER_MODELS, 701)
+        out = [x for x in PvInverterDevice._live(self) if x[0] not in ac_models]
+        out += [x for x in BatteryDevice._live(self) if x[0] not in ac_models]
+        on = bool(u.controls.conn)
+        state = (4, 3) if on and abs(u.pv_w + b.battery_w) > 1.0 else (8, 7)
+        out += self._ac(u.pv_w + b.battery_w, u.energy_wh + b.discharged_wh, b.charged_wh, *state, on)
+        return out
+
+    def truth(self) -> dict[str, float | None]:
+        bat = battery_truth(self.bat, self.site.t)
+        bat["battery_revert_s"] = bat.pop("revert_s")
+        return pv_truth(self.pv, self.site.t) | bat
+
+
 DEVICE_CLASSES: dict[str, type[SunSpecSimDevice]] = {
     "pv_inverter": PvInverterDevice,
     "battery": BatteryDevice,
     "meter": MeterDevice,
+    "hybrid": HybridDevice,
 }
 
 

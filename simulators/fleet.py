@@ -431,6 +431,7 @@ def _make(
     if dev.protocol != "profile":
         return make_device(dev, site, variant)
     assert dev.profile is not None  # the schema requires it
-    if dev.profile not in maps:
-        maps[dev.profile] = load_register_map(dev.profile, profile_dir)
-    return ProfileSimDevice(dev, site, maps[dev.profile])
+    key = f"{dev.profile_dirs}:{dev.profile}"
+    if key not in maps:
+        maps[key] = load_register_map(dev.profile, profile_dir, first=dev.profile_dirs)
+    return ProfileSimDevice(dev, site, maps[key])

@@ -16,7 +16,13 @@ registers set the same controls:
 - ``battery_setpoint_w`` (> 0 discharge) fixes battery power; a raw value listed in the map's
   ``battery_release`` for that register hands the battery back to self-consumption;
 - ``revert_timer_s`` restarts with every limit or setpoint write; at expiry the device returns to
-  its installer configuration. A map without it keeps a written command until the next write.
+  its installer configuration. A map without it keeps a written command until the next write;
+- a ``watchdog`` fail-safe (``fail_safe.heartbeat``, ``interval_s``): every write of the heartbeat
+  register restarts the watchdog; once no heartbeat came for the interval the device returns to
+  its installer configuration, late as field devices do (``WATCHDOG_LATE`` of the interval after
+  it: a 60 s watchdog fires at 80 s), so a writer that beats near the interval still fails;
+- ``battery_mode`` (a vendor's "control via Modbus" switch): a raw value listed in
+  ``battery_release`` hands the battery back, any other is accepted and kept.
 
 A write must cover whole ``rw`` registers (else exception 2) with values in range (else 3).
 Value faults: ``sentinel`` publishes the map's not-implemented value (NaN for float32; a register
@@ -42,6 +48,8 @@ MEASURED = frozenset(
 )
 INPUT_FC = 4
 MAX_TIMER_S = 4294967294
+WATCHDOG_LATE = 1.0 / 3.0
+"""A missed heartbeat takes effect this share of the interval late (field reports: 60 s watchdogs at ~80 s)."""
 
 
 def order_words(words: list[int], byte_order: str, word_order: str) -> list[int]:
@@ -94,6 +102,7 @@ class ProfileSimDevice:
             for i in range(r.size)
         }
         self._rendered: tuple[int, str | None] | None = None
+        self._written_raw: dict[str, float] = {}  # heartbeat, battery_mode: what was last written (raw)
         self.render(None)
 
     # --- pymodbus ---------------------------------------------------------------------------
@@ -153,7 +162,16 @@ class ProfileSimDevice:
             "operating_state": None if code is None else float(code),
             "alarms": 0.0,
         }
-        return common | self._kind_values()
+        written = {k: si_of(self.map.registers[k], k, v) for k, v in self._written_raw.items()}
+        return common | written | self._kind_values()
+
+    def _fail_safe_s(self, decoded: dict[str, tuple[float, int]]) -> float | None:
+        """The timer a write restarts on a watchdog device (the interval, fired late), else None."""
+        fs = self.map.fail_safe
+        interval = self.config.watchdog_s or fs.interval_s  # the interval set on this device, else the map's
+        if fs.kind == "watchdog" and fs.heartbeat in decoded and interval is not None:
+            return interval * (1.0 + WATCHDOG_LATE)
+        return None
 
     def _kind_values(self) -> dict[str, float | None]:
         s = self.site
@@ -187,8 +205,11 @@ class ProfileSimDevice:
         return {"grid_w": s.grid_w, "import_wh": s.import_wh, "export_wh": s.export_wh}
 
     def _released_si(self, key: str) -> float:
-        """What a control register reads while released: the map's release value, else 0."""
-        reg = self.map.registers[key]
+        """What a control register reads while released: the map's release value, else 0 (also for a
+        map without the register: nothing publishes it then)."""
+        reg = self.map.registers.get(key)
+        if reg is None:
+            return 0.0
         for step in self.map.battery_release:
             if step.key == key:
                 raw = decode(reg.type, words_of(step.value, reg.size))
@@ -258,6 +279,10 @@ class ProfileSimDevice:
             decoded[key] = (value, unsigned)
         if now > self.site.t:
             self.site.advance(now)
+        for key in ("heartbeat", "battery_mode"):
+            if key in decoded:
+                raw = decode(self.map.registers[key].type, words_of(decoded[key][1], self.map.registers[key].size))
+                self._written_raw[key] = float(raw) if isinstance(raw, int | float) else 0.0
         if self.pv is not None:
             result = self._write_pv(decoded, now)
         elif self.bat is not None:
@@ -292,6 +317,10 @@ class ProfileSimDevice:
                 return ExcCodes.ILLEGAL_VALUE
             c.lim_rvrt_s = float(round(timer))
             changed.add("lim_rvrt_s")
+        watchdog_s = self._fail_safe_s(decoded)
+        if watchdog_s is not None:
+            c.lim_rvrt_s = watchdog_s
+            changed.add("lim_rvrt_s")
         if fraction is not None:
             limited = fraction < 1.0 - 1e-9
             c.lim_ena, c.lim_pct = (1, fraction * 100.0) if limited else (0, 100.0)
@@ -312,6 +341,14 @@ class ProfileSimDevice:
                 return ExcCodes.ILLEGAL_VALUE
             c.wset_rvrt_s = float(round(timer))
             changed.add("wset_rvrt_s")
+        watchdog_s = self._fail_safe_s(decoded)
+        if watchdog_s is not None:
+            c.wset_rvrt_s = watchdog_s
+            changed.add("wset_rvrt_s")
+        mode = decoded.get("battery_mode")
+        if mode is not None and any(s.key == "battery_mode" and s.value == mode[1] for s in self.map.battery_release):
+            c.wset_ena = 0
+            changed.add("wset_ena")
         if "battery_setpoint_w" in decoded:
             watts, unsigned = decoded["battery_setpoint_w"]
             released = any(s.key == "battery_setpoint_w" and s.value == unsigned for s in self.map.battery_release)

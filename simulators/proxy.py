@@ -45,11 +45,21 @@ def exception_frame(tid: int, unit: int, function_code: int, code: int) -> bytes
 class FaultProxy:
     """Listens on ``(host, port)`` and forwards Modbus TCP frames to ``backend_port``."""
 
-    def __init__(self, host: str, port: int, backend_port: int, action_for: Callable[[int], FrameAction]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        backend_port: int,
+        action_for: Callable[[int], FrameAction],
+        pdu_action: Callable[[int, bytes], FrameAction | None] | None = None,
+    ) -> None:
+        """``action_for(unit)`` decides per unit; ``pdu_action(unit, pdu)``, when given and not None,
+        per request (e.g. a device silent at one address range: ``sparcs scan`` must move on)."""
         self.host = host
         self.port = port
         self.backend_port = backend_port
         self.action_for = action_for
+        self.pdu_action = pdu_action
         self._server: asyncio.Server | None = None
         self._listening = False
         self._writers: set[asyncio.StreamWriter] = set()
@@ -135,7 +145,8 @@ class FaultProxy:
                 if length < 2 or length > 260:
                     break
                 pdu = await reader.readexactly(length - 1)
-                action = self.action_for(unit)
+                by_pdu = self.pdu_action(unit, pdu) if self.pdu_action is not None else None
+                action = by_pdu if by_pdu is not None else self.action_for(unit)
                 if action.drop:
                     continue
                 if action.delay_s > 0:

@@ -86,8 +86,25 @@ def model_points(model_id: int) -> tuple[tuple[str, int, int, str, str | None, s
 
     add(group["points"], "")
     for sub in group.get("groups", []):
-        add(sub["points"], sub["name"] + ".")
+        if "count" not in sub:  # a single instance; repeating groups are laid out by repeated_points
+            add(sub["points"], sub["name"] + ".")
     return tuple(out)
+
+
+@cache
+def repeated_group(model_id: int) -> tuple[str, tuple[tuple[str, int, int, str, str | None, str], ...]] | None:
+    """A model's repeating group (160's ``module``): its name and ``(name, offset, size, type, sf, access)``
+    of one instance, offsets from the instance's first register; None without one."""
+    group = sd.get_model_def(model_id)["group"]
+    for sub in group.get("groups", []):
+        if "count" in sub:
+            out, offset = [], 0
+            for p in sub["points"]:
+                sf = p.get("sf")
+                out.append((p["name"], offset, int(p["size"]), p["type"], sf if isinstance(sf, str) else None, "R"))
+                offset += int(p["size"])
+            return sub["name"], tuple(out)
+    return None
 
 
 @cache
@@ -118,18 +135,20 @@ class DeviceImage:
         return decode(point.type, self.registers[start : start + point.size])
 
 
-def build_image(model_ids: list[int], base: int = 40000, common_len: int = 66) -> DeviceImage:
-    """Lay out ``model_ids`` (model 1 first) at ``base``. ``common_len`` 65 drops model 1's Pad.
+def build_image(model_ids: list[int], base: int = 40000, common_len: int = 66, repeats: int = 0) -> DeviceImage:
+    """Lay out ``model_ids`` (model 1 first) at ``base``. ``common_len`` 65 drops model 1's Pad;
+    ``repeats``: instances of a model's repeating group (160's strings), named ``module.<i>.<point>``
+    from 1, each at its not-implemented values (L counts them).
 
     Devices of one layout share the (immutable) point table; each gets its own registers.
     """
-    registers, points, model_addresses = _layout(tuple(model_ids), base, common_len)
+    registers, points, model_addresses = _layout(tuple(model_ids), base, common_len, repeats)
     return DeviceImage(base, list(registers), points, model_addresses)
 
 
 @lru_cache(maxsize=64)
 def _layout(
-    model_ids: tuple[int, ...], base: int, common_len: int
+    model_ids: tuple[int, ...], base: int, common_len: int, repeats: int = 0
 ) -> tuple[tuple[int, ...], dict[tuple[int, str], Point], dict[int, int]]:
     regs: list[int] = list(SUNS)
     points: dict[tuple[int, str], Point] = {}
@@ -143,13 +162,25 @@ def _layout(
         for name, offset, size, typ, sf, access in model_points(mid):
             if offset + size <= len(model_regs):
                 points[(mid, name)] = Point(mid, name, addr + offset, size, typ, sf, access)
+        group = repeated_group(mid)
+        if group is not None and repeats:
+            gname, gpoints = group
+            for i in range(1, repeats + 1):
+                start = len(model_regs)
+                for name, offset, size, typ, sf, access in gpoints:
+                    full = f"{gname}.{i}.{name}"
+                    points[(mid, full)] = Point(mid, full, addr + start + offset, size, typ, sf, access)
+                    model_regs.extend(encode(typ, size, None))
+            model_regs[1] = len(model_regs) - 2
         regs.extend(model_regs)
     regs.extend(END_MODEL)
     return tuple(regs), points, model_addresses
 
 
 @lru_cache(maxsize=64)
-def point_at_address(image_key: tuple[tuple[int, ...], int, int]) -> dict[int, Point]:
+def point_at_address(
+    image_key: tuple[tuple[int, ...], int, int] | tuple[tuple[int, ...], int, int, int],
+) -> dict[int, Point]:
     """Every data register address of a layout → the point it belongs to (ID and L excluded)."""
     _, points, _ = _layout(*image_key)
     return {p.address + i: p for p in points.values() for i in range(p.size) if p.name not in ("ID", "L")}

@@ -40,7 +40,7 @@ import math
 from dataclasses import dataclass, field
 
 from sparcs.config.grid_rules import feed_in_cap_w, installer_ceiling_w
-from sparcs.config.schema import BatteryConfig, SimulationConfig, SiteConfig
+from sparcs.config.schema import BATTERY_KINDS, PV_KINDS, BatteryConfig, SimulationConfig, SiteConfig
 from sparcs.simulators.physics import BatteryCell, SiteSignals, battery_step, ramp_toward, site_signals
 from sparcs.simulators.weather import stream_key, uniform_at
 
@@ -246,8 +246,8 @@ class SiteSim:
     def create(cls, site: SiteConfig, sim: SimulationConfig, t0: float, der_ids: set[str]) -> SiteSim:
         """Build the site at ``t0``; PV and battery capacity split equally among their devices."""
         self = cls(site, site_signals(site, sim), t0)
-        pv_ids = [d.id for d in site.devices if d.kind == "pv_inverter"]
-        bat_ids = [d.id for d in site.devices if d.kind == "battery"]
+        pv_ids = [d.id for d in site.devices if d.kind in PV_KINDS]  # a hybrid has a PV and a battery unit
+        bat_ids = [d.id for d in site.devices if d.kind in BATTERY_KINDS]
         cap = feed_in_cap_w(site)
         for dev_id in pv_ids:
             share = 1.0 / len(pv_ids)

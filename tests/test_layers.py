@@ -14,7 +14,8 @@ ALLOWED = {
     "optimizer": {"config"},
     "simulators": {"config", "optimizer.curves"},
     "controller": {"config", "drivers", "optimizer"},
-    "twin": {"config", "drivers", "optimizer", "simulators", "controller", "factory"},
+    "edge": {"config", "drivers", "optimizer", "controller"},
+    "twin": {"config", "drivers", "optimizer", "simulators", "controller", "edge", "factory"},
 }
 
 

@@ -4,9 +4,10 @@ Definitions (docs/definitions.md "Caps and violations", "Economics", "Twin goals
 
 - energies per site and quarter-hour are differences of the simulators' own energy counters
   (meter import/export, PV yield, battery AC charge/discharge), integrated in the physics;
-- ``cost_eur`` = import at each site's tariff − export at its remuneration (the day-ahead price
-  for directly marketed sites; nothing in negative-price quarter-hours under the post-Feb-2025
-  rule) − the change in value of the energy stored in the batteries (at the site's import price ×
+- ``cost_eur`` = import at each site's tariff in each quarter-hour (config/tariffs.py: fixed or
+  dynamic, §14a module 3 windows) − export at its remuneration (the day-ahead price for directly
+  marketed sites; nothing in negative-price quarter-hours under the post-Feb-2025 rule) − the change
+  in value of the energy stored in the batteries (at the site's mean import price of the day ×
   η_discharge, as the optimizer values it), so that emptying batteries cannot look cheap;
 - ``cap_violations``: site-quarter-hours with a sample of meter export above the feed-in
   cap + 1 %, or meter power above the connection limit + 1 %; ``negative_price_violations``
@@ -29,7 +30,9 @@ import numpy as np
 
 from sparcs.config.grid_rules import QUARTER_S, feed_in_cap_w
 from sparcs.config.schema import FleetConfig
-from sparcs.controller.planning import read_prices_csv
+from sparcs.config.tariffs import export_price_eur_per_kwh as tariff_export_price
+from sparcs.config.tariffs import import_price_eur_per_kwh, site_tariff
+from sparcs.controller.prices import read_prices_csv
 from sparcs.optimizer.forecast import price_forecast
 from sparcs.twin.replay import StrategyRun, Trace
 
@@ -54,13 +57,22 @@ def per_quarter(counter_wh: np.ndarray, samples_per_quarter: int) -> np.ndarray:
     return np.diff(counter_wh[:, ::samples_per_quarter], axis=1)
 
 
+def import_prices_eur_per_kwh(
+    cfg: FleetConfig, site_ids: list[str], quarters_s: np.ndarray, prices_eur_per_mwh: np.ndarray
+) -> np.ndarray:
+    """What a kWh imported costs, ``(sites, quarters)``: each site's tariff in each quarter-hour."""
+    return np.stack(
+        [import_price_eur_per_kwh(site_tariff(cfg, cfg.site(s)), quarters_s, prices_eur_per_mwh) for s in site_ids]
+    )
+
+
 def _site_arrays(cfg: FleetConfig, site_ids: list[str]) -> dict[str, np.ndarray]:
     sites = [cfg.site(s) for s in site_ids]
     cap = [feed_in_cap_w(s) for s in sites]
+    tariffs = [site_tariff(cfg, s) for s in sites]
     return {
-        "import_eur_per_kwh": np.array([s.tariff.import_eur_per_kwh for s in sites]),
-        "export_eur_per_kwh": np.array([s.tariff.export_eur_per_kwh for s in sites]),
-        "direct": np.array([s.tariff.direct_marketing for s in sites]),
+        "export_eur_per_kwh": np.array([t.export.eur_per_kwh for t in tariffs]),
+        "direct": np.array([t.market_export for t in tariffs]),
         "rule": np.array([s.grid.negative_price_rule for s in sites]),
         "cap_w": np.array([np.inf if c is None else c for c in cap]),
         "conn_w": np.array([s.grid.connection_limit_w for s in sites]),
@@ -73,9 +85,7 @@ def _site_arrays(cfg: FleetConfig, site_ids: list[str]) -> dict[str, np.ndarray]
 
 def export_price_eur_per_kwh(site: dict[str, np.ndarray], prices_eur_per_mwh: np.ndarray) -> np.ndarray:
     """What a kWh exported earns, ``(sites, quarters)``: remuneration or day-ahead; 0 under the rule at < 0."""
-    price = np.where(site["direct"][:, None], prices_eur_per_mwh[None, :] / 1000.0, site["export_eur_per_kwh"][:, None])
-    price[np.outer(site["rule"], prices_eur_per_mwh < 0)] = 0.0
-    return price
+    return tariff_export_price(site["direct"], site["export_eur_per_kwh"], site["rule"], prices_eur_per_mwh)
 
 
 def site_quarters_with(mask: np.ndarray, samples_per_quarter: int) -> int:
@@ -156,9 +166,11 @@ def strategy_kpis(run: StrategyRun, cfg: FleetConfig, prices_eur_per_mwh: np.nda
     load_kwh = float(trace.power("load_w")[:, 1:].sum() * trace.step_s / 3.6e6)
     available_kwh = float(trace.power("available_w")[:, 1:].sum() * trace.step_s / 3.6e6)
     stored = trace.counter("stored_wh")
-    import_cost = float((imp * site["import_eur_per_kwh"][:, None]).sum())
+    quarters = trace.times[0] + QUARTER_S * np.arange(imp.shape[1])
+    import_price = import_prices_eur_per_kwh(cfg, trace.site_ids, quarters, prices_eur_per_mwh)
+    import_cost = float((imp * import_price).sum())
     revenue = float((exp * export_price_eur_per_kwh(site, prices_eur_per_mwh)).sum())
-    value_per_kwh = site["import_eur_per_kwh"] * site["eta_d"]
+    value_per_kwh = import_price.mean(axis=1) * site["eta_d"]
     storage_value = float(((stored[:, -1] - stored[:, 0]) / 1000.0 * value_per_kwh).sum())
     import_kwh, export_kwh = float(imp.sum()), float(exp.sum())
 

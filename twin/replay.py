@@ -40,6 +40,7 @@ from sparcs.controller.store import Store
 from sparcs.factory import build_controller
 from sparcs.optimizer.forecast_quality import QualityRow
 from sparcs.simulators.clock import SimClock
+from sparcs.twin.edges import EdgeRig
 from sparcs.twin.fleet_process import FleetProcess, Sample
 from sparcs.twin.scenario import Action, Scenario, ScenarioError, cadence, schedule_request
 from sparcs.twin.strategies import SOLVING, DispatchRecord, TimedPlanner, make_planner
@@ -168,6 +169,7 @@ async def replay(
     store: Store | None = None
     planner: TimedPlanner | None = None
     controller: Controller | None = None
+    rig: EdgeRig | None = None
     try:
         first = await fleet.start()
         assert fleet.config is not None
@@ -180,7 +182,12 @@ async def replay(
         # last plan and its operator commands at start-up, as after a restart.
         shutil.rmtree(data_dir, ignore_errors=True)
         store = Store(data_dir=data_dir)
+        if ctl_cfg.broker is not None and ctl_cfg.broker.edges:  # the fleet behind edges, over a broker
+            rig = EdgeRig(ctl_cfg, data_dir / "edges", clock)
+            ctl_cfg = rig.cfg
         controller = build_controller(ctl_cfg, store, clock, planner=planner)
+        if rig is not None:
+            await rig.start(controller)
         startup_s = time.perf_counter() - t_wall
         site_ids = [s.id for s in ctl_cfg.sites]
         trace = Trace(site_ids)
@@ -193,8 +200,15 @@ async def replay(
             now = clock.now()
             while actions and actions[0][1].at.timestamp() <= now:
                 i, a = actions.pop(0)
-                _send(controller.operations, i, a)
+                if a.broker_outage is not None:
+                    if rig is None:
+                        raise ScenarioError("scenario", [f"actions[{i}].broker_outage: the fleet has no edges"])
+                    rig.outage(now, a.broker_outage.duration_s)
+                else:
+                    _send(controller.operations, i, a)
             in_force = [_nan(controller.commands.stage_ceiling_w(sid, now)) for sid in site_ids]
+            if rig is not None:
+                await rig.poll()  # the edges poll their sites and keep the limits; the central hears them
             tick = k == 0 or on_tick(bounds[0] + k * poll_s, dispatch_s)  # start-up, then aligned ticks
             await controller.cycle(dispatch=tick or controller.replan_due(now))  # as the scheduler would
             trace.add(await fleet.step(poll_s))
@@ -218,6 +232,8 @@ async def replay(
             forecast_quality=planner.forecast_quality() if strategy == "optimizer" else [],
         )
     finally:
+        if rig is not None:
+            await rig.close()
         if controller is not None:
             await controller.close()
         elif planner is not None:

@@ -38,8 +38,10 @@ from sparcs.config.schema import (
     FaultMode,
     FaultSpec,
     FleetConfig,
+    GridOperatorFees,
     GroupConfig,
     SimulationConfig,
+    TariffConfig,
     error_lines,
     external_problems,
 )
@@ -81,11 +83,18 @@ class Weather(_Strict):
         return self
 
 
-ACTION_KINDS = ("stage", "para14a", "pool_limit", "schedule", "schedule_csv")
+class BrokerOutage(_Strict):
+    """The broker between the edges and the central stopped for ``duration_s`` of sim time (docs/edges.md)."""
+
+    duration_s: float = Field(gt=0, le=86_400)
+
+
+ACTION_KINDS = ("stage", "para14a", "pool_limit", "schedule", "schedule_csv", "broker_outage")
 
 
 class Action(_Strict):
-    """One operator command, sent at ``at``: exactly one of stage, para14a, pool_limit, schedule, schedule_csv."""
+    """One action at ``at``: exactly one of stage, para14a, pool_limit, schedule, schedule_csv (operator
+    commands) or broker_outage (a fleet behind edges only)."""
 
     at: AwareDatetime
     stage: StageRequest | None = None
@@ -93,6 +102,7 @@ class Action(_Strict):
     pool_limit: PoolLimitRequest | None = None
     schedule: ScheduleRequest | None = None
     schedule_csv: Path | None = Field(default=None, description="CSV timestamp,export_kw")
+    broker_outage: BrokerOutage | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Action:
@@ -133,6 +143,13 @@ class Scenario(_Strict):
     seed: int | None = Field(default=None, description="replaces simulation.seed of the fleet file")
     weather: Weather = Weather()
     prices_csv: Path | None = Field(default=None, description="CSV timestamp,eur_per_mwh, quarter-hourly")
+    tariffs: dict[str, TariffConfig] = Field(default_factory=dict, description="added to the fleet's tariffs")
+    grid_operators: dict[str, GridOperatorFees] = Field(
+        default_factory=dict, description="added to the fleet's grid operators (§14a module 3 windows)"
+    )
+    site_tariffs: dict[str, str] = Field(
+        default_factory=dict, description="site id (or '*' for every site) -> the name of a tariff it is on this day"
+    )
     groups: list[GroupConfig] = Field(default_factory=list, description="groups added to the fleet file's")
     actions: list[Action] = Field(default_factory=list)
     faults: list[Fault] = Field(default_factory=list)
@@ -333,7 +350,9 @@ def apply_scenario(cfg: FleetConfig, scenario: Scenario | None) -> FleetConfig:
     out.dispatch.dispatch_interval_s = c.dispatch_interval_s
     if scenario is None:
         return out
+    out = _with_tariffs(out, scenario)
     sim = out.simulation
+    assert sim is not None  # set above, kept by _with_tariffs
     if scenario.seed is not None:
         sim.seed = scenario.seed
     w = scenario.weather
@@ -366,6 +385,38 @@ def apply_scenario(cfg: FleetConfig, scenario: Scenario | None) -> FleetConfig:
         raise ScenarioError("scenario", problems)
     sim.faults = faults
     return out
+
+
+def _with_tariffs(cfg: FleetConfig, scenario: Scenario) -> FleetConfig:
+    """The fleet with the scenario's tariffs and grid operators added and its sites put on them,
+    validated as a fleet file (an unknown site, tariff or grid operator is a ScenarioError)."""
+    if not (scenario.tariffs or scenario.grid_operators or scenario.site_tariffs):
+        return cfg
+    data = cfg.model_dump(mode="python", by_alias=True)
+    data["tariffs"] = {
+        **data.get("tariffs", {}),
+        **{k: v.model_dump(by_alias=True) for k, v in scenario.tariffs.items()},
+    }
+    data["grid_operators"] = {
+        **data.get("grid_operators", {}),
+        **{k: v.model_dump() for k, v in scenario.grid_operators.items()},
+    }
+    ids = {s["id"] for s in data["sites"]}
+    problems = [
+        f"site_tariffs.{sid}: unknown site in this fleet"
+        for sid in scenario.site_tariffs
+        if sid != "*" and sid not in ids
+    ]
+    for s in data["sites"]:
+        name = scenario.site_tariffs.get(s["id"], scenario.site_tariffs.get("*"))
+        if name is not None:
+            s["tariff"] = name
+    if problems:
+        raise ScenarioError("scenario", problems)
+    try:
+        return FleetConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError("scenario", error_lines(exc, data)) from None
 
 
 def drop_invisible_delays(cfg: FleetConfig) -> tuple[FleetConfig, list[str]]:

@@ -134,7 +134,8 @@ class PerfectForesightPlanner(FleetPlanner):
         load = period_means(sig.load_w, starts, ends, FORESIGHT_SAMPLE_S)
         ceiling, dimmed = commands.period_series(site.id, starts, ends)
         soc = state.sites[site.id].soc
-        return site_problem(site, pv, load, soc_now=soc, stage_ceiling_w=ceiling, para14a=dimmed)
+        prices = self.site_prices(site.id)
+        return site_problem(site, pv, load, soc_now=soc, stage_ceiling_w=ceiling, para14a=dimmed, prices=prices)
 
 
 def make_planner(

@@ -31,7 +31,9 @@ RULES: list[tuple[str, str, str | None]] = [
     ("GET", r"^/(docs|redoc|openapi\.json|docs/oauth2-redirect)$", None),
     ("GET", r"^/metrics$", "viewer"),  # TestClient is not a loopback client
     ("POST|DELETE", r"^/api/v1/commands", "operator"),
+    ("PUT", r"^/api/v1/devices/[^/]+/control$", "operator"),
     ("GET|POST|DELETE", r"^/api/v1/tokens", "admin"),
+    ("POST", r"^/api/v1/admin/", "admin"),
     ("GET", r"^/api/v1/", "viewer"),
 ]
 
@@ -75,6 +77,8 @@ def body_for(path: str, n: int) -> dict | None:
         "/api/v1/commands/pause": {},
         "/api/v1/commands/pool-limit": {"limit_pct": 50, "expires_at": iso_in(600)},
         "/api/v1/tokens": {"name": f"new-{n}", "role": "viewer"},
+        "/api/v1/tokens/{name}/rotate": {},
+        "/api/v1/devices/{device_id}/control": {"controlled": True},
     }.get(path)
 
 
@@ -257,10 +261,25 @@ async def test_real_server_serves_probes_metrics_and_reads(tmp_path, small_cfg):
         store.close()
 
 
-def test_caps_show_zero_export_in_a_negative_price_quarter_hour(api):
+def price_in_force(ctl, tmp_path, eur_per_mwh: float) -> None:
+    """The controller's price source holds ``eur_per_mwh`` for the current quarter-hour."""
+    from sparcs.config.schema import MarketConfig
+    from sparcs.controller.prices import PriceSource
+
+    now = ctl.clock.now()
+    csv = tmp_path / "prices.csv"
+    quarter = dt.datetime.fromtimestamp(now - now % 900, dt.UTC).isoformat()
+    csv.write_text(f"timestamp,eur_per_mwh\n{quarter},{eur_per_mwh}\n")
+    ctl.prices = PriceSource(MarketConfig(prices_csv=csv))
+    ctl.prices.load_file()
+
+
+def test_caps_show_zero_export_in_a_negative_price_quarter_hour(api, tmp_path):
+    """The price comes from the prices in force (the price source), not from the plan."""
     client, ctl, tokens = api
     now = ctl.clock.now()
-    ctl.plan = make_plan(now - 60, [900.0], prices=[-12.5])
+    price_in_force(ctl, tmp_path, -12.5)
+    ctl.plan = make_plan(now - 60, [900.0], prices=[80.0])  # the plan's own price does not count
     body = client.get("/api/v1/caps", headers={"Authorization": f"Bearer {tokens['viewer']}"}).json()
     assert body["price_eur_per_mwh"] == -12.5
     for row in body["sites"]:
@@ -291,6 +310,7 @@ def test_the_api_serves_each_sites_export_ceiling_now_and_per_planned_quarter_ho
             assert client.get("/api/v1/forecast", headers=viewer).json() == {"forecast": None}
             now = ctl.clock.now()
             ctl.plan = make_plan(now - 60, [900.0, 900.0, 900.0], prices=[-12.5, 40.0, 0.0])
+            price_in_force(ctl, tmp_path, -12.5)
             caps = client.get("/api/v1/caps", headers=viewer).json()
             assert caps["price_eur_per_mwh"] == -12.5
             by_site = {r["site"]: r for r in caps["sites"]}

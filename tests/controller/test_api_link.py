@@ -1,7 +1,9 @@
 """The link between the control process and the API process, both ends in one test: the API serves the
 snapshot the control end publishes, a command goes to the control end's one command path and is in
-force in the API's answers as soon as it is acknowledged, a refused one names its field, and a lost
-control loop turns /healthz and commands into 503s."""
+force in the API's answers as soon as it is acknowledged, a refused one names its field, a device's
+control switch and a reload of the fleet file take the same path (the switch is in the snapshot,
+the reloaded configuration reaches the API end), and a lost control loop turns /healthz and commands
+into 503s."""
 
 from __future__ import annotations
 
@@ -13,14 +15,18 @@ import time
 
 import httpx
 import pytest
+import yaml
 
+from sparcs.config.schema import load_config
 from sparcs.controller.api import build_app
 from sparcs.controller.api_link import ApiLink, PublishedControl, RemoteCommands, follow
 from sparcs.controller.auth import TokenBook, create_token
 from sparcs.controller.cycle import WallClock
 from sparcs.controller.read_model import ControllerView
+from sparcs.controller.reload import Reloader
 from sparcs.controller.store import Store
 from sparcs.factory import build_controller
+from tests.controller.conftest import small_fleet_data
 
 
 async def until(check, timeout_s: float = 20.0):
@@ -33,18 +39,24 @@ async def until(check, timeout_s: float = 20.0):
 
 
 @pytest.mark.timeout(120)
-def test_the_api_end_serves_the_published_snapshot_and_commands_take_the_control_path(tmp_path, small_cfg):
-    asyncio.run(_scenario(tmp_path, small_cfg))
+def test_the_api_end_serves_the_published_snapshot_and_commands_take_the_control_path(tmp_path):
+    asyncio.run(_scenario(tmp_path))
 
 
-async def _scenario(tmp_path, cfg):
+async def _scenario(tmp_path):
+    data = small_fleet_data()
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(data))
+    cfg = load_config(path)
+    api_cfg = cfg.model_copy(deep=True)  # the API process has its own copy, as after a spawn
     store = Store(data_dir=tmp_path)
     ctl = build_controller(cfg, store, WallClock())
     api_store = Store(data_dir=tmp_path)  # the API process's own connection to the same database
     token = create_token(store, "op", "operator", 0.0)
+    admin = create_token(store, "root", "admin", 0.0)
     send, down = socket.socketpair()
     receive, up = socket.socketpair()
-    link = ApiLink(ctl, send, receive)
+    link = ApiLink(ctl, send, receive, Reloader(ctl, path))
     await link.start()
     loop = asyncio.get_running_loop()
     _, writer = await asyncio.open_connection(sock=up)
@@ -56,9 +68,14 @@ async def _scenario(tmp_path, cfg):
     def gone():
         loop.call_soon_threadsafe(commands.disconnected)
 
-    reader = threading.Thread(target=follow, args=(down, source, answer, gone), daemon=True)
+    view = ControllerView(api_cfg, api_store, source)
+
+    def configure(new):
+        loop.call_soon_threadsafe(view.reconfigure, new)
+
+    reader = threading.Thread(target=follow, args=(down, source, answer, gone, configure), daemon=True)
     reader.start()
-    app = build_app(ControllerView(cfg, api_store, source), commands, TokenBook(api_store, source.now), cfg.api)
+    app = build_app(view, commands, TokenBook(api_store, source.now), api_cfg.api)
     headers = {"Authorization": f"Bearer {token}"}
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api", headers=headers)
     try:
@@ -92,6 +109,27 @@ async def _scenario(tmp_path, cfg):
         r = await client.delete(f"/api/v1/commands/{cid}")
         assert r.status_code == 200 and r.json() == {"cancelled": [cid]}
         assert (await client.get("/api/v1/commands")).json() == []
+
+        dev = cfg.sites[0].devices[0].id
+        r = await client.put(f"/api/v1/devices/{dev}/control", json={"controlled": False})
+        assert r.status_code == 200, r.text
+        assert r.json()["control"]["switch"] == "monitor-only" and r.json()["control"]["switched_by"] == "op"
+        assert not ctl.device_control.controlled(dev)  # in the control end
+        shown = (await client.get(f"/api/v1/devices/{dev}")).json()  # and shown at once, from the snapshot
+        assert shown["control"] is False and shown["control_switch"]["switch"] == "monitor-only"
+        r = await client.put("/api/v1/devices/nowhere/control", json={"controlled": False})
+        assert r.status_code == 404 and "nowhere" in r.json()["error"]
+
+        as_admin = {"Authorization": f"Bearer {admin}"}
+        data["sites"][0]["name"] = "renamed by a reload"
+        path.write_text(yaml.safe_dump(data))
+        r = await client.post("/api/v1/admin/reload", headers=as_admin)
+        assert r.status_code == 200 and r.json()["applied"] == [f"sites[0:{cfg.sites[0].id}].name"], r.text
+        site = (await client.get(f"/api/v1/sites/{cfg.sites[0].id}")).json()
+        assert site["name"] == "renamed by a reload"  # the API end reads the reloaded configuration
+        path.write_text("sites: [")
+        r = await client.post("/api/v1/admin/reload", headers=as_admin)
+        assert r.status_code == 422 and r.json()["errors"], r.text
 
         await link.close()  # the control process went away
         await until(lambda: _status(client, "/healthz", 503))

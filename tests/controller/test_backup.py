@@ -83,8 +83,10 @@ def test_db_commands_upgrade_and_downgrade_one_revision(tmp_path):
     shutil.copyfile(Path(__file__).parent / "data" / "store-0.1.0.db", data_dir / "sparcs.db")
     run = CliRunner().invoke
     assert "revision 0001" in run(app, ["db", "current", "--data-dir", str(data_dir)]).output
-    assert "0001 -> 0002" in run(app, ["db", "upgrade", "--data-dir", str(data_dir)]).output
+    assert "0001 -> 0004" in run(app, ["db", "upgrade", "--data-dir", str(data_dir)]).output
     assert "up to date" in run(app, ["db", "current", "--data-dir", str(data_dir)]).output
+    assert "0004 -> 0003" in run(app, ["db", "downgrade", "--data-dir", str(data_dir)]).output
+    assert "0003 -> 0002" in run(app, ["db", "downgrade", "--data-dir", str(data_dir)]).output
     assert "0002 -> 0001" in run(app, ["db", "downgrade", "--data-dir", str(data_dir)]).output
     down = run(app, ["db", "downgrade", "--data-dir", str(data_dir)])
     assert down.exit_code == 2 and "would delete every table" in down.output  # 0001 is the oldest

@@ -254,6 +254,7 @@ async def test_the_api_shows_what_the_cycle_did(fleet):
         dev = (await http.get(f"/api/v1/devices/{pv_id}")).json()
         assert dev["status"] == "online" and dev["values"]["pv_w"]["quality"] == "good"
         assert dev["last_seen"].endswith("+00:00") and "setpoint" in dev and dev["actual"]["pv_w"] is not None
+        assert dev["fail_safe"]["kind"] == "revert_timer" and "123 WMaxLimPct_RvrtTms" in dev["fail_safe"]["note"]
 
         site = (await http.get(f"/api/v1/sites/{host.config.sites[0].id}")).json()
         assert site["now"]["controllable"] and len(site["devices"]) == len(host.config.sites[0].devices)

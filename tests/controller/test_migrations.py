@@ -17,13 +17,13 @@ import pytest
 import uvicorn
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import MetaData, create_engine, insert, select, text
+from sqlalchemy import MetaData, create_engine, insert, inspect, select, text
 
 from sparcs.config.schema import validate_config
 from sparcs.controller import migrate
 from sparcs.controller.api import create_app
 from sparcs.controller.migrate import MigrationError
-from sparcs.controller.store import Store, make_engine, metadata
+from sparcs.controller.store import SCHEMA_VERSION, Store, make_engine, metadata
 from sparcs.factory import build_controller
 from tests.controller.conftest import small_fleet_data
 from tests.controller.data.make_release_store import START, TOKEN
@@ -71,7 +71,7 @@ def free_port() -> int:
 async def test_a_release_store_upgrades_and_stays_readable_through_the_api(store_url):
     release_store(store_url)
     store = Store(store_url)  # upgrades on open, as `sparcs run` does
-    assert migrate.state(store.engine).up_to_date and store.version() == 2
+    assert migrate.state(store.engine).up_to_date and store.version() == SCHEMA_VERSION
     data = small_fleet_data(3)
     cfg = validate_config(data)
     ctl = build_controller(cfg, store, FixedClock())
@@ -121,6 +121,13 @@ def test_one_revision_down_and_up_again_keeps_the_plans(store_url):
     plan = store.last_plan()
     store.close()
     engine = make_engine(store_url)
+    assert migrate.downgrade(engine).current == "0003"  # one revision down: the edge polls' table goes
+    assert migrate.downgrade(engine).current == "0002"  # one down: token expiry and device switches go
+    schema = inspect(engine)
+    assert "device_control" not in schema.get_table_names()
+    assert "expires_at" not in {c["name"] for c in schema.get_columns("tokens")}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT max(version) FROM schema_version")).scalar() == 2
     assert migrate.downgrade(engine).current == migrate.RELEASE_0_1_0
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM plans WHERE data IS NOT NULL")).scalar() == 2
@@ -145,7 +152,7 @@ def test_an_older_store_is_refused_without_migration_naming_the_command(tmp_path
     with pytest.raises(MigrationError, match="run `sparcs db upgrade`"):
         Store(data_dir=tmp_path, migrate_schema=False)
     store = Store(data_dir=tmp_path)  # the default upgrades, keeping a copy of the file first
-    assert (tmp_path / "sparcs.db.before-0002").exists()
+    assert (tmp_path / f"sparcs.db.before-{migrate.head_revision()}").exists()
     store.close()
 
 

@@ -68,6 +68,7 @@ async def cycle(host: FleetHost, ctl: Controller, seconds: float = 10.0) -> None
     """Step the simulators by ``seconds`` (one poll interval) and run one poll cycle."""
     await host.step(seconds)
     await ctl.cycle(dispatch=ctl.replan_due(ctl.clock.now()))
+    assert ctl.history.writer.flush()  # the store is written by its own thread: read what this cycle left
 
 
 def group_sites(ctl: Controller) -> list[str]:

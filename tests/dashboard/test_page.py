@@ -164,6 +164,7 @@ def test_page_loads_without_console_errors_and_shows_the_numbers_the_api_returns
     expect(page.locator("#devices tr[data-device]")).to_have_count(len(devices))
     stale_row = page.locator(f"#devices tr[data-device='{live.offline_device}']")
     expect(stale_row).to_contain_text("stale")
+    expect(page.locator("#devices")).to_contain_text("revert timer")  # each device's fail-safe is shown
     # the operator is told plainly about the stale device and sees its alarm
     expect(page.locator("#banners")).to_contain_text("1 device stale.")
     expect(page.locator("#alarms")).to_contain_text(f"device:{live.offline_device}")

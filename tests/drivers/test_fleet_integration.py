@@ -288,6 +288,27 @@ async def test_writes_skip_monitor_only_and_stale_devices(fleet) -> None:
         await poller.close()
 
 
+async def test_monitor_only_at_run_time_gets_no_write_nor_refresh_only_a_release(fleet, poller) -> None:
+    host, clock = fleet
+    await step_and_poll(host, poller)
+    switched: set[str] = set()
+    writer = SetpointWriter(poller, SETTINGS, clock.now, monitor_only=switched)
+    res = await writer.apply({"a-pv": Setpoint(pv_limit_w=2000.0), "d-pv": Setpoint(pv_limit_w=1000.0)})
+    assert all(r.ok and r.action == "limit" for r in res.values())
+    switched.update({"a-pv", "d-pv"})  # the controller's live set: switched to monitor-only
+    res = await writer.apply({"a-pv": Setpoint(pv_limit_w=500.0)})
+    assert res["a-pv"].action == "skipped" and "switched at run time" in res["a-pv"].detail
+    await host.step(0.4 * SETTINGS.revert_timeout_s + 1)
+    assert await writer.refresh_due() == {}  # a limit left behind is not kept alive
+    released = await writer.release(["a-pv", "d-pv"])
+    assert released["a-pv"].ok and released["a-pv"].action == "release"
+    assert released["d-pv"].ok
+    installer = host.truth("d-pv")["installer_w"]  # 70 % of the rating: a release never lifts it
+    await host.step(30)
+    assert host.truth("a-pv")["limit_w"] is None
+    assert host.truth("d-pv")["pv_w"] <= installer + 1.0
+
+
 async def test_failing_device_backs_off_and_is_skipped(fleet, poller) -> None:
     host, _ = fleet
     await step_and_poll(host, poller)

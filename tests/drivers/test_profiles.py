@@ -16,14 +16,54 @@ from sparcs.drivers.profiles import PROFILE_DIR, Profile, ProfileError, load_pro
 def test_shipped_profiles_validate(path: Path) -> None:
     p = load_profile_file(path)
     assert p.name == path.stem
-    assert "pv_w" in p.registers and ("pv_limit_pct" in p.registers or "pv_limit_w" in p.registers)
-    assert p.pv_limit_release, "a PV profile must say how to lift our limit"
+    if p.kind == "pv_inverter":
+        assert "pv_w" in p.registers and ("pv_limit_pct" in p.registers or "pv_limit_w" in p.registers)
+        assert p.pv_limit_release, "a PV profile must say how to lift our limit"
+    elif p.kind == "battery":
+        assert {"battery_w", "soc"} <= set(p.registers)
+    else:
+        assert "grid_w" in p.registers and p.fail_safe.kind == "none"
+
+
+def test_shipped_profiles_cover_the_field() -> None:
+    """Ten vendor families at least, batteries and meters beside PV inverters."""
+    kinds = [load_profile_file(p).kind for p in PROFILE_DIR.glob("*.yaml")]
+    assert len(kinds) >= 10 and kinds.count("battery") >= 3
+    assert kinds.count("meter") >= 2 and kinds.count("pv_inverter") >= 2
+
+
+def _pv_map(**extra) -> dict:
+    return {
+        "name": "t",
+        "vendor": "t",
+        "devices": "t",
+        "source": "t",
+        "kind": "pv_inverter",
+        "registers": {
+            "pv_w": {"address": 0, "type": "int32", "unit": "W"},
+            "pv_limit_pct": {"address": 2, "type": "uint16", "unit": "%", "access": "rw"},
+        },
+    } | extra
+
+
+def test_every_profile_declares_its_fail_safe() -> None:
+    with pytest.raises(ValueError, match="fail_safe"):
+        Profile.model_validate(_pv_map())
+    with pytest.raises(ValueError, match="'revert_timer' needs a revert_timer_s register"):
+        Profile.model_validate(_pv_map(fail_safe={"kind": "revert_timer"}))
+    with pytest.raises(ValueError, match="a watchdog needs its interval"):
+        Profile.model_validate(_pv_map(fail_safe={"kind": "watchdog", "heartbeat": "pv_limit_pct"}))
+    with pytest.raises(ValueError, match="heartbeat register in registers"):
+        Profile.model_validate(_pv_map(fail_safe={"kind": "watchdog", "interval_s": 60, "heartbeat": "nope"}))
+    ok = Profile.model_validate(_pv_map(fail_safe={"kind": "watchdog", "interval_s": 60, "heartbeat": "pv_limit_pct"}))
+    assert ok.fail_safe.interval_s == 60
 
 
 def test_profile_errors_name_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "name: bad\nvendor: x\ndevices: x\nsource: x\nkind: pv_inverter\n"
+        "fail_safe: {kind: none}\n"
         "registers:\n"
         "  pv_w: {address: 1, type: int32, unit: Wh}\n"
         "  pv_limit_pct: {address: 3, type: uint16, unit: '%'}\n"
@@ -54,6 +94,7 @@ def test_decode_encode_orders_and_sentinels() -> None:
             "devices": "t",
             "source": "t",
             "kind": "battery",
+            "fail_safe": {"kind": "none"},
             "word_order": "little",
             "registers": {
                 "battery_w": {"address": 0, "type": "int32", "unit": "W", "sign": -1},

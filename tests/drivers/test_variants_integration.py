@@ -11,9 +11,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+import yaml
 
 from sparcs.config.schema import DispatchConfig, FaultSpec
-from sparcs.drivers.scan import format_scan, run_scan
+from sparcs.drivers.scan import config_snippet, format_scan, run_scan
 from sparcs.drivers.writer import Setpoint, SetpointWriter
 from tests.drivers.conftest import good, step_and_poll
 
@@ -54,7 +55,8 @@ FLEET = {
         _site("v3", 5.0, [_dev("v3-pv", "pv_inverter", 2021), _dev("v3-m", "meter", 2022)]),
         # profile devices: an SMA inverter (unit 3, as SMA ships it) with a SunSpec meter, a Huawei one
         _site("sma", 5.0, [_dev("sma-pv", "pv_inverter", 2031, 3, "sma_sunny_boy"), _dev("sma-m", "meter", 2032)]),
-        _site("hw", 6.0, [_dev("hw-pv", "pv_inverter", 2041, 1, "huawei_sun2000")]),
+        # Huawei's derating has no fail-safe: this fleet accepts the risk, so the writer controls it
+        _site("hw", 6.0, [_dev("hw-pv", "pv_inverter", 2041, 1, "huawei_sun2000") | {"accept_no_fail_safe": True}]),
         # a site whose devices will ignore writes
         _site("ig", 5.0, [_dev("ig-pv", "pv_inverter", 2051), _dev("ig-bat", "battery", 2052)], battery=True),
     ],
@@ -159,6 +161,16 @@ async def test_scan_with_a_profile_lists_registers(fleet) -> None:
     assert points["pv_w"]["address"] == 30775 and points["pv_w"]["units"] == "W" and points["pv_w"]["access"] == "R"
     assert points["pv_limit_pct"] == {"value": 100.0, "units": "%", "address": 40016, "access": "RW"}
     assert "pv_limit_pct" in format_scan(report)
+    (entry,) = yaml.safe_load(config_snippet(report, "roof-pv"))
+    assert entry == {
+        "id": "roof-pv",
+        "kind": "pv_inverter",
+        "host": ep.host,
+        "port": ep.port,
+        "unit": 3,
+        "protocol": "profile",
+        "profile": "sma_sunny_boy",
+    }
 
 
 async def test_writes_ignored_by_the_device_are_reported_as_mismatch(fleet, poller) -> None:

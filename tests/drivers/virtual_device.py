@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from sparcs.config.register_map import FailSafe
 from sparcs.config.schema import DeviceConfig
 from sparcs.drivers.device import (
     UNKNOWN,
@@ -46,6 +47,7 @@ class VirtualDevice:
     """A PV inverter whose output is ``min(available, limit)`` while the limit is enabled."""
 
     protocol = "virtual"
+    fail_safe = FailSafe(kind="revert_timer", note="register 4: seconds until the limit lifts itself")
 
     def __init__(self, kind: str, bank: Registers):
         if kind != "pv_inverter":

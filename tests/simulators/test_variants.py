@@ -35,6 +35,7 @@ registers:
   revert_timer_s: {address: 202, type: uint16, unit: s, access: rw}
 battery_release:
   - {key: battery_setpoint_w, value: 0x7FFFFFFF}
+fail_safe: {kind: revert_timer}
 """
 
 

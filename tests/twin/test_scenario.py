@@ -191,3 +191,18 @@ def test_a_cadence_that_does_not_fit_names_its_field_and_source(dispatch, scenar
     with pytest.raises(ScenarioError) as err:
         apply_scenario(validate_config(data), s)
     assert err.value.errors[0].startswith(line), err.value.errors
+
+
+def test_the_dynamic_tariff_scenario_puts_every_site_on_it_and_names_an_unknown_tariff(tmp_path):
+    from sparcs.config.tariffs import site_tariff
+
+    scenario = load_scenario(CONFIG_DIR / "scenarios" / "march-dynamic-tariff.yaml")
+    cfg = apply_scenario(validate_config(small_fleet_data(3)), scenario)
+    for site in cfg.sites:
+        t = site_tariff(cfg, site)
+        assert t.dynamic and t.grid_fees is not None and t.grid_fees.windows
+    assert cfg.simulation is not None and cfg.simulation.weather.cloudiness == scenario.weather.cloudiness
+    bad = scenario.model_copy(update={"site_tariffs": {"lej-001": "nope", "no-such-site": "dynamic-14a"}})
+    with pytest.raises(ScenarioError) as exc:
+        apply_scenario(validate_config(small_fleet_data(3)), bad)
+    assert "site_tariffs.no-such-site: unknown site in this fleet" in exc.value.errors

@@ -616,6 +616,20 @@ function setVsRead(set, read) {
   return `${set === null ? "released" : kw(set)} / ${kw(read)}`;
 }
 
+// A hybrid inverter has both roles (docs/devices.md "Hybrid inverters").
+const hasPv = (d) => d.kind === "pv_inverter" || d.kind === "hybrid";
+const hasBattery = (d) => d.kind === "battery" || d.kind === "hybrid";
+
+// What the device does when the controller stops writing (docs/devices.md "Fail-safes").
+function failSafeText(d) {
+  const fs = d.fail_safe;
+  if (!fs) return "unknown";
+  if (d.kind === "meter") return "–";
+  if (fs.kind === "revert_timer") return "revert timer";
+  if (fs.kind === "watchdog") return `watchdog ${fs.interval_s} s`;
+  return d.accept_no_fail_safe ? "none (accepted)" : "none: monitor only";
+}
+
 function renderDevices(now) {
   const onlyProblems = $("device-problems").checked;
   const all = state.data.devices || [];
@@ -631,14 +645,15 @@ function renderDevices(now) {
       el("td", { text: d.site }),
       el("td", { text: d.kind.replace("_", " ") + (d.control ? "" : " (monitor)") }),
       el("td", {}, chip([d.status, d.status === "online" ? "good" : d.status === "stale" ? "bad" : "muted"])),
+      el("td", { title: d.fail_safe ? d.fail_safe.note : "", text: failSafeText(d) }),
       el("td", {}, qualityChip(d.values)),
       el("td", { title: when(d.last_seen, serverNow()), text: ago(d.last_seen, now) }),
-      el("td", { class: "num", text: d.kind === "pv_inverter" ? kw(d.actual.pv_w) : "" }),
-      el("td", { class: "num", text: d.kind === "pv_inverter" ? setVsRead(sp ? sp.pv_limit_w : undefined, d.actual.pv_limit_w) : "" }),
-      el("td", { class: "num", text: d.kind === "battery" ? setVsRead(sp ? sp.battery_w : undefined, d.actual.battery_w) : "" }),
+      el("td", { class: "num", text: hasPv(d) ? kw(d.actual.pv_w) : "" }),
+      el("td", { class: "num", text: hasPv(d) ? setVsRead(sp ? sp.pv_limit_w : undefined, d.actual.pv_limit_w) : "" }),
+      el("td", { class: "num", text: hasBattery(d) ? setVsRead(sp ? sp.battery_w : undefined, d.actual.battery_w) : "" }),
       el("td", { class: "small error-text wrap", text: d.error || "" }));
   });
-  replaceRows($("devices"), rows, "no devices match", 10);
+  replaceRows($("devices"), rows, "no devices match", 11);
   $("devices-count").textContent = `${shown.length} of ${all.length}`;
 }
 

@@ -1,0 +1,1 @@
+"""Edge gateways over MQTT: the edge protocol, the edge, and the central's side of the broker (docs/edges.md)."""

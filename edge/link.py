@@ -1,0 +1,133 @@
+"""The MQTT connection of an edge or the central: TLS, one credential, MQTT 5, a persistent session.
+
+aiomqtt (on paho-mqtt 2.x) is the client; this module only builds it from the ``broker`` section,
+keeps it connected (reconnecting with a back-off), and names the broker's refusals in words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from sparcs.config.schema import BrokerConfig
+
+log = logging.getLogger("sparcs.edge.link")
+
+SESSION_EXPIRY_S = 86_400
+"""How long the broker keeps a disconnected client's session and its QoS 1 messages."""
+RECONNECT_MIN_S = 0.5
+RECONNECT_MAX_S = 15.0
+KEEPALIVE_S = 10
+PENDING_CALLS_WARN = 100_000
+MAX_INFLIGHT = 1000
+"""QoS 1 messages in flight unacknowledged (paho's default is 20): a plan for every site, or an outbox
+after a link loss, goes out without waiting a round trip per 20 messages."""
+
+
+class CredentialError(Exception):
+    """A credential that cannot be read; names the file and what to do."""
+
+
+def read_password(path: Path | None, who: str) -> str | None:
+    """The password in ``path`` (first line), None without a file."""
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").splitlines()[0].strip()
+    except (OSError, IndexError) as exc:
+        raise CredentialError(f"{who}: cannot read the broker password from {path}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Credential:
+    username: str
+    password: str | None
+    client_id: str
+
+
+def tls_context(broker: BrokerConfig) -> ssl.SSLContext | None:
+    """The TLS context that trusts ``broker.ca_file`` (else the system's CAs); None without TLS."""
+    if not broker.tls:
+        return None
+    ctx = ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def session_properties() -> Properties:
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = SESSION_EXPIRY_S
+    return props
+
+
+def message_expiry(seconds: float) -> Properties:
+    """PUBLISH properties that let the broker drop the message (retained or queued) after ``seconds``."""
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = max(1, int(seconds))
+    return props
+
+
+def client(
+    broker: BrokerConfig, cred: Credential, *, will: aiomqtt.Will | None = None, tls: ssl.SSLContext | None = None
+) -> aiomqtt.Client:
+    """An MQTT 5 client with a persistent session (clean start off, session kept a day)."""
+    c = aiomqtt.Client(
+        broker.host,
+        broker.port,
+        username=cred.username,
+        password=cred.password,
+        identifier=cred.client_id,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        will=will,
+        clean_start=False,
+        properties=session_properties(),
+        tls_context=tls if tls is not None else tls_context(broker),
+        keepalive=KEEPALIVE_S,
+        timeout=10,
+        max_queued_outgoing_messages=None,
+        max_inflight_messages=MAX_INFLIGHT,
+    )
+    c.pending_calls_threshold = PENDING_CALLS_WARN  # a plan for every site is published at once
+    return c
+
+
+def refusal(exc: aiomqtt.MqttError) -> str:
+    """The broker's refusal in words (bad credential, not authorised) or the connection error."""
+    text = str(exc)
+    low = text.lower()
+    if "bad user name or password" in low or "not authorized" in low or "code:134" in low or "code:135" in low:
+        return f"the broker refused the credential ({text}); check the username and password file"
+    return text
+
+
+async def keep_connected(
+    make: Callable[[], aiomqtt.Client],
+    session: Callable[[aiomqtt.Client], Awaitable[None]],
+    *,
+    on_state: Callable[[bool, str | None], None],
+    stop: asyncio.Event,
+) -> None:
+    """Connect, run ``session`` until the connection drops, and connect again with a back-off, until
+    ``stop`` is set. ``on_state(connected, error)`` is told of every change."""
+    delay = RECONNECT_MIN_S
+    while not stop.is_set():
+        try:
+            async with make() as c:
+                delay = RECONNECT_MIN_S
+                on_state(True, None)
+                await session(c)
+        except aiomqtt.MqttError as exc:
+            on_state(False, refusal(exc))
+            log.info("broker connection: %s; again in %.1f s", refusal(exc), delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(RECONNECT_MAX_S, delay * 2)
