@@ -104,6 +104,9 @@ async def test_a_burst_of_operator_commands_is_planned_together(tmp_path):
         sched.start()
         while ctl.plan is None or ctl.dispatching:  # the start-up dispatch
             await asyncio.sleep(0.05)
+        # A quiet spell first: the burst must come more than min_replan_interval_s after the start-up
+        # dispatch began, however fast that dispatch was.
+        await asyncio.sleep(max(0.0, ctl.last_dispatch_s + 2.0 - ctl.clock.now()) + 0.2)
         first = _dispatch_count(ctl)
         for stage in ("K4", "K3", "K2", "K3", "K4", "K3"):
             ctl.operations.submit(StageRequest(stage=stage, expires_at=expiry), "op")

@@ -59,13 +59,15 @@ def modbus_points(port: int) -> dict[int, dict]:
 
 
 def truth(data: dict) -> dict[str, float]:
-    """Ground truth over Modbus: the K1 inverter's output and limit, the guarded site's meter (W, + import)."""
+    """Ground truth over Modbus: the K1 inverter's output and whether it is held (limit or stop), the
+    guarded site's meter (W, + import)."""
     k1_pv, _k1_bat, k1_meter = data["sites"][0]["devices"]
     g_meter = data["sites"][1]["devices"][2]
     pv = modbus_points(k1_pv["port"])
     return {
         "k1_pv_w": pv[103]["W"],
-        "k1_limit_on": pv[123]["WMaxLim_Ena"] == 1,
+        # K1 is a stop where the inverter has one (model 123 Conn = 0), else the lowest limit
+        "k1_limit_on": pv[123]["WMaxLim_Ena"] == 1 or pv[123]["Conn"] == 0,
         "guarded_grid_w": modbus_points(g_meter["port"])[203]["W"],
         "k1_grid_w": modbus_points(k1_meter["port"])[203]["W"],
     }
