@@ -12,6 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from sparcs.cli import app
+from sparcs.controller import migrate
 from sparcs.controller.store import Store
 from tests.controller.conftest import small_fleet_data
 
@@ -83,11 +84,16 @@ def test_db_commands_upgrade_and_downgrade_one_revision(tmp_path):
     shutil.copyfile(Path(__file__).parent / "data" / "store-0.1.0.db", data_dir / "sparcs.db")
     run = CliRunner().invoke
     assert "revision 0001" in run(app, ["db", "current", "--data-dir", str(data_dir)]).output
-    assert "0001 -> 0004" in run(app, ["db", "upgrade", "--data-dir", str(data_dir)]).output
+    head = migrate.head_revision()
+    below = migrate.script().get_revision(head).down_revision
+    assert f"0001 -> {head}" in run(app, ["db", "upgrade", "--data-dir", str(data_dir)]).output
     assert "up to date" in run(app, ["db", "current", "--data-dir", str(data_dir)]).output
-    assert "0004 -> 0003" in run(app, ["db", "downgrade", "--data-dir", str(data_dir)]).output
-    assert "0003 -> 0002" in run(app, ["db", "downgrade", "--data-dir", str(data_dir)]).output
-    assert "0002 -> 0001" in run(app, ["db", "downgrade", "--data-dir", str(data_dir)]).output
+    assert f"{head} -> {below}" in run(app, ["db", "downgrade", "--data-dir", str(data_dir)]).output
+    revision = below
+    while revision != "0001":  # one revision at a time down to the oldest
+        lower = migrate.script().get_revision(revision).down_revision
+        assert f"{revision} -> {lower}" in run(app, ["db", "downgrade", "--data-dir", str(data_dir)]).output
+        revision = lower
     down = run(app, ["db", "downgrade", "--data-dir", str(data_dir)])
     assert down.exit_code == 2 and "would delete every table" in down.output  # 0001 is the oldest
     assert "revision 0001" in run(app, ["db", "current", "--data-dir", str(data_dir)]).output
