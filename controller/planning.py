@@ -33,6 +33,7 @@ from sparcs.optimizer.forecast import (
     learn_load_level,
     load_forecast,
     pv_baseline_w,
+    pv_forecast,
 )
 from sparcs.optimizer.forecast_quality import ForecastQuality, QualityRow
 from sparcs.optimizer.load_profile import LoadProfile, day_type_and_slot
@@ -202,11 +203,11 @@ class FleetPlanner:
         pv_persist, pv_clim, load_persist, load_clim = {}, {}, {}, {}
         for site in sites:
             geom = self.geometry[site.id]
-            clear = clearsky_w_per_kwp(geom, mid) * site.pv.kwp
             t, pv, load, held = self.measurements.arrays(site.id, now_s - PV_LEARN_WINDOW_S)
             k = learn_clearness(geom, site.pv.kwp, t, pv, held) if t.size else None
-            pv_persist[site.id] = clear * (TYPICAL_CLEARNESS if k is None else k)
-            pv_clim[site.id] = clear * TYPICAL_CLEARNESS
+            # smart persistence: the clearness seen now, held over the whole horizon
+            pv_persist[site.id] = pv_forecast(geom, site.pv.kwp, now_s, mid, k, decay_s=np.inf).values
+            pv_clim[site.id] = clearsky_w_per_kwp(geom, mid) * site.pv.kwp * TYPICAL_CLEARNESS
             recent = load[np.isfinite(load)] if t.size else load
             load_clim[site.id] = load_forecast(site.load.annual_kwh, mid).values
             load_persist[site.id] = np.full(mid.shape, recent.mean()) if recent.size else load_clim[site.id]

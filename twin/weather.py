@@ -8,6 +8,8 @@ Open-Meteo or a CSV file in production.
 
 from __future__ import annotations
 
+import numpy as np
+
 from sparcs.config.schema import FleetConfig, SimulationConfig
 from sparcs.controller.weather import Place, WeatherSeries, WeatherService
 from sparcs.simulators.nwp import RUN_EVERY_S, forecast_run
@@ -26,8 +28,8 @@ class SimulatedNwpProvider:
         for place in places:
             run = forecast_run(self.sim.weather, self.sim.seed, place, now_s)
             # The simulated world has no temperature effect (simulators.nwp): no air temperature.
-            nan = run.ghi_w_m2 * float("nan")
-            out[place] = WeatherSeries(run.run_s, run.start_s, run.ghi_w_m2, nan, run.dni_w_m2, run.dhi_w_m2)
+            no_temperature = np.full_like(run.ghi_w_m2, np.nan)
+            out[place] = WeatherSeries(run.run_s, run.start_s, run.ghi_w_m2, no_temperature, run.dni_w_m2, run.dhi_w_m2)
         return out
 
 
