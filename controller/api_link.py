@@ -3,7 +3,8 @@
 
 Control → API (pickled; both ends are this program, over a socket pair nobody else holds): the
 :class:`~sparcs.controller.read_model.ControlSnapshot` with the rendered metrics after every poll,
-dispatch and command; a heartbeat every :data:`HEARTBEAT_S` while nothing else is sent; the answer
+dispatch and command, its plan only when it is a new one (a plan is most of a snapshot's bytes, at
+1,000 devices megabytes of arrays, and changes once per dispatch, not per poll); a heartbeat every :data:`HEARTBEAT_S` while nothing else is sent; the answer
 to each command; after a reload of the fleet file (by the API or SIGHUP), the running configuration,
 ahead of the next snapshot. API → control (JSON, checked again on arrival): operator commands, a
 device's control switch, a reload, and the counts of commands the API refused.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -39,12 +41,14 @@ from sparcs.controller.cycle import Controller
 from sparcs.controller.device_control import UnknownDevice
 from sparcs.controller.logging_setup import request_id
 from sparcs.controller.operations import KIND
+from sparcs.controller.plan import Plan
 from sparcs.controller.read_model import ControlSnapshot, take_snapshot
 from sparcs.controller.reload import Reloader
 
 log = logging.getLogger("sparcs.api_link")
 
 HEADER = struct.Struct("!I")
+_NOTHING = object()
 WATCH_S = 0.25
 """How often the control end looks for a new poll, plan or setpoints to publish (s)."""
 HEARTBEAT_S = 1.0
@@ -107,6 +111,7 @@ class ApiLink:
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
         self._seen: tuple[object, ...] = ()
+        self._plan_sent: object = _NOTHING  # the plan the API end holds
         self._sent_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._writers: list[asyncio.StreamWriter] = []
@@ -162,7 +167,11 @@ class ApiLink:
                     out.append(pickle.dumps(("config", self.ctl.cfg), protocol=5))
                 if self._latest is not None:
                     snap, self._latest = self._latest, None
-                    out.append(pickle.dumps(("snapshot", snap, self.ctl.metrics.render(), offset), protocol=5))
+                    if snap.plan is not self._plan_sent:
+                        out.append(pickle.dumps(("plan", snap.plan), protocol=5))
+                        self._plan_sent = snap.plan
+                    bare = dataclasses.replace(snap, plan=None)  # the API end puts in the plan it holds
+                    out.append(pickle.dumps(("snapshot", bare, self.ctl.metrics.render(), offset), protocol=5))
                 elif not self._replies:
                     out.append(pickle.dumps(("alive", offset)))
                 while self._replies:
@@ -282,15 +291,20 @@ class PublishedControl:
 
     def __init__(self) -> None:
         self._snap = EMPTY
+        self._plan: Plan | None = None
         self._metrics = b""
         self._offset_s = 0.0
         self._heard = time.monotonic()
         self.connected = False
 
     def receive(self, msg: tuple[Any, ...]) -> None:
-        """Take a snapshot or heartbeat from the control process."""
-        if msg[0] == "snapshot":
-            _, self._snap, self._metrics, self._offset_s = msg
+        """Take a plan, a snapshot (without its plan: the last one sent is its plan) or a heartbeat
+        from the control process."""
+        if msg[0] == "plan":
+            self._plan = msg[1]
+        elif msg[0] == "snapshot":
+            _, snap, self._metrics, self._offset_s = msg
+            self._snap = dataclasses.replace(snap, plan=self._plan)
         elif msg[0] == "alive":
             self._offset_s = msg[1]
         self._heard = time.monotonic()
