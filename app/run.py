@@ -104,8 +104,8 @@ async def run(
     echo: Callable[[str], None],
     config_path: Path | None = None,
     on_logging: Callable[[LoggingConfig], None] | None = None,
-    log_level: str = "warning",
-    log_format: str = "text",
+    log_level: str | None = None,
+    log_format: str | None = None,
     migrate_schema: bool = True,
 ) -> None:
     """Run until SIGINT or SIGTERM, then stop the scheduler, the API, the devices' connections and the fleet.
@@ -113,7 +113,8 @@ async def run(
     An older store is upgraded first (``migrate_schema``), else refused naming `sparcs db upgrade`.
     ``config_path``: the fleet file, reloaded on SIGHUP and POST /api/v1/admin/reload
     (:mod:`sparcs.controller.reload`; ``on_logging`` applies a changed ``logging`` section);
-    ``log_level``, ``log_format``: the API process's log (uvicorn's records included)."""
+    ``log_level``, ``log_format``: the command line's options for the API process's log (uvicorn's
+    records included; None: the fleet file's ``logging`` section, also after a reload)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

@@ -45,8 +45,21 @@ class _Server(uvicorn.Server):
         yield
 
 
+def configure_log(cfg: FleetConfig, log_level: str | None, log_format: str | None) -> None:
+    """The API process's log as the control process's: the command line's ``--log-level`` and
+    ``--log-format`` (None: not given) over the fleet file's ``logging`` section, at start and after
+    every reload (uvicorn's records follow the root logger's level)."""
+    configure_logging(log_level or cfg.logging.level, log_format or cfg.logging.format)  # type: ignore[arg-type]
+
+
 async def _serve(
-    cfg: FleetConfig, data_dir: Path, listen: socket.socket, down: socket.socket, up: socket.socket, log_level: str
+    cfg: FleetConfig,
+    data_dir: Path,
+    listen: socket.socket,
+    down: socket.socket,
+    up: socket.socket,
+    log_level: str | None,
+    log_format: str | None,
 ) -> None:
     store = Store(cfg.storage.url, data_dir=data_dir, migrate_schema=False)  # the control process migrated it
     try:
@@ -56,14 +69,18 @@ async def _serve(
         commands = RemoteCommands(writer)
         view = ControllerView(cfg, store, source)
         app = build_app(view, commands, TokenBook(store, source.now), cfg.api)
-        server = _Server(server_config(app, cfg.api, log_level))
+        server = _Server(server_config(app, cfg.api))
         closed = asyncio.Event()
 
         def answer(call_id: int, payload: dict[str, Any]) -> None:
             loop.call_soon_threadsafe(commands.answer, call_id, payload)
 
+        def reconfigure(new: FleetConfig) -> None:
+            view.reconfigure(new)
+            configure_log(new, log_level, log_format)
+
         def configure(new: FleetConfig) -> None:  # a reload in the control process
-            loop.call_soon_threadsafe(view.reconfigure, new)
+            loop.call_soon_threadsafe(reconfigure, new)
 
         def gone() -> None:
             loop.call_soon_threadsafe(commands.disconnected)
@@ -92,29 +109,31 @@ def api_main(
     listen: socket.socket,
     down: socket.socket,
     up: socket.socket,
-    log_level: str,
-    log_format: str,
+    log_level: str | None,
+    log_format: str | None,
 ) -> None:
     """The API process: niced, deaf to Ctrl-C and SIGHUP (the control process stops it by closing
     the link, and reloads for it). ``down`` brings the control process's snapshots and answers,
-    ``up`` takes commands to it; its log has the control process's level and format."""
+    ``up`` takes commands to it; its log has the control process's level and format
+    (:func:`configure_log`), also after a reload that changes them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     os.nice(cfg.api.nice)
-    configure_logging(log_level, log_format)  # type: ignore[arg-type]  # checked by the command line
-    asyncio.run(_serve(cfg, data_dir, listen, down, up, log_level))
+    configure_log(cfg, log_level, log_format)
+    asyncio.run(_serve(cfg, data_dir, listen, down, up, log_level, log_format))
 
 
 class ApiProcess:
-    """The control process's handle on its API process."""
+    """The control process's handle on its API process; ``log_level``, ``log_format``: the command
+    line's options (None: the fleet file's ``logging`` section, also after a reload)."""
 
     def __init__(
         self,
         cfg: FleetConfig,
         data_dir: Path,
         listen: socket.socket,
-        log_level: str = "warning",
-        log_format: str = "text",
+        log_level: str | None = None,
+        log_format: str | None = None,
     ):
         self.cfg, self.data_dir, self.listen = cfg, data_dir, listen
         self.log_level, self.log_format = log_level, log_format
