@@ -16,8 +16,9 @@ the machine's own load hits each kind alike:
 
 The clients run in a child process niced like the API (``api.nice``): on a deployment they are
 other machines, here they share the cores with the controller; each is a lean HTTP/1.1 keep-alive
-connection (:class:`Keepalive`), so what is measured is the API, not the client's own CPU. A stream request's latency counts
-from the moment it was due, so a client that falls behind shows as latency, not as fewer requests.
+connection (:class:`Keepalive`), so what is measured is the API, not the client's own CPU. A
+stream request's latency counts from the moment it was due, so a client that falls behind shows
+as latency, not as fewer requests.
 
 Per kind of phase, from the control process's metrics (deltas over the phases, each from the moment
 its clients run): polls and the poll cycle's

@@ -4,10 +4,11 @@
 Control → API (pickled; both ends are this program, over a socket pair nobody else holds): the
 :class:`~sparcs.controller.read_model.ControlSnapshot` with the rendered metrics after every poll,
 dispatch and command, its plan only when it is a new one (a plan is most of a snapshot's bytes, at
-1,000 devices megabytes of arrays, and changes once per dispatch, not per poll); a heartbeat every :data:`HEARTBEAT_S` while nothing else is sent; the answer
-to each command; after a reload of the fleet file (by the API or SIGHUP), the running configuration,
-ahead of the next snapshot. API → control (JSON, checked again on arrival): operator commands, a
-device's control switch, a reload, and the counts of commands the API refused.
+1,000 devices megabytes of arrays, and changes once per dispatch, not per poll); a heartbeat every
+:data:`HEARTBEAT_S` while nothing else is sent; the answer to each command; after a reload of the
+fleet file (by the API or SIGHUP), the running configuration, ahead of the next snapshot. API →
+control (JSON, checked again on arrival): operator commands, a device's control switch, a reload,
+and the counts of commands the API refused.
 
 The control end (:class:`ApiLink`) never waits for the API process: snapshots are conflated (a
 slow reader gets the latest, never a queue of old ones), the sender alone waits for the socket,
@@ -30,7 +31,7 @@ import struct
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -44,6 +45,9 @@ from sparcs.controller.operations import KIND
 from sparcs.controller.plan import Plan
 from sparcs.controller.read_model import ControlSnapshot, take_snapshot
 from sparcs.controller.reload import Reloader
+
+if TYPE_CHECKING:
+    from sparcs.controller.pool_server import PoolServer
 
 log = logging.getLogger("sparcs.api_link")
 
@@ -115,6 +119,9 @@ class ApiLink:
         self._sent_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._writers: list[asyncio.StreamWriter] = []
+        self.pool: dict[str, Any] | None = None
+        """How the API process serves the pool interface, once it serves: ``port`` and ``units``, or
+        ``error``; None without a ``pool`` section."""
 
     async def start(self) -> None:
         _, writer = await asyncio.open_connection(sock=self._send_sock)
@@ -198,6 +205,8 @@ class ApiLink:
                 log.error("API link: a frame that is not a command; ignored")
                 continue
             if op == "ready":
+                pool = msg.get("pool")
+                self.pool = pool if isinstance(pool, dict) else None
                 self._ready.set()
             elif op == "refused":
                 try:
@@ -344,9 +353,15 @@ class RemoteCommands:
     def _send(self, msg: dict[str, Any]) -> None:
         self._writer.write(frame(json.dumps(msg).encode()))
 
-    def serving(self) -> None:
-        """Tell the control process that the API serves."""
-        self._send({"op": "ready"})
+    def serving(self, pool: PoolServer | str | None = None) -> None:
+        """Tell the control process that the API serves, and how the pool interface does: its port
+        and units, or why it does not listen (None: there is no ``pool`` section)."""
+        msg: dict[str, Any] = {"op": "ready"}
+        if isinstance(pool, str):
+            msg["pool"] = {"error": pool}
+        elif pool is not None:
+            msg["pool"] = {"port": pool.port, "units": sorted(pool.images)}
+        self._send(msg)
 
     async def _call(self, msg: dict[str, Any]) -> dict[str, Any]:
         if not self.connected:

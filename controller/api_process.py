@@ -1,8 +1,10 @@
 """The operator API in a process of its own, as `sparcs run` serves it (docs/architecture.md "The API
-beside the control loop").
+beside the control loop"), with the SunSpec pool interface (:mod:`sparcs.controller.pool_server`,
+``pool`` section), the other outside way in.
 
 :class:`ApiProcess` starts a child process (niced by ``api.nice``) that serves
-:func:`~sparcs.controller.api.build_app` on the listening socket it is handed: reads from the
+:func:`~sparcs.controller.api.build_app` on the listening socket it is handed, and the pool
+interface on its own port, both over the same read model and command port: reads from the
 snapshot the control process publishes over the link (:mod:`sparcs.controller.api_link`),
 history, alarms, audit and tokens from its own connection to the store, commands forwarded to the
 control process. So a slow client, a large answer or a burst of requests costs the API process's
@@ -27,12 +29,13 @@ from typing import Any
 
 import uvicorn
 
-from sparcs.config.schema import FleetConfig
+from sparcs.config.schema import FleetConfig, PoolConfig
 from sparcs.controller.api import build_app
 from sparcs.controller.api_link import PublishedControl, RemoteCommands, follow
 from sparcs.controller.api_server import STOP_TIMEOUT_S, server_config
 from sparcs.controller.auth import TokenBook
 from sparcs.controller.logging_setup import configure_logging
+from sparcs.controller.pool_server import PoolServer
 from sparcs.controller.read_model import ControllerView
 from sparcs.controller.store import Store
 
@@ -62,6 +65,7 @@ async def _serve(
     log_format: str | None,
 ) -> None:
     store = Store(cfg.storage.url, data_dir=data_dir, migrate_schema=False)  # the control process migrated it
+    pool: PoolServer | str | None = None
     try:
         loop = asyncio.get_running_loop()
         _, writer = await asyncio.open_connection(sock=up)
@@ -93,14 +97,32 @@ async def _serve(
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
         if server.started:
-            commands.serving()
+            pool = await _start_pool(view, commands, cfg.pool)
+            commands.serving(pool)
         waiting = asyncio.create_task(closed.wait())
         await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
         waiting.cancel()
         server.should_exit = True  # the link closed: the control process stopped or died
         await serving
     finally:
+        if isinstance(pool, PoolServer):
+            await pool.stop()
         store.close()
+
+
+async def _start_pool(
+    view: ControllerView, commands: RemoteCommands, cfg: PoolConfig | None
+) -> PoolServer | str | None:
+    """The SunSpec pool interface (``pool`` section; None without one), served beside the API;
+    what stops it from listening as one line naming the field to change."""
+    if cfg is None:
+        return None
+    pool = PoolServer(view, commands, cfg)
+    try:
+        await pool.start()
+    except (OSError, RuntimeError) as exc:
+        return f"pool: cannot listen on {cfg.host}:{cfg.port}: {exc}; change pool.port"
+    return pool
 
 
 def api_main(

@@ -175,6 +175,15 @@ def _fail_safes(ctl: Controller) -> dict[str, FailSafe]:
     return out
 
 
+@dataclass(frozen=True)
+class PoolNow:
+    """A pool as :meth:`ControllerView.pool_now` reads it."""
+
+    state: FleetState | None
+    sites: tuple[str, ...]
+    limit: Command | None
+
+
 class ControlSource(Protocol):
     """Where a :class:`ControllerView` gets the control loop's state, time, metrics and liveness."""
 
@@ -523,6 +532,12 @@ class ControllerView:
                         acc[f] = (acc[f] or 0.0) + p[f]
         points = [sums[ts] for ts in sorted(sums, key=lambda t: dt.datetime.fromisoformat(t))]
         return {"group": g.id, "start": out["start"], "end": out["end"], "resolution_s": resolution_s, "points": points}
+
+    def pool_now(self, group: str | None) -> PoolNow:
+        """What the SunSpec pool interface reads of the fleet (None) or a group: the fleet state, the
+        pool's sites and its pool limit in force now (:mod:`sparcs.controller.pool_server`)."""
+        snap, book = self._snap()
+        return PoolNow(snap.state, book.groups.sites(group), book.pool_limit(group, self.now()))
 
     def _group(self, g: Group) -> dict[str, Any]:
         snap, book = self._snap()
