@@ -34,8 +34,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sparcs.config.grid_rules import installer_ceiling_w
-from sparcs.config.schema import DispatchConfig
-from sparcs.drivers.device import UNKNOWN, SetpointKind, WritePlan, can_stop_pv, fail_safe_of, revert_left_of
+from sparcs.config.schema import DeviceConfig, DispatchConfig
+from sparcs.drivers.device import (
+    KIND_ROLES,
+    UNKNOWN,
+    Device,
+    SetpointKind,
+    WritePlan,
+    can_stop_pv,
+    fail_safe_of,
+    revert_left_of,
+    roles_of,
+)
 from sparcs.drivers.errors import DeviceError
 from sparcs.drivers.poller import DeviceState, FleetPoller
 
@@ -46,12 +56,6 @@ HEARTBEAT_DEADLINE = 0.75  # a watchdog's heartbeat is rewritten before this sha
 MATCH_TOLERANCE = 0.01  # read-back W may differ by 1 % of the base (register resolution)
 
 Action = Literal["limit", "release", "battery", "unchanged", "skipped", "failed"]
-ROLES: dict[str, tuple[SetpointKind, ...]] = {
-    "pv_inverter": ("pv",),
-    "battery": ("battery",),
-    "hybrid": ("pv", "battery"),
-}
-"""The setpoints a device kind takes: a hybrid both, its PV limit first."""
 
 
 @dataclass
@@ -196,14 +200,17 @@ class SetpointWriter:
             return WriteResult(device_id, "skipped", True, detail="monitor only (switched at run time)")
         if s.cfg.kind == "meter":
             return WriteResult(device_id, "skipped", True, detail="meters take no setpoints")
-        if not release and fail_safe_of(s.driver).kind == "none" and not s.cfg.accept_no_fail_safe:
+        if not release and unprotected(s.driver, s.cfg):
             return WriteResult(device_id, "skipped", True, detail=no_fail_safe_detail(device_id))
         t = s.telemetry
         if t is None or t.status == "stale" or t.last_good_at is None:
             return WriteResult(device_id, "failed", False, detail="device not read yet or stale: nothing written")
+        taken = roles_of(s.driver, s.cfg.kind)
         results = [
             await self._apply_role(s, kind, sp.pv_limit_w if kind == "pv" else sp.battery_w, force)
-            for kind in ROLES.get(s.cfg.kind, ())
+            if kind in taken
+            else WriteResult(device_id, "skipped", True, detail=f"the device takes no {kind} setpoint")
+            for kind in KIND_ROLES.get(s.cfg.kind, ())
             if roles is None or kind in roles
         ]
         return results[0] if len(results) == 1 else merged(results[0], results[1])
@@ -361,6 +368,22 @@ class SetpointWriter:
             detail=detail,
             written_at=now,
         )
+
+
+def unprotected(driver: Device, cfg: DeviceConfig) -> bool:
+    """True for a device the writer refuses for lack of a fail-safe: it declares none and its config
+    does not accept that (``accept_no_fail_safe``); it is monitor-only (docs/devices.md "Fail-safes")."""
+    return fail_safe_of(driver).kind == "none" and not cfg.accept_no_fail_safe
+
+
+def uncontrolled_roles(driver: Device, cfg: DeviceConfig) -> tuple[SetpointKind, ...]:
+    """The roles of a device (of its config's kind) the writer will not write: every one for a device
+    without a fail-safe (:func:`unprotected`), else those the device takes no setpoint for."""
+    every = KIND_ROLES.get(cfg.kind, ())
+    if unprotected(driver, cfg):
+        return every
+    taken = roles_of(driver, cfg.kind)
+    return tuple(r for r in every if r not in taken)
 
 
 def no_fail_safe_detail(device_id: str) -> str:

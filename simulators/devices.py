@@ -805,9 +805,14 @@ class HybridDevice(BatteryDevice, PvInverterDevice):
         return out
 
     def truth(self) -> dict[str, float | None]:
-        bat = battery_truth(self.bat, self.site.t)
-        bat["battery_revert_s"] = bat.pop("revert_s")
-        return pv_truth(self.pv, self.site.t) | bat
+        return hybrid_truth(self.pv, self.bat, self.site.t)
+
+
+def hybrid_truth(u: PvUnit, b: BatteryUnit, now: float) -> dict[str, float | None]:
+    """Ground truth of a hybrid: its PV unit's and its battery's (the battery's timer as ``battery_revert_s``)."""
+    bat = battery_truth(b, now)
+    bat["battery_revert_s"] = bat.pop("revert_s")
+    return pv_truth(u, now) | bat
 
 
 DEVICE_CLASSES: dict[str, type[SunSpecSimDevice]] = {
