@@ -442,22 +442,18 @@ class ProfileSimDevice:
         if mode is not None and any(s.key == "battery_mode" and s.value == mode[1] for s in self.map.battery_release):
             c.wset_ena = 0
             changed.add("wset_ena")
+        asked: list[float | None] = []  # the battery power the write asks for; None: handed back
         if self.map.battery_commands is not None and decoded.keys() & {"battery_command", *BATTERY_POWER_KEYS}:
-            watts = self._commanded_w()
-            if watts is None:
-                c.wset_ena = 0
-            elif -b.max_charge_w - 1e-6 <= watts <= b.max_discharge_w + 1e-6:
-                c.wset_ena, c.wset_mod, c.wset_w = 1, 1, watts
-            else:
-                return ExcCodes.ILLEGAL_VALUE
-            changed |= {"wset_ena", "wset_w"}
+            asked.append(self._commanded_w())
         if "battery_setpoint_w" in decoded:
             watts, unsigned = decoded["battery_setpoint_w"]
             released = any(s.key == "battery_setpoint_w" and s.value == unsigned for s in self.map.battery_release)
-            if released:
+            asked.append(None if released else watts)
+        for power_w in asked:
+            if power_w is None:
                 c.wset_ena = 0
-            elif -b.max_charge_w - 1e-6 <= watts <= b.max_discharge_w + 1e-6:
-                c.wset_ena, c.wset_mod, c.wset_w = 1, 1, watts
+            elif -b.max_charge_w - 1e-6 <= power_w <= b.max_discharge_w + 1e-6:
+                c.wset_ena, c.wset_mod, c.wset_w = 1, 1, power_w
             else:
                 return ExcCodes.ILLEGAL_VALUE
             changed |= {"wset_ena", "wset_w"}
