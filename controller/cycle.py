@@ -226,7 +226,7 @@ class Controller:
             if self.cfg.grid.export_guard:
                 report.guarded_sites = self._guard(state)
             summary = state.summary()
-            self.alarms.devices(telemetry, now)
+            self.alarms.devices(telemetry, now, self.cfg.dispatch.max_device_clock_skew_s)
             await self._follow_prices(now)
             self._observe_poll(telemetry, summary)
             # Queued for the store's writer thread: a failing store is reported from there (the log,

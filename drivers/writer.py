@@ -9,8 +9,10 @@ Rules (docs/definitions.md "Revert timers and safe defaults", "Reference bases";
 - a device turns a setpoint into a :class:`drivers.device.WritePlan`: its register writes and one
   read-back that serves both the check and the setpoint in force; a written register the
   read-back does not reach is checked by a read of its own;
-- ``refresh_due`` rewrites a setpoint once 40 % of its timer has passed (before half), on our clock
-  or on the device's own where it reports what its timer has left (SunSpec 704); the timer is
+- ``refresh_due`` rewrites a setpoint once 40 % of its timer has passed (before half), on our clock,
+  on the device's own clock where it reports one (SunSpec 122: the time since the write as the
+  device counts it, our time plus how far its clock offset moved), or where it reports what its
+  timer has left (SunSpec 704); the timer is
   the device's fail-safe (docs/devices.md "Fail-safes"): ``revert_timeout_s`` for a revert timer,
   the watchdog's interval for a watchdog, whose heartbeat each setpoint write carries;
 - a device whose fail-safe is ``none`` is monitor-only unless its config sets
@@ -48,6 +50,7 @@ from sparcs.drivers.device import (
 )
 from sparcs.drivers.errors import DeviceError
 from sparcs.drivers.poller import DeviceState, FleetPoller
+from sparcs.drivers.telemetry import CLOCK_KEY
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,14 @@ class _Active:
     written_at: float
     revert_s: float
     shortfall_w: float | None = None
+    clock_offset_s: float | None = None  # the device clock's offset at the poll before the write
+
+
+def clock_offset_s(s: DeviceState) -> float | None:
+    """How far the device's clock was ahead of ours at its latest poll (s), where it reports one."""
+    t = s.telemetry
+    r = t.values.get(CLOCK_KEY) if t is not None else None
+    return r.value if r is not None and r.quality == "good" else None
 
 
 class SetpointWriter:
@@ -153,13 +164,21 @@ class SetpointWriter:
         return s.cfg.control and device_id not in self.monitor_only
 
     def _due(self, device_id: str, kind: SetpointKind, a: _Active, now: float) -> bool:
-        """40 % of the timer gone on our clock, or on the device's own: where a device reports what its
-        timer has left (704 ``…RvrtRem``) in a poll after our write, that counts down from the poll."""
+        """40 % of the timer gone on our clock, or on the device's own, judged from a poll after our
+        write: its clock (122 ``Tms``: our time since the write plus how far its offset moved since),
+        or what its timer has left (704 ``…RvrtRem``), counted down from that poll."""
         if now - a.written_at >= REFRESH_FRACTION * a.revert_s:
             return True
         s = self.poller.devices.get(device_id)
         if s is None or s.last_good_at is None or s.last_good_at <= a.written_at:
             return False  # no poll since the write: the device's figure is of an earlier setpoint
+        offset, before = clock_offset_s(s), a.clock_offset_s
+        if (
+            offset is not None
+            and before is not None
+            and now - a.written_at + offset - before >= (REFRESH_FRACTION * a.revert_s)
+        ):
+            return True
         left = revert_left_of(s.driver, kind)
         return left is not None and left - (now - s.last_good_at) <= (1.0 - REFRESH_FRACTION) * a.revert_s
 
@@ -354,7 +373,7 @@ class SetpointWriter:
                     f"{[got[i] for i in bad]} instead of {[w.values[i] for i in bad]}"
                 )
         action: Action = "release" if target is None else ("limit" if kind == "pv" else "battery")
-        self.active[(s.cfg.id, kind)] = _Active(kind, requested, target, now, self._timer_s(s))
+        self.active[(s.cfg.id, kind)] = _Active(kind, requested, target, now, self._timer_s(s), None, clock_offset_s(s))
         detail = "; ".join(mismatches) or ("clamped to the device's range" if clamped else "written and read back")
         return WriteResult(
             s.cfg.id,
