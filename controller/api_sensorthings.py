@@ -477,7 +477,7 @@ def collection(
     out: dict[str, Any] = {}
     if opts.count:
         out["@iot.count"] = len(ids)
-    if opts.skip + opts.top < len(ids):
+    if opts.top > 0 and opts.skip + opts.top < len(ids):  # $top=0 asks for the count only: no next page
         nxt = dict(params) | {"$top": str(opts.top), "$skip": str(opts.skip + opts.top)}
         out["@iot.nextLink"] = f"{url}?{urlencode(nxt)}"
     out["value"] = [expanded(ctx, entity_set, i, opts.expand) for i in page]
