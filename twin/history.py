@@ -134,11 +134,11 @@ def read_history(store: Store, cfg: FleetConfig, day: tuple[float, float]) -> Re
     rows = _site_rows(store, day)
     missing = [s.id for s in cfg.sites if s.id not in rows]
     if missing:
+        listed = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise HistoryError(
             [
-                f"site '{sid}': no site history between {_iso(day[0])} and {_iso(day[1])}; replay a day it was "
-                "recorded, or a fleet file without it"
-                for sid in missing
+                f"sites {listed}: no site history between {_iso(day[0])} and {_iso(day[1])}; replay a day they "
+                "were recorded, or a fleet file without them"
             ]
         )
     first = min(r[0][0] for r in rows.values())
