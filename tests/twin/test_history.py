@@ -13,7 +13,10 @@ import datetime as dt
 import json
 
 import pytest
+import yaml
+from typer.testing import CliRunner
 
+from sparcs.cli import app
 from sparcs.config.schema import CONFIG_DIR, validate_config
 from sparcs.controller.store import Store
 from sparcs.twin.history import HistorySource, read_history
@@ -88,7 +91,6 @@ def test_the_history_is_read_from_the_store_alone(recorded):
 def test_a_recorded_day_replays_within_two_percent(from_history):
     fid = from_history["fidelity"]
     assert fid["strategy"] == "optimizer" and fid["calibration"] is True
-    print(json.dumps({k: v for k, v in fid["figures"].items()}, indent=1))
     assert fid["figures"]["import_kwh"]["recorded"] > 0 and fid["figures"]["battery_throughput_kwh"]["recorded"] > 0
     assert fid["met"], fid["figures"]
     assert from_history["history"]["sites"] == 3
@@ -102,15 +104,41 @@ def test_a_what_if_changes_the_figures_the_expected_way(recorded, from_history, 
         encoding="utf-8",
     )
     out = tmp_path / "out"
-    source = HistorySource(data_dir=recorded["data"], strategy="optimizer")
-    run_twin(recorded["cfg"], parse_day(DAY), scenario, ["optimizer"], out, progress=False, history=source)
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(yaml.safe_dump(recorded["cfg"].model_dump(mode="json", by_alias=True)), encoding="utf-8")
+    args = ["--config", str(fleet), "--date", DAY, "--history", str(recorded["data"]), "--scenario", str(scenario)]
+    result = twin(*args, "--strategy", "optimizer", "--out", str(out), "--no-progress")
+    assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
+    summary = (out / "summary.md").read_text()
+    assert "What-ifs:" in summary and "Fidelity of optimizer" in summary
     assert report["overrides"][0]["name"] == "export at most 20 % of the rating"
     base, what_if = from_history["fidelity"]["figures"], report["fidelity"]["figures"]
     assert report["fidelity"]["calibration"] is False
     assert what_if["export_kwh"]["replayed"] < 0.9 * base["export_kwh"]["replayed"]
     assert what_if["curtailed_kwh"]["replayed"] > base["curtailed_kwh"]["replayed"]
     assert what_if["export_kwh"]["recorded"] == pytest.approx(base["export_kwh"]["recorded"])
+
+
+def twin(*args: str):
+    return CliRunner().invoke(app, ["twin", *args])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--history", "{tmp}", "--store", "sqlite:///x.db"], "--history and --store: give one of them"),
+        (["--history", "{tmp}"], "--history: no store in"),
+        (["--history", "{tmp}", "--recorded-strategy", "greedy"], "--recorded-strategy: unknown 'greedy'"),
+    ],
+)
+def test_history_mistakes_exit_2_naming_the_option(tmp_path, extra, message):
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(yaml.safe_dump(small_fleet_data(2)), encoding="utf-8")
+    extra = [a.replace("{tmp}", str(tmp_path / "nothing")) for a in extra]
+    result = twin("--config", str(fleet), "--date", DAY, "--out", str(tmp_path / "out"), *extra)
+    assert result.exit_code == 2
+    assert message in result.output
 
 
 def test_the_replay_never_writes_into_the_recorded_store(recorded):
