@@ -9,14 +9,11 @@ replays it with the strategy that ran.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from sparcs.cli import app
 from sparcs.config.schema import CONFIG_DIR, validate_config
 from sparcs.controller.store import Store
 from sparcs.twin.history import HistorySource, read_history
@@ -24,20 +21,10 @@ from sparcs.twin.replay import replay
 from sparcs.twin.run import TwinError, parse_day, run_twin
 from sparcs.twin.scenario import Scenario, apply_scenario, day_bounds
 from tests.controller.conftest import small_fleet_data
+from tests.twin.test_cli import twin
+from tests.twin.test_replay import DAY, FAULTY, at, ts
 
 pytestmark = pytest.mark.timeout(600)
-
-DAY = "2026-05-12"
-FAULTY = "lej-002-bat"
-
-
-def at(hhmm: str) -> str:
-    return f"{DAY}T{hhmm}:00+02:00"
-
-
-def ts(hhmm: str) -> float:
-    return dt.datetime.fromisoformat(at(hhmm)).timestamp()
-
 
 RECORDED = Scenario.model_validate(
     {
@@ -118,10 +105,6 @@ def test_a_what_if_changes_the_figures_the_expected_way(recorded, from_history, 
     assert what_if["export_kwh"]["replayed"] < 0.9 * base["export_kwh"]["replayed"]
     assert what_if["curtailed_kwh"]["replayed"] > base["curtailed_kwh"]["replayed"]
     assert what_if["export_kwh"]["recorded"] == pytest.approx(base["export_kwh"]["recorded"])
-
-
-def twin(*args: str):
-    return CliRunner().invoke(app, ["twin", *args])
 
 
 @pytest.mark.parametrize(
