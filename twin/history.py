@@ -150,7 +150,7 @@ def read_history(store: Store, cfg: FleetConfig, day: tuple[float, float]) -> Re
     if end - start < QUARTER_S:
         raise HistoryError([f"the history covers less than a quarter-hour of {_iso(day[0])}; record longer"])
     bounds = (start, end)
-    polls = _polls(store, cfg, bounds)
+    polls = _polls(store, cfg, bounds, {sid: np.array([x[0] for x in r]) for sid, r in rows.items()})
     sites = {
         s.id: _site_day(s, rows[s.id], polls.ceilings.get(s.id, {}), polls.unanswered.get(s.id, set()))
         for s in cfg.sites
@@ -184,17 +184,29 @@ def _good(values: dict, key: str) -> float | None:
 
 @dataclass
 class _Polls:
-    """What the stored telemetry says per site and poll time (rounded to ms): the sum over its PV devices
-    of the ceiling in force (W; inf = none known), and the times a device of the site did not answer."""
+    """What the stored telemetry says per site and sample (index into the site's stored samples): each
+    PV device's ceiling in force (W; inf = none known), and the samples a device did not answer at."""
 
-    ceilings: dict[str, dict[float, float]] = field(default_factory=dict)
-    unanswered: dict[str, set[float]] = field(default_factory=dict)
+    ceilings: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
+    unanswered: dict[str, set[int]] = field(default_factory=dict)
     faults: list[FaultSpec] = field(default_factory=list)
 
 
-def _polls(store: Store, cfg: FleetConfig, bounds: tuple[float, float]) -> _Polls:
-    """One pass over the stored telemetry of ``bounds``: PV ceilings, unanswered polls, and an ``offline``
-    fault for each run of polls of a device without a good value (until its next good poll)."""
+def _nearest(times: np.ndarray, ts: float) -> int | None:
+    """The index of the stored sample a device's poll at ``ts`` belongs to (read within half a sample
+    spacing, at most 30 s, of it), or None."""
+    i = int(np.searchsorted(times, ts))
+    best = min((j for j in (i - 1, i) if 0 <= j < times.size), key=lambda j: abs(times[j] - ts), default=None)
+    step = float(np.median(np.diff(times))) if times.size > 1 else 60.0
+    if best is None or abs(times[best] - ts) > min(30.0, step / 2):
+        return None
+    return best
+
+
+def _polls(store: Store, cfg: FleetConfig, bounds: tuple[float, float], times: dict[str, np.ndarray]) -> _Polls:
+    """One pass over the stored telemetry of ``bounds`` (``times``: each site's stored sample times): PV
+    ceilings, unanswered polls, and an ``offline`` fault for each run of polls of a device without a good
+    value (until its next good poll)."""
     site_of = {d.id: s.id for s in cfg.sites for d in s.devices}
     share = {s.id: max(1, sum(d.kind in PV_KINDS for d in s.devices)) for s in cfg.sites}
     pv_rating = {d.id: s.pv.rating_w / share[s.id] for s in cfg.sites for d in s.devices if d.kind in PV_KINDS}
@@ -207,37 +219,39 @@ def _polls(store: Store, cfg: FleetConfig, bounds: tuple[float, float]) -> _Poll
             sid = site_of.get(r.device_id)
             if sid is None:
                 continue
-            key = round(r.ts, 3)
             answered = any(v[1] == "good" for v in r.values.values())
             if not answered:
-                out.unanswered.setdefault(sid, set()).add(key)
                 down.setdefault(r.device_id, r.ts)
             elif r.device_id in down:
                 out.faults.append(_fault(r.device_id, down.pop(r.device_id), r.ts))
+            k = _nearest(times[sid], r.ts)
+            if k is None:
+                continue
+            if not answered:
+                out.unanswered.setdefault(sid, set()).add(k)
             if r.device_id in pv_rating:
                 limit, wmax = _good(r.values, "pv_limit_w"), _good(r.values, "wmax_w")
                 ceiling = math.inf if limit is None else limit
                 if wmax is not None and wmax < pv_rating[r.device_id] * (1 - LIMIT_TOL):
                     ceiling = min(ceiling, wmax)  # the installer's ceiling below the rating
-                by_ts = out.ceilings.setdefault(sid, {})
-                by_ts[key] = by_ts.get(key, 0.0) + ceiling
+                out.ceilings.setdefault(sid, {}).setdefault(k, {})[r.device_id] = ceiling
     out.faults += [_fault(dev, start, None) for dev, start in down.items()]
     return out
 
 
 def _site_day(
-    site: SiteConfig, rows: list[tuple[float, ...]], limits: dict[float, float], unanswered: set[float]
+    site: SiteConfig, rows: list[tuple[float, ...]], limits: dict[int, dict[str, float]], unanswered: set[int]
 ) -> SiteDay:
     """The site's samples; a power not stored, and the load where a device did not answer (the meter
     balance is incomplete there), linear between the samples around."""
     a = np.asarray(rows, dtype=float)
     t = a[:, 0]
-    gap = np.array([round(float(x), 3) in unanswered for x in t], dtype=bool)
+    gap = np.isin(np.arange(t.size), sorted(unanswered))
     pv_w, battery_w, grid_w = (_fill(t, a[:, i]) for i in (1, 2, 3))
     soc = a[:, 4]
     balance = a[:, 3] + np.nan_to_num(a[:, 1]) + np.nan_to_num(a[:, 2])  # NaN where the meter was not read
     load_w = np.maximum(_fill(t, np.where(gap, np.nan, balance)), 0.0)
-    ceiling = np.array([limits.get(round(x, 3), math.inf) for x in t])
+    ceiling = np.array([sum(limits[k].values()) if k in limits else math.inf for k in range(t.size)])
     tol = max(LIMIT_TOL_W, LIMIT_TOL * site.pv.rating_w)
     limited = pv_w >= ceiling - tol
     cap = feed_in_cap_w(site)

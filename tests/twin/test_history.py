@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 
+import numpy as np
 import pytest
 import yaml
 
 from sparcs.config.schema import CONFIG_DIR, validate_config
 from sparcs.controller.store import Store
-from sparcs.twin.history import HistorySource, read_history
+from sparcs.twin.history import HistorySource, SiteDay, estimate_clearness, read_history
 from sparcs.twin.replay import replay
 from sparcs.twin.run import TwinError, parse_day, run_twin
 from sparcs.twin.scenario import Scenario, apply_scenario, day_bounds
@@ -128,3 +129,23 @@ def test_the_replay_never_writes_into_the_recorded_store(recorded):
     source = HistorySource(data_dir=recorded["data"])
     with pytest.raises(TwinError, match="--out"):
         run_twin(recorded["cfg"], parse_day(DAY), None, [], recorded["data"] / "out", progress=False, history=source)
+
+
+def test_a_curtailed_sites_clearness_comes_from_its_neighbours():
+    t = np.arange(4.0)
+    clear = np.full(4, 1000.0)
+
+    def site(k: list[float], limited: list[bool]) -> SiteDay:
+        k_arr = np.array(k)
+        zeros = np.zeros(4)
+        return SiteDay(t, k_arr * clear, zeros, zeros, zeros, zeros, np.array(limited), clear, k_arr)
+
+    sites = {
+        "a": site([0.8, 0.8, 0.5, 0.8], [False, False, True, False]),  # curtailed at sample 2
+        "b": site([0.4, 0.4, 0.6, 0.4], [False] * 4),
+        "c": site([0.4, 0.4, 0.6, 0.4], [False] * 4),
+    }
+    out = estimate_clearness(sites)
+    # a runs at twice its neighbours when free; at sample 2 they are at 0.6, so a had 1.2 available
+    assert out["a"].clearness.tolist() == pytest.approx([0.8, 0.8, 1.2, 0.8])
+    assert out["b"].clearness.tolist() == sites["b"].clearness.tolist()
