@@ -24,6 +24,7 @@ import signal
 import socket
 import threading
 from collections.abc import Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +56,25 @@ def configure_log(cfg: FleetConfig, log_level: str | None, log_format: str | Non
     configure_logging(log_level or cfg.logging.level, log_format or cfg.logging.format)  # type: ignore[arg-type]
 
 
-async def _serve(
-    cfg: FleetConfig,
-    data_dir: Path,
-    listen: socket.socket,
-    down: socket.socket,
-    up: socket.socket,
-    log_level: str | None,
-    log_format: str | None,
-) -> None:
+@dataclass(frozen=True)
+class Launch:
+    """What the API process is started with: the running configuration, the data directory, the
+    listening socket, its ends of the link (``down`` brings the control process's snapshots and
+    answers, ``up`` takes commands to it), and the command line's ``--log-level`` and
+    ``--log-format`` (None: not given)."""
+
+    cfg: FleetConfig
+    data_dir: Path
+    listen: socket.socket
+    down: socket.socket
+    up: socket.socket
+    log_level: str | None
+    log_format: str | None
+
+
+async def _serve(launch: Launch) -> None:
+    cfg, data_dir, listen, down, up = launch.cfg, launch.data_dir, launch.listen, launch.down, launch.up
+    log_level, log_format = launch.log_level, launch.log_format
     store = Store(cfg.storage.url, data_dir=data_dir, migrate_schema=False)  # the control process migrated it
     pool: PoolServer | str | None = None
     try:
@@ -125,24 +136,15 @@ async def _start_pool(
     return pool
 
 
-def api_main(
-    cfg: FleetConfig,
-    data_dir: Path,
-    listen: socket.socket,
-    down: socket.socket,
-    up: socket.socket,
-    log_level: str | None,
-    log_format: str | None,
-) -> None:
+def api_main(launch: Launch) -> None:
     """The API process: niced, deaf to Ctrl-C and SIGHUP (the control process stops it by closing
-    the link, and reloads for it). ``down`` brings the control process's snapshots and answers,
-    ``up`` takes commands to it; its log has the control process's level and format
+    the link, and reloads for it); its log has the control process's level and format
     (:func:`configure_log`), also after a reload that changes them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    os.nice(cfg.api.nice)
-    configure_log(cfg, log_level, log_format)
-    asyncio.run(_serve(cfg, data_dir, listen, down, up, log_level, log_format))
+    os.nice(launch.cfg.api.nice)
+    configure_log(launch.cfg, launch.log_level, launch.log_format)
+    asyncio.run(_serve(launch))
 
 
 class ApiProcess:
@@ -168,7 +170,7 @@ class ApiProcess:
         ctx = multiprocessing.get_context("spawn")
         self.process = ctx.Process(
             target=api_main,
-            args=(self.cfg, self.data_dir, self.listen, down, up, self.log_level, self.log_format),
+            args=(Launch(self.cfg, self.data_dir, self.listen, down, up, self.log_level, self.log_format),),
             name="sparcs-api",
             daemon=False,
         )
