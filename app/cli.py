@@ -466,8 +466,8 @@ def run(
                 echo=echo,
                 config_path=config,
                 on_logging=on_logging,
-                log_level=log_level or cfg.logging.level,
-                log_format=log_format or cfg.logging.format,
+                log_level=log_level,
+                log_format=log_format,
                 migrate_schema=not no_migrate,
             )
         )
