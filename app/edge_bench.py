@@ -351,7 +351,14 @@ async def run_edge_bench(n: int, light: bool, poll_s: float, duration_s: float, 
             if time.monotonic() >= next_cycle:  # the central's cycle at its poll interval, as in production
                 await ctl.cycle()
                 next_cycle += poll_s
-            log.info("bench: %d of %d devices heard of, %d messages", len(hub.latest), len(all_devices), hub.received)
+            heard, total = len(hub.latest), len(all_devices)
+            log.info(
+                "bench: %d of %d devices heard of, %d messages, central connected: %s",
+                heard,
+                total,
+                hub.received,
+                hub.connected,
+            )
             await asyncio.sleep(1.0)
         ready_after_s = time.monotonic() - (deadline - ready_s)
         # warm-up done: one poll interval more, then measure

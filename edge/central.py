@@ -96,6 +96,7 @@ class EdgeHub:
         self._plan_id: float | None = None  # the id of the plan in force as published: when it was first
         self._published_cmds: dict[str, tuple] = {}
         self._published_control: dict[str, tuple[float, tuple[str, ...]]] = {}  # site → (sent, monitor-only)
+        self._unsent_plans: set[str] = set()  # sites whose plan the broker did not acknowledge
         self._client: aiomqtt.Client | None = None
         self._dirty = True
         self._started_at = clock.now()
@@ -292,20 +293,23 @@ class EdgeHub:
         return out
 
     async def publish(self, now: float) -> None:
-        """Publish each edge site's plan when the plan in force changed, and its commands when they
-        changed (both retained); everything again after a reconnect."""
+        """Publish each edge site's plan when the plan in force changed, its commands and its device
+        switches when they changed (all retained); everything again after a reconnect. A message the
+        broker did not acknowledge in time is published again at the next call (the rest of that
+        round is cancelled), so a slow broker sees each message once per round, not the whole fleet's."""
         client, ctl = self._client, self.ctl
         if client is None or ctl is None:
             return
         dirty, self._dirty = self._dirty, False
         out: list[tuple[str, bytes, float | None]] = []
         plan = ctl.plan
-        if plan is not None and (dirty or id(plan) != self._plan_key):
+        retry, self._unsent_plans = self._unsent_plans, set()
+        if plan is not None and (dirty or id(plan) != self._plan_key or retry):
             if id(plan) != self._plan_key:
-                self._plan_key, self._plan_id = id(plan), now
+                self._plan_key, self._plan_id, retry = id(plan), now, set()
             assert self._plan_id is not None
             for sid in plan.sites:
-                if sid in self.edge_of_site:
+                if sid in self.edge_of_site and (dirty or not retry or sid in retry):
                     msg = site_plan(plan, sid, self._plan_id, self.broker.plan_hours)
                     if msg is not None:
                         out.append((m.site_topic(sid, "plan"), m.encode(msg), msg.valid_until - now))
@@ -339,13 +343,34 @@ class EdgeHub:
                 await client.publish(topic, payload, qos=1, retain=True, properties=props, timeout=PUBLISH_TIMEOUT_S)
 
         t0 = time.perf_counter()
+        tasks = [asyncio.ensure_future(one(t, p, ttl)) for t, p, ttl in out]
         try:
-            await asyncio.gather(*(one(t, p, ttl) for t, p, ttl in out))
+            await asyncio.gather(*tasks)
         except aiomqtt.MqttError as exc:
-            log.info("plan and commands not published (%s); again after reconnect", exc)
-            self._dirty = True
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            unsent = [topic for (topic, _, _), t in zip(out, tasks, strict=True) if t.cancelled() or t.exception()]
+            self._forget(unsent)
+            log.warning(
+                "%d of %d plan, command and switch messages not published (%s); again next cycle",
+                len(unsent),
+                len(out),
+                exc,
+            )
             return
         self.publish_s = time.perf_counter() - t0
+
+    def _forget(self, topics: list[str]) -> None:
+        """These messages did not reach the broker: publish them again next time."""
+        for topic in topics:
+            _, sid, kind = m.parse_topic(topic)
+            if kind == "plan":
+                self._unsent_plans.add(sid)
+            elif kind == "commands":
+                self._published_cmds.pop(sid, None)
+            else:
+                self._published_control.pop(sid, None)
 
     @property
     def plan_id(self) -> float | None:
