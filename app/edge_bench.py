@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import multiprocessing as mp
@@ -26,8 +25,10 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ import numpy as np
 import psutil
 import yaml
 
-from sparcs.config.schema import FleetConfig, validate_config
+from sparcs.config.schema import BrokerConfig, FleetConfig, validate_config
 from sparcs.controller.commands import CommandBook
 from sparcs.controller.cycle import WallClock
 from sparcs.controller.plan import Plan, PlanTimings, SitePlan
@@ -45,7 +46,7 @@ from sparcs.controller.store import Store
 from sparcs.drivers.telemetry import KEYS_BY_KIND, Reading, Telemetry
 from sparcs.edge import messages as m
 from sparcs.edge.central import EdgeHub
-from sparcs.edge.link import Credential, client
+from sparcs.edge.link import Credential, client, keep_connected, tls_context
 from sparcs.edge.mosquitto import Mosquitto, raise_fd_limit, write_broker_files
 from sparcs.factory import build_controller, build_edge
 from sparcs.optimizer.forecast_quality import QualityRow
@@ -54,6 +55,9 @@ from sparcs.optimizer.problem import ObjectiveParts
 log = logging.getLogger("sparcs.bench.edges")
 READY_TIMEOUT_S = 900.0
 FANOUT_TIMEOUT_S = 60.0
+RAMP_CONNECTS_PER_S = 100.0
+"""Edges start evenly spread at this rate (all processes together), as a fleet's gateways come up
+over time: the broker takes about so many TLS handshakes a second on this machine beside the rest."""
 
 
 def _rounded(v: float) -> float | None:
@@ -132,10 +136,18 @@ def bench_fleet(n: int, port: int, folder: Path, poll_s: float) -> tuple[dict[st
     return data, passwords
 
 
-def _light_telemetry(site: dict[str, Any], now: float, rng: random.Random) -> dict[str, Telemetry]:
+@dataclass(frozen=True)
+class LightSite:
+    """A light edge's site: its id, its devices (id, kind) and the edge's broker password."""
+
+    id: str
+    devices: tuple[tuple[str, str], ...]
+    password: str
+
+
+def _light_telemetry(site: LightSite, now: float, rng: random.Random) -> dict[str, Telemetry]:
     out = {}
-    for d in site["devices"]:
-        kind = d["kind"]
+    for dev, kind in site.devices:
         vals = dict.fromkeys(KEYS_BY_KIND[kind], Reading(None, "missing"))
         good: dict[str, float | None] = {
             "pv_inverter": {"pv_w": rng.uniform(0, 5000), "pv_limit_w": None, "wmax_w": 5000.0, "rating_w": 5000.0},
@@ -144,59 +156,83 @@ def _light_telemetry(site: dict[str, Any], now: float, rng: random.Random) -> di
         }[kind]  # type: ignore[assignment]
         vals.update({k: Reading(v, "good") for k, v in good.items()})
         vals["energy_wh" if kind != "meter" else "import_wh"] = Reading(1e6 + now, "good")
-        out[d["id"]] = Telemetry(d["id"], site["id"], kind, now, "online", vals, now, None, [1, 103])
+        out[dev] = Telemetry(dev, site.id, kind, now, "online", vals, now, None, [1, 103])
     return out
 
 
-async def _light_edge(cfg: FleetConfig, site: dict[str, Any], password: str, poll_s: float, stop_at: float) -> None:
-    """One light edge: synthetic telemetry every ``poll_s``; every plan acknowledged at once."""
-    assert cfg.broker is not None
-    sid, eid = site["id"], f"e-{site['id']}"
+async def _light_edge(
+    broker: BrokerConfig,
+    tls: ssl.SSLContext | None,
+    site: LightSite,
+    poll_s: float,
+    start_at: float,
+    stop: asyncio.Event,
+) -> None:
+    """One light edge from ``start_at`` (wall clock): synthetic telemetry every ``poll_s``, every plan
+    acknowledged at once, on the production link (:func:`~sparcs.edge.link.keep_connected`)."""
+    sid, eid = site.id, f"e-{site.id}"
     rng = random.Random(sid)
-    await asyncio.sleep(rng.uniform(0, poll_s))
+    await asyncio.sleep(max(0.0, start_at - time.time()))
     will = aiomqtt.Will(m.state_topic(eid), m.encode(m.StateMsg(eid, False)), qos=1, retain=True)
     seq = 0
-    while time.time() < stop_at:
+
+    async def session(c: aiomqtt.Client) -> None:
+        nonlocal seq
+        await c.subscribe(m.site_topic(sid, "plan"), qos=1)
+        state = m.StateMsg(eid, True, time.time(), [sid], m.REVISION)
+        await c.publish(m.state_topic(eid), m.encode(state), qos=1, retain=True)
+
+        async def acks() -> None:
+            async for msg in c.messages:
+                plan = m.decode(str(msg.topic), bytes(msg.payload), {})
+                if isinstance(plan, m.SitePlanMsg):
+                    ack = m.AckMsg(eid, sid, time.time(), plan.plan_id, [])
+                    await c.publish(m.site_topic(sid, "ack"), m.encode(ack), qos=1)
+
+        task = asyncio.create_task(acks())
         try:
-            async with client(cfg.broker, Credential(eid, password, eid), will=will) as c:
-                await c.subscribe(m.site_topic(sid, "plan"), qos=1)
-                await c.publish(
-                    m.state_topic(eid), m.encode(m.StateMsg(eid, True, time.time(), [sid])), qos=1, retain=True
-                )
+            next_t = time.time()
+            while not stop.is_set():
+                seq += 1
+                now = time.time()
+                msg = m.TelemetryMsg(eid, sid, seq, now, _light_telemetry(site, now, rng))
+                await c.publish(m.site_topic(sid, "telemetry"), m.encode(msg), qos=1)
+                next_t += poll_s
+                await asyncio.sleep(max(0.0, next_t - time.time()))
+        finally:
+            task.cancel()
 
-                async def acks(c: aiomqtt.Client = c) -> None:
-                    async for msg in c.messages:
-                        plan = m.decode(str(msg.topic), bytes(msg.payload), {})
-                        if isinstance(plan, m.SitePlanMsg):
-                            ack = m.AckMsg(eid, sid, time.time(), plan.plan_id, [])
-                            await c.publish(m.site_topic(sid, "ack"), m.encode(ack), qos=1)
-
-                task = asyncio.create_task(acks())
-                try:
-                    next_t = time.time()
-                    while time.time() < stop_at:
-                        seq += 1
-                        now = time.time()
-                        msg = m.TelemetryMsg(eid, sid, seq, now, _light_telemetry(site, now, rng))
-                        await c.publish(m.site_topic(sid, "telemetry"), m.encode(msg), qos=1)
-                        next_t += poll_s
-                        await asyncio.sleep(max(0.0, next_t - time.time()))
-                finally:
-                    task.cancel()
-        except aiomqtt.MqttError:
-            await asyncio.sleep(1.0)
+    await keep_connected(
+        lambda: client(broker, Credential(eid, site.password, eid), will=will, tls=tls),
+        session,
+        on_state=lambda connected, error: None,
+        stop=stop,
+    )
 
 
-async def _worker_async(fleet_file: str, passwords_file: str, site_ids: list[str], light: bool, stop_at: float) -> None:
-    raise_fd_limit()
+async def _light_worker(
+    broker: BrokerConfig, sites: list[LightSite], poll_s: float, ramp_s: float, stop_at: float
+) -> None:
+    """Light edges in this process, started evenly over ``ramp_s`` (one TLS context for all)."""
+    stop = asyncio.Event()
+    tls = tls_context(broker)
+    t0 = time.time()
+    tasks = [
+        asyncio.create_task(_light_edge(broker, tls, s, poll_s, t0 + ramp_s * i / max(1, len(sites)), stop))
+        for i, s in enumerate(sites)
+    ]
+    await asyncio.sleep(max(0.0, stop_at - time.time()))
+    stop.set()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _full_worker(fleet_file: str, site_ids: list[str], stop_at: float) -> None:
+    """Production edges (one per site) against the sites' simulated devices, served in this process."""
     data = yaml.safe_load(Path(fleet_file).read_text())
-    passwords = json.loads(Path(passwords_file).read_text())
     cfg = validate_config(data)
     poll_s = cfg.dispatch.poll_interval_s
-    mine = [s for s in data["sites"] if s["id"] in set(site_ids)]
-    if light:
-        await asyncio.gather(*(_light_edge(cfg, s, passwords[f"e-{s['id']}"], poll_s, stop_at) for s in mine))
-        return
     from sparcs.simulators.clock import SimClock
     from sparcs.simulators.fleet import FleetHost
 
@@ -231,8 +267,14 @@ async def _worker_async(fleet_file: str, passwords_file: str, site_ids: list[str
     await host.stop()
 
 
-def _worker(fleet_file: str, passwords_file: str, site_ids: list[str], light: bool, stop_at: float) -> None:
-    asyncio.run(_worker_async(fleet_file, passwords_file, site_ids, light, stop_at))
+def _light_process(broker: BrokerConfig, sites: list[LightSite], poll_s: float, ramp_s: float, stop_at: float) -> None:
+    raise_fd_limit()
+    asyncio.run(_light_worker(broker, sites, poll_s, ramp_s, stop_at))
+
+
+def _full_process(fleet_file: str, site_ids: list[str], stop_at: float) -> None:
+    raise_fd_limit()
+    asyncio.run(_full_worker(fleet_file, site_ids, stop_at))
 
 
 async def _sys_counter(cfg: FleetConfig, password: str) -> tuple[float, float] | None:
@@ -269,9 +311,9 @@ async def run_edge_bench(n: int, light: bool, poll_s: float, duration_s: float, 
     assert probe.broker is not None
     files = write_broker_files(folder / "broker", probe.broker, passwords, port=port, sys_interval_s=1)
     data["broker"]["ca_file"] = str(files.ca)
-    fleet_file, passwords_file = folder / "fleet.yaml", folder / "passwords.json"
-    fleet_file.write_text(yaml.safe_dump(data))
-    passwords_file.write_text(json.dumps(passwords))
+    fleet_file = folder / "fleet.yaml"  # what full edges read (light ones get their sites' records)
+    if not light:
+        fleet_file.write_text(yaml.safe_dump(data))
     cfg = validate_config(data)
     broker = Mosquitto(files, port)
     broker.start()
@@ -286,22 +328,38 @@ async def run_edge_bench(n: int, light: bool, poll_s: float, duration_s: float, 
         while not hub.connected:
             await asyncio.sleep(0.05)
         ids = [s.id for s in cfg.sites]
-        ready_s = min(READY_TIMEOUT_S, 60.0 + n / (10.0 if light else 2.0))
-        stop_at = time.time() + ready_s + duration_s + 3 * poll_s
+        ramp_s = n / RAMP_CONNECTS_PER_S
+        ready_s = min(READY_TIMEOUT_S, 60.0 + ramp_s + (0.0 if light else n / 2.0))
+        stop_at = time.time() + ready_s + duration_s + 3 * poll_s + FANOUT_TIMEOUT_S
         ctx = mp.get_context("spawn")
         k = min(workers, n)
+        light_sites = [
+            LightSite(s.id, tuple((d.id, d.kind) for d in s.devices), passwords[f"e-{s.id}"]) for s in cfg.sites
+        ]
         for i in range(k):
-            p = ctx.Process(
-                target=_worker, args=(str(fleet_file), str(passwords_file), ids[i::k], light, stop_at), daemon=True
-            )
+            if light:
+                args: tuple[Any, ...] = (cfg.broker, light_sites[i::k], poll_s, ramp_s, stop_at)
+                p = ctx.Process(target=_light_process, args=args, daemon=True)
+            else:
+                p = ctx.Process(target=_full_process, args=(str(fleet_file), ids[i::k], stop_at), daemon=True)
             p.start()
             procs.append(p)
         deadline = time.monotonic() + ready_s
         all_devices = {d.id for s in cfg.sites for d in s.devices}
+        next_cycle = time.monotonic()
         while time.monotonic() < deadline and len(hub.latest) < len(all_devices):
-            await ctl.cycle()
-            log.info("bench: %d of %d devices heard of, %d messages", len(hub.latest), len(all_devices), hub.received)
-            await asyncio.sleep(min(1.0, poll_s))
+            if time.monotonic() >= next_cycle:  # the central's cycle at its poll interval, as in production
+                await ctl.cycle()
+                next_cycle += poll_s
+            heard, total = len(hub.latest), len(all_devices)
+            log.info(
+                "bench: %d of %d devices heard of, %d messages, central connected: %s",
+                heard,
+                total,
+                hub.received,
+                hub.connected,
+            )
+            await asyncio.sleep(1.0)
         ready_after_s = time.monotonic() - (deadline - ready_s)
         # warm-up done: one poll interval more, then measure
         await asyncio.sleep(poll_s)
@@ -309,21 +367,25 @@ async def run_edge_bench(n: int, light: bool, poll_s: float, duration_s: float, 
         me = psutil.Process(os.getpid())
         cpu0, wall0 = sum(me.cpu_times()[:2]), time.monotonic()
         msgs0 = await _sys_counter(cfg, passwords["central"])
-        fanout_s = None
+        fanout_s = dispatch_s = None
+        at_edges = np.array([np.nan])
         acked = 0
         next_cycle = time.monotonic()
         while time.monotonic() - wall0 < duration_s:
             if fanout_s is None and time.monotonic() - wall0 >= duration_s / 3:
-                t0 = time.perf_counter()
+                t0 = time.time()
                 await ctl.cycle(dispatch=True)
-                pid = hub.plan_id
-                end = time.perf_counter() + FANOUT_TIMEOUT_S
-                while time.perf_counter() < end:
+                pid = hub.plan_id  # the central's (wall) clock when it began publishing this plan
+                assert pid is not None and pid >= t0
+                dispatch_s = pid - t0
+                while time.time() < pid + FANOUT_TIMEOUT_S:
                     acked = sum(1 for s in ids if (a := hub.acks.get(s)) is not None and a.plan_id == pid)
                     if acked == n:
                         break
                     await asyncio.sleep(0.005)
-                fanout_s = time.perf_counter() - t0 if acked == n else None
+                fanout_s = time.time() - pid if acked == n else None
+                got = [a for s in ids if (a := hub.acks.get(s)) is not None and a.plan_id == pid]
+                at_edges = np.array([a.ts - pid for a in got])
             else:
                 await ctl.cycle()
             next_cycle += poll_s
@@ -345,6 +407,10 @@ async def run_edge_bench(n: int, light: bool, poll_s: float, duration_s: float, 
             "telemetry_age_p99_s": _rounded(np.percentile(ages, 99)),
             "fanout_s": None if fanout_s is None else round(fanout_s, 4),
             "fanout_acked": acked,
+            "dispatch_s": None if dispatch_s is None else round(dispatch_s, 4),
+            "publish_s": None if hub.publish_s is None else round(hub.publish_s, 4),
+            "plan_at_edges_p50_s": _rounded(np.percentile(at_edges, 50)) if len(at_edges) else None,
+            "plan_at_edges_max_s": _rounded(np.max(at_edges)) if len(at_edges) else None,
             "central_cores": round((cpu1 - cpu0) / (wall1 - wall0), 4),
             "broker_msgs_per_s": None
             if msgs0 is None or msgs1 is None

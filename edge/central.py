@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -48,6 +49,11 @@ SKEW_MIN_SAMPLES = 2
 """Clock skew is judged on the least delayed of an edge's last few live state messages (sent every
 30 s), from the second on: a delay (a busy broker or central) only makes a sample larger, so one
 late message is no skew."""
+PUBLISH_WINDOW = 200
+"""Publishes awaiting the broker's acknowledgement at once: the client scans its pending calls on
+every publish, so a plan for 10,000 sites sent all at once costs quadratic time (20 s against 8 s).
+The message-expiry properties are built once per distinct expiry (paho's are slow to build: 4,000
+retained messages took 3.6 s with one each, 1.4 s shared)."""
 START_GRACE_S = 120.0
 """After start-up an edge device not heard of yet is 'not read yet' (left out, no alarm) this long, at
 least the stale window: a fleet's edges reconnecting to a restarted central take a while."""
@@ -68,6 +74,7 @@ class EdgeHub:
             raise ValueError("EdgeHub needs the fleet's broker section")
         self.cfg, self.broker, self.store, self.clock, self.credential = cfg, cfg.broker, store, clock, credential
         self.edge_of_site = {sid: e.id for e in self.broker.edges for sid in e.sites}
+        self.edge_ids = frozenset(e.id for e in self.broker.edges)
         self.sites = [s for s in cfg.sites if s.id in self.edge_of_site]
         self.kinds = {d.id: d.kind for s in self.sites for d in s.devices}
         self.site_of_device = {d.id: s.id for s in self.sites for d in s.devices}
@@ -75,6 +82,7 @@ class EdgeHub:
         self.acks: dict[str, m.AckMsg] = {}
         self._new_acks: set[str] = set()
         self.online: dict[str, bool] = {}
+        self.revision: dict[str, int] = {}  # edge → the protocol revision it announced
         self.skew_s: dict[str, float] = {}  # edge → how far its clock is ahead of the central's (s)
         self._clock_samples: dict[str, deque[float]] = {}
         self.ctl: Controller | None = None
@@ -82,10 +90,13 @@ class EdgeHub:
         self.ages_s: deque[float] = deque(maxlen=AGES_KEPT)  # telemetry age at arrival (central clock − poll time)
         self.received = 0
         self.refused = 0
+        self.publish_s: float | None = None  # the last publish: until the broker acknowledged every message (s)
         self._rows: list[dict] = []
         self._plan_key: int | None = None
         self._plan_id: float | None = None  # the id of the plan in force as published: when it was first
         self._published_cmds: dict[str, tuple] = {}
+        self._published_control: dict[str, tuple[float, tuple[str, ...]]] = {}  # site → (sent, monitor-only)
+        self._unsent_plans: set[str] = set()  # sites whose plan the broker did not acknowledge
         self._client: aiomqtt.Client | None = None
         self._dirty = True
         self._started_at = clock.now()
@@ -162,7 +173,7 @@ class EdgeHub:
         if isinstance(msg, m.StateMsg):
             self._state(msg, now, retained)
             return
-        if isinstance(msg, m.SitePlanMsg | m.CommandsMsg):
+        if isinstance(msg, m.SitePlanMsg | m.CommandsMsg | m.ControlMsg):
             return  # the central's own retained messages are not subscribed to
         owner = self.edge_of_site.get(msg.site)
         if owner != msg.edge:
@@ -208,10 +219,12 @@ class EdgeHub:
         )
 
     def _state(self, msg: m.StateMsg, now: float, retained: bool) -> None:
-        if msg.edge not in {e.id for e in self.broker.edges}:
+        if msg.edge not in self.edge_ids:
             self._refuse(msg.edge, f"unknown edge '{msg.edge}' announced itself; refused", now)
             return
         self.online[msg.edge] = msg.online
+        if msg.online:
+            self.revision[msg.edge] = msg.revision
         if self.ctl is None:
             return
         self.ctl.alarms.follow(
@@ -280,20 +293,23 @@ class EdgeHub:
         return out
 
     async def publish(self, now: float) -> None:
-        """Publish each edge site's plan when the plan in force changed, and its commands when they
-        changed (both retained); everything again after a reconnect."""
+        """Publish each edge site's plan when the plan in force changed, its commands and its device
+        switches when they changed (all retained); everything again after a reconnect. A message the
+        broker did not acknowledge in time is published again at the next call (the rest of that
+        round is cancelled), so a slow broker sees each message once per round, not the whole fleet's."""
         client, ctl = self._client, self.ctl
         if client is None or ctl is None:
             return
         dirty, self._dirty = self._dirty, False
         out: list[tuple[str, bytes, float | None]] = []
         plan = ctl.plan
-        if plan is not None and (dirty or id(plan) != self._plan_key):
+        retry, self._unsent_plans = self._unsent_plans, set()
+        if plan is not None and (dirty or id(plan) != self._plan_key or retry):
             if id(plan) != self._plan_key:
-                self._plan_key, self._plan_id = id(plan), now
+                self._plan_key, self._plan_id, retry = id(plan), now, set()
             assert self._plan_id is not None
             for sid in plan.sites:
-                if sid in self.edge_of_site:
+                if sid in self.edge_of_site and (dirty or not retry or sid in retry):
                     msg = site_plan(plan, sid, self._plan_id, self.broker.plan_hours)
                     if msg is not None:
                         out.append((m.site_topic(sid, "plan"), m.encode(msg), msg.valid_until - now))
@@ -310,30 +326,86 @@ class EdgeHub:
                 ttl = None if not cmds or None in expiries else max(e for e in expiries if e is not None) - now
                 out.append((m.site_topic(s.id, "commands"), m.encode(m.CommandsMsg(s.id, now, cmds)), ttl))
                 self._published_cmds[s.id] = key
+            off = tuple(d.id for d in s.devices if d.id in ctl.device_control.monitor_only)
+            held = self._published_control.get(s.id)
+            if dirty or held is None or held[1] != off:
+                sent = now if held is None or held[1] != off else held[0]
+                out.append((m.site_topic(s.id, "control"), m.encode(m.ControlMsg(s.id, sent, list(off))), None))
+                self._published_control[s.id] = (sent, off)
         if not out:
             return
+        window = asyncio.Semaphore(PUBLISH_WINDOW)
+        expiry = {e: message_expiry(e) for e in {int(ttl) for _, _, ttl in out if ttl is not None}}  # built once each
+
+        async def one(topic: str, payload: bytes, ttl: float | None) -> None:
+            async with window:
+                props = None if ttl is None else expiry[int(ttl)]
+                await client.publish(topic, payload, qos=1, retain=True, properties=props, timeout=PUBLISH_TIMEOUT_S)
+
+        t0 = time.perf_counter()
+        tasks = [asyncio.ensure_future(one(t, p, ttl)) for t, p, ttl in out]
         try:
-            await asyncio.gather(
-                *(
-                    client.publish(
-                        t,
-                        p,
-                        qos=1,
-                        retain=True,
-                        properties=None if ttl is None else message_expiry(ttl),
-                        timeout=PUBLISH_TIMEOUT_S,
-                    )
-                    for t, p, ttl in out
-                )
-            )
+            await asyncio.gather(*tasks)
         except aiomqtt.MqttError as exc:
-            log.info("plan and commands not published (%s); again after reconnect", exc)
-            self._dirty = True
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            unsent = [topic for (topic, _, _), t in zip(out, tasks, strict=True) if t.cancelled() or t.exception()]
+            self._forget(unsent)
+            log.warning(
+                "%d of %d plan, command and switch messages not published (%s); again next cycle",
+                len(unsent),
+                len(out),
+                exc,
+            )
+            return
+        self.publish_s = time.perf_counter() - t0
+
+    def _forget(self, topics: list[str]) -> None:
+        """These messages did not reach the broker: publish them again next time."""
+        for topic in topics:
+            _, sid, kind = m.parse_topic(topic)
+            if kind == "plan":
+                self._unsent_plans.add(sid)
+            elif kind == "commands":
+                self._published_cmds.pop(sid, None)
+            else:
+                self._published_control.pop(sid, None)
 
     @property
     def plan_id(self) -> float | None:
         """The id the plan in force was published with (the central's clock then), None before."""
         return self._plan_id
+
+    def released(self, device_id: str) -> WriteResult | None:
+        """The release of a device switched to monitor-only, once its edge acknowledged the control
+        message that switched it and reports the device released; None while that is owed (also
+        while the edge has not announced itself). An edge of protocol revision 1 cannot be switched:
+        a failed result that says so."""
+        sid = self.site_of_device[device_id]
+        edge = self.edge_of_site[sid]
+        revision = self.revision.get(edge)
+        if revision is None:
+            return None
+        if revision < 2:
+            return WriteResult(
+                device_id,
+                "failed",
+                False,
+                detail=f"behind edge {edge}, which speaks protocol v1 revision 1 (no device switch); update the edge",
+            )
+        ack, held = self.acks.get(sid), self._published_control.get(sid)
+        if ack is None or held is None or ack.control is None or ack.control < held[0]:
+            return None
+        if device_id not in ack.released:
+            return None
+        return WriteResult(
+            device_id,
+            "release",
+            True,
+            detail=f"at edge {edge}: released to its installer configuration",
+            written_at=ack.ts,
+        )
 
     def write_results(self) -> dict[str, WriteResult]:
         """The setpoints the edges acknowledged since the last call, as write results per device."""
@@ -405,14 +477,20 @@ class EdgeWriter:
         return {}
 
     async def release(self, device_ids: list[str]) -> dict[str, WriteResult]:
-        """Device switches are not carried to edges in protocol v1: reported as not done, so it is alarmed."""
-        return {
-            d: WriteResult(d, "failed", False, detail="behind an edge: protocol v1 carries no device switch")
-            for d in device_ids
-        }
+        """The switch goes to the edge in the site's control message (published with the plan); a device
+        is reported released once its edge acknowledged the release (:meth:`EdgeHub.released`)."""
+        out = {}
+        for d in device_ids:
+            r = self.hub.released(d)
+            if r is not None:
+                out[d] = r
+        return out
 
     async def refresh_due(self) -> dict[str, WriteResult]:
-        """Called on every cycle: publish what changed, and report the setpoints the edges acknowledged."""
+        """Called on every cycle: publish what changed, and report the setpoints the edges acknowledged
+        (not for a device whose release is owed: the release's result stands for it)."""
         self.hub.start()
         await self.hub.publish(self.hub.clock.now())
-        return self.hub.write_results()
+        results = self.hub.write_results()
+        owed = self.hub.ctl.device_control.releasing if self.hub.ctl is not None else set()
+        return {d: r for d, r in results.items() if d not in owed}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,7 +27,15 @@ SESSION_EXPIRY_S = 86_400
 """How long the broker keeps a disconnected client's session and its QoS 1 messages."""
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 15.0
-KEEPALIVE_S = 10
+"""The back-off between connection attempts doubles from the first to the last; each wait is drawn
+between its half and its whole, so a fleet of edges that lost the broker at once does not come back
+in lockstep (a storm of TLS handshakes that time out and are all retried together)."""
+KEEPALIVE_S = 30
+"""MQTT keep-alive: a connection silent this long is probed; the broker takes an edge that vanished
+without a word as offline (its will message) after 1.5 times this."""
+TIMEOUT_S = 30.0
+"""How long a connection attempt waits for the broker's CONNACK (and an operation for its
+acknowledgement, unless given): a broker taking thousands of TLS handshakes answers late."""
 PENDING_CALLS_WARN = 100_000
 MAX_INFLIGHT = 1000
 """QoS 1 messages in flight unacknowledged (paho's default is 20): a plan for every site, or an outbox
@@ -92,7 +101,7 @@ def client(
         properties=session_properties(),
         tls_context=tls if tls is not None else tls_context(broker),
         keepalive=KEEPALIVE_S,
-        timeout=10,
+        timeout=TIMEOUT_S,
         max_queued_outgoing_messages=None,
         max_inflight_messages=MAX_INFLIGHT,
     )
@@ -116,8 +125,9 @@ async def keep_connected(
     on_state: Callable[[bool, str | None], None],
     stop: asyncio.Event,
 ) -> None:
-    """Connect, run ``session`` until the connection drops, and connect again with a back-off, until
-    ``stop`` is set. ``on_state(connected, error)`` is told of every change."""
+    """Connect, run ``session`` until the connection drops, and connect again with a jittered back-off
+    (:data:`RECONNECT_MAX_S`), until ``stop`` is set. ``on_state(connected, error)`` is told of every
+    change."""
     delay = RECONNECT_MIN_S
     while not stop.is_set():
         try:
@@ -129,5 +139,5 @@ async def keep_connected(
             on_state(False, refusal(exc))
             log.info("broker connection: %s; again in %.1f s", refusal(exc), delay)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
+            await asyncio.wait_for(stop.wait(), random.uniform(delay / 2, delay))
         delay = min(RECONNECT_MAX_S, delay * 2)

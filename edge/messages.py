@@ -9,8 +9,10 @@ Every message is a JSON object with ``"v": 1``; a reader refuses any other versi
   hours, valid until ``valid_until``;
 - ``sparcs/v1/<site>/commands`` (central → edge, QoS 1, retained): the operator commands in force
   for the site (stage, §14a, pause) with their expiry;
-- ``sparcs/v1/<site>/ack`` (edge → central, QoS 1): the plan and commands the edge follows and the
-  setpoints in force on its devices;
+- ``sparcs/v1/<site>/control`` (central → edge, QoS 1, retained; revision 2): the site's devices
+  an operator switched to monitor-only (docs/operations.md "Control switch");
+- ``sparcs/v1/<site>/ack`` (edge → central, QoS 1): the plan, commands and control switches the
+  edge follows, the setpoints in force on its devices and the monitor-only devices it released;
 - ``sparcs/v1/<site>/alarm`` (edge → central, QoS 1): an edge alarm raised or cleared.
 
 Per edge: ``sparcs/v1/@edge/<edge>/state`` (edge → central, QoS 1, retained; the MQTT 5 will
@@ -31,11 +33,14 @@ from typing import Any, Literal
 from sparcs.drivers.telemetry import KEYS_BY_KIND, MISSING, Reading, Telemetry
 
 VERSION = 1
+REVISION = 2
+"""Additions within version 1 that a reader of revision 1 ignores: revision 2 adds the ``control``
+topic, the ack's ``ctl`` and ``rel`` and the state's ``r`` (the revision the edge speaks; absent: 1)."""
 ROOT = f"sparcs/v{VERSION}"
 EDGE_ROOT = f"{ROOT}/@edge"
-SiteTopic = Literal["telemetry", "plan", "commands", "ack", "alarm"]
+SiteTopic = Literal["telemetry", "plan", "commands", "control", "ack", "alarm"]
 FROM_EDGE: tuple[SiteTopic, ...] = ("telemetry", "ack", "alarm")
-TO_EDGE: tuple[SiteTopic, ...] = ("plan", "commands")
+TO_EDGE: tuple[SiteTopic, ...] = ("plan", "commands", "control")
 
 STATE_EVERY_S = 30.0
 _QUALITY = {"good": "g", "missing": "m", "bad": "b"}
@@ -115,6 +120,16 @@ class CommandsMsg:
 
 
 @dataclass(frozen=True)
+class ControlMsg:
+    """The site's devices switched to monitor-only at the central (``sent``: when published, central
+    clock, Unix s); every other device of the site is controlled. Revision 2."""
+
+    site: str
+    sent: float
+    monitor_only: list[str]
+
+
+@dataclass(frozen=True)
 class DeviceAck:
     """The outcome of a device's last write at the edge (:class:`sparcs.drivers.writer.WriteResult`)."""
 
@@ -128,7 +143,9 @@ class DeviceAck:
 @dataclass(frozen=True)
 class AckMsg:
     """What an edge follows for a site: the plan (``plan_id``; None: none), the command ids, and its
-    devices' setpoints in force."""
+    devices' setpoints in force. Revision 2: ``control`` the ``sent`` of the control message followed
+    (None: none), ``released`` the monitor-only devices whose release to the installer configuration
+    was written and read back."""
 
     edge: str
     site: str
@@ -136,6 +153,8 @@ class AckMsg:
     plan_id: float | None
     commands: list[int]
     devices: dict[str, DeviceAck] = field(default_factory=dict)
+    control: float | None = None
+    released: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -152,15 +171,17 @@ class AlarmMsg:
 @dataclass(frozen=True)
 class StateMsg:
     """An edge's online state; ``ts`` its clock when sent (None in the will message). Sent on connect
-    and every :data:`STATE_EVERY_S`: the central reads the edge's clock skew from it."""
+    and every :data:`STATE_EVERY_S`: the central reads the edge's clock skew from it. ``revision``:
+    the protocol revision the edge speaks (:data:`REVISION`)."""
 
     edge: str
     online: bool
     ts: float | None = None
     sites: list[str] = field(default_factory=list)
+    revision: int = 1
 
 
-Message = TelemetryMsg | SitePlanMsg | CommandsMsg | AckMsg | AlarmMsg | StateMsg
+Message = TelemetryMsg | SitePlanMsg | CommandsMsg | ControlMsg | AckMsg | AlarmMsg | StateMsg
 
 
 # -- encoding ----------------------------------------------------------------------------------
@@ -209,6 +230,8 @@ def encode(msg: Message) -> bytes:
                 ],
             }
         )
+    if isinstance(msg, ControlMsg):
+        return _dump({"sent": msg.sent, "monitor_only": msg.monitor_only})
     if isinstance(msg, AckMsg):
         return _dump(
             {
@@ -220,6 +243,8 @@ def encode(msg: Message) -> bytes:
                     dev: {"a": a.action, "ok": a.ok, "mm": a.mismatch, "w": _num(a.written_w), "d": a.detail}
                     for dev, a in msg.devices.items()
                 },
+                "ctl": msg.control,
+                "rel": msg.released,
             }
         )
     if isinstance(msg, AlarmMsg):
@@ -233,7 +258,7 @@ def encode(msg: Message) -> bytes:
                 "message": msg.message,
             }
         )
-    return _dump({"e": msg.edge, "online": msg.online, "ts": msg.ts, "sites": msg.sites})
+    return _dump({"e": msg.edge, "online": msg.online, "ts": msg.ts, "sites": msg.sites, "r": msg.revision})
 
 
 def _telemetry(t: Telemetry) -> dict[str, Any]:
@@ -262,7 +287,7 @@ def decode(topic: str, payload: bytes, kinds: Mapping[str, str]) -> Message:
                 f"{topic}: not protocol version {VERSION} (v={d.get('v') if isinstance(d, dict) else d})"
             )
         if where == "edge":
-            return StateMsg(ident, bool(d["online"]), d.get("ts"), list(d.get("sites") or []))
+            return StateMsg(ident, bool(d["online"]), d.get("ts"), list(d.get("sites") or []), int(d.get("r", 1)))
         if kind == "telemetry":
             return TelemetryMsg(
                 str(d["e"]),
@@ -289,12 +314,24 @@ def decode(topic: str, payload: bytes, kinds: Mapping[str, str]) -> Message:
                 for c in d["commands"]
             ]
             return CommandsMsg(ident, float(d["sent"]), cmds)
+        if kind == "control":
+            return ControlMsg(ident, float(d["sent"]), [str(x) for x in d["monitor_only"]])
         if kind == "ack":
             devices = {
                 dev: DeviceAck(str(a["a"]), bool(a["ok"]), bool(a.get("mm")), a.get("w"), str(a.get("d") or ""))
                 for dev, a in d.get("w", {}).items()
             }
-            return AckMsg(str(d["e"]), ident, float(d["ts"]), d.get("plan"), [int(i) for i in d["commands"]], devices)
+            ctl = d.get("ctl")
+            return AckMsg(
+                str(d["e"]),
+                ident,
+                float(d["ts"]),
+                d.get("plan"),
+                [int(i) for i in d["commands"]],
+                devices,
+                None if ctl is None else float(ctl),
+                [str(x) for x in d.get("rel") or []],
+            )
         return AlarmMsg(
             str(d["e"]),
             ident,

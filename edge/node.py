@@ -87,8 +87,9 @@ class EdgeNode:
         self._link_task: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
         self._sent_alarms: dict[str, bool] = {}
-        self._acked: dict[str, tuple[float | None, tuple[int, ...]]] = {}
+        self._acked: dict[str, tuple[float | None, tuple[int, ...], float | None, tuple[str, ...]]] = {}
         self._central_cmds: dict[str, list[m.EdgeCommand]] = self._stored_commands()
+        self._control_sent: dict[str, float] = {}  # site → ``sent`` of the control message followed
         self.received = 0
 
     # -- the control cycle --------------------------------------------------------------------
@@ -150,23 +151,29 @@ class EdgeNode:
         if client is None:
             return
         changed_writes, self.writer.changed = self.writer.changed, False
+        switches = self.ctl.device_control
         for sid in self.sites:
             pid = self.planner.plan_id(sid)
             pid = pid if pid is not None and math.isfinite(pid) else None
             cmds = tuple(sorted(c.id for c in self._central_cmds.get(sid, [])))
-            if self._acked.get(sid) == (pid, cmds) and not changed_writes:
+            control = self._control_sent.get(sid)
+            released = tuple(
+                d for d in self.devices_of[sid] if d in switches.monitor_only and d not in switches.releasing
+            )
+            key = (pid, cmds, control, released)
+            if self._acked.get(sid) == key and not changed_writes:
                 continue
             devices = {
                 d: m.DeviceAck(r.action, r.ok, r.mismatch, r.written_w, r.detail)
                 for d in self.devices_of[sid]
                 if (r := self.writer.last.get(d)) is not None
             }
-            msg = m.AckMsg(self.edge_id, sid, now, pid, list(cmds), devices)
+            msg = m.AckMsg(self.edge_id, sid, now, pid, list(cmds), devices, control, list(released))
             try:
                 await client.publish(m.site_topic(sid, "ack"), m.encode(msg), qos=1)
             except aiomqtt.MqttError:
                 return  # the next change acks again; the link task reconnects
-            self._acked[sid] = (pid, cmds)
+            self._acked[sid] = key
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll every ``dispatch.poll_interval_s`` of the controller's clock, and take a plan or commands
@@ -231,7 +238,7 @@ class EdgeNode:
         await keep_connected(self._client_factory, self._session, on_state=self._on_link, stop=self._stop)
 
     async def _publish_state(self, client: aiomqtt.Client, *, online: bool) -> None:
-        msg = m.StateMsg(self.edge_id, online, self.ctl.clock.now(), self.sites)
+        msg = m.StateMsg(self.edge_id, online, self.ctl.clock.now(), self.sites, m.REVISION)
         await client.publish(m.state_topic(self.edge_id), m.encode(msg), qos=1, retain=True)
 
     async def _session(self, client: aiomqtt.Client) -> None:
@@ -288,6 +295,20 @@ class EdgeNode:
                 self._central_cmds[decoded.site] = decoded.commands
                 await asyncio.to_thread(self._sync_commands)
                 self.wake.set()
+            elif isinstance(decoded, m.ControlMsg) and decoded.site in self.devices_of:
+                self._follow_control(decoded)
+                self.wake.set()
+
+    def _follow_control(self, msg: m.ControlMsg) -> None:
+        """Set the site's device switches as the central holds them (stored and audited by the edge's
+        :class:`~sparcs.controller.device_control.DeviceControl`, so they hold across a restart); a
+        device switched to monitor-only is released by the edge's writer at its next cycle."""
+        switches = self.ctl.device_control
+        for dev in self.devices_of[msg.site]:
+            controlled = dev not in msg.monitor_only
+            if controlled == (dev in switches.monitor_only):
+                switches.switch(dev, controlled, who="central")
+        self._control_sent[msg.site] = msg.sent
 
     # -- commands -----------------------------------------------------------------------------
 
