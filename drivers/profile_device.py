@@ -110,9 +110,10 @@ class ProfileDevice:
         return out, seen
 
     async def poll(self) -> dict[str, float | None]:
-        """The raw SI telemetry values (before quality)."""
+        """The raw SI telemetry values (before quality): the keys of the device's kind its register map
+        defines (a key the map leaves out is not implemented, so not reported)."""
         values = await self.read_all()
-        raw = {k: values.get(k) for k in KEYS_BY_KIND[self.kind]}
+        raw = {k: values[k] for k in KEYS_BY_KIND[self.kind] if k in values}
         if self.invert_sign:
             for k in ("battery_w", "grid_w", "pv_w"):
                 v = raw.get(k)
