@@ -75,10 +75,12 @@ def wait_for(what: Callable[[], T], timeout_s: float = 60.0, message: str = "con
 class LiveController:
     """One `sparcs run` with the demo operator token it prints and a viewer token made with `sparcs token add`."""
 
-    def __init__(self, directory: Path):
-        self.config = fleet_file(directory)
+    def __init__(self, directory: Path, config: Path | None = None, start_timeout_s: float = 90.0):
+        """``config``: the fleet file (default: :func:`fleet_file`'s demo sites with one offline device)."""
+        self.config = config or fleet_file(directory)
         self.data_dir = directory / "data"
-        self.offline_device = yaml.safe_load(self.config.read_text())["simulation"]["faults"][0]["device"]
+        faults = yaml.safe_load(self.config.read_text())["simulation"].get("faults") or [{"device": None}]
+        self.offline_device = faults[0]["device"]
         self.viewer_name = "vera-viewer"
         self.viewer_token = self._sparcs("token", "add", self.viewer_name, "--role", "viewer").strip()
         self.port = free_ports(1)[0]
@@ -102,7 +104,7 @@ class LiveController:
         self.http = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {self.operator_token}"}, timeout=30
         )
-        wait_for(lambda: self.http.get("/api/v1/plan").json()["plan"], 90, "the first plan")
+        wait_for(lambda: self.http.get("/api/v1/plan").json()["plan"], start_timeout_s, "the first plan")
         wait_for(lambda: self.http.get("/readyz").status_code == 200, 60, "/readyz")
 
     def _sparcs(self, *args: str) -> str:

@@ -13,68 +13,16 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Route, expect, sync_playwright
+from playwright.sync_api import Page, Route, expect
 
-from tests.dashboard.live import ARTIFACTS, GROUP, LiveController, require_tool, wait_for
+from tests.dashboard.browser import Session, browser  # noqa: F401 (the browser fixture)
+from tests.dashboard.live import GROUP, LiveController, wait_for
 
 pytestmark = pytest.mark.slow
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 # The page refreshes every 5 s and after each command; on a busy CI machine that can take a few seconds more.
 expect.set_options(timeout=15_000)
 TILES = {"t-pv": "pv_w", "t-load": "load_w", "t-battery": "battery_w", "t-export": "export_w", "t-grid": "grid_w"}
 TILES |= {"t-flex-up": "flex_up_w", "t-flex-down": "flex_down_w"}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = require_tool("/usr/bin/chromium", "chromium")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-class Session:
-    """One browser tab with everything it logged and every request it made."""
-
-    def __init__(self, browser: Browser, live: LiveController, locale: str = "en-GB"):
-        self.context = browser.new_context(viewport={"width": 1440, "height": 900}, locale=locale)
-        self.page: Page = self.context.new_page()
-        self.live = live
-        self.errors: list[str] = []
-        self.requests: list[Request] = []
-        self.page.on("console", self._console)
-        self.page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
-        self.page.on("request", lambda r: self.requests.append(r))
-
-    def _console(self, msg: ConsoleMessage) -> None:
-        if msg.type == "error":
-            self.errors.append(f"console: {msg.text}")
-
-    def sign_in(self, token: str) -> Page:
-        self.page.goto(self.live.url + "/")
-        expect(self.page.locator("#login")).to_be_visible()
-        self.page.fill("#token-input", token)
-        self.page.click("#login-form button[type=submit]")
-        expect(self.page.locator("#app")).to_be_visible()
-        self.page.wait_for_selector("#tiles[data-ts^='2']", state="attached")
-        return self.page
-
-    def screenshot(self, name: str) -> None:
-        ARTIFACTS.mkdir(exist_ok=True)
-        self.page.screenshot(path=str(ARTIFACTS / name), full_page=True)
-
-    def close(self) -> None:
-        self.context.close()
 
 
 @pytest.fixture

@@ -253,7 +253,14 @@ function setLive(key, kind, params = {}) {
 
 // ------------------------------------------------------------------------------------------ render
 
+// Rows are rebuilt on every refresh: a control inside one carries data-focus, so keyboard focus stays on it.
 function render(now) {
+  const focused = document.activeElement?.dataset?.focus;
+  renderAll(now);
+  if (focused) document.querySelector(`[data-focus="${CSS.escape(focused)}"]`)?.focus();
+}
+
+function renderAll(now) {
   const { fleet, ready } = state.data;
   renderTiles(fleet, now);
   renderBanners(null);
@@ -538,7 +545,7 @@ function renderGroups() {
     if (g.pool_limit_pct !== null) limits.push(t("limit.pool", { pct: num(g.pool_limit_pct), until: when(g.pool_limit_expires_at, serverNow()) }));
     return el("tr", { "data-group": g.id },
       el("td", {},
-        el("button", { type: "button", class: "link-btn", "aria-label": t("groups.show", { id: g.id }), onclick: () => showGroup(g.id) }, el("strong", { text: g.id })),
+        el("button", { type: "button", class: "link-btn", "data-focus": `group:${g.id}`, "aria-label": t("groups.show", { id: g.id }), onclick: () => showGroup(g.id) }, el("strong", { text: g.id })),
         el("div", { class: "muted small", text: g.name || "" })),
       el("td", { text: g.kind }),
       el("td", { class: "num", text: num(g.sites.length) }),
@@ -569,7 +576,7 @@ function renderSites() {
     const current = s.id === state.chartSite;
     return el("tr", { "data-site": s.id, class: current ? "current" : "" },
       el("td", {},
-        el("button", { type: "button", class: "link-btn", "aria-label": t("sites.show", { id: s.id }), "aria-pressed": current ? "true" : "false", onclick: () => showSite(s.id) },
+        el("button", { type: "button", class: "link-btn", "data-focus": `site:${s.id}`, "aria-label": t("sites.show", { id: s.id }), "aria-pressed": current ? "true" : "false", onclick: () => showSite(s.id) },
           el("strong", { text: s.id })),
         el("div", { class: "muted small", text: s.name })),
       el("td", {}, ...siteStatus(s).map(chip)),
@@ -696,12 +703,12 @@ function failSafeText(d) {
 function controlCell(d) {
   if (d.kind === "meter") return el("td", { text: "–" });
   const sw = d.control_switch || {};
-  const on = sw.controlled !== false;
-  const text = d.control ? t("devices.controlled") : sw.controlled === false ? t("devices.monitor") : t("devices.fleetOff");
+  const on = sw.switch !== "monitor-only";
+  const text = d.control ? t("devices.controlled") : sw.config === false ? t("devices.fleetOff") : t("devices.monitor");
   const cell = el("td", {}, chip([text, d.control ? "good" : "muted"]));
-  if (state.session?.may_command && sw.controlled !== undefined) {
+  if (state.session?.may_command && sw.config !== false) { // the fleet file's "control: false" is not switched here
     cell.append(el("button", {
-      type: "button", class: "small-btn switch", "data-device": d.id,
+      type: "button", class: "small-btn switch", "data-device": d.id, "data-focus": `switch:${d.id}`,
       "aria-label": on ? t("devices.switchLabelOff", { id: d.id }) : t("devices.switchLabelOn", { id: d.id }),
       onclick: () => switchDevice(d.id, !on),
       text: on ? t("devices.switchOff") : t("devices.switchOn"),
@@ -782,7 +789,7 @@ function renderCommands() {
   const rows = (state.data.commands || []).map((c) => {
     const what = c.kind === "stage" ? t("active.stage", { stage: c.params.stage }) : c.kind === "para14a" ? "§14a" : c.kind;
     const cancel = may
-      ? el("button", { type: "button", class: "small-btn", "aria-label": t("active.cancelLabel", { id: c.id }), onclick: () => cancelCommand(c.id), text: t("active.cancel") })
+      ? el("button", { type: "button", class: "small-btn", "data-focus": `cancel:${c.id}`, "aria-label": t("active.cancelLabel", { id: c.id }), onclick: () => cancelCommand(c.id), text: t("active.cancel") })
       : "";
     return el("tr", { "data-command": c.id },
       el("td", { text: String(c.id) }),
