@@ -59,15 +59,16 @@ def sort_choices(keys: Sequence[str]) -> list[str]:
     return [*keys, *(f"-{k}" for k in keys)]
 
 
-def _now(row: Row, key: str) -> Any:
-    return (row.get("now") or {}).get(key)
+def _now(key: str) -> Callable[[Row], Any]:
+    """The sort key of a site's measurement now (None without one)."""
+    return lambda row: (row.get("now") or {}).get(key)
 
 
 SITE_SORT_KEYS: dict[str, Callable[[Row], Any]] = {
     "id": lambda r: r["id"],
     "name": lambda r: r["name"].casefold(),
     "feed_in_cap_w": lambda r: r["feed_in_cap_w"],
-    **{k: (lambda r, k=k: _now(r, k)) for k in ("pv_w", "load_w", "battery_w", "export_w", "soc")},
+    **{k: _now(k) for k in ("pv_w", "load_w", "battery_w", "export_w", "soc")},
 }
 """The sort keys of GET /api/v1/sites: id, name, the feed-in cap and the measurements now (W, SoC 0..1)."""
 

@@ -1,14 +1,12 @@
-"""Headless Chromium for the dashboard tests (Debian's /usr/bin/chromium, driven by Playwright): one browser
-per test module, one tab (context) per test with everything it logged and every request it made."""
+"""Headless Chromium for the dashboard tests (Debian's /usr/bin/chromium, driven by Playwright; the
+``browser`` fixture in conftest.py, one per test module): one tab (context) per test with everything it
+logged and every request it made."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect
 
-import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect, sync_playwright
-
-from tests.dashboard.live import ARTIFACTS, LiveController, require_tool
+from tests.dashboard.live import ARTIFACTS, LiveController
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -18,17 +16,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-sync",
 ]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = require_tool("/usr/bin/chromium", "chromium")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 class Session:

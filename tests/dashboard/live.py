@@ -96,8 +96,9 @@ class LiveController:
         while not any(line.startswith("Stop with Ctrl-C") for line in lines):
             line = self.proc.stdout.readline()
             if not line:
+                err = self.proc.stderr.read()
                 self.close()
-                raise AssertionError(f"sparcs run ended early: {lines} {self.proc.stderr.read()}")
+                raise AssertionError(f"sparcs run ended early: {lines} {err}")
             lines.append(line.strip())
         self.operator_name = "demo-operator"
         self.operator_token = next(x.split()[-1] for x in lines if x.startswith("demo operator token:"))

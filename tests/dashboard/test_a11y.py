@@ -18,7 +18,7 @@ import pytest
 from axe_playwright_python.base import AXE_SCRIPT
 from playwright.sync_api import Browser, Page, expect
 
-from tests.dashboard.browser import Session, browser  # noqa: F401 (the browser fixture)
+from tests.dashboard.browser import Session
 from tests.dashboard.live import LiveController, wait_for
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, Route, expect
 
-from tests.dashboard.browser import Session, browser  # noqa: F401 (the browser fixture)
+from tests.dashboard.browser import Session
 from tests.dashboard.live import GROUP, LiveController, wait_for
 
 pytestmark = pytest.mark.slow
@@ -375,7 +375,16 @@ def test_the_page_is_served_with_a_strict_content_security_policy(live):
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
     csp = r.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "connect-src 'self'" in csp and "unsafe" not in csp
-    for asset in ("app.js", "chart.js", "format.js", "i18n.js", "messages-de.js", "messages-en.js", "schedule.js", "style.css"):
+    for asset in (
+        "app.js",
+        "chart.js",
+        "format.js",
+        "i18n.js",
+        "messages-de.js",
+        "messages-en.js",
+        "schedule.js",
+        "style.css",
+    ):
         assert httpx.get(f"{live.url}/dashboard/{asset}").status_code == 200, asset
     assert "http" not in json.dumps([line for line in r.text.splitlines() if "src=" in line or "href=" in line])
 
