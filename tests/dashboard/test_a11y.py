@@ -32,6 +32,7 @@ TEXT = {
         "stage": "Stufe K2 angenommen als Befehl",
         "monitor": "nur beobachten",
         "controlled": "geregelt",
+        "csv": "Fahrplan nicht gesendet: Zeile 2: braucht zwei Werte, timestamp und export_kw.",
         "kw": r"^-?\d{1,3}(\.\d{3})*,\d kW$",
     },
     "en": {
@@ -40,6 +41,7 @@ TEXT = {
         "stage": "Stage K2 accepted as command",
         "monitor": "monitor only",
         "controlled": "controlled",
+        "csv": "Schedule not sent: line 2: needs two values, timestamp and export_kw.",
         "kw": r"^-?\d{1,3}(,\d{3})*\.\d kW$",
     },
 }
@@ -145,6 +147,13 @@ def test_every_view_is_accessible_and_keyboard_alone_signs_in_drills_down_switch
     tab_to(page, f"[data-focus='cancel:{stage['id']}']")
     page.keyboard.press("Enter")
     wait_for(lambda: not [c for c in live.get("/api/v1/commands") if c["id"] == stage["id"]], 15, "the cancel")
+
+    # a schedule the page refuses is explained in the page's language
+    tab_to(page, "#schedule-csv")
+    page.keyboard.type("timestamp,export_kw\n2026-06-21T14:00:00+02:00\n")
+    tab_to(page, "#schedule-send")
+    page.keyboard.press("Enter")
+    expect(page.locator("#cmd-result")).to_have_text(text["csv"])
     assert tab.errors == []
 
 

@@ -266,5 +266,13 @@ export default {
   "path.fallback_shifted": "dem letzten guten Plan, verschoben",
   "path.fallback_rules": "den Eigenverbrauchsregeln",
   "footer.signs": "Leistungen: PV ≥ 0; Batterie + Entladen / − Laden; Netz + Bezug / − Einspeisung; Einspeisung ≥ 0 (je Zähler, summiert). Zeiten in Europe/Berlin. Aktualisiert alle paar Sekunden.",
+  "csv.header": 'Zeile {n}: die Kopfzeile muss "timestamp,export_kw" lauten',
+  "csv.two": "Zeile {n}: braucht zwei Werte, timestamp und export_kw",
+  "csv.offset": 'Zeile {n}: der Zeitstempel "{stamp}" braucht seinen UTC-Offset, z. B. 2026-06-21T12:00:00+02:00',
+  "csv.iso": 'Zeile {n}: "{stamp}" ist kein Zeitstempel nach ISO 8601',
+  "csv.quarter": "Zeile {n}: {stamp} ist nicht der Beginn einer Viertelstunde",
+  "csv.kw": 'Zeile {n}: export_kw "{value}" muss eine Zahl ≥ 0 sein (kW)',
+  "csv.order": "Zeile {n}: {stamp} muss später sein als die Zeile davor",
+  "csv.empty": "der Fahrplan hat keine Viertelstunden; fügen Sie eine CSV ein oder wählen Sie eine Datei",
   "footer.docs": "API-Dokumentation:",
 };

@@ -266,5 +266,13 @@ export default {
   "path.fallback_shifted": "the last good plan, shifted",
   "path.fallback_rules": "self-consumption rules",
   "footer.signs": "Powers: PV ≥ 0; battery + discharge / − charge; grid + import / − export; export ≥ 0 (each meter's, summed). Times in Europe/Berlin. Updates every few seconds.",
+  "csv.header": 'line {n}: the header must be "timestamp,export_kw"',
+  "csv.two": "line {n}: needs two values, timestamp and export_kw",
+  "csv.offset": 'line {n}: timestamp "{stamp}" needs its UTC offset, e.g. 2026-06-21T12:00:00+02:00',
+  "csv.iso": 'line {n}: "{stamp}" is not an ISO 8601 timestamp',
+  "csv.quarter": "line {n}: {stamp} is not the start of a quarter-hour",
+  "csv.kw": 'line {n}: export_kw "{value}" must be a number ≥ 0 (kW)',
+  "csv.order": "line {n}: {stamp} must be later than the line before",
+  "csv.empty": "the schedule has no quarter-hours; paste or choose a CSV file",
   "footer.docs": "API documentation:",
 };
