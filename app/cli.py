@@ -193,6 +193,43 @@ def restore(
     _store_command(lambda: store_cli.restore(src, data_dir, config))
 
 
+opendata_app = typer.Typer(no_args_is_help=True, help="Open data for the city's portal (docs/open-data.md).")
+app.add_typer(opendata_app, name="opendata")
+
+
+@opendata_app.command("export")
+def opendata_export(
+    config: Annotated[Path, typer.Option("--config", help="fleet file (open_data and storage sections)")],
+    date: Annotated[str, typer.Option("--date", help="Europe/Berlin day, YYYY-MM-DD")],
+    out: Annotated[Path, typer.Option("--out", help="folder to write the files into")],
+    data_dir: DataDir = Path("data"),
+) -> None:
+    """Write one day's open data as CSV and JSON with DCAT-AP.de metadata (JSON-LD), published
+    quarter-hours only; prints one line per file."""
+    import datetime as dt
+    import time
+
+    from sparcs.controller.open_data_export import export_day
+    from sparcs.controller.open_data_reader import OpenDataReader
+    from sparcs.controller.store import Store
+
+    try:
+        day = dt.date.fromisoformat(date)
+    except ValueError:
+        raise fail(f"--date: '{date}' is not a day; write YYYY-MM-DD, e.g. 2026-06-21") from None
+    cfg = load_or_exit(config)
+
+    def run() -> str:
+        store = Store(cfg.storage.url, data_dir=data_dir, migrate_schema=False)
+        try:
+            done = export_day(cfg, OpenDataReader(cfg, store, time.time), day, out)
+        finally:
+            store.close()
+        return "\n".join([*(str(p) for p in done.files), f"{done.rows} rows"])
+
+    _store_command(run)
+
+
 @bench_app.command("store")
 def bench_store(
     sites: Annotated[int, typer.Option(min=1, max=54, help="demo sites to run (simulated)")] = 54,

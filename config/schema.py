@@ -303,6 +303,11 @@ class SiteConfig(Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     name: str | None = None
     location: Location
+    district: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="the city district the site lies in: the open data aggregate it counts in (docs/open-data.md)",
+    )
     pv: PvConfig
     battery: BatteryConfig | None = None
     load: LoadConfig = LoadConfig()
@@ -342,6 +347,12 @@ class DeviceVariant(Strict):
     meter_model: Literal[201, 202, 203, 204] = Field(
         default=203,
         description="meter model: 201 single phase, 202 split phase, 203 three-phase wye, 204 three-phase delta",
+    )
+    clock_offset_s: float = Field(
+        default=0.0, ge=-1e9, le=1e9, description="the device clock (SunSpec 122 Tms) this far ahead of true time"
+    )
+    clock_rate: float = Field(
+        default=1.0, gt=0, le=100, description="device seconds per true second: its clock and revert timers run so"
     )
 
 
@@ -400,6 +411,9 @@ class DispatchConfig(Strict):
         "at most 60 s, so a device that answers again is back within a minute",
     )
     revert_timeout_s: int = Field(default=600, ge=10, le=65_535, description="revert timer written with limits")
+    max_device_clock_skew_s: float = Field(
+        default=60.0, gt=0, le=86_400, description="a device clock (SunSpec 122) further off ours than this is an alarm"
+    )
     modbus_timeout_s: float = Field(default=1.0, gt=0, le=30)
     max_concurrency: int = Field(default=256, ge=1, le=10_000)
     min_pv_limit_pct: float = Field(
@@ -668,6 +682,35 @@ def external_problems(
     return out
 
 
+class DistrictConfig(Strict):
+    """A city district as open data shows it: its name and its centroid (never a site's place)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    lat: float = Field(ge=-90, le=90, description="the district's centroid, degrees north")
+    lon: float = Field(ge=-180, le=180, description="the district's centroid, degrees east")
+
+
+class OpenDataConfig(Strict):
+    """The aggregated, privacy-safe publication of what the swarm does (docs/open-data.md): served as an
+    OGC SensorThings API under /sta/v1.1 and written as files by ``sparcs opendata export``."""
+
+    enabled: bool = Field(default=False, description="serve /sta/v1.1 without a token; false: not served")
+    k: int = Field(default=5, ge=2, le=10_000, description="fewest sites in any published aggregate")
+    delay_s: int = Field(
+        default=3600, ge=0, le=30 * 86_400, description="a quarter-hour is published once it ended this long ago"
+    )
+    aggregate_by: Literal["district", "group"] = Field(
+        default="district", description="district: the sites' `district`; group: the fleet file's groups"
+    )
+    districts: dict[str, DistrictConfig] = Field(
+        default_factory=dict, description="name and centroid per district id (the Locations published)"
+    )
+    publisher: str = Field(default="SPARCS", min_length=1, max_length=200, description="dct:publisher of the files")
+    base_url: str | None = Field(
+        default=None, max_length=500, description="where the files are published (dcat:downloadURL); null: relative"
+    )
+
+
 class FleetConfig(Strict):
     """A whole fleet file."""
 
@@ -687,6 +730,7 @@ class FleetConfig(Strict):
     groups: list[GroupConfig] = Field(default_factory=list, description="named groups of sites")
     pool: PoolConfig | None = Field(default=None, description="the SunSpec pool interface; null = off")
     relay_inputs: list[RelayInputConfig] = Field(default_factory=list, description="control-box relay contacts")
+    open_data: OpenDataConfig = OpenDataConfig()
     profiles_dir: Path | None = Field(
         default=None,
         description="a folder of your own vendor profiles (YAML), looked up before config/profiles/; "
@@ -739,6 +783,8 @@ class FleetConfig(Strict):
         if self.broker is not None:
             problems += _broker_problems(self.broker, {s.id for s in self.sites})
         problems += external_problems(self.groups, self.pool, self.relay_inputs, {s.id for s in self.sites})
+        if self.open_data.aggregate_by == "group" and not self.groups:
+            problems.append("open_data.aggregate_by: 'group' needs a groups section; add groups or use 'district'")
         if problems:
             raise ValueError("\n".join(problems))
         return self

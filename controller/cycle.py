@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sparcs.config.grid_rules import export_cap_w
+from sparcs.config.grid_rules import export_cap_w, installer_ceiling_w
 from sparcs.config.schema import FleetConfig
 from sparcs.controller.alarms import Alarms
 from sparcs.controller.commands import CommandBook
@@ -38,17 +38,20 @@ from sparcs.controller.relay_inputs import RelayInputs
 from sparcs.controller.setpoints import (
     ZERO_CAP_MARGIN,
     SiteCommand,
+    SiteCurtailment,
     SiteFacts,
     battery_room,
     export_guard,
     schedule_feedback,
     site_command,
+    site_curtailment,
     split_to_devices,
 )
 from sparcs.controller.state import FleetState, build_state
 from sparcs.controller.store import Store
+from sparcs.drivers.device import KIND_ROLES
 from sparcs.drivers.telemetry import Telemetry
-from sparcs.drivers.writer import Setpoint, WriteResult
+from sparcs.drivers.writer import Setpoint, WriteResult, uncontrolled_roles
 from sparcs.optimizer.forecast_quality import QualityRow
 
 log = logging.getLogger("sparcs.controller")
@@ -217,6 +220,7 @@ class Controller:
                 para14a_limit_w=dimmed,
                 pool_limit_w=pooled,
                 monitor_only=self.device_control.monitor_only,
+                uncontrolled=self.uncontrolled_roles(),
             )
             self.state = state
             self.last_poll_s = now
@@ -224,14 +228,34 @@ class Controller:
             if self.cfg.grid.export_guard:
                 report.guarded_sites = self._guard(state)
             summary = state.summary()
-            self.alarms.devices(telemetry, now)
+            self.alarms.devices(telemetry, now, self.cfg.dispatch.max_device_clock_skew_s)
             await self._follow_prices(now)
             self._observe_poll(telemetry, summary)
             # Queued for the store's writer thread: a failing store is reported from there (the log,
             # the store's alarm, /readyz and the metrics) while control goes on from memory.
-            self.history.record(state, telemetry, summary)
+            self.history.record(state, telemetry, summary, lambda: self.curtailment(state, now))
             report.online, report.stale = summary["online"], summary["stale"]
             report.poll_s = time.perf_counter() - t0
+
+    def uncontrolled_roles(self) -> dict[str, tuple[str, ...]]:
+        """Device id → the roles the writer refuses it (no fail-safe accepted, or no control register
+        for the role; :func:`drivers.writer.uncontrolled_roles`), for the devices whose driver the
+        poller holds: planned as not controlled in those roles."""
+        out: dict[str, tuple[str, ...]] = {}
+        for _site, dev in self.cfg.devices():
+            try:
+                driver = getattr(self.poller.state(dev.id), "driver", None)
+            except KeyError:
+                continue
+            roles = uncontrolled_roles(driver, dev) if driver is not None else ()
+            if roles:
+                out[dev.id] = roles
+        return out
+
+    def _unprotected(self) -> set[str]:
+        """Devices the writer refuses every setpoint: they get no share of their site's command."""
+        kinds = {dev.id: dev.kind for _site, dev in self.cfg.devices()}
+        return {d for d, roles in self.uncontrolled_roles().items() if roles == KIND_ROLES.get(kinds[d], ())}
 
     def price_now(self, now: float) -> float | None:
         """Day-ahead price (EUR/MWh) of the current quarter-hour from the price source, or None: the
@@ -307,6 +331,24 @@ class Controller:
         self.metrics.observe_forecast_quality(self.planner.forecast_quality())
         self.alarms.dispatch(plan.path, plan.reason, now)
 
+    def curtailment(self, state: FleetState, now: float) -> dict[str, SiteCurtailment]:
+        """Per site that curtails now: the cause of its PV limit and the forecast PV power it holds
+        back (:func:`~sparcs.controller.setpoints.site_curtailment`; docs/open-data.md "Curtailment")."""
+        price = self.price_now(now)
+        out = {}
+        for sid, s in state.sites.items():
+            c = site_curtailment(
+                self.site_facts(sid, now),
+                s.pv_limit_w,
+                installer_ceiling_w=installer_ceiling_w(self._sites[sid]),
+                negative_price=price is not None and price < 0,
+                pv_w=s.pv_w,
+                pv_available_w=None if self.plan is None else self.plan.pv_available_at(sid, now),
+            )
+            if c is not None:
+                out[sid] = c
+        return out
+
     def site_facts(self, site_id: str, now: float) -> SiteFacts:
         """What the limit policy of one site depends on now (see :class:`~sparcs.controller.setpoints.SiteFacts`)."""
         s = self.state.sites.get(site_id) if self.state else None
@@ -365,9 +407,10 @@ class Controller:
         tel = self.state.telemetry if self.state else {}
         out: dict[str, Setpoint] = {}
         commands = self._follow_schedule(now, {s.id: site_command(self.site_facts(s.id, now)) for s in self.cfg.sites})
+        skip = self.device_control.monitor_only | self._unprotected()
         for site in self.cfg.sites:
             cmd = commands[site.id]
-            for dev_id, (pv_limit, bat) in split_to_devices(site, cmd, self.device_control.monitor_only).items():
+            for dev_id, (pv_limit, bat) in split_to_devices(site, cmd, skip).items():
                 t = tel.get(dev_id)
                 if t is None or t.status != "online":
                     continue  # an unreachable device gets no write: it falls back to its installer configuration
