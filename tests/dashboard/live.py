@@ -111,9 +111,10 @@ class LiveController:
         self.operator_name = "demo-operator"
         self.operator_token = next(x.split()[-1] for x in lines if x.startswith("demo operator token:"))
         self.http = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {self.operator_token}"}, timeout=30
+            base_url=self.url, headers={"Authorization": f"Bearer {self.operator_token}"}, timeout=120
         )
-        wait_for(lambda: self.http.get("/api/v1/plan").json()["plan"], timeout_s, "the first plan")
+        # the plan's totals, not the plan: a few KB at any fleet size
+        wait_for(lambda: self.http.get("/api/v1/plan/totals").json()["plan"], timeout_s, "the first plan")
         wait_for(lambda: self.http.get("/readyz").status_code == 200, 60, "/readyz")
 
     def _sparcs(self, *args: str) -> str:
