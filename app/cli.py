@@ -466,8 +466,8 @@ def run(
                 echo=echo,
                 config_path=config,
                 on_logging=on_logging,
-                log_level=log_level or cfg.logging.level,
-                log_format=log_format or cfg.logging.format,
+                log_level=log_level,
+                log_format=log_format,
                 migrate_schema=not no_migrate,
             )
         )
@@ -537,16 +537,34 @@ def twin(
     out: Annotated[Path, typer.Option("--out", help="folder for report.json, plots, summary.md")] = Path("twin-out"),
     jobs: Annotated[int, typer.Option("--jobs", min=1, max=8, help="strategies replayed at once")] = 1,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    history: Annotated[
+        Path | None, typer.Option("--history", help="replay the day the controller recorded in this data directory")
+    ] = None,
+    store: Annotated[str | None, typer.Option("--store", help="replay the day recorded in this store URL")] = None,
+    recorded_strategy: Annotated[
+        str, typer.Option("--recorded-strategy", help="the strategy that ran that day (scored by the fidelity figure)")
+    ] = "optimizer",
     log_level: LogLevel = None,
     log_format: LogFormat = None,
 ) -> None:
-    """Replay a day against the simulated fleet on a stepped clock, once per strategy; write KPIs and plots."""
+    """Replay a day against the simulated fleet on a stepped clock, once per strategy; write KPIs and plots.
+
+    With --history or --store the simulators serve the day the controller recorded (docs/twin.md)."""
+    from sparcs.twin.history import HistorySource
     from sparcs.twin.run import TwinError, parse_day, run_twin
+    from sparcs.twin.strategies import STRATEGIES
 
     cfg = load_or_exit(config)
     setup_logging(cfg, log_level, log_format)
+    source = None
+    if history is not None or store is not None:
+        if history is not None and store is not None:
+            raise fail("--history and --store: give one of them (a data directory or a store URL)")
+        if recorded_strategy not in STRATEGIES:
+            raise fail(f"--recorded-strategy: unknown '{recorded_strategy}'; choose from {', '.join(STRATEGIES)}")
+        source = HistorySource(data_dir=history, url=store, strategy=recorded_strategy)
     try:
-        run_twin(cfg, parse_day(date), scenario, strategy or [], out, jobs=jobs, progress=progress)
+        run_twin(cfg, parse_day(date), scenario, strategy or [], out, jobs=jobs, progress=progress, history=source)
     except TwinError as exc:
         raise fail(exc.lines) from None
     typer.echo(f"report: {out / 'report.json'}  summary: {out / 'summary.md'}")

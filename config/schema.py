@@ -385,6 +385,11 @@ class SimulationConfig(Strict):
     control_port: int | None = Field(default=None, ge=1, le=65535, description="control channel HTTP port")
     weather: WeatherConfig = WeatherConfig()
     load_noise: float = Field(default=0.1, ge=0, le=1, description="relative std-dev of load noise")
+    recorded_dir: Path | None = Field(
+        default=None,
+        description="folder of <site id>.csv files timestamp,clearness,load_w (a recorded day, written by "
+        "`sparcs twin --history`): each site's clearness and load in place of the seeded weather and load",
+    )
     variants: dict[str, DeviceVariant] = Field(default_factory=dict, description="device id -> variant")
     faults: list[FaultSpec] = Field(default_factory=list)
 
@@ -915,6 +920,8 @@ def load_config(path: str | Path) -> FleetConfig:
     weather_csv = cfg.forecast.weather.csv
     if weather_csv is not None and not weather_csv.is_absolute():
         cfg.forecast.weather.csv = base / weather_csv
+    if cfg.simulation and cfg.simulation.recorded_dir is not None and not cfg.simulation.recorded_dir.is_absolute():
+        cfg.simulation.recorded_dir = base / cfg.simulation.recorded_dir
     if cfg.simulation and cfg.simulation.weather.irradiance_csv is not None:
         csv = cfg.simulation.weather.irradiance_csv
         if not csv.is_absolute():
