@@ -43,6 +43,15 @@ from sparcs.controller.commands import Command, CommandBook, CommandError
 from sparcs.controller.cycle import Controller
 from sparcs.controller.device_control import Switches
 from sparcs.controller.groups import Group, pool_totals
+from sparcs.controller.listing import (
+    DEVICE_SORT_KEYS,
+    SITE_SORT_KEYS,
+    DeviceFilter,
+    PageRequest,
+    RowPage,
+    SiteFilter,
+    page_rows,
+)
 from sparcs.controller.plan import Plan
 from sparcs.controller.state import FleetState
 from sparcs.controller.store import Store
@@ -360,6 +369,19 @@ class ControllerView:
         view["devices"] = [self._device(snap, d) for d in view["devices"]]
         return clean(view)
 
+    def sites_page(self, flt: SiteFilter, page: PageRequest) -> RowPage:
+        """The sites of :meth:`sites` that ``flt`` keeps, sorted and sliced as ``page`` asks."""
+        return page_rows(self.sites(), flt.keep, page, SITE_SORT_KEYS)
+
+    def devices_page(self, flt: DeviceFilter, page: PageRequest) -> RowPage:
+        """The devices of :meth:`devices` that ``flt`` keeps, sorted and sliced as ``page`` asks."""
+        return page_rows(self.devices(), flt.keep, page, DEVICE_SORT_KEYS)
+
+    def group_sites(self, group_id: str) -> frozenset[str] | None:
+        """The site ids of a group; None for an unknown group."""
+        g = self._book.groups.get(group_id)  # the groups are the fleet file's, the same in every snapshot
+        return None if g is None else frozenset(g.sites)
+
     def device_ids(self) -> list[str]:
         return list(self._devices)
 
@@ -466,6 +488,54 @@ class ControllerView:
                 "export_ceiling_w": ceilings,
             }
         )
+
+    def plan_totals(self, sites: frozenset[str] | None) -> dict[str, Any]:
+        """The plan in force and its forecast summed over ``sites`` (None: the fleet), per planned
+        period, for the dashboard's chart: ``pv_w``, ``battery_w``, ``export_w`` = Σ max(0, −grid_w) of
+        the planned sites (gross, like the measured export at the meters: docs/definitions.md
+        "Signs"), ``pv_available_w``, ``load_w`` and ``export_ceiling_w`` (Σ over the configured sites at
+        each period's price, docs/definitions.md "Grid rules"); and the export ceiling now. ``plan`` is
+        None without a plan; a period no site has a value for is null."""
+        snap, _ = self._snap()
+        now = self.now()
+        configured = [s for s in self.cfg.sites if sites is None or s.id in sites]
+        price = self.price_now(now)
+        out: dict[str, Any] = {
+            "ts": iso(now),
+            "sites": len(configured),
+            "export_ceiling_now_w": sum(export_ceiling_w(s, price) for s in configured),
+            "plan": None,
+        }
+        plan = snap.plan
+        if plan is None:
+            return clean(out)
+        planned = [sp for sid, sp in plan.sites.items() if sites is None or sid in sites]
+        n = len(plan.period_s)
+
+        def total(arrays: list[np.ndarray]) -> list[float | None]:
+            if not arrays:
+                return [None] * n
+            stack = np.vstack([np.asarray(a, dtype=float)[:n] for a in arrays])
+            known = ~np.isnan(stack).all(axis=0)
+            return [float(v) if k else None for v, k in zip(np.nansum(stack, axis=0), known, strict=True)]
+
+        out["plan"] = {
+            "start": iso(plan.start_s),
+            "start_s": plan.start_s,
+            "period_s": [float(p) for p in plan.period_s],
+            "path": plan.path,
+            "reason": plan.reason,
+            "pv_w": total([sp.pv_w for sp in planned]),
+            "battery_w": total([sp.battery_w for sp in planned]),
+            "export_w": total([np.maximum(0.0, -np.asarray(sp.grid_w, dtype=float)) for sp in planned]),
+            "pv_available_w": total([sp.pv_available_w for sp in planned]),
+            "load_w": total([sp.load_w for sp in planned]),
+            "export_ceiling_w": [
+                sum(export_ceiling_w(s, None if math.isnan(pr) else float(pr)) for s in configured)
+                for pr in np.asarray(plan.price_eur_per_mwh, dtype=float)[:n]
+            ],
+        }
+        return clean(out)
 
     def forecast_quality(self) -> list[dict[str, Any]]:
         """The planner's forecast quality: per kind (``pv``, ``load``) and lead band, the normalised MAE
@@ -645,15 +715,45 @@ class ControllerView:
             }
         )
 
-    def alarms(self, *, active_only: bool, limit: int) -> list[dict[str, Any]]:
-        """Alarms, newest first (``active_only``: only those not cleared); while the controller's store
-        fails, its own alarm first (from the snapshot when this view reads another connection)."""
-        rows = self.store.alarms(active_only=active_only, limit=limit)
+    def alarms(
+        self,
+        *,
+        active_only: bool,
+        limit: int,
+        offset: int = 0,
+        severity: str | None = None,
+        oldest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Alarms, newest first (``active_only``: only those not cleared; ``severity``: of that one;
+        ``oldest_first``; ``offset`` skipped); while the controller's store fails, its own alarm first
+        on the first page (from the snapshot when this view reads another connection)."""
+        rows = self.store.alarms(
+            active_only=active_only, limit=limit, offset=offset, severity=severity, oldest_first=oldest_first
+        )
         outage = self._source.snapshot().store_outage
-        if outage is not None and self.store.outage is None:
+        if outage is not None and self.store.outage is None and offset == 0:
             rows = [outage, *rows][:limit]
         return clean([{**a, "raised_at": iso(a["raised_at"]), "cleared_at": iso(a["cleared_at"])} for a in rows])
 
-    def audit(self, *, limit: int, before_id: int | None) -> list[dict[str, Any]]:
-        """Every operator and admin action, newest first (``before_id``: older than that entry)."""
-        return clean([{**a, "ts": iso(a["ts"])} for a in self.store.audit_log(limit, before_id)])
+    def alarm_count(self, *, active_only: bool, severity: str | None = None) -> int:
+        """How many stored alarms :meth:`alarms` pages through."""
+        return self.store.alarm_count(active_only=active_only, severity=severity)
+
+    def audit(
+        self,
+        *,
+        limit: int,
+        before_id: int | None,
+        offset: int = 0,
+        who: str | None = None,
+        action: str | None = None,
+        oldest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Every operator and admin action, newest first (``before_id``: older than that entry; ``who``,
+        ``action``: only those; ``oldest_first``; ``offset`` skipped)."""
+        rows = self.store.audit_log(limit, before_id, offset=offset, who=who, action=action, oldest_first=oldest_first)
+        return clean([{**a, "ts": iso(a["ts"])} for a in rows])
+
+    def audit_count(self, *, before_id: int | None, who: str | None = None, action: str | None = None) -> int:
+        """How many audit entries :meth:`audit` pages through."""
+        return self.store.audit_count(before_id, who=who, action=action)

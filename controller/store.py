@@ -708,12 +708,34 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(insert(audit).values(ts=ts, who=who, action=action, params=params, result=result))
 
-    def audit_log(self, limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:
-        q = select(audit).order_by(audit.c.id.desc()).limit(limit)
-        if before_id is not None:
-            q = q.where(audit.c.id < before_id)
+    def audit_log(
+        self,
+        limit: int = 100,
+        before_id: int | None = None,
+        *,
+        offset: int = 0,
+        who: str | None = None,
+        action: str | None = None,
+        oldest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Audit entries newest first (``oldest_first``: oldest first), older than ``before_id``, of one
+        ``who`` and one ``action`` when given; ``offset`` of them skipped, at most ``limit``."""
+        order = audit.c.id.asc() if oldest_first else audit.c.id.desc()
+        q = select(audit).where(*self._audit_filter(before_id, who, action)).order_by(order)
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+            return [dict(r._mapping) for r in conn.execute(q.offset(offset).limit(limit))]
+
+    def audit_count(self, before_id: int | None = None, *, who: str | None = None, action: str | None = None) -> int:
+        """How many audit entries :meth:`audit_log` pages through with these filters."""
+        q = select(func.count()).select_from(audit).where(*self._audit_filter(before_id, who, action))
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar() or 0)
+
+    @staticmethod
+    def _audit_filter(before_id: int | None, who: str | None, action: str | None) -> list[Any]:
+        where = [] if before_id is None else [audit.c.id < before_id]
+        where += [] if who is None else [audit.c.who == who]
+        return where + ([] if action is None else [audit.c.action == action])
 
     # -- alarms -------------------------------------------------------------------------------
 
@@ -737,16 +759,35 @@ class Store:
             )
             return res.rowcount
 
-    def alarms(self, *, active_only: bool = False, limit: int = 200) -> list[dict[str, Any]]:
-        """Alarms, newest first; while the store fails its own alarm (:attr:`outage`, not storable
-        then) comes first, and it is stored with its clearing time once the store works again."""
-        q = select(alarms).order_by(alarms.c.id.desc()).limit(limit)
-        if active_only:
-            q = q.where(alarms.c.cleared_at.is_(None))
+    def alarms(
+        self,
+        *,
+        active_only: bool = False,
+        limit: int = 200,
+        offset: int = 0,
+        severity: str | None = None,
+        oldest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Alarms, newest first (``oldest_first``: oldest first), of one ``severity`` when given, ``offset``
+        of them skipped; while the store fails its own alarm (:attr:`outage`, not storable then) comes
+        first on the first page, and it is stored with its clearing time once the store works again."""
+        order = alarms.c.id.asc() if oldest_first else alarms.c.id.desc()
+        q = select(alarms).where(*self._alarm_filter(active_only, severity)).order_by(order)
         with self.engine.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(q)]
+            rows = [dict(r._mapping) for r in conn.execute(q.offset(offset).limit(limit))]
         outage = self.outage
-        return ([dict(outage), *rows] if outage is not None else rows)[:limit]
+        return ([dict(outage), *rows] if outage is not None and offset == 0 else rows)[:limit]
+
+    def alarm_count(self, *, active_only: bool = False, severity: str | None = None) -> int:
+        """How many stored alarms :meth:`alarms` pages through with these filters."""
+        q = select(func.count()).select_from(alarms).where(*self._alarm_filter(active_only, severity))
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar() or 0)
+
+    @staticmethod
+    def _alarm_filter(active_only: bool, severity: str | None) -> list[Any]:
+        where = [alarms.c.cleared_at.is_(None)] if active_only else []
+        return where + ([] if severity is None else [alarms.c.severity == severity])
 
     # -- API tokens ---------------------------------------------------------------------------
 

@@ -120,12 +120,13 @@ class ProfileDevice:
         return (*(("pv",) if pv else ()), *(("battery",) if battery else ()))
 
     async def poll(self) -> dict[str, float | None]:
-        """The raw SI telemetry values (before quality)."""
+        """The raw SI telemetry values (before quality): the keys of the device's kind its register map
+        defines (a key the map leaves out is not implemented, so not reported)."""
         values = await self.read_all()
         strings = {k: v for k, v in values.items() if k.startswith("mppt_")}
         if self.kind in PV_KINDS and "pv_w" not in values:
             values["pv_w"] = self._pv_w(values, list(strings.values()))
-        raw = {k: values.get(k) for k in KEYS_BY_KIND[self.kind]}
+        raw = {k: values[k] for k in KEYS_BY_KIND[self.kind] if k in values}
         if strings:
             raw |= strings
             raw["dc_w"] = None if None in strings.values() else sum(v for v in strings.values() if v is not None)

@@ -146,7 +146,8 @@ def limit_in_force_w(models: dict[int, dict], wmax_w: float | None) -> float | N
 
 
 def to_raw_si(kind: str, models: dict[int, dict], invert_sign: bool = False) -> dict[str, float | None]:
-    """The telemetry values (SI, before quality) from decoded models."""
+    """The telemetry values (SI, before quality) from decoded models; a key the models do not define
+    (a meter's operating state) is left out, a point they define but did not give is None."""
     sign = -1.0 if invert_sign else 1.0
     if kind == "meter":
         m = next((models[i] for i in METER_MODELS if i in models), {})
@@ -155,7 +156,6 @@ def to_raw_si(kind: str, models: dict[int, dict], invert_sign: bool = False) -> 
             "grid_w": None if w is None else sign * w,
             "import_wh": m.get("TotWhImp"),
             "export_wh": m.get("TotWhExp"),
-            "operating_state": None,
             "alarms": m.get("Evt"),
         }
     inv = next((models[i] for i in INVERTER_MODELS if i in models), {})

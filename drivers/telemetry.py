@@ -109,11 +109,15 @@ class Bounds:
 
 
 def judge(kind: str, raw: dict[str, float | None], bounds: Bounds) -> dict[str, Reading]:
-    """Attach a quality to each raw SI value of ``kind``: missing, bad (out of bounds) or good."""
+    """Attach a quality to each raw SI value of ``kind``: missing, bad (out of bounds) or good.
+
+    Only the keys the driver reports are judged: a key it leaves out is a point its model does not
+    define (a SunSpec meter has no operating state), which is no value at all, not a missing one
+    (docs/definitions.md "Quality"). A reported None (not read, a not-implemented sentinel) is missing."""
     out: dict[str, Reading] = {}
     rating = raw.get("rating_w") or bounds.pv_rating_w
-    for key in KEYS_BY_KIND[kind]:
-        v = raw.get(key)
+    for key in (k for k in KEYS_BY_KIND[kind] if k in raw):
+        v = raw[key]
         if v is None and key == "pv_limit_w" and key in raw:
             out[key] = NO_LIMIT
             continue

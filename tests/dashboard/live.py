@@ -75,34 +75,46 @@ def wait_for(what: Callable[[], T], timeout_s: float = 60.0, message: str = "con
 class LiveController:
     """One `sparcs run` with the demo operator token it prints and a viewer token made with `sparcs token add`."""
 
-    def __init__(self, directory: Path):
-        self.config = fleet_file(directory)
+    def __init__(self, directory: Path, config: Path | None = None, start_timeout_s: float = 90.0):
+        """``config``: the fleet file (default: :func:`fleet_file`'s demo sites with one offline device)."""
+        self.config = config or fleet_file(directory)
         self.data_dir = directory / "data"
-        self.offline_device = yaml.safe_load(self.config.read_text())["simulation"]["faults"][0]["device"]
+        faults = yaml.safe_load(self.config.read_text())["simulation"].get("faults") or [{"device": None}]
+        self.offline_device = faults[0]["device"]
         self.viewer_name = "vera-viewer"
         self.viewer_token = self._sparcs("token", "add", self.viewer_name, "--role", "viewer").strip()
         self.port = free_ports(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
+        # its log goes to a file: a pipe nobody reads would stop a talkative run once it is full
+        self.log = directory / "run.err"
+        self._log = self.log.open("w")
         self.proc = subprocess.Popen(
             [*SPARCS, "run", "--config", str(self.config), "--port", str(self.port), "--data-dir", str(self.data_dir)],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._log,
             text=True,
             cwd=REPO,
         )
+        try:
+            self._started(start_timeout_s)
+        except BaseException:  # a timeout or an interrupt too: never leave the run behind
+            self.close()
+            raise
+
+    def _started(self, timeout_s: float) -> None:
         lines: list[str] = []
         while not any(line.startswith("Stop with Ctrl-C") for line in lines):
             line = self.proc.stdout.readline()
             if not line:
-                self.close()
-                raise AssertionError(f"sparcs run ended early: {lines} {self.proc.stderr.read()}")
+                raise AssertionError(f"sparcs run ended early: {lines} {self.log.read_text()[-2000:]}")
             lines.append(line.strip())
         self.operator_name = "demo-operator"
         self.operator_token = next(x.split()[-1] for x in lines if x.startswith("demo operator token:"))
         self.http = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {self.operator_token}"}, timeout=30
+            base_url=self.url, headers={"Authorization": f"Bearer {self.operator_token}"}, timeout=120
         )
-        wait_for(lambda: self.http.get("/api/v1/plan").json()["plan"], 90, "the first plan")
+        # the plan's totals, not the plan: a few KB at any fleet size
+        wait_for(lambda: self.http.get("/api/v1/plan/totals").json()["plan"], timeout_s, "the first plan")
         wait_for(lambda: self.http.get("/readyz").status_code == 200, 60, "/readyz")
 
     def _sparcs(self, *args: str) -> str:
@@ -128,4 +140,4 @@ class LiveController:
                 self.proc.kill()
                 self.proc.wait(timeout=30)
         self.proc.stdout.close()
-        self.proc.stderr.close()
+        self._log.close()

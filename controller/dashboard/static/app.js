@@ -1,16 +1,24 @@
 // The operator dashboard: signs in with a bearer token kept in sessionStorage, polls the API, draws the fleet,
 // and sends operator commands. Powers arrive in W with the signs of docs/definitions.md "Signs"; the page shows kW.
 // The page applies no grid rule: ceilings, caps and "curtailed" come from the API as the controller applies them.
+// The long lists (sites, devices, alarms, audit) are paged, sorted and filtered by the API, so one refresh stays
+// small at any fleet size; the chart reads the plan's totals for its scope (/api/v1/plan/totals).
 import { drawChart, legend } from "./chart.js";
-import { ago, el, hhmm, kw, kwUnit, percent, replaceRows, when } from "./format.js";
+import { ago, clock, el, hhmm, kw, kwUnit, num, percent, replaceRows, when } from "./format.js";
+import { initialLanguage, language, setLanguage, t, tn, translatePage } from "./i18n.js";
 import { exampleCsv, parseScheduleCsv, ScheduleError } from "./schedule.js";
 
 const TOKEN_KEY = "sparcs.token";
 const TRAIL_KEY = "sparcs.forecastTrail";
-const FAST_MS = 5000; // fleet, sites, devices, alarms, audit, commands
-const SLOW_MS = 60000; // history, plan and forecast (and at once after a new dispatch)
+const FAST_MS = 5000; // fleet, lists, plan totals, commands
+const SLOW_MS = 60000; // history (and at once after a new dispatch or a change of the chart's scope)
 const HOUR_MS = 3_600_000;
 const QUARTER_MS = 900_000;
+// The chart's 12 h past in 5-minute means: 144 points (about 30 KB at any fleet size) keep a refresh that
+// reloads it within the page's 200 KB; the chart is about 500 px wide for those 12 h.
+const HISTORY_RESOLUTION_S = 300;
+const PAGE = { sites: 25, devices: 25, alarms: 15, audit: 15 };
+const VALID_MINUTES = [15, 30, 60, 120, 240, 480];
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -21,13 +29,18 @@ const state = {
   timer: null,
   generation: 0,
   failedSince: null,
-  deviceSite: "",
   chartSite: "", // "" = the whole fleet (or the group in chartGroup)
   chartGroup: "", // a group's id: the chart shows the sum of its sites
-  sitesGroup: "", // "" = every site in the sites table, else a group's id
+  // what each list shows: its page (offset), sort key ("-key" descending) and filters; the API does the work
+  lists: {
+    sites: { offset: 0, sort: "id", q: "", group: "", status: "" },
+    devices: { offset: 0, sort: "id", site: "", kind: "", problems: false },
+    alarms: { offset: 0, active: false },
+    audit: { offset: 0 },
+  },
   offsetMs: 0, // the controller's clock minus this browser's (a twin or demo may run on a sim clock)
-  // Forecasts this tab has seen, per quarter-hour start (ms) and site: [pv_available_w, load_w]. The API keeps only
-  // the plan in force, so this is how the chart compares past measurements with what was forecast for them.
+  // Forecasts this tab has seen per chart scope and quarter-hour start (ms): [pv_available_w, load_w]. The API
+  // keeps only the plan in force, so this is how the chart compares past measurements with what was forecast.
   trail: storedTrail(),
   exampleShown: false,
 };
@@ -44,17 +57,18 @@ function storedTrail() {
 const serverNow = () => Date.now() + state.offsetMs;
 
 const SERIES = [
-  { id: "pv", name: "PV measured", color: "#d89a00", style: "solid" },
-  { id: "pv-plan", name: "PV planned", color: "#d89a00", style: "dash" },
-  { id: "pv-fc", name: "PV available (forecast)", color: "#d89a00", style: "dot", width: 1.5 },
-  { id: "load", name: "Load measured", color: "#2f6fbf", style: "solid" },
-  { id: "load-fc", name: "Load (forecast)", color: "#2f6fbf", style: "dash" },
-  { id: "battery", name: "Battery measured (+ discharge)", color: "#2e9d5b", style: "solid" },
-  { id: "battery-plan", name: "Battery planned", color: "#2e9d5b", style: "dash" },
-  { id: "export", name: "Export measured", color: "#b03a8c", style: "solid" },
-  { id: "export-plan", name: "Export planned", color: "#b03a8c", style: "dash" },
-  { id: "schedule", name: "Operator export schedule", color: "#222", style: "solid", width: 2.5, step: true },
+  { id: "pv", color: "#a86f00", style: "solid" },
+  { id: "pv-plan", color: "#a86f00", style: "dash" },
+  { id: "pv-fc", color: "#a86f00", style: "dot", width: 1.5 },
+  { id: "load", color: "#2f6fbf", style: "solid" },
+  { id: "load-fc", color: "#2f6fbf", style: "dash" },
+  { id: "battery", color: "#24804a", style: "solid" },
+  { id: "battery-plan", color: "#24804a", style: "dash" },
+  { id: "export", color: "#b03a8c", style: "solid" },
+  { id: "export-plan", color: "#b03a8c", style: "dash" },
+  { id: "schedule", color: "#222", style: "solid", width: 2.5, step: true },
 ];
+const named = (s) => ({ ...s, name: t(`series.${s.id}`) });
 
 // ---------------------------------------------------------------------------------------------- API
 
@@ -71,13 +85,22 @@ async function api(path, { method = "GET", body } = {}) {
     payload = null;
   }
   if (r.status === 401) throw new AuthError(payload?.error || "the token was not accepted");
-  return { ok: r.ok, status: r.status, body: payload };
+  return { ok: r.ok, status: r.status, body: payload, total: Number(r.headers.get("X-Total-Count") ?? NaN) };
 }
 
 async function read(path) {
   const r = await api(path);
   if (!r.ok) throw new Error(`${path}: ${r.body?.error || r.status}`);
   return r.body;
+}
+
+// One page of a list route: {rows, total}.
+async function readPage(path, params) {
+  const query = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== "" && v !== false && v !== null));
+  const full = `${path}?${query}`;
+  const r = await api(full);
+  if (!r.ok) throw new Error(`${full}: ${r.body?.error || r.status}`);
+  return { rows: r.body, total: Number.isFinite(r.total) ? r.total : r.body.length };
 }
 
 // ----------------------------------------------------------------------------------- sign in / out
@@ -89,7 +112,7 @@ function showLogin(message = "") {
   $("login").hidden = false;
   $("logout").hidden = true;
   $("who").textContent = "";
-  setLive("not signed in", "muted");
+  setLive("live.signedOut", "muted");
   $("login-error").textContent = message;
   $("token-input").value = "";
   $("token-input").focus();
@@ -109,8 +132,8 @@ async function start() {
     if (!r.ok) throw new Error(r.body?.error || `HTTP ${r.status}`);
     state.session = r.body;
   } catch (err) {
-    if (err instanceof AuthError) signOut(`Sign-in failed: ${err.message}.`);
-    else showLogin(`Cannot reach the controller: ${err.message}`);
+    if (err instanceof AuthError) signOut(t("login.failed", { why: err.message }));
+    else showLogin(t("login.unreachable", { why: err.message }));
     return;
   }
   $("login").hidden = true;
@@ -118,6 +141,8 @@ async function start() {
   $("logout").hidden = false;
   $("who").textContent = `${state.session.name} (${state.session.role})`;
   setCommandAccess();
+  $("tiles").setAttribute("tabindex", "-1");
+  $("tiles").focus(); // keyboard users land on the page they signed in to
   await tick();
 }
 
@@ -135,7 +160,7 @@ async function tick() {
     await refresh();
   } catch (err) {
     if (err instanceof AuthError) {
-      signOut(`Signed out: ${err.message}.`);
+      signOut(t("login.signedOutWhy", { why: err.message }));
       return;
     }
     console.warn("refresh failed:", err.message);
@@ -145,57 +170,71 @@ async function tick() {
 
 // ------------------------------------------------------------------------------------------ polling
 
+function chartScopeQuery() {
+  if (state.chartGroup) return `?group=${encodeURIComponent(state.chartGroup)}`;
+  if (state.chartSite) return `?site=${encodeURIComponent(state.chartSite)}`;
+  return "";
+}
+
+function listParams() {
+  const { sites, devices, alarms, audit } = state.lists;
+  return {
+    sites: { limit: PAGE.sites, offset: sites.offset, sort: sites.sort, q: sites.q, group: sites.group, status: sites.status },
+    devices: { limit: PAGE.devices, offset: devices.offset, sort: devices.sort, site: devices.site, kind: devices.kind, problems: devices.problems },
+    alarms: { limit: PAGE.alarms, offset: alarms.offset, active_only: alarms.active },
+    audit: { limit: PAGE.audit, offset: audit.offset },
+  };
+}
+
 async function refresh() {
   let fast;
+  const p = listParams();
   try {
     fast = await Promise.all([
       read("/api/v1/fleet"),
-      read("/api/v1/sites"),
-      read("/api/v1/devices"),
-      read("/api/v1/caps"),
+      readPage("/api/v1/sites", p.sites),
+      readPage("/api/v1/devices", p.devices),
+      read(`/api/v1/plan/totals${chartScopeQuery()}`),
       read("/api/v1/commands"),
-      read("/api/v1/alarms?limit=100"),
-      read("/api/v1/audit?limit=50"),
+      readPage("/api/v1/alarms", p.alarms),
+      readPage("/api/v1/audit", p.audit),
       fetch("/readyz", { cache: "no-store" }).then((r) => r.json()),
       read("/api/v1/groups"),
+      readPage("/api/v1/sites", { status: "stale", limit: 10 }),
+      readPage("/api/v1/alarms", { active_only: true, severity: "critical", limit: 1 }),
+      state.chartSite ? read(`/api/v1/sites/${encodeURIComponent(state.chartSite)}`) : null,
     ]);
   } catch (err) {
     if (err instanceof AuthError) throw err;
     state.failedSince = state.failedSince || serverNow();
     renderBanners(err.message);
-    setLive("connection lost", "bad");
+    setLive("live.lost", "bad");
     throw err;
   }
   state.failedSince = null;
-  const [fleet, sites, devices, caps, commands, alarms, audit, ready, groups] = fast;
-  state.offsetMs = Date.parse(caps.ts) - Date.now();
-  Object.assign(state.data, { fleet, sites, devices, caps, commands, alarms, audit, ready, groups });
+  const [fleet, sites, devices, totals, commands, alarms, audit, ready, groups, staleSites, critical, site] = fast;
+  state.offsetMs = Date.parse(totals.ts) - Date.now();
+  Object.assign(state.data, { fleet, sites, devices, totals, commands, alarms, audit, ready, groups, staleSites, critical, site });
   const now = serverNow();
   if (!state.exampleShown) {
     $("schedule-example").textContent = exampleCsv(now);
     state.exampleShown = true;
   }
+  if (totals.plan) recordForecast(totals.plan, now);
   const dispatch = fleet.last_dispatch;
   const slowKey = `${dispatch}|${state.chartSite}|${state.chartGroup}`;
   if (now - state.slow.at > SLOW_MS || slowKey !== state.slow.key) {
     const start = new Date(now - 12 * HOUR_MS).toISOString();
     const end = new Date(now).toISOString();
     const scope = state.chartSite ? `&site=${encodeURIComponent(state.chartSite)}` : "";
-    const span = `start=${encodeURIComponent(start)}&end=${encodeURIComponent(end)}&resolution_s=60`;
+    const span = `start=${encodeURIComponent(start)}&end=${encodeURIComponent(end)}&resolution_s=${HISTORY_RESOLUTION_S}`;
     const historyPath = state.chartGroup
       ? `/api/v1/groups/${encodeURIComponent(state.chartGroup)}/history?${span}`
       : `/api/v1/history?${span}${scope}`;
     try {
-      const [history, plan, forecast] = await Promise.all([
-        read(historyPath),
-        read("/api/v1/plan"),
-        read("/api/v1/forecast"),
-      ]);
-      // /forecast answers {forecast: null} without a plan, else the forecast object itself
-      Object.assign(state.data, { history, plan: plan.plan, forecast: forecast.start ? forecast : null });
-      if (state.data.forecast) recordForecast(state.data.forecast, now);
+      state.data.history = await read(historyPath);
       // last_dispatch is set when a dispatch starts: until its plan is stored, ask again at the next tick
-      const planMs = state.data.plan ? state.data.plan.start_s * 1000 : Infinity;
+      const planMs = totals.plan ? totals.plan.start_s * 1000 : Infinity;
       const pending = dispatch && planMs < Date.parse(dispatch) - 2000 && now - Date.parse(dispatch) < 2 * SLOW_MS;
       state.slow = { at: now, key: pending ? null : slowKey, error: null };
     } catch (err) {
@@ -207,19 +246,29 @@ async function refresh() {
   updateClock();
 }
 
-function setLive(text, kind) {
+function setLive(key, kind, params = {}) {
   const pill = $("live");
-  pill.textContent = text;
+  pill.dataset.key = key;
+  pill.dataset.params = JSON.stringify(params);
+  pill.textContent = t(key, params);
   pill.className = `pill pill-${kind}`;
 }
 
 // ------------------------------------------------------------------------------------------ render
 
+// Rows are rebuilt on every refresh: a control inside one carries data-focus, so keyboard focus stays on it.
 function render(now) {
+  const focused = document.activeElement?.dataset?.focus;
+  renderAll(now);
+  if (focused) document.querySelector(`[data-focus="${CSS.escape(focused)}"]`)?.focus();
+}
+
+function renderAll(now) {
   const { fleet, ready } = state.data;
   renderTiles(fleet, now);
   renderBanners(null);
-  setLive(ready.ready ? `live · ${hhmm(now)}` : "data stale", ready.ready ? "good" : "bad");
+  if (ready.ready) setLive("live.live", "good", { time: hhmm(now) });
+  else setLive("live.stale", "bad");
   renderChart(now);
   renderForecastVsActual(now);
   renderGroups();
@@ -247,122 +296,82 @@ function renderTiles(fleet, now) {
   setTile("t-soc", percent(n.soc));
   setTile("t-flex-up", kwUnit(n.flex_up_w), n.flex_up_w);
   setTile("t-flex-down", kwUnit(n.flex_down_w), n.flex_down_w);
-  setTile("t-devices", n.total === undefined ? "–" : `${n.online} / ${n.stale} / ${n.total}`);
-  const path = fleet.paused ? "paused" : fleet.plan_path || "no plan yet";
+  setTile("t-devices", n.total === undefined ? "–" : `${num(n.online)} / ${num(n.stale)} / ${num(n.total)}`);
+  const path = fleet.paused ? t("plan.paused") : fleet.plan_path || t("plan.none");
   setTile("t-plan", path);
   $("t-plan").className = `value small ${fleet.paused || (fleet.plan_path || "").startsWith("fallback") ? "warn" : ""}`;
-  $("t-plan-hint").textContent = `made ${ago(fleet.last_dispatch, now)}`;
+  $("t-plan-hint").textContent = t("plan.made", { ago: ago(fleet.last_dispatch, now) });
 }
 
-const PATH_TEXT = {
-  fallback_shifted: "the last good plan, shifted",
-  fallback_rules: "self-consumption rules",
-};
-
 function renderBanners(fetchError) {
-  const { fleet, ready, plan, commands, alarms } = state.data;
+  const { fleet, ready, totals, commands, staleSites, critical } = state.data;
   const out = [];
   const banner = (kind, title, text) => out.push(el("div", { class: `banner ${kind}`, role: "alert" }, el("strong", { text: title }), ` ${text}`));
-  if (fetchError) {
-    banner("bad", "Connection lost.", `Cannot reach the controller since ${hhmm(state.failedSince)} (${fetchError}); the values below are from before.`);
-  }
-  if (state.slow.error) banner("warn", "Chart not updated.", `History or plan could not be read: ${state.slow.error}`);
-  if (ready && !ready.ready) {
-    banner("bad", "Data is stale.", `The controller reports: ${ready.problems.join("; ")}. Values below are the last known.`);
-  }
+  if (fetchError) banner("bad", t("banner.lost"), t("banner.lostText", { time: hhmm(state.failedSince), why: fetchError }));
+  if (state.slow.error) banner("warn", t("banner.chart"), t("banner.chartText", { why: state.slow.error }));
+  if (ready && !ready.ready) banner("bad", t("banner.stale"), t("banner.staleText", { problems: ready.problems.join("; ") }));
   if (fleet?.plan_path?.startsWith("fallback")) {
-    const why = plan?.reason ? ` — ${plan.reason}` : "";
-    banner("warn", "Controller in fallback.", `The plan in force comes from ${PATH_TEXT[fleet.plan_path] || fleet.plan_path}${why}. Caps stay enforced.`);
+    const why = totals?.plan?.reason ? ` — ${totals.plan.reason}` : "";
+    const path = t(`path.${fleet.plan_path}`);
+    banner("warn", t("banner.fallback"), t("banner.fallbackText", { path, why }));
   }
   if (fleet?.paused) {
     const p = (commands || []).find((c) => c.kind === "pause");
-    const by = p ? ` by ${p.who} since ${when(p.created_at, serverNow())}${p.params.reason ? ` (${p.params.reason})` : ""}` : "";
-    banner("warn", "Automatic control paused", `${by}. Stages, caps and the export guard stay enforced.`);
+    const by = p ? `${t("banner.pausedBy", { who: p.who, since: when(p.created_at, serverNow()) })}${p.params.reason ? ` (${p.params.reason})` : ""}` : "";
+    banner("warn", t("banner.paused"), `${by}${t("banner.pausedText")}`);
   }
   const stale = fleet?.now?.stale || 0;
   if (stale > 0) {
-    const sites = (state.data.sites || []).filter((s) => s.now && s.now.devices_stale > 0).map((s) => s.id);
-    const which = sites.length === 1 ? `Site ${sites[0]} is` : `Sites ${sites.join(", ")} are`;
-    banner("warn", `${stale} device${stale > 1 ? "s" : ""} stale.`, `${which} left out of the plan until every device answers.`);
+    const ids = (staleSites?.rows || []).map((s) => s.id);
+    const more = (staleSites?.total || 0) > ids.length ? ", …" : "";
+    const nSites = staleSites?.total || ids.length;
+    banner("warn", tn("banner.devicesStale", stale), tn("banner.devicesStaleText", nSites, { sites: ids.join(", ") + more }));
   }
-  const critical = (alarms || []).filter((a) => !a.cleared_at && a.severity === "critical").length;
-  if (critical) banner("bad", `${critical} critical alarm${critical > 1 ? "s" : ""}.`, "See Alarms below.");
+  const nCritical = critical?.total || 0;
+  if (nCritical) banner("bad", tn("banner.critical", nCritical), t("banner.criticalText"));
   $("banners").replaceChildren(...out);
-}
-
-// Fleet sums of a plan's per-site arrays, one value per period.
-function sumSites(sites, key, n) {
-  const out = new Array(n).fill(null);
-  for (const s of Object.values(sites || {})) {
-    (s[key] || []).slice(0, n).forEach((v, i) => {
-      if (v !== null) out[i] = (out[i] || 0) + v;
-    });
-  }
-  return out;
 }
 
 function periodStarts(startS, periodS) {
   const out = [];
-  let t = startS * 1000;
+  let t0 = startS * 1000;
   for (const p of periodS) {
-    out.push(t);
-    t += p * 1000;
+    out.push(t0);
+    t0 += p * 1000;
   }
   return out;
 }
 
-// Plan and forecast as fleet series, [ms, W] pairs at period starts (values hold for the period).
-// The per-site records the chart shows: all of them, or the chosen site's (none if it is not in the plan).
-function inScope(sites) {
-  const ids = scopeSites();
-  if (!ids) return sites || {};
-  return Object.fromEntries(Object.entries(sites || {}).filter(([sid]) => ids.includes(sid)));
-}
+const scopeKey = () => (state.chartGroup ? `group:${state.chartGroup}` : state.chartSite ? `site:${state.chartSite}` : "fleet");
 
-// The site ids the chart shows: one site, a group's sites, or null for the whole fleet.
-function scopeSites() {
-  if (state.chartSite) return [state.chartSite];
-  if (state.chartGroup) return (state.data.groups || []).find((g) => g.id === state.chartGroup)?.sites || [];
-  return null;
-}
-
+// Plan and forecast of the chart's scope as series, [ms, W] pairs at period starts (values hold for the period).
+// Export is the sum of each site's gross export on both sides, planned and measured (docs/definitions.md "Signs").
 function planSeries() {
-  const { plan, forecast } = state.data;
+  const plan = state.data.totals?.plan;
   const res = {};
-  if (plan) {
-    const starts = periodStarts(plan.start_s, plan.period_s);
-    const n = starts.length;
-    const zip = (vals) => starts.map((t, i) => [t, vals[i]]);
-    const sites = inScope(plan.sites);
-    res.pv = zip(sumSites(sites, "pv_w", n));
-    res.battery = zip(sumSites(sites, "battery_w", n));
-    // a site's export is its meter's export; the fleet's is the plan's (export of one site is not offset by another)
-    const siteExport = sumSites(sites, "grid_w", n).map((g) => (g === null ? null : Math.max(0, -g)));
-    res.export = zip(scopeSites() ? siteExport : plan.export_w);
-  }
-  if (forecast) {
-    const starts = periodStarts(Date.parse(forecast.start) / 1000, forecast.period_s);
-    const n = starts.length;
-    const zip = (vals) => starts.map((t, i) => [t, vals[i]]);
-    const sites = inScope(forecast.sites);
-    const past = trailPoints(starts[0]);
-    res.pvAvailable = [...past.map(([q, pv]) => [q, pv]), ...zip(sumSites(sites, "pv_available_w", n))];
-    res.load = [...past.map(([q, , load]) => [q, load]), ...zip(sumSites(sites, "load_w", n))];
-  }
+  if (!plan) return res;
+  const starts = periodStarts(plan.start_s, plan.period_s);
+  const zip = (vals) => starts.map((t0, i) => [t0, vals[i]]);
+  const past = trailPoints(starts[0]);
+  res.pv = zip(plan.pv_w);
+  res.battery = zip(plan.battery_w);
+  res.export = zip(plan.export_w);
+  res.pvAvailable = [...past.map(([q, pv]) => [q, pv]), ...zip(plan.pv_available_w)];
+  res.load = [...past.map(([q, , load]) => [q, load]), ...zip(plan.load_w)];
+  res.ceiling = zip(plan.export_ceiling_w);
   return res;
 }
 
-// Keeps each quarter-hour's forecast as it stood when the quarter-hour began (later plans update it until then).
-function recordForecast(fc, now) {
-  periodStarts(Date.parse(fc.start) / 1000, fc.period_s).forEach((t, i) => {
+// Keeps each quarter-hour's forecast for the chart's scope as it stood when the quarter-hour began.
+function recordForecast(plan, now) {
+  const trail = (state.trail[scopeKey()] ||= {});
+  periodStarts(plan.start_s, plan.period_s).forEach((t0, i) => {
     // a second of slack: period starts summed from float seconds land a hair before the quarter-hour
-    const q = Math.floor((t + 1000) / QUARTER_MS) * QUARTER_MS;
-    if (q <= now && state.trail[q]) return;
-    state.trail[q] = Object.fromEntries(
-      Object.entries(fc.sites).map(([sid, f]) => [sid, [f.pv_available_w[i], f.load_w[i]]]),
-    );
+    const q = Math.floor((t0 + 1000) / QUARTER_MS) * QUARTER_MS;
+    if (q <= now && trail[q]) return;
+    trail[q] = [plan.pv_available_w[i], plan.load_w[i]];
   });
-  for (const q of Object.keys(state.trail)) if (Number(q) < now - 13 * HOUR_MS) delete state.trail[q];
+  for (const t of Object.values(state.trail)) for (const q of Object.keys(t)) if (Number(q) < now - 13 * HOUR_MS) delete t[q];
   try {
     sessionStorage.setItem(TRAIL_KEY, JSON.stringify(state.trail));
   } catch {
@@ -372,37 +381,26 @@ function recordForecast(fc, now) {
 
 // Past forecasts from the trail for the chart's scope, before ``beforeMs``: [[ms, pv_w, load_w]].
 function trailPoints(beforeMs) {
-  return Object.entries(state.trail)
-    .map(([q, sites]) => [Number(q), Object.values(inScope(sites))])
-    .filter(([q, vals]) => q < beforeMs && vals.length)
-    .sort((a, b) => a[0] - b[0])
-    .map(([q, vals]) => [q, vals.reduce((a, v) => a + (v[0] ?? 0), 0), vals.reduce((a, v) => a + (v[1] ?? 0), 0)]);
+  return Object.entries(state.trail[scopeKey()] || {})
+    .map(([q, v]) => [Number(q), v[0], v[1]])
+    .filter(([q]) => q < beforeMs)
+    .sort((a, b) => a[0] - b[0]);
 }
 
 // The operator's export schedule from the active schedule commands; a newer command wins per quarter-hour.
 function scheduleSeries() {
   const byStart = new Map();
   const cmds = (state.data.commands || []).filter((c) => c.kind === "schedule").sort((a, b) => a.id - b.id);
-  for (const c of cmds) for (const [t, w] of c.params.points_s) byStart.set(t * 1000, w);
+  for (const c of cmds) for (const [t0, w] of c.params.points_s) byStart.set(t0 * 1000, w);
   return [...byStart.entries()].sort((a, b) => a[0] - b[0]);
 }
 
-// The export ceiling of the sites in the chart's scope, summed (W): now from /caps (from the chart's start), then per
-// planned quarter-hour from /forecast. The API applies the grid rules (docs/definitions.md "Grid rules"); the page
-// only adds up what it serves, and leaves out a period it serves no value for.
-function ceilingSeries(t0) {
-  const ids = scopeSites();
-  const caps = (state.data.caps?.sites || []).filter((s) => !ids || ids.includes(s.site));
-  if (!caps.length) return null;
-  const points = [[t0, caps.reduce((sum, s) => sum + s.export_ceiling_now_w, 0)]];
-  const fc = state.data.forecast;
-  if (fc?.export_ceiling_w) {
-    const starts = periodStarts(Date.parse(fc.start) / 1000, fc.period_s);
-    starts.forEach((t, i) => {
-      const values = caps.map((s) => fc.export_ceiling_w[s.site]?.[i]);
-      if (values.every(Number.isFinite)) points.push([t, values.reduce((a, v) => a + v, 0)]);
-    });
-  }
+// The export ceiling of the chart's scope (W, summed by the API): now from the chart's start, then per planned
+// quarter-hour. The API applies the grid rules (docs/definitions.md "Grid rules"); the page draws what it serves.
+function ceilingSeries(t0, plan) {
+  const totals = state.data.totals;
+  if (!totals || !totals.sites) return null;
+  const points = [[t0, totals.export_ceiling_now_w], ...(plan.ceiling || []).filter(([, v]) => Number.isFinite(v))];
   return points.sort((a, b) => a[0] - b[0]);
 }
 
@@ -411,19 +409,15 @@ function commandBands() {
   for (const c of state.data.commands || []) {
     const from = Date.parse(c.start);
     const to = c.expires_at ? Date.parse(c.expires_at) : Infinity;
-    const n = c.params.sites?.length;
-    const scope = c.params.group ? `group ${c.params.group}` : n ? `${n} site${n > 1 ? "s" : ""}` : "all sites";
+    const scope = commandScope(c);
     if (c.kind === "stage") bands.push({ from, to, kind: "stage", label: `${c.params.stage} · ${scope}` });
     else if (c.kind === "para14a") bands.push({ from, to, kind: "para14a", label: `§14a · ${scope}` });
-    else if (c.kind === "pause") bands.push({ from, to, kind: "pause", label: "paused" });
+    else if (c.kind === "pause") bands.push({ from, to, kind: "pause", label: t("plan.paused") });
   }
   return bands;
 }
 
-function renderChart(now) {
-  $("chart").dataset.planStart = state.data.forecast?.start || "";
-  const t0 = now - 12 * HOUR_MS;
-  const t1 = now + 12 * HOUR_MS;
+function chartSeries(now) {
   const hist = (state.data.history?.points || []).map((p) => ({ ...p, t: Date.parse(p.ts) }));
   const past = (key) => hist.map((p) => [p.t, p[key]]);
   const plan = planSeries();
@@ -437,42 +431,66 @@ function renderChart(now) {
     "battery-plan": plan.battery || [],
     export: past("export_w"),
     "export-plan": plan.export || [],
-    schedule: scopeSites() ? [] : scheduleSeries(), // the schedule is the fleet's
+    schedule: state.chartSite || state.chartGroup ? [] : scheduleSeries(), // the schedule is the fleet's
   };
   const planned = new Set(["pv-plan", "pv-fc", "load-fc", "battery-plan", "export-plan"]);
-  const series = SERIES.map((s) => ({ ...s, step: s.step || planned.has(s.id), points: points[s.id] }));
-  const ceilingPoints = ceilingSeries(t0);
+  return { plan, series: SERIES.map((s) => ({ ...named(s), step: s.step || planned.has(s.id), points: points[s.id] })), now };
+}
+
+function renderChart(now) {
+  $("chart").dataset.planStart = state.data.totals?.plan?.start || "";
+  const t0 = now - 12 * HOUR_MS;
+  const t1 = now + 12 * HOUR_MS;
+  const { plan, series } = chartSeries(now);
+  const ceilingPoints = ceilingSeries(t0, plan);
   const ceiling = ceilingPoints && {
     points: ceilingPoints,
     color: "#c0392b",
-    label: `export ceiling${state.chartSite ? "" : ", sum of sites"}: ${kw(Math.max(...ceilingPoints.map(([, v]) => v)), state.chartSite ? 1 : 0)} kW`,
+    label: t("chart.ceiling", {
+      sum: state.chartSite ? "" : t("chart.ceilingSum"),
+      kw: kw(Math.max(...ceilingPoints.map(([, v]) => v)), state.chartSite ? 1 : 0),
+    }),
   };
-  legend($("chart-legend"), [...SERIES, { name: "Export ceiling (caps)", color: "#c0392b", style: "dashdot", width: 1.5 }]);
-  drawChart($("chart"), { t0, t1, nowMs: now, series, bands: commandBands(), ceiling });
+  legend($("chart-legend"), [...SERIES.map(named), { name: t("series.ceiling"), color: "#c0392b", style: "dashdot", width: 1.5 }]);
+  drawChart($("chart"), { t0, t1, nowMs: now, series, bands: commandBands(), ceiling, nowLabel: t("chart.now", { time: hhmm(now) }), aboveScale: (label) => t("chart.aboveScale", { label }) });
+  renderChartTable(series, t0, t1);
+}
+
+// The chart's table alternative: each series at every full hour of the chart's window (kW), measured or planned.
+function renderChartTable(series, t0, t1) {
+  const hours = [];
+  for (let h = Math.ceil(t0 / HOUR_MS) * HOUR_MS; h <= t1; h += HOUR_MS) hours.push(h);
+  const shown = series.filter((s) => s.points.length);
+  $("chart-table-head").replaceChildren(el("th", { scope: "col", text: t("chart.time") }), ...shown.map((s) => el("th", { scope: "col", class: "num", text: s.name })));
+  const at = (s, h) => {
+    const hit = s.step
+      ? [...s.points].reverse().find(([p]) => p <= h && h < p + QUARTER_MS)
+      : s.points.find(([p]) => Math.abs(p - h) <= 60_000);
+    return hit ? hit[1] : null;
+  };
+  $("chart-table-body").replaceChildren(
+    ...hours.map((h) => el("tr", {}, el("th", { scope: "row", text: hhmm(h) }), ...shown.map((s) => el("td", { class: "num", text: kw(at(s, h)) })))),
+  );
 }
 
 function renderForecastVsActual(now) {
   const group = state.chartGroup && state.data.groups?.find((g) => g.id === state.chartGroup);
-  const n = state.chartSite
-    ? state.data.sites?.find((s) => s.id === state.chartSite)?.now
-    : group
-      ? group.now
-      : state.data.fleet?.now;
+  const n = state.chartSite ? state.data.site?.now : group ? group.now : state.data.fleet?.now;
   const plan = planSeries();
   const at = (pts) => {
-    const hit = (pts || []).find(([t]) => t <= now && now < t + QUARTER_MS);
+    const hit = (pts || []).find(([t0]) => t0 <= now && now < t0 + QUARTER_MS);
     return hit ? hit[1] : null;
   };
   const rows = [
-    ["PV available (forecast) / produced", at(plan.pvAvailable), n?.pv_w],
-    ["PV planned / produced", at(plan.pv), n?.pv_w],
-    ["Load", at(plan.load), n?.load_w],
-    ["Battery (+ discharge)", at(plan.battery), n?.battery_w],
-    ["Export at meters", at(plan.export), n?.export_w],
-  ].map(([name, fc, actual]) => {
+    ["fva.pvAvailable", at(plan.pvAvailable), n?.pv_w],
+    ["fva.pvPlanned", at(plan.pv), n?.pv_w],
+    ["fva.load", at(plan.load), n?.load_w],
+    ["fva.battery", at(plan.battery), n?.battery_w],
+    ["fva.export", at(plan.export), n?.export_w],
+  ].map(([key, fc, actual]) => {
     const dev = fc !== null && Number.isFinite(actual) ? actual - fc : null;
-    return el("tr", {},
-      el("td", { text: name }),
+    return el("tr", { "data-row": key },
+      el("th", { scope: "row", text: t(key) }),
       el("td", { class: "num", text: `${kw(fc)} kW` }),
       el("td", { class: "num", text: `${kw(actual)} kW` }),
       el("td", { class: "num", text: dev === null ? "–" : `${dev >= 0 ? "+" : ""}${kw(dev)} kW` }));
@@ -483,12 +501,15 @@ function renderForecastVsActual(now) {
 function siteStatus(s) {
   const chips = [];
   const now = s.now;
-  if (!now) chips.push(["no data", "muted"]);
-  else if (now.devices_stale > 0) chips.push([`stale (${now.devices_stale}/${now.devices_total})`, "bad"]);
-  else if (now.devices_online === now.devices_total) chips.push(["online", "good"]);
-  else chips.push([`${now.devices_online}/${now.devices_total} online`, "warn"]);
+  if (!now) chips.push([t("status.noData"), "muted"]);
+  else if (now.devices_stale > 0) chips.push([t("status.staleOf", { n: now.devices_stale, total: now.devices_total }), "bad"]);
+  else if (now.devices_online === now.devices_total) chips.push([t("status.online"), "good"]);
+  else chips.push([t("status.onlineOf", { n: now.devices_online, total: now.devices_total }), "warn"]);
   // "curtailed" is the API's (docs/definitions.md "Grid rules"); the page names what limits the site
-  if (s.curtailed) chips.push([s.stage ? `curtailed ${s.stage}` : s.guard_limit_w !== null ? "curtailed (guard)" : "curtailed", "warn"]);
+  if (s.curtailed) {
+    const text = s.stage ? t("status.curtailedStage", { stage: s.stage }) : s.guard_limit_w !== null ? t("status.curtailedGuard") : t("status.curtailed");
+    chips.push([text, "warn"]);
+  }
   if (s.para14a) chips.push(["§14a", "info"]);
   return chips;
 }
@@ -497,93 +518,93 @@ function chip([text, kind]) {
   return el("span", { class: `chip chip-${kind}`, text });
 }
 
-// Groups (GET /api/v1/groups): the table, and the group choices of the stage form and the sites table.
+// Groups (GET /api/v1/groups): the table, and the group choices of the commands, the sites filter and the chart.
 function renderGroups() {
   const groups = state.data.groups || [];
-  const names = groups.map((g) => g.id).join("|");
-  const sites = state.data.sites || [];
-  const scopes = `${names}/${sites.map((s) => s.id).join("|")}`;
-  if ($("chart-scope").dataset.scopes !== scopes) {
+  const names = `${language()}|${groups.map((g) => g.id).join("|")}`;
+  const chartKey = `${names}|${state.chartSite}`;
+  if ($("chart-scope").dataset.scopes !== chartKey) {
     $("chart-scope").replaceChildren(
-      el("option", { value: "", text: "whole fleet" }),
-      ...groups.map((g) => el("option", { value: `group:${g.id}`, text: `group ${g.id}` })),
-      ...sites.map((s) => el("option", { value: s.id, text: `${s.id} — ${s.name}` })));
-    $("chart-scope").dataset.scopes = scopes;
-    $("chart-scope").value = state.chartGroup ? `group:${state.chartGroup}` : state.chartSite;
+      el("option", { value: "", text: t("chart.wholeFleet") }),
+      ...groups.map((g) => el("option", { value: `group:${g.id}`, text: t("chart.group", { id: g.id }) })),
+      ...(state.chartSite ? [el("option", { value: state.chartSite, text: t("chart.site", { id: state.chartSite }) })] : []));
+    $("chart-scope").dataset.scopes = chartKey;
   }
-  if ($("stage-group").dataset.names !== names) {
+  $("chart-scope").value = state.chartGroup ? `group:${state.chartGroup}` : state.chartSite;
+  if ($("cmd-group").dataset.names !== names) {
     const options = () => groups.map((g) => el("option", { value: g.id, text: `${g.id}${g.name ? ` — ${g.name}` : ""}` }));
-    $("stage-group").replaceChildren(...options());
-    $("stage-group").dataset.names = names;
-    $("sites-group").replaceChildren(el("option", { value: "", text: "all sites" }), ...options());
-    $("sites-group").value = state.sitesGroup;
+    $("cmd-group").replaceChildren(...options());
+    $("cmd-group").dataset.names = names;
+    $("sites-group").replaceChildren(el("option", { value: "", text: t("filter.allSites") }), ...options());
+    $("sites-group").value = state.lists.sites.group;
   }
-  $("stage-scope-group").disabled = groups.length === 0;
-  $("stage-group").disabled = groups.length === 0;
+  $("cmd-scope-group").disabled = groups.length === 0;
+  $("cmd-group").disabled = groups.length === 0;
   const rows = groups.map((g) => {
     const limits = [];
     const stages = [...new Set(Object.values(g.stages).filter((v) => v))];
-    if (stages.length) limits.push(`stage ${stages.join("/")}`);
+    if (stages.length) limits.push(t("limit.stage", { stage: stages.join("/") }));
     if (Object.values(g.para14a).some((v) => v)) limits.push("§14a");
-    if (g.pool_limit_pct !== null) limits.push(`pool ≤ ${g.pool_limit_pct} % until ${when(g.pool_limit_expires_at, serverNow())}`);
-    return el("tr", { "data-group": g.id, class: "clickable", title: "show this group's sites", onclick: () => showGroup(g.id) },
-      el("td", {}, el("strong", { text: g.id }), el("div", { class: "muted small", text: g.name || "" })),
+    if (g.pool_limit_pct !== null) limits.push(t("limit.pool", { pct: num(g.pool_limit_pct), until: when(g.pool_limit_expires_at, serverNow()) }));
+    return el("tr", { "data-group": g.id },
+      el("td", {},
+        el("button", { type: "button", class: "link-btn", "data-focus": `group:${g.id}`, "aria-label": t("groups.show", { id: g.id }), onclick: () => showGroup(g.id) }, el("strong", { text: g.id })),
+        el("div", { class: "muted small", text: g.name || "" })),
       el("td", { text: g.kind }),
-      el("td", { class: "num", text: String(g.sites.length) }),
+      el("td", { class: "num", text: num(g.sites.length) }),
       el("td", { class: "num", text: kw(g.now.export_w) }),
       el("td", { class: "num", text: kw(g.rating_w) }),
       el("td", { class: "small wrap", text: limits.join(", ") }));
   });
-  replaceRows($("groups"), rows, "no groups in the fleet file", 6);
-  $("groups-count").textContent = `(${groups.length})`;
+  replaceRows($("groups"), rows, t("groups.none"), 6);
   $("groups-card").hidden = groups.length === 0;
 }
 
 // Drill down from the groups table (or the sites card's group choice): the group's sites and chart.
 function showGroup(groupId) {
-  state.sitesGroup = groupId;
+  state.lists.sites.group = groupId;
+  state.lists.sites.offset = 0;
   $("sites-group").value = groupId;
-  renderSites();
   setChartScope(groupId ? `group:${groupId}` : "");
 }
 
 function renderSites() {
-  const group = (state.data.groups || []).find((g) => g.id === state.sitesGroup);
-  const sites = (state.data.sites || []).filter((s) => !group || group.sites.includes(s.id));
-  const stageSelect = $("stage-sites");
-  const all = state.data.sites || [];
-  if (stageSelect.options.length !== all.length) {
-    stageSelect.replaceChildren(...all.map((s) => el("option", { value: s.id, text: `${s.id} — ${s.name}` })));
-    $("device-site").replaceChildren(el("option", { value: "", text: "all" }), ...all.map((s) => el("option", { value: s.id, text: s.id })));
-    $("device-site").value = state.deviceSite;
-  }
+  const { rows: sites, total } = state.data.sites;
   const rows = sites.map((s) => {
     const n = s.now || {};
     const limits = [];
-    if (s.stage) limits.push(`stage ${s.stage}`);
-    if (s.guard_limit_w !== null) limits.push(`guard ${kw(s.guard_limit_w)} kW`);
-    if (n.pv_limit_w !== null && n.pv_limit_w !== undefined) limits.push(`PV ≤ ${kw(n.pv_limit_w)} kW`);
-    return el("tr", { "data-site": s.id, class: "clickable", title: "show this site's chart and devices", onclick: () => showSite(s.id) },
-      el("td", {}, el("strong", { text: s.id }), el("div", { class: "muted small", text: s.name })),
+    if (s.stage) limits.push(t("limit.stage", { stage: s.stage }));
+    if (s.guard_limit_w !== null) limits.push(t("limit.guard", { kw: kw(s.guard_limit_w) }));
+    if (n.pv_limit_w !== null && n.pv_limit_w !== undefined) limits.push(t("limit.pv", { kw: kw(n.pv_limit_w) }));
+    const current = s.id === state.chartSite;
+    return el("tr", { "data-site": s.id, class: current ? "current" : "" },
+      el("td", {},
+        el("button", { type: "button", class: "link-btn", "data-focus": `site:${s.id}`, "aria-label": t("sites.show", { id: s.id }), "aria-pressed": current ? "true" : "false", onclick: () => showSite(s.id) },
+          el("strong", { text: s.id })),
+        el("div", { class: "muted small", text: s.name })),
       el("td", {}, ...siteStatus(s).map(chip)),
       el("td", { class: "num", text: kw(n.pv_w) }),
       el("td", { class: "num", text: kw(n.load_w) }),
       el("td", { class: "num", text: kw(n.battery_w) }),
       el("td", { class: "num", text: kw(n.export_w) }),
-      el("td", { class: "num", text: s.feed_in_cap_w === null ? "none" : kw(s.feed_in_cap_w) }),
+      el("td", { class: "num", text: s.feed_in_cap_w === null ? t("limit.none") : kw(s.feed_in_cap_w) }),
       el("td", { class: "num", text: percent(n.soc) }),
       el("td", { class: "small wrap", text: limits.join(", ") }));
   });
-  replaceRows($("sites"), rows, "no sites", 9);
-  const stale = sites.filter((s) => s.now?.devices_stale > 0).length;
-  const curtailed = sites.filter((s) => s.curtailed).length;
-  $("sites-count").textContent = `${sites.length} sites${group ? ` of ${group.id}` : ""} · ${stale} stale · ${curtailed} curtailed`;
+  replaceRows($("sites"), rows, t("sites.none"), 9);
+  $("sites-count").textContent = t("sites.count", { n: num(total) });
+  renderSortHeaders("sites-table", state.lists.sites);
+  renderPager("sites-pager", "sites", total, sites.length);
 }
 
-// Drill down from the sites table: the site's chart and its devices.
+// Drill down from the sites table: the site's chart and its devices; the site joins the commands' chosen sites.
 function showSite(siteId) {
+  state.lists.devices.site = siteId;
+  state.lists.devices.offset = 0;
+  $("device-site").value = siteId;
+  const chosen = $("cmd-sites").value.split(",").map((s) => s.trim()).filter(Boolean);
+  if (!chosen.includes(siteId)) $("cmd-sites").value = [...chosen, siteId].join(", ");
   setChartScope(siteId);
-  filterDevices(siteId);
 }
 
 // ``value``: "" (the fleet), a site id, or "group:ID".
@@ -591,29 +612,80 @@ function setChartScope(value) {
   const group = value.startsWith("group:") ? value.slice("group:".length) : "";
   state.chartGroup = group;
   state.chartSite = group ? "" : value;
-  $("chart-scope").value = value;
-  $("chart-title").textContent = group ? `Group ${group}` : value ? `Site ${value}` : "Fleet";
+  renderChartTitle();
   tick();
 }
 
-function filterDevices(siteId) {
-  state.deviceSite = siteId;
-  $("device-site").value = siteId;
-  renderDevices(serverNow());
+function renderChartTitle() {
+  const g = state.chartGroup;
+  $("chart-title").textContent = g ? t("chart.group", { id: g }) : state.chartSite ? t("chart.site", { id: state.chartSite }) : t("chart.fleet");
+}
+
+// Sortable column headers: a button per sortable column; aria-sort tells the order in force.
+function renderSortHeaders(tableId, list) {
+  for (const th of document.querySelectorAll(`#${tableId} th[data-sort]`)) {
+    const key = th.dataset.sort;
+    const label = th.dataset.label || th.textContent;
+    th.dataset.label = label;
+    const active = list.sort.replace(/^-/, "") === key;
+    const desc = list.sort.startsWith("-");
+    th.setAttribute("aria-sort", active ? (desc ? "descending" : "ascending") : "none");
+    let btn = th.querySelector("button");
+    if (!btn) {
+      btn = el("button", { type: "button", class: "sort-btn" });
+      btn.addEventListener("click", () => {
+        const now = list.sort.replace(/^-/, "") === key && !list.sort.startsWith("-") ? `-${key}` : key;
+        list.sort = now;
+        list.offset = 0;
+        tick();
+      });
+      th.replaceChildren(btn);
+    }
+    btn.textContent = `${label}${active ? (desc ? " ▼" : " ▲") : ""}`;
+    btn.setAttribute("aria-label", `${t("sort.by", { col: label })}${active ? ` (${t(desc ? "sort.desc" : "sort.asc")})` : ""}`);
+  }
+}
+
+// A pager under a list: previous, next, and which rows of how many are shown.
+function renderPager(id, name, total, shown) {
+  const list = state.lists[name];
+  const size = PAGE[name];
+  const pager = $(id);
+  const from = total ? list.offset + 1 : 0;
+  const go = (offset) => () => {
+    list.offset = offset;
+    tick();
+  };
+  let prev = pager.querySelector(".prev");
+  let next = pager.querySelector(".next");
+  let info = pager.querySelector(".info");
+  if (!prev) {
+    prev = el("button", { type: "button", class: "prev small-btn" });
+    next = el("button", { type: "button", class: "next small-btn" });
+    info = el("span", { class: "info muted small" });
+    prev.addEventListener("click", () => go(Math.max(0, list.offset - size))());
+    next.addEventListener("click", () => go(list.offset + size)());
+    pager.replaceChildren(prev, info, next);
+  }
+  prev.textContent = `‹ ${t("pager.prev")}`;
+  next.textContent = `${t("pager.next")} ›`;
+  prev.disabled = list.offset === 0;
+  next.disabled = list.offset + shown >= total;
+  info.textContent = t("pager.of", { from: num(from), to: num(list.offset + shown), total: num(total) });
 }
 
 function qualityChip(values) {
   const counts = { good: 0, missing: 0, bad: 0 };
   for (const v of Object.values(values || {})) counts[v.quality] = (counts[v.quality] || 0) + 1;
-  if (counts.bad) return chip([`${counts.bad} bad`, "bad"]);
-  if (counts.missing) return chip([`${counts.missing} missing`, "warn"]);
-  if (counts.good) return chip(["good", "good"]);
-  return chip(["no values", "muted"]);
+  if (counts.bad) return chip([t("quality.bad", { n: counts.bad }), "bad"]);
+  if (counts.missing) return chip([t("quality.missing", { n: counts.missing }), "warn"]);
+  if (counts.good) return chip([t("quality.good"), "good"]);
+  return chip([t("quality.none"), "muted"]);
 }
 
-function setVsRead(set, read) {
-  if (set === undefined) return `– / ${kw(read)}`;
-  return `${set === null ? "released" : kw(set)} / ${kw(read)}`;
+function setVsRead(set, readW) {
+  if (set === undefined) return `– / ${kw(readW)}`;
+  return `${set === null ? t("setpoint.released") : kw(set)} / ${kw(readW)}`;
 }
 
 // A hybrid inverter has both roles (docs/devices.md "Hybrid inverters").
@@ -623,28 +695,42 @@ const hasBattery = (d) => d.kind === "battery" || d.kind === "hybrid";
 // What the device does when the controller stops writing (docs/devices.md "Fail-safes").
 function failSafeText(d) {
   const fs = d.fail_safe;
-  if (!fs) return "unknown";
+  if (!fs) return t("failsafe.unknown");
   if (d.kind === "meter") return "–";
-  if (fs.kind === "revert_timer") return "revert timer";
-  if (fs.kind === "watchdog") return `watchdog ${fs.interval_s} s`;
-  return d.accept_no_fail_safe ? "none (accepted)" : "none: monitor only";
+  if (fs.kind === "revert_timer") return t("failsafe.revert");
+  if (fs.kind === "watchdog") return t("failsafe.watchdog", { s: num(fs.interval_s) });
+  return d.accept_no_fail_safe ? t("failsafe.accepted") : t("failsafe.monitor");
+}
+
+// The per-device control switch (PUT /api/v1/devices/{id}/control): monitor only, or controlled again.
+function controlCell(d) {
+  if (d.kind === "meter") return el("td", { text: "–" });
+  const sw = d.control_switch || {};
+  const on = sw.switch !== "monitor-only";
+  const text = d.control ? t("devices.controlled") : sw.config === false ? t("devices.fleetOff") : t("devices.monitor");
+  const cell = el("td", {}, chip([text, d.control ? "good" : "muted"]));
+  if (state.session?.may_command && sw.config !== false) { // the fleet file's "control: false" is not switched here
+    cell.append(el("button", {
+      type: "button", class: "small-btn switch", "data-device": d.id, "data-focus": `switch:${d.id}`,
+      "aria-label": on ? t("devices.switchLabelOff", { id: d.id }) : t("devices.switchLabelOn", { id: d.id }),
+      onclick: () => switchDevice(d.id, !on),
+      text: on ? t("devices.switchOff") : t("devices.switchOn"),
+    }));
+  }
+  return cell;
 }
 
 function renderDevices(now) {
-  const onlyProblems = $("device-problems").checked;
-  const all = state.data.devices || [];
-  const shown = all.filter((d) => {
-    if (state.deviceSite && d.site !== state.deviceSite) return false;
-    if (!onlyProblems) return true;
-    return d.status !== "online" || Object.values(d.values || {}).some((v) => v.quality !== "good");
-  });
+  const { rows: shown, total } = state.data.devices;
   const rows = shown.map((d) => {
     const sp = d.setpoint;
+    const statusKind = d.status === "online" ? "good" : d.status === "stale" ? "bad" : "muted";
     return el("tr", { "data-device": d.id },
       el("td", { text: d.id }),
       el("td", { text: d.site }),
-      el("td", { text: d.kind.replace("_", " ") + (d.control ? "" : " (monitor)") }),
-      el("td", {}, chip([d.status, d.status === "online" ? "good" : d.status === "stale" ? "bad" : "muted"])),
+      el("td", { text: t(`kind.${d.kind}`) }),
+      el("td", {}, chip([t(`status.${d.status}`), statusKind])),
+      controlCell(d),
       el("td", { title: d.fail_safe ? d.fail_safe.note : "", text: failSafeText(d) }),
       el("td", {}, qualityChip(d.values)),
       el("td", { title: when(d.last_seen, serverNow()), text: ago(d.last_seen, now) }),
@@ -653,27 +739,29 @@ function renderDevices(now) {
       el("td", { class: "num", text: hasBattery(d) ? setVsRead(sp ? sp.battery_w : undefined, d.actual.battery_w) : "" }),
       el("td", { class: "small error-text wrap", text: d.error || "" }));
   });
-  replaceRows($("devices"), rows, "no devices match", 11);
-  $("devices-count").textContent = `${shown.length} of ${all.length}`;
+  replaceRows($("devices"), rows, t("devices.none"), 12);
+  $("devices-count").textContent = t("devices.count", { n: num(total) });
+  renderSortHeaders("devices-table", state.lists.devices);
+  renderPager("devices-pager", "devices", total, shown.length);
 }
 
 function renderAlarms() {
-  const alarms = [...(state.data.alarms || [])].sort((a, b) => Number(!!a.cleared_at) - Number(!!b.cleared_at));
+  const { rows: alarms, total } = state.data.alarms;
   const rows = alarms.map((a) =>
     el("tr", { class: a.cleared_at ? "cleared" : "" },
       el("td", { text: when(a.raised_at, serverNow()) }),
-      el("td", {}, chip([a.severity, a.cleared_at ? "muted" : a.severity === "critical" ? "bad" : "warn"])),
+      el("td", {}, chip([t(`severity.${a.severity}`), a.cleared_at ? "muted" : a.severity === "critical" ? "bad" : "warn"])),
       el("td", { text: a.source }),
       el("td", { class: "wrap", text: a.message }),
-      el("td", { text: a.cleared_at ? when(a.cleared_at, serverNow()) : "active" })));
-  replaceRows($("alarms"), rows, "no alarms", 5);
-  const active = alarms.filter((a) => !a.cleared_at).length;
-  $("alarms-count").textContent = `${active} active`;
+      el("td", { text: a.cleared_at ? when(a.cleared_at, serverNow()) : t("alarms.stillActive") })));
+  replaceRows($("alarms"), rows, t("alarms.none"), 5);
+  $("alarms-count").textContent = t("alarms.active", { n: num(alarms.filter((a) => !a.cleared_at).length) });
+  renderPager("alarms-pager", "alarms", total, alarms.length);
 }
 
 function shortParams(p) {
   if (!p) return "";
-  if (Array.isArray(p.points_s)) return `${p.points_s.length} quarter-hours`;
+  if (Array.isArray(p.points_s)) return t("audit.quarters", { n: num(p.points_s.length) });
   return Object.entries(p)
     .filter(([, v]) => v !== null && v !== undefined)
     .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(",") : typeof v === "object" ? JSON.stringify(v) : v}`)
@@ -681,31 +769,41 @@ function shortParams(p) {
 }
 
 function renderAudit() {
-  const rows = (state.data.audit || []).map((a) =>
+  const { rows: audit, total } = state.data.audit;
+  const rows = audit.map((a) =>
     el("tr", {},
       el("td", { text: when(a.ts, serverNow()) }),
       el("td", { text: a.who }),
       el("td", { text: a.action }),
       el("td", { class: "small wrap", text: shortParams(a.params) }),
       el("td", { text: a.result })));
-  replaceRows($("audit"), rows, "no commands yet", 5);
+  replaceRows($("audit"), rows, t("audit.none"), 5);
+  renderPager("audit-pager", "audit", total, audit.length);
+}
+
+function commandScope(c) {
+  if (c.params.group) return t("scope.target.group", { id: c.params.group });
+  if (c.params.sites) return c.params.sites.join(", ");
+  return c.kind === "schedule" || c.kind === "pause" ? t("active.fleet") : t("scope.target.all");
 }
 
 function renderCommands() {
   const may = state.session?.may_command;
   const rows = (state.data.commands || []).map((c) => {
-    const what = c.kind === "stage" ? `stage ${c.params.stage}` : c.kind;
-    const cancel = may ? el("button", { type: "button", class: "small-btn", onclick: () => cancelCommand(c.id), text: "Cancel" }) : "";
-    return el("tr", {},
+    const what = c.kind === "stage" ? t("active.stage", { stage: c.params.stage }) : c.kind === "para14a" ? "§14a" : c.kind;
+    const cancel = may
+      ? el("button", { type: "button", class: "small-btn", "data-focus": `cancel:${c.id}`, "aria-label": t("active.cancelLabel", { id: c.id }), onclick: () => cancelCommand(c.id), text: t("active.cancel") })
+      : "";
+    return el("tr", { "data-command": c.id },
       el("td", { text: String(c.id) }),
       el("td", { text: what }),
-      el("td", { class: "scope", text: c.params.group ? `group ${c.params.group}` : c.params.sites ? c.params.sites.join(", ") : c.kind === "schedule" || c.kind === "pause" ? "fleet" : "all" }),
+      el("td", { class: "scope", text: commandScope(c) }),
       el("td", { text: when(c.start, serverNow()) }),
-      el("td", { text: c.expires_at ? when(c.expires_at, serverNow()) : "until resumed" }),
+      el("td", { text: c.expires_at ? when(c.expires_at, serverNow()) : t("active.untilResumed") }),
       el("td", { text: c.who }),
       el("td", {}, cancel));
   });
-  replaceRows($("active-commands"), rows, "none", 7);
+  replaceRows($("active-commands"), rows, t("active.none"), 7);
 }
 
 // ---------------------------------------------------------------------------------------- commands
@@ -715,10 +813,7 @@ function setCommandAccess() {
   $("cmd-fieldset").disabled = !may;
   const reason = $("cmd-reason");
   reason.hidden = may;
-  reason.textContent = may
-    ? ""
-    : `Commands need an operator token. You are signed in as '${state.session.name}' with role ` +
-      `'${state.session.role}': you can watch the fleet but not command it.`;
+  reason.textContent = may ? "" : t("cmd.needOperator", { name: state.session.name, role: state.session.role });
 }
 
 function showResult(ok, text) {
@@ -727,34 +822,52 @@ function showResult(ok, text) {
   node.textContent = text;
 }
 
-async function send(path, body, describe) {
+async function send(path, body, describe, method = "POST") {
   try {
-    const r = await api(path, { method: "POST", body });
+    const r = await api(path, { method, body });
     if (r.ok) showResult(true, describe(r.body));
-    else showResult(false, `Refused (${r.status}): ${r.body?.error || "no reason given"}`);
+    else showResult(false, t("cmd.refused", { status: r.status, why: r.body?.error || t("cmd.noReason") }));
   } catch (err) {
-    if (err instanceof AuthError) return signOut(`Signed out: ${err.message}.`);
-    showResult(false, `Not sent: ${err.message}`);
+    if (err instanceof AuthError) return signOut(t("login.signedOutWhy", { why: err.message }));
+    showResult(false, t("cmd.notSent", { why: err.message }));
   }
   await tick();
 }
 
+// The sites a stage or §14a command goes to, from the scope box: {body part, target text} or an error text.
+function commandTarget() {
+  const scope = document.querySelector("input[name=cmd-scope]:checked").value;
+  if (scope === "chosen") {
+    const sites = $("cmd-sites").value.split(",").map((s) => s.trim()).filter(Boolean);
+    if (sites.length === 0) return { error: t("scope.needSites") };
+    return { part: { sites }, target: sites.join(", ") };
+  }
+  if (scope === "group") {
+    const group = $("cmd-group").value;
+    if (!group) return { error: t("scope.needGroup") };
+    return { part: { group }, target: t("scope.target.group", { id: group }) };
+  }
+  return { part: {}, target: t("scope.target.all") };
+}
+
+const expiry = (selectId) => new Date(serverNow() + Number($(selectId).value) * 60_000).toISOString();
+
 function onStage(ev) {
   ev.preventDefault();
   const stage = $("stage-select").value;
-  const minutes = Number($("stage-minutes").value);
-  const scope = document.querySelector("input[name=stage-scope]:checked").value;
-  const chosen = scope === "chosen";
-  const sites = [...$("stage-sites").selectedOptions].map((o) => o.value);
-  const group = $("stage-group").value;
-  if (chosen && sites.length === 0) return showResult(false, "Choose at least one site, or send the stage to all sites.");
-  if (scope === "group" && !group) return showResult(false, "Choose a group, or send the stage to all sites.");
-  const body = { stage, expires_at: new Date(serverNow() + minutes * 60_000).toISOString() };
-  if (chosen) body.sites = sites;
-  if (scope === "group") body.group = group;
-  const target = scope === "group" ? `group ${group}` : chosen ? sites.join(", ") : "all sites";
+  const to = commandTarget();
+  if (to.error) return showResult(false, to.error);
+  const body = { stage, expires_at: expiry("stage-minutes"), ...to.part };
   send("/api/v1/commands/stage", body, (r) =>
-    `Stage ${stage} accepted as command #${r.command.id} for ${target} until ${when(r.command.expires_at, serverNow())}.`);
+    t("stage.accepted", { stage, id: r.command.id, target: to.target, until: when(r.command.expires_at, serverNow()) }));
+}
+
+function onPara14a(ev) {
+  ev.preventDefault();
+  const to = commandTarget();
+  if (to.error) return showResult(false, to.error);
+  send("/api/v1/commands/para14a", { expires_at: expiry("para14a-minutes"), ...to.part }, (r) =>
+    t("para14a.accepted", { id: r.command.id, target: to.target, until: when(r.command.expires_at, serverNow()) }));
 }
 
 function onSchedule(ev) {
@@ -763,10 +876,10 @@ function onSchedule(ev) {
   try {
     body = parseScheduleCsv($("schedule-csv").value);
   } catch (err) {
-    if (err instanceof ScheduleError) return showResult(false, `Schedule not sent: ${err.message}.`);
+    if (err instanceof ScheduleError) return showResult(false, t("schedule.notSent", { why: err.message }));
     throw err;
   }
-  send("/api/v1/commands/schedule", body, (r) => `Schedule of ${body.points.length} quarter-hours accepted as command #${r.command.id}.`);
+  send("/api/v1/commands/schedule", body, (r) => t("schedule.accepted", { n: body.points.length, id: r.command.id }));
 }
 
 async function onScheduleFile() {
@@ -777,20 +890,29 @@ async function onScheduleFile() {
 function onPause(ev) {
   ev.preventDefault();
   const reason = $("pause-reason").value.trim();
-  send("/api/v1/commands/pause", { reason: reason || null }, (r) => `Paused (command #${r.command.id}). Caps and stages stay enforced.`);
+  send("/api/v1/commands/pause", { reason: reason || null }, (r) => t("pause.accepted", { id: r.command.id }));
 }
 
 function onResume() {
-  send("/api/v1/commands/resume", undefined, (r) => (r.resumed ? "Automatic control resumed." : "Control was not paused."));
+  send("/api/v1/commands/resume", undefined, (r) => (r.resumed ? t("pause.resumed") : t("pause.notPaused")));
+}
+
+function onDispatch() {
+  send("/api/v1/commands/dispatch-now", undefined, (r) => (r.requested ? t("dispatch.accepted") : t("dispatch.paused")));
+}
+
+function switchDevice(id, controlled) {
+  send(`/api/v1/devices/${encodeURIComponent(id)}/control`, { controlled }, () =>
+    t("devices.switched", { id, state: controlled ? t("devices.controlled") : t("devices.monitor") }), "PUT");
 }
 
 async function cancelCommand(id) {
   try {
     const r = await api(`/api/v1/commands/${id}`, { method: "DELETE" });
-    showResult(r.ok, r.ok ? `Command #${id} cancelled.` : `Refused (${r.status}): ${r.body?.error}`);
+    showResult(r.ok, r.ok ? t("active.cancelled", { id }) : t("cmd.refused", { status: r.status, why: r.body?.error }));
   } catch (err) {
-    if (err instanceof AuthError) return signOut(`Signed out: ${err.message}.`);
-    showResult(false, `Not sent: ${err.message}`);
+    if (err instanceof AuthError) return signOut(t("login.signedOutWhy", { why: err.message }));
+    showResult(false, t("cmd.notSent", { why: err.message }));
   }
   await tick();
 }
@@ -798,12 +920,41 @@ async function cancelCommand(id) {
 // ------------------------------------------------------------------------------------------- wiring
 
 function updateClock() {
-  $("clock").textContent = new Intl.DateTimeFormat("en-GB", {
-    timeZone: "Europe/Berlin", weekday: "short", day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit",
-  }).format(new Date(serverNow()));
+  $("clock").textContent = clock(serverNow());
+}
+
+// The page in ``lang``: static texts, the options made here, and everything rendered from data.
+function applyLanguage(lang, remember) {
+  setLanguage(lang, remember);
+  $("lang").value = language();
+  translatePage();
+  for (const sel of document.querySelectorAll("select.minutes")) {
+    const keep = sel.value || "60";
+    sel.replaceChildren(...VALID_MINUTES.map((m) => el("option", { value: m, text: m < 60 ? t("cmd.minutes", { n: m }) : t("cmd.hours", { n: m / 60 }) })));
+    sel.value = keep;
+  }
+  document.title = `SPARCS — ${t("app.sub")}`;
+  for (const th of document.querySelectorAll("th[data-sort]")) th.dataset.label = t(th.dataset.i18n);
+  const live = $("live");
+  if (live.dataset.key) live.textContent = t(live.dataset.key, JSON.parse(live.dataset.params || "{}"));
+  else setLive("live.signedOut", "muted");
+  renderChartTitle();
+  updateClock();
+  if (state.session) setCommandAccess();
+  if (state.data.fleet) render(serverNow());
+}
+
+// A filter field changes a list's query: back to its first page, refreshed at once (text fields after a pause).
+function onFilter(list, key, value, delayMs = 0) {
+  state.lists[list][key] = value;
+  state.lists[list].offset = 0;
+  clearTimeout(onFilter.timer);
+  onFilter.timer = setTimeout(tick, delayMs);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  applyLanguage(initialLanguage(), false);
+  $("lang").addEventListener("change", (ev) => applyLanguage(ev.target.value, true));
   $("login-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const token = $("token-input").value.trim();
@@ -812,24 +963,30 @@ document.addEventListener("DOMContentLoaded", () => {
     state.token = token;
     start();
   });
-  $("logout").addEventListener("click", () => signOut("Signed out."));
+  $("logout").addEventListener("click", () => signOut(t("login.signedOut")));
   $("stage-form").addEventListener("submit", onStage);
+  $("para14a-form").addEventListener("submit", onPara14a);
   $("schedule-form").addEventListener("submit", onSchedule);
   $("schedule-file").addEventListener("change", onScheduleFile);
   $("pause-form").addEventListener("submit", onPause);
   $("resume-send").addEventListener("click", onResume);
-  $("stage-sites").addEventListener("change", () => {
-    document.querySelector("input[name=stage-scope][value=chosen]").checked = true;
+  $("dispatch-send").addEventListener("click", onDispatch);
+  $("cmd-sites").addEventListener("input", () => {
+    $("cmd-scope-chosen").checked = true;
   });
-  $("device-site").addEventListener("change", (ev) => filterDevices(ev.target.value));
-  $("stage-group").addEventListener("change", () => {
-    $("stage-scope-group").checked = true;
+  $("cmd-group").addEventListener("change", () => {
+    $("cmd-scope-group").checked = true;
   });
+  for (const form of document.querySelectorAll("form.filters")) form.addEventListener("submit", (ev) => ev.preventDefault());
+  $("sites-q").addEventListener("input", (ev) => onFilter("sites", "q", ev.target.value.trim(), 400));
+  $("sites-status").addEventListener("change", (ev) => onFilter("sites", "status", ev.target.value));
   $("sites-group").addEventListener("change", (ev) => showGroup(ev.target.value));
+  $("device-site").addEventListener("input", (ev) => onFilter("devices", "site", ev.target.value.trim(), 400));
+  $("device-kind").addEventListener("change", (ev) => onFilter("devices", "kind", ev.target.value));
+  $("device-problems").addEventListener("change", (ev) => onFilter("devices", "problems", ev.target.checked));
+  $("alarms-active").addEventListener("change", (ev) => onFilter("alarms", "active", ev.target.checked));
   $("chart-scope").addEventListener("change", (ev) => setChartScope(ev.target.value));
-  $("device-problems").addEventListener("change", () => renderDevices(serverNow()));
   window.addEventListener("resize", () => state.data.fleet && renderChart(serverNow()));
-  updateClock();
   setInterval(updateClock, 10_000);
   if (state.token) start();
   else showLogin();

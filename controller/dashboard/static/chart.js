@@ -1,4 +1,4 @@
-// A small SVG time-series chart: lines (solid = measured, dashed = plan, dotted = forecast), step lines for
+// A small SVG time-series chart (texts in the page's language come with the spec): lines (solid = measured, dashed = plan, dotted = forecast), step lines for
 // quarter-hour values, shaded bands for commands in force, a ceiling (the export ceiling the API serves) and a "now"
 // marker.
 // A ceiling far above the data would flatten every line, so then it is named at the top instead of drawn.
@@ -61,7 +61,7 @@ export function legend(container, series) {
 
 export function drawChart(container, spec) {
   const width = Math.max(320, container.clientWidth || 800);
-  const { t0, t1, nowMs, series, bands, ceiling } = spec;
+  const { t0, t1, nowMs, series, bands, ceiling, nowLabel, aboveScale } = spec;
   const inWindow = (points) => points.filter(([t, v]) => Number.isFinite(v) && t >= t0 - 900_000 && t <= t1).map(([, v]) => v);
   const values = [0];
   for (const s of series) values.push(...inWindow(s.points));
@@ -77,7 +77,8 @@ export function drawChart(container, spec) {
   const x = (t) => PAD.left + ((t - t0) / (t1 - t0)) * (width - PAD.left - PAD.right);
   const y = (v) => PAD.top + ((hi - v) / (hi - lo)) * (HEIGHT - PAD.top - PAD.bottom);
 
-  const root = svg("svg", { width, height: HEIGHT, viewBox: `0 0 ${width} ${HEIGHT}`, class: "chart-svg" });
+  // the container is the image (role="img", its label); the chart's table alternative gives the values
+  const root = svg("svg", { width, height: HEIGHT, viewBox: `0 0 ${width} ${HEIGHT}`, class: "chart-svg", "aria-hidden": "true" });
   const clip = svg("clipPath", { id: "plot-area" });
   clip.append(svg("rect", { x: PAD.left, y: PAD.top, width: width - PAD.left - PAD.right, height: HEIGHT - PAD.top - PAD.bottom }));
   root.append(clip);
@@ -107,7 +108,7 @@ export function drawChart(container, spec) {
     const last = ceiling.points.filter(([t, v]) => Number.isFinite(v) && t <= t1).at(-1);
     plot.append(svg("text", { x: width - PAD.right - 4, y: y(last[1]) - 4, class: "cap-label", "text-anchor": "end", fill: ceiling.color }, ceiling.label));
   } else if (Number.isFinite(ceilingMax)) {
-    root.append(svg("text", { x: width - PAD.right - 4, y: PAD.top - 3, class: "cap-label", "text-anchor": "end", fill: ceiling.color }, `${ceiling.label} (above the scale)`));
+    root.append(svg("text", { x: width - PAD.right - 4, y: PAD.top - 3, class: "cap-label", "text-anchor": "end", fill: ceiling.color }, aboveScale(ceiling.label)));
   }
   for (const s of series) {
     const d = pathOf(s.points, x, y, s.step, s.stepMs || 900_000);
@@ -117,7 +118,7 @@ export function drawChart(container, spec) {
   root.append(plot);
   if (nowMs >= t0 && nowMs <= t1) {
     root.append(svg("line", { x1: x(nowMs), x2: x(nowMs), y1: PAD.top - 4, y2: HEIGHT - PAD.bottom, class: "now" }));
-    root.append(svg("text", { x: x(nowMs) + 4, y: HEIGHT - PAD.bottom - 4, class: "now-label" }, `now ${hhmm(nowMs)}`));
+    root.append(svg("text", { x: x(nowMs) + 4, y: HEIGHT - PAD.bottom - 4, class: "now-label" }, nowLabel));
   }
   const cursor = svg("line", { y1: PAD.top, y2: HEIGHT - PAD.bottom, class: "cursor", visibility: "hidden" });
   root.append(cursor);

@@ -1,10 +1,13 @@
 // The operator's export schedule as CSV: "timestamp,export_kw", one quarter-hour per line, timestamps with offset.
+import { t } from "./i18n.js";
+
 const OFFSET = /(Z|[+-]\d{2}:?\d{2})$/i;
 const QUARTER_MS = 15 * 60 * 1000;
 
 export class ScheduleError extends Error {}
 
-// Returns the API body {points: [{start, export_w}]}; throws ScheduleError naming the line of the first problem.
+// Returns the API body {points: [{start, export_w}]}; throws ScheduleError naming the line of the first problem
+// (in the page's language).
 export function parseScheduleCsv(text) {
   const points = [];
   const lines = text.split(/\r?\n/);
@@ -15,28 +18,28 @@ export function parseScheduleCsv(text) {
     const cells = line.split(/[,;]/).map((c) => c.trim());
     if (points.length === 0 && /^timestamp$/i.test(cells[0])) {
       if (!/^export_kw$/i.test(cells[1] || "")) {
-        throw new ScheduleError(`line ${n}: the header must be "timestamp,export_kw"`);
+        throw new ScheduleError(t("csv.header", { n }));
       }
       return;
     }
-    if (cells.length !== 2) throw new ScheduleError(`line ${n}: needs two values, timestamp and export_kw`);
+    if (cells.length !== 2) throw new ScheduleError(t("csv.two", { n }));
     const [stamp, value] = cells;
     if (!OFFSET.test(stamp)) {
-      throw new ScheduleError(`line ${n}: timestamp "${stamp}" needs its UTC offset, e.g. 2026-06-21T12:00:00+02:00`);
+      throw new ScheduleError(t("csv.offset", { n, stamp }));
     }
     const ms = Date.parse(stamp);
-    if (!Number.isFinite(ms)) throw new ScheduleError(`line ${n}: "${stamp}" is not an ISO 8601 timestamp`);
-    if (ms % QUARTER_MS !== 0) throw new ScheduleError(`line ${n}: ${stamp} is not the start of a quarter-hour`);
+    if (!Number.isFinite(ms)) throw new ScheduleError(t("csv.iso", { n, stamp }));
+    if (ms % QUARTER_MS !== 0) throw new ScheduleError(t("csv.quarter", { n, stamp }));
     const kw = Number(value);
     if (value === "" || !Number.isFinite(kw) || kw < 0) {
-      throw new ScheduleError(`line ${n}: export_kw "${value}" must be a number ≥ 0 (kW)`);
+      throw new ScheduleError(t("csv.kw", { n, value }));
     }
     if (points.length && ms <= Date.parse(points[points.length - 1].start)) {
-      throw new ScheduleError(`line ${n}: ${stamp} must be later than the line before`);
+      throw new ScheduleError(t("csv.order", { n, stamp }));
     }
     points.push({ start: stamp, export_w: kw * 1000 });
   });
-  if (points.length === 0) throw new ScheduleError("the schedule has no quarter-hours; paste or choose a CSV file");
+  if (points.length === 0) throw new ScheduleError(t("csv.empty"));
   return { points };
 }
 
