@@ -11,13 +11,14 @@ the directly polled sites; :func:`build_edge` builds the controller an edge runs
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from sparcs.config.schema import FleetConfig
 from sparcs.controller.cycle import Clock, Controller, Planner, Poller, Writer
 from sparcs.controller.device_control import DeviceControl
 from sparcs.controller.metrics import Metrics
-from sparcs.controller.planning import FleetPlanner
+from sparcs.controller.planning import LOAD_HISTORY_S, FleetPlanner
 from sparcs.controller.prices import PriceSource
 from sparcs.controller.store import Store
 from sparcs.controller.weather import weather_service
@@ -72,7 +73,13 @@ def build_controller(
         writer=writer,
         planner=planner
         if planner is not None
-        else FleetPlanner(cfg, worker, weather=weather_service(cfg), prices=prices),
+        else FleetPlanner(
+            cfg,
+            worker,
+            weather=weather_service(cfg),
+            prices=prices,
+            load_history=partial(store.load_quarters, clock.now() - LOAD_HISTORY_S, clock.now()),
+        ),
         device_control=device_control,
         metrics=Metrics(),
         prices=prices,

@@ -3,8 +3,16 @@
 A register map ("profile") maps telemetry keys (``pv_w``, ``energy_wh``, ``soc`` ...) and control
 keys (``pv_limit_pct``, ``pv_limit_w``, ``battery_setpoint_w``, ``revert_timer_s``) onto registers:
 address (0-based protocol address), type, scale, unit, access, table, byte and word order, sign
-and the vendor's not-implemented values. ``value_in_unit = raw × scale × sign``; the unit then
-converts to SI (kW → W, kWh → Wh, % → fraction for ``soc``).
+and the vendor's not-implemented values. ``value_in_unit = raw × scale × 10^sf × sign`` (``sf``
+from the register's ``scale_factor`` register, a SunSpec-style power of ten; 0 without one), negated
+while the bits ``negative_if`` names are set; the unit then converts to SI (kW → W, kWh → Wh,
+% → fraction for ``soc``).
+
+A map describes one device kind; ``hybrid`` is one device (one unit id) with a PV and a battery
+role, so its map has keys of both. Battery power is set either as a signed setpoint
+(``battery_setpoint_w``) or as "command + unsigned power": a ``battery_command`` register taking
+the raw values ``battery_commands`` names for charge, discharge and stop, beside the unsigned
+``battery_power_w`` (both directions) or ``battery_charge_w`` / ``battery_discharge_w`` (one each).
 
 Both sides of the wire read this schema: the drivers (drivers/profiles.py adds the codec a client
 uses) and the simulators (which serve a map from their own register encoding, so a codec bug on
@@ -26,6 +34,7 @@ PROFILE_DIR = CONFIG_DIR / "profiles"
 
 RegType = Literal["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32"]
 SIZES = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "int64": 4, "uint64": 4, "float32": 2}
+MAX_STRINGS = 8
 UNIT_TO_SI = {"W": 1.0, "kW": 1000.0, "Wh": 1.0, "kWh": 1000.0, "%": 1.0, "s": 1.0, "": 1.0}
 
 # Which units each key accepts; the value the drivers pass on is in the key's SI unit.
@@ -50,8 +59,32 @@ KEY_UNITS: dict[str, tuple[str, ...]] = {
     "revert_timer_s": ("s",),
     "heartbeat": ("",),
     "battery_mode": ("",),
+    "inverter_w": ("W", "kW"),
+    "battery_status": ("",),
+    "battery_command": ("",),
+    "battery_power_w": ("W", "kW"),
+    "battery_charge_w": ("W", "kW"),
+    "battery_discharge_w": ("W", "kW"),
+    **{f"mppt_{i}_dc_w": ("W", "kW") for i in range(1, MAX_STRINGS + 1)},
 }
-CONTROL_KEYS = ("pv_limit_pct", "pv_limit_w", "battery_setpoint_w", "revert_timer_s", "heartbeat", "battery_mode")
+"""``inverter_w``: a hybrid's PV and battery power together (its AC output, or its DC input): without
+a ``pv_w`` register its PV is ``inverter_w − battery_w``; ``mppt_<i>_dc_w``: one string's DC power
+(without ``pv_w`` and ``inverter_w`` the PV is their sum); ``battery_status``: raw status bits, read
+for ``negative_if`` only."""
+CONTROL_KEYS = (
+    "pv_limit_pct",
+    "pv_limit_w",
+    "battery_setpoint_w",
+    "revert_timer_s",
+    "heartbeat",
+    "battery_mode",
+    "battery_command",
+    "battery_power_w",
+    "battery_charge_w",
+    "battery_discharge_w",
+)
+BATTERY_POWER_KEYS = ("battery_power_w", "battery_charge_w", "battery_discharge_w")
+"""The unsigned power registers of "command + unsigned power" (docs/devices.md "Vendor profiles")."""
 StateName = Literal["producing", "limited", "standby", "off"]
 
 
@@ -61,6 +94,14 @@ class ProfileError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class SignBits(_Strict):
+    """The value is negative while ``raw(key) & mask`` is not 0 (a vendor's direction bits beside an
+    unsigned power, e.g. Sungrow's battery running state)."""
+
+    key: str = Field(description="a key of `registers` holding the bits")
+    mask: int = Field(gt=0, le=0xFFFFFFFF)
 
 
 class Register(_Strict):
@@ -74,10 +115,22 @@ class Register(_Strict):
     table: Literal["holding", "input"] = "holding"
     sign: Literal[1, -1] = Field(default=1, description="-1 when the vendor's sign is opposite to ours")
     not_implemented: list[int] = Field(default_factory=list, description="raw values meaning 'no value' (NaN)")
+    scale_factor: int | None = Field(
+        default=None, ge=0, le=65535, description="address of an int16 power of ten in the same table (SunSpec `_SF`)"
+    )
+    negative_if: SignBits | None = None
 
     @property
     def size(self) -> int:
         return SIZES[self.type]
+
+
+class BatteryCommands(_Strict):
+    """The raw values of ``battery_command`` that charge, discharge and stop the battery."""
+
+    charge: int
+    discharge: int
+    stop: int
 
 
 class WriteStep(_Strict):
@@ -117,7 +170,7 @@ class RegisterMap(_Strict):
     vendor: str
     devices: str = Field(description="the products this map is written for")
     source: str = Field(description="the vendor document the addresses come from")
-    kind: Literal["pv_inverter", "battery", "meter"]
+    kind: Literal["pv_inverter", "battery", "meter", "hybrid"]
     byte_order: Literal["big", "little"] = "big"
     word_order: Literal["big", "little"] = "big"
     max_gap: int = Field(default=0, ge=0, le=100, description="unmapped registers a read may span")
@@ -131,6 +184,9 @@ class RegisterMap(_Strict):
     )
     battery_enable: list[WriteStep] = Field(
         default_factory=list, description="writes before every battery setpoint that put the device under our control"
+    )
+    battery_commands: BatteryCommands | None = Field(
+        default=None, description="the raw `battery_command` values of command + unsigned power"
     )
     fail_safe: FailSafe = Field(description="what the device does when the controller stops writing")
 
@@ -152,10 +208,39 @@ class RegisterMap(_Strict):
                     problems.append(f"{field_name}[{i}].key: '{step.key}' is not in registers")
         if self.state_codes and "operating_state" not in self.registers:
             problems.append("state_codes: the map has no operating_state register")
-        problems += self._fail_safe_problems()
+        problems += self._register_problems() + self._command_problems() + self._fail_safe_problems()
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _register_problems(self) -> list[str]:
+        out = []
+        for key, reg in self.registers.items():
+            if (reg.scale_factor is not None or reg.negative_if is not None) and reg.access != "r":
+                out.append(f"registers.{key}: scale_factor and negative_if are for read-only registers")
+            bits = reg.negative_if
+            if bits is not None and bits.key not in self.registers:
+                out.append(f"registers.{key}.negative_if.key: '{bits.key}' is not in registers")
+        return out
+
+    def _command_problems(self) -> list[str]:
+        """Command + unsigned power: the command register, its values and a power register go together."""
+        keys = self.registers
+        powers = [k for k in BATTERY_POWER_KEYS if k in keys]
+        out = []
+        if ("battery_command" in keys) != (self.battery_commands is not None):
+            out.append("battery_commands: give the battery_command register and its values together")
+        if "battery_command" in keys:
+            if "battery_setpoint_w" in keys:
+                out.append("registers.battery_setpoint_w: a map sets battery power by setpoint or by command, not both")
+            if powers not in (["battery_power_w"], ["battery_charge_w", "battery_discharge_w"]):
+                out.append(
+                    "registers: command + unsigned power needs battery_power_w, or battery_charge_w and "
+                    "battery_discharge_w"
+                )
+        elif powers:
+            out.append(f"registers.{powers[0]}: an unsigned power register needs a battery_command register")
+        return out
 
     def _fail_safe_problems(self) -> list[str]:
         fs = self.fail_safe

@@ -344,6 +344,12 @@ class DeviceVariant(Strict):
         default=203,
         description="meter model: 201 single phase, 202 split phase, 203 three-phase wye, 204 three-phase delta",
     )
+    clock_offset_s: float = Field(
+        default=0.0, ge=-1e9, le=1e9, description="the device clock (SunSpec 122 Tms) this far ahead of true time"
+    )
+    clock_rate: float = Field(
+        default=1.0, gt=0, le=100, description="device seconds per true second: its clock and revert timers run so"
+    )
 
 
 class FaultSpec(Strict):
@@ -401,6 +407,9 @@ class DispatchConfig(Strict):
         "at most 60 s, so a device that answers again is back within a minute",
     )
     revert_timeout_s: int = Field(default=600, ge=10, le=65_535, description="revert timer written with limits")
+    max_device_clock_skew_s: float = Field(
+        default=60.0, gt=0, le=86_400, description="a device clock (SunSpec 122) further off ours than this is an alarm"
+    )
     modbus_timeout_s: float = Field(default=1.0, gt=0, le=30)
     max_concurrency: int = Field(default=256, ge=1, le=10_000)
     min_pv_limit_pct: float = Field(

@@ -15,12 +15,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sparcs.controller.history import StoreWriter, WriteJob
 from sparcs.controller.state import device_problem
 from sparcs.controller.store import Store
-from sparcs.drivers.telemetry import Telemetry
+from sparcs.drivers.telemetry import CLOCK_KEY, Telemetry
 from sparcs.drivers.writer import WriteResult
 
 log = logging.getLogger("sparcs.alarms")
 
-FOLLOWED_PREFIXES = ("device:", "write:", "relay:", "prices:")
+FOLLOWED_PREFIXES = ("device:", "write:", "relay:", "prices:", "clock:")
 """Sources whose open alarms are taken over from the store at start-up."""
 
 
@@ -66,9 +66,10 @@ class Alarms:
             log.warning("alarm %s not stored, tried again at the next poll: %s", source, exc)
             self._store_error("alarm")
 
-    def devices(self, telemetry: Mapping[str, Telemetry], now: float) -> None:
+    def devices(self, telemetry: Mapping[str, Telemetry], now: float, max_clock_skew_s: float = 60.0) -> None:
         """A device that cannot take part in control (:func:`~sparcs.controller.state.device_problem`:
-        stale, or a required value not good) is an alarm until it can again."""
+        stale, or a required value not good) is an alarm until it can again; so is a device whose own
+        clock (``clock_offset_s``, SunSpec 122) is more than ``max_clock_skew_s`` off ours."""
         for t in telemetry.values():
             problem = device_problem(t)
             self.follow(
@@ -77,6 +78,16 @@ class Alarms:
                 now,
                 f"device {t.device_id} (site {t.site_id}) {problem}; its site is left out of the plan meanwhile",
             )
+            r = t.values.get(CLOCK_KEY)
+            if r is not None or f"clock:{t.device_id}" in self.open:
+                offset = r.value if r is not None and r.quality == "good" else None
+                self.follow(
+                    f"clock:{t.device_id}",
+                    offset is not None and abs(offset) > max_clock_skew_s,
+                    now,
+                    f"device {t.device_id} (site {t.site_id}): its clock is {offset or 0.0:+.0f} s off ours (more "
+                    f"than {max_clock_skew_s:g} s); its revert timers are judged on its clock: set its time source",
+                )
 
     def writes(self, results: Mapping[str, WriteResult], now: float) -> None:
         """A setpoint that could not be written, reads back differently, or that the device can only

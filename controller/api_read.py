@@ -133,6 +133,14 @@ async def forecast(_: Viewer, view: View) -> dict[str, Any]:
     return {"forecast": None} if found is None else found
 
 
+@router.get("/forecast/quality")
+async def forecast_quality(_: Viewer, view: View) -> dict[str, Any]:
+    """How good the forecasts have been: per kind and lead band (hours ahead, [from, to)), the periods
+    judged, the MAE normalised by each site's norm (PV: kWp; load: mean load) and the skill against
+    persistence and climatology (1 − MAE ÷ the reference's MAE; above 0 beats it)."""
+    return {"quality": view.forecast_quality()}
+
+
 @router.get("/caps")
 async def caps(_: Viewer, view: View) -> dict[str, Any]:
     """The limits in force now per site (W): feed-in cap, export cap and export ceiling now, connection,

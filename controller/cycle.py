@@ -47,8 +47,9 @@ from sparcs.controller.setpoints import (
 )
 from sparcs.controller.state import FleetState, build_state
 from sparcs.controller.store import Store
+from sparcs.drivers.device import KIND_ROLES
 from sparcs.drivers.telemetry import Telemetry
-from sparcs.drivers.writer import Setpoint, WriteResult
+from sparcs.drivers.writer import Setpoint, WriteResult, uncontrolled_roles
 from sparcs.optimizer.forecast_quality import QualityRow
 
 log = logging.getLogger("sparcs.controller")
@@ -219,6 +220,7 @@ class Controller:
                 para14a_limit_w=dimmed,
                 pool_limit_w=pooled,
                 monitor_only=self.device_control.monitor_only,
+                uncontrolled=self.uncontrolled_roles(),
             )
             self.state = state
             self.last_poll_s = now
@@ -226,7 +228,7 @@ class Controller:
             if self.cfg.grid.export_guard:
                 report.guarded_sites = self._guard(state)
             summary = state.summary()
-            self.alarms.devices(telemetry, now)
+            self.alarms.devices(telemetry, now, self.cfg.dispatch.max_device_clock_skew_s)
             await self._follow_prices(now)
             self._observe_poll(telemetry, summary)
             # Queued for the store's writer thread: a failing store is reported from there (the log,
@@ -234,6 +236,26 @@ class Controller:
             self.history.record(state, telemetry, summary)
             report.online, report.stale = summary["online"], summary["stale"]
             report.poll_s = time.perf_counter() - t0
+
+    def uncontrolled_roles(self) -> dict[str, tuple[str, ...]]:
+        """Device id → the roles the writer refuses it (no fail-safe accepted, or no control register
+        for the role; :func:`drivers.writer.uncontrolled_roles`), for the devices whose driver the
+        poller holds: planned as not controlled in those roles."""
+        out: dict[str, tuple[str, ...]] = {}
+        for _site, dev in self.cfg.devices():
+            try:
+                driver = getattr(self.poller.state(dev.id), "driver", None)
+            except KeyError:
+                continue
+            roles = uncontrolled_roles(driver, dev) if driver is not None else ()
+            if roles:
+                out[dev.id] = roles
+        return out
+
+    def _unprotected(self) -> set[str]:
+        """Devices the writer refuses every setpoint: they get no share of their site's command."""
+        kinds = {dev.id: dev.kind for _site, dev in self.cfg.devices()}
+        return {d for d, roles in self.uncontrolled_roles().items() if roles == KIND_ROLES.get(kinds[d], ())}
 
     def price_now(self, now: float) -> float | None:
         """Day-ahead price (EUR/MWh) of the current quarter-hour from the price source, or None: the
@@ -373,9 +395,10 @@ class Controller:
         tel = self.state.telemetry if self.state else {}
         out: dict[str, Setpoint] = {}
         commands = self._follow_schedule(now, {s.id: site_command(self.site_facts(s.id, now)) for s in self.cfg.sites})
+        skip = self.device_control.monitor_only | self._unprotected()
         for site in self.cfg.sites:
             cmd = commands[site.id]
-            for dev_id, (pv_limit, bat) in split_to_devices(site, cmd, self.device_control.monitor_only).items():
+            for dev_id, (pv_limit, bat) in split_to_devices(site, cmd, skip).items():
                 t = tel.get(dev_id)
                 if t is None or t.status != "online":
                     continue  # an unreachable device gets no write: it falls back to its installer configuration

@@ -48,6 +48,7 @@ from sparcs.controller.state import FleetState
 from sparcs.controller.store import Store
 from sparcs.drivers.device import fail_safe_of
 from sparcs.drivers.writer import Setpoint
+from sparcs.optimizer.forecast_quality import QualityRow
 
 STALE_POLLS = 3
 """Data older than this many poll intervals is stale (and /readyz fails)."""
@@ -135,6 +136,8 @@ class ControlSnapshot:
     prices: tuple[tuple[float, float | None], ...] = ()
     """(start, EUR/MWh or None) of the quarter-hour of ``taken_s`` and the next, from the price
     source (:meth:`Controller.price_now <sparcs.controller.cycle.Controller.price_now>`)."""
+    forecast_quality: tuple[QualityRow, ...] = ()
+    """How the planner's forecasts fared so far, per kind and lead band (docs/forecasts.md "Quality")."""
 
 
 def take_snapshot(ctl: Controller) -> ControlSnapshot:
@@ -154,6 +157,7 @@ def take_snapshot(ctl: Controller) -> ControlSnapshot:
         switches=ctl.device_control.switches(),
         fail_safes=_fail_safes(ctl),
         prices=tuple((q, ctl.price_now(q)) for q in (now - now % QUARTER_S, now - now % QUARTER_S + QUARTER_S)),
+        forecast_quality=tuple(ctl.planner.forecast_quality()),
     )
 
 
@@ -431,6 +435,13 @@ class ControllerView:
                 "export_ceiling_w": ceilings,
             }
         )
+
+    def forecast_quality(self) -> list[dict[str, Any]]:
+        """The planner's forecast quality: per kind (``pv``, ``load``) and lead band, the normalised MAE
+        and the skill against persistence and climatology (docs/forecasts.md "Quality"); None where
+        nothing has been measured yet."""
+        snap, _ = self._snap()
+        return [q.as_dict() for q in snap.forecast_quality]
 
     def price_now(self, now: float) -> float | None:
         """Day-ahead price (EUR/MWh) of the quarter-hour of ``now`` from the prices in force (the

@@ -83,8 +83,9 @@ class SiteState:
     controllable: bool
     flex_up_w: float
     flex_down_w: float
-    # Every PV inverter / battery of the site is controlled (the fleet file's ``control`` and the
-    # run-time switch, controller/device_control.py); the planner offers only what is.
+    # Every PV inverter / battery of the site is controlled (the fleet file's ``control``, the
+    # run-time switch, controller/device_control.py, and a fail-safe the writer accepts); the
+    # planner offers only what is.
     pv_controlled: bool = True
     battery_controlled: bool = True
 
@@ -173,10 +174,14 @@ def build_state(
     para14a_limit_w: dict[str, float] | None = None,
     pool_limit_w: dict[str, float] | None = None,
     monitor_only: Collection[str] = frozenset(),
+    uncontrolled: Mapping[str, Collection[str]] | None = None,
 ) -> FleetState:
     """FleetState from the latest telemetry per device id. ``para14a_limit_w``: sites dimmed now → limit W;
     ``pool_limit_w``: sites under a pool limit now → their export limit W (``grid_rules.pool_share_w``);
-    ``monitor_only``: devices switched to monitor-only at run time (not controlled, like ``control: false``)."""
+    ``monitor_only``: devices switched to monitor-only at run time (not controlled, like ``control: false``);
+    ``uncontrolled``: device id → the roles (``pv``, ``battery``) the writer refuses it
+    (:func:`drivers.writer.uncontrolled_roles`: no fail-safe, or no control register for the role):
+    not controlled in those roles either."""
     sites: dict[str, SiteState] = {}
     for site in cfg.sites:
         tel = {d.id: telemetry.get(d.id) for d in site.devices}
@@ -197,6 +202,9 @@ def build_state(
             load_w = grid_w + pv_w + battery_w
         controllable = all(device_problem(t) is None for t in tel.values())
         ctl = {d.id: d.control and d.id not in monitor_only for d in site.devices}
+        refused = uncontrolled or {}
+        pv_ctl = all(ctl[d] and "pv" not in refused.get(d, ()) for d in pv_ids)
+        bat_ctl = all(ctl[d] and "battery" not in refused.get(d, ()) for d in bat_ids)
         up, down = (0.0, 0.0)
         if controllable:
             up, down = site_flexibility(
@@ -205,8 +213,8 @@ def build_state(
                 battery_w=battery_w,
                 grid_w=grid_w,
                 soc=soc,
-                battery_controllable=bool(bat_ids) and all(ctl[d] for d in bat_ids),
-                pv_controllable=bool(pv_ids) and all(ctl[d] for d in pv_ids),
+                battery_controllable=bool(bat_ids) and bat_ctl,
+                pv_controllable=bool(pv_ids) and pv_ctl,
                 dimmed_charge_w=(para14a_limit_w or {}).get(site.id),
                 pool_limit_w=(pool_limit_w or {}).get(site.id),
             )
@@ -228,7 +236,7 @@ def build_state(
             controllable=controllable,
             flex_up_w=up,
             flex_down_w=down,
-            pv_controlled=all(ctl[d] for d in pv_ids),
-            battery_controlled=all(ctl[d] for d in bat_ids),
+            pv_controlled=pv_ctl,
+            battery_controlled=bat_ctl,
         )
     return FleetState(ts=ts, sites=sites, telemetry=dict(telemetry))

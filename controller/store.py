@@ -45,6 +45,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 
 from sparcs.controller import migrate
 from sparcs.controller.migrate import MigrationError
@@ -265,6 +268,38 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+class _QuarterOf(FunctionElement[int]):
+    """The quarter-hour a Unix time falls in (``floor(ts / 900)``) in the store's SQL dialect."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(_QuarterOf)
+def _quarter_of_default(element: _QuarterOf, compiler: Any, **kw: Any) -> str:
+    return f"FLOOR({compiler.process(element.clauses, **kw)} / 900)"
+
+
+@compiles(_QuarterOf, "sqlite")
+def _quarter_of_sqlite(element: _QuarterOf, compiler: Any, **kw: Any) -> str:
+    # SQLite has FLOOR only when built with its math functions; times are positive, so truncation is floor.
+    return f"(CAST({compiler.process(element.clauses, **kw)} AS INTEGER) / 900)"
+
+
+def _quarter_of(ts: ColumnElement[float]) -> _QuarterOf:
+    return _QuarterOf(ts)
+
+
+@dataclass(frozen=True)
+class LoadQuarters:
+    """Stored household load per site and quarter-hour: mean (W) over the site history rows in it."""
+
+    site_ids: list[str]
+    start_s: list[float]
+    mean_w: list[float]
+    rows: list[int]
+
+
 @dataclass(frozen=True)
 class TokenRow:
     name: str
@@ -405,6 +440,24 @@ class Store:
                 .order_by(site_history.c.ts)
             )
             return [dict(r._mapping) for r in res]
+
+    def load_quarters(self, start_s: float, end_s: float) -> LoadQuarters:
+        """Every site's mean household load per quarter-hour in [start, end) and the rows behind each
+        (one query, grouped in the database: the forecasts learn from it after a restart)."""
+        q = _quarter_of(site_history.c.ts)
+        stmt = (
+            select(site_history.c.site_id, q, func.avg(site_history.c.load_w), func.count(site_history.c.load_w))
+            .where(site_history.c.ts >= start_s, site_history.c.ts < end_s, site_history.c.load_w.is_not(None))
+            .group_by(site_history.c.site_id, q)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return LoadQuarters(
+            [r[0] for r in rows],
+            [float(r[1]) * 900.0 for r in rows],
+            [float(r[2]) for r in rows],
+            [int(r[3]) for r in rows],
+        )
 
     def add_edge_polls(self, rows: Sequence[dict[str, Any]]) -> int:
         """Store the edge polls among ``rows`` (site_id, seq, ts, received_at, edge_id, devices) not

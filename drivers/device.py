@@ -125,6 +125,7 @@ class Device(Protocol):
     #   fail_safe: config.register_map.FailSafe  (revert_timer, watchdog with interval_s, or none)
     #   can_stop_pv: bool  (pv_limit_writes(0.0, ...) stops the inverter at 0 W)
     #   revert_left_s(kind) -> float | None  (what the device's own revert timer had left at the latest poll)
+    #   roles: tuple[SetpointKind, ...]  (the setpoints it takes; absent: every role of its kind)
 
 
 NO_FAIL_SAFE = FailSafe(kind="none", note="the device declares no fail-safe")
@@ -153,6 +154,22 @@ def revert_left_of(device: Device, kind: SetpointKind) -> float | None:
     fn = getattr(device, "revert_left_s", None)
     left = fn(kind) if callable(fn) else None
     return float(left) if isinstance(left, int | float) else None
+
+
+KIND_ROLES: dict[str, tuple[SetpointKind, ...]] = {
+    "pv_inverter": ("pv",),
+    "battery": ("battery",),
+    "hybrid": ("pv", "battery"),
+}
+"""The setpoints a device kind takes: a hybrid both, its PV limit first."""
+
+
+def roles_of(device: Device, kind: str) -> tuple[SetpointKind, ...]:
+    """The setpoints ``device`` (of config kind ``kind``) takes: its optional member ``roles`` (a vendor
+    profile without a control register for a role does not take it), else every role of its kind."""
+    roles = getattr(device, "roles", None)
+    every = KIND_ROLES.get(kind, ())
+    return tuple(r for r in every if r in roles) if isinstance(roles, tuple) else every
 
 
 LinkFor = Callable[[], Link]

@@ -166,6 +166,9 @@ class FleetPoller:
             self._failed(s, self.clock(), f"unexpected {type(exc).__name__}: {exc}", attempted=True)
             return
         t = self.clock()
+        device_time = raw.pop("device_time_s", None)
+        if device_time is not None:  # the device's own clock, ahead of ours by (docs/devices.md "Device clocks")
+            raw["clock_offset_s"] = device_time - t
         values = mark_frozen(
             s.cfg.kind, judge(s.cfg.kind, raw, s.bounds), s.watches, t, self.settings.stale_after_polls
         )

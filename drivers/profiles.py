@@ -2,14 +2,15 @@
 
 The map schema, its loader and ProfileError live in :mod:`config.register_map` (the simulators
 serve the same maps); this module adds the codec and read planning the drivers use.
-``value_in_unit = raw × scale × sign``; the unit then converts to SI (kW → W, kWh → Wh,
-% → fraction for ``soc``).
+``value_in_unit = raw × scale × 10^sf × sign`` (``sf`` from the register's ``scale_factor``
+register, else 0), negated while its ``negative_if`` bits are set; the unit then converts to SI
+(kW → W, kWh → Wh, % → fraction for ``soc``).
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sparcs.config.register_map import (
@@ -29,22 +30,46 @@ class Profile(RegisterMap):
     """A vendor register map with the drivers' codec and read planning."""
 
     def blocks(self) -> list[tuple[str, int, int, list[str]]]:
-        """Read requests (table, address, count, keys) covering every register, merged across small gaps."""
+        """Read requests (table, address, count, keys) covering every register and the scale factors
+        they name, merged across small gaps."""
         out: list[tuple[str, int, int, list[str]]] = []
         for table in ("holding", "input"):
-            regs = sorted((r.address, r.size, k) for k, r in self.registers.items() if r.table == table)
-            for addr, size, key in regs:
+            spans = {(r.address, r.size, k) for k, r in self.registers.items() if r.table == table}
+            spans |= {(r.scale_factor, 1, "") for r in self.registers.values() if r.table == table and r.scale_factor}
+            for addr, size, key in sorted(spans):
+                named = [key] if key else []
                 if out and out[-1][0] == table:
                     _, start, count, keys = out[-1]
                     end = start + count
                     if addr <= end + self.max_gap and addr + size - start <= 125:
-                        out[-1] = (table, start, max(end, addr + size) - start, [*keys, key])
+                        out[-1] = (table, start, max(end, addr + size) - start, [*keys, *named])
                         continue
-                out.append((table, addr, size, [key]))
+                out.append((table, addr, size, named))
         return out
 
-    def decode(self, key: str, regs: list[int]) -> float | None:
-        """The SI value of ``key`` from its raw registers, or None for a not-implemented value."""
+    def values_from(self, seen: Mapping[str, Mapping[int, int]]) -> dict[str, float | None]:
+        """Every key's SI value from the raw registers read (table → address → register), with its
+        scale factor and direction bits applied; None where not implemented."""
+        out: dict[str, float | None] = {}
+        for key, r in self.registers.items():
+            regs = seen[r.table]
+            sf = 0
+            if r.scale_factor is not None:
+                raw_sf = regs[r.scale_factor]
+                sf = raw_sf - 0x10000 if raw_sf & 0x8000 else raw_sf
+                if raw_sf == 0x8000:  # SunSpec's not-implemented scale factor
+                    out[key] = None
+                    continue
+            out[key] = self.decode(key, [regs[r.address + i] for i in range(r.size)], sf)
+        for key, r in self.registers.items():
+            bits, v = r.negative_if, out[key]
+            if bits is not None and v is not None:
+                status = out[bits.key]
+                out[key] = None if status is None else -v if int(status) & bits.mask else v
+        return out
+
+    def decode(self, key: str, regs: list[int], sf: int = 0) -> float | None:
+        """The SI value of ``key`` from its raw registers (times 10^``sf``), or None for a not-implemented value."""
         r = self.registers[key]
         words = list(regs[: r.size])
         if self.word_order == "little":
@@ -63,7 +88,7 @@ class Profile(RegisterMap):
             v = unsigned - (1 << (16 * r.size))
         else:
             v = unsigned
-        si = v * r.scale * r.sign * UNIT_TO_SI[r.unit]
+        si = v * r.scale * 10.0**sf * r.sign * UNIT_TO_SI[r.unit]
         return si / 100.0 if key == "soc" else si
 
     def encode(self, key: str, value_si: float) -> list[int]:

@@ -8,7 +8,7 @@ from sparcs.config.register_map import FailSafe
 from sparcs.config.schema import DeviceConfig
 from sparcs.drivers import sunspec_control
 from sparcs.drivers.device import UNKNOWN, InForce, LinkFor, SetpointKind, WritePlan, pv_limit_in_telemetry
-from sparcs.drivers.discovery import SunSpecMap, discover, read_model
+from sparcs.drivers.discovery import MAX_READ, ModelLocation, SunSpecMap, discover, read_model
 from sparcs.drivers.errors import DeviceError
 from sparcs.drivers.link import Link
 from sparcs.drivers.sunspec_codec import Models
@@ -23,6 +23,23 @@ SUNSPEC_FAIL_SAFE = FailSafe(
 )
 METER_FAIL_SAFE = FailSafe(kind="none", note="a meter takes no setpoints")
 NO_CONTROL_FAIL_SAFE = FailSafe(kind="none", note="no SunSpec control model (124 or 704): monitor only")
+
+
+def adjacent_runs(locations: tuple[ModelLocation, ...]) -> list[list[ModelLocation]]:
+    """The models in runs that one request can read: each starts where the one before ends, together
+    at most 125 registers (122 + 123 + 160 of a PV inverter in one read)."""
+    runs: list[list[ModelLocation]] = []
+    for loc in sorted(locations, key=lambda m: m.addr):
+        last = runs[-1][-1] if runs else None
+        if (
+            last is not None
+            and loc.addr == last.addr + last.length + 2
+            and (loc.addr + loc.length + 2 - runs[-1][0].addr <= MAX_READ)
+        ):
+            runs[-1].append(loc)
+        else:
+            runs.append([loc])
+    return runs
 
 
 class SunSpecDevice:
@@ -74,15 +91,22 @@ class SunSpecDevice:
         self._polls_since_static += 1
         read = self.link.reader(self.unit)
         blocks = {}
-        for loc in self.plan.dynamic:
-            regs = await read_model(read, loc)
-            if regs[0] != loc.model_id:
-                self.forget()
-                raise DeviceError(f"model {loc.model_id} expected at {loc.addr}, found id {regs[0]}: rediscovering")
-            blocks[loc.model_id] = regs
+        for run in adjacent_runs(self.plan.dynamic):
+            start = run[0].addr
+            got = await read(start, run[-1].addr + run[-1].length + 2 - start) if len(run) > 1 else None
+            for loc in run:
+                regs = got[loc.addr - start : loc.addr - start + loc.length + 2] if got else await read_model(read, loc)
+                self._check_id(loc, regs)
+                blocks[loc.model_id] = regs
         self.blocks = blocks
         self.models.update(decode_models(blocks))
         return to_raw_si(self.kind, self.models, self.invert_sign)
+
+    def _check_id(self, loc: ModelLocation, regs: list[int]) -> None:
+        """The model's ID register must read its id, else the layout changed: rediscover."""
+        if regs[0] != loc.model_id:
+            self.forget()
+            raise DeviceError(f"model {loc.model_id} expected at {loc.addr}, found id {regs[0]}: rediscovering")
 
     # --- the Device interface beyond polling ----------------------------------------------------
 

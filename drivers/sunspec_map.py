@@ -9,6 +9,9 @@ control (123/704), its storage control (124) and the battery bank (802, else 713
 is 802's DC power (> 0 discharging), ``pv_w`` the AC output less it (AC out = PV + discharge). Which models a device
 needs is fixed here: ``PollPlan`` names the models read every poll (measurements, controls in
 force, storage state) and the static ones read at discovery (nameplate, settings, capacity).
+Where a PV inverter serves model 122, its ``Tms`` (the device's clock, seconds since 2000-01-01 UTC)
+is read every poll and passed on as ``device_time_s`` (Unix s): the poller turns it into the
+device's clock offset (docs/devices.md "Device clocks").
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ STORAGE_MODELS = (124, 713, 802)
 PV_CONTROL_MODELS = (123, 704)
 STATIC_MODELS = (120, 121, 702, 713, 802)
 MPPT_MODEL = 160
+STATUS_MODEL = 122
+SUNSPEC_EPOCH_S = 946_684_800.0
+"""2000-01-01T00:00:00Z, from which model 122 ``Tms`` counts seconds."""
 MODULE_POINTS = ("DCW",)
 
 # The points each model contributes; decoding only these keeps a poll cheap.
@@ -41,6 +47,7 @@ POINTS: dict[int, tuple[str, ...]] = {
     713: ("WHRtg", "SoC"),
     802: ("W", "SoC", "WHRtg", "WChaRteMax", "WDisChaRteMax", "State", "Evt1"),
     160: ("N",),
+    122: ("Tms",),
 }
 
 # Read once at discovery: only what does not change while the device runs. A dynamic point of a
@@ -76,12 +83,13 @@ def poll_plan(kind: str, found: SunSpecMap) -> PollPlan:
         return PollPlan((need(METER_MODELS, "meter"),), ())
     if kind == "pv_inverter":
         inverter = need(INVERTER_MODELS, "inverter measurement")
-        extra = tuple(m for m in (found.find(*PV_CONTROL_MODELS), found.find(MPPT_MODEL)) if m is not None)
+        optional = (found.find(*PV_CONTROL_MODELS), found.find(MPPT_MODEL), found.find(STATUS_MODEL))
+        extra = tuple(m for m in optional if m is not None)
         return PollPlan((inverter, *extra), static)
     if kind == "hybrid":
         inverter = need(INVERTER_MODELS, "inverter measurement")
         bank = need((802, 713), "battery bank")
-        found_ids = (found.find(*PV_CONTROL_MODELS), found.find(124), bank, found.find(MPPT_MODEL))
+        found_ids = (found.find(*PV_CONTROL_MODELS), found.find(124), bank, found.find(MPPT_MODEL), found.find(122))
         dynamic = (inverter, *(m for m in found_ids if m is not None))
         return PollPlan(dynamic, tuple(m for m in static if m not in dynamic))
     storage = need(STORAGE_MODELS, "storage")
@@ -162,6 +170,9 @@ def to_raw_si(kind: str, models: dict[int, dict], invert_sign: bool = False) -> 
         "operating_state": inv.get("InvSt") if der else inv.get("St"),
         "alarms": inv.get("Alrm") if der else inv.get("Evt1"),
     }
+    tms = models.get(STATUS_MODEL, {}).get("Tms")
+    if isinstance(tms, int | float):
+        common["device_time_s"] = SUNSPEC_EPOCH_S + tms
     if kind == "pv_inverter":
         pv = {"pv_w": None if w is None else sign * w, "wmax_w": wmax, **common}
         if 123 in models or 704 in models:  # without a control model the limit in force is unknown

@@ -34,6 +34,9 @@ BATTERY_KEYS = (
     "alarms",
 )
 METER_KEYS = ("grid_w", "import_wh", "export_wh", "operating_state", "alarms")
+CLOCK_KEY = "clock_offset_s"
+"""How far the device's own clock (SunSpec 122 ``Tms``) is ahead of ours at the poll, s (< 0: behind);
+present only for devices that report a clock."""
 HYBRID_KEYS = (*PV_KEYS[:3], *BATTERY_KEYS)
 """A hybrid inverter: its PV role (``pv_w``, ``pv_limit_w``, ``wmax_w``) and its battery role."""
 KEYS_BY_KIND = {"pv_inverter": PV_KEYS, "battery": BATTERY_KEYS, "meter": METER_KEYS, "hybrid": HYBRID_KEYS}
@@ -118,6 +121,9 @@ def judge(kind: str, raw: dict[str, float | None], bounds: Bounds) -> dict[str, 
             out[key] = MISSING
             continue
         out[key] = Reading(float(v), "good" if _plausible(key, float(v), rating, bounds) else "bad")
+    offset = raw.get(CLOCK_KEY)
+    if offset is not None:
+        out[CLOCK_KEY] = Reading(float(offset), "good")
     for key in sorted(k for k in raw if STRING_KEY.match(k)):
         v = raw[key]
         out[key] = (

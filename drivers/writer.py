@@ -9,8 +9,10 @@ Rules (docs/definitions.md "Revert timers and safe defaults", "Reference bases";
 - a device turns a setpoint into a :class:`drivers.device.WritePlan`: its register writes and one
   read-back that serves both the check and the setpoint in force; a written register the
   read-back does not reach is checked by a read of its own;
-- ``refresh_due`` rewrites a setpoint once 40 % of its timer has passed (before half), on our clock
-  or on the device's own where it reports what its timer has left (SunSpec 704); the timer is
+- ``refresh_due`` rewrites a setpoint once 40 % of its timer has passed (before half), on our clock,
+  on the device's own clock where it reports one (SunSpec 122: the time since the write as the
+  device counts it, our time plus how far its clock offset moved), or where it reports what its
+  timer has left (SunSpec 704); the timer is
   the device's fail-safe (docs/devices.md "Fail-safes"): ``revert_timeout_s`` for a revert timer,
   the watchdog's interval for a watchdog, whose heartbeat each setpoint write carries;
 - a device whose fail-safe is ``none`` is monitor-only unless its config sets
@@ -34,10 +36,21 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sparcs.config.grid_rules import installer_ceiling_w
-from sparcs.config.schema import DispatchConfig
-from sparcs.drivers.device import UNKNOWN, SetpointKind, WritePlan, can_stop_pv, fail_safe_of, revert_left_of
+from sparcs.config.schema import DeviceConfig, DispatchConfig
+from sparcs.drivers.device import (
+    KIND_ROLES,
+    UNKNOWN,
+    Device,
+    SetpointKind,
+    WritePlan,
+    can_stop_pv,
+    fail_safe_of,
+    revert_left_of,
+    roles_of,
+)
 from sparcs.drivers.errors import DeviceError
 from sparcs.drivers.poller import DeviceState, FleetPoller
+from sparcs.drivers.telemetry import CLOCK_KEY
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +59,6 @@ HEARTBEAT_DEADLINE = 0.75  # a watchdog's heartbeat is rewritten before this sha
 MATCH_TOLERANCE = 0.01  # read-back W may differ by 1 % of the base (register resolution)
 
 Action = Literal["limit", "release", "battery", "unchanged", "skipped", "failed"]
-ROLES: dict[str, tuple[SetpointKind, ...]] = {
-    "pv_inverter": ("pv",),
-    "battery": ("battery",),
-    "hybrid": ("pv", "battery"),
-}
-"""The setpoints a device kind takes: a hybrid both, its PV limit first."""
 
 
 @dataclass
@@ -94,6 +101,14 @@ class _Active:
     written_at: float
     revert_s: float
     shortfall_w: float | None = None
+    clock_offset_s: float | None = None  # the device clock's offset at the poll before the write
+
+
+def clock_offset_s(s: DeviceState) -> float | None:
+    """How far the device's clock was ahead of ours at its latest poll (s), where it reports one."""
+    t = s.telemetry
+    r = t.values.get(CLOCK_KEY) if t is not None else None
+    return r.value if r is not None and r.quality == "good" else None
 
 
 class SetpointWriter:
@@ -149,13 +164,21 @@ class SetpointWriter:
         return s.cfg.control and device_id not in self.monitor_only
 
     def _due(self, device_id: str, kind: SetpointKind, a: _Active, now: float) -> bool:
-        """40 % of the timer gone on our clock, or on the device's own: where a device reports what its
-        timer has left (704 ``…RvrtRem``) in a poll after our write, that counts down from the poll."""
+        """40 % of the timer gone on our clock, or on the device's own, judged from a poll after our
+        write: its clock (122 ``Tms``: our time since the write plus how far its offset moved since),
+        or what its timer has left (704 ``…RvrtRem``), counted down from that poll."""
         if now - a.written_at >= REFRESH_FRACTION * a.revert_s:
             return True
         s = self.poller.devices.get(device_id)
         if s is None or s.last_good_at is None or s.last_good_at <= a.written_at:
             return False  # no poll since the write: the device's figure is of an earlier setpoint
+        offset, before = clock_offset_s(s), a.clock_offset_s
+        if (
+            offset is not None
+            and before is not None
+            and now - a.written_at + offset - before >= (REFRESH_FRACTION * a.revert_s)
+        ):
+            return True
         left = revert_left_of(s.driver, kind)
         return left is not None and left - (now - s.last_good_at) <= (1.0 - REFRESH_FRACTION) * a.revert_s
 
@@ -196,14 +219,17 @@ class SetpointWriter:
             return WriteResult(device_id, "skipped", True, detail="monitor only (switched at run time)")
         if s.cfg.kind == "meter":
             return WriteResult(device_id, "skipped", True, detail="meters take no setpoints")
-        if not release and fail_safe_of(s.driver).kind == "none" and not s.cfg.accept_no_fail_safe:
+        if not release and unprotected(s.driver, s.cfg):
             return WriteResult(device_id, "skipped", True, detail=no_fail_safe_detail(device_id))
         t = s.telemetry
         if t is None or t.status == "stale" or t.last_good_at is None:
             return WriteResult(device_id, "failed", False, detail="device not read yet or stale: nothing written")
+        taken = roles_of(s.driver, s.cfg.kind)
         results = [
             await self._apply_role(s, kind, sp.pv_limit_w if kind == "pv" else sp.battery_w, force)
-            for kind in ROLES.get(s.cfg.kind, ())
+            if kind in taken
+            else WriteResult(device_id, "skipped", True, detail=f"the device takes no {kind} setpoint")
+            for kind in KIND_ROLES.get(s.cfg.kind, ())
             if roles is None or kind in roles
         ]
         return results[0] if len(results) == 1 else merged(results[0], results[1])
@@ -348,7 +374,7 @@ class SetpointWriter:
                     f"{[got[i] for i in bad]} instead of {[w.values[i] for i in bad]}"
                 )
         action: Action = "release" if target is None else ("limit" if kind == "pv" else "battery")
-        self.active[(s.cfg.id, kind)] = _Active(kind, requested, target, now, self._timer_s(s))
+        self.active[(s.cfg.id, kind)] = _Active(kind, requested, target, now, self._timer_s(s), None, clock_offset_s(s))
         detail = "; ".join(mismatches) or ("clamped to the device's range" if clamped else "written and read back")
         return WriteResult(
             s.cfg.id,
@@ -362,6 +388,22 @@ class SetpointWriter:
             detail=detail,
             written_at=now,
         )
+
+
+def unprotected(driver: Device, cfg: DeviceConfig) -> bool:
+    """True for a device the writer refuses for lack of a fail-safe: it declares none and its config
+    does not accept that (``accept_no_fail_safe``); it is monitor-only (docs/devices.md "Fail-safes")."""
+    return fail_safe_of(driver).kind == "none" and not cfg.accept_no_fail_safe
+
+
+def uncontrolled_roles(driver: Device, cfg: DeviceConfig) -> tuple[SetpointKind, ...]:
+    """The roles of a device (of its config's kind) the writer will not write: every one for a device
+    without a fail-safe (:func:`unprotected`), else those the device takes no setpoint for."""
+    every = KIND_ROLES.get(cfg.kind, ())
+    if unprotected(driver, cfg):
+        return every
+    taken = roles_of(driver, cfg.kind)
+    return tuple(r for r in every if r not in taken)
 
 
 def no_fail_safe_detail(device_id: str) -> str:

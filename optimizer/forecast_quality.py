@@ -36,6 +36,16 @@ class QualityRow:
     nmae: float | None
     skill: dict[str, float | None]
 
+    def as_dict(self) -> dict[str, object]:
+        """Its JSON form (API and twin report): ``kind``, ``lead_h`` [from, to), ``periods``, ``nmae``, ``skill``."""
+        return {
+            "kind": self.kind,
+            "lead_h": list(self.band_h),
+            "periods": self.periods,
+            "nmae": self.nmae,
+            "skill": self.skill,
+        }
+
 
 @dataclass
 class _Issue:

@@ -58,27 +58,44 @@ class LoadProfile:
     counts: np.ndarray = field(default_factory=lambda: np.zeros((len(DAY_TYPES), SLOTS)))
     last_s: float | None = None
 
-    def learn(self, t_s: np.ndarray, load_w: np.ndarray, where: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    def learn(
+        self,
+        t_s: np.ndarray,
+        load_w: np.ndarray,
+        where: tuple[np.ndarray, np.ndarray] | None = None,
+        samples: np.ndarray | None = None,
+    ) -> None:
         """Add samples (Unix s, W; NaN skipped), fading what was learnt before by the time passed.
 
         ``where``: the samples' :func:`day_type_and_slot`, if the caller has it (a fleet's sites share
-        their poll times).
+        their poll times). ``samples``: how many one-a-minute samples each value stands for (a mean
+        over a stored quarter-hour counts as its samples; default 1 each).
         """
         t = np.asarray(t_s, dtype=float)
         w = np.asarray(load_w, dtype=float)
+        n = np.ones_like(w) if samples is None else np.asarray(samples, dtype=float)
         kind, slot = where if where is not None else day_type_and_slot(t)
-        ok = np.isfinite(w) & np.isfinite(t)
+        ok = np.isfinite(w) & np.isfinite(t) & (n > 0)
         if not ok.any():
             return
-        t, w, kind, slot = t[ok], w[ok], kind[ok], slot[ok]
+        t, w, n, kind, slot = t[ok], w[ok], n[ok], kind[ok], slot[ok]
         newest = float(t.max())
         if self.last_s is not None and newest > self.last_s:
             fade = 0.5 ** ((newest - self.last_s) / (HALF_LIFE_DAYS * 86_400.0))
             self.sums *= fade
             self.counts *= fade
         self.last_s = newest if self.last_s is None else max(self.last_s, newest)
-        np.add.at(self.sums, (kind, slot), w)
-        np.add.at(self.counts, (kind, slot), 1.0)
+        np.add.at(self.sums, (kind, slot), w * n)
+        np.add.at(self.counts, (kind, slot), n)
+
+    def learn_history(self, start_s: np.ndarray, mean_w: np.ndarray, samples: np.ndarray) -> None:
+        """Learn stored quarter-hour means (start Unix s, W, samples behind each) at once, each faded by
+        its age relative to the newest, as if it had been learnt as it was measured (after a restart)."""
+        t = np.asarray(start_s, dtype=float)
+        if t.size == 0:
+            return
+        age_days = (t.max() - t) / 86_400.0
+        self.learn(t, mean_w, samples=np.asarray(samples, dtype=float) * 0.5 ** (age_days / HALF_LIFE_DAYS))
 
     def forecast_w(
         self,

@@ -110,12 +110,23 @@ class SunSpecSimDevice(ABC):
         self._sf_garbled = False
         self._slots: dict[tuple[int, str], tuple[Point, int, float | None, int, int] | None] = {}
         self._point_at = point_at_address((tuple(self.models), variant.base_address, variant.common_len, self.strings))
+        self._clock_start = site.t
+        units: list[PvUnit | BatteryUnit] = [*site.pv, *site.batteries]
+        for unit in units:
+            if unit.device_id == dev.id:
+                unit.clock_rate = variant.clock_rate
         self._setup()
         self._put_common(site.site)
         for (mid, name), value in self.sf.items():
             if (mid, name) in self.image.points:
                 self.image.set(self.image.point(mid, name), value)
         self.render(None)
+
+    def device_time(self, now: float) -> float:
+        """The device's own clock at true time ``now`` (Unix s): ``clock_offset_s`` ahead, running at
+        ``clock_rate`` since the simulation started."""
+        v = self.variant
+        return now + v.clock_offset_s + (v.clock_rate - 1.0) * (now - self._clock_start)
 
     # --- subclass hooks -------------------------------------------------------------------
     @abstractmethod
@@ -503,7 +514,7 @@ class PvInverterDevice(InverterFace):
             (122, "WAval", u.available_w),
             (122, "StSetLimMsk", 0),
             (122, "StActCtl", 1 if u.controls.lim_ena else 0),
-            (122, "Tms", now - SUNSPEC_EPOCH_S),
+            (122, "Tms", self.device_time(now) - SUNSPEC_EPOCH_S),
             (122, "TmSrc", "RTC"),
         ]
         for i in range(1, self.strings + 1):  # model 160: the DC side split evenly over the strings
@@ -513,7 +524,7 @@ class PvInverterDevice(InverterFace):
                 (160, f"module.{i}.DCV", 600.0),
                 (160, f"module.{i}.DCA", dc_w / 600.0),
                 (160, f"module.{i}.DCWH", u.energy_wh / 0.97 / self.strings),
-                (160, f"module.{i}.Tms", now - SUNSPEC_EPOCH_S),
+                (160, f"module.{i}.Tms", self.device_time(now) - SUNSPEC_EPOCH_S),
                 (160, f"module.{i}.DCSt", 4 if on and u.available_w >= 1.0 else 2),
             ]
         throt = 0.0 if u.available_w < 1.0 else 100.0 * (1.0 - u.pv_w / u.available_w)
@@ -805,9 +816,14 @@ class HybridDevice(BatteryDevice, PvInverterDevice):
         return out
 
     def truth(self) -> dict[str, float | None]:
-        bat = battery_truth(self.bat, self.site.t)
-        bat["battery_revert_s"] = bat.pop("revert_s")
-        return pv_truth(self.pv, self.site.t) | bat
+        return hybrid_truth(self.pv, self.bat, self.site.t)
+
+
+def hybrid_truth(u: PvUnit, b: BatteryUnit, now: float) -> dict[str, float | None]:
+    """Ground truth of a hybrid: its PV unit's and its battery's (the battery's timer as ``battery_revert_s``)."""
+    bat = battery_truth(b, now)
+    bat["battery_revert_s"] = bat.pop("revert_s")
+    return pv_truth(u, now) | bat
 
 
 DEVICE_CLASSES: dict[str, type[SunSpecSimDevice]] = {

@@ -1,4 +1,4 @@
-"""Profile devices: a site's PV inverter, battery or meter served through a vendor register map.
+"""Profile devices: a site's PV inverter, battery, hybrid or meter served through a vendor register map.
 
 A device with ``protocol: profile`` and ``profile: NAME`` answers with the map in
 config/profiles/NAME.yaml (:mod:`config.register_map`): each key at its address, in its table
@@ -22,7 +22,18 @@ registers set the same controls:
   its installer configuration, late as field devices do (``WATCHDOG_LATE`` of the interval after
   it: a 60 s watchdog fires at 80 s), so a writer that beats near the interval still fails;
 - ``battery_mode`` (a vendor's "control via Modbus" switch): a raw value listed in
-  ``battery_release`` hands the battery back, any other is accepted and kept.
+  ``battery_release`` hands the battery back, any other is accepted and kept;
+- command + unsigned power: ``battery_command`` = the map's charge / discharge value sets battery
+  power to the unsigned ``battery_power_w`` (or ``battery_charge_w`` / ``battery_discharge_w``) in
+  that direction, stop to 0 W, a value of ``battery_release`` hands the battery back; any other
+  command is refused (exception 3). A power write applies with the command in force.
+
+A hybrid map serves both units of its device: the PV keys from the site's PV unit, the battery
+keys from its battery; ``inverter_w`` is their sum, ``mppt_<i>_dc_w`` the PV split evenly over the
+strings the map lists (no inverter loss). A register with ``negative_if`` publishes the magnitude
+and sets its bits in the status register while the value is negative; one with ``scale_factor``
+publishes its value in units of 10^sf, sf fixed per register as the smallest that holds twice the
+device's power. A fail-safe write (timer, heartbeat) without a setpoint concerns both roles.
 
 A write must cover whole ``rw`` registers (else exception 2) with values in range (else 3).
 Value faults: ``sentinel`` publishes the map's not-implemented value (NaN for float32; a register
@@ -37,15 +48,27 @@ import math
 from pymodbus.constants import ExcCodes
 from pymodbus.simulator import DataType, SimData
 
-from sparcs.config.register_map import CONTROL_KEYS, UNIT_TO_SI, ProfileError, Register, RegisterMap
+from sparcs.config.register_map import (
+    BATTERY_POWER_KEYS,
+    CONTROL_KEYS,
+    UNIT_TO_SI,
+    ProfileError,
+    Register,
+    RegisterMap,
+)
 from sparcs.config.schema import DeviceConfig
-from sparcs.simulators.devices import battery_truth, meter_truth, pv_truth
+from sparcs.simulators.devices import battery_truth, hybrid_truth, meter_truth, pv_truth
 from sparcs.simulators.registers import decode, encode, type_range, words_of
 from sparcs.simulators.site import BatteryUnit, PvUnit, SiteSim
 
 MEASURED = frozenset(
     {"pv_w", "battery_w", "grid_w", "soc", "energy_wh", "import_wh", "export_wh", "operating_state", "alarms"}
+    | {"inverter_w", "battery_status"}
 )
+WRITTEN_RAW = ("heartbeat", "battery_mode", "battery_command", *BATTERY_POWER_KEYS)
+"""Control registers that read back what was last written."""
+PV_CONTROL = frozenset({"pv_limit_pct", "pv_limit_w"})
+BATTERY_CONTROL = frozenset({"battery_setpoint_w", "battery_mode", "battery_command", *BATTERY_POWER_KEYS})
 INPUT_FC = 4
 MAX_TIMER_S = 4294967294
 WATCHDOG_LATE = 1.0 / 3.0
@@ -59,15 +82,21 @@ def order_words(words: list[int], byte_order: str, word_order: str) -> list[int]
     return words[::-1] if word_order == "little" else list(words)
 
 
-def raw_of(reg: Register, key: str, value_si: float) -> float:
-    """The raw number a register holds for ``value_si`` (SoC: a fraction 0..1)."""
+def raw_of(reg: Register, key: str, value_si: float, sf: int = 0) -> float:
+    """The raw number a register holds for ``value_si`` (SoC: a fraction 0..1) at scale factor ``sf``."""
     value = value_si * 100.0 if key == "soc" else value_si
-    return value / (reg.scale * reg.sign * UNIT_TO_SI[reg.unit])
+    return value / (reg.scale * 10.0**sf * reg.sign * UNIT_TO_SI[reg.unit])
 
 
 def si_of(reg: Register, key: str, raw: float) -> float:
     value = raw * reg.scale * reg.sign * UNIT_TO_SI[reg.unit]
     return value / 100.0 if key == "soc" else value
+
+
+def _fitting_sf(reg: Register, power_w: float) -> int:
+    """The smallest SunSpec scale factor at which ``reg`` holds ``power_w``."""
+    hi = type_range(reg.type, reg.size)[1]
+    return next((sf for sf in range(-3, 10) if abs(raw_of(reg, "", power_w, sf)) <= hi), 10)
 
 
 class ProfileSimDevice:
@@ -92,9 +121,11 @@ class ProfileSimDevice:
         self.tables: dict[str, list[int]] = {}
         for table in ("holding", "input"):
             regs = [r for r in regmap.registers.values() if r.table == table]
-            if regs:
-                self.base[table] = min(r.address for r in regs)
-                self.tables[table] = [0] * (max(r.address + r.size for r in regs) - self.base[table])
+            spans = [(r.address, r.address + r.size) for r in regs]
+            spans += [(r.scale_factor, r.scale_factor + 1) for r in regs if r.scale_factor is not None]
+            if spans:
+                self.base[table] = min(a for a, _ in spans)
+                self.tables[table] = [0] * (max(b for _, b in spans) - self.base[table])
         self._owner = {
             r.address + i: key
             for key, r in regmap.registers.items()
@@ -102,7 +133,10 @@ class ProfileSimDevice:
             for i in range(r.size)
         }
         self._rendered: tuple[int, str | None] | None = None
-        self._written_raw: dict[str, float] = {}  # heartbeat, battery_mode: what was last written (raw)
+        self._written_raw: dict[str, float] = {}  # WRITTEN_RAW keys: what was last written (raw)
+        self.strings = sorted(k for k in regmap.registers if k.startswith("mppt_"))
+        power = 2.0 * max(self.pv.rating_w if self.pv else 0.0, self.bat.max_discharge_w if self.bat else 0.0, 1.0)
+        self.sf = {key: _fitting_sf(r, power) for key, r in regmap.registers.items() if r.scale_factor is not None}
         self.render(None)
 
     # --- pymodbus ---------------------------------------------------------------------------
@@ -111,7 +145,8 @@ class ProfileSimDevice:
         out: dict[str, list[SimData]] = {}
         for table in ("holding", "input"):
             addresses = sorted(
-                r.address + i for r in self.map.registers.values() if r.table == table for i in range(r.size)
+                {r.address + i for r in self.map.registers.values() if r.table == table for i in range(r.size)}
+                | {r.scale_factor for r in self.map.registers.values() if r.table == table and r.scale_factor}
             )
             blocks: list[SimData] = []
             start = prev = None
@@ -163,7 +198,17 @@ class ProfileSimDevice:
             "alarms": 0.0,
         }
         written = {k: si_of(self.map.registers[k], k, v) for k, v in self._written_raw.items()}
-        return common | written | self._kind_values()
+        values = common | self._kind_values() | written
+        if self.pv is not None and self.bat is not None:
+            values["inverter_w"] = self.pv.pv_w + self.bat.battery_w
+        values |= {k: (self.pv.pv_w if self.pv else 0.0) / len(self.strings) for k in self.strings}
+        status = 0
+        for key, reg in self.map.registers.items():
+            bits, v = reg.negative_if, values.get(key)
+            if bits is not None and v is not None and v < 0:
+                status |= bits.mask
+                values[key] = -v
+        return values | ({"battery_status": float(status)} if "battery_status" in self.map.registers else {})
 
     def _fail_safe_s(self, decoded: dict[str, tuple[float, int]]) -> float | None:
         """The timer a write restarts on a watchdog device (the interval, fired late), else None."""
@@ -174,7 +219,16 @@ class ProfileSimDevice:
         return None
 
     def _kind_values(self) -> dict[str, float | None]:
-        s = self.site
+        """The PV unit's values, the battery's (a hybrid: both, the battery's timer), else the meter's."""
+        if self.pv is None and self.bat is None:
+            s = self.site
+            return {"grid_w": s.grid_w, "import_wh": s.import_wh, "export_wh": s.export_wh}
+        out = self._battery_values() | self._pv_values()
+        if self.bat is not None and self.map.registers.keys() & BATTERY_CONTROL:  # a hybrid's timer is its battery's
+            out["revert_timer_s"] = self.bat.controls.wset_rvrt_s
+        return out
+
+    def _pv_values(self) -> dict[str, float | None]:
         if self.pv is not None:
             u = self.pv
             c = u.controls
@@ -188,6 +242,9 @@ class ProfileSimDevice:
                 "pv_limit_w": c.lim_pct / 100.0 * c.wmax_w if c.lim_ena else c.wmax_w,
                 "revert_timer_s": c.lim_rvrt_s,
             }
+        return {}
+
+    def _battery_values(self) -> dict[str, float | None]:
         if self.bat is not None:
             b = self.bat
             bc = b.controls
@@ -202,7 +259,7 @@ class ProfileSimDevice:
                 "battery_setpoint_w": setpoint,
                 "revert_timer_s": bc.wset_rvrt_s,
             }
-        return {"grid_w": s.grid_w, "import_wh": s.import_wh, "export_wh": s.export_wh}
+        return {}
 
     def _released_si(self, key: str) -> float:
         """What a control register reads while released: the map's release value, else 0 (also for a
@@ -230,10 +287,10 @@ class ProfileSimDevice:
             else:
                 return None
         elif reg.type == "float32":
-            words = encode("float32", 2, raw_of(reg, key, value_si))
+            words = encode("float32", 2, raw_of(reg, key, value_si, self.sf.get(key, 0)))
         else:
             lo, hi = type_range(reg.type, reg.size)
-            raw = min(max(round(raw_of(reg, key, value_si)), lo), hi)
+            raw = min(max(round(raw_of(reg, key, value_si, self.sf.get(key, 0))), lo), hi)
             words = encode(reg.type, reg.size, raw)
         return order_words(words, self.map.byte_order, self.map.word_order)
 
@@ -251,6 +308,8 @@ class ProfileSimDevice:
             if words is not None:
                 start = reg.address - self.base[reg.table]
                 self.tables[reg.table][start : start + reg.size] = words
+            if reg.scale_factor is not None:
+                self.tables[reg.table][reg.scale_factor - self.base[reg.table]] = self.sf[name] & 0xFFFF
 
     # --- writes -----------------------------------------------------------------------------
     def write(self, address: int, values: list[int], now: float) -> ExcCodes | None:
@@ -279,19 +338,53 @@ class ProfileSimDevice:
             decoded[key] = (value, unsigned)
         if now > self.site.t:
             self.site.advance(now)
-        for key in ("heartbeat", "battery_mode"):
+        result = self._check_command(decoded)
+        if result is not None:
+            return result
+        for key in WRITTEN_RAW:
             if key in decoded:
                 raw = decode(self.map.registers[key].type, words_of(decoded[key][1], self.map.registers[key].size))
                 self._written_raw[key] = float(raw) if isinstance(raw, int | float) else 0.0
-        if self.pv is not None:
-            result = self._write_pv(decoded, now)
-        elif self.bat is not None:
-            result = self._write_battery(decoded, now)
-        else:
+        pv_keys, bat_keys = decoded.keys() & PV_CONTROL, decoded.keys() & BATTERY_CONTROL
+        if self.pv is not None and (pv_keys or not bat_keys or self.bat is None):
+            only_pv = decoded if self.bat is None else {k: decoded[k] for k in decoded.keys() - bat_keys}
+            result = self._write_pv(only_pv, now)
+        if result is None and self.bat is not None and (bat_keys or not pv_keys or self.pv is None):
+            keep = decoded.keys() - pv_keys
+            result = self._write_battery(decoded if self.pv is None else {k: decoded[k] for k in keep}, now)
+        if self.pv is None and self.bat is None:
             result = ExcCodes.ILLEGAL_ADDRESS
         if result is None:
             self.site.version += 1
         return result
+
+    def _check_command(self, decoded: dict[str, tuple[float, int]]) -> ExcCodes | None:
+        """A command must be one of the map's charge / discharge / stop values or a release step's."""
+        cmds = self.map.battery_commands
+        if "battery_command" not in decoded or cmds is None:
+            return None
+        value = decoded["battery_command"][1]
+        released = any(s.key == "battery_command" and s.value == value for s in self.map.battery_release)
+        return None if released or value in (cmds.charge, cmds.discharge, cmds.stop) else ExcCodes.ILLEGAL_VALUE
+
+    def _commanded_w(self) -> float | None:
+        """Command + unsigned power: the battery power the written command and power registers ask for
+        (> 0 discharge), or None when the command is a release (or none was written)."""
+        cmds = self.map.battery_commands
+        assert cmds is not None
+        regs = self.map.registers
+        command = self._written_raw.get("battery_command")
+        if command not in (cmds.charge, cmds.discharge, cmds.stop):
+            return None
+        if any(s.key == "battery_mode" and self._written_raw.get(s.key) != s.value for s in self.map.battery_enable):
+            return None  # the vendor's "control via Modbus" is off: the command does not apply
+        if command == cmds.stop:
+            return 0.0
+        charge = command == cmds.charge
+        key = "battery_charge_w" if charge else "battery_discharge_w"
+        key = "battery_power_w" if "battery_power_w" in regs else key
+        power = si_of(regs[key], key, self._written_raw.get(key, 0.0))
+        return -power if charge else power
 
     def _write_pv(self, decoded: dict[str, tuple[float, int]], now: float) -> ExcCodes | None:
         assert self.pv is not None
@@ -349,13 +442,18 @@ class ProfileSimDevice:
         if mode is not None and any(s.key == "battery_mode" and s.value == mode[1] for s in self.map.battery_release):
             c.wset_ena = 0
             changed.add("wset_ena")
+        asked: list[float | None] = []  # the battery power the write asks for; None: handed back
+        if self.map.battery_commands is not None and decoded.keys() & {"battery_command", *BATTERY_POWER_KEYS}:
+            asked.append(self._commanded_w())
         if "battery_setpoint_w" in decoded:
             watts, unsigned = decoded["battery_setpoint_w"]
             released = any(s.key == "battery_setpoint_w" and s.value == unsigned for s in self.map.battery_release)
-            if released:
+            asked.append(None if released else watts)
+        for power_w in asked:
+            if power_w is None:
                 c.wset_ena = 0
-            elif -b.max_charge_w - 1e-6 <= watts <= b.max_discharge_w + 1e-6:
-                c.wset_ena, c.wset_mod, c.wset_w = 1, 1, watts
+            elif -b.max_charge_w - 1e-6 <= power_w <= b.max_discharge_w + 1e-6:
+                c.wset_ena, c.wset_mod, c.wset_w = 1, 1, power_w
             else:
                 return ExcCodes.ILLEGAL_VALUE
             changed |= {"wset_ena", "wset_w"}
@@ -364,6 +462,8 @@ class ProfileSimDevice:
 
     def truth(self) -> dict[str, float | None]:
         """SI ground truth of this device, with the same keys as the SunSpec faces of its kind."""
+        if self.pv is not None and self.bat is not None:
+            return hybrid_truth(self.pv, self.bat, self.site.t)
         if self.pv is not None:
             return pv_truth(self.pv, self.site.t)
         if self.bat is not None:

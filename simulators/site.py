@@ -89,6 +89,7 @@ class PvUnit:
     available_w: float = 0.0
     pv_w: float = 0.0
     export_limited: bool = False
+    clock_rate: float = 1.0  # device seconds per true second: its timers count on its own clock
 
     def target_w(self) -> float:
         """The ceiling the controls ask for (before the ramp), W."""
@@ -115,10 +116,11 @@ class PvUnit:
         """Controls were written at ``now``: restart the timers the write concerns, set the ramp."""
         c = self.controls
         if changed & {"lim_ena", "lim_pct", "lim_rvrt_s", "lim_rmp_s", "wmax_w"}:
-            self.lim_expires_at = now + c.lim_rvrt_s if c.lim_rvrt_s > 0 and c.lim_ena else None
+            self.lim_expires_at = now + c.lim_rvrt_s / self.clock_rate if c.lim_rvrt_s > 0 and c.lim_ena else None
             self._set_ramp(c.lim_rmp_s)
         if changed & {"conn", "conn_rvrt_s"}:
-            self.conn_expires_at = now + c.conn_rvrt_s if c.conn_rvrt_s > 0 and not c.conn else None
+            rvrt_s = c.conn_rvrt_s / self.clock_rate
+            self.conn_expires_at = now + rvrt_s if c.conn_rvrt_s > 0 and not c.conn else None
             self._set_ramp(0.0)
 
     def _set_ramp(self, ramp_s: float) -> None:
@@ -180,6 +182,7 @@ class BatteryUnit:
     discharged_wh: float
     expires_at: float | None = None
     battery_w: float = 0.0
+    clock_rate: float = 1.0  # device seconds per true second: its timers count on its own clock
 
     def reset(self) -> None:
         self.controls = BatteryControls(wcha_max_w=self.max_charge_w)
@@ -188,9 +191,10 @@ class BatteryUnit:
     def written(self, changed: set[str], now: float) -> None:
         c = self.controls
         if changed & {"stor_ctl_mod", "in_pct", "out_pct", "rvrt_s"}:
-            self.expires_at = now + c.rvrt_s if c.rvrt_s > 0 and c.stor_ctl_mod else None
+            self.expires_at = now + c.rvrt_s / self.clock_rate if c.rvrt_s > 0 and c.stor_ctl_mod else None
         if changed & {"wset_ena", "wset_mod", "wset_w", "wset_pct", "wset_rvrt_s"}:
-            self.expires_at = now + c.wset_rvrt_s if c.wset_rvrt_s > 0 and c.wset_ena else None
+            rvrt_s = c.wset_rvrt_s / self.clock_rate
+            self.expires_at = now + rvrt_s if c.wset_rvrt_s > 0 and c.wset_ena else None
 
     def expire(self, now: float) -> None:
         if self.expires_at is not None and now >= self.expires_at:

@@ -221,10 +221,7 @@ def strategy_kpis(run: StrategyRun, cfg: FleetConfig, prices_eur_per_mwh: np.nda
         "replay_wall_s": run.wall_s,
         "replay_cpu_s": run.cpu_s,
         "startup_wall_s": run.startup_s,
-        "forecast_quality": [
-            {"kind": q.kind, "lead_h": list(q.band_h), "periods": q.periods, "nmae": q.nmae, "skill": q.skill}
-            for q in run.forecast_quality
-        ],
+        "forecast_quality": [q.as_dict() for q in run.forecast_quality],
     }
 
 

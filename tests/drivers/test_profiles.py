@@ -21,6 +21,10 @@ def test_shipped_profiles_validate(path: Path) -> None:
         assert p.pv_limit_release, "a PV profile must say how to lift our limit"
     elif p.kind == "battery":
         assert {"battery_w", "soc"} <= set(p.registers)
+    elif p.kind == "hybrid":  # PV mapped or derived (inverter output less battery, or the strings)
+        assert {"battery_w", "soc"} <= set(p.registers)
+        assert p.registers.keys() & {"pv_w", "inverter_w", "mppt_1_dc_w"}
+        assert p.battery_release, "a hybrid profile must say how to hand the battery back"
     else:
         assert "grid_w" in p.registers and p.fail_safe.kind == "none"
 
@@ -28,7 +32,7 @@ def test_shipped_profiles_validate(path: Path) -> None:
 def test_shipped_profiles_cover_the_field() -> None:
     """Ten vendor families at least, batteries and meters beside PV inverters."""
     kinds = [load_profile_file(p).kind for p in PROFILE_DIR.glob("*.yaml")]
-    assert len(kinds) >= 10 and kinds.count("battery") >= 3
+    assert len(kinds) >= 10 and kinds.count("battery") >= 3 and kinds.count("hybrid") >= 3
     assert kinds.count("meter") >= 2 and kinds.count("pv_inverter") >= 2
 
 
@@ -110,3 +114,45 @@ def test_decode_encode_orders_and_sentinels() -> None:
     assert p.decode("soc", [0xFFFF]) is None
     assert p.decode("energy_wh", p.encode("energy_wh", 12340.0)) == pytest.approx(12340.0)  # 10 Wh resolution
     assert p.blocks() == [("holding", 0, 5, ["battery_w", "soc", "energy_wh"])]
+
+
+def _hybrid(registers: dict, **extra) -> Profile:
+    base = {"name": "t", "vendor": "t", "devices": "t", "source": "t", "kind": "hybrid", "fail_safe": {"kind": "none"}}
+    return Profile.model_validate(base | extra | {"registers": registers})
+
+
+def test_a_scale_factor_register_and_direction_bits_apply_to_the_values_read() -> None:
+    p = _hybrid(
+        {
+            "inverter_w": {"address": 10, "type": "int16", "unit": "W", "scale_factor": 11},
+            "battery_status": {"address": 0, "type": "uint16"},
+            "battery_w": {
+                "address": 1,
+                "type": "uint16",
+                "unit": "W",
+                "negative_if": {"key": "battery_status", "mask": 2},
+            },
+        }
+    )
+    assert p.blocks() == [("holding", 0, 2, ["battery_status", "battery_w"]), ("holding", 10, 2, ["inverter_w"])]
+    seen = {"holding": {0: 0b010, 1: 1500, 10: 432, 11: 0xFFFF}, "input": {}}  # sf -1; bit 1: charging
+    assert p.values_from(seen) == {"inverter_w": pytest.approx(43.2), "battery_status": 2.0, "battery_w": -1500.0}
+    seen["holding"][0] = 0b100  # discharging
+    assert p.values_from(seen)["battery_w"] == 1500.0
+    seen["holding"][11] = 0x8000  # a not-implemented scale factor: no value
+    assert p.values_from(seen)["inverter_w"] is None
+
+
+def test_command_and_unsigned_power_need_their_registers_together() -> None:
+    command = {"address": 0, "type": "uint16", "access": "rw"}
+    with pytest.raises(ValueError, match="battery_commands: give the battery_command register and its values"):
+        _hybrid(
+            {
+                "battery_command": command,
+                "battery_power_w": {"address": 1, "type": "uint16", "unit": "W", "access": "rw"},
+            }
+        )
+    with pytest.raises(ValueError, match="command \\+ unsigned power needs battery_power_w"):
+        _hybrid({"battery_command": command}, battery_commands={"charge": 1, "discharge": 2, "stop": 3})
+    with pytest.raises(ValueError, match="scale_factor and negative_if are for read-only registers"):
+        _hybrid({"pv_limit_w": {"address": 0, "type": "uint16", "unit": "W", "access": "rw", "scale_factor": 1}})
