@@ -1,5 +1,8 @@
 """A fleet whose faults are all in its config (the twin's): only endpoints with a timing fault sit
-behind the fault proxy; the others are pymodbus on the public port, and every fault still acts."""
+behind the fault proxy; the others are pymodbus on the public port, and every fault still acts.
+
+Fixed ports below the ephemeral range (tests/ports.py): an outage closes and reopens its port, which
+a port-0 bind elsewhere on the machine could take in between."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from sparcs.config.schema import DispatchConfig, FaultSpec, validate_config
 from sparcs.drivers.poller import FleetPoller
 from sparcs.simulators.clock import SimClock
 from sparcs.simulators.fleet import FleetHost
+from tests.ports import free_ports
 
 START = dt.datetime(2026, 6, 21, 10, 0, tzinfo=dt.UTC)
 
@@ -19,6 +23,7 @@ def at(s: float) -> str:
     return (START + dt.timedelta(seconds=s)).isoformat()
 
 
+PORTS = free_ports(4)
 FLEET = {
     "simulation": {
         "seed": 3,
@@ -34,8 +39,8 @@ FLEET = {
             "pv": {"kwp": 6.0},
             "grid": {"feed_in_cap_pct": 60},
             "devices": [
-                {"id": f"{sid}-pv", "kind": "pv_inverter", "port": 36200 + 10 * i},
-                {"id": f"{sid}-meter", "kind": "meter", "port": 36201 + 10 * i},
+                {"id": f"{sid}-pv", "kind": "pv_inverter", "port": PORTS[2 * i]},
+                {"id": f"{sid}-meter", "kind": "meter", "port": PORTS[2 * i + 1]},
             ],
         }
         for i, sid in enumerate(("a", "b"))
@@ -45,9 +50,7 @@ FLEET = {
 
 @pytest.mark.asyncio
 async def test_only_timing_faults_get_a_proxy_and_the_faults_still_act():
-    host = FleetHost(
-        validate_config(FLEET), clock=SimClock(START.timestamp(), stepped=True), auto_ports=True, faults="scheduled"
-    )
+    host = FleetHost(validate_config(FLEET), clock=SimClock(START.timestamp(), stepped=True), faults="scheduled")
     await host.start()
     poller = FleetPoller(
         host.config.devices(), DispatchConfig(modbus_timeout_s=0.5, stale_after_polls=1), host.clock.now
@@ -55,6 +58,7 @@ async def test_only_timing_faults_get_a_proxy_and_the_faults_still_act():
     try:
         proxied = {d.id for p in host._ports.values() if p.proxy is not None for d in p.devices.values()}
         assert proxied == {"b-pv"}  # a value fault (frozen) acts in the device's hook: no proxy needed
+        assert [d.port for s in host.config.sites for d in s.devices] == PORTS  # each on its public port
         tel = await poller.poll_once()
         assert all(t.status == "online" for t in tel.values()), tel
         await host.step(30)
