@@ -15,8 +15,10 @@ the machine's own load hits each kind alike:
 - ``stream``: the open-loop stream alone (the goal "/fleet p99 ≤ 50 ms at 200 requests/s").
 
 The clients run in a child process niced like the API (``api.nice``): on a deployment they are
-other machines, here they share the cores with the controller. A stream request's latency counts
-from the moment it was due, so a client that falls behind shows as latency, not as fewer requests.
+other machines, here they share the cores with the controller; each is a lean HTTP/1.1 keep-alive
+connection (:class:`Keepalive`), so what is measured is the API, not the client's own CPU. A
+stream request's latency counts from the moment it was due, so a client that falls behind shows
+as latency, not as fewer requests.
 
 Per kind of phase, from the control process's metrics (deltas over the phases, each from the moment
 its clients run): polls and the poll cycle's
@@ -58,6 +60,8 @@ from sparcs.simulators.fleetgen import synthetic_fleet
 
 ROUTES = ("/api/v1/devices", "/api/v1/sites", "/api/v1/fleet")
 STREAM = "fleet_stream"
+STREAM_CONNECTIONS = 64
+"""The most connections the open-loop stream keeps; a request due while all are busy waits (and is late)."""
 MONITOR_S = 0.25
 START_TIMEOUT_S = 600.0
 WARMUP_TIMEOUT_S = 600.0
@@ -203,48 +207,108 @@ class Samples:
         return {k: _summary(self.latencies_ms[k], self.errors[k], self.elapsed_s[k]) for k in keys}
 
 
+class Keepalive:
+    """One kept-alive HTTP/1.1 connection of the bench's clients, on asyncio streams: GET a path, read
+    the whole answer (Content-Length or chunked), return its status. A general client costs more CPU
+    per request than the API's /fleet route itself (httpx ~10 ms against ~1 ms here, the machine
+    shared with the API): at 200 requests/s it would measure its own backlog, not the API's.
+    A connection the server closed while idle (``api.keep_alive_s``) is opened again before use."""
+
+    def __init__(self, host: str, port: int, token: str):
+        self.host, self.port = host, port
+        self._head = f"Host: {host}:{port}\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str) -> int:
+        """The status of GET ``path``, its body read; raises OSError or ValueError (closing the connection)."""
+        try:
+            return await self._get(path)
+        except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            self.close()
+            raise OSError(f"GET {path}: {exc!r}") from None
+
+    async def _get(self, path: str) -> int:
+        if self._reader is None or self._writer is None or self._reader.at_eof() or self._writer.is_closing():
+            self.close()
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self._reader, self._writer
+        writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\n" + self._head)
+        await writer.drain()
+        lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        fields = {k.strip().lower(): v.strip().lower() for k, _, v in (line.partition(":") for line in lines[1:])}
+        if "content-length" in fields:
+            await reader.readexactly(int(fields["content-length"]))
+        elif fields.get("transfer-encoding") == "chunked":
+            while (size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)) > 0:
+                await reader.readexactly(size + 2)
+            await reader.readuntil(b"\r\n")
+        if fields.get("connection") == "close":
+            self.close()
+        return status
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+
 async def _drive(base_url: str, token: str, clients: int, rate: float, duration_s: float) -> Samples:
-    headers = {"Authorization": f"Bearer {token}"}
+    url = httpx.URL(base_url)
+    host, port = url.host, url.port or 80
     got = Samples()
     latencies, errors = got.latencies_ms, got.errors
     t0 = time.monotonic()
     end = t0 + duration_s
 
-    async def one(client: httpx.AsyncClient, route: str, key: str, due: float) -> None:
+    async def one(conn: Keepalive, route: str, key: str, due: float) -> None:
         try:
-            r = await client.get(route)
-            await r.aread()
-            ok = r.status_code == 200
-        except httpx.HTTPError:
+            ok = await asyncio.wait_for(conn.get(route), REQUEST_TIMEOUT_S) == 200
+        except (OSError, TimeoutError):
+            conn.close()
             ok = False
         latencies[key].append((time.monotonic() - due) * 1000.0)
         if not ok:
             errors[key] += 1
 
     async def closed_loop(i: int) -> None:
-        async with httpx.AsyncClient(
-            base_url=base_url, headers=headers, timeout=REQUEST_TIMEOUT_S, limits=httpx.Limits(max_connections=1)
-        ) as client:
-            k = i
+        conn = Keepalive(host, port, token)
+        k = i
+        try:
             while time.monotonic() < end:
                 route = ROUTES[k % len(ROUTES)]
                 k += 1
                 try:
                     left_s = end + DRAIN_S - time.monotonic()
-                    await asyncio.wait_for(one(client, route, route, time.monotonic()), left_s)
+                    await asyncio.wait_for(one(conn, route, route, time.monotonic()), left_s)
                 except TimeoutError:
                     errors[route] += 1  # unanswered a grace period after the phase
+        finally:
+            conn.close()
 
     async def stream() -> None:
         if rate <= 0:
             return
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=REQUEST_TIMEOUT_S, limits=limits) as c:
-            running: set[asyncio.Task[None]] = set()
-            k = 0
+        idle: asyncio.LifoQueue[Keepalive] = asyncio.LifoQueue()  # the last used on top
+        opened: list[Keepalive] = []
+
+        async def request(due: float) -> None:
+            if idle.empty() and len(opened) < STREAM_CONNECTIONS:
+                opened.append(Keepalive(host, port, token))
+                idle.put_nowait(opened[-1])
+            conn = await idle.get()  # beyond STREAM_CONNECTIONS a request waits its turn, late
+            try:
+                await one(conn, "/api/v1/fleet", STREAM, due)
+            finally:
+                idle.put_nowait(conn)
+
+        running: set[asyncio.Task[None]] = set()
+        k = 0
+        try:
             while (due := t0 + k / rate) < end:
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
-                task = asyncio.create_task(one(c, "/api/v1/fleet", STREAM, due))
+                task = asyncio.create_task(request(due))
                 running.add(task)
                 task.add_done_callback(running.discard)
                 k += 1
@@ -253,6 +317,9 @@ async def _drive(base_url: str, token: str, clients: int, rate: float, duration_
                 for task in late:
                     task.cancel()
                 errors[STREAM] += len(late)
+        finally:
+            for conn in opened:
+                conn.close()
 
     await asyncio.gather(stream(), *(closed_loop(i) for i in range(clients)))
     for key in set(latencies) | set(errors):

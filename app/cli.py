@@ -193,6 +193,43 @@ def restore(
     _store_command(lambda: store_cli.restore(src, data_dir, config))
 
 
+opendata_app = typer.Typer(no_args_is_help=True, help="Open data for the city's portal (docs/open-data.md).")
+app.add_typer(opendata_app, name="opendata")
+
+
+@opendata_app.command("export")
+def opendata_export(
+    config: Annotated[Path, typer.Option("--config", help="fleet file (open_data and storage sections)")],
+    date: Annotated[str, typer.Option("--date", help="Europe/Berlin day, YYYY-MM-DD")],
+    out: Annotated[Path, typer.Option("--out", help="folder to write the files into")],
+    data_dir: DataDir = Path("data"),
+) -> None:
+    """Write one day's open data as CSV and JSON with DCAT-AP.de metadata (JSON-LD), published
+    quarter-hours only; prints one line per file."""
+    import datetime as dt
+    import time
+
+    from sparcs.controller.open_data_export import export_day
+    from sparcs.controller.open_data_reader import OpenDataReader
+    from sparcs.controller.store import Store
+
+    try:
+        day = dt.date.fromisoformat(date)
+    except ValueError:
+        raise fail(f"--date: '{date}' is not a day; write YYYY-MM-DD, e.g. 2026-06-21") from None
+    cfg = load_or_exit(config)
+
+    def run() -> str:
+        store = Store(cfg.storage.url, data_dir=data_dir, migrate_schema=False)
+        try:
+            done = export_day(cfg, OpenDataReader(cfg, store, time.time), day, out)
+        finally:
+            store.close()
+        return "\n".join([*(str(p) for p in done.files), f"{done.rows} rows"])
+
+    _store_command(run)
+
+
 @bench_app.command("store")
 def bench_store(
     sites: Annotated[int, typer.Option(min=1, max=54, help="demo sites to run (simulated)")] = 54,
@@ -429,8 +466,8 @@ def run(
                 echo=echo,
                 config_path=config,
                 on_logging=on_logging,
-                log_level=log_level or cfg.logging.level,
-                log_format=log_format or cfg.logging.format,
+                log_level=log_level,
+                log_format=log_format,
                 migrate_schema=not no_migrate,
             )
         )
@@ -502,16 +539,34 @@ def twin(
     ),
     jobs: Annotated[int, typer.Option("--jobs", min=1, max=8, help="strategies replayed at once")] = 1,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    history: Annotated[
+        Path | None, typer.Option("--history", help="replay the day the controller recorded in this data directory")
+    ] = None,
+    store: Annotated[str | None, typer.Option("--store", help="replay the day recorded in this store URL")] = None,
+    recorded_strategy: Annotated[
+        str, typer.Option("--recorded-strategy", help="the strategy that ran that day (scored by the fidelity figure)")
+    ] = "optimizer",
     log_level: LogLevel = None,
     log_format: LogFormat = None,
 ) -> None:
-    """Replay a day against the simulated fleet on a stepped clock, once per strategy; write KPIs and plots."""
+    """Replay a day against the simulated fleet on a stepped clock, once per strategy; write KPIs and plots.
+
+    With --history or --store the simulators serve the day the controller recorded (docs/twin.md)."""
+    from sparcs.twin.history import HistorySource
     from sparcs.twin.run import TwinError, parse_day, run_twin
+    from sparcs.twin.strategies import STRATEGIES
 
     cfg = load_or_exit(config)
     setup_logging(cfg, log_level, log_format)
+    source = None
+    if history is not None or store is not None:
+        if history is not None and store is not None:
+            raise fail("--history and --store: give one of them (a data directory or a store URL)")
+        if recorded_strategy not in STRATEGIES:
+            raise fail(f"--recorded-strategy: unknown '{recorded_strategy}'; choose from {', '.join(STRATEGIES)}")
+        source = HistorySource(data_dir=history, url=store, strategy=recorded_strategy)
     try:
-        run_twin(cfg, parse_day(date), scenario, strategy or [], out, jobs=jobs, progress=progress)
+        run_twin(cfg, parse_day(date), scenario, strategy or [], out, jobs=jobs, progress=progress, history=source)
     except TwinError as exc:
         raise fail(exc.lines) from None
     typer.echo(f"report: {out / 'report.json'}  summary: {out / 'summary.md'}  page: {out / 'report.html'}")

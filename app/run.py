@@ -1,8 +1,9 @@
 """`sparcs run`: the controller and its scheduler in this process (the control process), the operator
-API in a niced process of its own (:mod:`sparcs.controller.api_process`) that reads the snapshot
-this one publishes and forwards commands to it; with a `simulation` section also the simulated fleet
-in a third process (real time, :mod:`sparcs.demo`), so the demo runs on one machine. A slow client,
-a large answer or a burst of API requests never delays polling, the export guard or the writer
+API and the SunSpec pool interface in a niced process of its own (:mod:`sparcs.controller.api_process`)
+that reads the snapshot this one publishes and forwards commands to it; with a `simulation`
+section also the simulated fleet in a third process (real time, :mod:`sparcs.demo`), so the demo
+runs on one machine. A slow client,
+a large answer or a burst of API or pool requests never delays polling, the export guard or the writer
 (docs/architecture.md "The API beside the control loop"); an API process that ends is started again
 while control goes on. Stops cleanly on Ctrl-C or SIGTERM; reloads the fleet file on SIGHUP
 (docs/operations.md "Reload").
@@ -34,7 +35,6 @@ from sparcs.controller.auth import create_token
 from sparcs.controller.cycle import Clock, Controller, WallClock
 from sparcs.controller.migrate import MigrationError
 from sparcs.controller.planning import PriceFileError
-from sparcs.controller.pool_server import PoolServer
 from sparcs.controller.reload import Reloader
 from sparcs.controller.scheduler import ControlScheduler
 from sparcs.controller.store import Store
@@ -104,8 +104,8 @@ async def run(
     echo: Callable[[str], None],
     config_path: Path | None = None,
     on_logging: Callable[[LoggingConfig], None] | None = None,
-    log_level: str = "warning",
-    log_format: str = "text",
+    log_level: str | None = None,
+    log_format: str | None = None,
     migrate_schema: bool = True,
 ) -> None:
     """Run until SIGINT or SIGTERM, then stop the scheduler, the API, the devices' connections and the fleet.
@@ -113,7 +113,8 @@ async def run(
     An older store is upgraded first (``migrate_schema``), else refused naming `sparcs db upgrade`.
     ``config_path``: the fleet file, reloaded on SIGHUP and POST /api/v1/admin/reload
     (:mod:`sparcs.controller.reload`; ``on_logging`` applies a changed ``logging`` section);
-    ``log_level``, ``log_format``: the API process's log (uvicorn's records included)."""
+    ``log_level``, ``log_format``: the command line's options for the API process's log (uvicorn's
+    records included; None: the fleet file's ``logging`` section, also after a reload)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -158,7 +159,6 @@ async def run(
     api: ApiProcess | None = None
     link: ApiLink | None = None
     sock: socket.socket | None = None
-    pool: PoolServer | None = None
     try:
         devices = check_devices(cfg)  # a wrong-kind profile is a line naming the device, not a traceback
         if devices.problems:
@@ -198,15 +198,10 @@ async def run(
         link = await _start_api(api, ctl, reloader, on_signal)
         sched = ControlScheduler(ctl)
         sched.start()
-        if cfg.pool is not None:  # the SunSpec pool interface (docs/interfaces.md)
-            pool = PoolServer(ctl, cfg.pool)
-            try:
-                pool_port = await pool.start()
-            except (OSError, RuntimeError) as exc:
-                raise RunError(
-                    f"pool: cannot listen on {cfg.pool.host}:{cfg.pool.port}: {exc}; change pool.port"
-                ) from None
-            echo(f"SunSpec pool interface: {cfg.pool.host}:{pool_port}, units {sorted(pool.images)}")
+        if cfg.pool is not None and link.pool is not None:  # served by the API process (docs/interfaces.md)
+            if "error" in link.pool:
+                raise RunError(str(link.pool["error"]))
+            echo(f"SunSpec pool interface: {cfg.pool.host}:{link.pool['port']}, units {link.pool['units']}")
         scheme = "https" if cfg.api.tls_cert_file is not None else "http"
         url = f"{scheme}://{host if ':' not in host else f'[{host}]'}:{bound_port}"
         n_dev = sum(len(s.devices) for s in cfg.sites)
@@ -227,8 +222,6 @@ async def run(
                 await link.close()
                 link = await _start_api(api, ctl, reloader, on_signal)
     finally:
-        if pool is not None:
-            await pool.stop()
         if sched is not None:
             await sched.stop()
         if link is not None:

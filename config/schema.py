@@ -304,6 +304,11 @@ class SiteConfig(Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     name: str | None = None
     location: Location
+    district: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="the city district the site lies in: the open data aggregate it counts in (docs/open-data.md)",
+    )
     pv: PvConfig
     battery: BatteryConfig | None = None
     load: LoadConfig = LoadConfig()
@@ -381,6 +386,11 @@ class SimulationConfig(Strict):
     control_port: int | None = Field(default=None, ge=1, le=65535, description="control channel HTTP port")
     weather: WeatherConfig = WeatherConfig()
     load_noise: float = Field(default=0.1, ge=0, le=1, description="relative std-dev of load noise")
+    recorded_dir: Path | None = Field(
+        default=None,
+        description="folder of <site id>.csv files timestamp,clearness,load_w (a recorded day, written by "
+        "`sparcs twin --history`): each site's clearness and load in place of the seeded weather and load",
+    )
     variants: dict[str, DeviceVariant] = Field(default_factory=dict, description="device id -> variant")
     faults: list[FaultSpec] = Field(default_factory=list)
 
@@ -692,6 +702,35 @@ def external_problems(
     return out
 
 
+class DistrictConfig(Strict):
+    """A city district as open data shows it: its name and its centroid (never a site's place)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    lat: float = Field(ge=-90, le=90, description="the district's centroid, degrees north")
+    lon: float = Field(ge=-180, le=180, description="the district's centroid, degrees east")
+
+
+class OpenDataConfig(Strict):
+    """The aggregated, privacy-safe publication of what the swarm does (docs/open-data.md): served as an
+    OGC SensorThings API under /sta/v1.1 and written as files by ``sparcs opendata export``."""
+
+    enabled: bool = Field(default=False, description="serve /sta/v1.1 without a token; false: not served")
+    k: int = Field(default=5, ge=2, le=10_000, description="fewest sites in any published aggregate")
+    delay_s: int = Field(
+        default=3600, ge=0, le=30 * 86_400, description="a quarter-hour is published once it ended this long ago"
+    )
+    aggregate_by: Literal["district", "group"] = Field(
+        default="district", description="district: the sites' `district`; group: the fleet file's groups"
+    )
+    districts: dict[str, DistrictConfig] = Field(
+        default_factory=dict, description="name and centroid per district id (the Locations published)"
+    )
+    publisher: str = Field(default="SPARCS", min_length=1, max_length=200, description="dct:publisher of the files")
+    base_url: str | None = Field(
+        default=None, max_length=500, description="where the files are published (dcat:downloadURL); null: relative"
+    )
+
+
 class FleetConfig(Strict):
     """A whole fleet file."""
 
@@ -711,6 +750,7 @@ class FleetConfig(Strict):
     groups: list[GroupConfig] = Field(default_factory=list, description="named groups of sites")
     pool: PoolConfig | None = Field(default=None, description="the SunSpec pool interface; null = off")
     relay_inputs: list[RelayInputConfig] = Field(default_factory=list, description="control-box relay contacts")
+    open_data: OpenDataConfig = OpenDataConfig()
     profiles_dir: Path | None = Field(
         default=None,
         description="a folder of your own vendor profiles (YAML), looked up before config/profiles/; "
@@ -763,6 +803,8 @@ class FleetConfig(Strict):
         if self.broker is not None:
             problems += _broker_problems(self.broker, {s.id for s in self.sites})
         problems += external_problems(self.groups, self.pool, self.relay_inputs, {s.id for s in self.sites})
+        if self.open_data.aggregate_by == "group" and not self.groups:
+            problems.append("open_data.aggregate_by: 'group' needs a groups section; add groups or use 'district'")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -893,6 +935,8 @@ def load_config(path: str | Path) -> FleetConfig:
     weather_csv = cfg.forecast.weather.csv
     if weather_csv is not None and not weather_csv.is_absolute():
         cfg.forecast.weather.csv = base / weather_csv
+    if cfg.simulation and cfg.simulation.recorded_dir is not None and not cfg.simulation.recorded_dir.is_absolute():
+        cfg.simulation.recorded_dir = base / cfg.simulation.recorded_dir
     if cfg.simulation and cfg.simulation.weather.irradiance_csv is not None:
         csv = cfg.simulation.weather.irradiance_csv
         if not csv.is_absolute():

@@ -39,7 +39,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sparcs.config.schema import ApiConfig
-from sparcs.controller import api_admin, api_commands, api_control, api_groups, api_probes, api_read, api_tokens
+from sparcs.controller import (
+    api_admin,
+    api_commands,
+    api_control,
+    api_groups,
+    api_probes,
+    api_read,
+    api_sensorthings,
+    api_tokens,
+)
 from sparcs.controller.api_docs import mount_docs
 from sparcs.controller.api_headers import SecurityHeaders
 from sparcs.controller.api_limits import RequestLimits
@@ -152,7 +161,7 @@ def build_app(view: ControllerView, commands: CommandPort, tokens: TokenBook, ap
     app.add_exception_handler(Exception, last_resort)
     app.add_middleware(RequestLimits, max_body_bytes=api.max_body_kib * 1024, body_timeout_s=api.body_timeout_s)
     app.add_middleware(SecurityHeaders)  # outermost: also on the answers RequestLimits gives
-    routers = (api_probes, api_read, api_groups, api_control, api_commands, api_tokens, api_admin)
+    routers = (api_probes, api_read, api_groups, api_control, api_commands, api_tokens, api_admin, api_sensorthings)
     for module in routers:
         app.include_router(module.router)
     mount_docs(app)

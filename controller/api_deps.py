@@ -7,11 +7,15 @@ the controller's :class:`~sparcs.controller.operations.Operations` and one
 routes. Roles (:mod:`sparcs.controller.auth`): viewer reads, operator also commands, admin also
 manages tokens. A missing, unknown, revoked or expired token is a 401; a token whose role is too low
 a 403 that names the role needed; a client address with too many failed sign-ins a 429.
+
+Every provider is a coroutine: FastAPI runs a plain function dependency on its thread pool, a hand-off
+per dependency and request that costs more than the work itself (the token check reads the store
+at most once per :data:`~sparcs.controller.auth.TOKENS_HELD_S`).
 """
 
 # No ``from __future__ import annotations``: FastAPI resolves the dependencies from the live
 # annotations, including those of the checks :func:`need` builds.
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -25,19 +29,19 @@ from sparcs.controller.read_model import ControllerView
 bearer = HTTPBearer(auto_error=False, description="token from `sparcs token add NAME --role ROLE`")
 
 
-def get_view(request: Request) -> ControllerView:
+async def get_view(request: Request) -> ControllerView:
     """The read model of the controller this app serves."""
     view: ControllerView = request.app.state.view
     return view
 
 
-def get_operations(request: Request) -> CommandPort:
+async def get_operations(request: Request) -> CommandPort:
     """The one path operator commands take into the controller."""
     ops: CommandPort = request.app.state.operations
     return ops
 
 
-def get_tokens(request: Request) -> TokenBook:
+async def get_tokens(request: Request) -> TokenBook:
     """The API tokens of the controller's store."""
     tokens: TokenBook = request.app.state.tokens
     return tokens
@@ -74,7 +78,8 @@ def authenticated(request: Request, creds: HTTPAuthorizationCredentials | None) 
             f"too many failed sign-ins from {client}; try again in {wait_s} s",
             headers={"Retry-After": str(wait_s)},
         )
-    got = get_tokens(request).check(creds.credentials)
+    tokens: TokenBook = request.app.state.tokens
+    got = tokens.check(creds.credentials)
     if isinstance(got, Principal):
         return got
     limiter.failed(client)
@@ -89,15 +94,15 @@ def authorized(p: Principal, role: Role) -> Principal:
     return p
 
 
-def principal(request: Request, creds: Credentials) -> Principal:
+async def principal(request: Request, creds: Credentials) -> Principal:
     """Who sent the request (any role)."""
     return authenticated(request, creds)
 
 
-def need(role: Role) -> Callable[[Principal], Principal]:
+def need(role: Role) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency that passes the principal on when its role is at least ``role``."""
 
-    def check(p: Annotated[Principal, Depends(principal)]) -> Principal:
+    async def check(p: Annotated[Principal, Depends(principal)]) -> Principal:
         return authorized(p, role)
 
     return check

@@ -3,10 +3,12 @@
 
 Control → API (pickled; both ends are this program, over a socket pair nobody else holds): the
 :class:`~sparcs.controller.read_model.ControlSnapshot` with the rendered metrics after every poll,
-dispatch and command; a heartbeat every :data:`HEARTBEAT_S` while nothing else is sent; the answer
-to each command; after a reload of the fleet file (by the API or SIGHUP), the running configuration,
-ahead of the next snapshot. API → control (JSON, checked again on arrival): operator commands, a
-device's control switch, a reload, and the counts of commands the API refused.
+dispatch and command, its plan only when it is a new one (a plan is most of a snapshot's bytes, at
+1,000 devices megabytes of arrays, and changes once per dispatch, not per poll); a heartbeat every
+:data:`HEARTBEAT_S` while nothing else is sent; the answer to each command; after a reload of the
+fleet file (by the API or SIGHUP), the running configuration, ahead of the next snapshot. API →
+control (JSON, checked again on arrival): operator commands, a device's control switch, a reload,
+and the counts of commands the API refused.
 
 The control end (:class:`ApiLink`) never waits for the API process: snapshots are conflated (a
 slow reader gets the latest, never a queue of old ones), the sender alone waits for the socket,
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -28,7 +31,7 @@ import struct
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -39,12 +42,17 @@ from sparcs.controller.cycle import Controller
 from sparcs.controller.device_control import UnknownDevice
 from sparcs.controller.logging_setup import request_id
 from sparcs.controller.operations import KIND
+from sparcs.controller.plan import Plan
 from sparcs.controller.read_model import ControlSnapshot, take_snapshot
 from sparcs.controller.reload import Reloader
+
+if TYPE_CHECKING:
+    from sparcs.controller.pool_server import PoolServer
 
 log = logging.getLogger("sparcs.api_link")
 
 HEADER = struct.Struct("!I")
+_NOTHING = object()
 WATCH_S = 0.25
 """How often the control end looks for a new poll, plan or setpoints to publish (s)."""
 HEARTBEAT_S = 1.0
@@ -107,9 +115,13 @@ class ApiLink:
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
         self._seen: tuple[object, ...] = ()
+        self._plan_sent: object = _NOTHING  # the plan the API end holds
         self._sent_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._writers: list[asyncio.StreamWriter] = []
+        self.pool: dict[str, Any] | None = None
+        """How the API process serves the pool interface, once it serves: ``port`` and ``units``, or
+        ``error``; None without a ``pool`` section."""
 
     async def start(self) -> None:
         _, writer = await asyncio.open_connection(sock=self._send_sock)
@@ -162,7 +174,11 @@ class ApiLink:
                     out.append(pickle.dumps(("config", self.ctl.cfg), protocol=5))
                 if self._latest is not None:
                     snap, self._latest = self._latest, None
-                    out.append(pickle.dumps(("snapshot", snap, self.ctl.metrics.render(), offset), protocol=5))
+                    if snap.plan is not self._plan_sent:
+                        out.append(pickle.dumps(("plan", snap.plan), protocol=5))
+                        self._plan_sent = snap.plan
+                    bare = dataclasses.replace(snap, plan=None)  # the API end puts in the plan it holds
+                    out.append(pickle.dumps(("snapshot", bare, self.ctl.metrics.render(), offset), protocol=5))
                 elif not self._replies:
                     out.append(pickle.dumps(("alive", offset)))
                 while self._replies:
@@ -189,6 +205,8 @@ class ApiLink:
                 log.error("API link: a frame that is not a command; ignored")
                 continue
             if op == "ready":
+                pool = msg.get("pool")
+                self.pool = pool if isinstance(pool, dict) else None
                 self._ready.set()
             elif op == "refused":
                 try:
@@ -282,15 +300,20 @@ class PublishedControl:
 
     def __init__(self) -> None:
         self._snap = EMPTY
+        self._plan: Plan | None = None
         self._metrics = b""
         self._offset_s = 0.0
         self._heard = time.monotonic()
         self.connected = False
 
     def receive(self, msg: tuple[Any, ...]) -> None:
-        """Take a snapshot or heartbeat from the control process."""
-        if msg[0] == "snapshot":
-            _, self._snap, self._metrics, self._offset_s = msg
+        """Take a plan, a snapshot (without its plan: the last one sent is its plan) or a heartbeat
+        from the control process."""
+        if msg[0] == "plan":
+            self._plan = msg[1]
+        elif msg[0] == "snapshot":
+            _, snap, self._metrics, self._offset_s = msg
+            self._snap = dataclasses.replace(snap, plan=self._plan)
         elif msg[0] == "alive":
             self._offset_s = msg[1]
         self._heard = time.monotonic()
@@ -330,9 +353,15 @@ class RemoteCommands:
     def _send(self, msg: dict[str, Any]) -> None:
         self._writer.write(frame(json.dumps(msg).encode()))
 
-    def serving(self) -> None:
-        """Tell the control process that the API serves."""
-        self._send({"op": "ready"})
+    def serving(self, pool: PoolServer | str | None = None) -> None:
+        """Tell the control process that the API serves, and how the pool interface does: its port
+        and units, or why it does not listen (None: there is no ``pool`` section)."""
+        msg: dict[str, Any] = {"op": "ready"}
+        if isinstance(pool, str):
+            msg["pool"] = {"error": pool}
+        elif pool is not None:
+            msg["pool"] = {"port": pool.port, "units": sorted(pool.images)}
+        self._send(msg)
 
     async def _call(self, msg: dict[str, Any]) -> dict[str, Any]:
         if not self.connected:

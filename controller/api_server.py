@@ -45,14 +45,15 @@ def check_tls(api: ApiConfig) -> ssl.SSLContext | None:
     return ctx
 
 
-def server_config(app: FastAPI, api: ApiConfig, log_level: str = "warning") -> uvicorn.Config:
+def server_config(app: FastAPI, api: ApiConfig) -> uvicorn.Config:
     """The uvicorn settings of the API: TLS from ``api`` (checked first, TlsError), the process's
-    logging, the connection bounds of ``api``."""
+    logging (uvicorn's loggers keep no level of their own, so a reload's level reaches them), the
+    connection bounds of ``api``."""
     check_tls(api)
     tls = api.tls_cert_file is not None and api.tls_key_file is not None
     return uvicorn.Config(
         app,
-        log_level=log_level,
+        log_level=None,
         log_config=None,
         lifespan="off",
         access_log=False,

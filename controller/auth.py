@@ -7,8 +7,11 @@ a message that says so (:class:`Expired`), and ``rotate`` gives the same name an
 
 :class:`TokenBook` is what the API's admin routes and the `sparcs token` commands use: the same
 functions on one store and clock, each change audited under who made it (an admin token's name, or
-``cli:<user>`` for the command line). :class:`SignInLimiter` counts failed sign-ins per client
-address (docs/security.md).
+``cli:<user>`` for the command line). It reads the stored tokens at most once per
+:data:`TOKENS_HELD_S` to check a known token (a change through the book itself is seen at once; a
+revocation or rotation by another process, such as `sparcs token revoke`, within that time), so a
+burst of requests costs no store reads. :class:`SignInLimiter` counts failed sign-ins per client address
+(docs/security.md).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import hmac
 import math
 import secrets
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +35,8 @@ _RANK = {r: i for i, r in enumerate(ROLES)}
 TOKEN_PREFIX = "sparcs_"
 MAX_EXPIRES_IN_S = 10 * 366 * 86_400
 """The longest expiry a token can be given (about ten years); without one it never expires."""
+TOKENS_HELD_S = 2.0
+"""How long a :class:`TokenBook` checks requests against the tokens it last read from the store (s)."""
 
 
 @dataclass(frozen=True)
@@ -88,9 +94,15 @@ def create_token(store: Store, name: str, role: str, at: float, expires_in_s: fl
 
 def check_token(store: Store, token: str, now_s: float) -> Principal | Expired | None:
     """The principal a presented token belongs to, :class:`Expired` if its expiry has passed, or None."""
+    return match_token(store.list_tokens(), token, now_s)
+
+
+def match_token(rows: list[TokenRow], token: str, now_s: float) -> Principal | Expired | None:
+    """The principal of ``rows`` a presented token belongs to, :class:`Expired` if its expiry has
+    passed (at ``now_s``, Unix s), or None."""
     digest = sha256_hex(token)
     found: TokenRow | None = None
-    for row in store.list_tokens():
+    for row in rows:
         # No early exit: every token is compared so timing does not depend on which matched.
         if hmac.compare_digest(row.token_sha256, digest):
             found = row
@@ -103,14 +115,26 @@ def check_token(store: Store, token: str, now_s: float) -> Principal | Expired |
 
 class TokenBook:
     """The tokens of one store: authenticate a presented token, list, add, rotate and revoke; every
-    change is written to the audit log under who made it."""
+    change is written to the audit log under who made it. ``clock``: the controller's (Unix s, for
+    expiry); ``monotonic``: for how long the tokens read are held (:data:`TOKENS_HELD_S`)."""
 
-    def __init__(self, store: Store, clock: Callable[[], float]):
-        self._store, self._clock = store, clock
+    def __init__(self, store: Store, clock: Callable[[], float], monotonic: Callable[[], float] = time.monotonic):
+        self._store, self._clock, self._monotonic = store, clock, monotonic
+        self._held: tuple[float, list[TokenRow]] | None = None
 
     def check(self, token: str) -> Principal | Expired | None:
-        """The principal ``token`` belongs to, :class:`Expired`, or None (unknown or revoked)."""
-        return check_token(self._store, token, self._clock())
+        """The principal ``token`` belongs to, :class:`Expired`, or None (unknown or revoked), against
+        the stored tokens as read at most :data:`TOKENS_HELD_S` ago (a token not among them is looked
+        for in the store at once: a new one works at once, and failed sign-ins are limited per client
+        address); expiry against the clock now."""
+        now = self._monotonic()
+        held = self._held
+        if held is not None and now - held[0] < TOKENS_HELD_S:
+            got = match_token(held[1], token, self._clock())
+            if got is not None:
+                return got
+        self._held = (now, self._store.list_tokens())  # stale, or a token not among those held
+        return match_token(self._held[1], token, self._clock())
 
     def live(self) -> list[TokenRow]:
         """Every stored token (hashes only), by name, expired ones included (``expires_at`` says)."""
@@ -121,6 +145,7 @@ class TokenBook:
         Raises ValueError naming what is wrong (the name taken, the role unknown, the expiry)."""
         now = self._clock()
         token = create_token(self._store, name, role, now, expires_in_s)
+        self._held = None
         params = {"name": name, "role": role, "expires_at": expires_at(now, expires_in_s)}
         self._store.audit_event(ts=now, who=who, action="token-add", params=params, result="ok")
         return token
@@ -133,6 +158,7 @@ class TokenBook:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         if not self._store.rotate_token(name, sha256_hex(token), now, until):
             return None
+        self._held = None
         params = {"name": name, "expires_at": until}
         self._store.audit_event(ts=now, who=who, action="token-rotate", params=params, result="ok")
         return token
@@ -142,6 +168,7 @@ class TokenBook:
         now = self._clock()
         if not self._store.revoke_token(name):
             return False
+        self._held = None
         self._store.audit_event(ts=now, who=who, action="token-revoke", params={"name": name}, result="ok")
         return True
 

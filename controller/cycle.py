@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sparcs.config.grid_rules import export_cap_w
+from sparcs.config.grid_rules import export_cap_w, installer_ceiling_w
 from sparcs.config.schema import FleetConfig
 from sparcs.controller.alarms import Alarms
 from sparcs.controller.commands import CommandBook
@@ -38,11 +38,13 @@ from sparcs.controller.relay_inputs import RelayInputs
 from sparcs.controller.setpoints import (
     ZERO_CAP_MARGIN,
     SiteCommand,
+    SiteCurtailment,
     SiteFacts,
     battery_room,
     export_guard,
     schedule_feedback,
     site_command,
+    site_curtailment,
     split_to_devices,
 )
 from sparcs.controller.state import FleetState, build_state
@@ -233,7 +235,7 @@ class Controller:
             self._observe_poll(telemetry, summary)
             # Queued for the store's writer thread: a failing store is reported from there (the log,
             # the store's alarm, /readyz and the metrics) while control goes on from memory.
-            self.history.record(state, telemetry, summary)
+            self.history.record(state, telemetry, summary, lambda: self.curtailment(state, now))
             report.online, report.stale = summary["online"], summary["stale"]
             report.poll_s = time.perf_counter() - t0
 
@@ -336,6 +338,24 @@ class Controller:
         self.metrics.plan_objective.set(plan.objective_eur)
         self.metrics.observe_forecast_quality(self.planner.forecast_quality())
         self.alarms.dispatch(plan.path, plan.reason, now)
+
+    def curtailment(self, state: FleetState, now: float) -> dict[str, SiteCurtailment]:
+        """Per site that curtails now: the cause of its PV limit and the forecast PV power it holds
+        back (:func:`~sparcs.controller.setpoints.site_curtailment`; docs/open-data.md "Curtailment")."""
+        price = self.price_now(now)
+        out = {}
+        for sid, s in state.sites.items():
+            c = site_curtailment(
+                self.site_facts(sid, now),
+                s.pv_limit_w,
+                installer_ceiling_w=installer_ceiling_w(self._sites[sid]),
+                negative_price=price is not None and price < 0,
+                pv_w=s.pv_w,
+                pv_available_w=None if self.plan is None else self.plan.pv_available_at(sid, now),
+            )
+            if c is not None:
+                out[sid] = c
+        return out
 
     def site_facts(self, site_id: str, now: float) -> SiteFacts:
         """What the limit policy of one site depends on now (see :class:`~sparcs.controller.setpoints.SiteFacts`)."""

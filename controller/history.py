@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sparcs.config.schema import StorageConfig
 from sparcs.controller.plan import Plan
+from sparcs.controller.setpoints import SiteCurtailment
 from sparcs.controller.state import FleetState
 from sparcs.controller.store import Store
 from sparcs.drivers.telemetry import Telemetry
@@ -232,8 +233,15 @@ class HistoryRecorder:
         self._last_bucket: dict[str, int] = {}
         self._last_prune_s = -math.inf
 
-    def record(self, state: FleetState, telemetry: Mapping[str, Telemetry], summary: dict[str, Any]) -> None:
-        """Queue this poll's rows that open a new bucket (one transaction: never half a poll)."""
+    def record(
+        self,
+        state: FleetState,
+        telemetry: Mapping[str, Telemetry],
+        summary: dict[str, Any],
+        curtailment: Callable[[], Mapping[str, SiteCurtailment]] = dict,
+    ) -> None:
+        """Queue this poll's rows that open a new bucket (one transaction: never half a poll).
+        ``curtailment``: the sites that curtail now, asked only when the site rows are recorded."""
         res = self.settings.telemetry_resolution_s
         rows = []
         for dev_id, t in telemetry.items():
@@ -250,8 +258,15 @@ class HistoryRecorder:
         site_rows: list[dict[str, Any]] = []
         fleet_row: dict[str, Any] | None = None
         if self._new_bucket(FLEET_BUCKET, state.ts, res):
+            curtailed = curtailment()
             site_rows = [
-                {"ts": state.ts, "site_id": sid, **{k: getattr(s, k) for k in SITE_HISTORY_FIELDS}}
+                {
+                    "ts": state.ts,
+                    "site_id": sid,
+                    **{k: getattr(s, k) for k in SITE_HISTORY_FIELDS},
+                    "curtailed_w": c.curtailed_w if (c := curtailed.get(sid)) else None,
+                    "curtail_cause": c.cause if c else None,
+                }
                 for sid, s in state.sites.items()
             ]
             fleet_row = summary

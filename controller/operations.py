@@ -69,14 +69,6 @@ class Operations:
         self._accepted("cancel")
         return done
 
-    def release_pool_limit(self, group: str | None, who: str) -> list[int]:
-        """End the pool limit of the fleet (None) or a group in force, as an audited cancel; returns
-        the ids cancelled (empty when none was in force: nothing is stored)."""
-        cmd = self.commands.pool_limit(group, self.clock())
-        if cmd is None:
-            return []
-        return self.cancel(cmd.id, who) or []
-
     def resume(self, who: str) -> list[int]:
         """Cancel every pause; returns the ids cancelled (empty when not paused)."""
         done = self.commands.resume(who, self.clock())

@@ -95,6 +95,14 @@ class Plan:
             return None
         return PlannedSetpoint(_opt(site.pv_limit_w[i]), _opt(site.battery_w[i]))
 
+    def pv_available_at(self, site_id: str, t: float) -> float | None:
+        """The PV power (W ≥ 0) the plan's forecast expects the site's inverters could give
+        without a limit in the period containing ``t``; None when the site is not in the plan or
+        ``t`` outside it."""
+        site = self.sites.get(site_id)
+        i = self.period_at(t)
+        return None if site is None or i is None else _opt(site.pv_available_w[i])
+
     def price_at(self, t: float) -> float | None:
         """The day-ahead price (EUR/MWh) the plan assumed for the period containing ``t``, or None."""
         i = self.period_at(t)

@@ -6,7 +6,8 @@ one unit id per pool. Each pool's registers are laid out from pysunspec2's model
 40000: ``'SunS'``, common model 1, 701 (measurements), 120 (nameplate), 123 (immediate controls),
 713 (storage capacity), end model. Values are sums over the pool's sites
 (:func:`~sparcs.controller.groups.pool_totals`), rebuilt from the fleet state of the last poll on
-every read, so a read never lags the fleet state by more than one poll:
+every read, so a read never lags the fleet state by more than one poll (and, under `sparcs run`, the
+snapshot's 0.25 s):
 
 - 701 ``W``: net export at the meters, Σ −grid_w (W, + = injection into the grid, − while the pool
   imports; docs/definitions.md "Signs"); ``TotWhInj`` / ``TotWhAbs``: Σ of the meters' export /
@@ -18,14 +19,22 @@ every read, so a read never lags the fleet state by more than one poll:
 - 713 ``WHRtg``: capacity (Wh); ``WHAvail``: stored energy above the batteries' minimum SoC (Wh, the
   discharge room); ``SoC``: stored / capacity (%); the charge room is ``WHRtg`` × (100 − SoC) %.
 
+The server reads only a :class:`~sparcs.controller.read_model.ControllerView` and sends commands
+only through a :class:`~sparcs.controller.command_port.CommandPort`, as the operator API does: under
+`sparcs run` it runs in the API process (:mod:`sparcs.controller.api_process`), so a client that
+polls it hard, or many clients, cost that process's time, never the control loop's
+(docs/architecture.md "The API beside the control loop"); :meth:`PoolServer.of` serves a controller
+in this process (tests, tools).
+
 Writing ``WMaxLim_Ena`` = 1 (with ``WMaxLimPct`` and ``WMaxLimPct_RvrtTms`` in the same or an
-earlier write) submits a :class:`~sparcs.controller.commands.PoolLimitRequest` through
-:class:`~sparcs.controller.operations.Operations`: stored and audited (``who`` = ``pool:`` and the
+earlier write) submits a :class:`~sparcs.controller.commands.PoolLimitRequest` through the command
+port to :class:`~sparcs.controller.operations.Operations`: stored and audited (``who`` = ``pool:`` and the
 client's address), it expires with the revert timer as a device's limit does (0 s = no timer:
 the longest command, 31 days); every later write while enabled replaces it (and restarts the
 timer). ``WMaxLim_Ena`` = 0 releases it (an audited
 cancel). Read-only mode answers every write with exception 1 (illegal function), a write outside
-the writable 123 points with 2 (illegal address), a value out of range with 3 (illegal value).
+the writable 123 points with 2 (illegal address), a value out of range with 3 (illegal value), a
+write the control process does not answer in time with 4 (device failure).
 """
 
 from __future__ import annotations
@@ -46,9 +55,12 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from sparcs.config.schema import PoolConfig
+from sparcs.config.schema import FleetConfig, PoolConfig
+from sparcs.controller.command_port import CommandPort, ControlUnavailable, LocalCommands
 from sparcs.controller.commands import MAX_COMMAND_S, CommandError, PoolLimitRequest
 from sparcs.controller.groups import PoolTotals, pool_totals
+from sparcs.controller.read_model import ControllerView
+from sparcs.controller.state import FleetState
 from sparcs.drivers.sunspec_codec import PointDef, encode_point, model_def, raw_value
 
 if TYPE_CHECKING:
@@ -143,9 +155,8 @@ class _Counters:
     def __init__(self) -> None:
         self.last: dict[tuple[str, str], float] = {}
 
-    def total(self, ctl: Controller, site_ids: Sequence[str], key: str) -> float:
-        state = ctl.state
-        meters = [d.id for s in ctl.cfg.sites if s.id in site_ids for d in s.devices if d.kind == "meter"]
+    def total(self, cfg: FleetConfig, state: FleetState | None, site_ids: Sequence[str], key: str) -> float:
+        meters = [d.id for s in cfg.sites if s.id in site_ids for d in s.devices if d.kind == "meter"]
         out = 0.0
         for dev in meters:
             t = state.telemetry.get(dev) if state is not None else None
@@ -157,16 +168,17 @@ class _Counters:
 
 
 class PoolServer:
-    """Serves the pools of ``ctl`` (see the module docstring); start inside the running event loop."""
+    """Serves the pools of the controller ``view`` reads (see the module docstring), its writes sent
+    through ``commands``; start inside the running event loop."""
 
-    def __init__(self, ctl: Controller, cfg: PoolConfig):
-        self.ctl, self.cfg = ctl, cfg
+    def __init__(self, view: ControllerView, commands: CommandPort, cfg: PoolConfig):
+        self.view, self.commands, self.cfg = view, commands, cfg
         self.images: dict[int, PoolImage] = {}
         lay, regs = layout()
         pools: list[tuple[int, str | None, str]] = []
         if cfg.fleet_unit is not None:
             pools.append((cfg.fleet_unit, None, "fleet"))
-        pools += [(g.pool_unit, g.id, g.id) for g in ctl.cfg.groups if g.pool_unit is not None]
+        pools += [(g.pool_unit, g.id, g.id) for g in view.cfg.groups if g.pool_unit is not None]
         for unit, group, name in pools:
             self.images[unit] = PoolImage(unit, group, name, f"{cfg.serial}-{name}", lay, list(regs))
         self._allowed = [ipaddress.ip_network(a, strict=False) for a in cfg.allow]
@@ -175,6 +187,11 @@ class PoolServer:
         self.port = 0
         for img in self.images.values():
             self._nameplate(img)
+
+    @classmethod
+    def of(cls, ctl: Controller, cfg: PoolConfig) -> PoolServer:
+        """The pool interface of a controller in this process."""
+        return cls(ControllerView.of(ctl), LocalCommands(ctl), cfg)
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -213,12 +230,9 @@ class PoolServer:
 
     # -- the image -------------------------------------------------------------------------------
 
-    def _sites(self, img: PoolImage) -> tuple[str, ...]:
-        return self.ctl.commands.groups.sites(img.group)
-
     def _nameplate(self, img: PoolImage) -> None:
         """Model 1 and the static scale factors; the sums that never change (ratings)."""
-        t = pool_totals(self.ctl.cfg, None, self._sites(img))
+        t = pool_totals(self.view.cfg, None, self.view.pool_now(img.group).sites)
         img.put(1, "Mn", self.cfg.manufacturer)
         img.put(1, "Md", f"SPARCS pool {img.name}")
         img.put(1, "Vr", "1")
@@ -246,24 +260,22 @@ class PoolServer:
         img.put(713, "WHRtg", _fit(capacity_wh, wh_sf))
 
     def _capacity_wh(self, img: PoolImage) -> float:
-        sites = set(self._sites(img))
-        return float(sum(s.battery.capacity_kwh * 1000.0 for s in self.ctl.cfg.sites if s.id in sites and s.battery))
+        sites = set(self.view.pool_now(img.group).sites)
+        return float(sum(s.battery.capacity_kwh * 1000.0 for s in self.view.cfg.sites if s.id in sites and s.battery))
 
     def refresh(self, img: PoolImage) -> PoolTotals:
         """The pool's measurements and controls from the last poll and the commands in force."""
-        ctl = self.ctl
-        sites = self._sites(img)
-        t = pool_totals(ctl.cfg, ctl.state, sites)
-        now = ctl.clock.now()
+        cfg, pool = self.view.cfg, self.view.pool_now(img.group)
+        sites, limit = pool.sites, pool.limit
+        t = pool_totals(cfg, pool.state, sites)
         w_sf = int(img.get(701, "W_SF") or 0)
         wh_sf = int(img.get(713, "WH_SF") or 0)
         img.put(701, "W", _fit(t.net_export_w, w_sf, signed=True))
         img.put(701, "St", 1 if t.sites_known else 0)
         img.put(701, "ConnSt", 1 if t.sites_known else 0)
-        limit = ctl.commands.pool_limit(img.group, now)
         img.put(701, "InvSt", (4 if limit is not None else 3) if t.sites_known else 0)
-        img.put(701, "TotWhInj", int(self._counters.total(ctl, sites, "export_wh")))
-        img.put(701, "TotWhAbs", int(self._counters.total(ctl, sites, "import_wh")))
+        img.put(701, "TotWhInj", int(self._counters.total(cfg, pool.state, sites, "export_wh")))
+        img.put(701, "TotWhAbs", int(self._counters.total(cfg, pool.state, sites, "import_wh")))
         if limit is None:
             img.put(123, "WMaxLim_Ena", 0)
             img.put(123, "WMaxLimPct", img.written.get("WMaxLimPct", 1000))
@@ -296,7 +308,7 @@ class PoolServer:
                 self.refresh(img)
                 registers[: len(img.registers)] = img.registers
                 return None
-            result = self.write(img, address, [int(v) for v in set_values])
+            result = await self.write(img, address, [int(v) for v in set_values])
             registers[: len(img.registers)] = img.registers
             if result is None:  # pymodbus stores set_values after the hook: keep the image's values
                 first = address - start_addr
@@ -305,7 +317,7 @@ class PoolServer:
 
         return on_access
 
-    def write(self, img: PoolImage, address: int, values: list[int]) -> ExcCodes | None:
+    async def write(self, img: PoolImage, address: int, values: list[int]) -> ExcCodes | None:
         """Apply a write of ``values`` at ``address`` to the pool's controls (see the module docstring)."""
         if self.cfg.read_only:
             return ExcCodes.ILLEGAL_FUNCTION
@@ -324,23 +336,23 @@ class PoolServer:
         if not 0 <= pct <= 100 or (ena is not None and ena not in (0, 1)) or rvrt == 0xFFFF:
             return ExcCodes.ILLEGAL_VALUE
         img.written.update({k: v for k, v in targets.items() if k != "WMaxLim_Ena"})
-        now = self.ctl.clock.now()
-        in_force = self.ctl.commands.pool_limit(img.group, now)
+        now = self.view.now()
+        in_force = self.view.pool_now(img.group).limit
         enabled = ena == 1 or (ena is None and in_force is not None)
         who = f"pool:{CLIENT.get()}"
-        ops = self.ctl.operations
-        if not enabled:
-            if ena == 0:
-                ops.release_pool_limit(img.group, who)
-            self.refresh(img)
-            return None
         hold_s = rvrt if rvrt > 0 else MAX_COMMAND_S - 60.0
         expires = dt.datetime.fromtimestamp(now + hold_s, dt.UTC)
         try:
-            ops.submit(PoolLimitRequest(group=img.group, limit_pct=pct, expires_at=expires), who)
+            if enabled:
+                await self.commands.submit(PoolLimitRequest(group=img.group, limit_pct=pct, expires_at=expires), who)
+            elif ena == 0 and in_force is not None:
+                await self.commands.cancel(in_force.id, who)  # an audited cancel
         except CommandError as exc:
             log.warning("pool %s: write refused: %s", img.name, exc)
             return ExcCodes.ILLEGAL_VALUE
+        except ControlUnavailable as exc:
+            log.warning("pool %s: write not done: %s", img.name, exc)
+            return ExcCodes.DEVICE_FAILURE
         self.refresh(img)
         return None
 

@@ -81,6 +81,11 @@ def clean(obj: Any) -> Any:
     return obj
 
 
+def _json(obj: Any) -> bytes:
+    """A JSON-safe value (:func:`clean`) as compact UTF-8 JSON."""
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
 def bucket(rows: list[dict[str, Any]], resolution_s: int, fields: list[str]) -> list[dict[str, Any]]:
     """Mean of each field per bucket of ``resolution_s`` that has samples; None where none had a value."""
     acc: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -174,6 +179,15 @@ def _fail_safes(ctl: Controller) -> dict[str, FailSafe]:
     return out
 
 
+@dataclass(frozen=True)
+class PoolNow:
+    """A pool as :meth:`ControllerView.pool_now` reads it."""
+
+    state: FleetState | None
+    sites: tuple[str, ...]
+    limit: Command | None
+
+
 class ControlSource(Protocol):
     """Where a :class:`ControllerView` gets the control loop's state, time, metrics and liveness."""
 
@@ -225,6 +239,7 @@ class ControllerView:
         self._book = CommandBook(self.store, cfg)  # holds the snapshot's commands; never stores any
         self._book_of: tuple[Command, ...] | None = None
         self._rendered: dict[str, tuple[ControlSnapshot, tuple[int, ...], bytes]] = {}
+        self._fleet_of: tuple[tuple[object, ...], dict[str, Any]] | None = None
 
     @classmethod
     def of(cls, ctl: Controller) -> ControllerView:
@@ -274,26 +289,42 @@ class ControllerView:
     # -- fleet, sites, devices ------------------------------------------------------------------
 
     def fleet(self) -> dict[str, Any]:
-        """The fleet now: its summary, pause, plan path and fallback, data age, the export schedule now."""
+        """The fleet now: its summary, pause, plan path and fallback, data age, the export schedule now.
+        What depends on the snapshot alone (the summary over every site) is computed once per fleet
+        state, plan and poll and dispatch times."""
         snap, book = self._snap()
         now = self.now()
+        basis = (snap.state, snap.plan, snap.last_poll_s, snap.last_dispatch_s)
+        held = self._fleet_of
+        if held is None or any(a is not b for a, b in zip(held[0], basis, strict=True)):
+            held = self._fleet_of = (basis, self._fleet_of_snapshot(snap))
+        return {
+            **held[1],
+            "paused": book.paused(now),
+            "data_age_s": None if snap.last_poll_s is None else now - snap.last_poll_s,
+            "data_stale": snap.last_poll_s is None
+            or now - snap.last_poll_s > STALE_POLLS * self.cfg.dispatch.poll_interval_s,
+            "schedule_export_w": clean(book.schedule_export_w(now)),
+        }
+
+    @staticmethod
+    def _fleet_of_snapshot(snap: ControlSnapshot) -> dict[str, Any]:
         summary = snap.state.summary() if snap.state else None
         if summary:
             summary["ts"] = iso(summary["ts"])
         return clean(
             {
                 "now": summary,
-                "paused": book.paused(now),
                 "last_poll": iso(snap.last_poll_s),
                 "last_dispatch": iso(snap.last_dispatch_s),
                 "plan_path": snap.plan.path if snap.plan else None,
                 "in_fallback": snap.plan is not None and not snap.plan.optimal,
-                "data_age_s": None if snap.last_poll_s is None else now - snap.last_poll_s,
-                "data_stale": snap.last_poll_s is None
-                or now - snap.last_poll_s > STALE_POLLS * self.cfg.dispatch.poll_interval_s,
-                "schedule_export_w": book.schedule_export_w(now),
             }
         )
+
+    def fleet_json(self) -> bytes:
+        """:meth:`fleet` as JSON: no per-request work beyond the few fields that depend on the time."""
+        return _json(self.fleet())
 
     def _site(self, snap: ControlSnapshot, book: CommandBook, site: SiteConfig, now: float) -> dict[str, Any]:
         s = snap.state.sites.get(site.id) if snap.state else None
@@ -348,7 +379,7 @@ class ControllerView:
         held = self._rendered.get(what)
         if held is not None and held[0] is snap and held[1] == key:
             return held[2]
-        body = json.dumps(make(), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+        body = _json(make())
         self._rendered[what] = (snap, key, body)
         return body
 
@@ -512,6 +543,12 @@ class ControllerView:
                         acc[f] = (acc[f] or 0.0) + p[f]
         points = [sums[ts] for ts in sorted(sums, key=lambda t: dt.datetime.fromisoformat(t))]
         return {"group": g.id, "start": out["start"], "end": out["end"], "resolution_s": resolution_s, "points": points}
+
+    def pool_now(self, group: str | None) -> PoolNow:
+        """What the SunSpec pool interface reads of the fleet (None) or a group: the fleet state, the
+        pool's sites and its pool limit in force now (:mod:`sparcs.controller.pool_server`)."""
+        snap, book = self._snap()
+        return PoolNow(snap.state, book.groups.sites(group), book.pool_limit(group, self.now()))
 
     def _group(self, g: Group) -> dict[str, Any]:
         snap, book = self._snap()

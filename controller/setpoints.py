@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Literal, get_args
 
+from sparcs.config.grid_rules import is_curtailing
 from sparcs.config.schema import BATTERY_KINDS, PV_KINDS, SiteConfig
 from sparcs.controller.plan import PlannedSetpoint
 
@@ -125,6 +127,51 @@ def site_command(f: SiteFacts) -> SiteCommand:
             plan_limit = max(0.0, plan_limit - ZERO_CAP_MARGIN * f.pv_rating_w)
     uncontrolled = None if f.controllable else f.export_cap_w
     return SiteCommand(combine_limits(plan_limit, f.stage_ceiling_w, f.guard_w, uncontrolled), plan_battery)
+
+
+CurtailCause = Literal["caps", "stages", "negative_prices"]
+CURTAIL_CAUSES: tuple[CurtailCause, ...] = get_args(CurtailCause)
+STAGE_MATCH = 1.01
+"""A stage ceiling up to this share of the limit in force (read back, rounded by the device) is that limit."""
+
+
+@dataclass(frozen=True)
+class SiteCurtailment:
+    """Why and how much a site is curtailed now (docs/open-data.md "Curtailment"): ``cause`` of the
+    limit in force; ``curtailed_w`` the forecast PV power it holds back (W ≥ 0; None: unknown)."""
+
+    cause: CurtailCause
+    curtailed_w: float | None
+
+
+def site_curtailment(
+    f: SiteFacts,
+    limit_w: float | None,
+    *,
+    installer_ceiling_w: float,
+    negative_price: bool,
+    pv_w: float | None,
+    pv_available_w: float | None,
+) -> SiteCurtailment | None:
+    """The curtailment of a site whose inverters report the PV limit ``limit_w`` in force (W, summed),
+    or None while it does not curtail (:func:`sparcs.config.grid_rules.is_curtailing`).
+
+    The cause is ``stages`` when a stage ceiling is the limit in force (within :data:`STAGE_MATCH`);
+    else ``negative_prices`` in a quarter-hour with a negative day-ahead price (``negative_price``);
+    else ``caps`` (the feed-in cap, a pool limit, or an export cap the export guard or the plan
+    holds). The curtailed power is the plan's forecast of the available PV power
+    (``pv_available_w``) less the PV output (``pv_w``), at least 0 W; None when either is unknown."""
+    if limit_w is None or not is_curtailing(limit_w, installer_ceiling_w):
+        return None
+    cause: CurtailCause
+    if f.stage_ceiling_w is not None and f.stage_ceiling_w <= STAGE_MATCH * limit_w:
+        cause = "stages"
+    elif negative_price:
+        cause = "negative_prices"
+    else:
+        cause = "caps"
+    held_w = None if pv_available_w is None or pv_w is None else max(0.0, pv_available_w - pv_w)
+    return SiteCurtailment(cause, held_w)
 
 
 SCHEDULE_GAIN = 0.5

@@ -33,6 +33,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    case,
     create_engine,
     delete,
     event,
@@ -53,9 +54,10 @@ from sparcs.controller import migrate
 from sparcs.controller.migrate import MigrationError
 from sparcs.controller.plan import Plan
 from sparcs.controller.plan_codec import PackedPlan, pack_plan, unpack_plan
+from sparcs.controller.setpoints import CURTAIL_CAUSES
 
-SCHEMA_VERSION = 4
-"""The release's schema number kept in ``schema_version`` (Alembic revision 0004)."""
+SCHEMA_VERSION = 5
+"""The release's schema number kept in ``schema_version`` (Alembic revision 0005)."""
 DB_FILE = "sparcs.db"
 DEFAULT_DATA_DIR = Path("data")  # relative to the working directory, like the demo's other files
 
@@ -126,6 +128,10 @@ site_history = Table(
     Column("soc", Float),
     Column("flex_up_w", Float),
     Column("flex_down_w", Float),
+    # Curtailment now (docs/open-data.md "Curtailment"): the forecast PV power the limit in force
+    # holds back (W ≥ 0; None: unknown) and the cause of that limit (caps, stages, negative_prices).
+    Column("curtailed_w", Float),
+    Column("curtail_cause", String(16)),
     Index("ix_site_history_site_ts", "site_id", "ts"),
     Index("ix_site_history_ts", "ts"),
 )
@@ -301,6 +307,24 @@ class LoadQuarters:
 
 
 @dataclass(frozen=True)
+class SiteQuarter:
+    """One site's recorded samples in one quarter-hour, averaged: powers in W (signs of
+    docs/definitions.md "Signs"), each the mean over the samples where it is known; ``samples``: how
+    many site-history rows the quarter-hour holds; ``curtailed_w``: per cause, the mean over all
+    samples of the curtailed power with that cause (0 W where another or none)."""
+
+    site_id: str
+    start_s: float
+    samples: int
+    pv_w: float | None
+    export_w: float | None
+    battery_abs_w: float | None
+    flex_up_w: float | None
+    flex_down_w: float | None
+    curtailed_w: Mapping[str, float]
+
+
+@dataclass(frozen=True)
 class TokenRow:
     name: str
     role: str
@@ -440,6 +464,58 @@ class Store:
                 .order_by(site_history.c.ts)
             )
             return [dict(r._mapping) for r in res]
+
+    def site_quarters(self, start_s: float, end_s: float) -> list[SiteQuarter]:
+        """Every site's samples per quarter-hour (``QUARTER_S``, aligned to the clock) in
+        [start_s, end_s), averaged in the database (:class:`SiteQuarter`), ordered by time and site."""
+        h = site_history.c
+        quarter = _quarter_of(h.ts)
+        by_cause = [
+            func.sum(case((h.curtail_cause == cause, func.coalesce(h.curtailed_w, 0.0)), else_=0.0)).label(cause)
+            for cause in CURTAIL_CAUSES
+        ]
+        q = (
+            select(
+                h.site_id,
+                quarter.label("quarter"),
+                func.count().label("samples"),
+                func.avg(h.pv_w).label("pv_w"),
+                func.avg(h.export_w).label("export_w"),
+                func.avg(func.abs(h.battery_w)).label("battery_abs_w"),
+                func.avg(h.flex_up_w).label("flex_up_w"),
+                func.avg(h.flex_down_w).label("flex_down_w"),
+                *by_cause,
+            )
+            .where(h.ts >= start_s, h.ts < end_s)
+            .group_by(h.site_id, quarter)
+            .order_by(quarter, h.site_id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+
+        def mean(v: Any) -> float | None:
+            return None if v is None else float(v)
+
+        return [
+            SiteQuarter(
+                site_id=r.site_id,
+                start_s=float(r.quarter) * 900.0,
+                samples=int(r.samples),
+                pv_w=mean(r.pv_w),
+                export_w=mean(r.export_w),
+                battery_abs_w=mean(r.battery_abs_w),
+                flex_up_w=mean(r.flex_up_w),
+                flex_down_w=mean(r.flex_down_w),
+                curtailed_w={c: float(getattr(r, c) or 0.0) / int(r.samples) for c in CURTAIL_CAUSES},
+            )
+            for r in rows
+        ]
+
+    def site_history_first_ts(self) -> float | None:
+        """The time of the oldest site-history row (Unix s), or None when there is none."""
+        with self.engine.connect() as conn:
+            first = conn.execute(select(func.min(site_history.c.ts))).scalar()
+        return None if first is None else float(first)
 
     def load_quarters(self, start_s: float, end_s: float) -> LoadQuarters:
         """Every site's mean household load per quarter-hour in [start, end) and the rows behind each

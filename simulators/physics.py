@@ -7,7 +7,10 @@ and :meth:`SiteSignals.load_w` give, for arbitrary Unix times (s, UTC),
 - ``pv_potential_w``: the AC power (W, ≥ 0) the site's whole PV array would deliver with no
   limit and no inverter clipping: pvlib clear sky per kWp × kWp × seeded clearness;
 - ``load_w``: the household consumption (W, > 0): BDEW H0 per annual kWh × annual kWh × seeded
-  noise.
+  noise;
+
+or, with ``simulation.recorded_dir``, a recorded day's clearness (in place of the seeded one) and
+load (CSV per site, written by :mod:`twin.history` from the controller's own store).
 
 Both are sampled once per simulated minute of a UTC day and interpolated linearly, so any step
 size and any caller see identical values. The inverter's AC rating clips PV per device
@@ -24,7 +27,7 @@ import numpy as np
 
 from sparcs.config.schema import SimulationConfig, SiteConfig
 from sparcs.optimizer.curves import PvGeometry, clearsky_w_per_kwp, h0_w_per_annual_kwh
-from sparcs.simulators.weather import DAY_S, clearness, clearness_from_csv, load_factor
+from sparcs.simulators.weather import DAY_S, clearness, clearness_from_csv, load_factor, recorded_from_csv
 
 SAMPLE_S = 60.0
 _SAMPLES = int(DAY_S / SAMPLE_S) + 1
@@ -47,16 +50,19 @@ class SiteSignals:
             loc, pv = self.site.location, self.site.pv
             geom = PvGeometry(loc.lat, loc.lon, loc.altitude_m, pv.tilt_deg, pv.azimuth_deg)
             weather = self.sim.weather
-            if weather.irradiance_csv is not None:
-                k = clearness_from_csv(weather.irradiance_csv, t)
+            if self.sim.recorded_dir is not None:
+                k, load_w = recorded_from_csv(self.sim.recorded_dir, self.site.id, t)
             else:
-                k = clearness(self.sim.seed, self.site.id, t, weather.cloudiness)
+                if weather.irradiance_csv is not None:
+                    k = clearness_from_csv(weather.irradiance_csv, t)
+                else:
+                    k = clearness(self.sim.seed, self.site.id, t, weather.cloudiness)
+                load_w = (
+                    h0_w_per_annual_kwh(t)
+                    * self.site.load.annual_kwh
+                    * load_factor(self.sim.seed, self.site.id, t, self.sim.load_noise)
+                )
             pv_w = clearsky_w_per_kwp(geom, t) * pv.kwp * k
-            load_w = (
-                h0_w_per_annual_kwh(t)
-                * self.site.load.annual_kwh
-                * load_factor(self.sim.seed, self.site.id, t, self.sim.load_noise)
-            )
             if len(self._days) >= 3:  # a replay moves forward: keep yesterday, today, tomorrow
                 self._days.pop(min(self._days))
             curves = self._days[day] = (pv_w, load_w)

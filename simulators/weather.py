@@ -95,20 +95,39 @@ def load_factor(seed: int, site_id: str, t_s: np.ndarray | float, load_noise: fl
 
 
 @lru_cache(maxsize=8)
-def _csv_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _csv_series(path: Path, columns: tuple[str, ...] = ("clearness",)) -> tuple[np.ndarray, ...]:
+    """Unix s and the named columns of a CSV ``timestamp,<columns...>``, sorted by time."""
     import pandas as pd
 
     frame = pd.read_csv(path)
-    if list(frame.columns[:2]) != ["timestamp", "clearness"]:
-        raise ValueError(f"{path}: expected the columns timestamp,clearness")
+    if list(frame.columns[: len(columns) + 1]) != ["timestamp", *columns]:
+        raise ValueError(f"{path}: expected the columns timestamp,{','.join(columns)}")
     ts = pd.to_datetime(frame["timestamp"], utc=True)
     order = np.argsort(ts.to_numpy())
-    t_s = (ts.astype("int64").to_numpy() / 1e9)[order]
-    return t_s, np.clip(frame["clearness"].to_numpy(dtype=float)[order], 0.0, 1.2)
+    # Seconds since the epoch whatever unit pandas parsed to (pandas 3 parses ISO strings to µs, not ns).
+    t_s = (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()[order]
+    return (t_s, *(frame[c].to_numpy(dtype=float)[order] for c in columns))
 
 
 def clearness_from_csv(path: Path, t_s: np.ndarray | float) -> np.ndarray:
     """Clearness from a measured series (CSV ``timestamp,clearness``), linear between samples."""
     t = np.atleast_1d(np.asarray(t_s, dtype=float))
     times, values = _csv_series(Path(path))
-    return np.interp(t, times, values)
+    return np.interp(t, times, np.clip(values, 0.0, 1.2))
+
+
+RECORDED_COLUMNS = ("clearness", "load_w")
+"""The columns of a recorded site's CSV after ``timestamp`` (``simulation.recorded_dir``)."""
+
+
+def recorded_file(folder: Path, site_id: str) -> Path:
+    """Where a site's recorded day lies in ``simulation.recorded_dir``."""
+    return Path(folder) / f"{site_id}.csv"
+
+
+def recorded_from_csv(folder: Path, site_id: str, t_s: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """A site's recorded clearness (multiplier of its clear-sky PV, ≥ 0) and load (W ≥ 0) at ``t_s``,
+    linear between samples and held beyond the first and last (CSV ``timestamp,clearness,load_w``)."""
+    t = np.atleast_1d(np.asarray(t_s, dtype=float))
+    times, k, load = _csv_series(recorded_file(folder, site_id), RECORDED_COLUMNS)
+    return np.interp(t, times, np.maximum(k, 0.0)), np.interp(t, times, np.maximum(load, 0.0))

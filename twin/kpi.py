@@ -66,7 +66,8 @@ def import_prices_eur_per_kwh(
     )
 
 
-def _site_arrays(cfg: FleetConfig, site_ids: list[str]) -> dict[str, np.ndarray]:
+def site_arrays(cfg: FleetConfig, site_ids: list[str]) -> dict[str, np.ndarray]:
+    """Per-site constants the KPIs need (arrays in ``site_ids`` order): tariffs, caps, ratings, battery."""
     sites = [cfg.site(s) for s in site_ids]
     cap = [feed_in_cap_w(s) for s in sites]
     tariffs = [site_tariff(cfg, s) for s in sites]
@@ -119,7 +120,7 @@ def energy_balance(trace: Trace, cfg: FleetConfig) -> list[dict[str, Any]]:
     ``storage_residual`` checks the cells: charge − discharge against the change of the stored
     energy the simulators report (SoC × capacity). Each term comes from its own source.
     """
-    site = _site_arrays(cfg, trace.site_ids)
+    site = site_arrays(cfg, trace.site_ids)
     d = {k: trace.counter(k)[:, -1] - trace.counter(k)[:, 0] for k in ("pv_wh", "import_wh", "export_wh")}
     ch_ac = trace.counter("charged_wh")[:, -1] - trace.counter("charged_wh")[:, 0]
     dis_ac = trace.counter("discharged_wh")[:, -1] - trace.counter("discharged_wh")[:, 0]
@@ -159,7 +160,7 @@ def strategy_kpis(run: StrategyRun, cfg: FleetConfig, prices_eur_per_mwh: np.nda
     """The report's KPIs of one strategy (see the module docstring for the definitions)."""
     trace = run.trace
     spq = trace.samples_per_quarter()
-    site = _site_arrays(cfg, trace.site_ids)
+    site = site_arrays(cfg, trace.site_ids)
     imp = per_quarter(trace.counter("import_wh"), spq) / 1000.0
     exp = per_quarter(trace.counter("export_wh"), spq) / 1000.0
     pv_kwh = float((trace.counter("pv_wh")[:, -1] - trace.counter("pv_wh")[:, 0]).sum() / 1000.0)

@@ -122,6 +122,30 @@ def cadence_text(report: dict[str, Any]) -> str:
     )
 
 
+def history_lines(report: dict[str, Any]) -> list[str]:
+    """The what-ifs replayed and, for a day from history, its source and the fidelity figure (docs/twin.md)."""
+    out = []
+    if report.get("overrides"):
+        out += ["", "What-ifs:", ""] + [f"- {o['name']} ({o['kind']} = {o['value']})" for o in report["overrides"]]
+    h, f = report.get("history"), report.get("fidelity")
+    if h is not None and f is not None:
+        what = "calibration" if f["calibration"] else "the recorded day against this replay with its what-ifs"
+        out += [
+            "",
+            f"From history: {h['source']}, {h['start']} – {h['end']}; "
+            f"{h['available_pv_estimated_share']:.1%} of the available PV estimated (curtailed samples).",
+            f"Fidelity of {f['strategy']} ({what}): worst error {f['worst_error']:.2%} "
+            f"(bound {f['bound']:.0%}): {'met' if f['met'] else '**missed**'}.",
+            "",
+            "| figure | recorded | replayed | error |",
+            "|---|---|---|---|",
+        ]
+        out += [
+            f"| {k} | {v['recorded']:.2f} | {v['replayed']:.2f} | {v['error']:.2%} |" for k, v in f["figures"].items()
+        ]
+    return out
+
+
 def summary_markdown(report: dict[str, Any]) -> str:
     """A page a person can read: what was replayed, the KPIs side by side, the checks, the plots."""
     strategies = report["strategies"]
@@ -170,6 +194,7 @@ def summary_markdown(report: dict[str, Any]) -> str:
         f"Energy balance per site and day (PV + import + discharge = load + export + charge + losses): worst "
         f"residual {worst:.4%} (tolerance 0.5 %)."
     )
+    lines += history_lines(report)
     if report.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {n}" for n in report["notes"]]
     lines += ["", "## Plots", ""]

@@ -21,6 +21,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sparcs.config.schema import FleetConfig
 from sparcs.optimizer.curves import BERLIN
+from sparcs.twin.fidelity import fidelity, figures
+from sparcs.twin.history import (
+    HistoryError,
+    HistorySource,
+    RecordedDay,
+    history_config,
+    history_scenario,
+    load_recorded,
+    recorded_trace,
+)
 from sparcs.twin.kpi import captured, day_prices, energy_balance, quarter_starts, strategy_kpis
 from sparcs.twin.plots import write_plots
 from sparcs.twin.replay import StrategyRun, replay
@@ -30,6 +40,7 @@ from sparcs.twin.scenario import (
     Scenario,
     ScenarioError,
     apply_scenario,
+    apply_what_ifs,
     cadence,
     day_bounds,
     drop_invisible_delays,
@@ -225,14 +236,57 @@ def run_twin(
     *,
     jobs: int = 1,
     progress: bool = True,
+    history: HistorySource | None = None,
 ) -> dict[str, Any]:
-    """Replay ``day`` once per strategy (``jobs`` at a time); write report.json, plots, summary.md, report.html."""
+    """Replay ``day`` once per strategy (``jobs`` at a time) and write report.json, the plots, summary.md and
+    report.html.
+
+    With ``history`` the simulators serve the recorded day (:mod:`twin.history`) over the span it
+    covers, the recorded strategy is among those replayed, and the report gains ``history`` and
+    ``fidelity`` (:mod:`twin.fidelity`). The scenario's ``overrides`` are listed under ``overrides``."""
     strategies = check_strategies(strategies)
-    applied, scenario, notes = prepare(cfg, day, scenario_path)
     out_dir.mkdir(parents=True, exist_ok=True)
+    bounds = day_bounds(day)
+    recorded: RecordedDay | None = None
+    if history is not None:
+        if history.strategy not in strategies:
+            strategies = [history.strategy, *strategies]
+        try:
+            recorded = load_recorded(history, cfg, bounds, out_dir / "recorded")
+            cfg = history_config(cfg, recorded, out_dir / "recorded")
+        except HistoryError as exc:
+            raise TwinError(exc.lines) from None
+        bounds = recorded.bounds
+    recorded_cfg = cfg
+    applied, scenario, notes = prepare(cfg, day, scenario_path)
+    if recorded is not None:
+        scenario = history_scenario(scenario, recorded, day)
+        notes = [*notes, *recorded.notes]
+    try:
+        applied, scenario, what_ifs = apply_what_ifs(applied, scenario, bounds)
+    except ScenarioError as exc:
+        raise TwinError([f"{scenario_path}: {line}" for line in exc.errors]) from None
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    runs = run_all(applied, day_bounds(day), scenario, strategies, out_dir, jobs=jobs, progress=progress)
-    return write_outputs(runs, applied, day_bounds(day), scenario_path, scenario, out_dir, notes, jobs=jobs)
+    runs = run_all(applied, bounds, scenario, strategies, out_dir, jobs=jobs, progress=progress)
+    extra: dict[str, Any] = {"overrides": what_ifs}
+    if recorded is not None and history is not None:
+        extra["history"] = recorded.as_report()
+        run = next(r for r in runs if r.strategy == history.strategy)
+        extra["fidelity"] = history_fidelity(recorded, recorded_cfg, run, applied, scenario_path is None)
+    return write_outputs(runs, applied, bounds, scenario_path, scenario, out_dir, notes, jobs=jobs, extra=extra)
+
+
+def history_fidelity(
+    recorded: RecordedDay, recorded_cfg: FleetConfig, run: StrategyRun, cfg: FleetConfig, calibration: bool
+) -> dict[str, Any]:
+    """The report's ``fidelity``: the recorded day's figures (its fleet file) against the replay's (``cfg``,
+    with any what-ifs), at the recorded samples."""
+    quarters = quarter_starts(recorded.bounds)
+    trace = recorded_trace(recorded, recorded_cfg)
+    times = trace.times
+    rec = figures(trace, times, recorded_cfg, recorded.bounds, day_prices(recorded_cfg, quarters))
+    rep = figures(run.trace, times, cfg, recorded.bounds, day_prices(cfg, quarters))
+    return fidelity(rec, rep, run.strategy, calibration)
 
 
 def write_outputs(
@@ -245,13 +299,16 @@ def write_outputs(
     notes: list[str] | None = None,
     *,
     jobs: int = 1,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write report.json, the plots, summary.md and report.html into ``out_dir``; returns the report.
 
-    ``jobs``: how many strategies were replayed at a time (their wall times share the machine)."""
+    ``jobs``: how many strategies were replayed at a time (their wall times share the machine);
+    ``extra``: more fields of report.json (``overrides``, ``history``, ``fidelity``)."""
     report = build_report(runs, cfg, bounds, scenario_path, scenario)
     report["jobs"] = jobs
     report["notes"] = notes or []
+    report.update(extra or {})
     report["plots"] = write_plots(runs, cfg, out_dir)
     report["html"] = "report.html"
     write_json(report, out_dir / "report.json")

@@ -5,6 +5,8 @@ A scenario file names its Europe/Berlin ``date`` and changes the fleet file's ``
 addressed to a group (``group`` in a stage, §14a or pool-limit action); operator ``actions`` are
 sent to the controller at their ``at`` time (as the API would); ``faults`` start on the simulated
 devices at ``at`` and end at ``until``.
+``overrides`` are what-ifs, each named in the report (:mod:`twin.overrides`); ``recorded_commands``
+says whether a replay from history (:mod:`twin.history`) sends the operator commands it recorded.
 Every timestamp carries a UTC offset and must lie within the replayed day. Relative CSV paths
 resolve against the scenario file's folder. Unknown keys are errors naming their path.
 
@@ -54,6 +56,7 @@ from sparcs.controller.commands import (
 )
 from sparcs.optimizer.curves import BERLIN
 from sparcs.simulators.weather import stream_key
+from sparcs.twin.overrides import Override, OverrideError, apply_overrides
 
 
 class ScenarioError(Exception):
@@ -153,6 +156,10 @@ class Scenario(_Strict):
     groups: list[GroupConfig] = Field(default_factory=list, description="groups added to the fleet file's")
     actions: list[Action] = Field(default_factory=list)
     faults: list[Fault] = Field(default_factory=list)
+    overrides: list[Override] = Field(default_factory=list, description="what-ifs, each named in the report")
+    recorded_commands: bool = Field(
+        default=True, description="from history: replay the operator commands that were recorded (false: only actions)"
+    )
     poll_interval_s: float | None = Field(
         default=None, gt=0, le=QUARTER_S, description="replaces dispatch.poll_interval_s; divides 900 s"
     )
@@ -451,3 +458,22 @@ def drop_invisible_delays(cfg: FleetConfig) -> tuple[FleetConfig, list[str]]:
             )
     sim.faults = faults
     return out, notes
+
+
+def apply_what_ifs(
+    cfg: FleetConfig, scenario: Scenario | None, day: tuple[float, float]
+) -> tuple[FleetConfig, Scenario | None, list[dict[str, object]]]:
+    """The fleet and scenario with the scenario's ``overrides`` applied over ``day`` (Unix s): the
+    changed fleet, the commands they send as actions at the day's start, and the report's
+    ``overrides`` entries (:mod:`twin.overrides`). Raises ScenarioError naming the override's field."""
+    if scenario is None or not scenario.overrides:
+        return cfg, scenario, []
+    try:
+        out, sends, report = apply_overrides(cfg, scenario.overrides, day)
+    except OverrideError as exc:
+        raise ScenarioError("scenario", exc.errors) from None
+    at = dt.datetime.fromtimestamp(day[0], dt.UTC)
+    actions = [
+        Action(at=at, stage=req) if isinstance(req, StageRequest) else Action(at=at, pool_limit=req) for _, req in sends
+    ]
+    return out, scenario.model_copy(update={"actions": [*actions, *scenario.actions]}), report

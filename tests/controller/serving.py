@@ -9,13 +9,15 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from sparcs.config.schema import FleetConfig
+from sparcs.config.schema import FleetConfig, validate_config
 from sparcs.controller.api import create_app
 from sparcs.controller.api_server import server_config
 from sparcs.controller.cycle import Controller, WallClock
 from sparcs.controller.reload import Reloader
 from sparcs.controller.store import Store
 from sparcs.factory import build_controller
+from sparcs.simulators.clock import SimClock
+from sparcs.simulators.fleet import FleetHost
 from tests.ports import free_ports
 
 
@@ -52,3 +54,20 @@ async def serving(
         await task
         await ctl.close()
         store.close()
+
+
+@contextlib.asynccontextmanager
+async def simulated(data: dict, data_dir, start_s: float) -> AsyncIterator[tuple[FleetHost, Controller, SimClock]]:
+    """The simulated fleet of the fleet-file ``data`` on a stepped clock from ``start_s`` (free ports),
+    and the real controller over it on a store in ``data_dir``; all stopped afterwards."""
+    clock = SimClock(start_s, stepped=True)
+    host = FleetHost(validate_config(data), clock=clock, auto_ports=True)
+    await host.start()
+    store = Store(data_dir=data_dir)
+    ctl = build_controller(host.config, store, clock)
+    try:
+        yield host, ctl, clock
+    finally:
+        await ctl.close()
+        store.close()
+        await host.stop()

@@ -30,6 +30,7 @@ RULES: list[tuple[str, str, str | None]] = [
     ("GET", r"^/(healthz|readyz)$", None),
     ("GET", r"^/(docs|redoc|openapi\.json|docs/oauth2-redirect)$", None),
     ("GET", r"^/metrics$", "viewer"),  # TestClient is not a loopback client
+    ("GET", r"^/sta/v1\.1", None),  # open data: public (404 while open_data.enabled is false)
     ("POST|DELETE", r"^/api/v1/commands", "operator"),
     ("PUT", r"^/api/v1/devices/[^/]+/control$", "operator"),
     ("GET|POST|DELETE", r"^/api/v1/tokens", "admin"),

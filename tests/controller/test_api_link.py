@@ -26,7 +26,7 @@ from sparcs.controller.read_model import ControllerView
 from sparcs.controller.reload import Reloader
 from sparcs.controller.store import Store
 from sparcs.factory import build_controller
-from tests.controller.conftest import small_fleet_data
+from tests.controller.conftest import make_plan, small_fleet_data
 
 
 async def until(check, timeout_s: float = 20.0):
@@ -159,3 +159,57 @@ async def _true(value):
 async def _metrics(client):
     r = await client.get("/metrics", headers={"Authorization": client.headers["Authorization"]})
     return r.content if r.status_code == 200 and r.content else None
+
+
+@pytest.mark.timeout(60)
+def test_a_plan_crosses_the_link_once_and_every_snapshot_after_it_carries_it(tmp_path):
+    asyncio.run(_plan_once(tmp_path))
+
+
+async def _plan_once(tmp_path):
+    cfg = load_config(_fleet_file(tmp_path))
+    store = Store(data_dir=tmp_path)
+    ctl = build_controller(cfg, store, WallClock())
+    ctl.plan = make_plan(time.time(), [900.0] * 4, {cfg.sites[0].id: ([1000.0] * 4, [0.0] * 4)})
+    send, down = socket.socketpair()
+    receive, up = socket.socketpair()
+    link = ApiLink(ctl, send, receive)
+    source, kinds = PublishedControl(), []
+
+    class Seen(PublishedControl):
+        def receive(self, msg):
+            kinds.append(msg[0])
+            source.receive(msg)
+
+    reader = threading.Thread(target=follow, args=(down, Seen(), ignore, ignore, ignore), daemon=True)
+    reader.start()
+    try:
+        await link.start()
+        for _ in range(3):
+            await until(lambda: _true(kinds.count("snapshot") >= 1))
+            n = kinds.count("snapshot")
+            link.publish()
+            await until(lambda n=n: _true(kinds.count("snapshot") > n))
+            assert source.snapshot().plan is not None and source.snapshot().plan.start_s == ctl.plan.start_s
+        assert kinds.count("plan") == 1
+        ctl.plan = make_plan(time.time() + 900, [900.0] * 4)  # a new dispatch
+        link.publish()
+        await until(lambda: _true(kinds.count("plan") == 2))
+        await until(
+            lambda: _true(source.snapshot().plan is not None and source.snapshot().plan.start_s == ctl.plan.start_s)
+        )
+    finally:
+        await link.close()
+        up.close()
+        await ctl.close()
+        store.close()
+
+
+def ignore(*_args) -> None:
+    """A callback of :func:`follow` this test does not follow."""
+
+
+def _fleet_file(tmp_path):
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(small_fleet_data()))
+    return path

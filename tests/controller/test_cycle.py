@@ -15,17 +15,16 @@ import pytest
 import pytest_asyncio
 
 from sparcs.config.grid_rules import feed_in_cap_w
-from sparcs.config.schema import FaultSpec, validate_config
+from sparcs.config.schema import FaultSpec
 from sparcs.controller.api import create_app
 from sparcs.controller.cycle import Controller
 from sparcs.controller.plan_codec import pack_plan, unpack_plan
 from sparcs.controller.read_model import ControllerView
 from sparcs.controller.setpoints import ZERO_CAP_MARGIN
-from sparcs.controller.store import Store
 from sparcs.factory import build_controller
-from sparcs.simulators.clock import SimClock
 from sparcs.simulators.fleet import FleetHost
 from tests.controller.conftest import small_fleet_data
+from tests.controller.serving import simulated
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 NOON = dt.datetime(2026, 6, 21, 10, 0, tzinfo=dt.UTC).timestamp()  # 12:00 in Leipzig, clear-ish sky
@@ -35,17 +34,8 @@ NOON = dt.datetime(2026, 6, 21, 10, 0, tzinfo=dt.UTC).timestamp()  # 12:00 in Le
 async def fleet(tmp_path_factory):
     data = small_fleet_data(3)
     data["simulation"]["weather"]["cloudiness"] = 0.0
-    clock = SimClock(NOON, stepped=True)
-    host = FleetHost(validate_config(data), clock=clock, auto_ports=True)
-    await host.start()
-    store = Store(data_dir=tmp_path_factory.mktemp("store"))
-    ctl = build_controller(host.config, store, clock)
-    try:
-        yield host, ctl, clock
-    finally:
-        await ctl.close()
-        store.close()
-        await host.stop()
+    async with simulated(data, tmp_path_factory.mktemp("store"), NOON) as fleet:
+        yield fleet
 
 
 async def run(host: FleetHost, ctl: Controller, seconds: float, *, dispatch_first: bool = False):

@@ -121,7 +121,9 @@ def test_one_revision_down_and_up_again_keeps_the_plans(store_url):
     plan = store.last_plan()
     store.close()
     engine = make_engine(store_url)
-    assert migrate.downgrade(engine).current == "0003"  # one revision down: the edge polls' table goes
+    assert migrate.downgrade(engine).current == "0004"  # one revision down: curtailment by cause goes
+    assert not {"curtailed_w", "curtail_cause"} & {c["name"] for c in inspect(engine).get_columns("site_history")}
+    assert migrate.downgrade(engine).current == "0003"  # one down: the edge polls' table goes
     assert migrate.downgrade(engine).current == "0002"  # one down: token expiry and device switches go
     schema = inspect(engine)
     assert "device_control" not in schema.get_table_names()

@@ -52,7 +52,7 @@ async def rig(tmp_path_factory):
     store = Store(data_dir=tmp_path_factory.mktemp("store"))
     ctl = build_controller(host.config, store, clock)
     assert host.config.pool is not None
-    pool = PoolServer(ctl, host.config.pool)
+    pool = PoolServer.of(ctl, host.config.pool)
     await pool.start()
     try:
         await ctl.cycle(dispatch=True)

@@ -30,7 +30,7 @@ async def ctl(tmp_path):
 
 
 async def serve(ctl, **pool) -> PoolServer:
-    server = PoolServer(ctl, PoolConfig(port=0, **pool))
+    server = PoolServer.of(ctl, PoolConfig(port=0, **pool))
     await server.start()
     return server
 

@@ -7,14 +7,10 @@ import datetime as dt
 import pytest
 import pytest_asyncio
 
-from sparcs.config.schema import validate_config
 from sparcs.controller.commands import ScheduleRequest
 from sparcs.controller.setpoints import SCHEDULE_CAP_MARGIN, BatteryRoom, battery_room, schedule_feedback
-from sparcs.controller.store import Store
-from sparcs.factory import build_controller
-from sparcs.simulators.clock import SimClock
-from sparcs.simulators.fleet import FleetHost
 from tests.controller.conftest import make_plan, small_fleet_data
+from tests.controller.serving import simulated
 
 EVENING = dt.datetime(2026, 6, 21, 17, 30, tzinfo=dt.UTC).timestamp()  # 19:30 in Leipzig: PV low, caps far
 
@@ -61,17 +57,8 @@ def test_the_feedback_integrates_the_error_clips_to_the_room_and_splits_by_room(
 async def fleet(tmp_path):
     data = small_fleet_data(3)
     data["simulation"]["weather"]["cloudiness"] = 0.0
-    clock = SimClock(EVENING, stepped=True)
-    host = FleetHost(validate_config(data), clock=clock, auto_ports=True)
-    await host.start()
-    store = Store(data_dir=tmp_path / "store")
-    ctl = build_controller(host.config, store, clock)
-    try:
-        yield host, ctl, clock
-    finally:
-        await ctl.close()
-        store.close()
-        await host.stop()
+    async with simulated(data, tmp_path / "store", EVENING) as fleet:
+        yield fleet
 
 
 def fleet_export_w(host) -> float:

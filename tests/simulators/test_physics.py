@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pytest
 
@@ -162,6 +164,29 @@ def test_measured_clearness_from_csv_replaces_the_seeded_weather(tmp_path):
     measured = site_signals(cfg, SimulationConfig(seed=11, weather={"irradiance_csv": csv}))
     t = SUMMER_NOON_S + np.arange(0, 3600, 300.0)
     assert measured.pv_potential_w(t) == pytest.approx(0.5 * clear.pv_potential_w(t))
+
+
+def test_a_clearness_csv_is_served_at_its_own_times(tmp_path):
+    noon = dt.datetime.fromtimestamp(SUMMER_NOON_S, dt.UTC)
+    csv = tmp_path / "clearness.csv"
+    csv.write_text(f"timestamp,clearness\n{noon.isoformat()},0.2\n{(noon + dt.timedelta(hours=1)).isoformat()},0.8\n")
+    cfg = one_site_config()
+    clear = site_signals(cfg, SimulationConfig(seed=11, weather={"cloudiness": 0.0}))
+    measured = site_signals(cfg, SimulationConfig(seed=11, weather={"irradiance_csv": csv}))
+    t = SUMMER_NOON_S + np.array([0.0, 1800.0, 3600.0])
+    assert measured.pv_potential_w(t) == pytest.approx([0.2, 0.5, 0.8] * clear.pv_potential_w(t))
+
+
+def test_a_recorded_day_replaces_the_seeded_weather_and_load(tmp_path):
+    noon = dt.datetime.fromtimestamp(SUMMER_NOON_S, dt.UTC)
+    cfg = one_site_config()
+    rows = [f"{(noon + dt.timedelta(minutes=m)).isoformat()},{0.1 + m / 100},{300 + 10 * m}" for m in range(61)]
+    (tmp_path / f"{cfg.id}.csv").write_text("timestamp,clearness,load_w\n" + "\n".join(rows) + "\n")
+    clear = site_signals(cfg, SimulationConfig(seed=11, weather={"cloudiness": 0.0}))
+    recorded = site_signals(cfg, SimulationConfig(seed=11, recorded_dir=tmp_path))
+    t = SUMMER_NOON_S + 60.0 * np.array([0, 30, 60])
+    assert recorded.pv_potential_w(t) == pytest.approx(np.array([0.1, 0.4, 0.7]) * clear.pv_potential_w(t))
+    assert recorded.load_w(t) == pytest.approx([300.0, 600.0, 900.0])
 
 
 def test_without_a_command_the_battery_covers_surplus_and_load():
