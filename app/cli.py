@@ -534,7 +534,9 @@ def twin(
         list[str] | None,
         typer.Option("--strategy", help="optimizer, self-consumption, none, perfect-foresight (repeat)"),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="folder for report.json, plots, summary.md")] = Path("twin-out"),
+    out: Annotated[Path, typer.Option("--out", help="folder for report.json, plots, summary.md, report.html")] = Path(
+        "twin-out"
+    ),
     jobs: Annotated[int, typer.Option("--jobs", min=1, max=8, help="strategies replayed at once")] = 1,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     history: Annotated[
@@ -567,7 +569,7 @@ def twin(
         run_twin(cfg, parse_day(date), scenario, strategy or [], out, jobs=jobs, progress=progress, history=source)
     except TwinError as exc:
         raise fail(exc.lines) from None
-    typer.echo(f"report: {out / 'report.json'}  summary: {out / 'summary.md'}")
+    typer.echo(f"report: {out / 'report.json'}  summary: {out / 'summary.md'}  page: {out / 'report.html'}")
 
 
 def main() -> None:  # pragma: no cover - console-script entry point

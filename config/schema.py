@@ -13,6 +13,7 @@ names carry the unit where it is not SI (``kwp``, ``capacity_kwh``, ``annual_kwh
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -427,6 +428,20 @@ class DispatchConfig(Strict):
     battery_throughput_eur_per_kwh: float = Field(default=0.02, ge=0)
     curtailment_penalty_eur_per_kwh: float = Field(default=0.001, ge=0)
     schedule_penalty_eur_per_kwh: float = Field(default=1.0, ge=0)
+    device_poll_interval_s: dict[
+        Literal["pv_inverter", "battery", "hybrid"], Annotated[float, Field(gt=0, le=3600)]
+    ] = Field(
+        default_factory=dict,
+        description="tiered polling: devices of these kinds are read at most this often (s): every n-th poll, "
+        "n the whole polls that fit in it (at least 1), and at the poll after every write to them; meters and "
+        "kinds not named are read at every poll, the export guard's rate (docs/devices.md 'Tiered polling')",
+    )
+
+    def polls_between_reads(self, kind: str) -> int:
+        """How many polls apart devices of ``kind`` are read: the whole polls within its
+        ``device_poll_interval_s`` (at least 1; 1 = every poll, also for a kind not named)."""
+        interval = next((v for k, v in self.device_poll_interval_s.items() if k == kind), None)
+        return 1 if interval is None else max(1, math.floor(interval / self.poll_interval_s + 1e-9))
 
 
 class EntsoeConfig(Strict):

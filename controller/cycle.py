@@ -170,6 +170,8 @@ class Controller:
         self._dispatch_lock = asyncio.Lock()
         self.on_dispatch_request: Callable[[float], None] | None = None
         self._sites = {s.id: s for s in cfg.sites}
+        self._caps_at = math.nan  # the instant the export caps in _caps are of
+        self._caps: dict[tuple[str, float | None, float | None], float | None] = {}
         self.relays = RelayInputs(cfg.relay_inputs, cfg.dispatch.modbus_timeout_s)
         self.schedule_offsets_w: dict[str, float] = {}  # the schedule feedback's battery offsets (W)
         self._feedback_ts: float | None = None  # the poll the offsets were last updated on
@@ -274,8 +276,14 @@ class Controller:
 
     def export_cap_w(self, site_id: str, now: float) -> float | None:
         """The site's export cap at the meter now (W ≥ 0; :func:`sparcs.config.grid_rules.export_cap_w`),
-        a pool limit in force included."""
-        return export_cap_w(self._sites[site_id], self.price_now(now), self.commands.export_limit_w(site_id, now))
+        a pool limit in force included. Kept for the instant ``now`` (a poll asks for each site's cap
+        in the guard and again for its writes)."""
+        if self._caps_at != now:
+            self._caps_at, self._caps = now, {}
+        key = (site_id, self.price_now(now), self.commands.export_limit_w(site_id, now))
+        if key not in self._caps:
+            self._caps[key] = export_cap_w(self._sites[site_id], key[1], key[2])
+        return self._caps[key]
 
     def _guard(self, state: FleetState) -> list[str]:
         acted = []

@@ -8,6 +8,13 @@ exponentially (it is skipped, not waited for: 0, 1, 3, 7, … polls) but is prob
 after ``stale_after_polls`` failed polls, or at once while it never answered (a device not read
 yet is never online and gets no writes). A value that could not be read is missing, never the
 previous one reused.
+
+Tiered polling (``dispatch.device_poll_interval_s``, docs/devices.md "Tiered polling"): a device of
+a slower tier is read every n-th poll (its phase spread over the n polls by its position in the
+fleet, so every poll reads about the same number of devices), and also at the poll after a write
+to it (:meth:`FleetPoller.read_next`: the writer confirms a setpoint by the next reading), while it
+has no good reading, and while it fails (the back-off rules above). Between its reads its telemetry
+is that of its latest read, with that read's ``read_at``: a value not read is never made up.
 """
 
 from __future__ import annotations
@@ -48,6 +55,19 @@ class DeviceState:
     last_good_at: float | None = None
     watches: dict[str, CounterWatch] = field(default_factory=dict)
     telemetry: Telemetry | None = None
+    every: int = 1  # read at every ``every``-th poll (tiered polling)
+    phase: int = 0  # ... at the polls whose count leaves this remainder
+    read_next: bool = False  # written since its latest read: read at the next poll, whatever its tier
+
+    def due(self, poll: int) -> bool:
+        """Whether poll number ``poll`` reads this device (before the back-off rules)."""
+        return (
+            self.every == 1
+            or self.read_next
+            or self.failed_polls > 0
+            or self.last_good_at is None
+            or poll % self.every == self.phase
+        )
 
 
 def _bounds(site: SiteConfig) -> Bounds:
@@ -73,14 +93,19 @@ class FleetPoller:
         self.links: dict[tuple[str, int], Link] = {}
         self.devices: dict[str, DeviceState] = {}
         self._by_link: dict[tuple[str, int], list[DeviceState]] = {}
+        in_tier: dict[str, int] = {}
         for site, dev in devices:
             field = f"sites[{site.id}].devices[{dev.id}].protocol"
             driver = build_device(dev, functools.partial(self._link, dev), field)
-            state = DeviceState(site, dev, driver, _bounds(site))
+            every = settings.polls_between_reads(dev.kind)
+            phase = in_tier.get(dev.kind, 0) % every
+            in_tier[dev.kind] = in_tier.get(dev.kind, 0) + 1
+            state = DeviceState(site, dev, driver, _bounds(site), every=every, phase=phase)
             self.devices[dev.id] = state
             self._by_link.setdefault(dev.endpoint, []).append(state)
         self._sem = asyncio.Semaphore(settings.max_concurrency)
         self._started = False
+        self._polls = 0  # polls started: tiered devices are read at the polls of their phase
 
     def _link(self, dev: DeviceConfig) -> Link:
         """The one connection of ``dev``'s endpoint, shared by the unit ids behind it."""
@@ -96,17 +121,24 @@ class FleetPoller:
         except KeyError:
             raise KeyError(f"unknown device '{device_id}'") from None
 
+    def read_next(self, device_id: str) -> None:
+        """Read ``device_id`` at the next poll whatever its tier (after a write, to confirm it)."""
+        self.devices[device_id].read_next = True
+
     async def poll_once(self) -> dict[str, Telemetry]:
-        """Poll every device once; returns device id → its telemetry of this poll."""
+        """Poll every device due (all of them without tiers); returns device id → its latest telemetry."""
         stagger = not self._started
         self._started = True
+        poll, self._polls = self._polls, self._polls + 1
+        due = [
+            (i, states)
+            for i, group in enumerate(self._by_link.values())
+            if (states := [s for s in group if s.due(poll)])
+        ]
         n = len(self._by_link)
         window = min(max(STAGGER_MIN_S, STAGGER_S_PER_LINK * n), self.settings.poll_interval_s / 2)
         await asyncio.gather(
-            *(
-                self._poll_link(states, window * i / n if stagger and n > 1 else 0.0)
-                for i, states in enumerate(self._by_link.values())
-            )
+            *(self._poll_link(states, window * i / n if stagger and n > 1 else 0.0) for i, states in due)
         )
         return {dev_id: s.telemetry for dev_id, s in self.devices.items() if s.telemetry is not None}
 
@@ -116,6 +148,7 @@ class FleetPoller:
             await asyncio.sleep(delay_s)
         async with self._sem:
             for s in states:
+                s.read_next = False
                 await self._poll_device(s)
 
     async def _poll_device(self, s: DeviceState) -> None:

@@ -357,6 +357,7 @@ class SetpointWriter:
         d = s.driver
         for w in plan.writes:
             await d.write(w.addr, list(w.values))
+        self.poller.read_next(s.cfg.id)  # the next poll confirms it, whatever the device's tier
         now = self.clock()
         seen_regs, seen = await plan.read_back()
         mismatches = []

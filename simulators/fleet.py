@@ -19,6 +19,10 @@ controls to the installer configuration once and makes it unavailable (like ``of
 The fleet file's ``relay_inputs`` are served too: one simulated I/O module each
 (:class:`simulators.io_module.IoModuleSim`, contacts and faults set at run time).
 
+With ``faults="scheduled"`` (the twin: every fault is in the config, none injected at run time) an
+endpoint without a timing fault among its devices' faults is served by its pymodbus server on
+the public port, without the proxy: still Modbus TCP, one socket hop instead of two.
+
 The clock either runs free (real time × ``speed``; a background task advances the physics every
 ``min(1, max(0.1, 5 / speed))`` wall seconds) or is stepped with :meth:`FleetHost.step`.
 """
@@ -33,7 +37,7 @@ import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
@@ -121,9 +125,15 @@ class FleetHost:
         clock: SimClock | None = None,
         auto_ports: bool = False,
         profile_dir: Path = PROFILE_DIR,
+        faults: Literal["runtime", "scheduled"] = "runtime",
     ) -> None:
-        """Build every site and device; raises ProfileError for a profile that is missing or invalid."""
+        """Build every site and device; raises ProfileError for a profile that is missing or invalid.
+
+        ``faults``: "runtime" puts the fault proxy before every endpoint (faults may be injected later);
+        "scheduled" only before those with a timing fault in ``simulation.faults`` (see the module docstring).
+        """
         self.config = cfg.model_copy(deep=True)
+        self.fault_mode = faults
         self.sim: SimulationConfig = self.config.simulation or SimulationConfig()
         if clock is None:
             start = self.sim.start.timestamp() if self.sim.start is not None else time.time()
@@ -167,16 +177,21 @@ class FleetHost:
                     )
                     for unit, d in port.devices.items()
                 ]
-                port.backend = ModbusTcpServer(sim_devices, address=("127.0.0.1", 0))
-                await port.backend.serve_forever(background=True)
-                server = port.backend.transport
-                assert isinstance(server, asyncio.Server)  # a listening server's transport is its asyncio.Server
-                backend_port = server.sockets[0].getsockname()[1]
-                port.proxy = FaultProxy(
-                    port.host, 0 if self.auto_ports else port.port, backend_port, self._action_for(port)
+                public = 0 if self.auto_ports else port.port
+                direct = self.fault_mode == "scheduled" and not any(
+                    f.spec.mode not in VALUE_FAULTS for d in port.devices.values() for f in self._faults.get(d.id, [])
                 )
                 try:
-                    await port.proxy.open()
+                    port.backend = ModbusTcpServer(
+                        sim_devices, address=(port.host, public) if direct else ("127.0.0.1", 0)
+                    )
+                    await port.backend.serve_forever(background=True)
+                    server = port.backend.transport
+                    assert isinstance(server, asyncio.Server)  # a listening server's transport is its asyncio.Server
+                    backend_port = server.sockets[0].getsockname()[1]
+                    if not direct:
+                        port.proxy = FaultProxy(port.host, public, backend_port, self._action_for(port))
+                        await port.proxy.open()
                 except OSError as exc:
                     names = ", ".join(d.id for d in port.devices.values())
                     raise EndpointError(
@@ -184,7 +199,7 @@ class FleetHost:
                         "stop the program using it or change the device's port"
                     ) from None
                 for d in port.devices.values():
-                    ports[d.id] = port.proxy.port
+                    ports[d.id] = backend_port if port.proxy is None else port.proxy.port
             for r in self.config.relay_inputs:
                 try:
                     r.port = await self.io_modules[r.id].start(r.host, self.auto_ports)
@@ -274,6 +289,8 @@ class FleetHost:
         """Start a fault now (or at ``spec.start``); it replaces the device's earlier faults."""
         if spec.device not in self.devices:
             raise KeyError(f"unknown device '{spec.device}'")
+        if self.fault_mode == "scheduled":
+            raise RuntimeError("this fleet serves the faults of its config only (faults='scheduled')")
         self._faults[spec.device] = [self._fault(spec, self.clock.now())]
         if self._started:
             self._sync_faults(self.clock.now())

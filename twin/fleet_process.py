@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing as mp
-from dataclasses import asdict
+from dataclasses import fields
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -45,10 +45,11 @@ def site_sample(host: FleetHost) -> Sample:
     ``stored_wh`` the energy in the battery cells (SoC × capacity).
     """
     sites: dict[str, dict[str, float]] = {}
+    names: list[str] = []
     for site in host.config.sites:
-        truth = asdict(host.site_ground_truth(site.id))
-        del truth["t"]
-        sites[site.id] = truth
+        truth = host.site_ground_truth(site.id)
+        names = names or [f.name for f in fields(truth) if f.name != "t"]  # flat floats: no asdict deep copy
+        sites[site.id] = {k: getattr(truth, k) for k in names}
     return {"t": host.clock.now(), "sites": sites}
 
 
@@ -59,7 +60,7 @@ async def _serve(conn: Connection, cfg: FleetConfig, start_s: float) -> None:
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_quiet_cancelled)
-    host = FleetHost(cfg, clock=SimClock(start_s, stepped=True), auto_ports=True)
+    host = FleetHost(cfg, clock=SimClock(start_s, stepped=True), auto_ports=True, faults="scheduled")
     inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
     def readable() -> None:

@@ -1,4 +1,4 @@
-"""`sparcs twin`: replay a day with each strategy, then write report.json, the plots and summary.md.
+"""`sparcs twin`: replay a day with each strategy, then write report.json, the plots, summary.md and report.html.
 
 The replay follows the fleet file's poll and dispatch intervals unless the scenario sets others
 (docs/definitions.md "Dispatch cadence", :func:`twin.scenario.cadence`); the report states the
@@ -35,6 +35,7 @@ from sparcs.twin.kpi import captured, day_prices, energy_balance, quarter_starts
 from sparcs.twin.plots import write_plots
 from sparcs.twin.replay import StrategyRun, replay
 from sparcs.twin.report import summary_markdown, write_json
+from sparcs.twin.report_html import report_html
 from sparcs.twin.scenario import (
     Scenario,
     ScenarioError,
@@ -237,7 +238,8 @@ def run_twin(
     progress: bool = True,
     history: HistorySource | None = None,
 ) -> dict[str, Any]:
-    """Replay ``day`` once per strategy (``jobs`` at a time) and write report.json, the plots and summary.md.
+    """Replay ``day`` once per strategy (``jobs`` at a time) and write report.json, the plots, summary.md and
+    report.html.
 
     With ``history`` the simulators serve the recorded day (:mod:`twin.history`) over the span it
     covers, the recorded strategy is among those replayed, and the report gains ``history`` and
@@ -299,7 +301,7 @@ def write_outputs(
     jobs: int = 1,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write report.json, the plots and summary.md into ``out_dir``; returns the report.
+    """Write report.json, the plots, summary.md and report.html into ``out_dir``; returns the report.
 
     ``jobs``: how many strategies were replayed at a time (their wall times share the machine);
     ``extra``: more fields of report.json (``overrides``, ``history``, ``fidelity``)."""
@@ -308,6 +310,9 @@ def write_outputs(
     report["notes"] = notes or []
     report.update(extra or {})
     report["plots"] = write_plots(runs, cfg, out_dir)
+    report["html"] = "report.html"
     write_json(report, out_dir / "report.json")
     (out_dir / "summary.md").write_text(summary_markdown(report), encoding="utf-8")
+    page = report_html(report, runs, cfg, day_prices(cfg, quarter_starts(bounds)))
+    (out_dir / "report.html").write_text(page, encoding="utf-8")
     return report

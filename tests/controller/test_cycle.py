@@ -102,7 +102,8 @@ async def test_a_site_outside_the_plan_keeps_its_pv_at_most_at_its_cap(fleet, mo
     pvs = [d.id for d in site.devices if d.kind == "pv_inverter"]
     host.inject_fault(FaultSpec(device=battery, mode="offline"))
     try:
-        for _ in range(ctl.cfg.dispatch.stale_after_polls + 1):
+        # the battery's failure is seen at its next read (tiered polling), stale after stale_after_polls polls
+        for _ in range(ctl.cfg.dispatch.polls_between_reads("battery") + ctl.cfg.dispatch.stale_after_polls):
             await run(host, ctl, 10)
         assert not ctl.state.sites[site.id].controllable
         # its battery runs on its own now and may stop absorbing PV at any moment: the PV alone stays legal

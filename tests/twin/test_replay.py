@@ -17,8 +17,9 @@ import pytest
 from sparcs.config.schema import CONFIG_DIR, validate_config
 from sparcs.controller.store import Store
 from sparcs.optimizer.curves import BERLIN
-from sparcs.twin.kpi import energy_balance
+from sparcs.twin.kpi import day_prices, energy_balance, quarter_starts
 from sparcs.twin.replay import replay
+from sparcs.twin.report_html import curtailment_by_cause
 from sparcs.twin.run import write_outputs
 from sparcs.twin.scenario import Scenario, apply_scenario
 from tests.controller.conftest import small_fleet_data
@@ -103,6 +104,29 @@ def test_report_has_every_field_for_every_strategy(replayed):
     assert (replayed["out"] / "summary.md").read_text().count("|") > 20
     for name in on_disk["plots"]:
         assert (replayed["out"] / name).stat().st_size > 10_000
+
+
+def test_the_page_shows_goals_kpis_and_a_figure_per_strategy(replayed):
+    page = (replayed["out"] / "report.html").read_text()
+    assert replayed["report"]["html"] == "report.html"
+    assert "<h2>Goals</h2>" in page and "cap violations (goal 0)" in page
+    for strategy in STRATEGIES:
+        assert f"<h2>{strategy}</h2>" in page
+    assert page.count("src='data:image/png;base64,") == len(STRATEGIES)
+    assert "polling every 60 s (the scenario)" in page
+    assert "curtailed by stage, kWh" in page and "<th>balance</th>" in page  # a field rendered generically
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_curtailment_splits_by_cause_and_the_stage_is_named(replayed, cfg, strategy):
+    run = replayed["runs"][strategy]
+    prices = day_prices(cfg, quarter_starts(BOUNDS))
+    split = curtailment_by_cause(run, cfg, prices)
+    total = np.maximum(run.trace.power("available_w") - run.trace.power("pv_w"), 0.0)
+    assert sum(split.by_cause.values()) == pytest.approx(total)
+    stage = split.by_cause["stage"]
+    assert stage[~np.isfinite(run.stage_ceiling_w)].sum() == 0.0  # only while a stage is in force
+    assert split.kwh("stage", run.trace.step_s) > 0.1  # K2 holds PV at 30 % from 11:10 to 11:45 on a sunny day
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
