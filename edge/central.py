@@ -267,11 +267,13 @@ class EdgeHub:
     # -- the poller's and writer's halves -----------------------------------------------------
 
     def telemetry(self, now: float) -> dict[str, Telemetry]:
-        """The latest telemetry of every edge device; stale once older than the poller's stale rule."""
-        limit = self.cfg.dispatch.stale_after_polls * self.cfg.dispatch.poll_interval_s
+        """The latest telemetry of every edge device; stale once older than the poller's stale rule
+        (``stale_after_polls`` of the device's own read interval under tiered polling)."""
+        d_cfg = self.cfg.dispatch
         out = {}
         for s in self.sites:
             for d in s.devices:
+                limit = d_cfg.stale_after_polls * d_cfg.poll_interval_s * d_cfg.polls_between_reads(d.kind)
                 t = self.latest.get(d.id)
                 if t is not None and now - t.read_at <= limit:
                     out[d.id] = t

@@ -188,6 +188,7 @@ def test_a_groups_history_sums_its_sites_per_bucket(api):
     }
     state = build_state(ctl.cfg, tel, now - 120)
     ctl.history.record(state, tel, state.summary())
+    ctl.history.writer.flush()  # the history writer thread stores it
     r = client.get("/api/v1/groups/feeder-a/history", params={"resolution_s": 3600}, headers=op)
     assert r.status_code == 200, r.text
     (point,) = r.json()["points"]

@@ -36,10 +36,15 @@ EDGES = {"edge-1": [0, 1], "edge-2": [2]}  # edge id → indices of its sites in
 PASSWORDS = {"central": "central-secret", "edge-1": "edge-1-secret", "edge-2": "edge-2-secret"}
 
 
-def edge_fleet_data(folder: Path, port: int, ca: Path | None, n_sites: int = 3) -> dict:
-    """The small demo fleet with a broker section: edge-1 polls the first two sites, edge-2 the third."""
+def edge_fleet_data(
+    folder: Path, port: int, ca: Path | None, n_sites: int = 3, tiers: dict[str, float] | None = None
+) -> dict:
+    """The small demo fleet with a broker section: edge-1 polls the first two sites, edge-2 the third.
+    ``tiers``: ``dispatch.device_poll_interval_s`` (default none: every device at every poll)."""
     data = small_fleet_data(n_sites)
     data["simulation"]["weather"]["cloudiness"] = 0.0
+    # by default every device at every poll: most tests count polls and stale windows in poll intervals
+    data["dispatch"]["device_poll_interval_s"] = tiers or {}
     for user, pw in PASSWORDS.items():
         (folder / f"{user}.pw").write_text(pw + "\n")
     ids = [s["id"] for s in data["sites"]]
@@ -88,10 +93,18 @@ class EdgeWorld:
             await e.cycle()
         if not central:
             return None
-        t = self.clock.now()
-        devices = [d for e in self.edges.values() if e.connected for s in e.ctl.cfg.sites for d in s.devices]
+        # what each edge holds after this poll (under tiered polling an inverter or battery is read
+        # every n-th poll and keeps its last reading's time in between)
+        held = {
+            dev: tel.read_at
+            for e in self.edges.values()
+            if e.connected and e.ctl.state is not None
+            for dev, tel in e.ctl.state.telemetry.items()
+        }
         await self.until(
-            lambda: all(self.hub.latest.get(d.id) is not None and self.hub.latest[d.id].read_at >= t for d in devices),
+            lambda: all(
+                self.hub.latest.get(d) is not None and self.hub.latest[d].read_at >= at for d, at in held.items()
+            ),
             what="edge telemetry at the central",
         )
         return await self.central.cycle(dispatch=dispatch)
@@ -108,14 +121,14 @@ class EdgeWorld:
         node.ctl.store.close()
 
 
-async def make_world(folder: Path, *, edges: bool = True) -> EdgeWorld:
+async def make_world(folder: Path, *, edges: bool = True, tiers: dict[str, float] | None = None) -> EdgeWorld:
     port = free_ports(1)[0]
-    probe = validate_config(edge_fleet_data(folder, port, None))
+    probe = validate_config(edge_fleet_data(folder, port, None, tiers=tiers))
     assert probe.broker is not None
     files = write_broker_files(folder / "broker", probe.broker, PASSWORDS, port=port)
     broker = Mosquitto(files, port)
     broker.start()
-    cfg = validate_config(edge_fleet_data(folder, port, files.ca))
+    cfg = validate_config(edge_fleet_data(folder, port, files.ca, tiers=tiers))
     clock = SimClock(NOON, stepped=True)
     host = FleetHost(cfg, clock=clock, auto_ports=True)
     await host.start()
