@@ -52,6 +52,13 @@ def _in_span(value: dt.datetime) -> dt.datetime:
 Instant = Annotated[AwareDatetime, AfterValidator(_in_span)]
 
 
+def _one_scope_of(query: BaseModel, *names: str) -> None:
+    """A query scopes to at most one of ``names`` (the fleet when none is given)."""
+    given = [n for n in names if getattr(query, n) is not None]
+    if len(given) > 1:
+        raise ValueError(f"give either {' or '.join(names)}, not both")
+
+
 class HistoryQuery(BaseModel):
     """History of the fleet (default), one site or one device, averaged into buckets of ``resolution_s``."""
 
@@ -64,8 +71,7 @@ class HistoryQuery(BaseModel):
 
     @model_validator(mode="after")
     def _one_scope(self) -> Self:
-        if self.site is not None and self.device is not None:
-            raise ValueError("give either site or device, not both")
+        _one_scope_of(self, "site", "device")
         return self
 
 
@@ -225,8 +231,7 @@ class TotalsQuery(BaseModel):
 
     @model_validator(mode="after")
     def _one_scope(self) -> Self:
-        if self.site is not None and self.group is not None:
-            raise ValueError("give either site or group, not both")
+        _one_scope_of(self, "site", "group")
         return self
 
 
