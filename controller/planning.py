@@ -205,15 +205,22 @@ class FleetPlanner:
         except (SQLAlchemyError, OSError) as exc:  # a failing store must not stop planning
             log.warning("load history not read from the store (%s): load profiles start from H0", exc)
             return
+        if not stored.site_ids:
+            return
         per_row = self.cfg.storage.telemetry_resolution_s / SAMPLE_EVERY_S
-        sites = np.asarray(stored.site_ids, dtype=object)
         start, mean, rows = (np.asarray(a, dtype=float) for a in (stored.start_s, stored.mean_w, stored.rows))
-        for sid in list(self.load_profiles):
-            mine = sites == sid
-            if mine.any():
+        # one day type/slot lookup per stored quarter-hour (the sites share them), one pass per site
+        times, at = np.unique(start, return_inverse=True)
+        kind, slot = day_type_and_slot(times)
+        order = np.argsort(np.asarray(stored.site_ids, dtype=str), kind="stable")
+        ids = np.asarray(stored.site_ids, dtype=str)[order]
+        firsts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        for part in np.split(order, firsts[1:]):
+            sid = stored.site_ids[part[0]]
+            if sid in self.load_profiles:
                 # stored quarters end before the restart, so the samples kept since are learnt after them
                 self.load_profiles[sid] = fresh = LoadProfile()
-                fresh.learn_history(start[mine], mean[mine], rows[mine] * per_row)
+                fresh.learn_history(start[part], mean[part], rows[part] * per_row, (kind[at[part]], slot[at[part]]))
 
     def _learn_load(self, sites: list[SiteConfig], now_s: float) -> None:
         """Feed each site's load profile the samples it has not seen (one day type/slot lookup per poll time)."""

@@ -88,14 +88,22 @@ class LoadProfile:
         np.add.at(self.sums, (kind, slot), w * n)
         np.add.at(self.counts, (kind, slot), n)
 
-    def learn_history(self, start_s: np.ndarray, mean_w: np.ndarray, samples: np.ndarray) -> None:
+    def learn_history(
+        self,
+        start_s: np.ndarray,
+        mean_w: np.ndarray,
+        samples: np.ndarray,
+        where: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         """Learn stored quarter-hour means (start Unix s, W, samples behind each) at once, each faded by
-        its age relative to the newest, as if it had been learnt as it was measured (after a restart)."""
+        its age relative to the newest, as if it had been learnt as it was measured (after a restart).
+        ``where``: their :func:`day_type_and_slot`, if the caller has it."""
         t = np.asarray(start_s, dtype=float)
         if t.size == 0:
             return
         age_days = (t.max() - t) / 86_400.0
-        self.learn(t, mean_w, samples=np.asarray(samples, dtype=float) * 0.5 ** (age_days / HALF_LIFE_DAYS))
+        weight = np.asarray(samples, dtype=float) * 0.5 ** (age_days / HALF_LIFE_DAYS)
+        self.learn(t, mean_w, where, samples=weight)
 
     def forecast_w(
         self,
