@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import json
 import re
-import socket
 
 import httpx
 import pytest
@@ -22,6 +21,7 @@ from sparcs.controller.read_model import bucket
 from sparcs.controller.store import Store
 from sparcs.factory import build_controller
 from tests.controller.conftest import make_plan, small_fleet_data
+from tests.ports import free_ports
 
 ROLES = ("viewer", "operator", "admin")
 RANK = {None: -1, "viewer": 0, "operator": 1, "admin": 2}
@@ -228,17 +228,11 @@ def test_commands_are_audited_and_counted(api):
     assert 'sparcs_commands_total{result="rejected",type="stage"} 1.0' in text
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_real_server_serves_probes_metrics_and_reads(tmp_path, small_cfg):
     store = Store(data_dir=tmp_path)
     ctl = build_controller(small_cfg, store, WallClock())
     token = create_token(store, "v", "viewer", 0.0)
-    port = free_port()
+    (port,) = free_ports(1)
     server = uvicorn.Server(uvicorn.Config(create_app(ctl), host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     try:
@@ -344,7 +338,7 @@ async def test_a_body_is_refused_before_it_is_read_when_unauthorised_too_large_o
     store = Store(data_dir=tmp_path)
     ctl = build_controller(cfg, store, WallClock())
     token = create_token(store, "op", "operator", 0.0)
-    port = free_port()
+    (port,) = free_ports(1)
     server = uvicorn.Server(uvicorn.Config(create_app(ctl), host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import shutil
-import socket
 from pathlib import Path
 
 import httpx
@@ -27,6 +26,7 @@ from sparcs.controller.store import SCHEMA_VERSION, Store, make_engine, metadata
 from sparcs.factory import build_controller
 from tests.controller.conftest import small_fleet_data
 from tests.controller.data.make_release_store import START, TOKEN
+from tests.ports import free_ports
 
 RELEASE_DB = Path(__file__).parent / "data" / "store-0.1.0.db"
 
@@ -62,12 +62,6 @@ def release_store(url: str) -> None:
     engine.dispose()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_a_release_store_upgrades_and_stays_readable_through_the_api(store_url):
     release_store(store_url)
     store = Store(store_url)  # upgrades on open, as `sparcs run` does
@@ -75,7 +69,7 @@ async def test_a_release_store_upgrades_and_stays_readable_through_the_api(store
     data = small_fleet_data(3)
     cfg = validate_config(data)
     ctl = build_controller(cfg, store, FixedClock())
-    port = free_port()
+    (port,) = free_ports(1)
     server = uvicorn.Server(uvicorn.Config(create_app(ctl), host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     iso = lambda t: dt.datetime.fromtimestamp(t, dt.UTC).isoformat()  # noqa: E731
