@@ -2,7 +2,8 @@
 
 Sites are grouped so that a group's members are near scaled copies of each other: same discrete
 rules (battery or not, feed-in cap regime, negative-price rule, direct marketing, the shape of the
-import tariff over the day: fixed, dynamic, a grid operator's §14a module 3 windows), then split
+import tariff over the day: fixed, dynamic, a grid operator's §14a module 3 windows, PV curtailable
+or not), then split
 along the continuous ratio that shapes their dispatch most (battery energy per kWp, else load per
 kWp). A virtual plant sums its members' bounds (stages and §14a enter through them); prices are
 weighted means. Stages and §14a are not part of the key: they enter through the summed bounds, and
@@ -50,6 +51,7 @@ def cluster_sites(problem: DispatchProblem, fa: FleetArrays, k: int) -> np.ndarr
             s.negative_price_rule,
             s.direct_marketing,
             int(shapes[i]),
+            s.pv_curtailable,
         )
         groups[key].append(i)
     n = len(problem.sites)
@@ -121,6 +123,7 @@ def aggregate(fa: FleetArrays, labels: np.ndarray) -> FleetArrays:
         schedule_eur_per_kwh=fa.schedule_eur_per_kwh,
         throughput_eur_per_kwh=fa.throughput_eur_per_kwh,
         curtailment_eur_per_kwh=fa.curtailment_eur_per_kwh,
+        pv_curtailable=total((~fa.pv_curtailable).astype(float)) == 0,
     )
 
 
