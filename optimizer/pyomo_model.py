@@ -95,7 +95,7 @@ def build_model(fa: FleetArrays) -> pyo.ConcreteModel:
         for s in range(n)
         for t in range(nt)
     )
-    shortfall = fa.pv_shortfall_eur_per_kwh()
+    shortfall = fa.pv_shortfall_eur_per_kwh().tolist()  # Python floats, as the other coefficients
     curtail = sum(float(kwh[t]) * shortfall[s] * (fa.pv_max_w[s, t] - m.pv[s, t]) for s in range(n) for t in range(nt))
     throughput = sum(float(kwh[t]) * fa.throughput_eur_per_kwh * m.ch[s, t] for s in bat for t in range(nt))
     schedule = sum(float(kwh[t]) * fa.schedule_eur_per_kwh * (m.dp[t] + m.dm[t]) for t in sched)
