@@ -1,4 +1,4 @@
-"""Sites whose PV cannot be curtailed (docs/plan.md "Sites whose PV cannot be curtailed"): PV is used
+"""Sites whose PV cannot be curtailed (docs/definitions.md "Sites whose PV cannot be curtailed"): PV is used
 in full, the battery takes what it can of the export over the feed-in cap, the rest goes over it."""
 
 from __future__ import annotations
