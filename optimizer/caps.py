@@ -15,7 +15,7 @@ them respect, per site and period, with the forecast load:
 
 A site whose PV is not curtailable (``FleetArrays.pv_curtailable``) keeps PV at its forecast and
 gets no limit (its ``pv_limit_w`` is the ceiling, never written); where its battery and load cannot
-take the PV over the cap, its export goes over the cap (docs/plan.md "Sites whose PV cannot be
+take the PV over the cap, its export goes over the cap (docs/definitions.md "Sites whose PV cannot be
 curtailed"), and :func:`violations` does not count that as a broken bound.
 
 Clamps only ever reduce |battery| and curtailable PV output, in an order where a later clamp cannot

@@ -34,8 +34,8 @@ and discharging, and which tied vertex the simplex returns would depend on its t
 shade breaks the tie toward using the battery, as self-consumption does."""
 
 OVER_CAP_EUR_PER_KWH = 100.0
-"""LP cost of a kWh exported over the feed-in cap by a site whose PV is not curtailable (docs/plan.md
-"Sites whose PV cannot be curtailed"): 25 × the day-ahead market's price ceiling (4 EUR/kWh) and
+"""LP cost of a kWh exported over the feed-in cap by a site whose PV is not curtailable
+(docs/definitions.md "Sites whose PV cannot be curtailed"): 25 × the day-ahead market's price ceiling (4 EUR/kWh) and
 100 × the default schedule penalty, so the LPs export over the cap only where neither the battery
 nor the load can take the fixed PV output."""
 

@@ -120,7 +120,7 @@ class SiteProblem:
     (× η_discharge); None = the mean import price over the plan. ``pv_curtailable``: False where
     the site's PV cannot be limited (no controlled PV limit, e.g. a vendor hybrid whose map has a
     battery command only): PV is planned at its forecast and never gets a limit, and export the
-    battery and load cannot keep under the feed-in cap goes over it (docs/plan.md "Sites whose PV
+    battery and load cannot keep under the feed-in cap goes over it (docs/definitions.md "Sites whose PV
     cannot be curtailed").
     """
 
