@@ -156,9 +156,14 @@ def split_targets(fa: FleetArrays, agg: FleetArrays, labels: np.ndarray, sol: Si
 
 
 def net_export_range_w(fa: FleetArrays) -> tuple[np.ndarray, np.ndarray]:
-    """Lowest and highest net export ``(N, T)`` each site can reach in each period, W (SoC aside)."""
+    """Lowest and highest net export ``(N, T)`` each site can reach in each period, W (SoC aside).
+
+    PV that cannot be curtailed raises the lowest: such a site exports at least its PV less its load
+    and its charge ceiling."""
+    charge = effective_charge_max_w(fa)
     hi = np.minimum(fa.export_max_w, fa.pv_max_w + fa.discharge_max_w[:, None] - fa.load_w)
-    lo = -np.minimum(fa.import_max_w[:, None], fa.load_w + effective_charge_max_w(fa))
+    lo = -np.minimum(fa.import_max_w[:, None], fa.load_w + charge)
+    lo = np.where(fa.pv_curtailable[:, None], lo, np.maximum(lo, fa.pv_max_w - fa.load_w - charge))
     return lo, np.maximum(hi, lo)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sparcs.optimizer.aggregate import net_export_range_w
 from sparcs.optimizer.caps import violations
 from sparcs.optimizer.dispatch import plan, plan_hierarchical
 from sparcs.optimizer.fleet_arrays import CAP_PLAN_SHARE, fleet_arrays
@@ -82,3 +83,12 @@ def test_the_hierarchical_path_keeps_fixed_pv_in_full() -> None:
     with_battery = fixed & fa.has_battery
     assert np.all(-p.grid_w[with_battery, :2] <= PLANNED_CAP_W + 1e-3)
     assert violations(fa, setpoints_of(p, fa)) == []
+
+
+def test_split_back_targets_never_ask_fixed_pv_to_export_less_than_it_must() -> None:
+    # A target below PV − load − charge ceiling is out of reach where PV runs in full.
+    fixed = site([PV_W], LOAD_W, kwp=5.0, pv_curtailable=False, battery=battery(power_w=1000.0), site_id="fixed")
+    free = site([PV_W], LOAD_W, kwp=5.0, battery=battery(power_w=1000.0), site_id="free")
+    lo, hi = net_export_range_w(fleet_arrays(problem([fixed, free])))
+    assert lo[:, 0] == pytest.approx([PV_W - LOAD_W - 1000.0, -(LOAD_W + 1000.0)])
+    assert hi[:, 0] == pytest.approx([PV_W - LOAD_W + 1000.0] * 2)
