@@ -254,10 +254,11 @@ class Controller:
                 out[dev.id] = roles
         return out
 
-    def _unprotected(self) -> set[str]:
-        """Devices the writer refuses every setpoint: they get no share of their site's command."""
+    def _unprotected(self, refused: dict[str, tuple[str, ...]]) -> set[str]:
+        """Devices the writer refuses every setpoint (``refused``: :meth:`uncontrolled_roles`): they get no
+        share of their site's command."""
         kinds = {dev.id: dev.kind for _site, dev in self.cfg.devices()}
-        return {d for d, roles in self.uncontrolled_roles().items() if roles == KIND_ROLES.get(kinds[d], ())}
+        return {d for d, roles in refused.items() if roles == KIND_ROLES.get(kinds[d], ())}
 
     def price_now(self, now: float) -> float | None:
         """Day-ahead price (EUR/MWh) of the current quarter-hour from the price source, or None: the
@@ -411,18 +412,23 @@ class Controller:
     def desired_setpoints(self, now: float) -> dict[str, Setpoint]:
         """Per controlled device that answers: the setpoint of its site's command
         (:func:`~sparcs.controller.setpoints.site_command`, with the schedule feedback), split over the
-        site's devices."""
+        site's devices. A role the writer refuses a device (a hybrid without a PV limit register) gets
+        no value: such a site's PV is planned fixed and never limited (docs/definitions.md)."""
         tel = self.state.telemetry if self.state else {}
         out: dict[str, Setpoint] = {}
         commands = self._follow_schedule(now, {s.id: site_command(self.site_facts(s.id, now)) for s in self.cfg.sites})
-        skip = self.device_control.monitor_only | self._unprotected()
+        refused = self.uncontrolled_roles()
+        skip = self.device_control.monitor_only | self._unprotected(refused)
         for site in self.cfg.sites:
             cmd = commands[site.id]
             for dev_id, (pv_limit, bat) in split_to_devices(site, cmd, skip).items():
                 t = tel.get(dev_id)
                 if t is None or t.status != "online":
                     continue  # an unreachable device gets no write: it falls back to its installer configuration
-                out[dev_id] = Setpoint(pv_limit_w=pv_limit, battery_w=bat)
+                roles = refused.get(dev_id, ())
+                out[dev_id] = Setpoint(
+                    pv_limit_w=None if "pv" in roles else pv_limit, battery_w=None if "battery" in roles else bat
+                )
         return out
 
     async def _write(self) -> int:

@@ -132,6 +132,12 @@ def site_prices(
     )
 
 
+def _plannable(site: SiteConfig, state: FleetState) -> bool:
+    """A site the plan can steer: every device fresh, and its PV or its battery controlled."""
+    s = state.sites[site.id]
+    return s.controllable and (s.pv_controlled or (site.battery is not None and s.battery_controlled))
+
+
 class FleetPlanner:
     """Builds the dispatch problem of the controllable sites and solves it in the bounded solver process."""
 
@@ -317,6 +323,7 @@ class FleetPlanner:
             stage_ceiling_w=ceiling,
             para14a=dimmed,
             prices=self.site_prices(site.id),
+            pv_curtailable=state.sites[site.id].pv_controlled,
         )
         # A pool limit over the horizon holds for the whole plan (never looser); a re-plan after it
         # ends releases it (config/grid_rules.py pool_share_w).
@@ -335,16 +342,15 @@ class FleetPlanner:
     def problem(self, state: FleetState, commands: CommandBook, now_s: float) -> DispatchProblem | None:
         """The problem of the controllable sites; None if none is.
 
-        A site with a stale device leaves the plan, and so does a site whose PV is not controlled (the
-        fleet file's ``control`` or the run-time switch): a plan of it would count on curtailing PV the
-        writer may not limit. A site whose battery is not controlled is planned without it (the
-        battery runs on its own and its flexibility is not offered)."""
+        A site with a stale device leaves the plan. A site whose PV is not controlled (the fleet file's
+        ``control``, the run-time switch, or a role the writer refuses: drivers/writer.py
+        ``uncontrolled_roles``) is planned with its PV fixed at the forecast (``pv_curtailable``
+        False: no PV limit is planned, its battery keeps the cap where it can; docs/definitions.md "Sites
+        whose PV cannot be curtailed"); it leaves the plan only when it has no controlled battery
+        either. A site whose battery is not controlled is planned without it (the battery runs on
+        its own and its flexibility is not offered)."""
         start_s, period_s = period_grid(now_s, self.cfg.dispatch.horizon_h, self.horizon_end_s)
-        planned = [
-            s
-            for s in self.cfg.sites
-            if s.id in state.sites and state.sites[s.id].controllable and state.sites[s.id].pv_controlled
-        ]
+        planned = [s for s in self.cfg.sites if s.id in state.sites and _plannable(s, state)]
         if not planned:
             return None
         if self.cfg.market.prices_csv is not None:

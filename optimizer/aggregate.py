@@ -2,7 +2,8 @@
 
 Sites are grouped so that a group's members are near scaled copies of each other: same discrete
 rules (battery or not, feed-in cap regime, negative-price rule, direct marketing, the shape of the
-import tariff over the day: fixed, dynamic, a grid operator's §14a module 3 windows), then split
+import tariff over the day: fixed, dynamic, a grid operator's §14a module 3 windows, PV curtailable
+or not), then split
 along the continuous ratio that shapes their dispatch most (battery energy per kWp, else load per
 kWp). A virtual plant sums its members' bounds (stages and §14a enter through them); prices are
 weighted means. Stages and §14a are not part of the key: they enter through the summed bounds, and
@@ -50,6 +51,7 @@ def cluster_sites(problem: DispatchProblem, fa: FleetArrays, k: int) -> np.ndarr
             s.negative_price_rule,
             s.direct_marketing,
             int(shapes[i]),
+            s.pv_curtailable,
         )
         groups[key].append(i)
     n = len(problem.sites)
@@ -121,6 +123,7 @@ def aggregate(fa: FleetArrays, labels: np.ndarray) -> FleetArrays:
         schedule_eur_per_kwh=fa.schedule_eur_per_kwh,
         throughput_eur_per_kwh=fa.throughput_eur_per_kwh,
         curtailment_eur_per_kwh=fa.curtailment_eur_per_kwh,
+        pv_curtailable=total((~fa.pv_curtailable).astype(float)) == 0,
     )
 
 
@@ -153,9 +156,14 @@ def split_targets(fa: FleetArrays, agg: FleetArrays, labels: np.ndarray, sol: Si
 
 
 def net_export_range_w(fa: FleetArrays) -> tuple[np.ndarray, np.ndarray]:
-    """Lowest and highest net export ``(N, T)`` each site can reach in each period, W (SoC aside)."""
+    """Lowest and highest net export ``(N, T)`` each site can reach in each period, W (SoC aside).
+
+    PV that cannot be curtailed raises the lowest: such a site exports at least its PV less its load
+    and its charge ceiling."""
+    charge = effective_charge_max_w(fa)
     hi = np.minimum(fa.export_max_w, fa.pv_max_w + fa.discharge_max_w[:, None] - fa.load_w)
-    lo = -np.minimum(fa.import_max_w[:, None], fa.load_w + effective_charge_max_w(fa))
+    lo = -np.minimum(fa.import_max_w[:, None], fa.load_w + charge)
+    lo = np.where(fa.pv_curtailable[:, None], lo, np.maximum(lo, fa.pv_max_w - fa.load_w - charge))
     return lo, np.maximum(hi, lo)
 
 

@@ -13,8 +13,13 @@ them respect, per site and period, with the forecast load:
   under that rule, never above the connection limit) with the planning margin on the feed-in cap;
 - the connection limit on import.
 
-Clamps only ever reduce |battery| and PV output, in an order where a later clamp cannot undo an
-earlier one. Signs (docs/definitions.md "Signs"): ``battery_w`` + discharge / − charge,
+A site whose PV is not curtailable (``FleetArrays.pv_curtailable``) keeps PV at its forecast and
+gets no limit (its ``pv_limit_w`` is the ceiling, never written); where its battery and load cannot
+take the PV over the cap, its export goes over the cap (docs/definitions.md "Sites whose PV cannot be
+curtailed"), and :func:`violations` does not count that as a broken bound.
+
+Clamps only ever reduce |battery| and curtailable PV output, in an order where a later clamp cannot
+undo an earlier one. Signs (docs/definitions.md "Signs"): ``battery_w`` + discharge / − charge,
 ``grid_w`` + import / − export.
 """
 
@@ -64,7 +69,8 @@ def _soc_pass(fa: FleetArrays, battery_w: np.ndarray) -> np.ndarray:
 
 def apply_caps(fa: FleetArrays, pv_w: np.ndarray, battery_w: np.ndarray) -> Setpoints:
     """Clamp planned PV output and battery setpoints to every hard bound; derive limits and meter power."""
-    pv = np.clip(np.nan_to_num(pv_w), 0.0, fa.pv_max_w)
+    fixed = ~fa.pv_curtailable[:, None]
+    pv = np.where(fixed, fa.pv_max_w, np.clip(np.nan_to_num(pv_w), 0.0, fa.pv_max_w))
     bat = np.where(fa.has_battery[:, None], np.nan_to_num(battery_w), 0.0)
     bat = np.clip(bat, -fa.charge_max_w, fa.discharge_max_w[:, None])
     bat = np.maximum(bat, -fa.para14a_charge_max_w(pv))
@@ -75,9 +81,9 @@ def apply_caps(fa: FleetArrays, pv_w: np.ndarray, battery_w: np.ndarray) -> Setp
     bat = _soc_pass(fa, bat)
     # Last: PV limited at the meter. Only reduces export, so §14a and the import limit still hold.
     meter_max = meter_pv_limit_w(fa, bat)
-    pv = np.minimum(pv, meter_max)
+    pv = np.where(fixed, pv, np.minimum(pv, meter_max))
     curtailing = pv < fa.pv_max_w - CURTAILING_TOL_W
-    limit = np.minimum(np.where(curtailing, pv, fa.pv_ceiling_w), meter_max)
+    limit = np.where(fixed, fa.pv_ceiling_w, np.minimum(np.where(curtailing, pv, fa.pv_ceiling_w), meter_max))
     return Setpoints(
         pv_w=pv,
         pv_limit_w=limit,
@@ -97,6 +103,7 @@ def violations(fa: FleetArrays, sp: Setpoints, tol_w: float = 1e-6) -> list[str]
             problems.append(f"{name}: {int(bad.sum())} site-periods, first site {s} period {t}")
 
     ch = np.maximum(-sp.battery_w, 0.0)
+    curtailable = fa.pv_curtailable[:, None]
     check("pv below 0 or above available/ceiling/stage", (sp.pv_w < -tol_w) | (sp.pv_w > fa.pv_max_w + tol_w))
     check("pv above its limit", sp.pv_w > sp.pv_limit_w + tol_w)
     check("pv limit above installer ceiling or stage", sp.pv_limit_w > fa.pv_ceiling_w + tol_w)
@@ -104,9 +111,13 @@ def violations(fa: FleetArrays, sp: Setpoints, tol_w: float = 1e-6) -> list[str]
     check("discharge above max", sp.battery_w > fa.discharge_max_w[:, None] + tol_w)
     check("battery power without a battery", (~fa.has_battery[:, None]) & (np.abs(sp.battery_w) > tol_w))
     check("§14a grid charging above the limit", ch > fa.para14a_charge_max_w(sp.pv_w) + tol_w)
-    check("export above the cap at the meter", -sp.grid_w > fa.export_max_w + tol_w)
+    check("export above the cap at the meter", curtailable & (-sp.grid_w > fa.export_max_w + tol_w))
+    check("pv not curtailable below its forecast", ~curtailable & (sp.pv_w < fa.pv_max_w - tol_w))
     check("import above the connection limit", sp.grid_w > fa.import_max_w[:, None] + tol_w)
-    check("meter limit on the inverter not kept", sp.pv_limit_w > meter_pv_limit_w(fa, sp.battery_w) + tol_w)
+    check(
+        "meter limit on the inverter not kept",
+        curtailable & (sp.pv_limit_w > meter_pv_limit_w(fa, sp.battery_w) + tol_w),
+    )
     # A SoC measured outside its bounds may stay there, but only ever moves back toward them.
     e, before = sp.energy_wh[:, 1:], sp.energy_wh[:, :-1]
     tol_wh = 1e-6 * np.maximum(fa.capacity_wh[:, None], 1.0)

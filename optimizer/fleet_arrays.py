@@ -33,6 +33,12 @@ per stored kWh, 1/η_d stored kWh per kWh discharged): the LP is indifferent bet
 and discharging, and which tied vertex the simplex returns would depend on its tolerances. The
 shade breaks the tie toward using the battery, as self-consumption does."""
 
+OVER_CAP_EUR_PER_KWH = 100.0
+"""LP cost of a kWh exported over the feed-in cap by a site whose PV is not curtailable
+(docs/definitions.md "Sites whose PV cannot be curtailed"): 25 × the day-ahead market's price ceiling (4 EUR/kWh) and
+100 × the default schedule penalty, so the LPs export over the cap only where neither the battery
+nor the load can take the fixed PV output."""
+
 
 @dataclass
 class FleetArrays:
@@ -62,6 +68,17 @@ class FleetArrays:
     schedule_eur_per_kwh: float
     throughput_eur_per_kwh: float
     curtailment_eur_per_kwh: float
+    pv_curtailable: np.ndarray  # (N,) bool; False: PV runs at its forecast (pv_max_w), no limit is written
+
+    def pv_shortfall_eur_per_kwh(self) -> np.ndarray:
+        """``(N,)``: what the LPs charge per kWh of PV output below ``pv_max_w``.
+
+        Where PV is curtailable the shortfall is curtailment (its penalty). Where it is not, PV runs
+        at ``pv_max_w`` whatever the plan, so the LPs' PV column stands for the part of it that stays
+        within the cap, and its shortfall is export over the feed-in cap, at
+        :data:`OVER_CAP_EUR_PER_KWH`. The LP thus keeps its shape; with every site curtailable it is
+        the same LP as without the flag."""
+        return np.where(self.pv_curtailable, self.curtailment_eur_per_kwh, OVER_CAP_EUR_PER_KWH)
 
     def lp_export_eur_per_kwh(self) -> np.ndarray:
         """Export price for the LPs: at most the import price.
@@ -123,7 +140,11 @@ def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
     dt_h = problem.period_s / 3600.0
     avail = np.stack([s.pv_available_w for s in sites])
     load = np.stack([s.load_w for s in sites])
+    curtailable = np.array([s.pv_curtailable for s in sites])
+    # A stage cannot hold PV that cannot be limited: such PV is planned at its forecast (within the
+    # installer's ceiling, which the inverter keeps by itself).
     stage = np.stack([_per_period(s.stage_ceiling_w) for s in sites])
+    stage = np.where(curtailable[:, None], stage, np.nan)
     ceiling = np.array([s.pv_ceiling_w for s in sites])[:, None]
     pv_ceiling = np.fmin(np.broadcast_to(ceiling, (n, t)), stage)
     pv_ceiling = np.maximum(pv_ceiling, 0.0)
@@ -150,8 +171,10 @@ def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
     charge_reach = np.minimum(ch_max[:, None], np.maximum(conn[:, None] - load + pv_max, 0.0))
     charge_reach = np.where(p14, np.minimum(charge_reach, problem.para14a_limit_w), charge_reach)
     e_up = e_now[:, None] + np.cumsum(charge_reach * eta_c[:, None] * dt_h, 1)
-    # Discharge needs a sink: the load, or export where allowed (PV can always be curtailed).
-    discharge_reach = np.minimum(dis_max[:, None], load + export_max)
+    # Discharge needs a sink: the load, or export where allowed (curtailable PV makes way; fixed PV
+    # takes its share of the cap first).
+    fixed_pv = np.where(curtailable[:, None], 0.0, pv_max)
+    discharge_reach = np.minimum(dis_max[:, None], np.maximum(load + export_max - fixed_pv, 0.0))
     e_down = e_now[:, None] - np.cumsum(discharge_reach / eta_d[:, None] * dt_h, 1)
     e_min = np.minimum((soc_min * capacity)[:, None], e_up)
     e_max = np.maximum((soc_max * capacity)[:, None], e_down)
@@ -191,4 +214,5 @@ def fleet_arrays(problem: DispatchProblem) -> FleetArrays:
         schedule_eur_per_kwh=w.schedule_penalty_eur_per_kwh,
         throughput_eur_per_kwh=w.battery_throughput_eur_per_kwh,
         curtailment_eur_per_kwh=w.curtailment_penalty_eur_per_kwh,
+        pv_curtailable=curtailable,
     )

@@ -91,6 +91,10 @@ class SiteInput(_Strict):
     export_eur_per_kwh: list[Annotated[float, Field(ge=-10, le=10)]]
     export_cap_w: float | None = Field(ge=0, description="most export at the meter, W; null = none")
     battery: BatteryInput | None
+    pv_curtailable: bool = Field(
+        default=True,
+        description="false: PV runs at pv_available_w, unlimited; the export it puts over the cap is penalised",
+    )
 
     @model_validator(mode="after")
     def _lengths(self) -> SiteInput:
@@ -177,6 +181,7 @@ def _site(s: SiteInput) -> SiteProblem:
         # The controller plans CAP_PLAN_SHARE of a feed-in cap; here the cap given is the bound.
         feed_in_cap_w=None if s.export_cap_w is None else s.export_cap_w / CAP_PLAN_SHARE,
         connection_limit_w=NO_CONNECTION_LIMIT_W,
+        pv_curtailable=s.pv_curtailable,
     )
 
 

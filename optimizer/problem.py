@@ -117,7 +117,11 @@ class SiteProblem:
     (config/tariffs.py: dynamic, §14a module 3); ``export_eur_per_kwh``: the remuneration likewise,
     replaced by the day-ahead price where ``direct_marketing``. Both are stored per period.
     ``terminal_eur_per_kwh``: the import price a kWh left in the battery at the end is valued at
-    (× η_discharge); None = the mean import price over the plan.
+    (× η_discharge); None = the mean import price over the plan. ``pv_curtailable``: False where
+    the site's PV cannot be limited (no controlled PV limit, e.g. a vendor hybrid whose map has a
+    battery command only): PV is planned at its forecast and never gets a limit, and export the
+    battery and load cannot keep under the feed-in cap goes over it (docs/definitions.md "Sites whose PV
+    cannot be curtailed").
     """
 
     site_id: str
@@ -136,6 +140,7 @@ class SiteProblem:
     stage_ceiling_w: np.ndarray | None = None
     para14a: np.ndarray | None = None
     terminal_eur_per_kwh: float | None = None
+    pv_curtailable: bool = True
 
     def __post_init__(self) -> None:
         self.pv_available_w = np.asarray(self.pv_available_w, dtype=float)
@@ -185,11 +190,12 @@ def site_problem(
     stage_ceiling_w: np.ndarray | None = None,
     para14a: np.ndarray | None = None,
     prices: SitePrices | None = None,
+    pv_curtailable: bool = True,
 ) -> SiteProblem:
     """A :class:`SiteProblem` from a site's configuration and its forecasts (SoC now: measured, else initial).
 
     ``prices``: the site's tariff per period (config/tariffs.py); without them the site's tariff must
-    be its inline fixed one."""
+    be its inline fixed one. ``pv_curtailable``: False where the site's PV limit is not controlled."""
     if prices is None:
         if isinstance(site.tariff, str):
             raise ValueError(f"site {site.id}: tariff '{site.tariff}' needs its prices per period")
@@ -225,6 +231,7 @@ def site_problem(
         negative_price_rule=site.grid.negative_price_rule,
         stage_ceiling_w=stage_ceiling_w,
         para14a=para14a,
+        pv_curtailable=pv_curtailable,
     )
 
 

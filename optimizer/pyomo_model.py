@@ -7,8 +7,9 @@ import and export at the meter; fleet rows tie the net export to the operator's 
 penalised deviations. Goals are soft (the deviations), bounds are hard; no binaries.
 
 Objective (EUR): import × tariff − export × remuneration (or day-ahead price) + schedule penalty ×
-|deviation| + throughput cost × charged kWh + curtailment penalty × curtailed kWh − terminal value ×
-stored kWh at the end. A W held for ``dt_h`` hours is ``dt_h / 1000`` kWh.
+|deviation| + throughput cost × charged kWh + curtailment penalty × curtailed kWh (where PV is not
+curtailable: the over-cap penalty × kWh exported over the cap, FleetArrays.pv_shortfall_eur_per_kwh)
+− terminal value × stored kWh at the end. A W held for ``dt_h`` hours is ``dt_h / 1000`` kWh.
 """
 
 from __future__ import annotations
@@ -94,11 +95,8 @@ def build_model(fa: FleetArrays) -> pyo.ConcreteModel:
         for s in range(n)
         for t in range(nt)
     )
-    curtail = sum(
-        float(kwh[t]) * fa.curtailment_eur_per_kwh * (fa.pv_max_w[s, t] - m.pv[s, t])
-        for s in range(n)
-        for t in range(nt)
-    )
+    shortfall = fa.pv_shortfall_eur_per_kwh().tolist()  # Python floats, as the other coefficients
+    curtail = sum(float(kwh[t]) * shortfall[s] * (fa.pv_max_w[s, t] - m.pv[s, t]) for s in range(n) for t in range(nt))
     throughput = sum(float(kwh[t]) * fa.throughput_eur_per_kwh * m.ch[s, t] for s in bat for t in range(nt))
     schedule = sum(float(kwh[t]) * fa.schedule_eur_per_kwh * (m.dp[t] + m.dm[t]) for t in sched)
     terminal = sum(TERMINAL_TIE_BREAK * fa.terminal_eur_per_kwh[s] / 1000.0 * m.e[s, nt - 1] for s in bat)

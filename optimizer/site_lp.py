@@ -174,7 +174,7 @@ def build_chunk(
     lower = np.zeros_like(cost)
     upper = np.full_like(cost, np.inf)
     o_pv, o_imp, o_exp, o_ch, o_dis, o_e = (k * nt for k in range(6))
-    cost[o_pv : o_pv + nt] = -fa.curtailment_eur_per_kwh * kwh
+    cost[o_pv : o_pv + nt] = -np.repeat(fa.pv_shortfall_eur_per_kwh()[sites], t) * kwh
     cost[o_imp : o_imp + nt] = fa.import_eur_per_kwh[sites].ravel() * kwh
     cost[o_exp : o_exp + nt] = -lp_export_eur_per_kwh[sites].ravel() * kwh
     cost[o_ch : o_ch + nt] = fa.throughput_eur_per_kwh * kwh
@@ -291,8 +291,9 @@ def solve_pv_only_sites(
 
     Without storage a site's periods are independent and its cost is a convex piecewise-linear
     function of its net export ``x`` in ``[−load, min(pv_max − load, export_max)]`` (import tariff
-    below 0, export price above, curtailment penalty, |x − target| where tracked), so the optimum is
-    at one of the candidate points: the ends, 0 and the target.
+    below 0, export price above, PV shortfall cost, |x − target| where tracked), so the optimum is
+    at one of the candidate points: the ends, 0 and the target. (A site whose PV is not curtailable
+    ends at the top: its shortfall cost outweighs any price.)
     """
     sites = np.asarray(sites, dtype=np.int64)
     load = fa.load_w[sites]
@@ -301,11 +302,12 @@ def solve_pv_only_sites(
     hi = np.maximum(np.minimum(pv_max - load, fa.export_max_w[sites]), lo)
     imp_price = fa.import_eur_per_kwh[sites]
     exp_price = fa.lp_export_eur_per_kwh()[sites]
+    shortfall = fa.pv_shortfall_eur_per_kwh()[sites, None]
     target = np.full(load.shape, np.nan) if target_export_w is None else target_export_w
     tracked = np.isfinite(target)
 
     def cost(x: np.ndarray) -> np.ndarray:
-        c = imp_price * np.maximum(-x, 0.0) - exp_price * np.maximum(x, 0.0) - fa.curtailment_eur_per_kwh * x
+        c = imp_price * np.maximum(-x, 0.0) - exp_price * np.maximum(x, 0.0) - shortfall * x
         return c + np.where(tracked, track_eur_per_kwh * np.abs(x - np.nan_to_num(target)), 0.0)
 
     candidates = np.stack([lo, hi, np.clip(0.0, lo, hi), np.clip(np.nan_to_num(target), lo, hi)])

@@ -1,13 +1,15 @@
 """The run-time control switch over real HTTP against simulated devices (Modbus TCP, stepped clock):
 switched to monitor-only a curtailed inverter is released to its installer configuration first, then
-neither planned nor written, the switch is audited and survives a restart; switched back it is
-controlled again. A monitor-only battery leaves the plan's flexibility."""
+never limited nor written (its site stays planned with PV fixed at the forecast), the switch is
+audited and survives a restart; switched back it is controlled again. A monitor-only battery leaves
+the plan's flexibility."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 import httpx
+import numpy as np
 import pytest
 
 from sparcs.config.schema import validate_config
@@ -26,7 +28,7 @@ pytestmark = pytest.mark.slow
 NOON = dt.datetime(2026, 6, 21, 10, 0, tzinfo=dt.UTC).timestamp()
 
 
-async def test_switch_to_monitor_only_releases_first_then_never_plans_or_writes(tmp_path):
+async def test_switch_to_monitor_only_releases_first_then_never_limits_or_writes(tmp_path):
     data = small_fleet_data(2)
     data["simulation"]["weather"]["cloudiness"] = 0.0
     clock = SimClock(NOON, stepped=True)
@@ -87,7 +89,8 @@ async def test_switch_to_monitor_only_releases_first_then_never_plans_or_writes(
                 writes_before = dict(ctl.writer.active)
                 for i in range(8):
                     await step(60, dispatch=i % 4 == 0)
-                assert site.id not in ctl.plan.sites
+                # The site stays planned with its PV fixed at the forecast: no limit, its battery dispatched.
+                assert np.isnan(ctl.plan.sites[site.id].pv_limit_w).all()
                 assert ctl.state.sites[site.id].pv_controlled is False
                 assert pv not in ctl.setpoints
                 assert host.truth(pv)["limit_w"] is None
@@ -151,7 +154,10 @@ def test_a_monitor_only_battery_is_planned_without_its_flexibility(small_cfg, tm
         assert by_id[small_cfg.sites[1].id].battery is not None
         pv = next(d.id for d in site.devices if d.kind == "pv_inverter")
         without_pv = planner.problem(build_state(small_cfg, telemetry, NOON, monitor_only={pv}), book, NOON)
-        assert site.id not in {p.site_id for p in without_pv.sites}
+        fixed = {p.site_id: p for p in without_pv.sites}[site.id]  # its battery still planned, PV fixed
+        assert fixed.pv_curtailable is False and fixed.battery is not None
+        neither = planner.problem(build_state(small_cfg, telemetry, NOON, monitor_only={pv, bat}), book, NOON)
+        assert site.id not in {p.site_id for p in neither.sites}  # nothing of it to steer: it leaves the plan
     finally:
         planner.close()
         store.close()

@@ -1,7 +1,8 @@
 """Devices the writer refuses for lack of a fail-safe are planned as not controlled (docs/devices.md
 "Fail-safes"): a battery without one is not dispatched, a PV inverter without one is not counted on
-for curtailment; accepting the risk (``accept_no_fail_safe``) makes them controlled again. The fleet
-runs on simulated devices over Modbus TCP through the production controller."""
+for curtailment (its site is planned with PV fixed at the forecast, docs/definitions.md); accepting the
+risk (``accept_no_fail_safe``) makes them controlled again. The fleet runs on simulated devices
+over Modbus TCP through the production controller."""
 
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ async def test_devices_without_a_fail_safe_are_planned_as_not_controlled(tmp_pat
         assert problem is not None
         planned = {p.site_id: p for p in problem.sites}
         assert planned[first.id].battery is None  # the battery runs on its own: not dispatched
-        assert (second.id in planned) is accept  # its PV could not be curtailed: the site leaves the plan
+        # Its PV cannot be curtailed: planned at the forecast, its battery still planned.
+        assert planned[second.id].pv_curtailable is accept and planned[second.id].battery is not None
         assert bat not in ctl.desired_setpoints(clock.now())  # no share of the site's command
     finally:
         ctl.planner.close()

@@ -221,3 +221,20 @@ def test_a_file_that_is_not_json_is_named(tmp_path):
 
 def test_the_json_schema_in_docs_is_the_one_the_input_is_validated_with():
     assert json.loads((DOCS / "plan-problem.schema.json").read_text()) == json_schema()
+
+
+def test_a_home_whose_pv_cannot_be_curtailed_runs_pv_in_full_and_charges_against_the_cap():
+    data = home(cap=500.0) | {"pv_curtailable": False}
+    out = plan_file(parse({"sites": [data]}))
+    site = out["sites"][0]
+    grid, pv = (np.array(site[k]) for k in ("grid_w", "pv_w"))
+    assert pv == pytest.approx(np.array(data["pv_available_w"]), abs=1e-6)
+    over_kwh = float(np.maximum(-grid - 500.0, 0.0).sum()) * 0.25 / 1000.0
+    assert over_kwh > 1.0  # a 500 W cap on 6 kW of PV: more than the 8 kWh battery can take
+    # The battery is filled (it takes at least its room from the start): only the rest goes over.
+    load = np.array(data["load_w"])
+    excess_kwh = float(np.maximum(pv - load - 500.0, 0.0).sum()) * 0.25 / 1000.0
+    assert np.array(site["soc"]).max() == pytest.approx(0.9, abs=1e-6)
+    assert over_kwh <= excess_kwh - (0.9 - 0.3) * 8.0 / 0.95 + 1e-6
+    curtailed = plan_file(parse({"sites": [home(cap=500.0)]}))["sites"][0]
+    assert np.all(-np.array(curtailed["grid_w"]) <= 500.0 + 1e-3)  # the default: curtailed to the cap
