@@ -194,7 +194,8 @@ class SetpointWriter:
     ) -> WriteResult:
         async with self._sem:
             try:
-                return await self._apply_one(device_id, sp, force, roles, release)
+                settled = self._settled(device_id, sp, force, roles, release)
+                return settled if settled is not None else await self._write_roles(device_id, sp, force, roles)
             except Exception as exc:  # fault barrier: one device's surprise must not abort the others' writes
                 return _failure(device_id, exc)
 
@@ -215,7 +216,8 @@ class SetpointWriter:
     ) -> WriteResult | None:
         """The device's result when no role needs the wire (skipped, refused, or every role's command in
         force and not due: :meth:`_unchanged`); None when some role must be written. No I/O, so a poll
-        where nothing changed costs no task per device."""
+        where nothing changed costs no task per device. ``release``: the controller takes the device out
+        of control; written also to a monitor-only one."""
         try:
             s = self.poller.state(device_id)
         except KeyError as exc:
@@ -248,19 +250,11 @@ class SetpointWriter:
             results.append(self._unchanged_result(device_id, kind, value))
         return results[0] if len(results) == 1 else merged(results[0], results[1])
 
-    async def _apply_one(
-        self,
-        device_id: str,
-        sp: Setpoint,
-        force: bool,
-        roles: list[SetpointKind] | None = None,
-        release: bool = False,
+    async def _write_roles(
+        self, device_id: str, sp: Setpoint, force: bool, roles: list[SetpointKind] | None
     ) -> WriteResult:
-        """The device's write: each of its roles (``roles``: only these, for a refresh), a hybrid's merged.
-        ``release``: the controller takes the device out of control; written also to a monitor-only one."""
-        settled = self._settled(device_id, sp, force, roles, release)
-        if settled is not None:
-            return settled
+        """The write of a device :meth:`_settled` left owed: each of its roles (``roles``: only these, for
+        a refresh), a hybrid's merged."""
         s = self.poller.state(device_id)
         taken = roles_of(s.driver, s.cfg.kind)
         results = [
