@@ -4,8 +4,9 @@ beside the control loop").
 
 The bench writes a generated fleet file (``simulation`` section: the simulators run in their own
 process, as in the demo) and starts ``sparcs run`` on it as a user would: control process, API
-process, fleet process. Then ``rounds`` times three phases of ``phase_s`` each, alternating so that
-the machine's own load hits each kind alike:
+process, fleet process. Then ``rounds`` times three phases of ``phase_s`` each (by default long
+enough for :data:`MIN_POLLS` polls per kind over the rounds), alternating so that the machine's own
+load hits each kind alike:
 
 - ``unloaded``: no API traffic but the bench's monitor (one GET /api/v1/fleet every
   :data:`MONITOR_S`, which reads the data age);
@@ -24,7 +25,9 @@ Per kind of phase, from the control process's metrics (deltas over the phases, e
 its clients run): polls and the poll cycle's
 p50/p99 (read from the histogram's buckets as Prometheus' ``histogram_quantile`` does) and mean,
 Modbus timeouts (every device is healthy, so every timeout is a false one), failed writes; from
-the alarms, ``write:`` alarms raised in the phase; from the monitor, the largest data age seen.
+the alarms, ``write:`` alarms raised in the phase; from the monitor, the largest data age seen; from
+/proc (:mod:`sparcs.proc_cpu`), per process (control, API, fleet, clients) the cores used and the
+time spent runnable but waiting for a core, so that a slower poll tells more work from contention.
 The dispatch interval is a day (one plan at start-up), so a solve does not land in one phase and
 not the other.
 """
@@ -56,6 +59,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sparcs.config.schema import ApiConfig
 from sparcs.drivers.bench import BenchError, free_port_range, trim_fleet
+from sparcs.proc_cpu import CpuUse, children, cpu_use, niceness
 from sparcs.simulators.fleetgen import synthetic_fleet
 
 ROUTES = ("/api/v1/devices", "/api/v1/sites", "/api/v1/fleet")
@@ -71,6 +75,15 @@ CLIENT_START_TIMEOUT_S = 120.0
 DRAIN_S = 10.0
 """Requests still unanswered this long after a phase are given up and counted as errors (s)."""
 POLL_HISTOGRAM = "sparcs_poll_cycle_duration_seconds"
+MIN_POLLS = 30
+"""Polls per kind of phase (over all rounds) the default phase length gives: fewer, and the p99 is the
+largest poll, one slow poll deciding the goal."""
+
+
+def phase_length_s(poll_interval_s: float, rounds: int, polls: int = MIN_POLLS) -> float:
+    """The shortest phase (s) in which ``rounds`` phases of a kind see at least ``polls`` polls in all,
+    one poll every ``poll_interval_s``, plus one interval for the poll a phase cuts at its start."""
+    return poll_interval_s * (math.ceil(polls / rounds) + 1)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -189,13 +202,16 @@ def _summary(latencies_ms: list[float], errors: int, elapsed_s: float) -> dict[s
 
 @dataclass
 class Samples:
-    """What the clients saw per route: latencies of the answered requests (ms), and errors."""
+    """What the clients saw per route: latencies of the answered requests (ms), and errors; and the
+    clients' own CPU use while they ran."""
 
     latencies_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     elapsed_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    cpu: CpuUse = field(default_factory=CpuUse)
 
     def add(self, other: Samples) -> None:
+        self.cpu += other.cpu
         for key, values in other.latencies_ms.items():
             self.latencies_ms[key].extend(values)
             self.elapsed_s[key] += other.elapsed_s[key]
@@ -335,19 +351,33 @@ def clients_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(nice)
     out.send("go")
-    out.send(asyncio.run(_drive(base_url, token, clients, rate, duration_s)))
+    before = cpu_use(os.getpid())
+    samples = asyncio.run(_drive(base_url, token, clients, rate, duration_s))
+    samples.cpu = cpu_use(os.getpid()) - before
+    out.send(samples)
     out.close()
 
 
 # -- the phases ---------------------------------------------------------------------------------
 
 
+def controller_cpu(pid: int, api_nice: int) -> dict[str, CpuUse]:
+    """CPU use so far of `sparcs run`'s processes: ``control`` (process ``pid``), ``api`` (its children
+    niced by ``api_nice``), ``fleet`` (its other children: the simulators and the idle solver worker)."""
+    roles = {"control": cpu_use(pid), "api": CpuUse(), "fleet": CpuUse()}
+    for child in children(pid):
+        role = "api" if niceness(child) == api_nice else "fleet"
+        roles[role] += cpu_use(child)
+    return roles
+
+
 class Phase:
     """Measures phases against one controller: the metrics before and after, the data age seen, the
-    clients' figures. ``http`` is the monitor's client; the clients use ``base_url`` and ``token``."""
+    clients' figures, the CPU use of `sparcs run`'s processes (``pid``: the control process). ``http``
+    is the monitor's client; the clients use ``base_url`` and ``token``."""
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, token: str, nice: int):
-        self.http, self.base_url, self.token, self.nice = http, base_url, token, nice
+    def __init__(self, http: httpx.AsyncClient, base_url: str, token: str, nice: int, pid: int):
+        self.http, self.base_url, self.token, self.nice, self.pid = http, base_url, token, nice, pid
 
     async def metrics(self) -> dict[str, Any]:
         r = await self.http.get("/metrics")
@@ -390,8 +420,10 @@ class Phase:
             if not await asyncio.to_thread(answer.poll, CLIENT_START_TIMEOUT_S) or answer.recv() != "go":
                 raise BenchError(f"the API clients did not start within {CLIENT_START_TIMEOUT_S:g} s")
         before = await self.metrics()
+        cpu_before = controller_cpu(self.pid, self.nice)
         started_at = time.time()
         ages = await self.monitor(time.monotonic() + duration_s)
+        cpu = {role: use - cpu_before[role] for role, use in controller_cpu(self.pid, self.nice).items()}
         after = await self.metrics()
         alarms = await self.write_alarms(started_at)
         samples = Samples()
@@ -411,6 +443,9 @@ class Phase:
             write_failures=after["write_failures"] - before["write_failures"],
             write_alarms=alarms,
             samples=samples,
+            cpu={**cpu, "clients": samples.cpu},
+            seconds=duration_s,
+            load_avg=[os.getloadavg()[0]],
         )
 
 
@@ -427,8 +462,17 @@ class Measured:
     write_failures: float = 0.0
     write_alarms: int = 0
     samples: Samples = field(default_factory=Samples)
+    cpu: dict[str, CpuUse] = field(default_factory=dict)
+    """CPU use per process role (``control``, ``api``, ``fleet``, ``clients``) over the phases."""
+    seconds: float = 0.0
+    load_avg: list[float] = field(default_factory=list)
+    """The machine's 1-minute load average at the end of each phase."""
 
     def add(self, other: Measured) -> None:
+        for role, use in other.cpu.items():
+            self.cpu[role] = self.cpu.get(role, CpuUse()) + use
+        self.seconds += other.seconds
+        self.load_avg += other.load_avg
         self.polls += other.polls
         self.poll_sum_s += other.poll_sum_s
         for le, n in other.buckets.items():
@@ -453,7 +497,25 @@ class Measured:
             "modbus_timeouts": int(self.timeouts),
             "write_failures": int(self.write_failures),
             "write_alarms": self.write_alarms,
+            "cpu": self.cpu_figures(),
+            "load_avg_1m_max": rounded(max(self.load_avg) if self.load_avg else None, 2),
             "api": self.samples.summary(),
+        }
+
+    def cpu_figures(self) -> dict[str, dict[str, float | None]]:
+        """Per process role: cores used (CPU s per s of phase), run-queue delay per s, and both per poll."""
+
+        def per(v: float, n: float) -> float | None:
+            return round(v / n, 4) if n else None
+
+        return {
+            role: {
+                "cores": per(use.cpu_s, self.seconds),
+                "wait_per_s": per(use.wait_s, self.seconds),
+                "cpu_per_poll_s": per(use.cpu_s, self.polls),
+                "wait_per_poll_s": per(use.wait_s, self.polls),
+            }
+            for role, use in self.cpu.items()
         }
 
 
@@ -477,12 +539,14 @@ async def run_load_bench(
     clients: int = 32,
     *,
     poll_interval_s: float = 5.0,
-    phase_s: float = 30.0,
+    phase_s: float | None = None,
     rounds: int = 3,
     fleet_rate: float = 200.0,
     seed: int = 7,
 ) -> dict[str, Any]:
-    """``rounds`` of the three phases against `sparcs run` on ``devices`` simulated devices; the JSON result."""
+    """``rounds`` of the three phases against `sparcs run` on ``devices`` simulated devices; the JSON result.
+    ``phase_s`` None: long enough for :data:`MIN_POLLS` polls per kind of phase (:func:`phase_length_s`)."""
+    phase_s = phase_length_s(poll_interval_s, rounds) if phase_s is None else phase_s
     fleet = bench_fleet(devices, poll_interval_s, seed)
     nice = ApiConfig().nice
     with tempfile.TemporaryDirectory(prefix="sparcs-bench-load-") as tmp:
@@ -495,7 +559,7 @@ async def run_load_bench(
             headers = {"Authorization": f"Bearer {run.token}"}
             async with httpx.AsyncClient(base_url=run.url, headers=headers, timeout=REQUEST_TIMEOUT_S) as http:
                 await _warm_up(http, poll_interval_s)
-                phase = Phase(http, run.url, run.token, nice)
+                phase = Phase(http, run.url, run.token, nice, run.proc.pid)
                 kinds = {"unloaded": (0, 0.0), "loaded": (clients, fleet_rate), "stream": (0, fleet_rate)}
                 measured = {kind: Measured() for kind in kinds}
                 for _ in range(rounds):  # alternating, so that the machine's own load hits every kind alike
@@ -549,6 +613,8 @@ def summarise(
         "rounds": rounds,
         "fleet_rate_rps": fleet_rate,
         "client_nice": nice,
+        "polls_per_phase": {name: p["polls"] for name, p in phases.items()},
+        "polls_enough_for_p99": all(p["polls"] >= MIN_POLLS for p in phases.values()),
         "poll_cycle_p50_s_unloaded": unloaded["poll_cycle_p50_s"],
         "poll_cycle_p99_s_unloaded": p99_u,
         "poll_cycle_p50_s_loaded": loaded["poll_cycle_p50_s"],
