@@ -15,8 +15,9 @@ load hits each kind alike:
   stream of ``fleet_rate`` GET /api/v1/fleet a second;
 - ``stream``: the open-loop stream alone (the goal "/fleet p99 ≤ 50 ms at 200 requests/s").
 
-The clients run in a child process niced like the API (``api.nice``): on a deployment they are
-other machines, here they share the cores with the controller; each is a lean HTTP/1.1 keep-alive
+The clients run in a child process niced like the API (``api.nice``) and in Linux's idle scheduling
+class: on a deployment they are other machines, here they share the cores with the controller and
+may take only what it leaves; each is a lean HTTP/1.1 keep-alive
 connection (:class:`Keepalive`), so what is measured is the API, not the client's own CPU. A
 stream request's latency counts from the moment it was due, so a client that falls behind shows
 as latency, not as fewer requests.
@@ -343,13 +344,26 @@ async def _drive(base_url: str, token: str, clients: int, rate: float, duration_
     return got
 
 
+def idle_class() -> bool:
+    """Put this process in Linux's SCHED_IDLE class: it runs only on a core nothing else wants, and any
+    other process that wakes takes the core from it at once (a niced process keeps the core to the end
+    of its time slice). False where the system refuses it or has no such class (the niceness stays)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
 def clients_main(
     base_url: str, token: str, clients: int, rate: float, duration_s: float, nice: int, out: Connection
 ) -> None:
-    """The clients' process: niced like the API, deaf to Ctrl-C. Sends "go" as it starts its clients,
-    then what they saw (:class:`Samples`)."""
+    """The clients' process: niced like the API and in the idle class (:func:`idle_class`: they stand
+    for other machines), deaf to Ctrl-C. Sends "go" as it starts its clients, then what they saw
+    (:class:`Samples`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(nice)
+    idle_class()
     out.send("go")
     before = cpu_use(os.getpid())
     samples = asyncio.run(_drive(base_url, token, clients, rate, duration_s))
@@ -378,6 +392,8 @@ class Phase:
 
     def __init__(self, http: httpx.AsyncClient, base_url: str, token: str, nice: int, pid: int):
         self.http, self.base_url, self.token, self.nice, self.pid = http, base_url, token, nice, pid
+        self.clients_idle = False
+        """Whether the last phase's clients ran in the idle class (:func:`idle_class`)."""
 
     async def metrics(self) -> dict[str, Any]:
         r = await self.http.get("/metrics")
@@ -419,6 +435,8 @@ class Phase:
             theirs.close()
             if not await asyncio.to_thread(answer.poll, CLIENT_START_TIMEOUT_S) or answer.recv() != "go":
                 raise BenchError(f"the API clients did not start within {CLIENT_START_TIMEOUT_S:g} s")
+            if loader.pid is not None:
+                self.clients_idle = os.sched_getscheduler(loader.pid) == os.SCHED_IDLE
         before = await self.metrics()
         cpu_before = controller_cpu(self.pid, self.nice)
         started_at = time.time()
@@ -576,6 +594,7 @@ async def run_load_bench(
         rounds=rounds,
         fleet_rate=fleet_rate,
         nice=nice,
+        clients_idle=phase.clients_idle,
         phases={kind: m.figures() for kind, m in measured.items()},
     )
 
@@ -590,6 +609,7 @@ def summarise(
     rounds: int,
     fleet_rate: float,
     nice: int,
+    clients_idle: bool,
     phases: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """The bench's JSON: its settings, every phase, the headline figures and whether each goal holds."""
@@ -613,6 +633,7 @@ def summarise(
         "rounds": rounds,
         "fleet_rate_rps": fleet_rate,
         "client_nice": nice,
+        "clients_idle_class": clients_idle,
         "polls_per_phase": {name: p["polls"] for name, p in phases.items()},
         "polls_enough_for_p99": all(p["polls"] >= MIN_POLLS for p in phases.values()),
         "poll_cycle_p50_s_unloaded": unloaded["poll_cycle_p50_s"],
