@@ -375,12 +375,15 @@ def clients_main(
 # -- the phases ---------------------------------------------------------------------------------
 
 
-def controller_cpu(pid: int, api_nice: int) -> dict[str, CpuUse]:
+def controller_cpu(pid: int) -> dict[str, CpuUse]:
     """CPU use so far of `sparcs run`'s processes: ``control`` (process ``pid``), ``api`` (its children
-    niced by ``api_nice``), ``fleet`` (its other children: the simulators and the idle solver worker)."""
+    niced below it: the API process, ``api.nice`` on top of whatever niceness `sparcs run` was started
+    with), ``fleet`` (its other children: the simulators and the idle solver worker)."""
     roles = {"control": cpu_use(pid), "api": CpuUse(), "fleet": CpuUse()}
+    own = niceness(pid)
     for child in children(pid):
-        role = "api" if niceness(child) == api_nice else "fleet"
+        nice = niceness(child)
+        role = "api" if own is not None and nice is not None and nice > own else "fleet"
         roles[role] += cpu_use(child)
     return roles
 
@@ -438,10 +441,10 @@ class Phase:
             if loader.pid is not None:
                 self.clients_idle = os.sched_getscheduler(loader.pid) == os.SCHED_IDLE
         before = await self.metrics()
-        cpu_before = controller_cpu(self.pid, self.nice)
+        cpu_before = controller_cpu(self.pid)
         started_at = time.time()
         ages = await self.monitor(time.monotonic() + duration_s)
-        cpu = {role: use - cpu_before[role] for role, use in controller_cpu(self.pid, self.nice).items()}
+        cpu = {role: use - cpu_before[role] for role, use in controller_cpu(self.pid).items()}
         after = await self.metrics()
         alarms = await self.write_alarms(started_at)
         samples = Samples()
