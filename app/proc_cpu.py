@@ -10,6 +10,7 @@ the figures are zero.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,34 +38,28 @@ def parse_schedstat(text: str) -> CpuUse:
     return CpuUse(int(on_cpu_ns) / 1e9, int(wait_ns) / 1e9)
 
 
-def cpu_use(pid: int, proc: Path = PROC) -> CpuUse:
-    """The CPU time and run-queue delay of process ``pid`` so far, its threads summed; zero once it ended."""
-    total = CpuUse()
+def _per_thread(pid: int, name: str, proc: Path) -> list[str]:
+    """The text of ``/proc/<pid>/task/<tid>/<name>`` for every thread of ``pid``; none once it ended,
+    and none for a thread that ended between the listing and the read."""
+    texts: list[str] = []
     try:
         tasks = list((proc / str(pid) / "task").iterdir())
     except OSError:
-        return total
+        return texts
     for task in tasks:
-        try:
-            total += parse_schedstat((task / "schedstat").read_text())
-        except (OSError, ValueError):
-            continue  # a thread that ended between the listing and the read
-    return total
+        with contextlib.suppress(OSError):
+            texts.append((task / name).read_text())
+    return texts
+
+
+def cpu_use(pid: int, proc: Path = PROC) -> CpuUse:
+    """The CPU time and run-queue delay of process ``pid`` so far, its threads summed; zero once it ended."""
+    return sum((parse_schedstat(text) for text in _per_thread(pid, "schedstat", proc)), CpuUse())
 
 
 def children(pid: int, proc: Path = PROC) -> list[int]:
     """The process ids of ``pid``'s children (every thread's), from ``/proc/<pid>/task/*/children``."""
-    found: list[int] = []
-    try:
-        tasks = list((proc / str(pid) / "task").iterdir())
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            continue
-    return sorted(set(found))
+    return sorted({int(c) for text in _per_thread(pid, "children", proc) for c in text.split()})
 
 
 def niceness(pid: int) -> int | None:

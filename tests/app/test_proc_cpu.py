@@ -24,18 +24,20 @@ def test_a_schedstat_line_is_cpu_and_wait_in_seconds():
 
 def test_cpu_use_sums_every_thread_of_the_process():
     before = cpu_use(os.getpid())
-    done = threading.Event()
+    done, release = threading.Event(), threading.Event()
 
     def spin() -> None:
         end = time.thread_time() + 0.2
         while time.thread_time() < end:
             pass
         done.set()
+        release.wait()  # an ended thread leaves /proc, and its time with it
 
     worker = threading.Thread(target=spin)
     worker.start()
     done.wait()
-    spent = cpu_use(os.getpid()) - before  # read while the spinning thread still exists
+    spent = cpu_use(os.getpid()) - before
+    release.set()
     worker.join()
     assert spent.cpu_s >= 0.2
     assert spent.wait_s >= 0.0
