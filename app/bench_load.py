@@ -4,8 +4,9 @@ beside the control loop").
 
 The bench writes a generated fleet file (``simulation`` section: the simulators run in their own
 process, as in the demo) and starts ``sparcs run`` on it as a user would: control process, API
-process, fleet process. Then ``rounds`` times three phases of ``phase_s`` each, alternating so that
-the machine's own load hits each kind alike:
+process, fleet process. Then ``rounds`` times three phases of ``phase_s`` each (by default long
+enough for :data:`MIN_POLLS` polls per kind over the rounds), alternating so that the machine's own
+load hits each kind alike:
 
 - ``unloaded``: no API traffic but the bench's monitor (one GET /api/v1/fleet every
   :data:`MONITOR_S`, which reads the data age);
@@ -14,8 +15,9 @@ the machine's own load hits each kind alike:
   stream of ``fleet_rate`` GET /api/v1/fleet a second;
 - ``stream``: the open-loop stream alone (the goal "/fleet p99 ≤ 50 ms at 200 requests/s").
 
-The clients run in a child process niced like the API (``api.nice``): on a deployment they are
-other machines, here they share the cores with the controller; each is a lean HTTP/1.1 keep-alive
+The clients run in a child process niced like the API (``api.nice``) and in Linux's idle scheduling
+class: on a deployment they are other machines, here they share the cores with the controller and
+may take only what it leaves; each is a lean HTTP/1.1 keep-alive
 connection (:class:`Keepalive`), so what is measured is the API, not the client's own CPU. A
 stream request's latency counts from the moment it was due, so a client that falls behind shows
 as latency, not as fewer requests.
@@ -24,7 +26,9 @@ Per kind of phase, from the control process's metrics (deltas over the phases, e
 its clients run): polls and the poll cycle's
 p50/p99 (read from the histogram's buckets as Prometheus' ``histogram_quantile`` does) and mean,
 Modbus timeouts (every device is healthy, so every timeout is a false one), failed writes; from
-the alarms, ``write:`` alarms raised in the phase; from the monitor, the largest data age seen.
+the alarms, ``write:`` alarms raised in the phase; from the monitor, the largest data age seen; from
+/proc (:mod:`sparcs.proc_cpu`), per process (control, API, fleet, clients) the cores used and the
+time spent runnable but waiting for a core, so that a slower poll tells more work from contention.
 The dispatch interval is a day (one plan at start-up), so a solve does not land in one phase and
 not the other.
 """
@@ -56,6 +60,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sparcs.config.schema import ApiConfig
 from sparcs.drivers.bench import BenchError, free_port_range, trim_fleet
+from sparcs.proc_cpu import CpuUse, children, cpu_use, niceness
 from sparcs.simulators.fleetgen import synthetic_fleet
 
 ROUTES = ("/api/v1/devices", "/api/v1/sites", "/api/v1/fleet")
@@ -71,6 +76,15 @@ CLIENT_START_TIMEOUT_S = 120.0
 DRAIN_S = 10.0
 """Requests still unanswered this long after a phase are given up and counted as errors (s)."""
 POLL_HISTOGRAM = "sparcs_poll_cycle_duration_seconds"
+MIN_POLLS = 30
+"""Polls per kind of phase (over all rounds) the default phase length gives: fewer, and the p99 is the
+largest poll, one slow poll deciding the goal."""
+
+
+def phase_length_s(poll_interval_s: float, rounds: int, polls: int = MIN_POLLS) -> float:
+    """The shortest phase (s) in which ``rounds`` phases of a kind see at least ``polls`` polls in all,
+    one poll every ``poll_interval_s``, plus one interval for the poll a phase cuts at its start."""
+    return poll_interval_s * (math.ceil(polls / rounds) + 1)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -189,13 +203,16 @@ def _summary(latencies_ms: list[float], errors: int, elapsed_s: float) -> dict[s
 
 @dataclass
 class Samples:
-    """What the clients saw per route: latencies of the answered requests (ms), and errors."""
+    """What the clients saw per route: latencies of the answered requests (ms), and errors; and the
+    clients' own CPU use while they ran."""
 
     latencies_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     elapsed_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    cpu: CpuUse = field(default_factory=CpuUse)
 
     def add(self, other: Samples) -> None:
+        self.cpu += other.cpu
         for key, values in other.latencies_ms.items():
             self.latencies_ms[key].extend(values)
             self.elapsed_s[key] += other.elapsed_s[key]
@@ -327,27 +344,59 @@ async def _drive(base_url: str, token: str, clients: int, rate: float, duration_
     return got
 
 
+def idle_class() -> bool:
+    """Put this process in Linux's SCHED_IDLE class: it runs only on a core nothing else wants, and any
+    other process that wakes takes the core from it at once (a niced process keeps the core to the end
+    of its time slice). False where the system refuses it or has no such class (the niceness stays)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
 def clients_main(
     base_url: str, token: str, clients: int, rate: float, duration_s: float, nice: int, out: Connection
 ) -> None:
-    """The clients' process: niced like the API, deaf to Ctrl-C. Sends "go" as it starts its clients,
-    then what they saw (:class:`Samples`)."""
+    """The clients' process: niced like the API and in the idle class (:func:`idle_class`: they stand
+    for other machines), deaf to Ctrl-C. Sends "go" as it starts its clients, then what they saw
+    (:class:`Samples`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(nice)
+    idle_class()
     out.send("go")
-    out.send(asyncio.run(_drive(base_url, token, clients, rate, duration_s)))
+    before = cpu_use(os.getpid())
+    samples = asyncio.run(_drive(base_url, token, clients, rate, duration_s))
+    samples.cpu = cpu_use(os.getpid()) - before
+    out.send(samples)
     out.close()
 
 
 # -- the phases ---------------------------------------------------------------------------------
 
 
+def controller_cpu(pid: int) -> dict[str, CpuUse]:
+    """CPU use so far of `sparcs run`'s processes: ``control`` (process ``pid``), ``api`` (its children
+    niced below it: the API process, ``api.nice`` on top of whatever niceness `sparcs run` was started
+    with), ``fleet`` (its other children: the simulators and the idle solver worker)."""
+    roles = {"control": cpu_use(pid), "api": CpuUse(), "fleet": CpuUse()}
+    own = niceness(pid)
+    for child in children(pid):
+        nice = niceness(child)
+        role = "api" if own is not None and nice is not None and nice > own else "fleet"
+        roles[role] += cpu_use(child)
+    return roles
+
+
 class Phase:
     """Measures phases against one controller: the metrics before and after, the data age seen, the
-    clients' figures. ``http`` is the monitor's client; the clients use ``base_url`` and ``token``."""
+    clients' figures, the CPU use of `sparcs run`'s processes (``pid``: the control process). ``http``
+    is the monitor's client; the clients use ``base_url`` and ``token``."""
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, token: str, nice: int):
-        self.http, self.base_url, self.token, self.nice = http, base_url, token, nice
+    def __init__(self, http: httpx.AsyncClient, base_url: str, token: str, nice: int, pid: int):
+        self.http, self.base_url, self.token, self.nice, self.pid = http, base_url, token, nice, pid
+        self.clients_idle = False
+        """Whether the last phase's clients ran in the idle class (:func:`idle_class`)."""
 
     async def metrics(self) -> dict[str, Any]:
         r = await self.http.get("/metrics")
@@ -389,9 +438,13 @@ class Phase:
             theirs.close()
             if not await asyncio.to_thread(answer.poll, CLIENT_START_TIMEOUT_S) or answer.recv() != "go":
                 raise BenchError(f"the API clients did not start within {CLIENT_START_TIMEOUT_S:g} s")
+            if loader.pid is not None:
+                self.clients_idle = os.sched_getscheduler(loader.pid) == os.SCHED_IDLE
         before = await self.metrics()
+        cpu_before = controller_cpu(self.pid)
         started_at = time.time()
         ages = await self.monitor(time.monotonic() + duration_s)
+        cpu = {role: use - cpu_before[role] for role, use in controller_cpu(self.pid).items()}
         after = await self.metrics()
         alarms = await self.write_alarms(started_at)
         samples = Samples()
@@ -411,6 +464,9 @@ class Phase:
             write_failures=after["write_failures"] - before["write_failures"],
             write_alarms=alarms,
             samples=samples,
+            cpu={**cpu, "clients": samples.cpu},
+            seconds=duration_s,
+            load_avg=[os.getloadavg()[0]],
         )
 
 
@@ -427,8 +483,17 @@ class Measured:
     write_failures: float = 0.0
     write_alarms: int = 0
     samples: Samples = field(default_factory=Samples)
+    cpu: dict[str, CpuUse] = field(default_factory=dict)
+    """CPU use per process role (``control``, ``api``, ``fleet``, ``clients``) over the phases."""
+    seconds: float = 0.0
+    load_avg: list[float] = field(default_factory=list)
+    """The machine's 1-minute load average at the end of each phase."""
 
     def add(self, other: Measured) -> None:
+        for role, use in other.cpu.items():
+            self.cpu[role] = self.cpu.get(role, CpuUse()) + use
+        self.seconds += other.seconds
+        self.load_avg += other.load_avg
         self.polls += other.polls
         self.poll_sum_s += other.poll_sum_s
         for le, n in other.buckets.items():
@@ -453,7 +518,25 @@ class Measured:
             "modbus_timeouts": int(self.timeouts),
             "write_failures": int(self.write_failures),
             "write_alarms": self.write_alarms,
+            "cpu": self.cpu_figures(),
+            "load_avg_1m_max": rounded(max(self.load_avg) if self.load_avg else None, 2),
             "api": self.samples.summary(),
+        }
+
+    def cpu_figures(self) -> dict[str, dict[str, float | None]]:
+        """Per process role: cores used (CPU s per s of phase), run-queue delay per s, and both per poll."""
+
+        def per(v: float, n: float) -> float | None:
+            return round(v / n, 4) if n else None
+
+        return {
+            role: {
+                "cores": per(use.cpu_s, self.seconds),
+                "wait_per_s": per(use.wait_s, self.seconds),
+                "cpu_per_poll_s": per(use.cpu_s, self.polls),
+                "wait_per_poll_s": per(use.wait_s, self.polls),
+            }
+            for role, use in self.cpu.items()
         }
 
 
@@ -477,12 +560,14 @@ async def run_load_bench(
     clients: int = 32,
     *,
     poll_interval_s: float = 5.0,
-    phase_s: float = 30.0,
+    phase_s: float | None = None,
     rounds: int = 3,
     fleet_rate: float = 200.0,
     seed: int = 7,
 ) -> dict[str, Any]:
-    """``rounds`` of the three phases against `sparcs run` on ``devices`` simulated devices; the JSON result."""
+    """``rounds`` of the three phases against `sparcs run` on ``devices`` simulated devices; the JSON result.
+    ``phase_s`` None: long enough for :data:`MIN_POLLS` polls per kind of phase (:func:`phase_length_s`)."""
+    phase_s = phase_length_s(poll_interval_s, rounds) if phase_s is None else phase_s
     fleet = bench_fleet(devices, poll_interval_s, seed)
     nice = ApiConfig().nice
     with tempfile.TemporaryDirectory(prefix="sparcs-bench-load-") as tmp:
@@ -495,7 +580,7 @@ async def run_load_bench(
             headers = {"Authorization": f"Bearer {run.token}"}
             async with httpx.AsyncClient(base_url=run.url, headers=headers, timeout=REQUEST_TIMEOUT_S) as http:
                 await _warm_up(http, poll_interval_s)
-                phase = Phase(http, run.url, run.token, nice)
+                phase = Phase(http, run.url, run.token, nice, run.proc.pid)
                 kinds = {"unloaded": (0, 0.0), "loaded": (clients, fleet_rate), "stream": (0, fleet_rate)}
                 measured = {kind: Measured() for kind in kinds}
                 for _ in range(rounds):  # alternating, so that the machine's own load hits every kind alike
@@ -512,6 +597,7 @@ async def run_load_bench(
         rounds=rounds,
         fleet_rate=fleet_rate,
         nice=nice,
+        clients_idle=phase.clients_idle,
         phases={kind: m.figures() for kind, m in measured.items()},
     )
 
@@ -526,6 +612,7 @@ def summarise(
     rounds: int,
     fleet_rate: float,
     nice: int,
+    clients_idle: bool,
     phases: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """The bench's JSON: its settings, every phase, the headline figures and whether each goal holds."""
@@ -549,6 +636,9 @@ def summarise(
         "rounds": rounds,
         "fleet_rate_rps": fleet_rate,
         "client_nice": nice,
+        "clients_idle_class": clients_idle,
+        "polls_per_phase": {name: p["polls"] for name, p in phases.items()},
+        "polls_enough_for_p99": all(p["polls"] >= MIN_POLLS for p in phases.values()),
         "poll_cycle_p50_s_unloaded": unloaded["poll_cycle_p50_s"],
         "poll_cycle_p99_s_unloaded": p99_u,
         "poll_cycle_p50_s_loaded": loaded["poll_cycle_p50_s"],

@@ -323,7 +323,10 @@ def bench_load(
     devices: Annotated[int, typer.Option(min=1, max=20_000, help="simulated devices to poll")] = 1000,
     clients: Annotated[int, typer.Option(min=1, max=512, help="concurrent API clients in the loaded phase")] = 32,
     poll_interval: Annotated[float, typer.Option(min=0.5, max=60.0, help="dispatch.poll_interval_s")] = 5.0,
-    phase_s: Annotated[float, typer.Option("--phase-s", min=1.0, help="seconds each phase lasts")] = 30.0,
+    phase_s: Annotated[
+        float | None,
+        typer.Option("--phase-s", min=1.0, help="seconds each phase lasts; default: 30 polls per kind of phase"),
+    ] = None,
     rounds: Annotated[int, typer.Option(min=1, max=100, help="rounds of the three phases, alternating")] = 3,
     fleet_rate: Annotated[float, typer.Option(min=1.0, help="GET /api/v1/fleet a second in the stream")] = 200.0,
     seed: Annotated[int, typer.Option(help="seed of the generated fleet")] = 7,
