@@ -272,9 +272,9 @@ class EdgeNode:
     async def _send(self, client: aiomqtt.Client) -> None:
         """The outbox, oldest first; a message leaves it once the broker acknowledged it."""
         while True:
+            self._queued.clear()  # before the read: a message queued during it sets the event again
             batch = await asyncio.to_thread(self.outbox.oldest, SEND_BATCH)
             if not batch:
-                self._queued.clear()
                 await self._queued.wait()
                 continue
             await asyncio.gather(*(client.publish(p.topic, p.payload, qos=1, timeout=SEND_TIMEOUT_S) for p in batch))
