@@ -131,11 +131,9 @@ class SetpointWriter:
 
     async def apply(self, setpoints: dict[str, Setpoint]) -> dict[str, WriteResult]:
         """Write each device's setpoint; returns device id → result. Never raises for device faults."""
-        settled = {i: self._settled_or_failed(i, sp) for i, sp in setpoints.items()}
-        owed = [i for i, r in settled.items() if r is None]  # only these touch the wire
-        written = await asyncio.gather(*(self._guarded(i, setpoints[i], force=False) for i in owed))
-        settled.update(zip(owed, written, strict=True))
-        return {i: r for i, r in settled.items() if r is not None}
+        ids = list(setpoints)
+        results = await asyncio.gather(*(self._guarded(i, setpoints[i], force=False) for i in ids))
+        return dict(zip(ids, results, strict=True))
 
     async def refresh_due(self) -> dict[str, WriteResult]:
         """Rewrite every setpoint whose revert timer is 40 % gone (releases have no timer)."""
@@ -194,30 +192,23 @@ class SetpointWriter:
     ) -> WriteResult:
         async with self._sem:
             try:
-                settled = self._settled(device_id, sp, force, roles, release)
-                return settled if settled is not None else await self._write_roles(device_id, sp, force, roles)
+                return await self._apply_one(device_id, sp, force, roles, release)
+            except (DeviceError, ValueError) as exc:  # ValueError: a value the device's registers cannot hold
+                return WriteResult(device_id, "failed", False, detail=str(exc))
             except Exception as exc:  # fault barrier: one device's surprise must not abort the others' writes
-                return _failure(device_id, exc)
+                log.exception("device %s: unexpected failure while writing", device_id, extra={"device": device_id})
+                return WriteResult(device_id, "failed", False, detail=f"unexpected {type(exc).__name__}: {exc}")
 
-    def _settled_or_failed(self, device_id: str, sp: Setpoint) -> WriteResult | None:
-        """:meth:`_settled` for a new setpoint (not forced), behind the same fault barrier as a write."""
-        try:
-            return self._settled(device_id, sp, force=False)
-        except Exception as exc:  # fault barrier, as in _guarded
-            return _failure(device_id, exc)
-
-    def _settled(
+    async def _apply_one(
         self,
         device_id: str,
         sp: Setpoint,
         force: bool,
         roles: list[SetpointKind] | None = None,
         release: bool = False,
-    ) -> WriteResult | None:
-        """The device's result when no role needs the wire (skipped, refused, or every role's command in
-        force and not due: :meth:`_unchanged`); None when some role must be written. No I/O, so a poll
-        where nothing changed costs no task per device. ``release``: the controller takes the device out
-        of control; written also to a monitor-only one."""
+    ) -> WriteResult:
+        """The device's write: each of its roles (``roles``: only these, for a refresh), a hybrid's merged.
+        ``release``: the controller takes the device out of control; written also to a monitor-only one."""
         try:
             s = self.poller.state(device_id)
         except KeyError as exc:
@@ -233,29 +224,6 @@ class SetpointWriter:
         t = s.telemetry
         if t is None or t.status == "stale" or t.last_good_at is None:
             return WriteResult(device_id, "failed", False, detail="device not read yet or stale: nothing written")
-        taken = roles_of(s.driver, s.cfg.kind)
-        results: list[WriteResult] = []
-        for kind in KIND_ROLES.get(s.cfg.kind, ()):
-            if roles is not None and kind not in roles:
-                continue
-            if kind not in taken:
-                results.append(WriteResult(device_id, "skipped", True, detail=f"the device takes no {kind} setpoint"))
-                continue
-            value = sp.pv_limit_w if kind == "pv" else sp.battery_w
-            try:
-                if force or not self._unchanged(device_id, s, kind, value):
-                    return None
-            except (DeviceError, ValueError):
-                return None  # the write path reports it for this role alone
-            results.append(self._unchanged_result(device_id, kind, value))
-        return results[0] if len(results) == 1 else merged(results[0], results[1])
-
-    async def _write_roles(
-        self, device_id: str, sp: Setpoint, force: bool, roles: list[SetpointKind] | None
-    ) -> WriteResult:
-        """The write of a device :meth:`_settled` left owed: each of its roles (``roles``: only these, for
-        a refresh), a hybrid's merged."""
-        s = self.poller.state(device_id)
         taken = roles_of(s.driver, s.cfg.kind)
         results = [
             await self._apply_role(s, kind, sp.pv_limit_w if kind == "pv" else sp.battery_w, force)
@@ -276,25 +244,21 @@ class SetpointWriter:
     async def _write_role(self, s: DeviceState, kind: SetpointKind, value: float | None, force: bool) -> WriteResult:
         device_id = s.cfg.id
         if not force and self._unchanged(device_id, s, kind, value):
-            return self._unchanged_result(device_id, kind, value)
+            a = self.active[(device_id, kind)]
+            return WriteResult(
+                device_id,
+                "unchanged",
+                True,
+                requested_w=value,
+                written_w=a.value_w,
+                written_at=a.written_at,
+                detail="in force and read back; timer not yet due"
+                + (f"; {a.shortfall_w:.0f} W above the request (the device's floor)" if a.shortfall_w else ""),
+                shortfall_w=a.shortfall_w,
+            )
         if kind == "pv":
             return await self._write_pv(s, value)
         return await self._write_battery(s, value)
-
-    def _unchanged_result(self, device_id: str, kind: SetpointKind, value: float | None) -> WriteResult:
-        """The result of a role whose command is in force (:meth:`_unchanged`): nothing written."""
-        a = self.active[(device_id, kind)]
-        return WriteResult(
-            device_id,
-            "unchanged",
-            True,
-            requested_w=value,
-            written_w=a.value_w,
-            written_at=a.written_at,
-            detail="in force and read back; timer not yet due"
-            + (f"; {a.shortfall_w:.0f} W above the request (the device's floor)" if a.shortfall_w else ""),
-            shortfall_w=a.shortfall_w,
-        )
 
     def _unchanged(self, device_id: str, s: DeviceState, kind: SetpointKind, requested: float | None) -> bool:
         """True when the same command is in force (confirmed by the latest poll) and its timer is not due."""
@@ -424,15 +388,6 @@ class SetpointWriter:
             detail=detail,
             written_at=now,
         )
-
-
-def _failure(device_id: str, exc: Exception) -> WriteResult:
-    """The failed result of a write that raised: a device error or a value its registers cannot hold
-    (ValueError) as such, anything else logged as unexpected."""
-    if isinstance(exc, DeviceError | ValueError):
-        return WriteResult(device_id, "failed", False, detail=str(exc))
-    log.exception("device %s: unexpected failure while writing", device_id, extra={"device": device_id})
-    return WriteResult(device_id, "failed", False, detail=f"unexpected {type(exc).__name__}: {exc}")
 
 
 def unprotected(driver: Device, cfg: DeviceConfig) -> bool:
