@@ -127,17 +127,27 @@ async def keep_connected(
 ) -> None:
     """Connect, run ``session`` until the connection drops, and connect again with a jittered back-off
     (:data:`RECONNECT_MAX_S`), until ``stop`` is set. ``on_state(connected, error)`` is told of every
-    change."""
+    change. A session that fails for another reason than the connection (its store, a fault in the
+    code) is logged and reported the same way and the link comes back: an edge left unattended must
+    not stay silent while it looks connected. Such failures back off from one to the next, however
+    quickly the broker answers."""
     delay = RECONNECT_MIN_S
+    faults = 0
     while not stop.is_set():
         try:
             async with make() as c:
-                delay = RECONNECT_MIN_S
+                delay = min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2**faults)
                 on_state(True, None)
                 await session(c)
         except aiomqtt.MqttError as exc:
+            faults = 0
             on_state(False, refusal(exc))
             log.info("broker connection: %s; again in %.1f s", refusal(exc), delay)
+        except Exception as exc:  # the supervisor of a long-lived link: reported, then retried
+            faults += 1
+            delay = min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2**faults)
+            on_state(False, f"the session failed: {exc!r}")
+            log.exception("broker session failed; connecting again in %.1f s", delay)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), random.uniform(delay / 2, delay))
         delay = min(RECONNECT_MAX_S, delay * 2)

@@ -9,6 +9,7 @@ is kept here too, so it goes on counting after an edge restart: the central stor
 from __future__ import annotations
 
 import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +26,15 @@ class Pending:
 
 
 class Outbox:
-    """A durable FIFO of (topic, payload) with per-site sequence numbers. One writer: the edge."""
+    """A durable FIFO of (topic, payload) with per-site sequence numbers. One writer: the edge.
+
+    The edge's cycle adds and its sender reads and removes, each from a worker thread; one connection
+    serves both, so every call holds the outbox's lock (two transactions begun at once on one
+    connection fail with "cannot start a transaction within a transaction")."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -37,12 +43,13 @@ class Outbox:
 
     def next_seqs(self, sites: list[str]) -> dict[str, int]:
         """The next sequence number of each site (1 for a site never sent)."""
-        have = dict(self.db.execute("SELECT site, seq FROM seqs").fetchall())
+        with self._lock:
+            have = dict(self.db.execute("SELECT site, seq FROM seqs").fetchall())
         return {s: int(have.get(s, 0)) + 1 for s in sites}
 
     def add(self, messages: list[tuple[str, bytes]], seqs: dict[str, int] | None = None) -> None:
         """Queue ``messages`` and record ``seqs`` (site → the sequence number used) in one transaction."""
-        with self.db:
+        with self._lock, self.db:
             self.db.execute("BEGIN")
             self.db.executemany("INSERT INTO outbox (topic, payload) VALUES (?, ?)", messages)
             if seqs:
@@ -55,18 +62,21 @@ class Outbox:
                 self.db.execute("DELETE FROM outbox WHERE id <= ?", (hi - MAX_ROWS,))
 
     def oldest(self, limit: int) -> list[Pending]:
-        rows = self.db.execute("SELECT id, topic, payload FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
+        with self._lock:
+            rows = self.db.execute("SELECT id, topic, payload FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
         return [Pending(int(i), str(t), bytes(p)) for i, t, p in rows]
 
     def done(self, ids: list[int]) -> None:
         """The broker took these: they leave the outbox."""
         if ids:
-            with self.db:
+            with self._lock, self.db:
                 self.db.execute("BEGIN")
                 self.db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 
     def __len__(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        with self._lock:
+            return int(self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def close(self) -> None:
-        self.db.close()
+        with self._lock:
+            self.db.close()

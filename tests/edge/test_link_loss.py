@@ -4,10 +4,13 @@ the central's history holds every poll of every edge site exactly once."""
 from __future__ import annotations
 
 import math
+import sqlite3
+import threading
 
 import pytest
 
 from sparcs.config.grid_rules import feed_in_cap_w
+from sparcs.edge.outbox import Outbox
 
 pytestmark = pytest.mark.slow
 
@@ -70,3 +73,48 @@ async def test_a_broker_outage_loses_no_poll_duplicates_none_and_never_loosens_a
             assert seqs == list(range(1, polls + 1)), (sid, seqs)
             ts = [r["ts"] for r in rows]
             assert ts == sorted(ts) and len(set(ts)) == len(ts)
+
+
+async def test_a_failing_send_reconnects_the_edge_instead_of_silencing_it(world, monkeypatch):
+    """Regression: the outbox failed once in the sender ("cannot start a transaction within a
+    transaction", the cycle's add and the sender's removal racing on one SQLite connection); the
+    error ended the link task for good while the edge still counted as connected, so its telemetry
+    never reached the central again (the twin's edge day hung on it)."""
+    w = world
+    await w.step(POLL_S)
+    edge = w.edges["edge-1"]
+    real_oldest, failed = edge.outbox.oldest, []
+
+    def oldest_failing_once(limit):
+        if not failed:
+            failed.append(True)
+            raise sqlite3.OperationalError("cannot start a transaction within a transaction")
+        return real_oldest(limit)
+
+    monkeypatch.setattr(edge.outbox, "oldest", oldest_failing_once)
+    await w.step(POLL_S)  # its telemetry fails to leave once; the step waits until it is at the central
+    assert failed and edge.connected and "broker" not in edge.ctl.alarms.open
+    assert len(edge.outbox) == 0
+
+
+def test_the_outbox_takes_adds_and_removals_from_two_threads_at_once(tmp_path):
+    box = Outbox(tmp_path / "o.db")
+    errors: list[Exception] = []
+
+    def run(work) -> None:
+        try:
+            for i in range(2000):
+                work(i)
+        except sqlite3.Error as exc:
+            errors.append(exc)
+
+    adder = threading.Thread(target=run, args=(lambda i: box.add([("t", b"x")], {"s": i}),))
+    remover = threading.Thread(target=run, args=(lambda i: box.done([p.id for p in box.oldest(5)]),))
+    for t in (adder, remover):
+        t.start()
+    for t in (adder, remover):
+        t.join()
+    assert errors == []
+    box.done([p.id for p in box.oldest(10_000)])
+    assert len(box) == 0 and box.next_seqs(["s"]) == {"s": 2000}
+    box.close()
