@@ -34,6 +34,9 @@ SEND_BATCH = 200
 SEND_TIMEOUT_S = 60.0  # a batch of the outbox after a link loss may wait this long for the broker
 BROKER_ALARM = "broker"
 
+_AckKey = tuple[float | None, tuple[int, ...], float | None, tuple[str, ...]]
+"""What a site's ack says the edge follows: plan id, command ids, control message, released devices."""
+
 
 class AckingWriter:
     """A :class:`~sparcs.controller.cycle.Writer` that keeps each device's last write result, for the acks."""
@@ -87,7 +90,9 @@ class EdgeNode:
         self._link_task: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
         self._sent_alarms: dict[str, bool] = {}
-        self._acked: dict[str, tuple[float | None, tuple[int, ...], float | None, tuple[str, ...]]] = {}
+        self._acked: dict[str, _AckKey] = {}  # site → what the broker took as the site's last ack
+        self._acking: dict[str, _AckKey] = {}  # site → the ack on its way to the broker
+        self._ack_tasks: set[asyncio.Task[None]] = set()
         self._central_cmds: dict[str, list[m.EdgeCommand]] = self._stored_commands()
         self._control_sent: dict[str, float] = {}  # site → ``sent`` of the control message followed
         self.received = 0
@@ -121,7 +126,7 @@ class EdgeNode:
         if out:
             await asyncio.to_thread(self.outbox.add, out, {s: n for s, n in used.items()})
             self._queued.set()
-        await self._ack(now)
+        self._ack(now)
         return report
 
     def _alarm_changes(self, now: float) -> list[tuple[str, bytes]]:
@@ -145,8 +150,11 @@ class EdgeNode:
         _, _, ident = source.partition(":")
         return self.site_of_device.get(ident, ident if ident in self.devices_of else self.sites[0])
 
-    async def _ack(self, now: float) -> None:
-        """Tell the central, per site, what the edge follows once that changed (plan, commands, writes)."""
+    def _ack(self, now: float) -> None:
+        """Tell the central, per site, what the edge follows once that changed (plan, commands, writes).
+        Each ack is published by a task of its own: the cycle never waits for the broker's
+        acknowledgement (a link lost at that moment would hold the guard and the writer up to the
+        client's timeout)."""
         client = self._client
         if client is None:
             return
@@ -161,7 +169,7 @@ class EdgeNode:
                 d for d in self.devices_of[sid] if d in switches.monitor_only and d not in switches.releasing
             )
             key = (pid, cmds, control, released)
-            if self._acked.get(sid) == key and not changed_writes:
+            if key in (self._acked.get(sid), self._acking.get(sid)) and not changed_writes:
                 continue
             devices = {
                 d: m.DeviceAck(r.action, r.ok, r.mismatch, r.written_w, r.detail)
@@ -169,11 +177,20 @@ class EdgeNode:
                 if (r := self.writer.last.get(d)) is not None
             }
             msg = m.AckMsg(self.edge_id, sid, now, pid, list(cmds), devices, control, list(released))
-            try:
-                await client.publish(m.site_topic(sid, "ack"), m.encode(msg), qos=1)
-            except aiomqtt.MqttError:
-                return  # the next change acks again; the link task reconnects
-            self._acked[sid] = key
+            self._acking[sid] = key
+            task = asyncio.create_task(self._publish_ack(client, sid, key, m.encode(msg)))
+            self._ack_tasks.add(task)
+            task.add_done_callback(self._ack_tasks.discard)
+
+    async def _publish_ack(self, client: aiomqtt.Client, sid: str, key: _AckKey, payload: bytes) -> None:
+        try:
+            await client.publish(m.site_topic(sid, "ack"), payload, qos=1)
+        except aiomqtt.MqttError:
+            return  # the next change acks again; after a reconnect every site is acked again
+        finally:
+            if self._acking.get(sid) == key:
+                del self._acking[sid]
+        self._acked[sid] = key
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll every ``dispatch.poll_interval_s`` of the controller's clock, and take a plan or commands
@@ -207,10 +224,11 @@ class EdgeNode:
         if client is not None:
             with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
                 await asyncio.wait_for(self._publish_state(client, online=False), 2.0)
-        if self._link_task is not None:
-            self._link_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._link_task
+        for t in [*self._ack_tasks, self._link_task]:
+            if t is not None:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
         await self.ctl.close()
         self.outbox.close()
 
@@ -248,6 +266,7 @@ class EdgeNode:
         await self._publish_state(client, online=True)
         self._client = client
         self._acked.clear()  # tell a central that may have restarted what is followed
+        self._acking.clear()
         self._queued.set()
         tasks = [
             asyncio.create_task(self._send(client)),

@@ -145,12 +145,14 @@ async def make_world(folder: Path, *, edges: bool = True, tiers: dict[str, float
 
 
 async def close_world(world: EdgeWorld) -> None:
-    for e in list(world.edges):
-        await world.stop_edge(e)
-    await world.central.close()
-    world.central_store.close()
-    await world.host.stop()
-    world.broker.stop()
+    try:
+        for e in list(world.edges):
+            await world.stop_edge(e)
+        await world.central.close()
+        world.central_store.close()
+        await world.host.stop()
+    finally:
+        world.broker.stop()  # a failed close leaks no broker process
 
 
 def require_mosquitto() -> None:

@@ -3,7 +3,9 @@ the central's history holds every poll of every edge site exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import signal
 import sqlite3
 import threading
 
@@ -92,9 +94,15 @@ async def test_a_failing_send_reconnects_the_edge_instead_of_silencing_it(world,
         return real_oldest(limit)
 
     monkeypatch.setattr(edge.outbox, "oldest", oldest_failing_once)
-    await w.step(POLL_S)  # its telemetry fails to leave once; the step waits until it is at the central
-    assert failed and edge.connected and "broker" not in edge.ctl.alarms.open
-    assert len(edge.outbox) == 0
+    await w.step(POLL_S, central=False)  # this poll's telemetry fails to leave once
+    assert edge.ctl.state is not None
+    held = {d: t.read_at for d, t in edge.ctl.state.telemetry.items()}
+    await w.until(lambda: bool(failed) and edge.connected and len(edge.outbox) == 0, 30, "the edge back, outbox sent")
+    await w.until(
+        lambda: all((t := w.hub.latest.get(d)) is not None and t.read_at >= at for d, at in held.items()),
+        what="that poll's telemetry at the central",
+    )
+    assert "broker" not in edge.ctl.alarms.open
 
 
 def test_the_outbox_takes_adds_and_removals_from_two_threads_at_once(tmp_path):
@@ -118,3 +126,20 @@ def test_the_outbox_takes_adds_and_removals_from_two_threads_at_once(tmp_path):
     box.done([p.id for p in box.oldest(10_000)])
     assert len(box) == 0 and box.next_seqs(["s"]) == {"s": 2000}
     box.close()
+
+
+async def test_the_edge_cycle_does_not_wait_for_the_broker_to_take_its_acks(world):
+    """Regression: the cycle published each changed ack and awaited the broker's PUBACK, so a broker
+    that stopped answering held the edge's guard and writer for the client's 30 s timeout."""
+    w = world
+    await w.step(POLL_S)
+    edge = w.edges["edge-1"]
+    assert w.broker.proc is not None
+    w.broker.proc.send_signal(signal.SIGSTOP)  # the connection stays up; nothing is acknowledged
+    try:
+        edge.writer.changed = True  # every site acks again
+        await asyncio.wait_for(edge.cycle(), timeout=10.0)  # a cycle takes well under a second here
+        assert edge._ack_tasks, "the acks are on their way, not awaited"
+    finally:
+        w.broker.proc.send_signal(signal.SIGCONT)
+    await w.until(lambda: not edge._ack_tasks, 30, "acks taken")
