@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -41,6 +42,16 @@ from sparcs.controller.read_model import ControllerView
 from sparcs.controller.store import Store
 
 log = logging.getLogger("sparcs.api_process")
+
+
+def settle_heap() -> None:
+    """Leave what the process holds for good (its configuration, the app, the read model) out of the
+    garbage collector's full collections: each would walk every object, ~130 ms at 1,000 devices on
+    this machine with the whole event loop stopped, ~2 ms once these are frozen. Called when the
+    process serves and after a reload (the old configuration is collected first)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class _Server(uvicorn.Server):
@@ -93,6 +104,7 @@ async def _serve(launch: Launch) -> None:
         def reconfigure(new: FleetConfig) -> None:
             view.reconfigure(new)
             configure_log(new, log_level, log_format)
+            settle_heap()
 
         def configure(new: FleetConfig) -> None:  # a reload in the control process
             loop.call_soon_threadsafe(reconfigure, new)
@@ -109,6 +121,7 @@ async def _serve(launch: Launch) -> None:
             await asyncio.sleep(0.01)
         if server.started:
             pool = await _start_pool(view, commands, cfg.pool)
+            settle_heap()
             commands.serving(pool)
         waiting = asyncio.create_task(closed.wait())
         await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)

@@ -19,12 +19,14 @@ import yaml
 
 from sparcs.config.schema import load_config
 from sparcs.controller.api import build_app
-from sparcs.controller.api_link import ApiLink, PublishedControl, RemoteCommands, follow
+from sparcs.controller.api_link import TELEMETRY_CHUNK, ApiLink, PublishedControl, RemoteCommands, follow
 from sparcs.controller.auth import TokenBook, create_token
 from sparcs.controller.cycle import WallClock
 from sparcs.controller.read_model import ControllerView
 from sparcs.controller.reload import Reloader
+from sparcs.controller.state import FleetState
 from sparcs.controller.store import Store
+from sparcs.drivers.telemetry import Reading, Telemetry
 from sparcs.factory import build_controller
 from tests.controller.conftest import make_plan, small_fleet_data
 
@@ -198,6 +200,59 @@ async def _plan_once(tmp_path):
         await until(
             lambda: _true(source.snapshot().plan is not None and source.snapshot().plan.start_s == ctl.plan.start_s)
         )
+    finally:
+        await link.close()
+        up.close()
+        await ctl.close()
+        store.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_fleet_state_crosses_the_link_once_in_chunks_and_arrives_whole(tmp_path):
+    asyncio.run(_state_once(tmp_path))
+
+
+def _state(ts: float, devices: int) -> FleetState:
+    telemetry = {
+        f"d{i}": Telemetry(f"d{i}", "s", "meter", ts, "online", {"grid_w": Reading(float(i), "good")})
+        for i in range(devices)
+    }
+    return FleetState(ts, {}, telemetry)
+
+
+async def _state_once(tmp_path):
+    cfg = load_config(_fleet_file(tmp_path))
+    store = Store(data_dir=tmp_path)
+    ctl = build_controller(cfg, store, WallClock())
+    devices = 2 * TELEMETRY_CHUNK + 7  # three chunks
+    ctl.state = _state(time.time(), devices)
+    send, down = socket.socketpair()
+    receive, up = socket.socketpair()
+    link = ApiLink(ctl, send, receive)
+    source, kinds = PublishedControl(), []
+
+    class Seen(PublishedControl):
+        def receive(self, msg):
+            kinds.append(msg[0])
+            source.receive(msg)
+
+    reader = threading.Thread(target=follow, args=(down, Seen(), ignore, ignore, ignore), daemon=True)
+    reader.start()
+    try:
+        await link.start()
+        for _ in range(3):  # the writes after a poll: new snapshots, the same fleet state
+            n = kinds.count("snapshot")
+            ctl.setpoints = {}
+            link.publish()
+            await until(lambda n=n: _true(kinds.count("snapshot") > n))
+        assert kinds.count("state") == 1
+        got = source.snapshot().state
+        assert got is not None and got.telemetry == ctl.state.telemetry
+        ctl.state = _state(time.time() + 5, devices)  # the next poll
+        link.publish()
+        await until(lambda: _true(kinds.count("state") == 2))
+        await until(lambda: _true((s := source.snapshot().state) is not None and s.ts == ctl.state.ts))
+        assert source.snapshot().state.telemetry == ctl.state.telemetry
     finally:
         await link.close()
         up.close()
