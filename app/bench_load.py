@@ -224,12 +224,19 @@ class Samples:
         return {k: _summary(self.latencies_ms[k], self.errors[k], self.elapsed_s[k]) for k in keys}
 
 
+class _Unanswered(Exception):
+    """A request failed before any byte of its answer arrived."""
+
+
 class Keepalive:
     """One kept-alive HTTP/1.1 connection of the bench's clients, on asyncio streams: GET a path, read
     the whole answer (Content-Length or chunked), return its status. A general client costs more CPU
     per request than the API's /fleet route itself (httpx ~10 ms against ~1 ms here, the machine
     shared with the API): at 200 requests/s it would measure its own backlog, not the API's.
-    A connection the server closed while idle (``api.keep_alive_s``) is opened again before use."""
+    A connection the server closed while idle (``api.keep_alive_s``) is opened again before use; a
+    request on a reused connection that fails before any byte of its answer (the server closed it
+    while the request was on its way) is sent once more on a new one, as HTTP clients do with
+    idempotent requests (RFC 9112 section 9.3.1)."""
 
     def __init__(self, host: str, port: int, token: str):
         self.host, self.port = host, port
@@ -239,20 +246,34 @@ class Keepalive:
 
     async def get(self, path: str) -> int:
         """The status of GET ``path``, its body read; raises OSError or ValueError (closing the connection)."""
+        reused = self._reader is not None and not self._reader.at_eof()
         try:
             return await self._get(path)
+        except _Unanswered as exc:
+            self.close()
+            if not reused:
+                raise OSError(f"GET {path}: {exc.__cause__!r}") from None
         except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             self.close()
             raise OSError(f"GET {path}: {exc!r}") from None
+        return await self.get(path)  # the server closed it while idle, the request on its way: once more, new
 
     async def _get(self, path: str) -> int:
         if self._reader is None or self._writer is None or self._reader.at_eof() or self._writer.is_closing():
             self.close()
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         reader, writer = self._reader, self._writer
-        writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\n" + self._head)
-        await writer.drain()
-        lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        try:
+            writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\n" + self._head)
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                raise
+            raise _Unanswered from exc
+        except OSError as exc:
+            raise _Unanswered from exc
+        lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
         fields = {k.strip().lower(): v.strip().lower() for k, _, v in (line.partition(":") for line in lines[1:])}
         if "content-length" in fields:

@@ -3,6 +3,7 @@ prints the JSON fields the benchmark promises (README.md "Command line"), with f
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sparcs.bench_load import bucket_quantile, percentile
+from sparcs.bench_load import Keepalive, bucket_quantile, percentile
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -25,6 +26,37 @@ def test_percentiles_from_samples_and_from_histogram_buckets():
     assert bucket_quantile(0.99, buckets) == pytest.approx(0.2 + 0.3 * (9.9 - 9) / 1)
     assert bucket_quantile(0.5, {0.1: 0.0, float("inf"): 0.0}) is None
     assert bucket_quantile(0.99, {0.1: 1.0, float("inf"): 5.0}) == 0.1  # beyond the last bound: that bound
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+
+
+async def test_a_request_the_server_closed_its_idle_connection_under_is_sent_again_on_a_new_one():
+    """The server closes a kept-alive connection as the client reuses it (its idle timeout): the client
+    sends the GET once more on a new connection, as HTTP clients do; a fresh connection that fails is
+    an error."""
+    connections = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(OK)
+        await writer.drain()
+        if len(connections) == 1:  # the first connection: the second request is read, then it is closed
+            await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = Keepalive("127.0.0.1", port, "t")
+    try:
+        assert await conn.get("/api/v1/fleet") == 200
+        assert await conn.get("/api/v1/fleet") == 200
+        assert len(connections) == 2
+    finally:
+        conn.close()
+        server.close()
+        await server.wait_closed()
 
 
 def test_bench_load_prints_its_json(tmp_path):
