@@ -12,8 +12,11 @@ import asyncio
 import datetime as dt
 import logging
 import multiprocessing as mp
+import multiprocessing.connection
+import os
 import queue as queue_mod
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +97,26 @@ def prepare(
         raise TwinError([f"{scenario_path}: {line}" for line in exc.errors]) from None
 
 
+def _exit_with_parent() -> None:
+    """End this process as soon as the process that started it is gone. A `sparcs twin` killed with -9
+    cannot stop its replay processes, which would replay the rest of their day on the machine's
+    cores; a replay process's own fleet and solver processes end when their pipes close."""
+    parent = mp.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="sparcs-twin-parent-watch", daemon=True).start()
+
+
 def _replay_worker(
     cfg: FleetConfig, strategy: str, bounds: tuple[float, float], scenario: Scenario | None, data_dir: Path, queue
 ) -> None:
     """One strategy's replay in a process of its own; reports ticks, then the run or an error, on ``queue``."""
+    _exit_with_parent()
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     try:
         run = asyncio.run(replay(cfg, strategy, bounds, scenario, data_dir, lambda t: queue.put(("tick", strategy, t))))

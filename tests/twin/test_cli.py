@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 
+import psutil
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -82,3 +86,32 @@ def test_a_whole_day_end_to_end(tmp_path):
     (row,) = report["strategies"]
     assert row["strategy"] == "self-consumption" and row["import_kwh"] > 0 and row["export_kwh"] > 0
     assert "self-consumption" in (out / "summary.md").read_text()
+
+
+@pytest.mark.timeout(180)
+def test_a_twin_killed_with_9_leaves_no_replay_running(fleet_file, tmp_path):
+    """Regression: the replay process (and with it its fleet and solver) went on replaying its day
+    after `sparcs twin` was killed with -9."""
+    twin_cmd = [sys.executable, "-m", "sparcs", "twin", "--config", str(fleet_file), "--date", "2026-06-21"]
+    proc = subprocess.Popen(
+        [*twin_cmd, "--strategy", "none", "--out", str(tmp_path / "out"), "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        twin_proc = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 120
+        while not (workers := [c for c in twin_proc.children() if "spawn_main" in " ".join(c.cmdline())]):
+            assert proc.poll() is None and time.monotonic() < deadline, "no replay process started"
+            time.sleep(0.2)
+        family = list(workers)
+        time.sleep(3.0)  # the replay has started its fleet
+        family += [c for w in workers for c in w.children(recursive=True)]
+        proc.kill()
+        proc.wait()
+        _, alive = psutil.wait_procs(family, timeout=60)
+        assert not alive, [p.cmdline() for p in alive]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
