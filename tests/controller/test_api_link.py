@@ -173,18 +173,7 @@ async def _plan_once(tmp_path):
     store = Store(data_dir=tmp_path)
     ctl = build_controller(cfg, store, WallClock())
     ctl.plan = make_plan(time.time(), [900.0] * 4, {cfg.sites[0].id: ([1000.0] * 4, [0.0] * 4)})
-    send, down = socket.socketpair()
-    receive, up = socket.socketpair()
-    link = ApiLink(ctl, send, receive)
-    source, kinds = PublishedControl(), []
-
-    class Seen(PublishedControl):
-        def receive(self, msg):
-            kinds.append(msg[0])
-            source.receive(msg)
-
-    reader = threading.Thread(target=follow, args=(down, Seen(), ignore, ignore, ignore), daemon=True)
-    reader.start()
+    link, up, source, kinds = _watched_link(ctl)
     try:
         await link.start()
         for _ in range(3):
@@ -226,18 +215,7 @@ async def _state_once(tmp_path):
     ctl = build_controller(cfg, store, WallClock())
     devices = 2 * TELEMETRY_CHUNK + 7  # three chunks
     ctl.state = _state(time.time(), devices)
-    send, down = socket.socketpair()
-    receive, up = socket.socketpair()
-    link = ApiLink(ctl, send, receive)
-    source, kinds = PublishedControl(), []
-
-    class Seen(PublishedControl):
-        def receive(self, msg):
-            kinds.append(msg[0])
-            source.receive(msg)
-
-    reader = threading.Thread(target=follow, args=(down, Seen(), ignore, ignore, ignore), daemon=True)
-    reader.start()
+    link, up, source, kinds = _watched_link(ctl)
     try:
         await link.start()
         for _ in range(3):  # the writes after a poll: new snapshots, the same fleet state
@@ -258,6 +236,22 @@ async def _state_once(tmp_path):
         up.close()
         await ctl.close()
         store.close()
+
+
+def _watched_link(ctl):
+    """A link from ``ctl`` to an API end followed on a thread: the link, the API end's socket, the
+    API end's source and the kinds of message it took, in order."""
+    send, down = socket.socketpair()
+    receive, up = socket.socketpair()
+    source, kinds = PublishedControl(), []
+
+    class Seen(PublishedControl):
+        def receive(self, msg):
+            kinds.append(msg[0])
+            source.receive(msg)
+
+    threading.Thread(target=follow, args=(down, Seen(), ignore, ignore, ignore), daemon=True).start()
+    return ApiLink(ctl, send, receive), up, source, kinds
 
 
 def ignore(*_args) -> None:
