@@ -10,6 +10,7 @@ sim time; the edges go on with their stored plans meanwhile.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from sparcs.edge.central import EdgeHub
 from sparcs.edge.mosquitto import Mosquitto, write_broker_files
 from sparcs.edge.node import EdgeNode
 from sparcs.factory import build_edge
+
+log = logging.getLogger("sparcs.twin.edges")
 
 TELEMETRY_WAIT_S = 10.0
 CONNECT_WAIT_S = 30.0
@@ -108,10 +111,18 @@ class EdgeRig:
         if self.back_at is None and self.hub is not None:
             hub = self.hub
             devices = [d.id for n in self.edges if n.connected for s in n.ctl.cfg.sites for d in s.devices]
-            await _until(
-                lambda: all((t := hub.latest.get(d)) is not None and t.read_at >= now for d in devices),
-                TELEMETRY_WAIT_S,
-            )
+
+            def late() -> list[str]:
+                return [d for d in devices if (t := hub.latest.get(d)) is None or t.read_at < now]
+
+            if not await _until(lambda: not late(), TELEMETRY_WAIT_S):
+                log.warning(
+                    "twin: the central has no telemetry of this poll from %d edge devices after %g s (%s); "
+                    "the central's cycle goes on without it",
+                    len(late()),
+                    TELEMETRY_WAIT_S,
+                    ", ".join(late()[:5]),
+                )
 
     async def close(self) -> None:
         for n in self.edges:
