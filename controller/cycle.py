@@ -369,6 +369,7 @@ class Controller:
             guard_w=self.guard_w.get(site_id),
             export_cap_w=self.export_cap_w(site_id, now),
             pv_rating_w=self._sites[site_id].pv.rating_w,
+            net_load_w=None if s is None or s.grid_w is None or s.battery_w is None else s.grid_w + s.battery_w,
         )
 
     def _follow_schedule(self, now: float, commands: dict[str, SiteCommand]) -> dict[str, SiteCommand]:

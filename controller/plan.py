@@ -27,10 +27,12 @@ RELEASE_TOL_W = 1.0
 @dataclass(frozen=True)
 class PlannedSetpoint:
     """A site's planned setpoint for one period: PV limit (W, summed over its inverters; None =
-    release) and battery power (W, + discharge; None = release)."""
+    release) and battery power (W, + discharge; None = release); the grid exchange at the meter the
+    plan expects with them (W, + import; None = not known, e.g. a plan an edge received)."""
 
     pv_limit_w: float | None
     battery_w: float | None
+    grid_w: float | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class Plan:
         i = self.period_at(t)
         if site is None or i is None:
             return None
-        return PlannedSetpoint(_opt(site.pv_limit_w[i]), _opt(site.battery_w[i]))
+        return PlannedSetpoint(_opt(site.pv_limit_w[i]), _opt(site.battery_w[i]), _opt(site.grid_w[i]))
 
     def pv_available_at(self, site_id: str, t: float) -> float | None:
         """The PV power (W ≥ 0) the plan's forecast expects the site's inverters could give

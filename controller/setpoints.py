@@ -95,7 +95,9 @@ class SiteFacts:
     force, or no plan covers now); ``controllable``: every device of the site answers; ``paused``:
     the optimizer is paused; ``stage_ceiling_w``: the PV ceiling of the most restrictive stage in
     force; ``guard_w``: the export guard's PV limit; ``export_cap_w``: the export cap at the meter
-    now (:func:`sparcs.config.grid_rules.export_cap_w`); ``pv_rating_w``: the site's PV rating.
+    now (:func:`sparcs.config.grid_rules.export_cap_w`); ``pv_rating_w``: the site's PV rating;
+    ``net_load_w``: the site's load less its PV output as last measured (W, + deficit, − surplus;
+    None: unknown).
     """
 
     planned: PlannedSetpoint | None
@@ -105,6 +107,7 @@ class SiteFacts:
     guard_w: float | None
     export_cap_w: float | None
     pv_rating_w: float
+    net_load_w: float | None = None
 
 
 def site_command(f: SiteFacts) -> SiteCommand:
@@ -119,14 +122,43 @@ def site_command(f: SiteFacts) -> SiteCommand:
     - A site that is not controllable (a device stale) keeps its PV at most at its export cap, at
       the inverter: its battery runs on its own and may stop absorbing PV at any moment, its meter
       may be the silent device, and the guard loosens with what the meter shows.
+    - The planned battery power is held to the measured net load where the plan meant no grid flow
+      for it (:func:`battery_within_net_load`).
     """
     plan_limit = plan_battery = None
     if f.controllable and not f.paused and f.planned is not None:
-        plan_limit, plan_battery = f.planned.pv_limit_w, f.planned.battery_w
+        plan_limit = f.planned.pv_limit_w
+        plan_battery = battery_within_net_load(f.planned.battery_w, f.planned.grid_w, f.net_load_w)
         if plan_limit is not None and f.export_cap_w == 0.0:
             plan_limit = max(0.0, plan_limit - ZERO_CAP_MARGIN * f.pv_rating_w)
     uncontrolled = None if f.controllable else f.export_cap_w
     return SiteCommand(combine_limits(plan_limit, f.stage_ceiling_w, f.guard_w, uncontrolled), plan_battery)
+
+
+PLANNED_NO_FLOW_W = 10.0
+"""A period whose planned import (export) is at most this is planned without import (export), W."""
+
+
+def battery_within_net_load(
+    battery_w: float | None, planned_grid_w: float | None, net_load_w: float | None
+) -> float | None:
+    """The plan's battery power (W, + discharge), held to the site's measured net load (W, load − PV,
+    + deficit) where the plan meant the battery to cause no grid flow.
+
+    In a period planned without import (``planned_grid_w`` ≤ :data:`PLANNED_NO_FLOW_W`) the battery
+    charges at most the PV surplus now: the plan stores PV there, and energy it did not price at
+    this period's import price is not bought for it when a cloud or more load takes the surplus. In
+    a period planned without export it discharges at most the deficit now: what the load does not
+    take would be exported at the feed-in price, below the value the plan gave the stored energy.
+    With a forecast that comes true the measured net load is the planned one and nothing changes;
+    None (no plan grid, no measurement) leaves the plan's power as it is."""
+    if battery_w is None or planned_grid_w is None or net_load_w is None:
+        return battery_w
+    if battery_w < 0.0 and planned_grid_w <= PLANNED_NO_FLOW_W:
+        return max(battery_w, min(0.0, net_load_w))
+    if battery_w > 0.0 and planned_grid_w >= -PLANNED_NO_FLOW_W:
+        return min(battery_w, max(0.0, net_load_w))
+    return battery_w
 
 
 CurtailCause = Literal["caps", "stages", "negative_prices"]

@@ -434,7 +434,7 @@ def site_plan(plan: Plan, site_id: str, plan_id: float, hours: float) -> m.SiteP
     if s is None:
         return None
     limit_end = plan.start_s + hours * 3600.0
-    periods, pv, bat, price = [], [], [], []
+    periods, pv, bat, price, grid = [], [], [], [], []
     t = plan.start_s
     for i, p in enumerate(plan.period_s):
         if t >= limit_end:
@@ -442,9 +442,10 @@ def site_plan(plan: Plan, site_id: str, plan_id: float, hours: float) -> m.SiteP
         periods.append(float(p))
         pv.append(_opt(s.pv_limit_w[i]))
         bat.append(_opt(s.battery_w[i]))
+        grid.append(_opt(s.grid_w[i]))
         price.append(_opt(plan.price_eur_per_mwh[i]))
         t += float(p)
-    return m.SitePlanMsg(site_id, plan_id, plan.path, plan.start_s, periods, t, pv, bat, price)
+    return m.SitePlanMsg(site_id, plan_id, plan.path, plan.start_s, periods, t, pv, bat, price, grid)
 
 
 def _opt(v: float) -> float | None:

@@ -98,6 +98,9 @@ class SitePlanMsg:
     pv_limit_w: list[float | None]
     battery_w: list[float | None]
     price_eur_per_mwh: list[float | None]
+    grid_w: list[float | None] | None = None
+    """The grid exchange the plan expects (W, + import), which the edge's battery follows within
+    (docs/definitions.md "Following the plan"); optional (None: a central that does not send it)."""
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,7 @@ def encode(msg: Message) -> bytes:
                 "pv_limit_w": [_num(v) for v in msg.pv_limit_w],
                 "battery_w": [_num(v) for v in msg.battery_w],
                 "price": [_num(v) for v in msg.price_eur_per_mwh],
+                **({} if msg.grid_w is None else {"grid_w": [_num(v) for v in msg.grid_w]}),
             }
         )
     if isinstance(msg, CommandsMsg):
@@ -307,6 +311,7 @@ def decode(topic: str, payload: bytes, kinds: Mapping[str, str]) -> Message:
                 list(d["pv_limit_w"]),
                 list(d["battery_w"]),
                 list(d["price"]),
+                None if d.get("grid_w") is None else list(d["grid_w"]),
             )
         if kind == "commands":
             cmds = [

@@ -10,6 +10,7 @@ from sparcs.controller.setpoints import (
     ZERO_CAP_MARGIN,
     SiteCommand,
     SiteFacts,
+    battery_within_net_load,
     export_guard,
     site_command,
     split_to_devices,
@@ -103,15 +104,40 @@ def test_export_guard_keeps_an_import_margin_at_a_zero_cap(grid, pv, guard, expe
     assert got == (pytest.approx(expected) if expected is not None else None)
 
 
-def facts(planned=None, *, controllable=True, paused=False, stage=None, guard=None, cap=6000.0, rating=5000.0):
-    return SiteFacts(planned, controllable, paused, stage, guard, cap, rating)
+def facts(
+    planned=None, *, controllable=True, paused=False, stage=None, guard=None, cap=6000.0, rating=5000.0, net_load=None
+):
+    return SiteFacts(planned, controllable, paused, stage, guard, cap, rating, net_load)
+
+
+@pytest.mark.parametrize(
+    ("battery", "planned_grid", "net_load", "expected"),
+    [
+        (-3000.0, 0.0, -2000.0, -2000.0),  # charging from PV: at most the surplus now
+        (-3000.0, -500.0, -5000.0, -3000.0),  # more surplus than planned: the plan's charge, the rest exported
+        (-3000.0, 0.0, 400.0, 0.0),  # a cloud: no surplus, nothing bought for storage
+        (-3000.0, 2500.0, 400.0, -3000.0),  # planned grid charging: as planned
+        (2000.0, 0.0, 1500.0, 1500.0),  # covering the load: at most the deficit now
+        (2000.0, 0.0, -300.0, 0.0),  # PV covers the load: nothing discharged for export
+        (2000.0, -1800.0, 500.0, 2000.0),  # planned discharge for export: as planned
+        (2000.0, None, 500.0, 2000.0),  # no planned grid (an edge's plan): as planned
+        (-3000.0, 0.0, None, -3000.0),  # nothing measured: as planned
+        (None, 0.0, 500.0, None),  # released stays released
+    ],
+)
+def test_the_planned_battery_is_held_to_the_net_load_where_the_plan_meant_no_grid_flow(
+    battery, planned_grid, net_load, expected
+):
+    assert battery_within_net_load(battery, planned_grid, net_load) == expected
+    got = site_command(facts(PlannedSetpoint(None, battery, planned_grid), net_load=net_load))
+    assert got == SiteCommand(None, expected)
 
 
 def test_a_plan_answers_its_period_and_setpoint():
     plan = make_plan(0.0, [100.0, 900.0], {"a": ([5000, 2000], [1, 2])}, prices=[10.0, -5.0])
     assert plan.period_at(-1) is None and plan.period_at(50) == 0 and plan.period_at(150) == 1
     assert plan.period_at(100) == 1 and plan.period_at(1000) is None
-    assert plan.setpoint("a", 150) == PlannedSetpoint(2000, 2) and plan.setpoint("b", 150) is None
+    assert plan.setpoint("a", 150) == PlannedSetpoint(2000, 2, 0.0) and plan.setpoint("b", 150) is None
     assert plan.price_at(150) == -5.0 and plan.price_at(1000) is None
     assert Plan.from_record(plan.to_record()).to_record() == plan.to_record()
 

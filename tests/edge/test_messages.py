@@ -41,6 +41,10 @@ def test_every_message_kind_round_trips():
     written = {"pv-1": m.DeviceAck("limit", True, False, 2500.0, "ok")}
     kinds: list[tuple[str, m.Message]] = [
         (m.site_topic("s1", "plan"), m.SitePlanMsg("s1", T0, "optimal", T0, [900.0], T0 + 900, [None], [-5.0], [80.0])),
+        (
+            m.site_topic("s1", "plan"),
+            m.SitePlanMsg("s1", T0, "optimal", T0, [900.0], T0 + 900, [None], [-5.0], [80.0], [0.0]),
+        ),
         (m.site_topic("s1", "commands"), m.CommandsMsg("s1", T0, [stage])),
         (m.site_topic("s1", "ack"), m.AckMsg("e1", "s1", T0, T0, [3], written)),
         (m.site_topic("s1", "alarm"), m.AlarmMsg("e1", "s1", T0, "device:pv-1", True, "warning", "stale")),
@@ -73,6 +77,7 @@ def test_the_site_plan_covers_the_coming_hours_and_the_edge_releases_after_its_v
     assert planner.receive(msg)
     followed = plan_from_sites(planner.sites)
     assert followed.setpoint("s1", T0 + 3599).pv_limit_w == 1000.0
+    assert followed.setpoint("s1", T0 + 3599).grid_w == plan.setpoint("s1", T0 + 3599).grid_w  # the battery's frame
     assert followed.setpoint("s1", T0 + 3600) is None  # after the validity end: released
     assert not planner.receive(msg), "an old plan again is ignored"
 
