@@ -243,12 +243,15 @@ class ChunkSolver:
     def _hot(self, lp: ChunkLp, last: ChunkLp) -> None:
         h = self._h
         assert h is not None
-        ncol, nrow = lp.cost.size, lp.row_lower.size
-        cols = np.arange(ncol, dtype=np.int32)
-        h.changeColsCost(ncol, cols, lp.cost)
-        h.changeColsBounds(ncol, cols, lp.lower, lp.upper)
+        # Only what differs from the model HiGHS holds (``last``'s): HiGHS sorts every index set it is
+        # given, and a chunk's constant entries (charge costs, zero rows) need no update.
+        cols = np.flatnonzero(lp.cost != last.cost).astype(np.int32)
+        h.changeColsCost(cols.size, cols, lp.cost[cols])
+        cols = np.flatnonzero((lp.lower != last.lower) | (lp.upper != last.upper)).astype(np.int32)
+        h.changeColsBounds(cols.size, cols, lp.lower[cols], lp.upper[cols])
+        rows = np.flatnonzero((lp.row_lower != last.row_lower) | (lp.row_upper != last.row_upper)).astype(np.int32)
         # highspy's stub (1.16) lacks changeRowsBounds, which its extension module has.
-        h.changeRowsBounds(nrow, np.arange(nrow, dtype=np.int32), lp.row_lower, lp.row_upper)  # type: ignore[attr-defined]
+        h.changeRowsBounds(rows.size, rows, lp.row_lower[rows], lp.row_upper[rows])  # type: ignore[attr-defined]
         nt = lp.cells
         for coef, last_coef, col0 in (
             (lp.charge_coef, last.charge_coef, 3 * nt),
