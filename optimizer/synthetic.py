@@ -79,6 +79,11 @@ def synthetic_import_price(
     return series
 
 
+def _clip(x: float, lo: float, hi: float) -> float:
+    """``np.clip`` of one number, as a float (np.clip's array machinery is most of its cost here)."""
+    return min(max(float(x), lo), hi)
+
+
 def synthetic_problem(n_sites: int, seed: int = 7, periods: int = 96) -> DispatchProblem:
     """A fleet of ``n_sites`` for one summer day from local midnight, ``periods`` quarter-hours."""
     rng = np.random.default_rng(seed)
@@ -97,8 +102,9 @@ def synthetic_problem(n_sites: int, seed: int = 7, periods: int = 96) -> Dispatc
     clearsky: dict[PvGeometry, np.ndarray] = {}
     tariffs: dict[tuple[int, float], np.ndarray] = {}
     for i in range(n_sites):
-        kwp = float(np.clip(rng.lognormal(np.log(7.0), 0.45), 2.0, 30.0))
-        geom = PvGeometry(51.34, 12.37, 110.0, float(rng.choice(TILTS)), float(rng.choice(AZIMUTHS)))
+        kwp = _clip(rng.lognormal(np.log(7.0), 0.45), 2.0, 30.0)
+        # TILTS[rng.integers(3)] draws as rng.choice(TILTS) does, without making an array of TILTS.
+        geom = PvGeometry(51.34, 12.37, 110.0, TILTS[rng.integers(len(TILTS))], AZIMUTHS[rng.integers(len(AZIMUTHS))])
         if geom not in clearsky:
             clearsky[geom] = clearsky_w_per_kwp(geom, mid)
         # A site's sky: clear-sky shape times a smooth haze factor of its own.
@@ -108,8 +114,8 @@ def synthetic_problem(n_sites: int, seed: int = 7, periods: int = 96) -> Dispatc
         load = h0 * annual * rng.uniform(0.85, 1.15)
         battery = None
         if rng.random() < 0.65:
-            cap_kwh = float(np.clip(kwp * rng.uniform(0.8, 1.5), 3.0, 30.0))
-            power = float(np.clip(cap_kwh * 500.0, 2500.0, 10_000.0))
+            cap_kwh = _clip(kwp * rng.uniform(0.8, 1.5), 3.0, 30.0)
+            power = _clip(cap_kwh * 500.0, 2500.0, 10_000.0)
             battery = BatteryProblem(
                 cap_kwh * 1000.0, power, power, 0.95, 0.95, 0.05, 0.95, float(rng.uniform(0.1, 0.6))
             )
