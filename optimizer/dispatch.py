@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from sparcs.optimizer.aggregate import aggregate, cluster_sites, split_targets
+from sparcs.optimizer.aggregate import aggregate, cluster_sites, split_order, split_targets
 from sparcs.optimizer.caps import Setpoints, apply_caps
 from sparcs.optimizer.fleet_arrays import FleetArrays, fleet_arrays
 from sparcs.optimizer.problem import DispatchPlan, DispatchProblem
@@ -68,7 +68,7 @@ def plan_hierarchical(
     res = solve_model(agg, time_limit_s)
     t0 = time.perf_counter()
     targets = split_targets(fa, agg, labels, res.solution)
-    order = np.argsort(labels, kind="stable")
+    order = split_order(fa, labels)
     sol = solve_fleet_sites(fa, targets, fa.schedule_eur_per_kwh, order, time_limit_s=time_limit_s)
     sp = _setpoints(fa, sol)
     split_s = time.perf_counter() - t0

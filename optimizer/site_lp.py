@@ -219,6 +219,8 @@ class ChunkSolver:
 
     def __init__(self, time_limit_s: float) -> None:
         self.time_limit_s = time_limit_s
+        self.iterations = 0
+        """Simplex iterations of all solves so far (hot starts, retries and cold starts)."""
         self._h: highspy.Highs | None = None
         self._last: ChunkLp | None = None
 
@@ -239,16 +241,20 @@ class ChunkSolver:
         self._h = _highs(self.time_limit_s)
         self._h.passModel(model)
         self._h.run()
+        self.iterations += int(self._h.getInfo().simplex_iteration_count)
 
     def _hot(self, lp: ChunkLp, last: ChunkLp) -> None:
         h = self._h
         assert h is not None
-        ncol, nrow = lp.cost.size, lp.row_lower.size
-        cols = np.arange(ncol, dtype=np.int32)
-        h.changeColsCost(ncol, cols, lp.cost)
-        h.changeColsBounds(ncol, cols, lp.lower, lp.upper)
+        # Only what differs from the model HiGHS holds (``last``'s): HiGHS sorts every index set it is
+        # given, and a chunk's constant entries (charge costs, zero rows) need no update.
+        cols = np.flatnonzero(lp.cost != last.cost).astype(np.int32)
+        h.changeColsCost(cols.size, cols, lp.cost[cols])
+        cols = np.flatnonzero((lp.lower != last.lower) | (lp.upper != last.upper)).astype(np.int32)
+        h.changeColsBounds(cols.size, cols, lp.lower[cols], lp.upper[cols])
+        rows = np.flatnonzero((lp.row_lower != last.row_lower) | (lp.row_upper != last.row_upper)).astype(np.int32)
         # highspy's stub (1.16) lacks changeRowsBounds, which its extension module has.
-        h.changeRowsBounds(nrow, np.arange(nrow, dtype=np.int32), lp.row_lower, lp.row_upper)  # type: ignore[attr-defined]
+        h.changeRowsBounds(rows.size, rows, lp.row_lower[rows], lp.row_upper[rows])  # type: ignore[attr-defined]
         nt = lp.cells
         for coef, last_coef, col0 in (
             (lp.charge_coef, last.charge_coef, 3 * nt),
@@ -257,6 +263,7 @@ class ChunkSolver:
             for j in np.flatnonzero(coef != last_coef):
                 h.changeCoeff(int(nt + j), int(col0 + j), float(coef[j]))
         h.run()
+        self.iterations += int(h.getInfo().simplex_iteration_count)
 
     def solve(self, lp: ChunkLp) -> np.ndarray:
         """The chunk's optimal column values; raises :class:`SolveError` unless HiGHS reports optimal."""
@@ -317,6 +324,16 @@ def solve_pv_only_sites(
     return SiteSolution(x + load, np.maximum(-x, 0.0), np.maximum(x, 0.0), zero, zero.copy())
 
 
+def battery_chunks(fa: FleetArrays, order: np.ndarray, chunk: int) -> list[np.ndarray]:
+    """The battery sites of ``order`` in chunks of about ``chunk`` sites, in the order they are solved.
+
+    Chunk k takes every K-th battery site of the order: each chunk spans the whole fleet (room to
+    reallocate targets between unlike sites), while neighbouring chunks are alike (short hot starts)."""
+    with_battery = order[fa.has_battery[order]]
+    n_chunks = -(-with_battery.size // chunk)
+    return [with_battery[k::n_chunks] for k in range(n_chunks)]
+
+
 def solve_fleet_sites(
     fa: FleetArrays,
     target_export_w: np.ndarray | None = None,
@@ -334,12 +351,7 @@ def solve_fleet_sites(
     sites without a battery in closed form (:func:`solve_pv_only_sites`).
     """
     n, t = fa.shape
-    sequence = np.arange(n) if order is None else np.asarray(order)
-    with_battery = sequence[fa.has_battery[sequence]]
-    # Chunk k takes every K-th site of the order: each chunk spans the whole fleet (room to
-    # reallocate targets between unlike sites), while neighbouring chunks are alike (short hot starts).
-    n_chunks = -(-with_battery.size // chunk)
-    chunks = [with_battery[k::n_chunks] for k in range(n_chunks)]
+    chunks = battery_chunks(fa, np.arange(n) if order is None else np.asarray(order), chunk)
     lp_export = fa.lp_export_eur_per_kwh()
     threads = max(1, min(workers or os.cpu_count() or 1, len(chunks)))
     runs = [list(r) for r in np.array_split(np.arange(len(chunks)), threads)]

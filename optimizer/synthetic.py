@@ -52,15 +52,36 @@ GRID_OPERATORS = (
 """Two grid operators' module 3 windows for the synthetic fleet's dynamic tariffs (net of VAT)."""
 
 
-def synthetic_import_price(rng: np.random.Generator, t_s: np.ndarray, price_eur_per_mwh: np.ndarray) -> np.ndarray:
+def synthetic_import_price(
+    rng: np.random.Generator,
+    t_s: np.ndarray,
+    price_eur_per_mwh: np.ndarray,
+    memo: dict[tuple[int, float], np.ndarray] | None = None,
+) -> np.ndarray:
     """One site's import tariff per period: fixed (half the sites), else dynamic, a third of those
-    without module 3 windows and a third under each of :data:`GRID_OPERATORS`."""
+    without module 3 windows and a third under each of :data:`GRID_OPERATORS`.
+
+    ``memo`` keeps the series of each (operator, fees) drawn so far for ``t_s`` (fees are rounded to
+    0.001 EUR/kWh, so a fleet draws a few hundred distinct dynamic tariffs); the series returned are
+    the same with or without it, and so are the draws from ``rng``."""
     if rng.random() < 0.5:
         return np.full(t_s.shape, round(float(rng.uniform(0.28, 0.40)), 3))
     op = int(rng.integers(0, 3))
+    fees_eur_per_kwh = round(float(rng.uniform(0.10, 0.16)), 3)
+    key = (op, fees_eur_per_kwh)
+    if memo is not None and key in memo:
+        return memo[key].copy()
     fees = None if op == 0 else GRID_OPERATORS[op - 1]
-    imp = ImportTariff(kind="dynamic", fees_eur_per_kwh=round(float(rng.uniform(0.10, 0.16)), 3))
-    return import_price_eur_per_kwh(SiteTariff("synthetic", imp, ExportTariff(), fees), t_s, price_eur_per_mwh)
+    imp = ImportTariff(kind="dynamic", fees_eur_per_kwh=fees_eur_per_kwh)
+    series = import_price_eur_per_kwh(SiteTariff("synthetic", imp, ExportTariff(), fees), t_s, price_eur_per_mwh)
+    if memo is not None:
+        memo[key] = series.copy()
+    return series
+
+
+def _clip(x: float, lo: float, hi: float) -> float:
+    """``np.clip`` of one number, as a float (np.clip's array machinery is most of its cost here)."""
+    return min(max(float(x), lo), hi)
 
 
 def synthetic_problem(n_sites: int, seed: int = 7, periods: int = 96) -> DispatchProblem:
@@ -76,18 +97,25 @@ def synthetic_problem(n_sites: int, seed: int = 7, periods: int = 96) -> Dispatc
     sites: list[SiteProblem] = []
     total_kwp = 0.0
     battery_w = 0.0
+    # Per orientation one clear-sky curve and per (operator, fees) one tariff: the fleet draws few of
+    # each, and interpolating or pricing them per site was most of the time of making a large fleet.
+    clearsky: dict[PvGeometry, np.ndarray] = {}
+    tariffs: dict[tuple[int, float], np.ndarray] = {}
     for i in range(n_sites):
-        kwp = float(np.clip(rng.lognormal(np.log(7.0), 0.45), 2.0, 30.0))
-        geom = PvGeometry(51.34, 12.37, 110.0, float(rng.choice(TILTS)), float(rng.choice(AZIMUTHS)))
+        kwp = _clip(rng.lognormal(np.log(7.0), 0.45), 2.0, 30.0)
+        # TILTS[rng.integers(3)] draws as rng.choice(TILTS) does, without making an array of TILTS.
+        geom = PvGeometry(51.34, 12.37, 110.0, TILTS[rng.integers(len(TILTS))], AZIMUTHS[rng.integers(len(AZIMUTHS))])
+        if geom not in clearsky:
+            clearsky[geom] = clearsky_w_per_kwp(geom, mid)
         # A site's sky: clear-sky shape times a smooth haze factor of its own.
         clearness = np.clip(0.85 + 0.1 * np.sin(hour / 24 * 2 * np.pi * rng.uniform(1, 3) + rng.uniform(0, 6)), 0, 1)
-        avail = clearsky_w_per_kwp(geom, mid) * kwp * clearness
+        avail = clearsky[geom] * kwp * clearness
         annual = float(rng.uniform(2500, 6500))
         load = h0 * annual * rng.uniform(0.85, 1.15)
         battery = None
         if rng.random() < 0.65:
-            cap_kwh = float(np.clip(kwp * rng.uniform(0.8, 1.5), 3.0, 30.0))
-            power = float(np.clip(cap_kwh * 500.0, 2500.0, 10_000.0))
+            cap_kwh = _clip(kwp * rng.uniform(0.8, 1.5), 3.0, 30.0)
+            power = _clip(cap_kwh * 500.0, 2500.0, 10_000.0)
             battery = BatteryProblem(
                 cap_kwh * 1000.0, power, power, 0.95, 0.95, 0.05, 0.95, float(rng.uniform(0.1, 0.6))
             )
@@ -110,7 +138,7 @@ def synthetic_problem(n_sites: int, seed: int = 7, periods: int = 96) -> Dispatc
                 pv_ceiling_w=rating,
                 kwp=kwp,
                 battery=battery,
-                import_eur_per_kwh=synthetic_import_price(rng, t_s, price),
+                import_eur_per_kwh=synthetic_import_price(rng, t_s, price, tariffs),
                 export_eur_per_kwh=round(float(rng.uniform(0.06, 0.12)), 3),
                 direct_marketing=bool(rng.random() < 0.1),
                 feed_in_cap_w=None if cap_pct is None else cap_pct / 100.0 * kwp * 1000.0,
