@@ -81,6 +81,7 @@ class EdgeHub:
         self.latest: dict[str, Telemetry] = {}
         self.acks: dict[str, m.AckMsg] = {}
         self._new_acks: set[str] = set()
+        self.plan_acked: set[str] = set()  # sites whose edge acknowledged the plan in force as published
         self.online: dict[str, bool] = {}
         self.revision: dict[str, int] = {}  # edge → the protocol revision it announced
         self.skew_s: dict[str, float] = {}  # edge → how far its clock is ahead of the central's (s)
@@ -185,6 +186,8 @@ class EdgeHub:
         elif isinstance(msg, m.AckMsg):
             self.acks[msg.site] = msg
             self._new_acks.add(msg.site)
+            if msg.plan_id is not None and msg.plan_id == self._plan_id:
+                self.plan_acked.add(msg.site)
         elif isinstance(msg, m.AlarmMsg) and self.ctl is not None:
             self.ctl.alarms.follow(
                 f"edge:{msg.site}:{msg.source}", msg.active, now, f"edge {msg.edge}: {msg.message}", msg.severity
@@ -309,6 +312,7 @@ class EdgeHub:
         if plan is not None and (dirty or id(plan) != self._plan_key or retry):
             if id(plan) != self._plan_key:
                 self._plan_key, self._plan_id, retry = id(plan), now, set()
+                self.plan_acked = set()
             assert self._plan_id is not None
             for sid in plan.sites:
                 if sid in self.edge_of_site and (dirty or not retry or sid in retry):

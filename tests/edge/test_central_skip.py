@@ -23,6 +23,7 @@ from sparcs.controller.state import FleetState
 from sparcs.controller.store import Store
 from sparcs.drivers.telemetry import Telemetry
 from sparcs.drivers.writer import Setpoint, WriteResult
+from sparcs.edge import messages as m
 from sparcs.factory import build_controller
 from sparcs.optimizer.forecast_quality import QualityRow
 from tests.controller.conftest import make_plan, site_telemetry, small_fleet_data
@@ -149,5 +150,48 @@ def test_the_factory_hands_the_sites_behind_edges_to_the_cycle(tmp_path):
         assert ctl.edge_sites == {sid for e in cfg.broker.edges for sid in e.sites} != set()
         plain = build_controller(cfg.model_copy(update={"broker": None}), store, Clock(), planner=ctl.planner)
         assert plain.edge_sites == frozenset()
+    finally:
+        store.close()
+
+
+class PublishingClient:
+    """What :meth:`EdgeHub.publish` needs of the broker connection: every message acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.topics: list[str] = []
+
+    async def publish(self, topic: str, payload: bytes, **_kw: object) -> None:
+        self.topics.append(topic)
+
+
+@pytest.mark.asyncio
+async def test_the_hub_counts_the_sites_whose_edge_acknowledged_the_plan_in_force(tmp_path):
+    cfg = validate_config(edge_fleet_data(tmp_path, 1883, None))
+    assert cfg.broker is not None
+    store = Store(data_dir=tmp_path / "central")
+    try:
+        ctl = build_controller(cfg, store, Clock(), planner=FixedPlanner(make_plan(0.0, [900.0])))
+        hub = ctl.writer.edge.hub  # type: ignore[attr-defined]
+        client = PublishingClient()
+        hub._client = client  # connected, as after its session's subscriptions
+        sites = [s.id for s in cfg.sites]
+
+        def ack(site: str, plan_id: float | None) -> None:
+            edge = hub.edge_of_site[site]
+            hub.handle(m.site_topic(site, "ack"), m.encode(m.AckMsg(edge, site, 100.0, plan_id, [])))
+
+        ctl.plan = make_plan(0.0, [900.0] * 4, {s: ([1000.0] * 4, [0.0] * 4) for s in sites})
+        await hub.publish(100.0)
+        first = hub.plan_id
+        assert first == 100.0 and sum(t.endswith("/plan") for t in client.topics) == len(sites)
+        ack(sites[0], first)
+        ack(sites[1], None)  # an edge that follows no plan yet
+        assert hub.plan_acked == {sites[0]}
+        ctl.plan = make_plan(0.0, [900.0] * 4, {s: ([2000.0] * 4, [0.0] * 4) for s in sites})
+        await hub.publish(110.0)
+        assert hub.plan_id == 110.0 and hub.plan_acked == set()
+        ack(sites[0], first)  # late, of the plan before
+        ack(sites[2], 110.0)
+        assert hub.plan_acked == {sites[2]}
     finally:
         store.close()
