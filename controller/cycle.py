@@ -176,6 +176,8 @@ class Controller:
         self._sites = {s.id: s for s in cfg.sites}
         self.edge_sites = edge_sites
         self._written_sites = [s for s in cfg.sites if s.id not in edge_sites]  # guarded and written here
+        self._written_devices = [(s, d) for s in self._written_sites for d in s.devices]
+        self._kind_of = {d.id: d.kind for _s, d in cfg.devices()}
         self._caps_at = math.nan  # the instant the export caps in _caps are of
         self._caps: dict[tuple[str, float | None, float | None], float | None] = {}
         self.relays = RelayInputs(cfg.relay_inputs, cfg.dispatch.modbus_timeout_s)
@@ -247,10 +249,11 @@ class Controller:
 
     def uncontrolled_roles(self) -> dict[str, tuple[str, ...]]:
         """Device id → the roles the writer refuses it (no fail-safe accepted, or no control register
-        for the role; :func:`drivers.writer.uncontrolled_roles`), for the devices whose driver the
-        poller holds: planned as not controlled in those roles."""
+        for the role; :func:`drivers.writer.uncontrolled_roles`), for the devices written here (not
+        an edge site's: its edge's writer holds their drivers) whose driver the poller holds: planned
+        as not controlled in those roles."""
         out: dict[str, tuple[str, ...]] = {}
-        for _site, dev in self.cfg.devices():
+        for _site, dev in self._written_devices:
             try:
                 driver = getattr(self.poller.state(dev.id), "driver", None)
             except KeyError:
@@ -263,8 +266,7 @@ class Controller:
     def _unprotected(self, refused: dict[str, tuple[str, ...]]) -> set[str]:
         """Devices the writer refuses every setpoint (``refused``: :meth:`uncontrolled_roles`): they get no
         share of their site's command."""
-        kinds = {dev.id: dev.kind for _site, dev in self.cfg.devices()}
-        return {d for d, roles in refused.items() if roles == KIND_ROLES.get(kinds[d], ())}
+        return {d for d, roles in refused.items() if roles == KIND_ROLES.get(self._kind_of[d], ())}
 
     def price_now(self, now: float) -> float | None:
         """Day-ahead price (EUR/MWh) of the current quarter-hour from the price source, or None: the

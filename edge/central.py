@@ -66,6 +66,10 @@ class _NoFailures:
     attempt_failures: int = 0
 
 
+NO_FAILURES = _NoFailures()
+"""Every edge device's (asked for each device on every poll; never changed)."""
+
+
 class EdgeHub:
     """The central's broker connection, ingest and publishing for the sites behind edges."""
 
@@ -272,11 +276,15 @@ class EdgeHub:
     def telemetry(self, now: float) -> dict[str, Telemetry]:
         """The latest telemetry of every edge device; stale once older than the poller's stale rule
         (``stale_after_polls`` of the device's own read interval under tiered polling)."""
-        d_cfg = self.cfg.dispatch
+        d_cfg = self.cfg.dispatch  # read on every call: a reload may change the stale rule
+        limits = {
+            k: d_cfg.stale_after_polls * d_cfg.poll_interval_s * d_cfg.polls_between_reads(k)
+            for k in set(self.kinds.values())
+        }
         out = {}
         for s in self.sites:
             for d in s.devices:
-                limit = d_cfg.stale_after_polls * d_cfg.poll_interval_s * d_cfg.polls_between_reads(d.kind)
+                limit = limits[d.kind]
                 t = self.latest.get(d.id)
                 if t is not None and now - t.read_at <= limit:
                     out[d.id] = t
@@ -466,7 +474,7 @@ class EdgePoller:
         return self.hub.telemetry(self.hub.clock.now())
 
     def state(self, device_id: str) -> _NoFailures:
-        return _NoFailures()
+        return NO_FAILURES
 
     async def close(self) -> None:
         await self.hub.close()
