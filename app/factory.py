@@ -83,6 +83,7 @@ def build_controller(
         device_control=device_control,
         metrics=Metrics(),
         prices=prices,
+        edge_sites=frozenset(edge_sites),
     )
     if hub is not None:
         hub.attach(ctl)

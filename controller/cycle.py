@@ -134,9 +134,13 @@ class Controller:
         device_control: DeviceControl,
         metrics: Metrics | None = None,
         prices: PriceSource | None = None,
+        edge_sites: frozenset[str] = frozenset(),
     ):
         """``device_control``: the run-time control switch of the devices, whose ``monitor_only`` set
-        the writer shares."""
+        the writer shares. ``edge_sites``: the sites behind edges (docs/edges.md), whose edge runs the
+        export guard and the writer on every poll itself: they stay in the fleet state, the plan, the
+        history and the API, but this cycle neither guards them nor computes their setpoints
+        (:attr:`guard_w` and :attr:`setpoints` hold the other sites' only)."""
         self.cfg = cfg
         self.prices = prices or PriceSource(cfg.market)  # the prices in force (export guard, alarms)
         self.store = store
@@ -170,6 +174,10 @@ class Controller:
         self._dispatch_lock = asyncio.Lock()
         self.on_dispatch_request: Callable[[float], None] | None = None
         self._sites = {s.id: s for s in cfg.sites}
+        self.edge_sites = edge_sites
+        self._written_sites = [s for s in cfg.sites if s.id not in edge_sites]  # guarded and written here
+        self._written_devices = [(s, d) for s in self._written_sites for d in s.devices]
+        self._kind_of = {d.id: d.kind for _s, d in cfg.devices()}
         self._caps_at = math.nan  # the instant the export caps in _caps are of
         self._caps: dict[tuple[str, float | None, float | None], float | None] = {}
         self.relays = RelayInputs(cfg.relay_inputs, cfg.dispatch.modbus_timeout_s)
@@ -241,10 +249,11 @@ class Controller:
 
     def uncontrolled_roles(self) -> dict[str, tuple[str, ...]]:
         """Device id → the roles the writer refuses it (no fail-safe accepted, or no control register
-        for the role; :func:`drivers.writer.uncontrolled_roles`), for the devices whose driver the
-        poller holds: planned as not controlled in those roles."""
+        for the role; :func:`drivers.writer.uncontrolled_roles`), for the devices written here (not
+        an edge site's: its edge's writer holds their drivers) whose driver the poller holds: planned
+        as not controlled in those roles."""
         out: dict[str, tuple[str, ...]] = {}
-        for _site, dev in self.cfg.devices():
+        for _site, dev in self._written_devices:
             try:
                 driver = getattr(self.poller.state(dev.id), "driver", None)
             except KeyError:
@@ -257,8 +266,7 @@ class Controller:
     def _unprotected(self, refused: dict[str, tuple[str, ...]]) -> set[str]:
         """Devices the writer refuses every setpoint (``refused``: :meth:`uncontrolled_roles`): they get no
         share of their site's command."""
-        kinds = {dev.id: dev.kind for _site, dev in self.cfg.devices()}
-        return {d for d, roles in refused.items() if roles == KIND_ROLES.get(kinds[d], ())}
+        return {d for d, roles in refused.items() if roles == KIND_ROLES.get(self._kind_of[d], ())}
 
     def price_now(self, now: float) -> float | None:
         """Day-ahead price (EUR/MWh) of the current quarter-hour from the price source, or None: the
@@ -287,15 +295,20 @@ class Controller:
         return self._caps[key]
 
     def _guard(self, state: FleetState) -> list[str]:
+        """The export guard of the sites written here (not the edge sites: their edges guard them)."""
         acted = []
-        for sid, s in state.sites.items():
+        for site in self._written_sites:
+            sid = site.id
+            s = state.sites.get(sid)
+            if s is None:
+                continue
             before = self.guard_w.get(sid)
             after = export_guard(
                 cap_w=self.export_cap_w(sid, state.ts),
                 grid_w=s.grid_w,
                 pv_w=s.pv_w,
                 guard_w=before,
-                zero_cap_margin_w=ZERO_CAP_MARGIN * self._sites[sid].pv.rating_w,
+                zero_cap_margin_w=ZERO_CAP_MARGIN * site.pv.rating_w,
             )
             if after is None:
                 self.guard_w.pop(sid, None)
@@ -373,7 +386,9 @@ class Controller:
         )
 
     def _follow_schedule(self, now: float, commands: dict[str, SiteCommand]) -> dict[str, SiteCommand]:
-        """The site commands with the schedule feedback's battery offsets (updated once per poll)."""
+        """The site commands with the schedule feedback's battery offsets (updated once per poll): the
+        error is the fleet's (edge sites' export included), the offsets go to the batteries of
+        ``commands``' sites (those written here)."""
         target = self.commands.schedule_export_w(now)
         state = self.state
         if target is None or state is None or self.commands.paused(now):
@@ -411,16 +426,19 @@ class Controller:
         }
 
     def desired_setpoints(self, now: float) -> dict[str, Setpoint]:
-        """Per controlled device that answers: the setpoint of its site's command
-        (:func:`~sparcs.controller.setpoints.site_command`, with the schedule feedback), split over the
-        site's devices. A role the writer refuses a device (a hybrid without a PV limit register) gets
-        no value: such a site's PV is planned fixed and never limited (docs/definitions.md)."""
+        """Per controlled device that answers, of the sites written here (not the edge sites): the
+        setpoint of its site's command (:func:`~sparcs.controller.setpoints.site_command`, with the
+        schedule feedback), split over the site's devices. A role the writer refuses a device (a hybrid
+        without a PV limit register) gets no value: such a site's PV is planned fixed and never limited
+        (docs/definitions.md)."""
         tel = self.state.telemetry if self.state else {}
         out: dict[str, Setpoint] = {}
-        commands = self._follow_schedule(now, {s.id: site_command(self.site_facts(s.id, now)) for s in self.cfg.sites})
+        commands = self._follow_schedule(
+            now, {s.id: site_command(self.site_facts(s.id, now)) for s in self._written_sites}
+        )
         refused = self.uncontrolled_roles()
         skip = self.device_control.monitor_only | self._unprotected(refused)
-        for site in self.cfg.sites:
+        for site in self._written_sites:
             cmd = commands[site.id]
             for dev_id, (pv_limit, bat) in split_to_devices(site, cmd, skip).items():
                 t = tel.get(dev_id)

@@ -66,6 +66,10 @@ class _NoFailures:
     attempt_failures: int = 0
 
 
+NO_FAILURES = _NoFailures()
+"""Every edge device's (asked for each device on every poll; never changed)."""
+
+
 class EdgeHub:
     """The central's broker connection, ingest and publishing for the sites behind edges."""
 
@@ -81,6 +85,7 @@ class EdgeHub:
         self.latest: dict[str, Telemetry] = {}
         self.acks: dict[str, m.AckMsg] = {}
         self._new_acks: set[str] = set()
+        self.plan_acked: set[str] = set()  # sites whose edge acknowledged the plan in force as published
         self.online: dict[str, bool] = {}
         self.revision: dict[str, int] = {}  # edge → the protocol revision it announced
         self.skew_s: dict[str, float] = {}  # edge → how far its clock is ahead of the central's (s)
@@ -185,6 +190,8 @@ class EdgeHub:
         elif isinstance(msg, m.AckMsg):
             self.acks[msg.site] = msg
             self._new_acks.add(msg.site)
+            if msg.plan_id is not None and msg.plan_id == self._plan_id:
+                self.plan_acked.add(msg.site)
         elif isinstance(msg, m.AlarmMsg) and self.ctl is not None:
             self.ctl.alarms.follow(
                 f"edge:{msg.site}:{msg.source}", msg.active, now, f"edge {msg.edge}: {msg.message}", msg.severity
@@ -269,11 +276,15 @@ class EdgeHub:
     def telemetry(self, now: float) -> dict[str, Telemetry]:
         """The latest telemetry of every edge device; stale once older than the poller's stale rule
         (``stale_after_polls`` of the device's own read interval under tiered polling)."""
-        d_cfg = self.cfg.dispatch
+        d_cfg = self.cfg.dispatch  # read on every call: a reload may change the stale rule
+        limits = {
+            k: d_cfg.stale_after_polls * d_cfg.poll_interval_s * d_cfg.polls_between_reads(k)
+            for k in set(self.kinds.values())
+        }
         out = {}
         for s in self.sites:
             for d in s.devices:
-                limit = d_cfg.stale_after_polls * d_cfg.poll_interval_s * d_cfg.polls_between_reads(d.kind)
+                limit = limits[d.kind]
                 t = self.latest.get(d.id)
                 if t is not None and now - t.read_at <= limit:
                     out[d.id] = t
@@ -309,6 +320,7 @@ class EdgeHub:
         if plan is not None and (dirty or id(plan) != self._plan_key or retry):
             if id(plan) != self._plan_key:
                 self._plan_key, self._plan_id, retry = id(plan), now, set()
+                self.plan_acked = set()
             assert self._plan_id is not None
             for sid in plan.sites:
                 if sid in self.edge_of_site and (dirty or not retry or sid in retry):
@@ -463,7 +475,7 @@ class EdgePoller:
         return self.hub.telemetry(self.hub.clock.now())
 
     def state(self, device_id: str) -> _NoFailures:
-        return _NoFailures()
+        return NO_FAILURES
 
     async def close(self) -> None:
         await self.hub.close()

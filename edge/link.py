@@ -42,6 +42,30 @@ MAX_INFLIGHT = 1000
 after a link loss, goes out without waiting a round trip per 20 messages."""
 
 
+def share_property_tables() -> None:
+    """Make every paho ``Properties`` share one copy of its lookup tables (idempotent).
+
+    paho-mqtt 2.x builds, in ``Properties.__init__``, the same tables of property names, ids and
+    types (two dicts of 27 entries and a list) for every instance, and its MQTT 5 read path builds
+    one instance per message received: a fifth of the central's CPU at 10,000 edges (py-spy,
+    docs/edges.md "Benchmark"). paho only reads those tables after ``__init__``; the instances
+    built here hold the same tables as the original's, taken from one instance it built, so every
+    property packs and unpacks as before."""
+    if getattr(Properties.__init__, "shares_tables", False):
+        return
+    shared = {k: v for k, v in Properties(PacketTypes.PUBLISH).__dict__.items() if k != "packetType"}
+
+    def __init__(self: Properties, packetType: int) -> None:
+        self.packetType = packetType
+        self.__dict__.update(shared)
+
+    __init__.shares_tables = True  # type: ignore[attr-defined]
+    Properties.__init__ = __init__  # type: ignore[method-assign]
+
+
+share_property_tables()
+
+
 class CredentialError(Exception):
     """A credential that cannot be read; names the file and what to do."""
 

@@ -29,6 +29,7 @@ async def test_the_central_plans_from_edge_telemetry_and_the_edges_put_the_plan_
         lambda: all(w.hub.acks.get(s.id) and w.hub.acks[s.id].plan_id is not None for s in w.hub.sites),
         what="every edge site acknowledging the plan",
     )
+    assert w.hub.plan_acked == {s.id for s in w.hub.sites}  # counted as the plan in force
     now = w.clock.now()
     for e in w.edges.values():
         assert e.ctl.plan is not None
