@@ -105,7 +105,15 @@ def test_export_guard_keeps_an_import_margin_at_a_zero_cap(grid, pv, guard, expe
 
 
 def facts(
-    planned=None, *, controllable=True, paused=False, stage=None, guard=None, cap=6000.0, rating=5000.0, net_load=None
+    planned=None,
+    *,
+    controllable=True,
+    paused=False,
+    stage=None,
+    guard=None,
+    cap=6000.0,
+    rating=5000.0,
+    net_load=None,
 ):
     return SiteFacts(planned, controllable, paused, stage, guard, cap, rating, net_load)
 
@@ -131,6 +139,11 @@ def test_the_planned_battery_is_held_to_the_net_load_where_the_plan_meant_no_gri
     assert battery_within_net_load(battery, planned_grid, net_load) == expected
     got = site_command(facts(PlannedSetpoint(None, battery, planned_grid), net_load=net_load))
     assert got == SiteCommand(None, expected)
+    # under a PV limit the surplus is the limit's: the plan's power holds (a regression on the June day,
+    # where clamping to it curtailed 32 kWh more at 12 sites and let rule sites export at 0 W caps)
+    planned = PlannedSetpoint(None, battery, planned_grid)
+    limited = site_command(facts(planned, guard=3000.0, net_load=net_load))
+    assert limited == SiteCommand(3000.0, battery)
 
 
 def test_a_plan_answers_its_period_and_setpoint():
