@@ -18,7 +18,6 @@ that does not belong to its sender is refused and raises an alarm; so does an ed
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -33,7 +32,7 @@ from sparcs.controller.store import Store
 from sparcs.drivers.telemetry import Telemetry, missing_values
 from sparcs.drivers.writer import Setpoint, WriteResult
 from sparcs.edge import messages as m
-from sparcs.edge.link import Credential, keep_connected, message_expiry
+from sparcs.edge.link import Credential, keep_connected, message_expiry, stop_task
 from sparcs.edge.link import client as mqtt_client
 
 log = logging.getLogger("sparcs.edge.central")
@@ -130,10 +129,7 @@ class EdgeHub:
     async def close(self) -> None:
         self._stop.set()
         for t in (self._task, self._flusher):
-            if t is not None:
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+            await stop_task(t)
         await asyncio.to_thread(self.flush)
 
     def _make_client(self) -> aiomqtt.Client:

@@ -66,6 +66,21 @@ def share_property_tables() -> None:
 share_property_tables()
 
 
+CLOSE_WAIT_S = 3.0
+"""How long closing a link waits for its task to end: aiomqtt's clean disconnect waits for the
+broker's answer up to the client's timeout (30 s), which a broker that stopped answering never sends."""
+
+
+async def stop_task(task: asyncio.Task[None] | None) -> None:
+    """Cancel ``task`` and wait for it at most :data:`CLOSE_WAIT_S` (then it is cancelled again, which
+    ends a disconnect still waiting for the broker)."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+        await asyncio.wait_for(task, CLOSE_WAIT_S)
+
+
 class CredentialError(Exception):
     """A credential that cannot be read; names the file and what to do."""
 

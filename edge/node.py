@@ -25,7 +25,7 @@ from sparcs.controller.cycle import Controller, CycleReport, Writer
 from sparcs.drivers.writer import Setpoint, WriteResult
 from sparcs.edge import messages as m
 from sparcs.edge.follow import FollowPlanner
-from sparcs.edge.link import Credential, keep_connected
+from sparcs.edge.link import Credential, keep_connected, stop_task
 from sparcs.edge.outbox import Outbox
 
 log = logging.getLogger("sparcs.edge")
@@ -225,10 +225,7 @@ class EdgeNode:
             with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
                 await asyncio.wait_for(self._publish_state(client, online=False), 2.0)
         for t in [*self._ack_tasks, self._link_task]:
-            if t is not None:
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+            await stop_task(t)
         await self.ctl.close()
         self.outbox.close()
 

@@ -143,3 +143,16 @@ async def test_the_edge_cycle_does_not_wait_for_the_broker_to_take_its_acks(worl
     finally:
         w.broker.proc.send_signal(signal.SIGCONT)
     await w.until(lambda: not edge._ack_tasks, 30, "acks taken")
+
+
+async def test_an_edge_closes_promptly_when_the_broker_stopped_answering(world):
+    """Regression: closing waited for aiomqtt's clean disconnect, which waits for the broker's answer up
+    to the client's 30 s timeout; three links of a test world took ~117 s to close under a loaded suite."""
+    w = world
+    await w.step(POLL_S)
+    assert w.broker.proc is not None
+    w.broker.proc.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.wait_for(w.stop_edge("edge-1"), timeout=15.0)  # 2 s for its offline message, 3 s to close
+    finally:
+        w.broker.proc.send_signal(signal.SIGCONT)
