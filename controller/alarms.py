@@ -23,6 +23,11 @@ log = logging.getLogger("sparcs.alarms")
 
 FOLLOWED_PREFIXES = ("device:", "write:", "relay:", "prices:", "clock:")
 """Sources whose open alarms are taken over from the store at start-up."""
+BATCH_MAX = 200
+"""Alarm changes per transaction at most: each looks up the source's open alarms (the table has no
+index on the source), and SQLite holds its one write lock for the whole transaction, so a burst of
+thousands (edges' clocks judged off under a backlog) in one would keep the edge polls' writes out
+past the busy timeout."""
 
 
 class _Batch:
@@ -126,14 +131,14 @@ class Alarms:
     def _queue(self, change: AlarmChange, now: float) -> None:
         """Through the writer when there is one (never dropped), else at once. Through the writer the
         changes made until it takes them (a poll's, a burst of edges' will messages) go in one job,
-        one transaction (:meth:`Store.change_alarms`), in the order made; a job the store refuses is
-        tried again whole, so the store never holds part of it."""
+        one transaction (:meth:`Store.change_alarms`; at most :data:`BATCH_MAX` each), in the order
+        made; a job the store refuses is tried again whole, so the store never holds part of it."""
         if self._writer is None:
             self.store.change_alarms([change])
             return
         with self._lock:
             batch = self._batch
-            new = batch is None or batch.taken
+            new = batch is None or batch.taken or len(batch.changes) >= BATCH_MAX
             if new:
                 batch = self._batch = _Batch()
             assert batch is not None

@@ -3,6 +3,8 @@ never forgotten while the store fails."""
 
 from __future__ import annotations
 
+import threading
+
 from sparcs.controller.alarms import Alarms
 from sparcs.controller.state import build_state, device_problem
 from sparcs.controller.store import Store, alarms
@@ -93,5 +95,27 @@ def test_the_alarm_changes_of_one_poll_are_one_transaction_stored_whole_or_not_a
     assert writer.flush()
     # every clear in one transaction, then the store's outage alarm raised and cleared (two more)
     assert len(commits) == 3 and open_sources(store) == []
+    writer.close()
+    store.close()
+
+
+def test_a_burst_of_alarm_changes_is_split_into_transactions_of_at_most_batch_max(tmp_path):
+    from sqlalchemy import event
+
+    from sparcs.controller.alarms import BATCH_MAX
+    from sparcs.controller.history import StoreWriter, WriteJob
+
+    store = Store(data_dir=tmp_path)
+    writer = StoreWriter(store, max_rows=10 * BATCH_MAX, retry_s=0.05)
+    book = Alarms(store, writer=writer)
+    commits: list[int] = []
+    event.listen(store.engine, "commit", lambda conn: commits.append(1))
+    gate = threading.Event()
+    writer.submit(WriteJob("history", 0.0, 1, lambda st: gate.wait(10)))  # the writer is busy meanwhile
+    for i in range(BATCH_MAX + 1):
+        book.follow(f"edge:e{i}", True, 1.0, "offline")
+    gate.set()
+    assert writer.flush()
+    assert len(commits) == 2 and len(store.alarms(active_only=True, limit=10 * BATCH_MAX)) == BATCH_MAX + 1
     writer.close()
     store.close()
