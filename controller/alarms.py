@@ -8,13 +8,14 @@ restart are cleared when their condition ends.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from sparcs.controller.history import StoreWriter, WriteJob
 from sparcs.controller.state import device_problem
-from sparcs.controller.store import Store
+from sparcs.controller.store import AlarmChange, Store
 from sparcs.drivers.telemetry import CLOCK_KEY, Telemetry
 from sparcs.drivers.writer import WriteResult
 
@@ -22,6 +23,20 @@ log = logging.getLogger("sparcs.alarms")
 
 FOLLOWED_PREFIXES = ("device:", "write:", "relay:", "prices:", "clock:")
 """Sources whose open alarms are taken over from the store at start-up."""
+BATCH_MAX = 200
+"""Alarm changes per transaction at most: each looks up the source's open alarms (the table has no
+index on the source), and SQLite holds its one write lock for the whole transaction, so a burst of
+thousands (edges' clocks judged off under a backlog) in one would keep the edge polls' writes out
+past the busy timeout."""
+
+
+class _Batch:
+    """Alarm changes for one writer job: stored in one transaction. Once the writer has taken it
+    (``taken``), later changes go to a new batch."""
+
+    def __init__(self) -> None:
+        self.changes: list[AlarmChange] = []
+        self.taken = False
 
 
 class Alarms:
@@ -39,6 +54,8 @@ class Alarms:
         self.store = store
         self._store_error = on_store_error
         self._writer = writer
+        self._lock = threading.Lock()  # the batch is filled here and taken by the writer's thread
+        self._batch: _Batch | None = None
         self.open = {a["source"] for a in store.alarms(active_only=True) if a["source"].startswith(FOLLOWED_PREFIXES)}
 
     def follow(self, source: str, active: bool, now: float, message: str, severity: str = "warning") -> None:
@@ -50,10 +67,10 @@ class Alarms:
         if self._writer is not None:
             if active and source not in self.open:
                 self.open.add(source)
-                self._queue(lambda st: st.raise_alarm(at=now, severity=severity, source=source, message=message), now)
+                self._queue(AlarmChange(now, source, True, message, severity), now)
             elif not active and source in self.open:
                 self.open.discard(source)
-                self._queue(lambda st: st.clear_alarms(source, now), now)
+                self._queue(AlarmChange(now, source, False), now)
             return
         try:
             if active and source not in self.open:
@@ -104,18 +121,34 @@ class Alarms:
     def dispatch(self, path: str, reason: str, now: float) -> None:
         """Every plan not from the optimizer raises a warning; an optimal plan clears them."""
         if path == "optimal":
-            self._queue(lambda st: st.clear_alarms("dispatch", now), now)
+            self._queue(AlarmChange(now, "dispatch", False), now)
         else:
-            message = f"plan from {path}: {reason or 'no reason given'}"
-            self._queue(lambda st: st.raise_alarm(at=now, severity="warning", source="dispatch", message=message), now)
+            self._queue(AlarmChange(now, "dispatch", True, f"plan from {path}: {reason or 'no reason given'}"), now)
 
     def planning_failed(self, exc: Exception, now: float) -> None:
-        message = f"planning failed: {exc}; last plan kept"
-        self._queue(lambda st: st.raise_alarm(at=now, severity="critical", source="dispatch", message=message), now)
+        self._queue(AlarmChange(now, "dispatch", True, f"planning failed: {exc}; last plan kept", "critical"), now)
 
-    def _queue(self, change: Callable[[Store], object], now: float) -> None:
-        """Through the writer when there is one (never dropped), else at once."""
+    def _queue(self, change: AlarmChange, now: float) -> None:
+        """Through the writer when there is one (never dropped), else at once. Through the writer the
+        changes made until it takes them (a poll's, a burst of edges' will messages) go in one job,
+        one transaction (:meth:`Store.change_alarms`; at most :data:`BATCH_MAX` each), in the order
+        made; a job the store refuses is tried again whole, so the store never holds part of it."""
         if self._writer is None:
-            change(self.store)
-        else:
-            self._writer.submit(WriteJob("alarm", now, 1, change, droppable=False))
+            self.store.change_alarms([change])
+            return
+        with self._lock:
+            batch = self._batch
+            new = batch is None or batch.taken or len(batch.changes) >= BATCH_MAX
+            if new:
+                batch = self._batch = _Batch()
+            assert batch is not None
+            batch.changes.append(change)
+        if new:
+            self._writer.submit(WriteJob("alarm", now, 1, lambda st: self._store_batch(st, batch), droppable=False))
+
+    def _store_batch(self, store: Store, batch: _Batch) -> None:
+        """The writer thread's job: store ``batch`` in one transaction (raises when the store fails)."""
+        with self._lock:
+            batch.taken = True
+            changes = list(batch.changes)
+        store.change_alarms(changes)

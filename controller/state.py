@@ -18,11 +18,13 @@ counted as up-flexibility: its available power is not measured, so it cannot be 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from sparcs.config.grid_rules import export_ceiling_w, feed_in_cap_w
+from sparcs.config.grid_rules import export_ceiling_series, feed_in_cap_w
 from sparcs.config.schema import BATTERY_KINDS, PV_KINDS, FleetConfig, SiteConfig
 from sparcs.drivers.telemetry import Telemetry
 
@@ -158,12 +160,22 @@ def site_flexibility(
         down += max(0.0, pv_w)
     if grid_w is not None:
         conn = site.grid.connection_limit_w
-        ceiling = export_ceiling_w(site, None)
+        ceiling = _ceiling_without_price_w(feed_in_cap_w(site), conn, site.grid.negative_price_rule)
         if pool_limit_w is not None:
             ceiling = min(ceiling, pool_limit_w)
         up = min(up, max(0.0, grid_w + ceiling))
         down = min(down, max(0.0, conn - grid_w))
     return up, down
+
+
+@lru_cache(maxsize=4096)
+def _ceiling_without_price_w(cap_w: float | None, connection_limit_w: float, negative_price_rule: bool) -> float:
+    """The export ceiling at the meter (W ≥ 0) of :func:`~sparcs.config.grid_rules.export_ceiling_w` with
+    no price known, from the values it depends on (feed-in cap W, None = none; connection limit W; the
+    site's negative-price flag): the same number for every poll until one of them changes. Kept per
+    value, not per site object, so a reload that sets a site's cap or limit in place is never missed."""
+    cap = math.inf if cap_w is None else cap_w
+    return float(export_ceiling_series(cap, connection_limit_w, negative_price_rule, math.nan)[0, 0])
 
 
 def build_state(

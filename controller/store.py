@@ -44,7 +44,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import CursorResult
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
@@ -322,6 +322,38 @@ class SiteQuarter:
     flex_up_w: float | None
     flex_down_w: float | None
     curtailed_w: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class AlarmChange:
+    """One alarm change for :meth:`Store.change_alarms`: ``active`` raises an alarm of ``source`` with
+    ``message`` and ``severity`` (unless one with that message is open), else clears the source's open
+    alarms; ``at`` is the time of the change (Unix s)."""
+
+    at: float
+    source: str
+    active: bool
+    message: str = ""
+    severity: str = "warning"
+
+
+def _raise_alarm(conn: Connection, c: AlarmChange) -> int | None:
+    open_same = conn.execute(
+        select(alarms.c.id).where(
+            alarms.c.source == c.source, alarms.c.message == c.message, alarms.c.cleared_at.is_(None)
+        )
+    ).first()
+    if open_same:
+        return None
+    res = conn.execute(insert(alarms).values(raised_at=c.at, severity=c.severity, source=c.source, message=c.message))
+    return _inserted_id(res)
+
+
+def _clear_alarms(conn: Connection, source: str, at: float) -> int:
+    res = conn.execute(
+        update(alarms).where(alarms.c.source == source, alarms.c.cleared_at.is_(None)).values(cleared_at=at)
+    )
+    return res.rowcount
 
 
 @dataclass(frozen=True)
@@ -742,22 +774,21 @@ class Store:
     def raise_alarm(self, *, at: float, severity: str, source: str, message: str) -> int | None:
         """Raise an alarm unless the same source already has one open with the same message."""
         with self.engine.begin() as conn:
-            open_same = conn.execute(
-                select(alarms.c.id).where(
-                    alarms.c.source == source, alarms.c.message == message, alarms.c.cleared_at.is_(None)
-                )
-            ).first()
-            if open_same:
-                return None
-            res = conn.execute(insert(alarms).values(raised_at=at, severity=severity, source=source, message=message))
-            return _inserted_id(res)
+            return _raise_alarm(conn, AlarmChange(at, source, True, message, severity))
 
     def clear_alarms(self, source: str, at: float) -> int:
         with self.engine.begin() as conn:
-            res = conn.execute(
-                update(alarms).where(alarms.c.source == source, alarms.c.cleared_at.is_(None)).values(cleared_at=at)
-            )
-            return res.rowcount
+            return _clear_alarms(conn, source, at)
+
+    def change_alarms(self, changes: Sequence[AlarmChange]) -> None:
+        """Raise and clear alarms in the order given, all in one transaction (one commit for a poll's
+        or a burst's changes): either every change is stored or, on an error, none is."""
+        with self.engine.begin() as conn:
+            for c in changes:
+                if c.active:
+                    _raise_alarm(conn, c)
+                else:
+                    _clear_alarms(conn, c.source, c.at)
 
     def alarms(
         self,

@@ -3,6 +3,8 @@ never forgotten while the store fails."""
 
 from __future__ import annotations
 
+import threading
+
 from sparcs.controller.alarms import Alarms
 from sparcs.controller.state import build_state, device_problem
 from sparcs.controller.store import Store, alarms
@@ -61,4 +63,59 @@ def test_a_device_whose_required_values_are_bad_takes_its_site_out_of_control_wi
     telemetry[meter.id] = tel(meter.id, site.id, "meter", grid_w=-1500.0)
     book.devices(telemetry, 110.0)
     assert open_sources(store) == []
+    store.close()
+
+
+def test_the_alarm_changes_of_one_poll_are_one_transaction_stored_whole_or_not_at_all(small_cfg, tmp_path):
+    """Through the store's writer thread a poll's alarm changes go in one transaction (one commit, not
+    one per device); while the store fails none of them is stored, what is open in memory stays the
+    change made, and once the store is back all of them are stored (issue 20 #5: memory and store agree)."""
+    from sqlalchemy import event
+
+    from sparcs.controller.history import StoreWriter
+
+    store = Store(data_dir=tmp_path)
+    writer = StoreWriter(store, max_rows=100, retry_s=0.05)
+    book = Alarms(store, writer=writer)
+    commits: list[int] = []
+    event.listen(store.engine, "commit", lambda conn: commits.append(1))
+    site = small_cfg.sites[0]
+    stale = {d.id: tel(d.id, site.id, d.kind, status="stale") for d in site.devices}
+    book.devices(stale, 100.0)
+    assert writer.flush()
+    assert len(commits) == 1 and open_sources(store) == sorted(f"device:{d}" for d in stale)
+    alarms.drop(store.engine)  # the store fails: the next poll's clears cannot be written
+    book.devices(site_telemetry(site), 110.0)
+    assert not writer.flush(0.3)
+    assert book.open == set()  # memory holds the change; the writer keeps it and tries again
+    alarms.create(store.engine)
+    for d in stale:  # the store as it was before the clears: the open alarms
+        store.raise_alarm(at=100.0, severity="warning", source=f"device:{d}", message="stale")
+    commits.clear()
+    assert writer.flush()
+    # every clear in one transaction, then the store's outage alarm raised and cleared (two more)
+    assert len(commits) == 3 and open_sources(store) == []
+    writer.close()
+    store.close()
+
+
+def test_a_burst_of_alarm_changes_is_split_into_transactions_of_at_most_batch_max(tmp_path):
+    from sqlalchemy import event
+
+    from sparcs.controller.alarms import BATCH_MAX
+    from sparcs.controller.history import StoreWriter, WriteJob
+
+    store = Store(data_dir=tmp_path)
+    writer = StoreWriter(store, max_rows=10 * BATCH_MAX, retry_s=0.05)
+    book = Alarms(store, writer=writer)
+    commits: list[int] = []
+    event.listen(store.engine, "commit", lambda conn: commits.append(1))
+    gate = threading.Event()
+    writer.submit(WriteJob("history", 0.0, 1, lambda st: gate.wait(10)))  # the writer is busy meanwhile
+    for i in range(BATCH_MAX + 1):
+        book.follow(f"edge:e{i}", True, 1.0, "offline")
+    gate.set()
+    assert writer.flush()
+    assert len(commits) == 2 and len(store.alarms(active_only=True, limit=10 * BATCH_MAX)) == BATCH_MAX + 1
+    writer.close()
     store.close()

@@ -173,3 +173,29 @@ def test_setpoints_take_the_lowest_limit(small_cfg):
     assert all(kinds[d] != "meter" for d in per_dev)
     assert {v for d, v in per_dev.items() if kinds[d] == "pv_inverter"} == {(1200.0, None)}
     assert {v for d, v in per_dev.items() if kinds[d] == "battery"} == {(None, -500.0)}
+
+
+def test_the_kept_export_ceiling_follows_every_change_of_cap_limit_and_pool_limit(small_cfg):
+    """build_state keeps each export ceiling per value (controller/state.py): a reload that sets a site's
+    feed-in cap or connection limit in place (controller/reload.py writes the model's fields directly),
+    and a pool limit from a command, show at the next poll."""
+    site = small_cfg.sites[0]
+    bat = site.battery
+    t = site_telemetry(site, bat=-1000.0, grid=-1000.0, soc=0.5)  # charging 1 kW, exporting 1 kW
+    discharge = min(bat.max_discharge_w, (0.5 - bat.soc_min) * bat.capacity_kwh * 1000.0 * bat.eta_discharge) + 1000.0
+
+    def up() -> float:
+        return build_state(small_cfg, t, 100.0).sites[site.id].flex_up_w
+
+    def up_pooled(limit_w: float) -> float:
+        return build_state(small_cfg, t, 100.0, pool_limit_w={site.id: limit_w}).sites[site.id].flex_up_w
+
+    site.grid.__dict__["feed_in_cap_pct"] = 100.0 * 3000.0 / (site.pv.kwp * 1000.0)  # a 3 kW cap
+    assert up() == pytest.approx(min(discharge, 2000.0))
+    site.grid.__dict__["feed_in_cap_pct"] = 100.0 * 1500.0 / (site.pv.kwp * 1000.0)  # reloaded: 1.5 kW
+    assert up() == pytest.approx(min(discharge, 500.0))
+    site.grid.__dict__["connection_limit_w"] = 1200.0  # reloaded: the connection is the lower bound
+    assert up() == pytest.approx(min(discharge, 200.0))
+    assert up_pooled(1100.0) == pytest.approx(min(discharge, 100.0))  # a pool limit in force
+    assert up_pooled(1150.0) == pytest.approx(min(discharge, 150.0))  # another pool limit
+    assert up() == pytest.approx(min(discharge, 200.0))  # the pool limit lapsed
