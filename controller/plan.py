@@ -28,11 +28,13 @@ RELEASE_TOL_W = 1.0
 class PlannedSetpoint:
     """A site's planned setpoint for one period: PV limit (W, summed over its inverters; None =
     release) and battery power (W, + discharge; None = release); the grid exchange at the meter the
-    plan expects with them (W, + import; None = not known, e.g. a plan an edge received)."""
+    plan expects with them (W, + import) and the PV power its forecast expects the inverters could
+    give without a limit (W ≥ 0); None = not known (e.g. a plan from an older central)."""
 
     pv_limit_w: float | None
     battery_w: float | None
     grid_w: float | None = None
+    pv_available_w: float | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,9 @@ class Plan:
         i = self.period_at(t)
         if site is None or i is None:
             return None
-        return PlannedSetpoint(_opt(site.pv_limit_w[i]), _opt(site.battery_w[i]), _opt(site.grid_w[i]))
+        return PlannedSetpoint(
+            _opt(site.pv_limit_w[i]), _opt(site.battery_w[i]), _opt(site.grid_w[i]), _opt(site.pv_available_w[i])
+        )
 
     def pv_available_at(self, site_id: str, t: float) -> float | None:
         """The PV power (W ≥ 0) the plan's forecast expects the site's inverters could give

@@ -20,7 +20,7 @@ from typing import Literal, get_args
 
 from sparcs.config.grid_rules import is_curtailing
 from sparcs.config.schema import BATTERY_KINDS, PV_KINDS, SiteConfig
-from sparcs.controller.plan import PlannedSetpoint
+from sparcs.controller.plan import RELEASE_TOL_W, PlannedSetpoint
 
 GUARD_TARGET = 0.98  # the guard steers the meter to 98 % of the cap, leaving room for noise between polls
 GUARD_TRIGGER = 0.99
@@ -123,12 +123,10 @@ def site_command(f: SiteFacts) -> SiteCommand:
       the inverter: its battery runs on its own and may stop absorbing PV at any moment, its meter
       may be the silent device, and the guard loosens with what the meter shows.
     - The planned battery power is held to the measured net load where the plan meant no grid flow
-      for it (:func:`battery_within_net_load`), unless a PV limit is in force: the measured surplus
-      may then be the limit's, which was set around the planned battery power, and charging less
-      would only make the guard curtail more (at a 0 W cap it ratchets the charge down with the
-      import margin the guard holds). Judging whether the limit binds by the PV output, read less
-      often than the meter under tiered polling, was tried: on the June day it let rule sites export
-      at negative prices in 38 site-quarter-hours.
+      for it (:func:`battery_within_net_load`), unless a limit shapes the surplus
+      (:func:`limit_shapes_surplus`): the measured surplus may then be the limit's, which was set
+      around the planned battery power, and charging less would only make the guard curtail more
+      (at a 0 W cap it ratchets the charge down with the import margin the guard holds).
     """
     plan_limit = plan_battery = None
     if f.controllable and not f.paused and f.planned is not None:
@@ -137,9 +135,31 @@ def site_command(f: SiteFacts) -> SiteCommand:
             plan_limit = max(0.0, plan_limit - ZERO_CAP_MARGIN * f.pv_rating_w)
     uncontrolled = None if f.controllable else f.export_cap_w
     limit = combine_limits(plan_limit, f.stage_ceiling_w, f.guard_w, uncontrolled)
-    if limit is None and f.planned is not None:
+    if f.planned is not None and not limit_shapes_surplus(
+        f.planned, plan_limit, f.stage_ceiling_w, f.guard_w, uncontrolled
+    ):
         plan_battery = battery_within_net_load(plan_battery, f.planned.grid_w, f.net_load_w)
     return SiteCommand(limit, plan_battery)
+
+
+def limit_shapes_surplus(planned: PlannedSetpoint, plan_limit_w: float | None, *other_limits_w: float | None) -> bool:
+    """Whether a PV limit in force may be what the measured PV surplus is (W).
+
+    A stage ceiling, the guard's limit or the cap of a site outside the plan (``other_limits_w``)
+    always may. The plan's own limit (``plan_limit_w``) only where it lies below the PV its forecast
+    expects (``planned.pv_available_w``), or that forecast is unknown: the plan limits every
+    feed-in-capped site to its export cap + load + charge, which holds back nothing while the
+    forecast PV stays below it, and treating that limit as binding left the battery charging at the
+    planned power from the grid whenever a cloud or more load took the surplus. Judging by the PV
+    output instead, read less often than the meter under tiered polling, was tried: on the June day
+    it let rule sites export at negative prices in 38 site-quarter-hours.
+    """
+    if any(v is not None for v in other_limits_w):
+        return True
+    if plan_limit_w is None:
+        return False
+    available = planned.pv_available_w
+    return available is None or plan_limit_w < available - RELEASE_TOL_W
 
 
 PLANNED_NO_FLOW_W = 10.0

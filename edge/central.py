@@ -442,7 +442,7 @@ def site_plan(plan: Plan, site_id: str, plan_id: float, hours: float) -> m.SiteP
     if s is None:
         return None
     limit_end = plan.start_s + hours * 3600.0
-    periods, pv, bat, price, grid = [], [], [], [], []
+    periods, pv, bat, price, grid, available = [], [], [], [], [], []
     t = plan.start_s
     for i, p in enumerate(plan.period_s):
         if t >= limit_end:
@@ -451,9 +451,10 @@ def site_plan(plan: Plan, site_id: str, plan_id: float, hours: float) -> m.SiteP
         pv.append(_opt(s.pv_limit_w[i]))
         bat.append(_opt(s.battery_w[i]))
         grid.append(_opt(s.grid_w[i]))
+        available.append(_opt(s.pv_available_w[i]))
         price.append(_opt(plan.price_eur_per_mwh[i]))
         t += float(p)
-    return m.SitePlanMsg(site_id, plan_id, plan.path, plan.start_s, periods, t, pv, bat, price, grid)
+    return m.SitePlanMsg(site_id, plan_id, plan.path, plan.start_s, periods, t, pv, bat, price, grid, available)
 
 
 def _opt(v: float) -> float | None:

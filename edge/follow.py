@@ -27,18 +27,22 @@ def _arr(values: list[float | None]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
-def _resample(msg: SitePlanMsg, mids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The site's PV limit, battery power and planned grid exchange at the time points ``mids`` (NaN
-    outside its plan, and for the grid where the message has none)."""
+def _optional(values: list[float | None] | None, n: int) -> np.ndarray:
+    return _arr(values) if values is not None else np.full(n, np.nan)
+
+
+def _resample(msg: SitePlanMsg, mids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The site's PV limit, battery power, planned grid exchange and forecast available PV at the
+    time points ``mids`` (NaN outside its plan, and for the optional ones where the message has none)."""
     ends = msg.start_s + np.cumsum(msg.period_s)
     end = min(float(ends[-1]) if len(ends) else msg.start_s, msg.valid_until)
     idx = np.searchsorted(ends, mids, side="right")
     inside = (mids >= msg.start_s) & (mids < end) & (idx < len(msg.period_s))
     i = np.where(inside, idx, 0)
-    limit, battery = _arr(msg.pv_limit_w), _arr(msg.battery_w)
-    grid = _arr(msg.grid_w) if msg.grid_w is not None else np.full(len(msg.period_s), np.nan)
-    limit, battery, grid = (np.where(inside, v[i], np.nan) for v in (limit, battery, grid))
-    return limit, battery, grid
+    n = len(msg.period_s)
+    per_period = (_arr(msg.pv_limit_w), _arr(msg.battery_w), _optional(msg.grid_w, n), _optional(msg.pv_available_w, n))
+    limit, battery, grid, available = (np.where(inside, v[i], np.nan) for v in per_period)
+    return limit, battery, grid, available
 
 
 def plan_from_sites(plans: dict[str, SitePlanMsg]) -> Plan | None:
@@ -58,8 +62,8 @@ def plan_from_sites(plans: dict[str, SitePlanMsg]) -> Plan | None:
     nan = np.full(n, np.nan)
     sites = {}
     for sid, msg in plans.items():
-        limit, battery, grid = _resample(msg, mids)
-        sites[sid] = SitePlan(nan, limit, battery, grid, np.full(n + 1, np.nan), nan, nan)
+        limit, battery, grid, available = _resample(msg, mids)
+        sites[sid] = SitePlan(nan, limit, battery, grid, np.full(n + 1, np.nan), available, nan)
     price = _arr(newest.price_eur_per_mwh)[: len(keep)][keep]
     return Plan(
         start_s=newest.start_s,

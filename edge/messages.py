@@ -101,6 +101,10 @@ class SitePlanMsg:
     grid_w: list[float | None] | None = None
     """The grid exchange the plan expects (W, + import), which the edge's battery follows within
     (docs/definitions.md "Following the plan"); optional (None: a central that does not send it)."""
+    pv_available_w: list[float | None] | None = None
+    """The PV power the plan's forecast expects without a limit (W ≥ 0): a plan limit above it holds
+    back nothing, so the battery follows the plan within the net load (docs/definitions.md "Following
+    the plan"); optional (None: a central that does not send it)."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +226,7 @@ def encode(msg: Message) -> bytes:
                 "battery_w": [_num(v) for v in msg.battery_w],
                 "price": [_num(v) for v in msg.price_eur_per_mwh],
                 **({} if msg.grid_w is None else {"grid_w": [_num(v) for v in msg.grid_w]}),
+                **({} if msg.pv_available_w is None else {"pv_available_w": [_num(v) for v in msg.pv_available_w]}),
             }
         )
     if isinstance(msg, CommandsMsg):
@@ -312,6 +317,7 @@ def decode(topic: str, payload: bytes, kinds: Mapping[str, str]) -> Message:
                 list(d["battery_w"]),
                 list(d["price"]),
                 None if d.get("grid_w") is None else list(d["grid_w"]),
+                None if d.get("pv_available_w") is None else list(d["pv_available_w"]),
             )
         if kind == "commands":
             cmds = [

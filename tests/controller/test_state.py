@@ -146,11 +146,30 @@ def test_the_planned_battery_is_held_to_the_net_load_where_the_plan_meant_no_gri
     assert limited == SiteCommand(3000.0, battery)
 
 
+@pytest.mark.parametrize(
+    ("available", "expected"),
+    [
+        (2800.0, 0.0),  # the plan's limit lies above the forecast PV: it holds back nothing, the rule applies
+        (9000.0, -3000.0),  # the plan curtails (limit below the forecast PV): the surplus is the limit's
+        (None, -3000.0),  # forecast unknown (an older central's plan): the limit may bind
+    ],
+)
+def test_a_plan_limit_above_the_forecast_pv_does_not_stop_following_the_plan(available, expected):
+    # The regression of the March dynamic-tariff day: every feed-in-capped site is planned with a limit
+    # of export cap + load + charge (7,815 W at a 2.8 kW PV site), so the rule never applied and a
+    # cloud turned the planned charge from PV into a charge bought at that quarter-hour's price.
+    planned = PlannedSetpoint(7815.0, -3000.0, 0.0, available)
+    got = site_command(facts(planned, cap=6000.0, rating=10_000.0, net_load=400.0))
+    assert got == SiteCommand(7815.0, expected)
+    # a stage ceiling, the guard or an uncontrolled cap always shapes the surplus
+    assert site_command(facts(planned, stage=7000.0, net_load=400.0)).battery_w == -3000.0
+
+
 def test_a_plan_answers_its_period_and_setpoint():
     plan = make_plan(0.0, [100.0, 900.0], {"a": ([5000, 2000], [1, 2])}, prices=[10.0, -5.0])
     assert plan.period_at(-1) is None and plan.period_at(50) == 0 and plan.period_at(150) == 1
     assert plan.period_at(100) == 1 and plan.period_at(1000) is None
-    assert plan.setpoint("a", 150) == PlannedSetpoint(2000, 2, 0.0) and plan.setpoint("b", 150) is None
+    assert plan.setpoint("a", 150) == PlannedSetpoint(2000, 2, 0.0, 0.0) and plan.setpoint("b", 150) is None
     assert plan.price_at(150) == -5.0 and plan.price_at(1000) is None
     assert Plan.from_record(plan.to_record()).to_record() == plan.to_record()
 

@@ -71,13 +71,17 @@ def test_a_message_of_another_version_or_shape_is_refused_naming_its_topic(topic
 
 def test_the_site_plan_covers_the_coming_hours_and_the_edge_releases_after_its_validity():
     plan = make_plan(T0, [900.0] * 8, {"s1": ([1000.0] * 8, [None] * 8)})
-    msg = site_plan(plan, "s1", T0, hours=1.0)
-    assert msg is not None and len(msg.period_s) == 4 and msg.valid_until == T0 + 3600
+    sent = site_plan(plan, "s1", T0, hours=1.0)
+    assert sent is not None and len(sent.period_s) == 4 and sent.valid_until == T0 + 3600
+    msg = m.decode(m.site_topic("s1", "plan"), m.encode(sent), {})
+    assert msg == sent
     planner = FollowPlanner()
     assert planner.receive(msg)
     followed = plan_from_sites(planner.sites)
     assert followed.setpoint("s1", T0 + 3599).pv_limit_w == 1000.0
-    assert followed.setpoint("s1", T0 + 3599).grid_w == plan.setpoint("s1", T0 + 3599).grid_w  # the battery's frame
+    # the battery's frame: the planned grid exchange and the forecast PV the plan limit is judged by
+    assert followed.setpoint("s1", T0 + 3599) == plan.setpoint("s1", T0 + 3599)
+    assert followed.pv_available_at("s1", T0 + 3599) == plan.pv_available_at("s1", T0 + 3599)
     assert followed.setpoint("s1", T0 + 3600) is None  # after the validity end: released
     assert not planner.receive(msg), "an old plan again is ignored"
 
