@@ -88,13 +88,18 @@ def test_the_alarm_changes_of_one_poll_are_one_transaction_stored_whole_or_not_a
     book.devices(site_telemetry(site), 110.0)
     assert not writer.flush(0.3)
     assert book.open == set()  # memory holds the change; the writer keeps it and tries again
-    alarms.create(store.engine)
-    for d in stale:  # the store as it was before the clears: the open alarms
-        store.raise_alarm(at=100.0, severity="warning", source=f"device:{d}", message="stale")
-    commits.clear()
+    # The store back as it was before the clears (the open alarms), in one transaction: the writer,
+    # trying again every 0.05 s meanwhile, sees the table either missing or whole, never half of it.
+    before = len(commits)
+    with store.engine.begin() as conn:
+        alarms.create(conn)
+        for d in stale:
+            conn.execute(
+                alarms.insert().values(raised_at=100.0, severity="warning", source=f"device:{d}", message="stale")
+            )
     assert writer.flush()
-    # every clear in one transaction, then the store's outage alarm raised and cleared (two more)
-    assert len(commits) == 3 and open_sources(store) == []
+    # the repair, every clear in one transaction, then the store's outage alarm raised and cleared (two more)
+    assert len(commits) - before == 4 and open_sources(store) == []
     writer.close()
     store.close()
 
