@@ -21,7 +21,9 @@ import numpy as np
 from sparcs.optimizer.problem import DispatchPlan, DispatchProblem, ObjectiveParts, PlanPath
 
 RELEASE_TOL_W = 1.0
-"""A planned PV limit this close to the installer ceiling is no limit: the inverter is released."""
+"""A planned PV limit this close to the installer ceiling is no limit: the inverter is released; one
+this close to the PV the plan forecasts holds nothing back (controller/setpoints.py
+``limit_shapes_surplus``). W."""
 
 
 @dataclass(frozen=True)

@@ -225,8 +225,11 @@ def encode(msg: Message) -> bytes:
                 "pv_limit_w": [_num(v) for v in msg.pv_limit_w],
                 "battery_w": [_num(v) for v in msg.battery_w],
                 "price": [_num(v) for v in msg.price_eur_per_mwh],
-                **({} if msg.grid_w is None else {"grid_w": [_num(v) for v in msg.grid_w]}),
-                **({} if msg.pv_available_w is None else {"pv_available_w": [_num(v) for v in msg.pv_available_w]}),
+                **{
+                    key: [_num(v) for v in values]
+                    for key, values in (("grid_w", msg.grid_w), ("pv_available_w", msg.pv_available_w))
+                    if values is not None
+                },
             }
         )
     if isinstance(msg, CommandsMsg):
@@ -316,8 +319,7 @@ def decode(topic: str, payload: bytes, kinds: Mapping[str, str]) -> Message:
                 list(d["pv_limit_w"]),
                 list(d["battery_w"]),
                 list(d["price"]),
-                None if d.get("grid_w") is None else list(d["grid_w"]),
-                None if d.get("pv_available_w") is None else list(d["pv_available_w"]),
+                *(None if d.get(key) is None else list(d[key]) for key in ("grid_w", "pv_available_w")),
             )
         if kind == "commands":
             cmds = [
