@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from sparcs.config.schema import FleetConfig
+from sparcs.controller.heap import settle_heap
 from sparcs.simulators.clock import SimClock
 from sparcs.simulators.control import ControlServer
 from sparcs.simulators.fleet import FleetHost, raise_nofile_limit
@@ -89,6 +90,7 @@ async def _serve(cfg: FleetConfig, origin_sim_s: float, origin_wall_s: float, li
                     )
                 )
                 return
+        settle_heap()  # the simulated devices are held for good from here (sparcs.controller.heap)
         link.send(("ok", host.config, control.url if control else None))
         await asyncio.to_thread(_until_closed, link)
     finally:

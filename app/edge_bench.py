@@ -40,6 +40,7 @@ import yaml
 from sparcs.config.schema import BrokerConfig, FleetConfig, validate_config
 from sparcs.controller.commands import CommandBook
 from sparcs.controller.cycle import WallClock
+from sparcs.controller.heap import settle_heap
 from sparcs.controller.plan import Plan, PlanTimings, SitePlan
 from sparcs.controller.state import FleetState
 from sparcs.controller.store import Store
@@ -324,6 +325,7 @@ async def run_edge_bench(n: int, light: bool, poll_s: float, duration_s: float, 
     procs: list[Any] = []
     hub.start_grace_s = READY_TIMEOUT_S  # edges still connecting are not read yet, not stale
     try:
+        settle_heap()  # as `sparcs run` does before it serves (sparcs.controller.heap)
         hub.start()
         while not hub.connected:
             await asyncio.sleep(0.05)

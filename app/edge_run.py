@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sparcs.config.schema import FleetConfig
 from sparcs.controller.cycle import WallClock
+from sparcs.controller.heap import settle_heap
 from sparcs.controller.store import Store
 from sparcs.edge.link import CredentialError
 from sparcs.factory import build_edge
@@ -58,6 +59,7 @@ async def run_edge(
         assert cfg.broker is not None
         echo(f"SPARCS edge {edge_id}: sites {', '.join(node.sites)}; broker {cfg.broker.host}:{cfg.broker.port}")
         echo("Stop with Ctrl-C.")
+        settle_heap()  # the sites' configuration and drivers are held for good (sparcs.controller.heap)
         try:
             await node.run(stop)
         finally:

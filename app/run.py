@@ -33,6 +33,7 @@ from sparcs.controller.api_process import ApiProcess
 from sparcs.controller.api_server import TlsError, check_tls
 from sparcs.controller.auth import create_token
 from sparcs.controller.cycle import Clock, Controller, WallClock
+from sparcs.controller.heap import settle_heap
 from sparcs.controller.migrate import MigrationError
 from sparcs.controller.planning import PriceFileError
 from sparcs.controller.reload import Reloader
@@ -196,6 +197,7 @@ async def run(
         reloader = Reloader(ctl, config_path, on_logging) if config_path is not None else None
         api = ApiProcess(cfg, data_dir, sock, log_level, log_format)
         link = await _start_api(api, ctl, reloader, on_signal)
+        settle_heap()  # the fleet is held for good from here (sparcs.controller.heap)
         sched = ControlScheduler(ctl)
         sched.start()
         if cfg.pool is not None and link.pool is not None:  # served by the API process (docs/interfaces.md)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import multiprocessing
 import os
@@ -36,22 +35,13 @@ from sparcs.controller.api import build_app
 from sparcs.controller.api_link import PublishedControl, RemoteCommands, follow
 from sparcs.controller.api_server import STOP_TIMEOUT_S, server_config
 from sparcs.controller.auth import TokenBook
+from sparcs.controller.heap import settle_heap
 from sparcs.controller.logging_setup import configure_logging
 from sparcs.controller.pool_server import PoolServer
 from sparcs.controller.read_model import ControllerView
 from sparcs.controller.store import Store
 
 log = logging.getLogger("sparcs.api_process")
-
-
-def settle_heap() -> None:
-    """Leave what the process holds for good (its configuration, the app, the read model) out of the
-    garbage collector's full collections: each would walk every object, ~130 ms at 1,000 devices on
-    this machine with the whole event loop stopped, ~2 ms once these are frozen. Called when the
-    process serves and after a reload (the old configuration is collected first)."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
 
 
 class _Server(uvicorn.Server):

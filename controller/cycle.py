@@ -29,6 +29,7 @@ from sparcs.controller.alarms import Alarms
 from sparcs.controller.commands import CommandBook
 from sparcs.controller.device_control import DeviceControl
 from sparcs.controller.groups import pool_totals
+from sparcs.controller.heap import collections_deferred
 from sparcs.controller.history import HistoryRecorder
 from sparcs.controller.metrics import Metrics
 from sparcs.controller.operations import Operations
@@ -197,9 +198,10 @@ class Controller:
         """
         report = CycleReport(ts=self.clock.now())
         fresh = self.state is not None and report.ts - self.state.ts < self.cfg.dispatch.poll_interval_s
-        if not (dispatch and fresh):
-            await self._poll(report)
-        if dispatch:
+        if dispatch:  # garbage collection waits while polling and writing, not while planning
+            if not fresh:
+                with collections_deferred():
+                    await self._poll(report)
             if self._dispatch_lock.locked():
                 log.info("dispatch still running; this tick is skipped")
             else:
@@ -207,10 +209,13 @@ class Controller:
                     await self._dispatch(report)
                     if self.replan_due(self.clock.now()):  # an operator command arrived while planning
                         await self._dispatch(report)
-        t0 = time.perf_counter()
-        report.writes = await self._write()
-        if report.poll_s is not None:  # a poll cycle: its duration includes the writes
-            self.metrics.poll_seconds.observe(report.poll_s + time.perf_counter() - t0)
+        with collections_deferred():
+            if not dispatch:
+                await self._poll(report)
+            t0 = time.perf_counter()
+            report.writes = await self._write()
+            if report.poll_s is not None:  # a poll cycle: its duration includes the writes
+                self.metrics.poll_seconds.observe(report.poll_s + time.perf_counter() - t0)
         return report
 
     async def _poll(self, report: CycleReport) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sparcs.config.schema import ConfigError, FleetConfig, LoggingConfig, load_config
 from sparcs.controller.cycle import Controller
+from sparcs.controller.heap import settle_heap
 from sparcs.drivers.checks import check_devices
 
 log = logging.getLogger("sparcs.reload")
@@ -204,6 +205,8 @@ class Reloader:
             self.on_logging(self.ctl.cfg.logging)
         if any(not c.rule.startswith("logging.") for c in changes):
             self.ctl.request_dispatch()  # plan with the new parameters
+        if changes:
+            settle_heap()  # the replaced values were frozen with the fleet (sparcs.controller.heap)
 
     def _audit(self, report: ReloadReport, who: str) -> None:
         params = {
