@@ -2,8 +2,9 @@
 
 Each device gets its own loopback port, except devices of one site that share a port in the
 config: they sit behind one gateway port with distinct unit ids. Per port a pymodbus 3.16
-``ModbusTcpServer`` (SimDevice/SimData API, one SimDevice per unit id, its ``action`` hook bound
-to a :class:`simulators.devices.SunSpecSimDevice`, or a :class:`simulators.profile_device.ProfileSimDevice`
+``ModbusTcpServer`` (:class:`simulators.modbus_server.SimServer`, its shorter path per request;
+SimDevice/SimData API, one SimDevice per unit id, its ``action`` hook bound to a
+:class:`simulators.devices.SunSpecSimDevice`, or a :class:`simulators.profile_device.ProfileSimDevice`
 for ``protocol: profile``) listens on an internal port, and a :class:`simulators.proxy.FaultProxy`
 listens on the public one.
 
@@ -40,7 +41,6 @@ from pathlib import Path
 from typing import Literal, cast
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import SimDevice
 
 from sparcs.config.register_map import PROFILE_DIR, RegisterMap, load_register_map
@@ -48,6 +48,7 @@ from sparcs.config.schema import DeviceConfig, DeviceVariant, FaultSpec, FleetCo
 from sparcs.simulators.clock import SimClock
 from sparcs.simulators.devices import SunSpecSimDevice, make_device
 from sparcs.simulators.io_module import IoModuleSim
+from sparcs.simulators.modbus_server import SimServer
 from sparcs.simulators.profile_device import ProfileSimDevice
 from sparcs.simulators.proxy import FORWARD, FaultProxy, FrameAction
 from sparcs.simulators.site import MAX_SUBSTEP_S, SiteSim
@@ -107,7 +108,7 @@ class _Port:
     host: str
     port: int
     devices: dict[int, SimulatedDevice] = field(default_factory=dict)
-    backend: ModbusTcpServer | None = None
+    backend: SimServer | None = None
     proxy: FaultProxy | None = None
 
     @property
@@ -182,9 +183,7 @@ class FleetHost:
                     f.spec.mode not in VALUE_FAULTS for d in port.devices.values() for f in self._faults.get(d.id, [])
                 )
                 try:
-                    port.backend = ModbusTcpServer(
-                        sim_devices, address=(port.host, public) if direct else ("127.0.0.1", 0)
-                    )
+                    port.backend = SimServer(sim_devices, address=(port.host, public) if direct else ("127.0.0.1", 0))
                     await port.backend.serve_forever(background=True)
                     server = port.backend.transport
                     assert isinstance(server, asyncio.Server)  # a listening server's transport is its asyncio.Server
