@@ -22,7 +22,9 @@ The fleet file's ``relay_inputs`` are served too: one simulated I/O module each
 
 With ``faults="scheduled"`` (the twin: every fault is in the config, none injected at run time) an
 endpoint without a timing fault among its devices' faults is served by its pymodbus server on
-the public port, without the proxy: still Modbus TCP, one socket hop instead of two.
+the public port, without the proxy: still Modbus TCP, one socket hop instead of two; and a SunSpec
+device without a value fault publishes only the models a request reaches
+(``SunSpecSimDevice.lazy``: a battery's FC 6 echo renders its model 124, not its whole image).
 
 The clock either runs free (real time × ``speed``; a background task advances the physics every
 ``min(1, max(0.1, 5 / speed))`` wall seconds) or is stepped with :meth:`FleetHost.step`.
@@ -159,6 +161,10 @@ class FleetHost:
         self._faults: dict[str, list[_Fault]] = {}
         for spec in self.sim.faults:
             self._faults.setdefault(spec.device, []).append(self._fault(spec, -math.inf))
+        if faults == "scheduled":  # no fault comes later: a device without a value fault never shows one
+            for dev_id, device in self.devices.items():
+                if isinstance(device, SunSpecSimDevice):
+                    device.lazy = not any(f.spec.mode in VALUE_FAULTS for f in self._faults.get(dev_id, []))
         self.io_modules = {r.id: IoModuleSim(r) for r in self.config.relay_inputs}
         self._ticker: asyncio.Task | None = None
         self._started = False
@@ -376,7 +382,7 @@ class FleetHost:
                 return None
             if set_values is not None:
                 return device.write(address, [int(v) for v in set_values], self.clock.now())
-            device.render(None if mode == "ignore_writes" else mode)
+            device.render(None if mode == "ignore_writes" else mode, address, count)
             return None
 
         return on_access
