@@ -110,6 +110,7 @@ class SunSpecSimDevice(ABC):
         self._live_sfs: list[tuple[int, str]] | None = None
         self._sf_garbled = False
         self._slots: dict[tuple[int, str], tuple[Point, int, float | None, int, int] | None] = {}
+        self._control_slots: dict[tuple[int, str], tuple[int, float, int, int] | None] = {}
         self._point_at = point_at_address((tuple(self.models), variant.base_address, variant.common_len, self.strings))
         self.lazy = False  # render only the models a request reaches (see render); set by the fleet host
         self._spans = model_spans(self.image)
@@ -284,8 +285,31 @@ class SunSpecSimDevice(ABC):
             if models is not None and mid not in models:
                 continue
             unit = self._unit_for(mid)
-            if unit is not None:
-                self.put(mid, name, getattr(unit.controls, w.field))
+            if unit is None:
+                continue
+            value = getattr(unit.controls, w.field)
+            fast = self._control_slot(mid, name)
+            if fast is not None and isinstance(value, _NUMBER):
+                # put()'s arithmetic for a one-register integer: value / 10^SF, rounded, clamped
+                start, divisor, lo, hi = fast
+                raw = min(max(round(value / divisor), lo), hi)
+                regs[start] = raw + 0x10000 if raw < 0 else raw
+            else:
+                self.put(mid, name, value)
+
+    def _control_slot(self, mid: int, name: str) -> tuple[int, float, int, int] | None:
+        """``(register index, 10^SF, lo, hi)`` of a writable one-register integer point, None for any
+        other point (published by :meth:`put`); cached."""
+        key = (mid, name)
+        if key not in self._control_slots:
+            slot = self._slot(mid, name)
+            if slot is None or slot[2] is None:
+                self._control_slots[key] = None
+            else:
+                p, start, _, lo, hi = slot
+                sf = self.sf.get((mid, p.sf), 0) if p.sf else 0
+                self._control_slots[key] = (start, 10.0**sf, lo, hi)
+        return self._control_slots[key]
 
     def _slot(self, mid: int, name: str) -> tuple[Point, int, float | None, int, int] | None:
         """``(point, register index, 10^-SF or None when not a one-register integer, lo, hi)``, cached."""

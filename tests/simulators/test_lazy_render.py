@@ -73,3 +73,35 @@ async def test_lazy_devices_answer_as_whole_renders_over_polls_and_writes():
         await lazy.step(10.0)
         await whole.step(10.0)
     assert reads > 1000 and writes > 50  # both paths were exercised, writes taken as well as refused
+
+
+def test_controls_are_published_as_put_publishes_them():
+    """The writable points' fast path gives put()'s registers for any value (halves of a scale step,
+    out of range, negative, whole numbers)."""
+    host = FleetHost(validate_config(variant_fleet()), clock=SimClock(SUMMER_NOON_S, stepped=True))
+    rng = random.Random(7)
+    checked = 0
+    for device in host.devices.values():
+        if not isinstance(device, SunSpecSimDevice):
+            continue
+        for _ in range(40):
+            for (mid, _name), w in device.writable.items():
+                unit = device._unit_for(mid)
+                assert unit is not None
+                pick = rng.choice(["uniform", "half", "out", "whole"])
+                value = {
+                    "uniform": rng.uniform(w.lo, w.hi),
+                    "half": round(rng.uniform(w.lo, w.hi) * 20) / 20 + 0.05,
+                    "out": rng.choice([w.lo - 7.5, w.hi * 3 + 1]),
+                    "whole": float(rng.randint(int(w.lo), int(min(w.hi, 1e6)))),
+                }[pick]
+                setattr(unit.controls, w.field, round(value) if w.integer else value)
+            device.site.version += 1
+            device.render(None)
+            published = list(device.image.registers)
+            for (mid, name), w in device.writable.items():
+                unit = device._unit_for(mid)
+                device.put(mid, name, getattr(unit.controls, w.field))
+            assert device.image.registers == published, device.id
+            checked += 1
+    assert checked > 100
