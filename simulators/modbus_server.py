@@ -19,9 +19,11 @@ per request is less (the twin replays ~220 requests a poll, docs/twin.md "The pa
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import cast
 
 from pymodbus.constants import ExcCodes
+from pymodbus.datastore import ModbusServerContext
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.pdu.register_message import (
     ReadHoldingRegistersRequest,
@@ -41,7 +43,7 @@ REGISTER_CODES = frozenset({3, 4, 6, 16})
 codes keep pymodbus's path)."""
 
 
-def _encode_registers(registers: list[int]) -> bytes:
+def _encode_registers(registers: Sequence[int]) -> bytes:
     """A read reply's payload: byte count, then each register big-endian (as pymodbus encodes it)."""
     return struct.pack(f">B{len(registers)}H", 2 * len(registers), *registers)
 
@@ -61,7 +63,10 @@ class FastReadInputResponse(ReadInputRegistersResponse):
 
 
 async def _read_update(
-    request: ReadHoldingRegistersRequest, context: SimCore, device_id: int, reply: type[ReadHoldingRegistersResponse]
+    request: ReadHoldingRegistersRequest,
+    context: ModbusServerContext,
+    device_id: int,
+    reply: type[ReadHoldingRegistersResponse],
 ) -> ModbusPDU:
     """``ReadHoldingRegistersRequest.datastore_update`` with ``reply`` as the response class."""
     values = await context.async_getValues(device_id, request.function_code, request.address, request.count)
@@ -73,14 +78,14 @@ async def _read_update(
 class FastReadHoldingRequest(ReadHoldingRegistersRequest):
     """FC 3 request whose reply is a :class:`FastReadHoldingResponse`."""
 
-    async def datastore_update(self, context, device_id: int) -> ModbusPDU:  # type: ignore[no-untyped-def]
+    async def datastore_update(self, context: ModbusServerContext, device_id: int) -> ModbusPDU:
         return await _read_update(self, context, device_id, FastReadHoldingResponse)
 
 
 class FastReadInputRequest(ReadInputRegistersRequest):
     """FC 4 request whose reply is a :class:`FastReadInputResponse`."""
 
-    async def datastore_update(self, context, device_id: int) -> ModbusPDU:  # type: ignore[no-untyped-def]
+    async def datastore_update(self, context: ModbusServerContext, device_id: int) -> ModbusPDU:
         return await _read_update(self, context, device_id, FastReadInputResponse)
 
 
