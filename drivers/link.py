@@ -10,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.logging import Log
+from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
+from pymodbus.pdu.register_message import ReadHoldingRegistersResponse
 
 from sparcs.drivers.errors import DeviceError, DeviceTimeoutError, DeviceUnreachableError, ModbusError
 
@@ -29,6 +33,63 @@ def raise_open_file_limit() -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         return hard
     return soft
+
+
+class FastReadHoldingResponse(ReadHoldingRegistersResponse):
+    """pymodbus's FC 3 reply, its registers unpacked in one ``struct.unpack_from`` where pymodbus slices
+    and unpacks one register at a time: the same registers (``byte count // 2`` of them) and the same
+    error for a byte count beyond the frame. Registered on every client :class:`Link` opens."""
+
+    def decode(self, data: bytes) -> None:
+        if (data_len := int(data[0])) >= len(data):
+            raise ModbusIOException(
+                f"byte_count {data_len} > length of packet {len(data)}", function_code=self.function_code
+            )
+        self.registers = list(struct.unpack_from(f">{data_len // 2}H", data, 1))
+
+
+class QuietDecoder(DecodePDU):
+    """pymodbus's client decoder (3.16), without ``str(pdu)`` of every decoded reply for a debug line
+    that is not logged: while pymodbus's logger is below DEBUG it decodes as ``DecodePDU.decode`` does
+    (the same PDU, the same warning and None for a frame it cannot decode); at DEBUG it is that method."""
+
+    def __init__(self) -> None:
+        super().__init__(is_server=False)
+
+    def decode(self, frame: bytes) -> ModbusPDU | None:
+        if _PYMODBUS_LOG.isEnabledFor(logging.DEBUG):
+            return super().decode(frame)
+        try:
+            if (function_code := int(frame[0])) > 0x80:
+                pdu_exp = ExceptionResponse(function_code & 0x7F)
+                pdu_exp.decode(frame[1:])
+                return pdu_exp
+            if not (pdu_class := self.pdu_table.get(function_code, (None, None))[self.pdu_inx]):
+                raise ModbusException(f"Unknown response {function_code}")
+            pdu = pdu_class()
+            pdu.decode(frame[1:])
+            if pdu.sub_function_code >= 0:
+                lookup = self.pdu_sub_table.get(pdu.function_code, {})
+                if sub_class := lookup.get(pdu.sub_function_code, (None, None))[self.pdu_inx]:
+                    pdu = sub_class()
+                    pdu.decode(frame[1:])
+            return pdu
+        except (ModbusException, ValueError, IndexError, struct.error) as exc:
+            Log.warning("Unable to decode frame {}", exc)
+        return None
+
+
+_PYMODBUS_LOG = logging.getLogger("pymodbus.logging")  # pymodbus's Log writes to this logger
+
+
+def _client(host: str, port: int, timeout_s: float) -> AsyncModbusTcpClient:
+    """A pymodbus client for one endpoint with the decoder above and :class:`FastReadHoldingResponse`.
+
+    ``reconnect_delay=0``: no background reconnect loop; the poller's back-off decides when to retry."""
+    c = AsyncModbusTcpClient(host, port=port, timeout=timeout_s, retries=0, reconnect_delay=0)
+    c.ctx.framer.decoder = QuietDecoder()
+    c.register(FastReadHoldingResponse)
+    return c
 
 
 class Link:
@@ -49,8 +110,7 @@ class Link:
             return c
         if c is not None:
             c.close()
-        # reconnect_delay=0: no background reconnect loop; the poller's back-off decides when to retry.
-        c = AsyncModbusTcpClient(self.host, port=self.port, timeout=self.timeout_s, retries=0, reconnect_delay=0)
+        c = _client(self.host, self.port, self.timeout_s)
         self._client = c
         try:
             ok = await asyncio.wait_for(c.connect(), self.timeout_s + 0.5)

@@ -34,7 +34,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.simulator import DataType, SimData
 
 from sparcs.config.schema import DeviceConfig, DeviceVariant, SiteConfig
-from sparcs.simulators.registers import Point, build_image, decode, point_at_address, type_range
+from sparcs.simulators.registers import Point, build_image, decode, model_spans, point_at_address, type_range
 from sparcs.simulators.site import DEFAULT_GRADIENT_PCT_PER_S, BatteryUnit, PvUnit, SiteSim
 
 SUNSPEC_EPOCH_S = 946_684_800.0
@@ -44,6 +44,7 @@ HERTZ = 50.0
 INVERTER_MODELS = (101, 102, 103, 111, 112, 113)
 METER_PHASES = {201: 1, 202: 2, 203: 3, 204: 3}
 _PHASE_NAMES = ("A", "B", "C")
+_NUMBER = (int, float)
 GARBAGE_SF = 10
 """The largest legal SunSpec scale factor: what the ``garbage`` fault publishes for live points."""
 
@@ -109,7 +110,11 @@ class SunSpecSimDevice(ABC):
         self._live_sfs: list[tuple[int, str]] | None = None
         self._sf_garbled = False
         self._slots: dict[tuple[int, str], tuple[Point, int, float | None, int, int] | None] = {}
+        self._control_slots: dict[tuple[int, str], tuple[int, float, int, int] | None] = {}
         self._point_at = point_at_address((tuple(self.models), variant.base_address, variant.common_len, self.strings))
+        self.lazy = False  # render only the models a request reaches (see render); set by the fleet host
+        self._spans = model_spans(self.image)
+        self._model_version: dict[int, int] = {}
         self._clock_start = site.t
         units: list[PvUnit | BatteryUnit] = [*site.pv, *site.batteries]
         for unit in units:
@@ -221,21 +226,50 @@ class SunSpecSimDevice(ABC):
         self.put(1, "SN", self.id)
         self.put(1, "DA", self.unit)
 
-    def render(self, fault_mode: str | None) -> None:
-        """Publish live values and controls unless already current; ``frozen`` publishes nothing."""
+    def render(self, fault_mode: str | None, address: int | None = None, count: int = 0) -> None:
+        """Publish live values and controls unless already current; ``frozen`` publishes nothing.
+
+        With ``address`` (a request for ``count`` registers from there) a device whose ``lazy`` is set
+        publishes only the models the request reaches that are not current. Values are a function of
+        the site's state, which changes only with ``site.version``, so a model published when it is
+        read holds what a whole render at that moment would have put there; ``lazy`` is for devices
+        that are never served under a value fault (``frozen`` would show the models as last
+        published), see :class:`simulators.fleet.FleetHost`.
+        """
         if fault_mode == "frozen":
             return
-        key = (self.site.version, fault_mode)
+        version = self.site.version
+        if address is not None and self.lazy and fault_mode is None:
+            end = address + count
+            stale = {
+                mid
+                for mid, first, last in self._spans
+                if first < end and address < last and self._model_version.get(mid) != version
+            }
+            if stale:
+                self._publish(None, stale)
+                for mid in stale:
+                    self._model_version[mid] = version
+            return
+        key = (version, fault_mode)
         if key == self._rendered:
             return
         self._rendered = key
+        self._publish(fault_mode, None)
+
+    def _publish(self, fault_mode: str | None, models: set[int] | None) -> None:
+        """Write the live points and the writable points' controls of ``models`` (None: every model)."""
         regs = self.image.registers
+        slots = self._slots
         for mid, name, value in self._live():
-            slot = self._slot(mid, name)
+            if models is not None and mid not in models:
+                continue
+            key = (mid, name)
+            slot = slots[key] if key in slots else self._slot(mid, name)
             if slot is None:
                 continue
             p, start, scale, lo, hi = slot
-            if fault_mode is None and scale is not None and isinstance(value, int | float):
+            if fault_mode is None and scale is not None and isinstance(value, _NUMBER):
                 # Fast path for one-register integers (most points): scale, clamp, two's complement.
                 raw = min(max(round(value * scale), lo), hi)
                 regs[start] = raw + 0x10000 if raw < 0 else raw
@@ -248,9 +282,34 @@ class SunSpecSimDevice(ABC):
         if fault_mode == "garbage" or self._sf_garbled:
             self._garble_sfs(fault_mode == "garbage")
         for (mid, name), w in self.writable.items():
+            if models is not None and mid not in models:
+                continue
             unit = self._unit_for(mid)
-            if unit is not None:
-                self.put(mid, name, getattr(unit.controls, w.field))
+            if unit is None:
+                continue
+            value = getattr(unit.controls, w.field)
+            fast = self._control_slot(mid, name)
+            if fast is not None and isinstance(value, _NUMBER):
+                # put()'s arithmetic for a one-register integer: value / 10^SF, rounded, clamped
+                start, divisor, lo, hi = fast
+                raw = min(max(round(value / divisor), lo), hi)
+                regs[start] = raw + 0x10000 if raw < 0 else raw
+            else:
+                self.put(mid, name, value)
+
+    def _control_slot(self, mid: int, name: str) -> tuple[int, float, int, int] | None:
+        """``(register index, 10^SF, lo, hi)`` of a writable one-register integer point, None for any
+        other point (published by :meth:`put`); cached."""
+        key = (mid, name)
+        if key not in self._control_slots:
+            slot = self._slot(mid, name)
+            if slot is None or slot[2] is None:
+                self._control_slots[key] = None
+            else:
+                p, start, _, lo, hi = slot
+                sf = self.sf.get((mid, p.sf), 0) if p.sf else 0
+                self._control_slots[key] = (start, 10.0**sf, lo, hi)
+        return self._control_slots[key]
 
     def _slot(self, mid: int, name: str) -> tuple[Point, int, float | None, int, int] | None:
         """``(point, register index, 10^-SF or None when not a one-register integer, lo, hi)``, cached."""

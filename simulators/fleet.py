@@ -2,8 +2,9 @@
 
 Each device gets its own loopback port, except devices of one site that share a port in the
 config: they sit behind one gateway port with distinct unit ids. Per port a pymodbus 3.16
-``ModbusTcpServer`` (SimDevice/SimData API, one SimDevice per unit id, its ``action`` hook bound
-to a :class:`simulators.devices.SunSpecSimDevice`, or a :class:`simulators.profile_device.ProfileSimDevice`
+``ModbusTcpServer`` (:class:`simulators.modbus_server.SimServer`, its shorter path per request;
+SimDevice/SimData API, one SimDevice per unit id, its ``action`` hook bound to a
+:class:`simulators.devices.SunSpecSimDevice`, or a :class:`simulators.profile_device.ProfileSimDevice`
 for ``protocol: profile``) listens on an internal port, and a :class:`simulators.proxy.FaultProxy`
 listens on the public one.
 
@@ -21,7 +22,9 @@ The fleet file's ``relay_inputs`` are served too: one simulated I/O module each
 
 With ``faults="scheduled"`` (the twin: every fault is in the config, none injected at run time) an
 endpoint without a timing fault among its devices' faults is served by its pymodbus server on
-the public port, without the proxy: still Modbus TCP, one socket hop instead of two.
+the public port, without the proxy: still Modbus TCP, one socket hop instead of two; and a SunSpec
+device without a value fault publishes only the models a request reaches
+(``SunSpecSimDevice.lazy``: a battery's FC 6 echo renders its model 124, not its whole image).
 
 The clock either runs free (real time × ``speed``; a background task advances the physics every
 ``min(1, max(0.1, 5 / speed))`` wall seconds) or is stepped with :meth:`FleetHost.step`.
@@ -40,7 +43,6 @@ from pathlib import Path
 from typing import Literal, cast
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import SimDevice
 
 from sparcs.config.register_map import PROFILE_DIR, RegisterMap, load_register_map
@@ -48,6 +50,7 @@ from sparcs.config.schema import DeviceConfig, DeviceVariant, FaultSpec, FleetCo
 from sparcs.simulators.clock import SimClock
 from sparcs.simulators.devices import SunSpecSimDevice, make_device
 from sparcs.simulators.io_module import IoModuleSim
+from sparcs.simulators.modbus_server import SimServer
 from sparcs.simulators.profile_device import ProfileSimDevice
 from sparcs.simulators.proxy import FORWARD, FaultProxy, FrameAction
 from sparcs.simulators.site import MAX_SUBSTEP_S, SiteSim
@@ -107,7 +110,7 @@ class _Port:
     host: str
     port: int
     devices: dict[int, SimulatedDevice] = field(default_factory=dict)
-    backend: ModbusTcpServer | None = None
+    backend: SimServer | None = None
     proxy: FaultProxy | None = None
 
     @property
@@ -158,6 +161,10 @@ class FleetHost:
         self._faults: dict[str, list[_Fault]] = {}
         for spec in self.sim.faults:
             self._faults.setdefault(spec.device, []).append(self._fault(spec, -math.inf))
+        if faults == "scheduled":  # no fault comes later: a device without a value fault never shows one
+            for dev_id, device in self.devices.items():
+                if isinstance(device, SunSpecSimDevice):
+                    device.lazy = not any(f.spec.mode in VALUE_FAULTS for f in self._faults.get(dev_id, []))
         self.io_modules = {r.id: IoModuleSim(r) for r in self.config.relay_inputs}
         self._ticker: asyncio.Task | None = None
         self._started = False
@@ -182,9 +189,7 @@ class FleetHost:
                     f.spec.mode not in VALUE_FAULTS for d in port.devices.values() for f in self._faults.get(d.id, [])
                 )
                 try:
-                    port.backend = ModbusTcpServer(
-                        sim_devices, address=(port.host, public) if direct else ("127.0.0.1", 0)
-                    )
+                    port.backend = SimServer(sim_devices, address=(port.host, public) if direct else ("127.0.0.1", 0))
                     await port.backend.serve_forever(background=True)
                     server = port.backend.transport
                     assert isinstance(server, asyncio.Server)  # a listening server's transport is its asyncio.Server
@@ -377,7 +382,7 @@ class FleetHost:
                 return None
             if set_values is not None:
                 return device.write(address, [int(v) for v in set_values], self.clock.now())
-            device.render(None if mode == "ignore_writes" else mode)
+            device.render(None if mode == "ignore_writes" else mode, address, count)
             return None
 
         return on_access

@@ -294,8 +294,9 @@ class ProfileSimDevice:
             words = encode(reg.type, reg.size, raw)
         return order_words(words, self.map.byte_order, self.map.word_order)
 
-    def render(self, fault_mode: str | None) -> None:
-        """Publish every key unless already current; ``frozen`` publishes nothing."""
+    def render(self, fault_mode: str | None, address: int | None = None, count: int = 0) -> None:
+        """Publish every key unless already current; ``frozen`` publishes nothing. ``address`` and
+        ``count`` (the request's registers) do not narrow it: a profile device publishes every key."""
         if fault_mode == "frozen":
             return
         key = (self.site.version, fault_mode)

@@ -135,6 +135,14 @@ class DeviceImage:
         return decode(point.type, self.registers[start : start + point.size])
 
 
+def model_spans(image: DeviceImage) -> tuple[tuple[int, int, int], ...]:
+    """``(model id, first address, end address)`` of each model of ``image``: its ID and L registers and
+    the L data registers after them (end exclusive)."""
+    return tuple(
+        (mid, addr, addr + 2 + image.registers[addr - image.base + 1]) for mid, addr in image.model_addresses.items()
+    )
+
+
 def build_image(model_ids: list[int], base: int = 40000, common_len: int = 66, repeats: int = 0) -> DeviceImage:
     """Lay out ``model_ids`` (model 1 first) at ``base``. ``common_len`` 65 drops model 1's Pad;
     ``repeats``: instances of a model's repeating group (160's strings), named ``module.<i>.<point>``
