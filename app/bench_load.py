@@ -15,9 +15,11 @@ load hits each kind alike:
   stream of ``fleet_rate`` GET /api/v1/fleet a second;
 - ``stream``: the open-loop stream alone (the goal "/fleet p99 ≤ 50 ms at 200 requests/s").
 
-The clients run in a child process niced like the API (``api.nice``) and in Linux's idle scheduling
-class: on a deployment they are other machines, here they share the cores with the controller and
-may take only what it leaves; each is a lean HTTP/1.1 keep-alive
+The closed-loop clients run in a child process niced like the API (``api.nice``) and in Linux's
+idle scheduling class: on a deployment they are other machines, here they share the cores with the
+controller and may take only what it leaves. The stream runs in a child process of its own at the
+bench's priority, so that its latencies are the API's and not its own wait for a core
+(:func:`clients_main`). Each client is a lean HTTP/1.1 keep-alive
 connection (:class:`Keepalive`), so what is measured is the API, not the client's own CPU. A
 stream request's latency counts from the moment it was due, so a client that falls behind shows
 as latency, not as fewer requests.
@@ -377,14 +379,19 @@ def idle_class() -> bool:
 
 
 def clients_main(
-    base_url: str, token: str, clients: int, rate: float, duration_s: float, nice: int, out: Connection
+    base_url: str, token: str, clients: int, rate: float, duration_s: float, nice: int | None, out: Connection
 ) -> None:
-    """The clients' process: niced like the API and in the idle class (:func:`idle_class`: they stand
-    for other machines), deaf to Ctrl-C. Sends "go" as it starts its clients, then what they saw
-    (:class:`Samples`)."""
+    """A load process, deaf to Ctrl-C: ``clients`` closed-loop clients and a stream of ``rate`` a second.
+    With ``nice`` (the closed-loop clients) niced by it and in the idle class (:func:`idle_class`):
+    they stand for other machines and may take only what control leaves. Without (the /fleet stream,
+    ~0.06 of a core) at the bench's own priority: the stream measures latency, and starved behind
+    the closed-loop clients or anything else on the machine it would measure its own wait, not the
+    API's (stalls of ~1 s in an idle-class stream while other work ran). Sends "go" as it starts,
+    then what its clients saw (:class:`Samples`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.nice(nice)
-    idle_class()
+    if nice is not None:
+        os.nice(nice)
+        idle_class()
     out.send("go")
     before = cpu_use(os.getpid())
     samples = asyncio.run(_drive(base_url, token, clients, rate, duration_s))
@@ -445,21 +452,21 @@ class Phase:
     async def run(self, duration_s: float, *, clients: int, rate: float) -> Measured:
         """One phase of ``duration_s`` with ``clients`` closed-loop clients and a stream of ``rate`` a second.
         The control figures are taken over the ``duration_s`` the clients run, from the moment they start."""
-        loader: multiprocessing.process.BaseProcess | None = None
-        answer: Connection | None = None
-        if clients or rate:
-            ctx = multiprocessing.get_context("spawn")
+        loaders: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
+        ctx = multiprocessing.get_context("spawn")
+        for n, r, nice in ((clients, 0.0, self.nice), (0, rate, None)):  # closed-loop clients, the stream
+            if not (n or r):
+                continue
             answer, theirs = ctx.Pipe(duplex=False)
             loader = ctx.Process(
-                target=clients_main,
-                args=(self.base_url, self.token, clients, rate, duration_s, self.nice, theirs),
-                daemon=True,
+                target=clients_main, args=(self.base_url, self.token, n, r, duration_s, nice, theirs), daemon=True
             )
             loader.start()
             theirs.close()
+            loaders.append((loader, answer))
             if not await asyncio.to_thread(answer.poll, CLIENT_START_TIMEOUT_S) or answer.recv() != "go":
                 raise BenchError(f"the API clients did not start within {CLIENT_START_TIMEOUT_S:g} s")
-            if loader.pid is not None:
+            if n and loader.pid is not None:
                 self.clients_idle = os.sched_getscheduler(loader.pid) == os.SCHED_IDLE
         before = await self.metrics()
         cpu_before = controller_cpu(self.pid)
@@ -469,13 +476,13 @@ class Phase:
         after = await self.metrics()
         alarms = await self.write_alarms(started_at)
         samples = Samples()
-        if loader is not None and answer is not None:
+        for ended, answer in loaders:
             if not await asyncio.to_thread(answer.poll, DRAIN_S + CLIENT_START_TIMEOUT_S):
                 raise BenchError("the API clients did not report")
-            samples = answer.recv()
-            await asyncio.to_thread(loader.join, 30.0)
-            if loader.is_alive():
-                loader.kill()
+            samples.add(answer.recv())
+            await asyncio.to_thread(ended.join, 30.0)
+            if ended.is_alive():
+                ended.kill()
         return Measured(
             polls=after["count"] - before["count"],
             poll_sum_s=after["sum"] - before["sum"],
