@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gc
+import weakref
 
 import pytest
 
-from sparcs.controller.heap import collections_deferred
+from sparcs.controller.heap import collections_deferred, settle_heap
 
 
 def test_collection_resumes_when_the_last_of_overlapping_blocks_ends():
@@ -35,3 +36,19 @@ def test_an_error_in_the_block_still_resumes_collection():
     with pytest.raises(ValueError), collections_deferred():
         raise ValueError("a failed poll")
     assert gc.isenabled()
+
+
+def test_settling_collects_todays_garbage_and_freezes_the_rest():
+    class Node:
+        pass
+
+    garbage, kept = Node(), Node()
+    garbage.me = garbage  # a reference cycle: only a collection frees it
+    gone = weakref.ref(garbage)
+    del garbage
+    try:
+        settle_heap()
+        assert gone() is None
+        assert gc.get_freeze_count() > 0 and kept is not None
+    finally:
+        gc.unfreeze()  # leave the test process's collector as it was
