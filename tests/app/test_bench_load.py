@@ -4,6 +4,7 @@ prints the JSON fields the benchmark promises (README.md "Command line"), with f
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from sparcs.bench_load import Keepalive, bucket_quantile, percentile
+from sparcs.controller.metrics import POLL_BUCKETS_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -26,6 +28,15 @@ def test_percentiles_from_samples_and_from_histogram_buckets():
     assert bucket_quantile(0.99, buckets) == pytest.approx(0.2 + 0.3 * (9.9 - 9) / 1)
     assert bucket_quantile(0.5, {0.1: 0.0, float("inf"): 0.0}) is None
     assert bucket_quantile(0.99, {0.1: 1.0, float("inf"): 5.0}) == 0.1  # beyond the last bound: that bound
+
+
+def test_poll_cycle_buckets_are_fine_enough_for_the_p99_the_bench_reads():
+    """A poll's p99 read from buckets is off by up to a bucket's width: bounds 0.75 s and 1 s apart
+    read one slow poll of 0.76 s as ~1 s, a third more than it took."""
+    steps = list(itertools.pairwise(POLL_BUCKETS_S))
+    assert all(hi / lo <= 1.1 + 1e-9 for lo, hi in steps if 0.5 <= lo < 2)
+    assert all(hi / lo <= 7 / 6 + 1e-9 for lo, hi in steps if 0.3 <= lo < 5)
+    assert list(POLL_BUCKETS_S) == sorted(set(POLL_BUCKETS_S))
 
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
