@@ -12,8 +12,10 @@ configuration), ``battery_w`` (+ discharge / − charge), ``grid_w`` (+ import /
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -86,11 +88,16 @@ class Plan:
     def end_s(self) -> float:
         return self.start_s + float(self.period_s.sum())
 
+    @cached_property
+    def _period_ends_s(self) -> list[float]:
+        """Where each period ends (Unix s): the plan is asked for its period once per site and poll."""
+        return (self.start_s + np.cumsum(self.period_s)).tolist()
+
     def period_at(self, t: float) -> int | None:
         """Index of the period containing ``t`` (Unix s), or None outside the plan."""
         if t < self.start_s:
             return None
-        i = int(np.searchsorted(self.start_s + np.cumsum(self.period_s), t, side="right"))
+        i = bisect.bisect_right(self._period_ends_s, t)
         return i if i < len(self.period_s) else None
 
     def setpoint(self, site_id: str, t: float) -> PlannedSetpoint | None:

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
+import math
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -87,11 +88,13 @@ class Measurements:
             buf.append((state.ts, pv, load, at_limit))
 
     def period_mean_w(self, kind: str, site_id: str, start_s: float, end_s: float) -> float:
-        """Mean measured PV or load (W) over [start, end); NaN without samples, and for PV if one was held."""
+        """Mean measured PV or load (W) over [start, end) of the samples that have it; NaN without any,
+        and for PV if one was held."""
         rows = [r for r in self.samples[site_id] if start_s <= r[0] < end_s]
-        if not rows or (kind == "pv" and any(r[3] for r in rows)):
+        if kind == "pv" and any(r[3] for r in rows):
             return float("nan")
-        return float(np.nanmean([r[1] if kind == "pv" else r[2] for r in rows]))
+        known = [w for r in rows if not math.isnan(w := r[1] if kind == "pv" else r[2])]
+        return float(np.mean(known)) if known else float("nan")
 
     def arrays(self, site_id: str, since_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         rows = [r for r in self.samples[site_id] if r[0] >= since_s]

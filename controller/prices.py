@@ -190,6 +190,9 @@ class PriceSource:
         self._prices: dict[float, float] = {}
         self._t = np.zeros(0)
         self._v = np.zeros(0)
+        self._last_price: tuple[float, np.ndarray, float | None] = (math.nan, self._v, None)
+        """(instant, the price array it was looked up in, its price): a poll asks for its instant's
+        price once per site; a refresh replaces the array, and with it the answer."""
         self._mtime: float | None = None
         self._last_try_s = -math.inf
         self.last_error: str | None = None
@@ -280,8 +283,14 @@ class PriceSource:
 
     def price_at(self, t_s: float) -> float | None:
         """EUR/MWh of the quarter-hour containing ``t_s``, or None when unknown."""
+        at, looked_up_in, price = self._last_price
+        if at == t_s and looked_up_in is self._v:
+            return price
+        values = self._v
         v = float(self.prices(np.array([t_s]))[0])
-        return None if math.isnan(v) else v
+        price = None if math.isnan(v) else v
+        self._last_price = (t_s, values, price)
+        return price
 
     def missing_quarters(self, start_s: float, end_s: float) -> int:
         """How many quarter-hours in [start_s, end_s) have no price."""

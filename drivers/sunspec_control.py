@@ -94,13 +94,17 @@ def control(d: SunSpecDevice, *ids: int) -> ModelLocation:
 
 
 def point_writes(loc: ModelLocation, points: list[tuple[str, int]]) -> tuple[RegisterWrite, ...]:
-    """One write per point, in the order given; only the points named are touched."""
+    """The points' writes in the order given, one request for each run of points that are next to
+    each other in that order and in address (124 ``OutWRte``, ``InWRte``: one FC 16); only the
+    points named are touched."""
     md = model_def(loc.model_id)
-    out = []
+    out: list[RegisterWrite] = []
     for name, raw in points:
         p = md.point(name)
-        regs = tuple(encode_point(p, raw))
-        out.append(RegisterWrite(loc.addr + p.offset, regs, tuple(range(len(regs)))))
+        addr, regs = loc.addr + p.offset, tuple(encode_point(p, raw))
+        if out and out[-1].addr + len(out[-1].values) == addr:
+            addr, regs = out[-1].addr, out.pop().values + regs
+        out.append(RegisterWrite(addr, regs, tuple(range(len(regs)))))
     return tuple(out)
 
 

@@ -20,7 +20,10 @@ Rules (docs/definitions.md "Revert timers and safe defaults", "Reference bases";
 - 0 W (stage K1, a 0 W cap) is a stop where the device has one (:func:`drivers.device.can_stop_pv`:
   SunSpec 123 ``Conn`` = 0); elsewhere the limit is held at the floor and the result names the
   shortfall in W (``shortfall_w``: the W the device may produce above the request);
-- a command already in force (the latest poll confirms it) and not yet due is not rewritten;
+- a command already in force (the latest poll confirms it) and not yet due is not rewritten; nor is
+  a battery setpoint in force that runs the battery in the request's direction at most as hard as
+  asked, and by at most ``BATTERY_DEADBAND_W`` less (:func:`battery_within_deadband`): the battery
+  then never charges or discharges more than the controller asks; PV limits have no deadband;
 - ``Setpoint(None)`` releases explicitly: the limit is disabled (the device returns to its
   installer configuration) unless the site's installer ceiling is below the device's WMax, in
   which case that ceiling is written instead, so a release never lifts it.
@@ -57,6 +60,9 @@ log = logging.getLogger(__name__)
 REFRESH_FRACTION = 0.4  # rewrite when this share of the revert timer has passed
 HEARTBEAT_DEADLINE = 0.75  # a watchdog's heartbeat is rewritten before this share of its interval
 MATCH_TOLERANCE = 0.01  # read-back W may differ by 1 % of the base (register resolution)
+BATTERY_DEADBAND_W = 20.0
+"""A battery setpoint in force up to this many W below the request (same direction, never above it)
+is not rewritten before its timer is due (:func:`battery_within_deadband`)."""
 
 Action = Literal["limit", "release", "battery", "unchanged", "skipped", "failed"]
 
@@ -253,6 +259,7 @@ class SetpointWriter:
                 written_w=a.value_w,
                 written_at=a.written_at,
                 detail="in force and read back; timer not yet due"
+                + (f"; {a.value_w:.0f} W within the battery deadband of the request" if a.requested_w != value else "")
                 + (f"; {a.shortfall_w:.0f} W above the request (the device's floor)" if a.shortfall_w else ""),
                 shortfall_w=a.shortfall_w,
             )
@@ -263,7 +270,9 @@ class SetpointWriter:
     def _unchanged(self, device_id: str, s: DeviceState, kind: SetpointKind, requested: float | None) -> bool:
         """True when the same command is in force (confirmed by the latest poll) and its timer is not due."""
         a = self.active.get((device_id, kind))
-        if a is None or a.kind != kind or a.requested_w != requested:
+        if a is None or a.kind != kind:
+            return False
+        if a.requested_w != requested and not (kind == "battery" and self._battery_close(s, a, requested)):
             return False
         if a.value_w is not None and self._due(device_id, kind, a, self.clock()):
             return False
@@ -276,6 +285,13 @@ class SetpointWriter:
         base_key = "wmax_w" if kind == "pv" else "max_charge_w"
         base = (vals[base_key].value if base_key in vals else None) or 1.0
         return abs(seen - a.value_w) <= MATCH_TOLERANCE * base
+
+    def _battery_close(self, s: DeviceState, a: _Active, requested: float | None) -> bool:
+        """Whether the battery setpoint in force (``a``) is within the deadband of ``requested`` once clamped."""
+        limits = self._battery_limits(s)
+        if a.value_w is None or requested is None or limits is None:
+            return False
+        return battery_within_deadband(a.value_w, clamp_battery(requested, *limits), BATTERY_DEADBAND_W)
 
     # --- PV limits -----------------------------------------------------------------------------
 
@@ -316,14 +332,20 @@ class SetpointWriter:
 
     # --- battery -------------------------------------------------------------------------------
 
-    async def _write_battery(self, s: DeviceState, power_w: float | None) -> WriteResult:
+    def _battery_limits(self, s: DeviceState) -> tuple[float, float] | None:
+        """(max charge, max discharge) in W ≥ 0: what the device reports, at most the site's battery
+        section; None when neither tells."""
         vals = s.telemetry.values if s.telemetry else {}
         cfg = s.site.battery
         max_cha = vals["max_charge_w"].value if "max_charge_w" in vals else None
         max_dis = vals["max_discharge_w"].value if "max_discharge_w" in vals else None
         max_cha = min(max_cha or cfg.max_charge_w, cfg.max_charge_w) if cfg else max_cha
         max_dis = min(max_dis or cfg.max_discharge_w, cfg.max_discharge_w) if cfg else max_dis
-        if max_cha is None or max_dis is None:
+        return None if max_cha is None or max_dis is None else (max_cha, max_dis)
+
+    async def _write_battery(self, s: DeviceState, power_w: float | None) -> WriteResult:
+        limits = self._battery_limits(s)
+        if limits is None:
             return WriteResult(
                 s.cfg.id,
                 "failed",
@@ -331,7 +353,7 @@ class SetpointWriter:
                 requested_w=power_w,
                 detail="no charge/discharge limits known: set the site's battery section",
             )
-        target = None if power_w is None else min(max(power_w, -max_cha), max_dis)
+        target = None if power_w is None else clamp_battery(power_w, *limits)
         clamped = target is not None and power_w is not None and abs(target - power_w) > 1e-6
         plan = await s.driver.battery_writes(target, self.settings.revert_timeout_s)
         return await self._execute(s, "battery", plan, power_w, target, clamped)
@@ -388,6 +410,20 @@ class SetpointWriter:
             detail=detail,
             written_at=now,
         )
+
+
+def clamp_battery(power_w: float, max_charge_w: float, max_discharge_w: float) -> float:
+    """``power_w`` (W, > 0 discharge, < 0 charge) held to the charge and discharge limits (W ≥ 0)."""
+    return min(max(power_w, -max_charge_w), max_discharge_w)
+
+
+def battery_within_deadband(in_force_w: float, target_w: float, deadband_w: float) -> bool:
+    """Whether a battery setpoint in force (W, > 0 discharge) may stand for ``target_w``: the same
+    direction (or a hold, 0 W), at most as much power as the target and less by at most ``deadband_w``.
+    The battery then never charges (§14a, grid charging) nor discharges (export) more than asked."""
+    if in_force_w * target_w < 0.0:
+        return False
+    return 0.0 <= abs(target_w) - abs(in_force_w) <= deadband_w
 
 
 def unprotected(driver: Device, cfg: DeviceConfig) -> bool:

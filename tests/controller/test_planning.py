@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -152,3 +153,20 @@ def test_energy_left_at_the_end_is_valued_at_the_mean_import_price_of_the_day_th
     finally:
         planner.close()
         store.close()
+
+
+def test_a_quarter_hour_without_a_measured_load_has_no_mean_and_no_warning():
+    cfg = validate_config(small_fleet_data(1))
+    site = cfg.sites[0]
+    planner = FleetPlanner(cfg)
+    try:
+        t0 = T0.timestamp()
+        for k in range(15):  # the meter never answers: the site's load is unknown, its PV is not
+            telemetry = {i: t for i, t in site_telemetry(site).items() if t.kind != "meter"}
+            planner.measurements.observe(build_state(cfg, telemetry, t0 + 60.0 * k))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert np.isnan(planner.measurements.period_mean_w("load", site.id, t0, t0 + 900.0))
+            assert planner.measurements.period_mean_w("pv", site.id, t0, t0 + 900.0) == pytest.approx(3000.0)
+    finally:
+        planner.close()

@@ -18,7 +18,7 @@ import pytest
 from sparcs.config.schema import DispatchConfig, FaultSpec, validate_config
 from sparcs.drivers.poller import FleetPoller
 from sparcs.drivers.telemetry import MISSING, NO_LIMIT
-from sparcs.drivers.writer import Setpoint, SetpointWriter
+from sparcs.drivers.writer import BATTERY_DEADBAND_W, Setpoint, SetpointWriter
 from sparcs.simulators.clock import SimClock
 from sparcs.simulators.fleet import FleetHost
 from tests.drivers.conftest import good, step_and_poll
@@ -263,6 +263,34 @@ async def test_battery_setpoints_both_models(fleet, poller) -> None:
     res = await writer.apply({"a-bat": Setpoint(), "b-bat": Setpoint()})
     assert all(r.ok and r.action == "release" for r in res.values())
     assert host.truth("a-bat")["commanded_w"] is None and host.truth("b-bat")["commanded_w"] is None
+
+
+async def test_battery_setpoint_within_the_deadband_below_the_request_is_not_rewritten(fleet, poller) -> None:
+    host, clock = fleet
+    await step_and_poll(host, poller)
+    writer = SetpointWriter(poller, SETTINGS, clock.now)
+    assert (await writer.apply({"a-bat": Setpoint(battery_w=-1000.0)}))["a-bat"].action == "battery"
+    await step_and_poll(host, poller)
+
+    async def action(w: float) -> str:
+        r = (await writer.apply({"a-bat": Setpoint(battery_w=w)}))["a-bat"]
+        assert r.ok and r.requested_w == w
+        await step_and_poll(host, poller)
+        return r.action
+
+    # charging up to BATTERY_DEADBAND_W less than asked stands; never more than asked, nor further off
+    assert await action(-1000.0 - BATTERY_DEADBAND_W) == "unchanged"
+    assert host.truth("a-bat")["commanded_w"] == pytest.approx(-1000.0, abs=5)
+    assert await action(-995.0) == "battery"  # in force −1000 W charges more than asked: rewritten
+    assert host.truth("a-bat")["commanded_w"] == pytest.approx(-995.0, abs=5)
+    assert await action(-995.0 - BATTERY_DEADBAND_W - 5.0) == "battery"
+    assert await action(10.0) == "battery"  # the other direction is always written
+    assert await action(10.0 + BATTERY_DEADBAND_W / 2) == "unchanged"
+    # the timer still runs from the last write: 40 % of it on, the setpoint is rewritten as asked now
+    await step_and_poll(host, poller, 0.4 * SETTINGS.revert_timeout_s)
+    assert await action(10.0 + BATTERY_DEADBAND_W / 2) == "battery"
+    assert host.truth("a-bat")["commanded_w"] == pytest.approx(20.0, abs=5)
+    await writer.apply({"a-bat": Setpoint()})
 
 
 async def test_writes_skip_monitor_only_and_stale_devices(fleet) -> None:
