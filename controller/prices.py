@@ -286,10 +286,9 @@ class PriceSource:
         at, looked_up_in, price = self._last_price
         if at == t_s and looked_up_in is self._v:
             return price
-        values = self._v
         v = float(self.prices(np.array([t_s]))[0])
         price = None if math.isnan(v) else v
-        self._last_price = (t_s, values, price)
+        self._last_price = (t_s, self._v, price)
         return price
 
     def missing_quarters(self, start_s: float, end_s: float) -> int:
