@@ -13,8 +13,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
-import math
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -70,39 +68,77 @@ MIN_BASELINE_W_PER_KWP = 50.0
 """Below this baseline output (dawn, dusk) ratios are noise and are not learnt from."""
 
 
+class SiteSamples:
+    """One site's samples, oldest first: time (Unix s), PV (W, NaN unknown), load (W, NaN unknown) and
+    whether the PV was held by its limit; at most ``keep`` of them (the oldest dropped first).
+
+    Columns of arrays, so that the samples since an instant are a slice found by bisection (a plan
+    reads them several times per site)."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self._cols = np.empty((3, 2 * keep))  # room for ``keep`` more before the oldest are moved out
+        self._held = np.zeros(2 * keep, dtype=bool)
+        self._lo = 0
+        self._hi = 0
+
+    def __len__(self) -> int:
+        return self._hi - self._lo
+
+    @property
+    def last_ts(self) -> float | None:
+        return float(self._cols[0, self._hi - 1]) if self._hi > self._lo else None
+
+    def append(self, ts: float, pv_w: float, load_w: float, held: bool) -> None:
+        if self._hi == self._cols.shape[1]:  # full: keep the newest ``keep - 1`` at the front
+            n = self.keep - 1
+            self._cols[:, :n] = self._cols[:, self._hi - n : self._hi]
+            self._held[:n] = self._held[self._hi - n : self._hi]
+            self._lo, self._hi = 0, n
+        self._cols[:, self._hi] = (ts, pv_w, load_w)
+        self._held[self._hi] = held
+        self._hi += 1
+        if self._hi - self._lo > self.keep:
+            self._lo += 1
+
+    def since(self, start_s: float, end_s: float = np.inf) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Copies of the columns (time, PV, load, held) of the samples in [start_s, end_s)."""
+        ts = self._cols[0, self._lo : self._hi]
+        i, j = self._lo + np.searchsorted(ts, [start_s, end_s], side="left")
+        t, pv, load = self._cols[:, i:j].copy()
+        return t, pv, load, self._held[i:j].copy()
+
+
 class Measurements:
     """Per site, one sample a minute of PV (W, with a flag: held by its limit) and load (W), for the forecasts."""
 
     def __init__(self, site_ids: list[str]):
-        maxlen = int(LOAD_LEARN_WINDOW_S / SAMPLE_EVERY_S) + 1
-        self.samples: dict[str, deque[tuple[float, float, float, bool]]] = {s: deque(maxlen=maxlen) for s in site_ids}
+        keep = int(LOAD_LEARN_WINDOW_S / SAMPLE_EVERY_S) + 1
+        self.samples: dict[str, SiteSamples] = {s: SiteSamples(keep) for s in site_ids}
 
     def observe(self, state: FleetState) -> None:
         for sid, s in state.sites.items():
             buf = self.samples.get(sid)
-            if buf is None or (buf and state.ts - buf[-1][0] < SAMPLE_EVERY_S):
+            if buf is None or ((last := buf.last_ts) is not None and state.ts - last < SAMPLE_EVERY_S):
                 continue
             at_limit = s.pv_limit_w is not None and s.pv_w is not None and s.pv_w >= AT_LIMIT_SHARE * s.pv_limit_w
             pv = np.nan if s.pv_w is None else s.pv_w
             load = np.nan if s.load_w is None else s.load_w
-            buf.append((state.ts, pv, load, at_limit))
+            buf.append(state.ts, pv, load, at_limit)
 
     def period_mean_w(self, kind: str, site_id: str, start_s: float, end_s: float) -> float:
         """Mean measured PV or load (W) over [start, end) of the samples that have it; NaN without any,
         and for PV if one was held."""
-        rows = [r for r in self.samples[site_id] if start_s <= r[0] < end_s]
-        if kind == "pv" and any(r[3] for r in rows):
+        _, pv, load, held = self.samples[site_id].since(start_s, end_s)
+        if kind == "pv" and held.any():
             return float("nan")
-        known = [w for r in rows if not math.isnan(w := r[1] if kind == "pv" else r[2])]
-        return float(np.mean(known)) if known else float("nan")
+        w = pv if kind == "pv" else load
+        known = w[~np.isnan(w)]
+        return float(known.mean()) if known.size else float("nan")
 
     def arrays(self, site_id: str, since_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        rows = [r for r in self.samples[site_id] if r[0] >= since_s]
-        if not rows:
-            empty = np.zeros(0)
-            return empty, empty, empty, np.zeros(0, dtype=bool)
-        a = np.array([r[:3] for r in rows], dtype=float)
-        return a[:, 0], a[:, 1], a[:, 2], np.array([r[3] for r in rows], dtype=bool)
+        """Time (Unix s), PV (W), load (W) and held-by-limit of the site's samples from ``since_s`` on."""
+        return self.samples[site_id].since(since_s)
 
 
 TERMINAL_WINDOW_S = 86_400.0

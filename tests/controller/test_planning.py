@@ -170,3 +170,22 @@ def test_a_quarter_hour_without_a_measured_load_has_no_mean_and_no_warning():
             assert planner.measurements.period_mean_w("pv", site.id, t0, t0 + 900.0) == pytest.approx(3000.0)
     finally:
         planner.close()
+
+
+def test_site_samples_keep_the_newest_and_slice_by_time_across_the_moves():
+    from collections import deque
+
+    from sparcs.controller.planning import SiteSamples
+
+    keep = 5
+    samples, reference = SiteSamples(keep), deque(maxlen=keep)
+    for k in range(4 * keep + 3):  # past two moves of the newest to the front
+        row = (60.0 * k, float(k), 100.0 + k, k % 3 == 0)
+        samples.append(*row)
+        reference.append(row)
+        assert len(samples) == len(reference) and samples.last_ts == reference[-1][0]
+        for start, end in ((-np.inf, np.inf), (60.0 * (k - 2), np.inf), (60.0 * (k - 3), 60.0 * k)):
+            t, pv, load, held = samples.since(start, end)
+            want = [r for r in reference if start <= r[0] < end]
+            assert t.tolist() == [r[0] for r in want] and pv.tolist() == [r[1] for r in want]
+            assert load.tolist() == [r[2] for r in want] and held.tolist() == [r[3] for r in want]

@@ -229,9 +229,9 @@ def test_a_cloud_seen_by_the_neighbours_lowers_a_sites_next_hour_forecast():
                     t = T0 - 3600 + 60 * k
                     clear = float(clearsky_w_per_kwp(geom, t)[0]) * site.pv.kwp
                     if site.id == cfg.sites[-1].id:  # the last site's PV is held by its limit: no clue
-                        planner.measurements.samples[site.id].append((t, 0.3 * clear, 500.0, True))
+                        planner.measurements.samples[site.id].append(t, 0.3 * clear, 500.0, True)
                     else:
-                        planner.measurements.samples[site.id].append((t, neighbour_clearness * clear, 500.0, False))
+                        planner.measurements.samples[site.id].append(t, neighbour_clearness * clear, 500.0, False)
             return planner.pv_forecasts(list(cfg.sites), T0, mid)[cfg.sites[-1].id]
         finally:
             planner.close()
