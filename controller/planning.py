@@ -73,7 +73,8 @@ class SiteSamples:
     whether the PV was held by its limit; at most ``keep`` of them (the oldest dropped first).
 
     Columns of arrays, so that the samples since an instant are a slice found by bisection (a plan
-    reads them several times per site)."""
+    reads them several times per site); samples are appended in time order (``Measurements.observe``
+    takes a sample only a minute or more after the last)."""
 
     def __init__(self, keep: int):
         self.keep = keep
