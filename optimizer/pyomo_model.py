@@ -97,7 +97,8 @@ def build_model(fa: FleetArrays) -> pyo.ConcreteModel:
     )
     shortfall = fa.pv_shortfall_eur_per_kwh().tolist()  # Python floats, as the other coefficients
     curtail = sum(float(kwh[t]) * shortfall[s] * (fa.pv_max_w[s, t] - m.pv[s, t]) for s in range(n) for t in range(nt))
-    throughput = sum(float(kwh[t]) * fa.throughput_eur_per_kwh * m.ch[s, t] for s in bat for t in range(nt))
+    charge_cost = fa.lp_charge_eur_per_kwh().tolist()
+    throughput = sum(float(kwh[t]) * charge_cost[t] * m.ch[s, t] for s in bat for t in range(nt))
     schedule = sum(float(kwh[t]) * fa.schedule_eur_per_kwh * (m.dp[t] + m.dm[t]) for t in sched)
     terminal = sum(TERMINAL_TIE_BREAK * fa.terminal_eur_per_kwh[s] / 1000.0 * m.e[s, nt - 1] for s in bat)
     m.obj = pyo.Objective(expr=energy_cost + curtail + throughput + schedule - terminal, sense=pyo.minimize)

@@ -177,7 +177,7 @@ def build_chunk(
     cost[o_pv : o_pv + nt] = -np.repeat(fa.pv_shortfall_eur_per_kwh()[sites], t) * kwh
     cost[o_imp : o_imp + nt] = fa.import_eur_per_kwh[sites].ravel() * kwh
     cost[o_exp : o_exp + nt] = -lp_export_eur_per_kwh[sites].ravel() * kwh
-    cost[o_ch : o_ch + nt] = fa.throughput_eur_per_kwh * kwh
+    cost[o_ch : o_ch + nt] = np.tile(fa.lp_charge_eur_per_kwh(), n) * kwh
     last = np.arange(n) * t + (t - 1)
     cost[o_e + last] = -TERMINAL_TIE_BREAK * fa.terminal_eur_per_kwh[sites] / 1000.0
     cost[6 * nt :] = track_eur_per_kwh * np.tile(fa.dt_h[tr_t], 2) / 1000.0

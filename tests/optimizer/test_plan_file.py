@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pyomo.environ as pyo
@@ -17,6 +18,7 @@ from pyomo.contrib.appsi.solvers import Highs
 from typer.testing import CliRunner
 
 from sparcs.cli import app
+from sparcs.optimizer import fleet_arrays as fleet_arrays_module
 from sparcs.optimizer.baselines import no_control_plan
 from sparcs.optimizer.dispatch import plan_hierarchical, plan_monolithic
 from sparcs.optimizer.fleet_arrays import FleetArrays, fleet_arrays
@@ -59,9 +61,16 @@ def home(n: int = 96, seed: int = 1, soc_end: float | None = None, cap: float | 
     }
 
 
+def cost_model(fa: FleetArrays) -> pyo.ConcreteModel:
+    """The monolithic LP of ``fa`` at its costs alone, without the planner's early-storing shade
+    (fleet_arrays.CHARGE_EARLY_EUR_PER_KWH_H), which breaks ties and is not part of the score."""
+    with mock.patch.object(fleet_arrays_module, "CHARGE_EARLY_EUR_PER_KWH_H", 0.0):
+        return build_model(fa)
+
+
 def lp_optimum(fa: FleetArrays) -> float:
-    """The monolithic LP's optimal objective value, as the solver reports it."""
-    m = build_model(fa)
+    """The monolithic LP's optimal objective value at its costs alone, as the solver reports it."""
+    m = cost_model(fa)
     opt = Highs()
     res = opt.solve(m)
     assert res.termination_condition == TerminationCondition.optimal
@@ -70,7 +79,7 @@ def lp_optimum(fa: FleetArrays) -> float:
 
 def milp_optimum(fa: FleetArrays) -> float:
     """The same problem as a MILP: binaries forbid charging while discharging and importing while exporting."""
-    m = build_model(fa)
+    m = cost_model(fa)
     nt = fa.shape[1]
     # A tight big-M: with the 1e9 W of "no connection limit" the integrality tolerance would let through kW.
     big = float((fa.load_w + fa.charge_max_w).max() + fa.pv_max_w.max() + fa.discharge_max_w.max())
@@ -238,3 +247,22 @@ def test_a_home_whose_pv_cannot_be_curtailed_runs_pv_in_full_and_charges_against
     assert over_kwh <= excess_kwh - (0.9 - 0.3) * 8.0 / 0.95 + 1e-6
     curtailed = plan_file(parse({"sites": [home(cap=500.0)]}))["sites"][0]
     assert np.all(-np.array(curtailed["grid_w"]) <= 500.0 + 1e-3)  # the default: curtailed to the cap
+
+
+def test_on_a_flat_tariff_pv_is_stored_from_the_first_surplus_at_no_cost():
+    """Exporting PV now and storing PV later cost the same here; the plan stores first
+    (fleet_arrays.CHARGE_EARLY_EUR_PER_KWH_H): a forecast is surest for the coming hours."""
+    data = home(cap=None) | {"import_eur_per_kwh": [0.30] * 96}
+    out = plan_file(parse({"sites": [data]}))
+    site = out["sites"][0]
+    surplus = np.maximum(np.array(data["pv_available_w"]) - np.array(data["load_w"]), 0.0)
+    charge = np.maximum(-np.array(site["battery_w"]), 0.0)
+    first = int(np.argmax(surplus > 0))
+    room_wh = (0.9 - min([*site["soc"][:first], 0.3])) * 8000.0 / 0.95
+    greedy_wh = np.cumsum(np.minimum(surplus, 3000.0)[first:]) * 0.25
+    full = first + int(np.argmax(greedy_wh >= room_wh - 1e-6))
+    assert charge[first] == pytest.approx(surplus[first], abs=1e-3)
+    assert max(site["soc"][: full + 2]) == pytest.approx(0.9, abs=1e-6)
+    with mock.patch.object(fleet_arrays_module, "CHARGE_EARLY_EUR_PER_KWH_H", 0.0):
+        late = plan_file(parse({"sites": [data]}))
+    assert site["cost_eur"] == pytest.approx(late["sites"][0]["cost_eur"], abs=1e-6)
