@@ -148,9 +148,14 @@ class SiteProblem:
         n = self.pv_available_w.shape[0]
         if self.pv_available_w.shape != (n,) or self.load_w.shape != (n,):
             raise ValueError(f"site {self.site_id}: pv_available_w and load_w must be 1-D arrays of equal length")
+        # Method reductions (``a.all()``) and one bound check per array, not numpy's wrappers and
+        # broadcasting: a plan of a large fleet makes one of these per site.
         for name in ("import_eur_per_kwh", "export_eur_per_kwh"):
-            price = np.broadcast_to(np.asarray(getattr(self, name), dtype=float), (n,)).copy()
-            if not np.all(np.isfinite(price)):
+            given = getattr(self, name)
+            price = np.full(n, float(given)) if np.ndim(given) == 0 else np.array(given, dtype=float)
+            if price.shape != (n,):
+                raise ValueError(f"site {self.site_id}: {name} needs one value or one per period ({n})")
+            if not np.isfinite(price).all():
                 raise ValueError(f"site {self.site_id}: {name} must be known (finite) in every period")
             setattr(self, name, price)
         if self.stage_ceiling_w is None:
@@ -161,17 +166,17 @@ class SiteProblem:
         self.para14a = np.asarray(self.para14a, dtype=bool)
         if self.stage_ceiling_w.shape != (n,) or self.para14a.shape != (n,):
             raise ValueError(f"site {self.site_id}: stage_ceiling_w and para14a need one value per period ({n})")
-        if np.any(self.stage_ceiling_w < 0):
+        if (self.stage_ceiling_w < 0).any():
             raise ValueError(f"site {self.site_id}: stage_ceiling_w must be ≥ 0 W, or NaN where no stage is active")
         for name in ("pv_available_w", "load_w"):
             values = getattr(self, name)
-            if not np.all(np.isfinite(values)) or np.any(values < 0):
+            if n and not 0.0 <= values.min() <= values.max() < np.inf:  # NaN fails every comparison
                 raise ValueError(f"site {self.site_id}: {name} must be finite and ≥ 0 in every period")
-        over = np.flatnonzero(self.load_w > self.connection_limit_w)
-        if over.size:
+        if n and self.load_w.max() > self.connection_limit_w:
+            over = int(np.argmax(self.load_w > self.connection_limit_w))
             raise ValueError(
                 f"site {self.site_id}: load_w exceeds connection_limit_w ({self.connection_limit_w:.0f} W) "
-                f"in period {over[0]}; clip the load forecast to the fuse limit"
+                f"in period {over}; clip the load forecast to the fuse limit"
             )
         if self.pv_rating_w <= 0 or self.pv_ceiling_w < 0 or self.connection_limit_w <= 0:
             raise ValueError(f"site {self.site_id}: pv_rating_w and connection_limit_w must be > 0")

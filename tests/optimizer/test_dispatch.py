@@ -87,10 +87,18 @@ def test_a_plan_ends_at_until_s_and_keeps_at_least_its_first_period() -> None:
 
 
 def test_a_bad_forecast_names_the_site() -> None:
-    with pytest.raises(ValueError, match="site s1: load_w exceeds connection_limit_w"):
-        site([0, 0], [1000, 50_000])
-    with pytest.raises(ValueError, match="site s1: pv_available_w must be finite"):
-        site([0, np.nan], 100)
+    with pytest.raises(ValueError, match="site s1: load_w exceeds connection_limit_w .* in period 1;"):
+        site([0, 0, 0], [1000, 50_000, 40_000])
+    for bad in (np.nan, np.inf, -1.0):
+        with pytest.raises(ValueError, match="site s1: pv_available_w must be finite and ≥ 0"):
+            site([0, bad], 100)
+        with pytest.raises(ValueError, match="site s1: load_w must be finite and ≥ 0"):
+            site([0, 0], [100, bad])
+    with pytest.raises(ValueError, match="site s1: import_eur_per_kwh must be known"):
+        site([0, 0], 100, import_eur_per_kwh=[0.3, np.nan])
+    with pytest.raises(ValueError, match=r"site s1: export_eur_per_kwh needs one value or one per period \(2\)"):
+        site([0, 0], 100, export_eur_per_kwh=[0.08, 0.08, 0.08])
+    assert site([0, 0], 100, import_eur_per_kwh=0.3).import_eur_per_kwh.tolist() == [0.3, 0.3]
 
 
 def test_bench_dispatch_prints_json_with_the_gap() -> None:
