@@ -41,6 +41,7 @@ from sparcs.controller.setpoints import (
     SiteCommand,
     SiteCurtailment,
     SiteFacts,
+    battery_may_fill,
     battery_room,
     export_guard,
     schedule_feedback,
@@ -376,11 +377,34 @@ class Controller:
                 out[sid] = c
         return out
 
+    @property
+    def _soc_age_s(self) -> float:
+        """How old a battery's SoC can be when the command set on it ends (s): its reads are up to
+        ``polls_between_reads`` polls apart (tiered polling), the command holds one poll, and one
+        poll more is margin for the timing of reads within a poll."""
+        d = self.cfg.dispatch
+        return d.poll_interval_s * (1 + max(d.polls_between_reads(k) for k in ("battery", "hybrid")))
+
     def site_facts(self, site_id: str, now: float) -> SiteFacts:
         """What the limit policy of one site depends on now (see :class:`~sparcs.controller.setpoints.SiteFacts`)."""
         s = self.state.sites.get(site_id) if self.state else None
+        planned = None if self.plan is None else self.plan.setpoint(site_id, now)
+        battery = self._sites[site_id].battery
+        may_fill = (
+            battery is not None
+            and planned is not None
+            and planned.battery_w is not None
+            and battery_may_fill(
+                soc=None if s is None else s.soc,
+                soc_max=battery.soc_max,
+                capacity_wh=battery.capacity_kwh * 1000.0,
+                charge_w=-planned.battery_w,
+                eta_charge=battery.eta_charge,
+                within_s=self._soc_age_s,
+            )
+        )
         return SiteFacts(
-            planned=None if self.plan is None else self.plan.setpoint(site_id, now),
+            planned=planned,
             controllable=s is not None and s.controllable,
             paused=self.commands.paused(now),
             stage_ceiling_w=self.commands.stage_ceiling_w(site_id, now),
@@ -388,6 +412,7 @@ class Controller:
             export_cap_w=self.export_cap_w(site_id, now),
             pv_rating_w=self._sites[site_id].pv.rating_w,
             net_load_w=None if s is None or s.grid_w is None or s.battery_w is None else s.grid_w + s.battery_w,
+            battery_may_fill=may_fill,
         )
 
     def _follow_schedule(self, now: float, commands: dict[str, SiteCommand]) -> dict[str, SiteCommand]:

@@ -108,6 +108,8 @@ class SiteFacts:
     export_cap_w: float | None
     pv_rating_w: float
     net_load_w: float | None = None
+    battery_may_fill: bool = False
+    """The battery may reach its upper SoC before the limit is next set (:func:`battery_may_fill`)."""
 
 
 def site_command(f: SiteFacts) -> SiteCommand:
@@ -122,6 +124,10 @@ def site_command(f: SiteFacts) -> SiteCommand:
     - A site that is not controllable (a device stale) keeps its PV at most at its export cap, at
       the inverter: its battery runs on its own and may stop absorbing PV at any moment, its meter
       may be the silent device, and the guard loosens with what the meter shows.
+    - Where the battery may reach its upper SoC before the next command (``battery_may_fill``), a
+      feed-in-capped site's plan limit no longer counts on the planned charge: the plan allows
+      export cap + load + charge, and a battery that stops charging when full would put that
+      charge on the meter over the cap until the guard sees it at the next poll.
     - The planned battery power is held to the measured net load where the plan meant no grid flow
       for it (:func:`battery_within_net_load`), unless a limit shapes the surplus
       (:func:`limit_shapes_surplus`): the measured surplus may then be the limit's, which was set
@@ -131,6 +137,8 @@ def site_command(f: SiteFacts) -> SiteCommand:
     plan_limit = plan_battery = None
     if f.controllable and not f.paused and f.planned is not None:
         plan_limit, plan_battery = f.planned.pv_limit_w, f.planned.battery_w
+        if plan_limit is not None and f.export_cap_w is not None and f.battery_may_fill and plan_battery is not None:
+            plan_limit = max(0.0, plan_limit + min(plan_battery, 0.0))
         if plan_limit is not None and f.export_cap_w == 0.0:
             plan_limit = max(0.0, plan_limit - ZERO_CAP_MARGIN * f.pv_rating_w)
     uncontrolled = None if f.controllable else f.export_cap_w
@@ -140,6 +148,22 @@ def site_command(f: SiteFacts) -> SiteCommand:
     ):
         plan_battery = battery_within_net_load(plan_battery, f.planned.grid_w, f.net_load_w)
     return SiteCommand(limit, plan_battery)
+
+
+def battery_may_fill(
+    *, soc: float | None, soc_max: float, capacity_wh: float, charge_w: float, eta_charge: float, within_s: float
+) -> bool:
+    """Whether a battery charging at ``charge_w`` (W, ≥ 0; ≤ 0: not charging) may reach ``soc_max``
+    (fraction) within ``within_s`` (s) of its last SoC reading ``soc`` (fraction; None: unknown, so it may).
+
+    ``within_s`` covers the age a reading can have under tiered polling plus the poll until the next
+    command: the energy it may still store is ``(soc_max − soc) × capacity_wh`` Wh, against
+    ``charge_w × eta_charge × within_s / 3600`` Wh charged."""
+    if charge_w <= 0:
+        return False
+    if soc is None:
+        return True
+    return (soc_max - soc) * capacity_wh <= charge_w * eta_charge * within_s / 3600.0
 
 
 def limit_shapes_surplus(planned: PlannedSetpoint, plan_limit_w: float | None, *other_limits_w: float | None) -> bool:

@@ -10,6 +10,7 @@ from sparcs.controller.setpoints import (
     ZERO_CAP_MARGIN,
     SiteCommand,
     SiteFacts,
+    battery_may_fill,
     battery_within_net_load,
     export_guard,
     site_command,
@@ -114,8 +115,9 @@ def facts(
     cap=6000.0,
     rating=5000.0,
     net_load=None,
+    may_fill=False,
 ):
-    return SiteFacts(planned, controllable, paused, stage, guard, cap, rating, net_load)
+    return SiteFacts(planned, controllable, paused, stage, guard, cap, rating, net_load, may_fill)
 
 
 @pytest.mark.parametrize(
@@ -163,6 +165,36 @@ def test_a_plan_limit_above_the_forecast_pv_does_not_stop_following_the_plan(ava
     assert got == SiteCommand(7815.0, expected)
     # a stage ceiling, the guard or an uncontrolled cap always shapes the surplus
     assert site_command(facts(planned, stage=7000.0, net_load=400.0)).battery_w == -3000.0
+
+
+@pytest.mark.parametrize(
+    ("soc", "charge_w", "expected"),
+    [
+        (0.949, 757.0, True),  # 10 Wh of room, 14 Wh charged in 70 s: full before the next command
+        (0.945, 757.0, False),  # 50 Wh of room
+        (0.949, 0.0, False),  # not charging
+        (0.949, -2000.0, False),  # discharging
+        (None, 757.0, True),  # SoC unknown: it may
+    ],
+)
+def test_a_battery_may_fill_within_the_age_of_its_reading(soc, charge_w, expected):
+    got = battery_may_fill(
+        soc=soc, soc_max=0.95, capacity_wh=10_000.0, charge_w=charge_w, eta_charge=0.95, within_s=70.0
+    )
+    assert got is expected
+
+
+def test_a_plan_limit_stops_counting_on_a_charge_the_full_battery_will_not_take():
+    # The regression of the K2 day: a capped site planned at export cap + load + charge (11.7 kW cap,
+    # 757 W charge) exported 11.85 kW for one poll when its battery reached 95 % and stopped charging.
+    planned = PlannedSetpoint(13_300.0, -757.0, -11_700.0, 14_000.0)
+    full_soon = site_command(facts(planned, cap=11_700.0, rating=14_000.0, net_load=-12_000.0, may_fill=True))
+    assert full_soon == SiteCommand(13_300.0 - 757.0, -757.0)  # the charge no longer counted, still planned
+    assert site_command(facts(planned, cap=11_700.0, rating=14_000.0, net_load=-12_000.0)).pv_limit_w == 13_300.0
+    # without a cap nothing goes over one; a discharge raises no limit
+    assert site_command(facts(planned, cap=None, rating=14_000.0, may_fill=True)).pv_limit_w == 13_300.0
+    discharging = PlannedSetpoint(9000.0, 500.0, 0.0, 9000.0)
+    assert site_command(facts(discharging, cap=6000.0, may_fill=True)).pv_limit_w == 9000.0
 
 
 def test_a_plan_answers_its_period_and_setpoint():
