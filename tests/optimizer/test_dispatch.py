@@ -87,7 +87,7 @@ def test_a_plan_ends_at_until_s_and_keeps_at_least_its_first_period() -> None:
 
 
 def test_a_bad_forecast_names_the_site() -> None:
-    with pytest.raises(ValueError, match="site s1: load_w exceeds connection_limit_w .* in period 1;"):
+    with pytest.raises(ValueError, match=r"site s1: load_w exceeds connection_limit_w .* in period 1;"):
         site([0, 0, 0], [1000, 50_000, 40_000])
     for bad in (np.nan, np.inf, -1.0):
         with pytest.raises(ValueError, match="site s1: pv_available_w must be finite and ≥ 0"):
