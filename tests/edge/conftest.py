@@ -37,11 +37,19 @@ PASSWORDS = {"central": "central-secret", "edge-1": "edge-1-secret", "edge-2": "
 
 
 def edge_fleet_data(
-    folder: Path, port: int, ca: Path | None, n_sites: int = 3, tiers: dict[str, float] | None = None
+    folder: Path,
+    port: int,
+    ca: Path | None,
+    n_sites: int = 3,
+    tiers: dict[str, float] | None = None,
+    soc_initial: dict[int, float] | None = None,
 ) -> dict:
     """The small demo fleet with a broker section: edge-1 polls the first two sites, edge-2 the third.
-    ``tiers``: ``dispatch.device_poll_interval_s`` (default none: every device at every poll)."""
+    ``tiers``: ``dispatch.device_poll_interval_s`` (default none: every device at every poll);
+    ``soc_initial``: the batteries' initial SoC by site index, where not the small fleet's."""
     data = small_fleet_data(n_sites)
+    for i, soc in (soc_initial or {}).items():
+        data["sites"][i]["battery"]["soc_initial"] = soc
     data["simulation"]["weather"]["cloudiness"] = 0.0
     # by default every device at every poll: most tests count polls and stale windows in poll intervals
     data["dispatch"]["device_poll_interval_s"] = tiers or {}
@@ -121,14 +129,20 @@ class EdgeWorld:
         node.ctl.store.close()
 
 
-async def make_world(folder: Path, *, edges: bool = True, tiers: dict[str, float] | None = None) -> EdgeWorld:
+async def make_world(
+    folder: Path,
+    *,
+    edges: bool = True,
+    tiers: dict[str, float] | None = None,
+    soc_initial: dict[int, float] | None = None,
+) -> EdgeWorld:
     port = free_ports(1)[0]
-    probe = validate_config(edge_fleet_data(folder, port, None, tiers=tiers))
+    probe = validate_config(edge_fleet_data(folder, port, None, tiers=tiers, soc_initial=soc_initial))
     assert probe.broker is not None
     files = write_broker_files(folder / "broker", probe.broker, PASSWORDS, port=port)
     broker = Mosquitto(files, port)
     broker.start()
-    cfg = validate_config(edge_fleet_data(folder, port, files.ca, tiers=tiers))
+    cfg = validate_config(edge_fleet_data(folder, port, files.ca, tiers=tiers, soc_initial=soc_initial))
     clock = SimClock(NOON, stepped=True)
     host = FleetHost(cfg, clock=clock, auto_ports=True)
     await host.start()

@@ -5,14 +5,27 @@ from __future__ import annotations
 import math
 
 import pytest
+import pytest_asyncio
 
 from sparcs.config.grid_rules import feed_in_cap_w
+from tests.edge.conftest import close_world, make_world
 
 pytestmark = pytest.mark.slow
 
 
-async def test_the_central_plans_from_edge_telemetry_and_the_edges_put_the_plan_in_force(world):
-    w = world
+@pytest_asyncio.fixture
+async def full_world(tmp_path):
+    """The edge world with lej-002's battery full at noon: the plan must limit its PV at the 60 % cap.
+    (With room in the batteries the plan charges the surplus at noon and limits nothing.)"""
+    w = await make_world(tmp_path, soc_initial={1: 0.95})
+    try:
+        yield w
+    finally:
+        await close_world(w)
+
+
+async def test_the_central_plans_from_edge_telemetry_and_the_edges_put_the_plan_in_force(full_world):
+    w = full_world
     await w.step(10)
     # the central's fleet state is built from what the edges sent: every device online
     assert all(t.status == "online" for t in w.hub.telemetry(w.clock.now()).values())
@@ -48,7 +61,7 @@ async def test_the_central_plans_from_edge_telemetry_and_the_edges_put_the_plan_
             if "limit_w" in truth and sp.pv_limit_w is not None:
                 assert truth["limit_w"] == pytest.approx(sp.pv_limit_w, rel=0.02, abs=20.0), dev
                 limited += 1
-    assert limited, "at noon without clouds the plan limits some inverter"
+    assert limited, "at noon without clouds the plan limits the inverter of the site whose battery is full"
     for site in w.cfg.sites:
         cap = feed_in_cap_w(site)
         if cap is not None:
